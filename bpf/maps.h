@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * maps.h - the udplb maps. Keys and values are defined in include/udplb.h;
+ * every map is BTF-typed so `bpftool map dump name <map>` shows fields.
+ * Userspace (src/maps.rs) is the only writer of the configuration maps; the
+ * datapath only writes counters and round-robin cursors, all per-CPU.
+ */
+#ifndef UDPLB_MAPS_H
+#define UDPLB_MAPS_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "udplb.h"
+
+/* (family, address or wildcard, port) -> frontend. A port-only frontend has
+ * one wildcard key per family, hence two keys per frontend. NO_PREALLOC so a
+ * replaced value is freed after an RCU grace period: a reader holding the old
+ * value keeps a consistent copy while userspace swaps tables. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2 * UDPLB_MAX_FRONTENDS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct udplb_endpoint);
+	__type(value, struct udplb_frontend);
+} frontends SEC(".maps");
+
+/* Backend tables, UDPLB_MAX_BACKENDS slots each, two tables per frontend. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, UDPLB_BACKEND_SLOTS);
+	__type(key, __u32);
+	__type(value, struct udplb_backend);
+} backend_slots SEC(".maps");
+
+/* backend (source of a reply) -> the frontend it answers for. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2 * UDPLB_MAX_FRONTENDS * UDPLB_MAX_BACKENDS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct udplb_endpoint);
+	__type(value, struct udplb_reply_target);
+} replies SEC(".maps");
+
+/* Round-robin position per frontend. Per-CPU: no shared read-modify-write. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, UDPLB_MAX_FRONTENDS);
+	__type(key, __u32);
+	__type(value, __u32);
+} rr_cursors SEC(".maps");
+
+/* Packets and bytes sent to each backend (frontend id * MAX_BACKENDS + i). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, UDPLB_BACKEND_COUNTERS);
+	__type(key, __u32);
+	__type(value, struct udplb_counter);
+} backend_counters SEC(".maps");
+
+/* Replies rewritten back to each frontend. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, UDPLB_MAX_FRONTENDS);
+	__type(key, __u32);
+	__type(value, struct udplb_counter);
+} reply_counters SEC(".maps");
+
+/* Packets per verdict reason (enum udplb_reason). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, UDPLB_REASON_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} reason_counters SEC(".maps");
+
+#endif /* UDPLB_MAPS_H */

@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * parsing.h - bounds-checked header parsing for the udplb datapath.
+ *
+ * Contract: every helper reads a header only after a `ptr + 1 > data_end`
+ * (or `ptr + len > data_end`) check, advances the cursor past what it parsed,
+ * and returns the next protocol or a udplb_reason saying why parsing stopped.
+ * Nothing here writes to the packet and no packet length is assumed.
+ *
+ * The order of checks is part of the specification (the reference model in
+ * src/model.rs follows it):
+ *   Ethernet (14 bytes) -> up to two 802.1Q/802.1ad tags -> EtherType
+ *   IPv4: 20 bytes present, version 4, IHL >= 5, whole header present,
+ *         IHL*4 <= tot_len, tot_len bytes present, protocol UDP,
+ *         fragment offset 0, 8 bytes of UDP within tot_len,
+ *         8 <= udp.len <= tot_len - IHL*4 (not checked on a first fragment,
+ *         whose datagram continues in later fragments)
+ *   IPv6: 40 bytes present, version 6, 40 + payload_len bytes present,
+ *         next header not an extension header, next header UDP,
+ *         8 <= udp.len <= payload_len
+ */
+#ifndef UDPLB_PARSING_H
+#define UDPLB_PARSING_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_endian.h>
+#include "udplb.h"
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1FFF
+#define VLAN_MAX_DEPTH 2
+
+/* Returned by the parse helpers when the header is fine. */
+#define PARSE_OK -1
+
+struct hdr_cursor {
+	void *pos;
+};
+
+/* The headers of a UDP packet the datapath may rewrite. */
+struct udp_packet {
+	void *l3;            /* struct iphdr or struct ipv6hdr, as ipv6 says */
+	struct udphdr *udp;
+	bool ipv6;
+};
+
+static __always_inline bool is_vlan(__be16 proto)
+{
+	return proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD);
+}
+
+/* Ethernet plus up to two VLAN tags. Stores the inner EtherType in *proto. */
+static __always_inline int parse_ethernet(struct hdr_cursor *c, void *data_end, __be16 *proto)
+{
+	struct ethhdr *eth = c->pos;
+	struct vlan_hdr *vlan;
+
+	if ((void *)(eth + 1) > data_end)
+		return UDPLB_REASON_MALFORMED;
+	*proto = eth->h_proto;
+	c->pos = eth + 1;
+
+#pragma unroll
+	for (int i = 0; i < VLAN_MAX_DEPTH; i++) {
+		if (!is_vlan(*proto))
+			break;
+		vlan = c->pos;
+		if ((void *)(vlan + 1) > data_end)
+			return UDPLB_REASON_MALFORMED;
+		*proto = vlan->h_vlan_encapsulated_proto;
+		c->pos = vlan + 1;
+	}
+	/* A third tag is deeper than we parse: leave it to the stack. */
+	if (is_vlan(*proto))
+		return UDPLB_REASON_NOT_IP;
+	return PARSE_OK;
+}
+
+static __always_inline int parse_ipv4_udp(struct hdr_cursor *c, void *data_end,
+					  struct udp_packet *p)
+{
+	struct iphdr *ip = c->pos;
+	struct udphdr *udp;
+	__u32 hlen, tot_len, ulen;
+	__u16 frag;
+
+	if ((void *)(ip + 1) > data_end)
+		return UDPLB_REASON_MALFORMED;
+	if (ip->version != 4)
+		return UDPLB_REASON_MALFORMED;
+	hlen = ip->ihl * 4;
+	if (hlen < sizeof(*ip))
+		return UDPLB_REASON_MALFORMED;
+	if (c->pos + hlen > data_end)
+		return UDPLB_REASON_MALFORMED;
+	tot_len = bpf_ntohs(ip->tot_len);
+	if (tot_len < hlen)
+		return UDPLB_REASON_MALFORMED;
+	if (c->pos + tot_len > data_end)
+		return UDPLB_REASON_MALFORMED;
+	if (ip->protocol != IPPROTO_UDP)
+		return UDPLB_REASON_NOT_UDP;
+	frag = bpf_ntohs(ip->frag_off);
+	if (frag & IP_OFFSET)
+		return UDPLB_REASON_FRAGMENT;
+
+	udp = c->pos + hlen;
+	if ((void *)(udp + 1) > data_end || tot_len < hlen + sizeof(*udp))
+		return UDPLB_REASON_MALFORMED;
+	ulen = bpf_ntohs(udp->len);
+	if (ulen < sizeof(*udp))
+		return UDPLB_REASON_MALFORMED;
+	if (!(frag & IP_MF) && ulen > tot_len - hlen)
+		return UDPLB_REASON_MALFORMED;
+
+	p->l3 = ip;
+	p->udp = udp;
+	p->ipv6 = false;
+	c->pos = udp + 1;
+	return PARSE_OK;
+}
+
+/* IANA "IPv6 Extension Header Types". */
+static __always_inline bool is_ipv6_ext(__u8 nexthdr)
+{
+	switch (nexthdr) {
+	case 0:   /* Hop-by-Hop Options */
+	case 43:  /* Routing */
+	case 44:  /* Fragment */
+	case 50:  /* ESP */
+	case 51:  /* AH */
+	case 60:  /* Destination Options */
+	case 135: /* Mobility */
+	case 139: /* HIP */
+	case 140: /* Shim6 */
+	case 253: /* experimentation */
+	case 254:
+		return true;
+	}
+	return false;
+}
+
+static __always_inline int parse_ipv6_udp(struct hdr_cursor *c, void *data_end,
+					  struct udp_packet *p)
+{
+	struct ipv6hdr *ip6 = c->pos;
+	struct udphdr *udp;
+	__u32 plen, ulen;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return UDPLB_REASON_MALFORMED;
+	if (ip6->version != 6)
+		return UDPLB_REASON_MALFORMED;
+	plen = bpf_ntohs(ip6->payload_len);
+	if ((void *)(ip6 + 1) + plen > data_end)
+		return UDPLB_REASON_MALFORMED;
+	if (is_ipv6_ext(ip6->nexthdr))
+		return UDPLB_REASON_IPV6_EXT;
+	if (ip6->nexthdr != IPPROTO_UDP)
+		return UDPLB_REASON_NOT_UDP;
+
+	udp = (void *)(ip6 + 1);
+	if ((void *)(udp + 1) > data_end || plen < sizeof(*udp))
+		return UDPLB_REASON_MALFORMED;
+	ulen = bpf_ntohs(udp->len);
+	/* ulen 0 would be a jumbogram, which needs a Hop-by-Hop header. */
+	if (ulen < sizeof(*udp) || ulen > plen)
+		return UDPLB_REASON_MALFORMED;
+
+	p->l3 = ip6;
+	p->udp = udp;
+	p->ipv6 = true;
+	c->pos = udp + 1;
+	return PARSE_OK;
+}
+
+/* Ethernet .. UDP. On PARSE_OK, p holds the IP and UDP headers. */
+static __always_inline int parse_udp_packet(struct hdr_cursor *c, void *data_end,
+					    struct udp_packet *p)
+{
+	__be16 proto;
+	int ret;
+
+	ret = parse_ethernet(c, data_end, &proto);
+	if (ret != PARSE_OK)
+		return ret;
+	if (proto == bpf_htons(ETH_P_IP))
+		return parse_ipv4_udp(c, data_end, p);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return parse_ipv6_udp(c, data_end, p);
+	return UDPLB_REASON_NOT_IP;
+}
+
+#endif /* UDPLB_PARSING_H */

@@ -1,0 +1,195 @@
+//! Rust mirrors of the structs in include/udplb.h.
+//!
+//! The constants (limits, reason codes) are generated from the header by
+//! build.rs, so they are defined once, in C. The structs are `#[repr(C)]`
+//! with the same explicit padding; `tests` below checks their sizes and field
+//! offsets against the types libbpf-cargo generated from the program's BTF.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+mod generated {
+    #![allow(unused_parens)]
+    include!(concat!(env!("OUT_DIR"), "/udplb_abi.rs"));
+}
+pub use generated::*;
+
+pub const MAX_FRONTENDS: usize = UDPLB_MAX_FRONTENDS as usize;
+pub const MAX_BACKENDS: usize = UDPLB_MAX_BACKENDS as usize;
+pub const REASON_COUNT: usize = UDPLB_REASON_COUNT as usize;
+
+/// `struct udplb_endpoint`: (family, address or wildcard, port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub family: u8,
+    pub pad: u8,
+    pub port_be: u16,
+    pub addr_be: [u32; 4],
+}
+
+/// `struct udplb_frontend`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Frontend {
+    pub id: u32,
+    pub table: u32,
+    pub backend_count: u32,
+    pub pad: u32,
+}
+
+/// `struct udplb_backend`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    pub ep: Endpoint,
+    pub counter: u32,
+}
+
+/// `struct udplb_reply_target`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyTarget {
+    pub frontend: Endpoint,
+    pub frontend_id: u32,
+}
+
+/// `struct udplb_counter`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+// SAFETY: all of these are repr(C) plain integers with explicit padding, so
+// every byte pattern is a valid value.
+unsafe impl plain::Plain for Endpoint {}
+unsafe impl plain::Plain for Frontend {}
+unsafe impl plain::Plain for Backend {}
+unsafe impl plain::Plain for ReplyTarget {}
+unsafe impl plain::Plain for Counter {}
+
+/// The bytes of a value as the kernel sees them (map keys and values).
+pub fn bytes_of<T: plain::Plain>(v: &T) -> &[u8] {
+    // SAFETY: T is Plain (repr(C), no references, no uninitialised padding).
+    unsafe { plain::as_bytes(v) }
+}
+
+/// Reads a value from map bytes; `None` if there are too few.
+pub fn from_bytes<T: plain::Plain + Default>(bytes: &[u8]) -> Option<T> {
+    let mut v = T::default();
+    plain::copy_from_bytes(&mut v, bytes).ok()?;
+    Some(v)
+}
+
+impl Endpoint {
+    /// The IPv4 wildcard (`None`) or an exact IPv4 address.
+    pub fn ipv4(addr: Option<Ipv4Addr>, port: u16) -> Self {
+        let mut addr_be = [0; 4];
+        if let Some(a) = addr {
+            addr_be[0] = u32::from_ne_bytes(a.octets());
+        }
+        Endpoint {
+            family: UDPLB_FAMILY_IPV4 as u8,
+            pad: 0,
+            port_be: port.to_be(),
+            addr_be,
+        }
+    }
+
+    /// The IPv6 wildcard (`None`) or an exact IPv6 address.
+    pub fn ipv6(addr: Option<Ipv6Addr>, port: u16) -> Self {
+        let mut addr_be = [0; 4];
+        if let Some(a) = addr {
+            for (word, chunk) in addr_be.iter_mut().zip(a.octets().chunks_exact(4)) {
+                *word = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            }
+        }
+        Endpoint {
+            family: UDPLB_FAMILY_IPV6 as u8,
+            pad: 0,
+            port_be: port.to_be(),
+            addr_be,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        u16::from_be(self.port_be)
+    }
+
+    /// The same endpoint on another port.
+    pub fn with_port(mut self, port: u16) -> Self {
+        self.port_be = port.to_be();
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::types;
+    use std::mem::{offset_of, size_of};
+
+    /// Fails if a mirror and its C struct differ in size or in any offset.
+    macro_rules! same_layout {
+        ($rust:ty, $c:ty, [$($rf:ident = $cf:ident),*]) => {
+            assert_eq!(size_of::<$rust>(), size_of::<$c>(), "size of {}", stringify!($rust));
+            $(assert_eq!(offset_of!($rust, $rf), offset_of!($c, $cf),
+                "offset of {}.{}", stringify!($rust), stringify!($rf));)*
+        };
+    }
+
+    #[test]
+    fn mirrors_match_the_c_structs() {
+        same_layout!(
+            Endpoint,
+            types::udplb_endpoint,
+            [
+                family = family,
+                pad = pad,
+                port_be = port_be,
+                addr_be = addr_be
+            ]
+        );
+        same_layout!(
+            Frontend,
+            types::udplb_frontend,
+            [
+                id = id,
+                table = table,
+                backend_count = backend_count,
+                pad = pad
+            ]
+        );
+        same_layout!(Backend, types::udplb_backend, [ep = ep, counter = counter]);
+        same_layout!(
+            ReplyTarget,
+            types::udplb_reply_target,
+            [frontend = frontend, frontend_id = frontend_id]
+        );
+        same_layout!(
+            Counter,
+            types::udplb_counter,
+            [packets = packets, bytes = bytes]
+        );
+    }
+
+    #[test]
+    fn reason_names_cover_every_reason() {
+        assert_eq!(REASON_NAMES.len(), REASON_COUNT);
+        assert_eq!(REASON_NAMES[UDPLB_REASON_BALANCED as usize], "balanced");
+        assert_eq!(REASON_NAMES[UDPLB_REASON_IPV6_EXT as usize], "ipv6_ext");
+    }
+
+    #[test]
+    fn endpoints_store_network_order() {
+        let ep = Endpoint::ipv4(Some(Ipv4Addr::new(198, 18, 0, 1)), 9875);
+        assert_eq!(
+            bytes_of(&ep),
+            [4, 0, 0x26, 0x93, 198, 18, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        let ep6 = Endpoint::ipv6(Some("2001:2::1".parse().unwrap()), 53);
+        assert_eq!(&bytes_of(&ep6)[2..8], [0, 53, 0x20, 0x01, 0, 2]);
+        assert_eq!(bytes_of(&ep6)[19], 1);
+    }
+}

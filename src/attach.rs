@@ -1,0 +1,231 @@
+//! Attaching the XDP program to an interface through a bpf_link.
+//!
+//! A bpf_link is owned by a file descriptor: when udplb exits, however it
+//! exits (even SIGKILL), the kernel closes the descriptor and detaches the
+//! program. Nothing is left behind unless pinning is asked for.
+//!
+//! libbpf-rs's `attach_xdp` cannot choose native or generic mode, so the
+//! link is created with libbpf's `bpf_link_create` and the mode flags.
+
+use std::ffi::CStr;
+use std::fmt;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use anyhow::{bail, Result};
+use libbpf_sys as sys;
+
+use crate::config::UsageError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpMode {
+    /// Native (driver) mode where the driver supports it, else generic.
+    Auto,
+    /// Driver mode; fails on interfaces without native XDP (such as lo).
+    Native,
+    /// Generic (skb) mode: works everywhere, slower.
+    Generic,
+}
+
+impl XdpMode {
+    fn flags(self) -> u32 {
+        match self {
+            XdpMode::Auto => 0,
+            XdpMode::Native => sys::XDP_FLAGS_DRV_MODE,
+            XdpMode::Generic => sys::XDP_FLAGS_SKB_MODE,
+        }
+    }
+}
+
+/// An XDP program already on an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Existing {
+    pub prog_id: u32,
+    pub name: String,
+    /// The bpf_link holding it, if it was attached through one.
+    pub link_id: Option<u32>,
+}
+
+impl fmt::Display for Existing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "XDP program id {} ({})", self.prog_id, self.name)?;
+        match self.link_id {
+            Some(l) => write!(f, " held by bpf_link id {l}"),
+            None => write!(f, " attached through netlink"),
+        }
+    }
+}
+
+/// The program attached to an interface; dropping it detaches.
+pub struct XdpAttachment {
+    _link: OwnedFd,
+    pub ifname: String,
+    pub ifindex: u32,
+    /// "native" or "generic", as the kernel reports it.
+    pub mode: &'static str,
+    pub prog_id: u32,
+}
+
+fn errno(ret: i32) -> std::io::Error {
+    std::io::Error::from_raw_os_error(ret.abs())
+}
+
+fn query(ifindex: u32) -> Result<sys::bpf_xdp_query_opts> {
+    let mut opts = sys::bpf_xdp_query_opts {
+        sz: size_of::<sys::bpf_xdp_query_opts>() as _,
+        ..Default::default()
+    };
+    // SAFETY: opts is a valid, sized bpf_xdp_query_opts.
+    let ret = unsafe { sys::bpf_xdp_query(ifindex as i32, 0, &mut opts) };
+    if ret < 0 {
+        bail!("querying XDP on ifindex {ifindex}: {}", errno(ret));
+    }
+    Ok(opts)
+}
+
+fn prog_name(prog_id: u32) -> String {
+    // SAFETY: plain syscall wrappers; the fd is owned right after.
+    let fd = unsafe { sys::bpf_prog_get_fd_by_id(prog_id) };
+    if fd < 0 {
+        return "name unknown".into();
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut info = sys::bpf_prog_info::default();
+    let mut len = size_of::<sys::bpf_prog_info>() as u32;
+    // SAFETY: info is a valid bpf_prog_info of len bytes.
+    if unsafe { sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) } < 0 {
+        return "name unknown".into();
+    }
+    // SAFETY: the kernel NUL-terminates the 16-byte name.
+    let name = unsafe { CStr::from_ptr(info.name.as_ptr()) };
+    format!("name {}", name.to_string_lossy())
+}
+
+/// The bpf_link that holds XDP on `ifindex`, if any, opened.
+fn find_xdp_link(ifindex: u32) -> Option<(u32, OwnedFd)> {
+    let mut id = 0u32;
+    // SAFETY: syscall wrappers with valid out-pointers; fds are owned at once.
+    while unsafe { sys::bpf_link_get_next_id(id, &mut id) } == 0 {
+        let fd = unsafe { sys::bpf_link_get_fd_by_id(id) };
+        if fd < 0 {
+            continue;
+        }
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut info: sys::bpf_link_info = unsafe { std::mem::zeroed() };
+        let mut len = size_of::<sys::bpf_link_info>() as u32;
+        if unsafe { sys::bpf_link_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) } < 0 {
+            continue;
+        }
+        // SAFETY: the xdp member is the valid one for BPF_LINK_TYPE_XDP.
+        if info.type_ == sys::BPF_LINK_TYPE_XDP
+            && unsafe { info.__bindgen_anon_1.xdp.ifindex } == ifindex
+        {
+            return Some((id, fd));
+        }
+    }
+    None
+}
+
+/// The XDP program already attached to `ifindex`, if there is one.
+pub fn existing(ifindex: u32) -> Result<Option<Existing>> {
+    let q = query(ifindex)?;
+    if q.attach_mode as u32 == sys::XDP_ATTACHED_NONE {
+        return Ok(None);
+    }
+    let prog_id = [q.prog_id, q.drv_prog_id, q.skb_prog_id, q.hw_prog_id]
+        .into_iter()
+        .find(|&id| id != 0)
+        .unwrap_or(0);
+    Ok(Some(Existing {
+        prog_id,
+        name: prog_name(prog_id),
+        link_id: find_xdp_link(ifindex).map(|(id, _)| id),
+    }))
+}
+
+/// Removes whatever XDP program is on `ifindex` (for `--force`).
+fn remove_existing(ifindex: u32) -> Result<()> {
+    if let Some((id, fd)) = find_xdp_link(ifindex) {
+        // SAFETY: fd is a valid link fd.
+        let ret = unsafe { sys::bpf_link_detach(fd.as_raw_fd()) };
+        if ret < 0 {
+            bail!("detaching bpf_link id {id}: {}", errno(ret));
+        }
+    }
+    for flags in [sys::XDP_FLAGS_SKB_MODE, sys::XDP_FLAGS_DRV_MODE] {
+        if query(ifindex)?.attach_mode as u32 == sys::XDP_ATTACHED_NONE {
+            break;
+        }
+        // SAFETY: a NULL opts pointer is allowed.
+        let ret = unsafe { sys::bpf_xdp_detach(ifindex as i32, flags, std::ptr::null()) };
+        if ret < 0 && ret != -libc_enoent() {
+            bail!(
+                "detaching the XDP program from ifindex {ifindex}: {}",
+                errno(ret)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn libc_enoent() -> i32 {
+    nix::errno::Errno::ENOENT as i32
+}
+
+/// Attaches `prog` to `ifname`. Without `force`, refuses if another XDP
+/// program is there; with it, detaches that program first.
+pub fn attach(
+    prog: BorrowedFd<'_>,
+    ifname: &str,
+    ifindex: u32,
+    mode: XdpMode,
+    force: bool,
+) -> Result<XdpAttachment> {
+    if let Some(other) = existing(ifindex)? {
+        if !force {
+            return Err(UsageError(format!(
+                "{ifname} already has {other}; use --force to replace it"
+            ))
+            .into());
+        }
+        remove_existing(ifindex)?;
+    }
+    let opts = sys::bpf_link_create_opts {
+        sz: size_of::<sys::bpf_link_create_opts>() as _,
+        flags: mode.flags(),
+        // SAFETY: all-zero is a valid value for the remaining plain fields.
+        ..unsafe { std::mem::zeroed() }
+    };
+    // SAFETY: valid prog fd and opts; the returned fd is owned at once.
+    let fd = unsafe { sys::bpf_link_create(prog.as_raw_fd(), ifindex as i32, sys::BPF_XDP, &opts) };
+    if fd < 0 {
+        let err = errno(fd);
+        let why = match (nix::errno::Errno::from_raw(-fd), mode) {
+            (nix::errno::Errno::EOPNOTSUPP, XdpMode::Native) => {
+                format!("{ifname} has no native XDP support; use --xdp-mode generic or auto")
+            }
+            (nix::errno::Errno::EPERM, _) => {
+                "permission denied: attaching XDP needs root, or CAP_NET_ADMIN and CAP_BPF".into()
+            }
+            (nix::errno::Errno::EBUSY | nix::errno::Errno::EEXIST, _) => {
+                format!("another XDP program was attached to {ifname} meanwhile ({err})")
+            }
+            _ => err.to_string(),
+        };
+        bail!("attaching XDP to {ifname}: {why}");
+    }
+    let link = unsafe { OwnedFd::from_raw_fd(fd) };
+    let q = query(ifindex)?;
+    let mode = match q.attach_mode as u32 {
+        sys::XDP_ATTACHED_DRV => "native",
+        sys::XDP_ATTACHED_SKB => "generic",
+        sys::XDP_ATTACHED_HW => "offloaded",
+        _ => "unknown mode",
+    };
+    Ok(XdpAttachment {
+        _link: link,
+        ifname: ifname.to_string(),
+        ifindex,
+        mode,
+        prog_id: q.prog_id,
+    })
+}

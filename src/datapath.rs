@@ -1,0 +1,155 @@
+//! The loaded XDP program and its maps: everything here needs privileges.
+//! Opens and loads the libbpf-cargo skeleton, writes [`Tables`] into the
+//! maps, reads the per-CPU counters back, and runs the program on test
+//! packets through BPF_PROG_TEST_RUN.
+
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use anyhow::{Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput};
+
+use crate::abi::{self, bytes_of, Counter, REASON_COUNT};
+use crate::bpf::{UdplbSkel, UdplbSkelBuilder};
+use crate::tables::Tables;
+
+/// Counters summed over every possible CPU.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Per frontend (config order), per backend (config order).
+    pub backends: Vec<Vec<Counter>>,
+    /// Replies rewritten, per frontend.
+    pub replies: Vec<Counter>,
+    /// Packets per verdict reason, indexed by reason code.
+    pub reasons: [u64; REASON_COUNT],
+}
+
+pub struct Datapath {
+    skel: UdplbSkel<'static>,
+}
+
+impl Datapath {
+    /// Opens and loads the program and creates its maps. Nothing is attached.
+    pub fn load() -> Result<Datapath> {
+        // The skeleton borrows its object storage for as long as it lives;
+        // one small allocation per load, owned by the skeleton in practice.
+        let storage: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let open = UdplbSkelBuilder::default()
+            .open(storage)
+            .context("opening the BPF object")?;
+        let skel = open.load().map_err(|e| {
+            let hint = if is_eperm(&e) {
+                " (loading BPF programs needs root, or CAP_BPF and CAP_NET_ADMIN)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("loading the XDP program into the kernel failed: {e}{hint}")
+        })?;
+        Ok(Datapath { skel })
+    }
+
+    pub fn xdp_prog(&self) -> BorrowedFd<'_> {
+        self.skel.progs.udplb_xdp.as_fd()
+    }
+
+    /// Writes a full configuration. Backend slots and reply entries go in
+    /// before the frontends that point at them, so no packet sees a frontend
+    /// whose table is not there yet.
+    pub fn write(&self, t: &Tables) -> Result<()> {
+        let maps = &self.skel.maps;
+        for (slot, backend) in &t.slots {
+            maps.backend_slots
+                .update(&slot.to_ne_bytes(), bytes_of(backend), MapFlags::ANY)
+                .with_context(|| format!("writing backend slot {slot}"))?;
+        }
+        for (key, target) in &t.replies {
+            maps.replies
+                .update(bytes_of(key), bytes_of(target), MapFlags::ANY)
+                .context("writing the reply map")?;
+        }
+        for (key, fe) in &t.frontends {
+            maps.frontends
+                .update(bytes_of(key), bytes_of(fe), MapFlags::ANY)
+                .context("writing the frontend map")?;
+        }
+        Ok(())
+    }
+
+    /// Reads every counter, summed over all possible CPUs.
+    /// `backends_per_frontend` gives how many backends each frontend has.
+    pub fn counters(&self, backends_per_frontend: &[usize]) -> Result<Counters> {
+        let maps = &self.skel.maps;
+        let mut c = Counters::default();
+        for (id, &n) in backends_per_frontend.iter().enumerate() {
+            let per_backend = (0..n)
+                .map(|i| {
+                    sum_counter(
+                        &maps.backend_counters,
+                        crate::tables::backend_counter(id, i),
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            c.backends.push(per_backend);
+            c.replies
+                .push(sum_counter(&maps.reply_counters, id as u32)?);
+        }
+        for (reason, total) in c.reasons.iter_mut().enumerate() {
+            for cpu in percpu(&maps.reason_counters, reason as u32)? {
+                *total += abi::from_bytes::<u64>(&cpu).unwrap_or(0);
+            }
+        }
+        Ok(c)
+    }
+
+    /// Runs the XDP program once on `packet` (BPF_PROG_TEST_RUN, repeat 1).
+    /// Returns the verdict and the packet as the program left it.
+    pub fn test_run(&self, packet: &[u8]) -> Result<(u32, Vec<u8>)> {
+        let mut out = vec![0u8; packet.len() + 256];
+        let input = ProgramInput {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        };
+        let output = self
+            .skel
+            .progs
+            .udplb_xdp
+            .test_run(input)
+            .context("BPF_PROG_TEST_RUN")?;
+        let verdict = output.return_value;
+        let len = output.data.map(|d| d.len()).unwrap_or(0);
+        out.truncate(len);
+        Ok((verdict, out))
+    }
+}
+
+/// EPERM (missing capability), as opposed to EACCES (verifier refusal).
+fn is_eperm(e: &libbpf_rs::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error() == Some(nix::errno::Errno::EPERM as i32);
+        }
+        source = s.source();
+    }
+    false
+}
+
+fn percpu(map: &impl MapCore, key: u32) -> Result<Vec<Vec<u8>>> {
+    map.lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)
+        .with_context(|| format!("reading counter {key}"))?
+        .with_context(|| format!("counter {key} missing"))
+}
+
+fn sum_counter(map: &impl MapCore, key: u32) -> Result<Counter> {
+    let mut sum = Counter::default();
+    for cpu in percpu(map, key)? {
+        let v: Counter = abi::from_bytes(&cpu).context("short counter value")?;
+        sum.packets += v.packets;
+        sum.bytes += v.bytes;
+    }
+    Ok(sum)
+}

@@ -1,0 +1,21 @@
+//! udplb: a UDP load balancer whose datapath is an XDP program.
+//!
+//! Pure logic (no privileges): [`config`] (grammar and validation),
+//! [`tables`] (config to map entries), [`report`], [`abi`] (the C structs).
+//! Kernel access: [`datapath`] (load, maps, counters, test runs) and
+//! [`attach`] (bpf_link to an interface).
+
+pub mod abi;
+pub mod attach;
+pub mod cli;
+pub mod config;
+pub mod datapath;
+pub mod privileges;
+pub mod report;
+pub mod tables;
+
+/// The libbpf-cargo skeleton of bpf/udplb.bpf.c.
+pub mod bpf {
+    #![allow(clippy::all, non_camel_case_types, non_snake_case, dead_code)]
+    include!(concat!(env!("OUT_DIR"), "/udplb.skel.rs"));
+}
