@@ -199,10 +199,12 @@ pub fn attach(
     let fd = unsafe { sys::bpf_link_create(prog.as_raw_fd(), ifindex as i32, sys::BPF_XDP, &opts) };
     if fd < 0 {
         let err = errno(fd);
-        let why = match (nix::errno::Errno::from_raw(-fd), mode) {
-            (nix::errno::Errno::EOPNOTSUPP, XdpMode::Native) => {
-                format!("{ifname} has no native XDP support; use --xdp-mode generic or auto")
-            }
+        let code = nix::errno::Errno::from_raw(-fd);
+        if code == nix::errno::Errno::EOPNOTSUPP && mode == XdpMode::Native {
+            let msg = format!("{ifname} has no native XDP support; use --xdp-mode generic or auto");
+            return Err(UsageError(msg).into());
+        }
+        let why = match (code, mode) {
             (nix::errno::Errno::EPERM, _) => {
                 "permission denied: attaching XDP needs root, or CAP_NET_ADMIN and CAP_BPF".into()
             }

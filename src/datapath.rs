@@ -106,10 +106,34 @@ impl Datapath {
     /// Runs the XDP program once on `packet` (BPF_PROG_TEST_RUN, repeat 1).
     /// Returns the verdict and the packet as the program left it.
     pub fn test_run(&self, packet: &[u8]) -> Result<(u32, Vec<u8>)> {
+        self.run(packet, None)
+    }
+
+    /// As [`test_run`](Self::test_run), with the packet arriving on
+    /// `ingress_ifindex` (which must exist in the caller's namespace).
+    pub fn test_run_on(&self, ingress_ifindex: u32, packet: &[u8]) -> Result<(u32, Vec<u8>)> {
+        self.run(packet, Some(ingress_ifindex))
+    }
+
+    fn run(&self, packet: &[u8], ingress_ifindex: Option<u32>) -> Result<(u32, Vec<u8>)> {
         let mut out = vec![0u8; packet.len() + 256];
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex.
+        let mut ctx: Vec<u8> = [
+            0,
+            packet.len() as u32,
+            0,
+            ingress_ifindex.unwrap_or(0),
+            0,
+            0,
+        ]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect();
         let input = ProgramInput {
             data_in: Some(packet),
             data_out: Some(&mut out),
+            context_in: ingress_ifindex.map(|_| ctx.as_mut_slice()),
             repeat: 1,
             ..Default::default()
         };

@@ -1,0 +1,40 @@
+# udplb: build, run the example, test, lint.
+# Run as root: loading XDP programs and making network namespaces need it.
+
+CARGO ?= cargo
+IFACE ?= lo
+EXAMPLE ?= 9875=9876,9877,9878
+
+.PHONY: all deps build run test unit lint vmlinux clean
+
+all: build
+
+deps:
+	scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release
+
+# The README's first command: build and run the example on lo.
+run: build
+	./target/release/udplb $(IFACE) $(EXAMPLE)
+
+# Every test: unit tests, datapath fixtures (BPF_PROG_TEST_RUN), CLI tests and
+# network-namespace tests with real sockets. Needs root.
+test: deps
+	@[ "$$(id -u)" -eq 0 ] || { echo "make test needs root (XDP, network namespaces): sudo make test" >&2; exit 1; }
+	$(CARGO) test --release
+
+# Only the tests that need no privileges.
+unit:
+	$(CARGO) test --release --lib
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+vmlinux:
+	scripts/gen-vmlinux.sh
+
+clean:
+	$(CARGO) clean

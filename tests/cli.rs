@@ -1,0 +1,203 @@
+//! The command line as a user meets it: every bad input exits 2 with one
+//! clear line on stderr, and leaves nothing attached.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+
+fn run_in(ns: &Netns, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", &ns.name, BIN])
+        .args(args)
+        .output()
+        .expect("run udplb")
+}
+
+/// Runs udplb in a fresh namespace with `args`; it must exit 2 with one
+/// line on stderr containing `message`, print nothing on stdout, and leave
+/// no XDP program on lo.
+fn rejects(args: &[&str], message: &str) {
+    let ns = Netns::new("cli");
+    let out = run_in(&ns, args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?}: exit {:?}, stderr: {stderr}",
+        out.status
+    );
+    assert!(
+        stderr.contains(message),
+        "{args:?}: stderr lacks {message:?}: {stderr}"
+    );
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "{args:?}: not one line: {stderr}"
+    );
+    assert!(out.stdout.is_empty(), "{args:?}: printed on stdout");
+    assert_eq!(ns.xdp_on("lo"), "", "{args:?}: left XDP attached");
+}
+
+#[test]
+fn bad_ports() {
+    rejects(
+        &["lo", "0=9876"],
+        "frontend port 0 is out of range: ports are 1-65535",
+    );
+    rejects(&["lo", "65536=9876"], "out of range");
+    rejects(&["lo", "9875=0"], "backend 0 is out of range");
+    rejects(&["lo", "9875=65536"], "out of range");
+    rejects(&["lo", "9875=http"], "'http' is not a port number");
+}
+
+#[test]
+fn bad_backend_lists() {
+    rejects(&["lo", "9875"], "expected FRONTEND=BACKENDS");
+    rejects(&["lo", "9875="], "no backends given");
+    rejects(
+        &["lo", "9875=9876,,9877"],
+        "empty entry in the backend list",
+    );
+    rejects(&["lo", "9875=9876,9876"], "backend 9876 is listed twice");
+    rejects(
+        &["lo", "9875=198.18.0.2:53"],
+        "backends on other hosts are not supported yet",
+    );
+}
+
+#[test]
+fn duplicates_loops_and_shared_backends() {
+    rejects(&["lo", "9875=9876", "9875=9877"], "duplicates frontend");
+    rejects(&["lo", "9875=9875"], "datagrams would loop");
+    rejects(&["lo", "9875=9876", "9876=9877"], "datagrams would loop");
+    rejects(&["lo", "9875=9876", "9000=9876"], "serves both");
+}
+
+#[test]
+fn bad_addresses() {
+    rejects(&["lo", "198.18.0.300:53=9876"], "is not an IPv4 address");
+    rejects(&["lo", "[2001:2::g]:53=9876"], "is not an IPv6 address");
+    rejects(&["lo", "2001:2::1:53=9876"], "[ADDRESS]:PORT");
+}
+
+#[test]
+fn limits() {
+    let backends: Vec<String> = (20000..20257).map(|p| p.to_string()).collect();
+    rejects(
+        &["lo", &format!("9875={}", backends.join(","))],
+        "257 backends given; the limit is 256",
+    );
+    let fronts: Vec<String> = (0..257)
+        .map(|i| format!("{}={}", 1000 + i, 30000 + i))
+        .collect();
+    let mut args = vec!["lo"];
+    args.extend(fronts.iter().map(String::as_str));
+    rejects(&args, "257 frontends given; the limit is 256");
+}
+
+#[test]
+fn unknown_interface() {
+    rejects(&["nosuchif0", "9875=9876"], "unknown interface 'nosuchif0'");
+}
+
+#[test]
+fn native_mode_on_lo() {
+    rejects(
+        &["--xdp-mode", "native", "lo", "9875=9876"],
+        "lo has no native XDP support",
+    );
+}
+
+#[test]
+fn no_privileges() {
+    let ns = Netns::new("nopriv");
+    // setpriv: run as nobody with every capability dropped.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .args([
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            BIN,
+            "lo",
+            "9875=9876",
+        ])
+        .output()
+        .expect("setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("must run as root, or with CAP_BPF and CAP_NET_ADMIN"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert_eq!(ns.xdp_on("lo"), "");
+}
+
+#[test]
+fn clap_errors_exit_2() {
+    for args in [
+        &[][..],
+        &["lo"][..],
+        &["--xdp-mode", "fast", "lo", "1=2"][..],
+        &["--stats", "0", "lo", "1=2"][..],
+    ] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).starts_with("error:"),
+            "{args:?}"
+        );
+    }
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for needle in [
+        "FRONTEND=BACKENDS",
+        "--xdp-mode",
+        "--force",
+        "--stats",
+        "[2001:2::1]:53",
+    ] {
+        assert!(text.contains(needle), "--help lacks {needle}:\n{text}");
+    }
+}
+
+#[test]
+fn refuses_to_replace_another_program_without_force() {
+    let ns = Netns::new("force");
+    let first = Udplb::start(&ns, &["lo", "9875=9876"]);
+    let before = ns.xdp_on("lo");
+    let out = run_in(&ns, &["lo", "9875=9877"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("lo already has XDP program id"), "{stderr}");
+    assert!(
+        stderr.contains("name udplb_xdp") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(
+        ns.xdp_on("lo"),
+        before,
+        "the existing program was disturbed"
+    );
+
+    // With --force the second instance takes over; the first one's link is gone.
+    let second = Udplb::start(&ns, &["--force", "lo", "9875=9877"]);
+    assert_ne!(ns.xdp_on("lo"), before);
+    let (status, _) = second.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success());
+    assert_eq!(ns.xdp_on("lo"), "");
+    let (status, out) = first.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{out}");
+}
