@@ -2,7 +2,10 @@
 /*
  * udplb.bpf.c - the XDP datapath.
  *
- * For every frame: parse Ethernet/VLAN/IP/UDP (parsing.h), then
+ * Two programs share the maps:
+ *
+ * udplb_xdp (XDP, ingress). For every frame: parse Ethernet/VLAN/IP/UDP
+ * (parsing.h), then
  *   - destination is a frontend  -> pick a backend (per-CPU round robin),
  *                                   rewrite the destination port;
  *   - source is a backend        -> rewrite the source port back to the
@@ -12,6 +15,11 @@
  * delivers the rewritten datagram. Checksums are updated incrementally
  * (csum.h). Every packet increments exactly one reason counter, at the single
  * exit point.
+ *
+ * udplb_egress (TC, egress). On every interface but lo, replies from local
+ * backends leave through egress, where XDP cannot see them. This program
+ * rewrites their source port like udplb_xdp does, with the skb checksum
+ * helpers so that CHECKSUM_PARTIAL packets (checksum offload) stay right.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -146,6 +154,55 @@ int udplb_xdp(struct xdp_md *ctx)
 out:
 	record_reason(reason);
 	return XDP_PASS;
+}
+
+#define TC_ACT_OK 0
+/* Enough to reach the UDP header behind two VLAN tags and IPv4 options. */
+#define TC_HEADROOM (14 + 2 * 4 + 60 + 8)
+
+SEC("tcx/egress")
+int udplb_egress(struct __sk_buff *skb)
+{
+	struct udplb_reply_target *rt;
+	struct udp_packet p = {};
+	struct hdr_cursor cur;
+	void *data, *data_end;
+	__u32 want, csum_off, port_off;
+	__be16 old_port, new_port;
+	__u64 flags;
+
+	/* Only datagrams this host sends: forwarded traffic has no socket. */
+	if (!skb->sk)
+		return TC_ACT_OK;
+	/* Headers may sit in paged data: make enough of them linear (and
+	 * writable, which the rewrite needs anyway). */
+	want = skb->len < TC_HEADROOM ? skb->len : TC_HEADROOM;
+	bpf_skb_pull_data(skb, want);
+
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	cur.pos = data;
+	if (parse_udp_packet(&cur, data_end, &p) != PARSE_OK)
+		return TC_ACT_OK;
+	rt = lookup_endpoint(&replies, &p, true, true);
+	if (!rt)
+		return TC_ACT_OK;
+
+	port_off = (void *)&p.udp->source - data;
+	csum_off = (void *)&p.udp->check - data;
+	old_port = p.udp->source;
+	new_port = rt->frontend.port_be;
+	/* IPv4: a zero checksum means none and stays zero. IPv6: always update.
+	 * Both: a computed zero is written as 0xFFFF. */
+	flags = BPF_F_MARK_MANGLED_0 | sizeof(__u16);
+	if (p.ipv6)
+		flags |= BPF_F_MARK_ENFORCE;
+	if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port, flags))
+		return TC_ACT_OK;
+	if (bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0))
+		return TC_ACT_OK;
+	count(&reply_counters, rt->frontend_id, skb->len);
+	return TC_ACT_OK;
 }
 
 /* The cheapest possible XDP program: the floor for `make bench`. */

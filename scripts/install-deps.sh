@@ -5,10 +5,12 @@
 #   build: clang (compiles bpf/*.bpf.c), make, pkg-config, gcc, libelf-dev and
 #          zlib1g-dev (libbpf, vendored and linked statically by libbpf-sys)
 #   tests: iproute2 (ip netns, veth), ethtool (checksum offload on/off),
-#          util-linux (setpriv, for the no-privilege test), bpftool (map dumps)
+#          util-linux (setpriv, taskset), bpftool (map dumps), and a real DNS
+#          server and client (dnsmasq-base, bind9-dnsutils for dig)
 set -euo pipefail
 
-packages=(clang make pkg-config gcc libelf-dev zlib1g-dev iproute2 ethtool util-linux bpftool)
+packages=(clang make pkg-config gcc libelf-dev zlib1g-dev iproute2 ethtool util-linux bpftool
+          dnsmasq-base bind9-dnsutils)
 
 missing=()
 for p in "${packages[@]}"; do

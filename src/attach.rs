@@ -9,7 +9,7 @@
 
 use std::ffi::CStr;
 use std::fmt;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use anyhow::{bail, Result};
 use libbpf_sys as sys;
@@ -229,5 +229,82 @@ pub fn attach(
         ifindex,
         mode,
         prog_id: q.prog_id,
+    })
+}
+
+/// How the TC egress program is attached.
+enum EgressHook {
+    /// A tcx bpf_link (Linux 6.6+): detached when udplb exits, even by SIGKILL.
+    Tcx { _link: libbpf_rs::Link },
+    /// A clsact filter (older kernels): detached on a clean exit only.
+    Clsact(libbpf_rs::TcHook),
+}
+
+/// The reply-rewriting program on an interface's egress; dropping detaches.
+pub struct EgressAttachment {
+    hook: EgressHook,
+}
+
+impl EgressAttachment {
+    pub fn kind(&self) -> &'static str {
+        match self.hook {
+            EgressHook::Tcx { .. } => "tcx egress",
+            EgressHook::Clsact(_) => "clsact egress",
+        }
+    }
+}
+
+impl Drop for EgressAttachment {
+    fn drop(&mut self) {
+        if let EgressHook::Clsact(hook) = &mut self.hook {
+            let _ = hook.detach();
+        }
+    }
+}
+
+/// Attaches `prog` to the egress of `ifindex`: tcx where the kernel has it,
+/// else a clsact filter.
+pub fn attach_egress(
+    prog: &libbpf_rs::ProgramMut<'_>,
+    ifname: &str,
+    ifindex: u32,
+) -> Result<EgressAttachment> {
+    use libbpf_rs::AsRawLibbpf;
+    let opts = sys::bpf_tcx_opts {
+        sz: size_of::<sys::bpf_tcx_opts>() as _,
+        ..Default::default()
+    };
+    // SAFETY: valid loaded program and opts; libbpf returns NULL and sets
+    // errno on failure, else a link we own from here on.
+    let ptr = unsafe {
+        sys::bpf_program__attach_tcx(prog.as_libbpf_object().as_ptr(), ifindex as i32, &opts)
+    };
+    if let Some(ptr) = std::ptr::NonNull::new(ptr) {
+        let link = unsafe { libbpf_rs::Link::from_ptr(ptr) };
+        return Ok(EgressAttachment {
+            hook: EgressHook::Tcx { _link: link },
+        });
+    }
+    let tcx_err = std::io::Error::last_os_error();
+    let no_tcx = matches!(tcx_err.raw_os_error(), Some(e) if e == nix::errno::Errno::EINVAL as i32
+        || e == nix::errno::Errno::EOPNOTSUPP as i32);
+    if !no_tcx {
+        bail!("attaching the reply program to {ifname} egress (tcx): {tcx_err}");
+    }
+    let mut hook = libbpf_rs::TcHookBuilder::new(prog.as_fd())
+        .ifindex(ifindex as i32)
+        .replace(true)
+        .handle(1)
+        .priority(1)
+        .hook(libbpf_rs::TC_EGRESS);
+    if let Err(e) = hook.create() {
+        if e.kind() != libbpf_rs::ErrorKind::AlreadyExists {
+            bail!("creating a clsact qdisc on {ifname} (no tcx: {tcx_err}): {e}");
+        }
+    }
+    hook.attach()
+        .map_err(|e| anyhow::anyhow!("attaching the reply program to {ifname} egress: {e}"))?;
+    Ok(EgressAttachment {
+        hook: EgressHook::Clsact(hook),
     })
 }

@@ -45,13 +45,18 @@ impl Datapath {
             } else {
                 ""
             };
-            anyhow::anyhow!("loading the XDP program into the kernel failed: {e}{hint}")
+            anyhow::anyhow!("loading the BPF programs into the kernel failed: {e}{hint}")
         })?;
         Ok(Datapath { skel })
     }
 
     pub fn xdp_prog(&self) -> BorrowedFd<'_> {
         self.skel.progs.udplb_xdp.as_fd()
+    }
+
+    /// The TC egress program that rewrites replies leaving an interface.
+    pub fn egress_prog(&self) -> &libbpf_rs::ProgramMut<'static> {
+        &self.skel.progs.udplb_egress
     }
 
     /// Writes a full configuration. Backend slots and reply entries go in

@@ -37,6 +37,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loopback is ifindex 1 in every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
+
 fn libbpf_print(level: PrintLevel, msg: String) {
     let _ = level;
     eprint!("{msg}");
@@ -72,8 +75,22 @@ fn run(args: &Args) -> Result<()> {
         args.xdp_mode,
         args.force,
     )?;
+    // On lo, replies from local backends come back in through the receive
+    // path and XDP rewrites them; elsewhere they leave through egress.
+    let egress = if ifindex == LOOPBACK_IFINDEX {
+        None
+    } else {
+        Some(attach::attach_egress(
+            datapath.egress_prog(),
+            &args.iface,
+            ifindex,
+        )?)
+    };
+    let replies = egress
+        .as_ref()
+        .map_or("XDP".to_string(), |e| e.kind().to_string());
     println!(
-        "udplb: attached to {} ({} XDP, program id {}); Ctrl-C to stop",
+        "udplb: attached to {} ({} XDP, program id {}; replies: {replies}); Ctrl-C to stop",
         attachment.ifname, attachment.mode, attachment.prog_id
     );
     for fe in &config.frontends {
@@ -94,6 +111,7 @@ fn run(args: &Args) -> Result<()> {
         }
     }
 
+    drop(egress);
     drop(attachment);
     println!("udplb: detached from {}; final counters:", args.iface);
     print!("{}", report::render(&config, &datapath.counters(&sizes)?));

@@ -205,6 +205,11 @@ fn across_veth(tx_csum: bool, ipv6: bool) {
         "{}",
         lbns.xdp_on("veth-b")
     );
+    assert!(
+        lb.output[0].contains("replies: tcx egress"),
+        "{}",
+        lb.output[0]
+    );
     let backends = bind_backends(&lbns, bind);
     let frontend: SocketAddr = if ipv6 {
         "[2001:2::2]:9875".parse().unwrap()
@@ -212,45 +217,24 @@ fn across_veth(tx_csum: bool, ipv6: bool) {
         "198.18.0.2:9875".parse().unwrap()
     };
 
-    // Requests: exact counts, order and payloads at the backends.
-    let total = PER_BACKEND * BACKENDS.len();
-    let sender = client.enter(|| {
-        pin_to_cpu0();
-        let c = UdpSocket::bind(format!("{bind}:0")).unwrap();
-        c.connect(frontend).unwrap();
-        for seq in 0..total as u32 {
-            c.send(&payload(seq, len_of(seq))).unwrap();
-        }
-        c
-    });
-    let sender_addr = sender.local_addr().unwrap();
-    for (k, b) in backends.iter().enumerate() {
-        for (j, (data, from)) in recv_exactly(b, PER_BACKEND).iter().enumerate() {
-            let seq = seq_of(data);
-            assert_eq!(
-                seq as usize,
-                k + 3 * j,
-                "backend {k} datagram {j} out of order"
-            );
-            assert_eq!(data, &payload(seq, len_of(seq)));
-            assert_eq!(from.port(), sender_addr.port());
-        }
-    }
+    // Requests in round-robin order with exact payloads at the backends;
+    // every reply back at the connected client from the frontend (the TC
+    // egress program rewrote it on its way out of veth-b).
+    round_robin_and_replies(&client, &backends, &format!("{bind}:0"), frontend);
     assert_eq!(
         lbns.snmp("Udp", "InCsumErrors"),
         0,
         "balancer saw bad UDP checksums"
     );
-    assert_eq!(client.snmp("Udp", "InCsumErrors"), 0);
+    assert_eq!(
+        client.snmp("Udp", "InCsumErrors"),
+        0,
+        "client saw bad UDP checksums"
+    );
 
     let (status, out) = lb.stop(Signal::SIGINT);
     assert!(status.success(), "{out}");
-    for port in BACKENDS {
-        assert!(
-            out.contains(&format!("backend {port:<5}  packets {PER_BACKEND:>12}")),
-            "{out}"
-        );
-    }
+    assert_final_counters(&out);
     assert_eq!(lbns.xdp_on("veth-b"), "", "XDP left on veth-b");
 }
 
