@@ -111,48 +111,50 @@ impl Datapath {
     /// Runs the XDP program once on `packet` (BPF_PROG_TEST_RUN, repeat 1).
     /// Returns the verdict and the packet as the program left it.
     pub fn test_run(&self, packet: &[u8]) -> Result<(u32, Vec<u8>)> {
-        self.run(packet, None)
+        test_run(&self.skel.progs.udplb_xdp, packet, None)
     }
 
     /// As [`test_run`](Self::test_run), with the packet arriving on
     /// `ingress_ifindex` (which must exist in the caller's namespace).
     pub fn test_run_on(&self, ingress_ifindex: u32, packet: &[u8]) -> Result<(u32, Vec<u8>)> {
-        self.run(packet, Some(ingress_ifindex))
-    }
-
-    fn run(&self, packet: &[u8], ingress_ifindex: Option<u32>) -> Result<(u32, Vec<u8>)> {
-        let mut out = vec![0u8; packet.len() + 256];
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
         // rx_queue_index, egress_ifindex.
-        let mut ctx: Vec<u8> = [
-            0,
-            packet.len() as u32,
-            0,
-            ingress_ifindex.unwrap_or(0),
-            0,
-            0,
-        ]
-        .iter()
-        .flat_map(|v| v.to_ne_bytes())
-        .collect();
-        let input = ProgramInput {
-            data_in: Some(packet),
-            data_out: Some(&mut out),
-            context_in: ingress_ifindex.map(|_| ctx.as_mut_slice()),
-            repeat: 1,
-            ..Default::default()
-        };
-        let output = self
-            .skel
-            .progs
-            .udplb_xdp
-            .test_run(input)
-            .context("BPF_PROG_TEST_RUN")?;
-        let verdict = output.return_value;
-        let len = output.data.map(|d| d.len()).unwrap_or(0);
-        out.truncate(len);
-        Ok((verdict, out))
+        let mut ctx: Vec<u8> = [0, packet.len() as u32, 0, ingress_ifindex, 0, 0]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        test_run(&self.skel.progs.udplb_xdp, packet, Some(&mut ctx))
     }
+
+    /// Runs the TC egress (reply) program once on `packet`. The test-run
+    /// skb carries a dummy socket, as locally sent datagrams do.
+    pub fn test_run_egress(&self, packet: &[u8]) -> Result<(u32, Vec<u8>)> {
+        test_run(&self.skel.progs.udplb_egress, packet, None)
+    }
+}
+
+/// One BPF_PROG_TEST_RUN with repeat 1 (a repeated run would see the packet
+/// it already rewrote).
+fn test_run(
+    prog: &libbpf_rs::ProgramMut<'_>,
+    packet: &[u8],
+    ctx: Option<&mut [u8]>,
+) -> Result<(u32, Vec<u8>)> {
+    let mut out = vec![0u8; packet.len() + 256];
+    let input = ProgramInput {
+        data_in: Some(packet),
+        data_out: Some(&mut out),
+        context_in: ctx,
+        repeat: 1,
+        ..Default::default()
+    };
+    let output = prog
+        .test_run(input)
+        .with_context(|| format!("BPF_PROG_TEST_RUN of {}", prog.name().to_string_lossy()))?;
+    let verdict = output.return_value;
+    let len = output.data.map(|d| d.len()).unwrap_or(0);
+    out.truncate(len);
+    Ok((verdict, out))
 }
 
 /// EPERM (missing capability), as opposed to EACCES (verifier refusal).

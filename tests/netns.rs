@@ -257,3 +257,67 @@ fn veth_ipv6_checksum_offload_on() {
 fn veth_ipv6_checksum_offload_off() {
     across_veth(false, true);
 }
+
+#[test]
+fn bpftool_shows_maps_with_field_names() {
+    let ns = Netns::new("bpftool");
+    let lb = Udplb::start(&ns, &["lo", "9875=9876,9877,9878"]);
+    // Other tests may run their own udplb: look for this one's entry.
+    let dump = sh(&["bpftool", "map", "dump", "name", "frontends"]);
+    for field in [
+        "\"family\": 4",
+        "\"port_be\": 37670",
+        "\"addr_be\"",
+        "\"backend_count\": 3",
+    ] {
+        assert!(
+            dump.contains(field),
+            "bpftool map dump lacks {field}:\n{dump}"
+        );
+    }
+    let replies = sh(&["bpftool", "map", "dump", "name", "replies"]);
+    assert!(replies.contains("\"frontend_id\""), "{replies}");
+    let reasons = sh(&["bpftool", "map", "dump", "name", "reason_counters"]);
+    assert!(reasons.contains("\"cpu\": 0"), "per-CPU values: {reasons}");
+    let (status, _) = lb.stop(Signal::SIGTERM);
+    assert!(status.success());
+}
+
+#[test]
+fn stats_are_printed_periodically() {
+    let ns = Netns::new("stats");
+    let mut lb = Udplb::start(&ns, &["--stats", "1", "lo", "9875=9876,9877"]);
+    let backends: Vec<UdpSocket> = [9876, 9877]
+        .iter()
+        .map(|p| ns.udp_bind(&format!("127.0.0.1:{p}")))
+        .collect();
+    ns.enter(|| {
+        pin_to_cpu0();
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for seq in 0..4 {
+            c.send_to(&payload(seq, 64), "127.0.0.1:9875").unwrap();
+        }
+    });
+    for b in &backends {
+        recv_exactly(b, 2);
+    }
+    // Within a few intervals a report shows the datagrams just sent.
+    let line = "verdicts: balanced 4,";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !lb.output.iter().any(|l| l.contains(line)) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let next = lb
+            .next_line(left)
+            .unwrap_or_else(|| panic!("no stats with `{line}`:\n{}", lb.output.join("\n")));
+        lb.output.push(next);
+    }
+    assert!(
+        lb.output
+            .iter()
+            .any(|l| l.starts_with("verdicts: balanced 4")),
+        "{}",
+        lb.output.join("\n")
+    );
+    let (status, _) = lb.stop(Signal::SIGTERM);
+    assert!(status.success());
+}

@@ -218,6 +218,11 @@ impl Udplb {
         u
     }
 
+    /// The next line udplb prints, waiting at most `timeout`.
+    pub fn next_line(&mut self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
     pub fn pid(&self) -> nix::unistd::Pid {
         nix::unistd::Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
     }
