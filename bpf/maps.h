@@ -24,18 +24,37 @@ struct {
 	__type(value, struct udplb_frontend);
 } frontends SEC(".maps");
 
-/* Backend tables, UDPLB_MAX_BACKENDS slots each, two tables per frontend. */
+/* Backends of every frontend, by slot (allocated by userspace). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, UDPLB_BACKEND_SLOTS);
+	__uint(max_entries, UDPLB_MAX_BACKEND_SLOTS);
 	__type(key, __u32);
 	__type(value, struct udplb_backend);
-} backend_slots SEC(".maps");
+} backends SEC(".maps");
+
+/* A scheduling ring: position -> backend slot. Userspace creates one per
+ * frontend generation, sized to its backend set (BPF_F_INNER_MAP lets the
+ * sizes differ); this definition is only the template. */
+struct ring {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+/* Rings by table, two tables per frontend (struct udplb_frontend). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, UDPLB_TABLES);
+	__type(key, __u32);
+	__array(values, struct ring);
+} rings SEC(".maps");
 
 /* backend (source of a reply) -> the frontend it answers for. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 2 * UDPLB_MAX_FRONTENDS * UDPLB_MAX_BACKENDS);
+	__uint(max_entries, 2 * UDPLB_MAX_BACKEND_SLOTS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct udplb_endpoint);
 	__type(value, struct udplb_reply_target);
@@ -49,10 +68,10 @@ struct {
 	__type(value, __u32);
 } rr_cursors SEC(".maps");
 
-/* Packets and bytes sent to each backend (frontend id * MAX_BACKENDS + i). */
+/* Packets and bytes sent to each backend, by backend slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, UDPLB_BACKEND_COUNTERS);
+	__uint(max_entries, UDPLB_MAX_BACKEND_SLOTS);
 	__type(key, __u32);
 	__type(value, struct udplb_counter);
 } backend_counters SEC(".maps");

@@ -87,22 +87,85 @@ static __always_inline void *lookup_endpoint(void *map, struct udp_packet *p, bo
 	return bpf_map_lookup_elem(map, &ep);
 }
 
-static __always_inline struct udplb_backend *pick_backend(struct udplb_frontend *fe)
+/*
+ * Flow hash for Maglev: MurmurHash3 (x86_32) over the 32-bit words of source
+ * address, destination address and the two ports, as they sit in the packet.
+ * src/flow_hash.rs is the same function; tests hold the two together.
+ */
+static __always_inline __u32 rotl32(__u32 x, int r)
 {
-	__u32 n = fe->backend_count, idx, slot;
-	__u32 *cursor;
+	return (x << r) | (x >> (32 - r));
+}
 
-	if (n == 0 || n > UDPLB_MAX_BACKENDS || fe->table >= UDPLB_TABLES)
-		return NULL;
-	cursor = bpf_map_lookup_elem(&rr_cursors, &fe->id);
-	if (!cursor)
-		return NULL;
-	idx = *cursor;
-	if (idx >= n)
-		idx = 0;
-	*cursor = idx + 1;
-	slot = fe->table * UDPLB_MAX_BACKENDS + idx;
-	return bpf_map_lookup_elem(&backend_slots, &slot);
+static __always_inline __u32 murmur_round(__u32 h, __u32 k)
+{
+	k *= 0xcc9e2d51;
+	k = rotl32(k, 15);
+	k *= 0x1b873593;
+	h ^= k;
+	h = rotl32(h, 13);
+	return h * 5 + 0xe6546b64;
+}
+
+static __always_inline __u32 murmur_final(__u32 h, __u32 len)
+{
+	h ^= len;
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	return h ^ (h >> 16);
+}
+
+static __always_inline __u32 flow_hash(struct udp_packet *p)
+{
+	__u32 h = UDPLB_HASH_SEED, ports;
+
+	ports = (__u32)p->udp->source | ((__u32)p->udp->dest << 16);
+	if (p->ipv6) {
+		struct ipv6hdr *ip6 = p->l3;
+
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			h = murmur_round(h, ip6->saddr.in6_u.u6_addr32[i]);
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			h = murmur_round(h, ip6->daddr.in6_u.u6_addr32[i]);
+		return murmur_final(murmur_round(h, ports), 36);
+	}
+	struct iphdr *ip = p->l3;
+
+	h = murmur_round(h, ip->saddr);
+	h = murmur_round(h, ip->daddr);
+	return murmur_final(murmur_round(h, ports), 12);
+}
+
+/* The backend slot for this packet, or -1 if the frontend has none. */
+static __always_inline long pick_slot(struct udplb_frontend *fe, struct udp_packet *p)
+{
+	__u32 n = fe->ring_size, pos, *cursor, *slot;
+	void *ring;
+
+	if (n == 0)
+		return -1;
+	if (fe->sched == UDPLB_SCHED_MAGLEV) {
+		pos = flow_hash(p) % n;
+	} else {
+		cursor = bpf_map_lookup_elem(&rr_cursors, &fe->id);
+		if (!cursor)
+			return -1;
+		pos = *cursor;
+		if (pos >= n)
+			pos = 0;
+		*cursor = pos + 1;
+	}
+	ring = bpf_map_lookup_elem(&rings, &fe->table);
+	if (!ring)
+		return -1;
+	slot = bpf_map_lookup_elem(ring, &pos);
+	if (!slot)
+		return -1;
+	return *slot;
 }
 
 static __always_inline void set_port(struct udp_packet *p, __be16 *field, __be16 port)
@@ -121,6 +184,8 @@ int udplb_xdp(struct xdp_md *ctx)
 	struct udplb_frontend *fe;
 	struct udplb_reply_target *rt;
 	struct udplb_backend *be;
+	long picked;
+	__u32 slot;
 	int reason;
 
 	reason = parse_udp_packet(&cur, data_end, &p);
@@ -129,13 +194,15 @@ int udplb_xdp(struct xdp_md *ctx)
 
 	fe = lookup_endpoint(&frontends, &p, false, true);
 	if (fe) {
-		be = pick_backend(fe);
+		picked = pick_slot(fe, &p);
+		slot = picked;
+		be = picked < 0 ? NULL : bpf_map_lookup_elem(&backends, &slot);
 		if (!be) {
 			reason = UDPLB_REASON_NO_BACKEND;
 			goto out;
 		}
 		set_port(&p, &p.udp->dest, be->ep.port_be);
-		count(&backend_counters, be->counter, bytes);
+		count(&backend_counters, slot, bytes);
 		reason = UDPLB_REASON_BALANCED;
 		goto out;
 	}

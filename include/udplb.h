@@ -20,12 +20,26 @@
 #define UDPLB_MAX_FRONTENDS 256 /* frontends per balancer */
 #endif
 #ifndef UDPLB_MAX_BACKENDS
-#define UDPLB_MAX_BACKENDS 256 /* backends per frontend */
+#define UDPLB_MAX_BACKENDS 1024 /* backends per frontend */
 #endif
-/* Backend tables are double-buffered (see struct udplb_frontend.table). */
+#ifndef UDPLB_MAX_BACKEND_SLOTS
+#define UDPLB_MAX_BACKEND_SLOTS 8192 /* backends over all frontends */
+#endif
+#ifndef UDPLB_MAX_RING
+#define UDPLB_MAX_RING 1048573 /* largest scheduling ring (a prime) */
+#endif
+#define UDPLB_MAX_WEIGHT 1000
+#define UDPLB_DEFAULT_MAGLEV_SIZE 65537
+/* Each frontend switches between two rings (see struct udplb_frontend). */
 #define UDPLB_TABLES (2 * UDPLB_MAX_FRONTENDS)
-#define UDPLB_BACKEND_SLOTS (UDPLB_TABLES * UDPLB_MAX_BACKENDS)
-#define UDPLB_BACKEND_COUNTERS (UDPLB_MAX_FRONTENDS * UDPLB_MAX_BACKENDS)
+
+/* Schedulers (struct udplb_frontend.sched). */
+#define UDPLB_SCHED_RR 0     /* per-CPU cursor over the ring */
+#define UDPLB_SCHED_MAGLEV 1 /* flow hash modulo the ring size */
+
+/* Seed of the flow hash (src/flow_hash.rs computes the same function), fixed
+ * so that every balancer with the same backends picks the same one. */
+#define UDPLB_HASH_SEED 0x75646c62
 
 /* Address families as stored in keys (not AF_*: vmlinux.h has no macros). */
 #define UDPLB_FAMILY_IPV4 4
@@ -62,24 +76,27 @@ struct udplb_endpoint {
 };
 
 /*
- * What the datapath needs to balance a frontend's packets. The backend set
- * lives in slots [table * UDPLB_MAX_BACKENDS, + backend_count) of
- * backend_slots. Userspace writes a new set into the table this frontend
+ * What the datapath needs to balance a frontend's packets. A ring of
+ * ring_size entries (an inner map of rings, at index table) lists backend
+ * slots: round robin walks it with a per-CPU cursor, Maglev indexes it with
+ * the flow hash. Userspace writes a new ring into the table this frontend
  * does not use, then replaces this value in one map update, so a packet sees
- * the old set or the new one, never a mix.
+ * the old backend set or the new one, never a mix.
  */
 struct udplb_frontend {
-	__u32 id;            /* index into per-frontend counters and cursors */
-	__u32 table;         /* which backend table is live, < UDPLB_TABLES */
-	__u32 backend_count; /* live slots in that table, <= UDPLB_MAX_BACKENDS */
-	__u32 pad;
+	__u32 id;        /* index into rr_cursors and reply_counters */
+	__u32 table;     /* which ring is live, < UDPLB_TABLES */
+	__u32 ring_size; /* entries in that ring; 0: no backend takes traffic */
+	__u32 sched;     /* UDPLB_SCHED_* */
 };
 
-/* One backend slot. An all-zero address means "the address the packet was
- * sent to" (a port on this host): only the port is rewritten. */
+/* A backend, at a slot of the backends map. The slot is also the index of
+ * its counters and stays the same for as long as the backend is configured.
+ * An all-zero address means "the address the packet was sent to" (a port on
+ * this host): only the port is rewritten. */
 struct udplb_backend {
 	struct udplb_endpoint ep;
-	__u32 counter;       /* index into backend_counters */
+	__u32 weight;    /* informational: the ring already reflects it */
 };
 
 /* Reverse translation: a datagram whose source is a backend (the key of the

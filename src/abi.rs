@@ -15,6 +15,7 @@ pub use generated::*;
 
 pub const MAX_FRONTENDS: usize = UDPLB_MAX_FRONTENDS as usize;
 pub const MAX_BACKENDS: usize = UDPLB_MAX_BACKENDS as usize;
+pub const MAX_BACKEND_SLOTS: usize = UDPLB_MAX_BACKEND_SLOTS as usize;
 pub const REASON_COUNT: usize = UDPLB_REASON_COUNT as usize;
 
 /// `struct udplb_endpoint`: (family, address or wildcard, port).
@@ -33,8 +34,8 @@ pub struct Endpoint {
 pub struct Frontend {
     pub id: u32,
     pub table: u32,
-    pub backend_count: u32,
-    pub pad: u32,
+    pub ring_size: u32,
+    pub sched: u32,
 }
 
 /// `struct udplb_backend`.
@@ -42,7 +43,7 @@ pub struct Frontend {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Backend {
     pub ep: Endpoint,
-    pub counter: u32,
+    pub weight: u32,
 }
 
 /// `struct udplb_reply_target`.
@@ -154,14 +155,9 @@ mod tests {
         same_layout!(
             Frontend,
             types::udplb_frontend,
-            [
-                id = id,
-                table = table,
-                backend_count = backend_count,
-                pad = pad
-            ]
+            [id = id, table = table, ring_size = ring_size, sched = sched]
         );
-        same_layout!(Backend, types::udplb_backend, [ep = ep, counter = counter]);
+        same_layout!(Backend, types::udplb_backend, [ep = ep, weight = weight]);
         same_layout!(
             ReplyTarget,
             types::udplb_reply_target,

@@ -57,7 +57,7 @@ impl fmt::Display for Existing {
 
 /// The program attached to an interface; dropping it detaches.
 pub struct XdpAttachment {
-    _link: OwnedFd,
+    link: OwnedFd,
     pub ifname: String,
     pub ifindex: u32,
     /// "native" or "generic", as the kernel reports it.
@@ -216,6 +216,11 @@ pub fn attach(
         bail!("attaching XDP to {ifname}: {why}");
     }
     let link = unsafe { OwnedFd::from_raw_fd(fd) };
+    described(link, ifname, ifindex)
+}
+
+/// An attachment record for a link now holding our program on `ifindex`.
+fn described(link: OwnedFd, ifname: &str, ifindex: u32) -> Result<XdpAttachment> {
     let q = query(ifindex)?;
     let mode = match q.attach_mode as u32 {
         sys::XDP_ATTACHED_DRV => "native",
@@ -224,12 +229,58 @@ pub fn attach(
         _ => "unknown mode",
     };
     Ok(XdpAttachment {
-        _link: link,
+        link,
         ifname: ifname.to_string(),
         ifindex,
         mode,
         prog_id: q.prog_id,
     })
+}
+
+/// Swaps `prog` into a link (bpf_link_update): atomic, no packet sees no
+/// program.
+fn update_link(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> Result<()> {
+    // SAFETY: valid fds; NULL opts.
+    let ret = unsafe { sys::bpf_link_update(link.as_raw_fd(), prog.as_raw_fd(), std::ptr::null()) };
+    if ret < 0 {
+        bail!("replacing the program in a pinned link: {}", errno(ret));
+    }
+    Ok(())
+}
+
+/// Takes over the XDP link that an earlier `udplb --pin` left at `path`,
+/// swapping `prog` in. The link must hold XDP on `ifindex`.
+pub fn adopt_xdp(
+    path: &std::path::Path,
+    prog: BorrowedFd<'_>,
+    ifname: &str,
+    ifindex: u32,
+) -> Result<Option<XdpAttachment>> {
+    let Some(link) = crate::pin::open(path)? else {
+        return Ok(None);
+    };
+    let mut info: sys::bpf_link_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<sys::bpf_link_info>() as u32;
+    // SAFETY: valid link fd and info buffer.
+    let ok = unsafe { sys::bpf_link_get_info_by_fd(link.as_raw_fd(), &mut info, &mut len) } == 0;
+    // SAFETY: the xdp member is the valid one for BPF_LINK_TYPE_XDP.
+    let on_ifindex = ok
+        && info.type_ == sys::BPF_LINK_TYPE_XDP
+        && unsafe { info.__bindgen_anon_1.xdp.ifindex } == ifindex;
+    if !on_ifindex {
+        bail!(
+            "{} is not an XDP link on {ifname}; remove it with udplb --unpin {ifname}",
+            path.display()
+        );
+    }
+    update_link(link.as_fd(), prog)?;
+    Ok(Some(described(link, ifname, ifindex)?))
+}
+
+impl XdpAttachment {
+    pub fn pin(&self, path: &std::path::Path) -> Result<()> {
+        crate::pin::pin_fd(self.link.as_fd(), path)
+    }
 }
 
 /// How the TC egress program is attached.
@@ -238,6 +289,8 @@ enum EgressHook {
     Tcx { _link: libbpf_rs::Link },
     /// A clsact filter (older kernels): detached on a clean exit only.
     Clsact(libbpf_rs::TcHook),
+    /// A tcx link pinned by an earlier `udplb --pin`, now running our program.
+    Adopted(OwnedFd),
 }
 
 /// The reply-rewriting program on an interface's egress; dropping detaches.
@@ -248,9 +301,24 @@ pub struct EgressAttachment {
 impl EgressAttachment {
     pub fn kind(&self) -> &'static str {
         match self.hook {
-            EgressHook::Tcx { .. } => "tcx egress",
+            EgressHook::Tcx { .. } | EgressHook::Adopted(_) => "tcx egress",
             EgressHook::Clsact(_) => "clsact egress",
         }
+    }
+
+    /// Pins the link (tcx only: a clsact filter outlives udplb anyway, and
+    /// the next udplb replaces it in place).
+    pub fn pin(&self, path: &std::path::Path) -> Result<()> {
+        match &self.hook {
+            EgressHook::Tcx { _link } => crate::pin::pin_fd(_link.as_fd(), path),
+            EgressHook::Adopted(fd) => crate::pin::pin_fd(fd.as_fd(), path),
+            EgressHook::Clsact(_) => Ok(()),
+        }
+    }
+
+    /// Leaves the program attached when udplb exits (`--pin`).
+    pub fn keep(self) {
+        std::mem::forget(self);
     }
 }
 
@@ -260,6 +328,20 @@ impl Drop for EgressAttachment {
             let _ = hook.detach();
         }
     }
+}
+
+/// Takes over the tcx link an earlier `udplb --pin` left at `path`.
+pub fn adopt_egress(
+    path: &std::path::Path,
+    prog: &libbpf_rs::ProgramMut<'_>,
+) -> Result<Option<EgressAttachment>> {
+    let Some(link) = crate::pin::open(path)? else {
+        return Ok(None);
+    };
+    update_link(link.as_fd(), prog.as_fd())?;
+    Ok(Some(EgressAttachment {
+        hook: EgressHook::Adopted(link),
+    }))
 }
 
 /// Attaches `prog` to the egress of `ifindex`: tcx where the kernel has it,

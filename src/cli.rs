@@ -2,25 +2,43 @@
 
 use clap::Parser;
 
+use crate::abi::UDPLB_DEFAULT_MAGLEV_SIZE;
 use crate::attach::XdpMode;
+use crate::config::{parse_table_size, Defaults, Sched};
 
 /// UDP load balancer with an XDP datapath.
 ///
-/// Datagrams arriving on IFACE for a FRONTEND are sent round-robin to its
-/// BACKENDS; replies from a backend leave from the frontend's port.
+/// Datagrams arriving on IFACE for a FRONTEND are spread over its BACKENDS
+/// (round robin, or Maglev for flows that must stick); replies from a
+/// backend leave from the frontend's port.
 ///
 /// Example: udplb lo 9875=9876,9877,9878
 #[derive(Debug, Parser)]
 #[command(name = "udplb", version, about, long_about = None, after_help = GRAMMAR)]
 pub struct Args {
     /// Interface to attach to, e.g. lo or eth0
-    #[arg(value_name = "IFACE")]
-    pub iface: String,
+    #[arg(value_name = "IFACE", required_unless_present_any = ["config", "unpin"],
+          conflicts_with_all = ["config", "unpin"])]
+    pub iface: Option<String>,
 
     /// A frontend and its backends: PORT, IPv4:PORT or [IPv6]:PORT, then '=',
-    /// then comma-separated local backend ports
-    #[arg(value_name = "FRONTEND=BACKENDS", required = true)]
+    /// then comma-separated local backend ports, each with an optional @WEIGHT
+    #[arg(value_name = "FRONTEND=BACKENDS", required_unless_present_any = ["config", "unpin"],
+          conflicts_with_all = ["config", "unpin"])]
     pub frontends: Vec<String>,
+
+    /// Read interface and frontends from a TOML file; SIGHUP re-reads it
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["sched", "table_size"])]
+    pub config: Option<String>,
+
+    /// Scheduler: rr (per-datagram round robin) or maglev (a flow sticks to a backend)
+    #[arg(long, value_enum, default_value_t = Sched::Rr, value_name = "SCHED")]
+    pub sched: Sched,
+
+    /// Maglev table size per frontend: a prime (more entries, finer shares)
+    #[arg(long, value_name = "N", default_value_t = UDPLB_DEFAULT_MAGLEV_SIZE,
+          value_parser = |s: &str| parse_table_size(s).map_err(|e| e.0))]
+    pub table_size: u32,
 
     /// XDP attach mode
     #[arg(long, value_enum, default_value_t = XdpMode::Auto, value_name = "MODE")]
@@ -29,6 +47,15 @@ pub struct Args {
     /// Replace an XDP program already attached to IFACE
     #[arg(long)]
     pub force: bool,
+
+    /// Keep the programs attached after exit, pinned under /sys/fs/bpf/udplb/IFACE;
+    /// a later `udplb --pin` on IFACE takes them over with no gap
+    #[arg(long)]
+    pub pin: bool,
+
+    /// Detach and remove what `--pin` left on IFACE, then exit
+    #[arg(long, value_name = "IFACE", conflicts_with_all = ["pin", "config"])]
+    pub unpin: Option<String>,
 
     /// Print per-backend and per-verdict counters every SECS seconds
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
@@ -39,12 +66,25 @@ pub struct Args {
     pub verbose: u8,
 }
 
+impl Args {
+    /// Scheduler settings for frontends given on the command line.
+    pub fn defaults(&self) -> Defaults {
+        Defaults {
+            sched: self.sched,
+            table_size: self.table_size,
+        }
+    }
+}
+
 const GRAMMAR: &str = "\
 Frontends:
   9875                  port 9875 on every local IPv4 and IPv6 address
   198.18.0.1:53         one IPv4 address (beats a port-only frontend)
   [2001:2::1]:53        one IPv6 address
-Backends: local ports, e.g. 9876,9877,9878 (each port belongs to one frontend)";
+Backends: local ports, e.g. 9876,9877@2,9878@0 (weight 0-1000, default 1;
+  0 drains: no new traffic, replies still translated). Each port belongs
+  to one frontend.
+Signals: SIGINT/SIGTERM stop (detach unless --pin); SIGHUP re-reads --config.";
 
 #[cfg(test)]
 mod tests {
@@ -58,7 +98,8 @@ mod tests {
     #[test]
     fn the_example_line() {
         let a = parse(&["lo", "9875=9876,9877,9878"]).unwrap();
-        assert_eq!(a.iface, "lo");
+        assert_eq!(a.iface.as_deref(), Some("lo"));
+        assert_eq!(a.defaults(), Defaults::default());
         assert_eq!(a.frontends, vec!["9875=9876,9877,9878"]);
         assert_eq!(a.xdp_mode, XdpMode::Auto);
         assert!(!a.force);
@@ -90,6 +131,25 @@ mod tests {
                 .xdp_mode,
             XdpMode::Native
         );
+    }
+
+    #[test]
+    fn schedulers_config_and_pinning() {
+        let a = parse(&["--sched", "maglev", "--table-size", "16381", "lo", "1=2"]).unwrap();
+        assert_eq!(
+            a.defaults(),
+            Defaults {
+                sched: Sched::Maglev,
+                table_size: 16381
+            }
+        );
+        let a = parse(&["--config", "lb.toml", "--pin"]).unwrap();
+        assert_eq!(
+            (a.config.as_deref(), a.iface, a.pin),
+            (Some("lb.toml"), None, true)
+        );
+        let a = parse(&["--unpin", "eth0"]).unwrap();
+        assert_eq!(a.unpin.as_deref(), Some("eth0"));
     }
 
     #[test]

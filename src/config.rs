@@ -2,7 +2,9 @@
 //! validation rule. Pure logic, no kernel access.
 //!
 //!   FRONTEND  = PORT | IPv4:PORT | [IPv6]:PORT
-//!   BACKENDS  = PORT[,PORT...]            (ports on this host)
+//!   BACKENDS  = BACKEND[,BACKEND...]
+//!   BACKEND   = PORT[@WEIGHT]             (a port on this host; weight 0..=1000,
+//!                                          default 1; 0 drains it)
 //!
 //! A port-only frontend listens on every local address of both families;
 //! `0.0.0.0:PORT` and `[::]:PORT` are the wildcard of one family.
@@ -11,7 +13,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::abi::{Endpoint, MAX_BACKENDS, MAX_FRONTENDS};
+use crate::abi::{
+    Endpoint, MAX_BACKENDS, MAX_BACKEND_SLOTS, MAX_FRONTENDS, UDPLB_MAX_RING, UDPLB_MAX_WEIGHT,
+};
+
+// A round-robin cycle (sum of weights) always fits in the largest ring.
+const _: () = assert!(UDPLB_MAX_WEIGHT as u64 * MAX_BACKENDS as u64 <= UDPLB_MAX_RING as u64);
 
 /// An input the user has to fix. `main` prints it on one line and exits 2.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +37,7 @@ macro_rules! usage {
 }
 
 /// Where a frontend listens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Listen {
     /// `None`: every local address, IPv4 and IPv6.
     pub addr: Option<IpAddr>,
@@ -71,17 +78,100 @@ impl fmt::Display for Listen {
     }
 }
 
+/// How a frontend spreads datagrams over its backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Sched {
+    /// Per-datagram weighted round robin (stateless protocols: DNS, syslog).
+    #[default]
+    Rr,
+    /// Flow-consistent: Maglev hashing of the 4-tuple (QUIC, DTLS, games).
+    Maglev,
+}
+
+impl Sched {
+    pub fn parse(s: &str) -> Option<Sched> {
+        match s {
+            "rr" => Some(Sched::Rr),
+            "maglev" => Some(Sched::Maglev),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Sched::Rr => "round robin",
+            Sched::Maglev => "maglev",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub port: u16,
+    /// Share of traffic relative to the other backends; 0 drains.
+    pub weight: u32,
+}
+
+impl fmt::Display for BackendConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.weight {
+            1 => write!(f, "{}", self.port),
+            w => write!(f, "{}@{w}", self.port),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrontendConfig {
     pub listen: Listen,
-    /// Local ports, in the order given (round robin follows it).
-    pub backends: Vec<u16>,
+    /// In the order given (round robin follows it).
+    pub backends: Vec<BackendConfig>,
+    pub sched: Sched,
+    /// Maglev table size (a prime); unused by round robin.
+    pub table_size: u32,
 }
 
 /// A configuration that passed every check in [`Config::new`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub frontends: Vec<FrontendConfig>,
+}
+
+/// Scheduler settings that apply to frontends that do not set their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Defaults {
+    pub sched: Sched,
+    pub table_size: u32,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            sched: Sched::Rr,
+            table_size: crate::abi::UDPLB_DEFAULT_MAGLEV_SIZE,
+        }
+    }
+}
+
+pub fn is_prime(n: u32) -> bool {
+    n >= 2
+        && (2..)
+            .take_while(|d: &u32| (*d as u64) * (*d as u64) <= n as u64)
+            .all(|d| n % d != 0)
+}
+
+/// A Maglev table size: a prime, at most UDPLB_MAX_RING.
+pub fn parse_table_size(s: &str) -> Result<u32, UsageError> {
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| usage!("table size '{s}' is not a number"))?;
+    if !is_prime(n) || n > UDPLB_MAX_RING {
+        return Err(usage!(
+            "table size {n} must be a prime no larger than {UDPLB_MAX_RING} (e.g. 16381, 65537, 131071)"
+        ));
+    }
+    Ok(n)
 }
 
 fn parse_port(s: &str, what: &str) -> Result<u16, UsageError> {
@@ -131,25 +221,45 @@ pub fn parse_listen(s: &str) -> Result<Listen, UsageError> {
     }
 }
 
-/// One backend: a local port. Addresses are refused until remote backends exist.
-fn parse_backend(s: &str, frontend: &str) -> Result<u16, UsageError> {
+/// One backend: a local port, with an optional `@WEIGHT`. Addresses are
+/// refused until remote backends exist.
+pub fn parse_backend(s: &str, frontend: &str) -> Result<BackendConfig, UsageError> {
     let s = s.trim();
     if s.is_empty() {
         return Err(usage!(
             "frontend {frontend}: empty entry in the backend list"
         ));
     }
-    if s.contains(':') || s.contains('[') || s.parse::<IpAddr>().is_ok() {
+    let (port, weight) = match s.split_once('@') {
+        Some((p, w)) => (p.trim(), Some(w.trim())),
+        None => (s, None),
+    };
+    if port.contains(':') || port.contains('[') || port.parse::<IpAddr>().is_ok() {
         return Err(usage!(
             "frontend {frontend}: backend '{s}': backends on other hosts are not supported yet; \
              give local ports"
         ));
     }
-    parse_port(s, &format!("frontend {frontend}: backend"))
+    let port = parse_port(port, &format!("frontend {frontend}: backend"))?;
+    let weight = match weight {
+        None => 1,
+        Some(w) => {
+            let digits = !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit());
+            match w.parse::<u32>() {
+                Ok(w) if digits && w <= UDPLB_MAX_WEIGHT => w,
+                _ => {
+                    return Err(usage!(
+                        "frontend {frontend}: backend '{s}': weight must be 0-{UDPLB_MAX_WEIGHT}"
+                    ))
+                }
+            }
+        }
+    };
+    Ok(BackendConfig { port, weight })
 }
 
-/// `FRONTEND=BACKENDS`.
-pub fn parse_frontend(spec: &str) -> Result<FrontendConfig, UsageError> {
+/// `FRONTEND=BACKENDS`, with the scheduler settings of `defaults`.
+pub fn parse_frontend(spec: &str, defaults: Defaults) -> Result<FrontendConfig, UsageError> {
     let (front, backs) = spec
         .split_once('=')
         .ok_or_else(|| usage!("'{spec}': expected FRONTEND=BACKENDS, e.g. 9875=9876,9877"))?;
@@ -161,76 +271,135 @@ pub fn parse_frontend(spec: &str) -> Result<FrontendConfig, UsageError> {
         .split(',')
         .map(|b| parse_backend(b, &listen.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(FrontendConfig { listen, backends })
+    Ok(FrontendConfig {
+        listen,
+        backends,
+        sched: defaults.sched,
+        table_size: defaults.table_size,
+    })
 }
 
 impl Config {
     /// Checks everything the datapath relies on. See README "Limits".
     pub fn new(frontends: Vec<FrontendConfig>) -> Result<Config, UsageError> {
+        Config::check(frontends).map_err(|(_, e)| e)
+    }
+
+    /// As [`Config::new`]; an error also names the index of the frontend it
+    /// is about, when it is about one (the config file adds its line).
+    pub fn check(frontends: Vec<FrontendConfig>) -> Result<Config, (Option<usize>, UsageError)> {
+        macro_rules! fail {
+            ($i:expr, $($arg:tt)*) => { return Err(($i, usage!($($arg)*))) };
+        }
         if frontends.is_empty() {
-            return Err(usage!("no frontends given"));
+            fail!(None, "no frontends given");
         }
         if frontends.len() > MAX_FRONTENDS {
-            return Err(usage!(
+            fail!(
+                None,
                 "{} frontends given; the limit is {MAX_FRONTENDS}",
                 frontends.len()
-            ));
+            );
         }
         let mut keys: HashMap<Endpoint, Listen> = HashMap::new();
         let mut frontend_ports: HashMap<u16, Listen> = HashMap::new();
-        for fe in &frontends {
+        for (i, fe) in frontends.iter().enumerate() {
             for key in fe.listen.endpoints() {
                 if let Some(other) = keys.insert(key, fe.listen) {
-                    return Err(usage!("frontend {} duplicates frontend {other}", fe.listen));
+                    fail!(
+                        Some(i),
+                        "frontend {} duplicates frontend {other}",
+                        fe.listen
+                    );
                 }
             }
             frontend_ports.insert(fe.listen.port, fe.listen);
         }
         let mut owner: HashMap<u16, Listen> = HashMap::new();
-        for fe in &frontends {
+        let mut total = 0;
+        for (i, fe) in frontends.iter().enumerate() {
             let n = fe.backends.len();
             if n > MAX_BACKENDS {
-                return Err(usage!(
+                fail!(
+                    Some(i),
                     "frontend {}: {n} backends given; the limit is {MAX_BACKENDS}",
                     fe.listen
-                ));
+                );
             }
-            for &port in &fe.backends {
+            total += n;
+            for b in &fe.backends {
+                let port = b.port;
                 if let Some(f) = frontend_ports.get(&port) {
-                    return Err(usage!(
+                    fail!(
+                        Some(i),
                         "frontend {}: backend {port} is also frontend {f}: datagrams would loop",
                         fe.listen
-                    ));
+                    );
                 }
                 match owner.insert(port, fe.listen) {
                     Some(prev) if prev == fe.listen => {
-                        return Err(usage!(
+                        fail!(
+                            Some(i),
                             "frontend {}: backend {port} is listed twice",
                             fe.listen
-                        ));
+                        );
                     }
                     Some(prev) => {
-                        return Err(usage!(
+                        fail!(
+                            Some(i),
                             "backend {port} serves both frontend {prev} and frontend {}: its \
                              replies could not be told apart",
                             fe.listen
-                        ));
+                        );
                     }
                     None => {}
                 }
             }
+            // Round robin needs no check: weights <= UDPLB_MAX_WEIGHT over at
+            // most MAX_BACKENDS backends fit in UDPLB_MAX_RING (asserted below).
+            match fe.sched {
+                Sched::Maglev if fe.table_size as usize <= n => {
+                    fail!(
+                        Some(i),
+                        "frontend {}: a maglev table of {} entries cannot hold {n} backends; \
+                         use a larger --table-size",
+                        fe.listen,
+                        fe.table_size
+                    );
+                }
+                _ => {}
+            }
+        }
+        if total > MAX_BACKEND_SLOTS {
+            fail!(
+                None,
+                "{total} backends over all frontends; the limit is {MAX_BACKEND_SLOTS}"
+            );
         }
         Ok(Config { frontends })
     }
 
-    /// Parses and checks a list of `FRONTEND=BACKENDS` arguments.
+    /// Parses and checks a list of `FRONTEND=BACKENDS` arguments with the
+    /// default scheduler (round robin).
     pub fn from_specs<S: AsRef<str>>(specs: &[S]) -> Result<Config, UsageError> {
+        Config::from_specs_with(specs, Defaults::default())
+    }
+
+    pub fn from_specs_with<S: AsRef<str>>(
+        specs: &[S],
+        defaults: Defaults,
+    ) -> Result<Config, UsageError> {
         let frontends = specs
             .iter()
-            .map(|s| parse_frontend(s.as_ref()))
+            .map(|s| parse_frontend(s.as_ref(), defaults))
             .collect::<Result<Vec<_>, _>>()?;
         Config::new(frontends)
     }
+}
+
+/// The backends' weights, in order.
+pub fn weights(fe: &FrontendConfig) -> Vec<u32> {
+    fe.backends.iter().map(|b| b.weight).collect()
 }
 
 #[cfg(test)]
@@ -252,7 +421,10 @@ mod tests {
                 port: 9875
             }
         );
-        assert_eq!(c.frontends[0].backends, vec![9876, 9877, 9878]);
+        let ports: Vec<u16> = c.frontends[0].backends.iter().map(|b| b.port).collect();
+        assert_eq!(ports, vec![9876, 9877, 9878]);
+        assert!(c.frontends[0].backends.iter().all(|b| b.weight == 1));
+        assert_eq!(c.frontends[0].sched, Sched::Rr);
         assert_eq!(c.frontends[0].listen.endpoints().len(), 2, "both families");
     }
 
@@ -275,7 +447,8 @@ mod tests {
     #[test]
     fn spaces_around_backends_are_accepted() {
         let c = Config::from_specs(&["9875= 9876, 9877"]).unwrap();
-        assert_eq!(c.frontends[0].backends, vec![9876, 9877]);
+        let ports: Vec<u16> = c.frontends[0].backends.iter().map(|b| b.port).collect();
+        assert_eq!(ports, vec![9876, 9877]);
     }
 
     #[test]
@@ -333,6 +506,43 @@ mod tests {
         Config::from_specs(&["9875=9876", "127.0.0.2:9875=9877"]).unwrap();
         // The same port on two families' explicit wildcards is two frontends.
         Config::from_specs(&["0.0.0.0:9875=9876", "[::]:9875=9877"]).unwrap();
+    }
+
+    #[test]
+    fn weights_and_schedulers() {
+        let c = Config::from_specs(&["9875=9876@3,9877,9878@0"]).unwrap();
+        let w: Vec<u32> = c.frontends[0].backends.iter().map(|b| b.weight).collect();
+        assert_eq!(w, vec![3, 1, 0]);
+        assert_eq!(c.frontends[0].backends[0].to_string(), "9876@3");
+        assert!(err(&["9875=9876@"]).contains("weight must be 0-1000"));
+        assert!(err(&["9875=9876@1001"]).contains("weight must be 0-1000"));
+        assert!(err(&["9875=9876@-1"]).contains("weight must be 0-1000"));
+        assert!(err(&["9875=9876@+1"]).contains("weight must be 0-1000"));
+        assert!(err(&["9875=9876@x"]).contains("weight must be 0-1000"));
+        let maglev = Defaults {
+            sched: Sched::Maglev,
+            table_size: 7,
+        };
+        let c = Config::from_specs_with(&["9875=9876,9877"], maglev).unwrap();
+        assert_eq!(
+            (c.frontends[0].sched, c.frontends[0].table_size),
+            (Sched::Maglev, 7)
+        );
+        let e = Config::from_specs_with(&["9875=1,2,3,4,5,6,7"], maglev)
+            .unwrap_err()
+            .0;
+        assert!(e.contains("cannot hold 7 backends"), "{e}");
+    }
+
+    #[test]
+    fn table_sizes() {
+        assert_eq!(parse_table_size("65537"), Ok(65537));
+        assert_eq!(parse_table_size("7"), Ok(7));
+        for bad in ["65536", "1", "0", "x", "1048583"] {
+            assert!(parse_table_size(bad).is_err(), "{bad}");
+        }
+        assert!(is_prime(crate::abi::UDPLB_MAX_RING));
+        assert!(is_prime(crate::abi::UDPLB_DEFAULT_MAGLEV_SIZE));
     }
 
     #[test]

@@ -1,18 +1,19 @@
 //! The loaded XDP program and its maps: everything here needs privileges.
-//! Opens and loads the libbpf-cargo skeleton, writes [`Tables`] into the
-//! maps, reads the per-CPU counters back, and runs the program on test
-//! packets through BPF_PROG_TEST_RUN.
+//! Opens and loads the libbpf-cargo skeleton, applies [`Plan`]s to the maps,
+//! reads the per-CPU counters back, and runs the programs on test packets
+//! through BPF_PROG_TEST_RUN.
 
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use anyhow::{Context, Result};
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject, ProgramInput};
 
 use crate::abi::{self, bytes_of, Counter, REASON_COUNT};
 use crate::bpf::{UdplbSkel, UdplbSkelBuilder};
-use crate::tables::Tables;
+use crate::config::Config;
+use crate::state::{Layout, Plan, State};
 
 /// Counters summed over every possible CPU.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -59,46 +60,105 @@ impl Datapath {
         &self.skel.progs.udplb_egress
     }
 
-    /// Writes a full configuration. Backend slots and reply entries go in
-    /// before the frontends that point at them, so no packet sees a frontend
-    /// whose table is not there yet.
-    pub fn write(&self, t: &Tables) -> Result<()> {
+    /// Applies a plan in the order that keeps every packet on a consistent
+    /// backend set: counters and backends, reply entries, the new rings, then
+    /// the frontend entries (the switch), and only then deletions.
+    pub fn apply(&self, plan: &Plan) -> Result<()> {
         let maps = &self.skel.maps;
-        for (slot, backend) in &t.slots {
-            maps.backend_slots
+        let cpus = libbpf_rs::num_possible_cpus()?;
+        let zero = vec![vec![0u8; size_of::<Counter>()]; cpus];
+        for slot in &plan.zero_counters {
+            maps.backend_counters
+                .update_percpu(&slot.to_ne_bytes(), &zero, MapFlags::ANY)
+                .with_context(|| format!("clearing the counters of backend slot {slot}"))?;
+        }
+        let zero_cursor = vec![vec![0u8; 4]; cpus];
+        for id in &plan.new_frontend_ids {
+            let key = id.to_ne_bytes();
+            maps.rr_cursors
+                .update_percpu(&key, &zero_cursor, MapFlags::ANY)
+                .context("resetting a cursor")?;
+            maps.reply_counters
+                .update_percpu(&key, &zero, MapFlags::ANY)
+                .context("clearing reply counters")?;
+        }
+        for (slot, backend) in &plan.backends {
+            maps.backends
                 .update(&slot.to_ne_bytes(), bytes_of(backend), MapFlags::ANY)
                 .with_context(|| format!("writing backend slot {slot}"))?;
         }
-        for (key, target) in &t.replies {
+        for (key, target) in &plan.replies {
             maps.replies
                 .update(bytes_of(key), bytes_of(target), MapFlags::ANY)
                 .context("writing the reply map")?;
         }
-        for (key, fe) in &t.frontends {
+        for (table, ring) in &plan.rings {
+            let inner = new_ring(*table, ring)?;
+            maps.rings
+                .update(
+                    &table.to_ne_bytes(),
+                    &inner.as_fd().as_raw_fd().to_ne_bytes(),
+                    MapFlags::ANY,
+                )
+                .with_context(|| format!("installing ring {table}"))?;
+        }
+        for (key, fe) in &plan.frontends {
             maps.frontends
                 .update(bytes_of(key), bytes_of(fe), MapFlags::ANY)
                 .context("writing the frontend map")?;
+        }
+        for key in &plan.delete_frontends {
+            maps.frontends
+                .delete(bytes_of(key))
+                .context("removing a frontend")?;
+        }
+        for key in &plan.delete_replies {
+            maps.replies
+                .delete(bytes_of(key))
+                .context("removing a reply entry")?;
+        }
+        for table in &plan.delete_rings {
+            // A frontend that never changed has only one of its two rings.
+            match maps.rings.delete(&table.to_ne_bytes()) {
+                Err(e) if e.kind() != libbpf_rs::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing ring {table}"))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `config` into freshly loaded maps; returns the state for
+    /// later plans. (Tests and first start.)
+    pub fn configure(&self, config: &Config) -> Result<State> {
+        let (plan, state) = State::default().plan(config);
+        self.apply(&plan)?;
+        Ok(state)
+    }
+
+    /// Pins every map under `dir` (for `--pin`), replacing older pins.
+    pub fn pin_maps(&mut self, dir: &std::path::Path) -> Result<()> {
+        for mut map in self.skel.object_mut().maps_mut() {
+            let path = dir.join(map.name());
+            let _ = std::fs::remove_file(&path);
+            map.pin(&path)
+                .with_context(|| format!("pinning {}", path.display()))?;
         }
         Ok(())
     }
 
     /// Reads every counter, summed over all possible CPUs.
-    /// `backends_per_frontend` gives how many backends each frontend has.
-    pub fn counters(&self, backends_per_frontend: &[usize]) -> Result<Counters> {
+    pub fn counters(&self, layout: &Layout) -> Result<Counters> {
         let maps = &self.skel.maps;
         let mut c = Counters::default();
-        for (id, &n) in backends_per_frontend.iter().enumerate() {
-            let per_backend = (0..n)
-                .map(|i| {
-                    sum_counter(
-                        &maps.backend_counters,
-                        crate::tables::backend_counter(id, i),
-                    )
-                })
+        for (id, slots) in &layout.frontends {
+            let per_backend = slots
+                .iter()
+                .map(|s| sum_counter(&maps.backend_counters, *s))
                 .collect::<Result<Vec<_>>>()?;
             c.backends.push(per_backend);
-            c.replies
-                .push(sum_counter(&maps.reply_counters, id as u32)?);
+            c.replies.push(sum_counter(&maps.reply_counters, *id)?);
         }
         for (reason, total) in c.reasons.iter_mut().enumerate() {
             for cpu in percpu(&maps.reason_counters, reason as u32)? {
@@ -155,6 +215,40 @@ fn test_run(
     let len = output.data.map(|d| d.len()).unwrap_or(0);
     out.truncate(len);
     Ok((verdict, out))
+}
+
+/// A ring as an inner map of `rings`: an array of backend slots, sized to
+/// the ring (BPF_F_INNER_MAP allows sizes to differ from the template).
+fn new_ring(table: u32, ring: &[u32]) -> Result<MapHandle> {
+    let opts = libbpf_sys::bpf_map_create_opts {
+        sz: size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+        map_flags: libbpf_sys::BPF_F_INNER_MAP,
+        ..Default::default()
+    };
+    // An array cannot be empty; ring_size 0 keeps the datapath away from it.
+    let entries = ring.len().max(1) as u32;
+    let map = MapHandle::create(
+        MapType::Array,
+        Some(format!("udplb_ring{table}")),
+        4,
+        4,
+        entries,
+        &opts,
+    )
+    .with_context(|| format!("creating a ring of {entries} entries"))?;
+    if !ring.is_empty() {
+        let keys: Vec<u8> = (0..ring.len() as u32).flat_map(u32::to_ne_bytes).collect();
+        let values: Vec<u8> = ring.iter().flat_map(|s| s.to_ne_bytes()).collect();
+        map.update_batch(
+            &keys,
+            &values,
+            ring.len() as u32,
+            MapFlags::ANY,
+            MapFlags::ANY,
+        )
+        .context("writing a ring")?;
+    }
+    Ok(map)
 }
 
 /// EPERM (missing capability), as opposed to EACCES (verifier refusal).

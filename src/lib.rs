@@ -1,7 +1,8 @@
 //! udplb: a UDP load balancer whose datapath is an XDP program.
 //!
 //! Pure logic (no privileges): [`config`] (grammar and validation),
-//! [`tables`] (config to map entries), [`report`], [`abi`] (the C structs).
+//! [`state`] (config to map operations), [`rr`] and [`maglev`] (rings),
+//! [`flow_hash`], [`report`], [`abi`] (the C structs).
 //! Kernel access: [`datapath`] (load, maps, counters, test runs) and
 //! [`attach`] (bpf_link to an interface).
 
@@ -9,10 +10,15 @@ pub mod abi;
 pub mod attach;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod datapath;
+pub mod flow_hash;
+pub mod maglev;
+pub mod pin;
 pub mod privileges;
 pub mod report;
-pub mod tables;
+pub mod rr;
+pub mod state;
 
 /// The libbpf-cargo skeleton of bpf/udplb.bpf.c.
 pub mod bpf {

@@ -1,9 +1,10 @@
-//! udplb: parse and check the command line, load the datapath, attach it,
-//! report counters until SIGINT/SIGTERM, detach.
+//! udplb: parse and check the command line (or the config file), load the
+//! datapath, attach it, report counters, reload on SIGHUP, and detach on
+//! SIGINT/SIGTERM (or leave it pinned with --pin).
 //!
 //! Exit status: 0 after a clean stop, 2 for input the user must fix (bad
-//! command line, unknown interface, missing privileges, an XDP program
-//! already there), 1 for anything else.
+//! command line or config file, unknown interface, missing privileges, an
+//! XDP program already there), 1 for anything else.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,13 +15,25 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use libbpf_rs::PrintLevel;
 
-use udplb::attach;
+use udplb::attach::{self, EgressAttachment, XdpAttachment};
 use udplb::cli::Args;
 use udplb::config::{Config, UsageError};
+use udplb::config_file;
 use udplb::datapath::Datapath;
+use udplb::pin;
 use udplb::privileges;
 use udplb::report;
-use udplb::tables::Tables;
+
+/// Loopback is ifindex 1 in every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
+
+static RELOAD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sighup(_: libc_int) {
+    RELOAD.store(true, Ordering::SeqCst);
+}
+#[allow(non_camel_case_types)]
+type libc_int = std::ffi::c_int;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -37,18 +50,35 @@ fn main() -> ExitCode {
     }
 }
 
-/// Loopback is ifindex 1 in every network namespace.
-const LOOPBACK_IFINDEX: u32 = 1;
-
-fn libbpf_print(level: PrintLevel, msg: String) {
-    let _ = level;
+fn libbpf_print(_level: PrintLevel, msg: String) {
     eprint!("{msg}");
 }
 
 fn run(args: &Args) -> Result<()> {
-    let config = Config::from_specs(&args.frontends)?;
-    let ifindex = nix::net::if_::if_nametoindex(args.iface.as_str())
-        .map_err(|_| UsageError(format!("unknown interface '{}'", args.iface)))?;
+    if let Some(iface) = &args.unpin {
+        privileges::check_self()?;
+        let removed = pin::unpin(iface)?;
+        println!(
+            "udplb: unpinned {iface} ({}); its programs are detached",
+            removed.join(", ")
+        );
+        return Ok(());
+    }
+    let (iface, mut config) = match &args.config {
+        Some(path) => {
+            let f = config_file::load(path)?;
+            (f.interface, f.config)
+        }
+        None => {
+            let iface = args.iface.clone().context("no interface given")?;
+            (
+                iface,
+                Config::from_specs_with(&args.frontends, args.defaults())?,
+            )
+        }
+    };
+    let ifindex = nix::net::if_::if_nametoindex(iface.as_str())
+        .map_err(|_| UsageError(format!("unknown interface '{iface}'")))?;
     privileges::check_self()?;
 
     let level = match args.verbose {
@@ -58,62 +88,191 @@ fn run(args: &Args) -> Result<()> {
     };
     libbpf_rs::set_print(Some((level, libbpf_print)));
 
-    let datapath = Datapath::load()?;
-    datapath
-        .write(&Tables::build(&config, 0))
+    let mut datapath = Datapath::load()?;
+    let mut state = datapath
+        .configure(&config)
         .context("writing the backend tables")?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("installing the SIGINT/SIGTERM handler")?;
+    let hup = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(on_sighup),
+        nix::sys::signal::SaFlags::SA_RESTART,
+        nix::sys::signal::SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic.
+    unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGHUP, &hup) }
+        .context("installing the SIGHUP handler")?;
 
-    let attachment = attach::attach(
-        datapath.xdp_prog(),
-        &args.iface,
-        ifindex,
-        args.xdp_mode,
-        args.force,
-    )?;
-    // On lo, replies from local backends come back in through the receive
-    // path and XDP rewrites them; elsewhere they leave through egress.
-    let egress = if ifindex == LOOPBACK_IFINDEX {
-        None
-    } else {
-        Some(attach::attach_egress(
-            datapath.egress_prog(),
-            &args.iface,
-            ifindex,
-        )?)
-    };
+    let (xdp, egress) = attach_all(args, &mut datapath, &iface, ifindex)?;
     let replies = egress
         .as_ref()
         .map_or("XDP".to_string(), |e| e.kind().to_string());
     println!(
-        "udplb: attached to {} ({} XDP, program id {}; replies: {replies}); Ctrl-C to stop",
-        attachment.ifname, attachment.mode, attachment.prog_id
+        "udplb: attached to {} ({} XDP, program id {}; replies: {replies}){}; Ctrl-C to stop",
+        xdp.ifname,
+        xdp.mode,
+        xdp.prog_id,
+        if args.pin {
+            format!("; pinned under {}", pin::dir(&iface).display())
+        } else {
+            String::new()
+        }
     );
-    for fe in &config.frontends {
-        let ports: Vec<String> = fe.backends.iter().map(u16::to_string).collect();
-        println!("  {} -> {} (round robin)", fe.listen, ports.join(", "));
-    }
+    print_frontends(&config);
 
-    let sizes: Vec<usize> = config.frontends.iter().map(|f| f.backends.len()).collect();
     let interval = args.stats.map(Duration::from_secs);
     let mut next = interval.map(|i| Instant::now() + i);
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
+        if RELOAD.swap(false, Ordering::SeqCst) {
+            reload(args, &iface, &datapath, &mut state, &mut config);
+        }
         if let (Some(due), Some(i)) = (next, interval) {
             if Instant::now() >= due {
-                print!("{}", report::render(&config, &datapath.counters(&sizes)?));
+                print!(
+                    "{}",
+                    report::render(&config, &datapath.counters(&state.layout(&config))?)
+                );
                 next = Some(due + i);
             }
         }
     }
 
-    drop(egress);
-    drop(attachment);
-    println!("udplb: detached from {}; final counters:", args.iface);
-    print!("{}", report::render(&config, &datapath.counters(&sizes)?));
+    let counters = datapath.counters(&state.layout(&config))?;
+    if args.pin {
+        if let Some(e) = egress {
+            e.keep();
+        }
+        drop(xdp);
+        println!(
+            "udplb: left attached to {iface}, pinned under {}; `udplb --unpin {iface}` removes it; final counters:",
+            pin::dir(&iface).display()
+        );
+    } else {
+        drop(egress);
+        drop(xdp);
+        println!("udplb: detached from {iface}; final counters:");
+    }
+    print!("{}", report::render(&config, &counters));
     Ok(())
+}
+
+/// Attaches XDP (and, except on lo, the egress program), or with `--pin`
+/// takes over the links a previous `udplb --pin` left, and pins them.
+fn attach_all(
+    args: &Args,
+    datapath: &mut Datapath,
+    iface: &str,
+    ifindex: u32,
+) -> Result<(XdpAttachment, Option<EgressAttachment>)> {
+    let dir = pin::dir(iface);
+    if args.pin {
+        pin::prepare(&dir)?;
+    }
+    let adopted = match args.pin {
+        true => attach::adopt_xdp(
+            &dir.join(pin::XDP_LINK),
+            datapath.xdp_prog(),
+            iface,
+            ifindex,
+        )?,
+        false => None,
+    };
+    let xdp = match adopted {
+        Some(x) => x,
+        None => attach::attach(
+            datapath.xdp_prog(),
+            iface,
+            ifindex,
+            args.xdp_mode,
+            args.force,
+        )?,
+    };
+    // On lo, replies from local backends come back in through the receive
+    // path and XDP rewrites them; elsewhere they leave through egress.
+    let egress = if ifindex == LOOPBACK_IFINDEX {
+        None
+    } else {
+        let adopted = match args.pin {
+            true => attach::adopt_egress(&dir.join(pin::EGRESS_LINK), datapath.egress_prog())?,
+            false => None,
+        };
+        match adopted {
+            Some(e) => Some(e),
+            None => Some(attach::attach_egress(
+                datapath.egress_prog(),
+                iface,
+                ifindex,
+            )?),
+        }
+    };
+    if args.pin {
+        xdp.pin(&dir.join(pin::XDP_LINK))?;
+        if let Some(e) = &egress {
+            e.pin(&dir.join(pin::EGRESS_LINK))?;
+        }
+        datapath.pin_maps(&dir)?;
+    }
+    Ok((xdp, egress))
+}
+
+fn print_frontends(config: &Config) {
+    for fe in &config.frontends {
+        let backends: Vec<String> = fe.backends.iter().map(|b| b.to_string()).collect();
+        println!(
+            "  {} -> {} ({})",
+            fe.listen,
+            backends.join(", "),
+            fe.sched.name()
+        );
+    }
+}
+
+/// SIGHUP: re-read the config file and apply the difference. A bad file
+/// changes nothing.
+fn reload(
+    args: &Args,
+    iface: &str,
+    datapath: &Datapath,
+    state: &mut udplb::state::State,
+    config: &mut Config,
+) {
+    let Some(path) = &args.config else {
+        eprintln!("udplb: SIGHUP ignored: started without --config, there is no file to re-read");
+        return;
+    };
+    let file = match config_file::load(path) {
+        Ok(f) if f.interface != iface => {
+            eprintln!(
+                "udplb: reload rejected, configuration unchanged: {path}: the interface changed \
+                 from {iface} to {}; that needs a restart",
+                f.interface
+            );
+            return;
+        }
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("udplb: reload rejected, configuration unchanged: {e}");
+            return;
+        }
+    };
+    let (plan, next) = state.plan(&file.config);
+    if plan.is_empty() {
+        println!("udplb: reloaded {path}: no change");
+        return;
+    }
+    match datapath.apply(&plan) {
+        Ok(()) => {
+            *state = next;
+            *config = file.config;
+            println!("udplb: reloaded {path}:");
+            for change in &plan.changes {
+                println!("  {change}");
+            }
+        }
+        Err(e) => eprintln!("udplb: reload failed while writing the maps: {e:#}"),
+    }
 }

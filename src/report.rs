@@ -17,6 +17,7 @@ pub fn render(config: &Config, c: &Counters) -> String {
                 .and_then(|v| v.get(j))
                 .copied()
                 .unwrap_or_default();
+            let port = port.to_string(); // "9876" or "9876@3"
             let _ = writeln!(
                 s,
                 "  backend {port:<5}  packets {:>12}  bytes {:>14}",

@@ -7,12 +7,29 @@ use std::process::{Command, Output};
 
 use common::*;
 
+/// Runs udplb in `ns`; one that is still running after 20 s (it accepted
+/// input it should have refused) is killed and fails the test.
 fn run_in(ns: &Netns, args: &[&str]) -> Output {
-    Command::new("ip")
+    let mut child = Command::new("ip")
         .args(["netns", "exec", &ns.name, BIN])
         .args(args)
-        .output()
-        .expect("run udplb")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run udplb");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect output");
+            panic!(
+                "{args:?}: still running after 20 s: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect output")
 }
 
 /// Runs udplb in a fresh namespace with `args`; it must exit 2 with one
@@ -85,10 +102,10 @@ fn bad_addresses() {
 
 #[test]
 fn limits() {
-    let backends: Vec<String> = (20000..20257).map(|p| p.to_string()).collect();
+    let backends: Vec<String> = (20000..21025).map(|p| p.to_string()).collect();
     rejects(
         &["lo", &format!("9875={}", backends.join(","))],
-        "257 backends given; the limit is 256",
+        "1025 backends given; the limit is 1024",
     );
     let fronts: Vec<String> = (0..257)
         .map(|i| format!("{}={}", 1000 + i, 30000 + i))

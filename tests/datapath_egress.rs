@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use udplb::abi::Counter;
 use udplb::config::Config;
 use udplb::datapath::{Counters, Datapath};
-use udplb::tables::Tables;
+use udplb::state::Layout;
 
 /// The only verdict udplb_egress returns.
 const TC_ACT_OK: u32 = 0;
@@ -523,7 +523,7 @@ enum Outcome {
 
 struct Fixture {
     dp: Datapath,
-    backends: Vec<usize>,
+    layout: Layout,
 }
 
 fn require_root() {
@@ -539,15 +539,16 @@ impl Fixture {
     fn new(specs: &[&str]) -> Fixture {
         require_root();
         let config = Config::from_specs(specs).expect("valid test configuration");
-        let backends = config.frontends.iter().map(|f| f.backends.len()).collect();
         let dp = Datapath::load().expect("loading the datapath");
-        dp.write(&Tables::build(&config, 0))
-            .expect("writing the tables");
-        Fixture { dp, backends }
+        let state = dp.configure(&config).expect("writing the tables");
+        Fixture {
+            layout: state.layout(&config),
+            dp,
+        }
     }
 
     fn counters(&self) -> Counters {
-        self.dp.counters(&self.backends).expect("reading counters")
+        self.dp.counters(&self.layout).expect("reading counters")
     }
 
     /// Runs every case in order and fails with every mismatch at once.
@@ -612,7 +613,7 @@ impl Fixture {
                 hex_diff(&case.output, &output)
             ));
         }
-        let mut want = vec![Counter::default(); self.backends.len()];
+        let mut want = vec![Counter::default(); self.layout.frontends.len()];
         for &(fe, c) in &case.replies {
             want[fe].packets += c.packets;
             want[fe].bytes += c.bytes;

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use udplb::abi::{REASON_NAMES, UDPLB_REASON_BALANCED, UDPLB_REASON_REPLY};
 use udplb::config::Config;
 use udplb::datapath::{Counters, Datapath};
-use udplb::tables::Tables;
+use udplb::state::Layout;
 
 use super::packets::{Frame, Port};
 
@@ -117,8 +117,8 @@ pub fn pin_to_one_cpu() {
 
 pub struct Fixture {
     pub dp: Datapath,
-    /// Backends per frontend, the shape of `Counters::backends`.
-    pub shape: Vec<usize>,
+    /// Where the counters of each frontend and backend are.
+    pub layout: Layout,
 }
 
 impl Fixture {
@@ -129,14 +129,13 @@ impl Fixture {
         pin_to_one_cpu();
         let config = Config::from_specs(specs).expect("test configuration");
         let dp = Datapath::load().expect("loading the datapath");
-        dp.write(&Tables::build(&config, 0))
-            .expect("writing the tables");
-        let shape = config.frontends.iter().map(|f| f.backends.len()).collect();
-        Fixture { dp, shape }
+        let state = dp.configure(&config).expect("writing the tables");
+        let layout = state.layout(&config);
+        Fixture { dp, layout }
     }
 
     pub fn counters(&self) -> Counters {
-        self.dp.counters(&self.shape).expect("reading counters")
+        self.dp.counters(&self.layout).expect("reading counters")
     }
 
     /// One BPF_PROG_TEST_RUN; see [`Case::ingress_ifindex`].

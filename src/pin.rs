@@ -1,0 +1,101 @@
+//! `--pin` and `--unpin`: keeping the programs attached after udplb exits.
+//!
+//! Under /sys/fs/bpf/udplb/<iface>/ udplb pins its two links (`xdp_link`,
+//! `egress_link`) and its maps. A pinned link keeps its program attached
+//! after the process is gone. A later `udplb --pin` on the same interface
+//! loads its own program and maps, writes its configuration, then swaps its
+//! program into the pinned links (bpf_link_update): the interface is never
+//! without a balancer, and the pinned maps are replaced by the new ones.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::config::UsageError;
+
+pub const ROOT: &str = "/sys/fs/bpf/udplb";
+pub const XDP_LINK: &str = "xdp_link";
+pub const EGRESS_LINK: &str = "egress_link";
+
+pub fn dir(iface: &str) -> PathBuf {
+    Path::new(ROOT).join(iface)
+}
+
+fn cpath(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).context("path with a NUL byte")
+}
+
+/// Makes sure `dir` exists on a BPF filesystem.
+pub fn prepare(dir: &Path) -> Result<()> {
+    let bpffs = Path::new("/sys/fs/bpf");
+    let magic = nix::sys::statfs::statfs(bpffs).map(|s| s.filesystem_type());
+    if magic.ok() != Some(nix::sys::statfs::BPF_FS_MAGIC) {
+        bail!("/sys/fs/bpf is not a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Pins a BPF object (link or map) fd at `path`, replacing an old pin.
+pub fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
+    let _ = std::fs::remove_file(path);
+    // SAFETY: valid fd and NUL-terminated path.
+    let ret = unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), cpath(path)?.as_ptr()) };
+    if ret < 0 {
+        bail!(
+            "pinning {}: {}",
+            path.display(),
+            std::io::Error::from_raw_os_error(-ret)
+        );
+    }
+    Ok(())
+}
+
+/// Opens a pinned object, if `path` exists.
+pub fn open(path: &Path) -> Result<Option<OwnedFd>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    // SAFETY: NUL-terminated path; the fd is owned at once.
+    let fd = unsafe { libbpf_sys::bpf_obj_get(cpath(path)?.as_ptr()) };
+    if fd < 0 {
+        bail!(
+            "opening {}: {}",
+            path.display(),
+            std::io::Error::from_raw_os_error(-fd)
+        );
+    }
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// `udplb --unpin IFACE`: removes every pin of IFACE. The links detach when
+/// the last reference goes (at once, unless a udplb still runs there).
+pub fn unpin(iface: &str) -> Result<Vec<String>> {
+    let dir = dir(iface);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(
+                UsageError(format!("nothing pinned for {iface} (no {})", dir.display())).into(),
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        removed.push(
+            path.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    std::fs::remove_dir(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    let _ = std::fs::remove_dir(ROOT); // only if empty
+    removed.sort();
+    Ok(removed)
+}

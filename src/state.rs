@@ -1,0 +1,428 @@
+//! What userspace has put in the maps, and the plan that takes the maps from
+//! one configuration to the next. Pure logic: `datapath.rs` applies plans.
+//!
+//! Identity: a frontend is its `Listen` (address, port); it keeps its id for
+//! as long as it is configured. A backend is its port within its frontend;
+//! it keeps its slot (and so its counters) for as long as it is configured.
+//!
+//! Atomicity: a frontend whose backends, weights or scheduler change gets a
+//! new ring in the table it does not use, and only then is its frontend
+//! entry replaced, in one map update (see `Plan` for the order). Slots and
+//! ids freed by a plan are not reused within that plan, so a packet that
+//! read the old ring a moment ago never lands on a slot that now means
+//! something else; the next plan, seconds later at the earliest, may reuse
+//! them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::abi::{
+    Backend, Endpoint, Frontend, ReplyTarget, MAX_BACKEND_SLOTS, MAX_FRONTENDS, UDPLB_SCHED_MAGLEV,
+    UDPLB_SCHED_RR,
+};
+use crate::config::{weights, Config, FrontendConfig, Listen, Sched};
+use crate::{maglev, rr};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Live {
+    id: u32,
+    table: u32,
+    config: FrontendConfig,
+    /// Backend port -> slot.
+    slots: BTreeMap<u16, u32>,
+}
+
+/// The maps' contents as userspace last wrote them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    frontends: BTreeMap<Listen, Live>,
+}
+
+/// Map operations, applied in field order (see `Datapath::apply`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Slots (re)used by a new backend: their counters start at zero.
+    pub zero_counters: Vec<u32>,
+    /// New frontends' ids: their round-robin cursors start at zero, and
+    /// their reply counters too.
+    pub new_frontend_ids: Vec<u32>,
+    pub backends: Vec<(u32, Backend)>,
+    pub replies: Vec<(Endpoint, ReplyTarget)>,
+    /// (table, ring of backend slots).
+    pub rings: Vec<(u32, Vec<u32>)>,
+    /// The switch: each frontend entry is replaced in one update.
+    pub frontends: Vec<(Endpoint, Frontend)>,
+    pub delete_frontends: Vec<Endpoint>,
+    pub delete_replies: Vec<Endpoint>,
+    pub delete_rings: Vec<u32>,
+    /// One line per change, for the log.
+    pub changes: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// Where each frontend's counters are, in configuration order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub frontends: Vec<(u32, Vec<u32>)>,
+}
+
+/// The identity a backend is hashed by in the Maglev table: the same on
+/// every balancer with the same configuration.
+fn maglev_key(port: u16) -> Vec<u8> {
+    port.to_be_bytes().to_vec()
+}
+
+fn sched_code(s: Sched) -> u32 {
+    match s {
+        Sched::Rr => UDPLB_SCHED_RR,
+        Sched::Maglev => UDPLB_SCHED_MAGLEV,
+    }
+}
+
+/// The ring of backend slots for a frontend's configuration.
+fn ring(fe: &FrontendConfig, slots: &BTreeMap<u16, u32>) -> Vec<u32> {
+    let picks = match fe.sched {
+        Sched::Rr => rr::ring(&weights(fe)),
+        Sched::Maglev => {
+            let keyed: Vec<(Vec<u8>, u32)> = fe
+                .backends
+                .iter()
+                .map(|b| (maglev_key(b.port), b.weight))
+                .collect();
+            maglev::table(&keyed, fe.table_size)
+        }
+    };
+    picks
+        .into_iter()
+        .map(|i| slots[&fe.backends[i as usize].port])
+        .collect()
+}
+
+/// Lowest numbers in 0..limit that are in none of `taken`.
+struct Allocator {
+    taken: BTreeSet<u32>,
+    next: u32,
+    limit: u32,
+}
+
+impl Allocator {
+    fn alloc(&mut self) -> u32 {
+        while self.taken.contains(&self.next) {
+            self.next += 1;
+        }
+        assert!(
+            self.next < self.limit,
+            "allocator exhausted: validation should prevent this"
+        );
+        self.taken.insert(self.next);
+        self.next
+    }
+}
+
+impl State {
+    /// The plan from this state to `config`, and the state after it.
+    pub fn plan(&self, config: &Config) -> (Plan, State) {
+        let mut plan = Plan::default();
+        let mut next = State::default();
+
+        let mut ids = Allocator {
+            taken: BTreeSet::new(),
+            next: 0,
+            limit: MAX_FRONTENDS as u32,
+        };
+        let mut slots = Allocator {
+            taken: BTreeSet::new(),
+            next: 0,
+            limit: MAX_BACKEND_SLOTS as u32,
+        };
+        // Everything the old state uses stays taken while we allocate, so
+        // nothing is reused within one plan.
+        for live in self.frontends.values() {
+            ids.taken.insert(live.id);
+            slots.taken.extend(live.slots.values());
+        }
+
+        for fe in &config.frontends {
+            let old = self.frontends.get(&fe.listen);
+            if let Some(old) = old.filter(|o| o.config == *fe) {
+                next.frontends.insert(fe.listen, old.clone());
+                continue;
+            }
+            let (id, table) = match old {
+                Some(o) => (o.id, o.table ^ 1),
+                None => {
+                    let id = ids.alloc();
+                    plan.new_frontend_ids.push(id);
+                    (id, 2 * id)
+                }
+            };
+            let mut live = Live {
+                id,
+                table,
+                config: fe.clone(),
+                slots: BTreeMap::new(),
+            };
+            let keys = fe.listen.endpoints();
+            for b in &fe.backends {
+                let kept = old.and_then(|o| o.slots.get(&b.port).copied());
+                let slot = kept.unwrap_or_else(|| slots.alloc());
+                live.slots.insert(b.port, slot);
+                let old_weight =
+                    old.and_then(|o| o.config.backends.iter().find(|x| x.port == b.port));
+                if kept.is_none() {
+                    plan.zero_counters.push(slot);
+                    for key in &keys {
+                        let mut target = ReplyTarget {
+                            frontend: *key,
+                            frontend_id: id,
+                        };
+                        // Local backends answer from the address the client
+                        // used: only the port is rewritten back.
+                        target.frontend.addr_be = [0; 4];
+                        plan.replies.push((key.with_port(b.port), target));
+                    }
+                }
+                if old_weight.map(|x| x.weight) != Some(b.weight) {
+                    let ep = Endpoint {
+                        port_be: b.port.to_be(),
+                        ..Endpoint::default()
+                    };
+                    plan.backends.push((
+                        slot,
+                        Backend {
+                            ep,
+                            weight: b.weight,
+                        },
+                    ));
+                }
+            }
+            let ring = ring(fe, &live.slots);
+            let value = Frontend {
+                id,
+                table,
+                ring_size: ring.len() as u32,
+                sched: sched_code(fe.sched),
+            };
+            plan.rings.push((table, ring));
+            plan.frontends.extend(keys.iter().map(|k| (*k, value)));
+            plan.changes.push(describe(old.map(|o| &o.config), fe));
+
+            if let Some(old) = old {
+                for port in old.slots.keys() {
+                    if !live.slots.contains_key(port) {
+                        plan.delete_replies
+                            .extend(keys.iter().map(|k| k.with_port(*port)));
+                    }
+                }
+            }
+            next.frontends.insert(fe.listen, live);
+        }
+
+        for (listen, old) in &self.frontends {
+            if next.frontends.contains_key(listen) {
+                continue;
+            }
+            let keys = listen.endpoints();
+            plan.delete_frontends.extend(keys.iter().copied());
+            for port in old.slots.keys() {
+                plan.delete_replies
+                    .extend(keys.iter().map(|k| k.with_port(*port)));
+            }
+            plan.delete_rings.extend([2 * old.id, 2 * old.id + 1]);
+            plan.changes.push(format!("removed frontend {listen}"));
+        }
+        // A backend port that moved to another frontend: its new reply entry
+        // was written above and must not be deleted.
+        let rewritten: BTreeSet<Endpoint> = plan.replies.iter().map(|(k, _)| *k).collect();
+        plan.delete_replies.retain(|k| !rewritten.contains(k));
+        (plan, next)
+    }
+
+    /// Counter locations for `config` (which must be the one this state was
+    /// planned for).
+    pub fn layout(&self, config: &Config) -> Layout {
+        let frontends = config
+            .frontends
+            .iter()
+            .map(|fe| {
+                let live = &self.frontends[&fe.listen];
+                (
+                    live.id,
+                    fe.backends.iter().map(|b| live.slots[&b.port]).collect(),
+                )
+            })
+            .collect();
+        Layout { frontends }
+    }
+}
+
+fn describe(old: Option<&FrontendConfig>, new: &FrontendConfig) -> String {
+    let list = |fe: &FrontendConfig| {
+        fe.backends
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match old {
+        None => format!(
+            "frontend {} -> {} ({})",
+            new.listen,
+            list(new),
+            new.sched.name()
+        ),
+        Some(o) => format!(
+            "frontend {}: {} ({}) -> {} ({})",
+            new.listen,
+            list(o),
+            o.sched.name(),
+            list(new),
+            new.sched.name()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Defaults;
+
+    fn cfg(specs: &[&str]) -> Config {
+        Config::from_specs(specs).unwrap()
+    }
+
+    fn maglev(specs: &[&str]) -> Config {
+        Config::from_specs_with(
+            specs,
+            Defaults {
+                sched: Sched::Maglev,
+                table_size: 13,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn first_plan_writes_everything_before_the_switch() {
+        let (plan, state) = State::default().plan(&cfg(&["9875=9876,9877,9878"]));
+        assert_eq!(plan.new_frontend_ids, vec![0]);
+        assert_eq!(plan.zero_counters, vec![0, 1, 2]);
+        let ports: Vec<u16> = plan.backends.iter().map(|(_, b)| b.ep.port()).collect();
+        assert_eq!(ports, vec![9876, 9877, 9878]);
+        assert_eq!(plan.rings, vec![(0, vec![0, 1, 2])]);
+        assert_eq!(plan.frontends.len(), 2, "IPv4 and IPv6 wildcard keys");
+        for (key, fe) in &plan.frontends {
+            assert_eq!(key.port(), 9875);
+            assert_eq!(
+                *fe,
+                Frontend {
+                    id: 0,
+                    table: 0,
+                    ring_size: 3,
+                    sched: UDPLB_SCHED_RR
+                }
+            );
+        }
+        assert_eq!(plan.replies.len(), 6);
+        assert!(plan
+            .replies
+            .iter()
+            .all(|(k, t)| t.frontend.port() == 9875 && k.port() != 9875));
+        assert!(plan.delete_frontends.is_empty() && plan.delete_replies.is_empty());
+        let layout = state.layout(&cfg(&["9875=9876,9877,9878"]));
+        assert_eq!(layout.frontends, vec![(0, vec![0, 1, 2])]);
+    }
+
+    #[test]
+    fn the_same_config_again_changes_nothing() {
+        let c = cfg(&["9875=9876,9877", "53=5353"]);
+        let (_, s1) = State::default().plan(&c);
+        let (plan, s2) = s1.plan(&c);
+        assert!(plan.is_empty(), "{plan:?}");
+        assert_eq!(plan, Plan::default());
+        assert_eq!(s1.frontends, s2.frontends);
+    }
+
+    #[test]
+    fn reweighting_flips_the_table_and_keeps_slots() {
+        let (_, s1) = State::default().plan(&cfg(&["9875=9876,9877"]));
+        let (plan, s2) = s1.plan(&cfg(&["9875=9876@3,9877"]));
+        assert_eq!(plan.rings.len(), 1);
+        assert_eq!(plan.rings[0].0, 1, "the idle table");
+        assert_eq!(plan.rings[0].1.iter().filter(|&&s| s == 0).count(), 3);
+        assert!(
+            plan.zero_counters.is_empty(),
+            "counters of kept backends survive"
+        );
+        assert!(plan.replies.is_empty() && plan.delete_replies.is_empty());
+        assert_eq!(plan.backends.len(), 1, "only the reweighted backend");
+        assert!(plan
+            .frontends
+            .iter()
+            .all(|(_, f)| f.table == 1 && f.ring_size == 4));
+        let (plan, _) = s2.plan(&cfg(&["9875=9876,9877"]));
+        assert_eq!(plan.rings[0].0, 0, "and back");
+    }
+
+    #[test]
+    fn removed_backends_and_frontends_are_cleaned_up_and_not_reused_at_once() {
+        let (_, s1) = State::default().plan(&cfg(&["9875=9876,9877", "53=5353"]));
+        let (plan, s2) = s1.plan(&cfg(&["9875=9876,9878"]));
+        // 9877 gone: its reply keys go after the switch; 9878 gets a new slot
+        // (not 9877's, nor 53's, freed in this same plan).
+        assert_eq!(plan.zero_counters, vec![3]);
+        assert!(plan.delete_replies.iter().any(|k| k.port() == 9877));
+        assert!(plan.delete_replies.iter().any(|k| k.port() == 5353));
+        assert_eq!(plan.delete_frontends.len(), 2);
+        assert_eq!(plan.delete_rings, vec![2, 3]);
+        assert!(plan.changes.iter().any(|c| c == "removed frontend *:53"));
+        // The next plan may reuse them.
+        let (plan, _) = s2.plan(&cfg(&["9875=9876,9878", "54=5454,5455"]));
+        assert_eq!(plan.new_frontend_ids, vec![1]);
+        assert_eq!(plan.zero_counters, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_backend_moving_between_frontends_keeps_a_reply_entry() {
+        let (_, s1) = State::default().plan(&cfg(&["9875=9876,9877", "53=5353"]));
+        let (plan, _) = s1.plan(&cfg(&["9875=9876", "53=5353,9877"]));
+        assert!(plan
+            .replies
+            .iter()
+            .any(|(k, t)| k.port() == 9877 && t.frontend.port() == 53));
+        assert!(!plan.delete_replies.iter().any(|k| k.port() == 9877));
+    }
+
+    #[test]
+    fn maglev_ring_entries_are_slots() {
+        let c = maglev(&["9875=9876,9877@2,9878@0"]);
+        let (plan, state) = State::default().plan(&c);
+        let ring = &plan.rings[0].1;
+        assert_eq!(ring.len(), 13);
+        assert!(plan
+            .frontends
+            .iter()
+            .all(|(_, f)| f.sched == UDPLB_SCHED_MAGLEV && f.ring_size == 13));
+        let layout = state.layout(&c);
+        let slot_of = |i: usize| layout.frontends[0].1[i];
+        assert!(!ring.contains(&slot_of(2)), "drained backend");
+        let twice = ring.iter().filter(|&&s| s == slot_of(1)).count();
+        assert!(
+            (8..=9).contains(&twice),
+            "weight 2 gets two thirds: {twice}"
+        );
+        // A drained backend still has its reply entries.
+        assert!(plan.replies.iter().any(|(k, _)| k.port() == 9878));
+    }
+
+    #[test]
+    fn all_drained_means_an_empty_ring() {
+        let (plan, _) = State::default().plan(&cfg(&["9875=9876@0"]));
+        assert_eq!(plan.rings, vec![(0, vec![])]);
+        assert!(plan.frontends.iter().all(|(_, f)| f.ring_size == 0));
+    }
+}
