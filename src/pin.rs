@@ -28,12 +28,26 @@ fn cpath(path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_bytes()).context("path with a NUL byte")
 }
 
-/// Makes sure `dir` exists on a BPF filesystem.
+/// Makes sure `dir` exists on a BPF filesystem, mounting one at
+/// /sys/fs/bpf if nothing is mounted there (as bpftool does).
 pub fn prepare(dir: &Path) -> Result<()> {
     let bpffs = Path::new("/sys/fs/bpf");
-    let magic = nix::sys::statfs::statfs(bpffs).map(|s| s.filesystem_type());
-    if magic.ok() != Some(nix::sys::statfs::BPF_FS_MAGIC) {
-        bail!("/sys/fs/bpf is not a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)");
+    let is_bpffs = |p: &Path| {
+        nix::sys::statfs::statfs(p)
+            .map(|s| s.filesystem_type())
+            .ok()
+            == Some(nix::sys::statfs::BPF_FS_MAGIC)
+    };
+    if !is_bpffs(bpffs) {
+        nix::mount::mount(
+            Some("bpf"),
+            bpffs,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .context("mounting a BPF filesystem on /sys/fs/bpf for --pin")?;
+        println!("udplb: mounted a BPF filesystem on /sys/fs/bpf");
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }

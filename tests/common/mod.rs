@@ -173,12 +173,47 @@ pub struct Udplb {
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_udplb");
 
+/// A file for the test to write (a config file), removed on drop.
+pub struct TempFile(pub std::path::PathBuf);
+
+impl TempFile {
+    pub fn new(name: &str, text: &str) -> TempFile {
+        let path = std::env::temp_dir().join(format!(
+            "udplbt-{}-{}-{name}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::write(&path, text).expect("write temp file");
+        TempFile(path)
+    }
+
+    pub fn write(&self, text: &str) {
+        // Write then rename, so udplb never reads half a file.
+        let tmp = self.0.with_extension("new");
+        std::fs::write(&tmp, text).expect("write temp file");
+        std::fs::rename(&tmp, &self.0).expect("rename temp file");
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 impl Udplb {
     /// Starts `udplb <args>` in `ns` and waits until it says it is attached.
     pub fn start(ns: &Netns, args: &[&str]) -> Udplb {
-        // `ip netns exec` execs the program: the child's PID is udplb's.
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, BIN])
+        // nsenter execs the program, so the child's PID is udplb's; unlike
+        // `ip netns exec` it keeps the mount namespace, so /sys/fs/bpf (for
+        // --pin) is the host's BPF filesystem.
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", ns.name))
+            .arg(BIN)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -216,6 +251,36 @@ impl Udplb {
             }
         }
         u
+    }
+
+    /// Sends `sig` (e.g. SIGHUP) without waiting for anything.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), sig).expect("signal udplb");
+    }
+
+    /// Waits up to `timeout` for a line containing `needle`, keeping what
+    /// was printed meanwhile in `output`; returns that line.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let seen = self.output.len();
+        if let Some(l) = self.output[..seen].iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.output.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!(
+                    "udplb did not print `{needle}`; output:\n{}",
+                    self.output.join("\n")
+                ),
+            }
+        }
     }
 
     /// The next line udplb prints, waiting at most `timeout`.
