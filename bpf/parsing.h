@@ -43,9 +43,12 @@ struct hdr_cursor {
 
 /* The headers of a UDP packet the datapath may rewrite. */
 struct udp_packet {
+	struct ethhdr *eth;
 	void *l3;            /* struct iphdr or struct ipv6hdr, as ipv6 says */
 	struct udphdr *udp;
 	bool ipv6;
+	bool more_fragments; /* IPv4 first fragment: the datagram continues */
+	__u8 vlans;          /* VLAN tags between Ethernet and IP */
 };
 
 static __always_inline bool is_vlan(__be16 proto)
@@ -54,11 +57,13 @@ static __always_inline bool is_vlan(__be16 proto)
 }
 
 /* Ethernet plus up to two VLAN tags. Stores the inner EtherType in *proto. */
-static __always_inline int parse_ethernet(struct hdr_cursor *c, void *data_end, __be16 *proto)
+static __always_inline int parse_ethernet(struct hdr_cursor *c, void *data_end, __be16 *proto,
+					  __u8 *vlans)
 {
 	struct ethhdr *eth = c->pos;
 	struct vlan_hdr *vlan;
 
+	*vlans = 0;
 	if ((void *)(eth + 1) > data_end)
 		return UDPLB_REASON_MALFORMED;
 	*proto = eth->h_proto;
@@ -73,6 +78,7 @@ static __always_inline int parse_ethernet(struct hdr_cursor *c, void *data_end, 
 			return UDPLB_REASON_MALFORMED;
 		*proto = vlan->h_vlan_encapsulated_proto;
 		c->pos = vlan + 1;
+		(*vlans)++;
 	}
 	/* A third tag is deeper than we parse: leave it to the stack. */
 	if (is_vlan(*proto))
@@ -120,6 +126,7 @@ static __always_inline int parse_ipv4_udp(struct hdr_cursor *c, void *data_end,
 	p->l3 = ip;
 	p->udp = udp;
 	p->ipv6 = false;
+	p->more_fragments = frag & IP_MF;
 	c->pos = udp + 1;
 	return PARSE_OK;
 }
@@ -185,7 +192,8 @@ static __always_inline int parse_udp_packet(struct hdr_cursor *c, void *data_end
 	__be16 proto;
 	int ret;
 
-	ret = parse_ethernet(c, data_end, &proto);
+	p->eth = c->pos;
+	ret = parse_ethernet(c, data_end, &proto, &p->vlans);
 	if (ret != PARSE_OK)
 		return ret;
 	if (proto == bpf_htons(ETH_P_IP))

@@ -28,6 +28,8 @@
 #include "csum.h"
 #include "parsing.h"
 #include "maps.h"
+#include "flow_hash.h"
+#include "forward.h"
 
 /* Loopback is ifindex 1 in every network namespace. */
 #define LOOPBACK_IFINDEX 1
@@ -72,7 +74,9 @@ static __always_inline void endpoint_of(struct udp_packet *p, bool source, bool 
 	}
 }
 
-/* Exact address first, then the wildcard. */
+/* Exact address first, then the wildcard. An all-zero address in the packet
+ * (0.0.0.0, ::) is the wildcard key itself, so it only matches where the
+ * wildcard may. */
 static __always_inline void *lookup_endpoint(void *map, struct udp_packet *p, bool source,
 					     bool allow_wildcard)
 {
@@ -80,64 +84,13 @@ static __always_inline void *lookup_endpoint(void *map, struct udp_packet *p, bo
 	void *v;
 
 	endpoint_of(p, source, false, &ep);
+	if (!(ep.addr_be[0] | ep.addr_be[1] | ep.addr_be[2] | ep.addr_be[3]))
+		return allow_wildcard ? bpf_map_lookup_elem(map, &ep) : NULL;
 	v = bpf_map_lookup_elem(map, &ep);
 	if (v || !allow_wildcard)
 		return v;
 	endpoint_of(p, source, true, &ep);
 	return bpf_map_lookup_elem(map, &ep);
-}
-
-/*
- * Flow hash for Maglev: MurmurHash3 (x86_32) over the 32-bit words of source
- * address, destination address and the two ports, as they sit in the packet.
- * src/flow_hash.rs is the same function; tests hold the two together.
- */
-static __always_inline __u32 rotl32(__u32 x, int r)
-{
-	return (x << r) | (x >> (32 - r));
-}
-
-static __always_inline __u32 murmur_round(__u32 h, __u32 k)
-{
-	k *= 0xcc9e2d51;
-	k = rotl32(k, 15);
-	k *= 0x1b873593;
-	h ^= k;
-	h = rotl32(h, 13);
-	return h * 5 + 0xe6546b64;
-}
-
-static __always_inline __u32 murmur_final(__u32 h, __u32 len)
-{
-	h ^= len;
-	h ^= h >> 16;
-	h *= 0x85ebca6b;
-	h ^= h >> 13;
-	h *= 0xc2b2ae35;
-	return h ^ (h >> 16);
-}
-
-static __always_inline __u32 flow_hash(struct udp_packet *p)
-{
-	__u32 h = UDPLB_HASH_SEED, ports;
-
-	ports = (__u32)p->udp->source | ((__u32)p->udp->dest << 16);
-	if (p->ipv6) {
-		struct ipv6hdr *ip6 = p->l3;
-
-#pragma unroll
-		for (int i = 0; i < 4; i++)
-			h = murmur_round(h, ip6->saddr.in6_u.u6_addr32[i]);
-#pragma unroll
-		for (int i = 0; i < 4; i++)
-			h = murmur_round(h, ip6->daddr.in6_u.u6_addr32[i]);
-		return murmur_final(murmur_round(h, ports), 36);
-	}
-	struct iphdr *ip = p->l3;
-
-	h = murmur_round(h, ip->saddr);
-	h = murmur_round(h, ip->daddr);
-	return murmur_final(murmur_round(h, ports), 12);
 }
 
 /* The backend slot for this packet, or -1 if the frontend has none. */
@@ -184,6 +137,8 @@ int udplb_xdp(struct xdp_md *ctx)
 	struct udplb_frontend *fe;
 	struct udplb_reply_target *rt;
 	struct udplb_backend *be;
+	int action = XDP_PASS;
+	bool partial;
 	long picked;
 	__u32 slot;
 	int reason;
@@ -201,26 +156,42 @@ int udplb_xdp(struct xdp_md *ctx)
 			reason = UDPLB_REASON_NO_BACKEND;
 			goto out;
 		}
-		set_port(&p, &p.udp->dest, be->ep.port_be);
+		if (endpoint_is_local(&be->ep)) {
+			set_port(&p, &p.udp->dest, be->ep.port_be);
+			reason = UDPLB_REASON_BALANCED;
+		} else if (p.more_fragments) {
+			/* Later fragments carry no ports to rewrite: the kernel
+			 * gets the datagram whole or not at all. */
+			reason = UDPLB_REASON_FRAGMENT;
+			goto out;
+		} else {
+			partial = rewrite_remote(&p, false, &be->ep);
+			action = forward(ctx, &p, partial, UDPLB_REASON_FORWARDED, &reason);
+		}
 		count(&backend_counters, slot, bytes);
-		reason = UDPLB_REASON_BALANCED;
 		goto out;
 	}
 
 	/* Local backends are keyed by port alone; their replies are seen here
 	 * only on lo (elsewhere they leave through egress), and matching a bare
-	 * source port on a wire-facing interface would rewrite strangers. */
+	 * source port on a wire-facing interface would rewrite strangers.
+	 * Remote backends are keyed by address and port, on every interface. */
 	rt = lookup_endpoint(&replies, &p, true, ctx->ingress_ifindex == LOOPBACK_IFINDEX);
 	if (rt) {
-		set_port(&p, &p.udp->source, rt->frontend.port_be);
+		if (endpoint_is_local(&rt->frontend)) {
+			set_port(&p, &p.udp->source, rt->frontend.port_be);
+			reason = UDPLB_REASON_REPLY;
+		} else {
+			partial = rewrite_remote(&p, true, &rt->frontend);
+			action = forward(ctx, &p, partial, UDPLB_REASON_REPLY_FORWARDED, &reason);
+		}
 		count(&reply_counters, rt->frontend_id, bytes);
-		reason = UDPLB_REASON_REPLY;
 		goto out;
 	}
 	reason = UDPLB_REASON_NO_FRONTEND;
 out:
 	record_reason(reason);
-	return XDP_PASS;
+	return action;
 }
 
 #define TC_ACT_OK 0

@@ -51,16 +51,26 @@
  * counter map; userspace names come from src/abi.rs::REASON_NAMES.
  */
 enum udplb_reason {
-	UDPLB_REASON_BALANCED = 0,     /* request rewritten to a backend   */
-	UDPLB_REASON_REPLY = 1,        /* reply rewritten to the frontend  */
+	UDPLB_REASON_BALANCED = 0,     /* request to a local backend       */
+	UDPLB_REASON_REPLY = 1,        /* local backend's reply rewritten  */
 	UDPLB_REASON_NOT_IP = 2,       /* not IPv4/IPv6, or > 2 VLAN tags  */
 	UDPLB_REASON_NOT_UDP = 3,      /* IP but not UDP                   */
 	UDPLB_REASON_NO_FRONTEND = 4,  /* UDP, no frontend and no backend  */
-	UDPLB_REASON_FRAGMENT = 5,     /* IPv4 non-first fragment          */
+	UDPLB_REASON_FRAGMENT = 5,     /* IPv4 fragment that cannot be balanced */
 	UDPLB_REASON_MALFORMED = 6,    /* truncated or inconsistent header */
 	UDPLB_REASON_IPV6_EXT = 7,     /* IPv6 with extension headers      */
 	UDPLB_REASON_NO_BACKEND = 8,   /* frontend with an empty table     */
-	UDPLB_REASON_COUNT = 9,
+	/* Remote backends: the packet was rewritten (destination for a
+	 * request, source for a reply), then one of: */
+	UDPLB_REASON_FORWARDED = 9,        /* request sent out by XDP_REDIRECT */
+	UDPLB_REASON_REPLY_FORWARDED = 10, /* reply sent out by XDP_REDIRECT   */
+	UDPLB_REASON_FIB_NO_NEIGH = 11,    /* passed: kernel resolves the neighbour */
+	UDPLB_REASON_FIB_FWD_DISABLED = 12, /* passed: forwarding is off here  */
+	UDPLB_REASON_FIB_FRAG_NEEDED = 13, /* passed: larger than the route MTU */
+	UDPLB_REASON_FIB_UNREACHABLE = 14, /* passed: no route (blackhole, ...) */
+	UDPLB_REASON_FIB_OTHER = 15,       /* passed: lookup could not finish */
+	UDPLB_REASON_TTL_EXPIRED = 16,     /* passed: the kernel sends ICMP    */
+	UDPLB_REASON_COUNT = 17,
 };
 
 /*

@@ -16,7 +16,7 @@ use crate::config::{parse_table_size, Defaults, Sched};
 #[derive(Debug, Parser)]
 #[command(name = "udplb", version, about, long_about = None, after_help = GRAMMAR)]
 pub struct Args {
-    /// Interface to attach to, e.g. lo or eth0
+    /// Interface(s) to attach to, e.g. lo, eth0, or eth0,eth1
     #[arg(value_name = "IFACE", required_unless_present_any = ["config", "unpin"],
           conflicts_with_all = ["config", "unpin"])]
     pub iface: Option<String>,

@@ -107,16 +107,47 @@ impl Sched {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackendConfig {
+    /// `None`: a port on this host. `Some`: a host the datagrams are
+    /// forwarded to.
+    pub addr: Option<IpAddr>,
     pub port: u16,
     /// Share of traffic relative to the other backends; 0 drains.
     pub weight: u32,
 }
 
+impl BackendConfig {
+    /// What identifies the backend: the same (address, port) is the same
+    /// backend, whatever its weight.
+    pub fn id(&self) -> (Option<IpAddr>, u16) {
+        (self.addr, self.port)
+    }
+
+    /// The backend as the datapath stores it (an all-zero address: local).
+    pub fn endpoint(&self) -> Endpoint {
+        match self.addr {
+            None => Endpoint {
+                port_be: self.port.to_be(),
+                ..Endpoint::default()
+            },
+            Some(IpAddr::V4(a)) => Endpoint::ipv4(Some(a), self.port),
+            Some(IpAddr::V6(a)) => Endpoint::ipv6(Some(a), self.port),
+        }
+    }
+
+    fn name(&self) -> String {
+        match self.addr {
+            None => self.port.to_string(),
+            Some(IpAddr::V4(a)) => format!("{a}:{}", self.port),
+            Some(IpAddr::V6(a)) => format!("[{a}]:{}", self.port),
+        }
+    }
+}
+
 impl fmt::Display for BackendConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.weight {
-            1 => write!(f, "{}", self.port),
-            w => write!(f, "{}@{w}", self.port),
+            1 => write!(f, "{}", self.name()),
+            w => write!(f, "{}@{w}", self.name()),
         }
     }
 }
@@ -221,8 +252,8 @@ pub fn parse_listen(s: &str) -> Result<Listen, UsageError> {
     }
 }
 
-/// One backend: a local port, with an optional `@WEIGHT`. Addresses are
-/// refused until remote backends exist.
+/// One backend: `PORT` on this host, or `IPv4:PORT` / `[IPv6]:PORT` on
+/// another, with an optional `@WEIGHT`.
 pub fn parse_backend(s: &str, frontend: &str) -> Result<BackendConfig, UsageError> {
     let s = s.trim();
     if s.is_empty() {
@@ -234,13 +265,25 @@ pub fn parse_backend(s: &str, frontend: &str) -> Result<BackendConfig, UsageErro
         Some((p, w)) => (p.trim(), Some(w.trim())),
         None => (s, None),
     };
-    if port.contains(':') || port.contains('[') || port.parse::<IpAddr>().is_ok() {
+    let what = format!("frontend {frontend}: backend");
+    let (addr, port) = if port.contains(':') || port.contains('[') {
+        let remote = parse_listen(port).map_err(|e| {
+            usage!(
+                "frontend {frontend}: backend '{s}': {}",
+                e.0.replace("frontend", "backend")
+            )
+        })?;
+        let addr = remote.addr.filter(|a| !a.is_unspecified()).ok_or_else(|| {
+            usage!("frontend {frontend}: backend '{s}' needs a host address, not a wildcard")
+        })?;
+        (Some(addr), remote.port)
+    } else if port.parse::<IpAddr>().is_ok() {
         return Err(usage!(
-            "frontend {frontend}: backend '{s}': backends on other hosts are not supported yet; \
-             give local ports"
+            "frontend {frontend}: backend '{s}' needs a port: ADDRESS:PORT"
         ));
-    }
-    let port = parse_port(port, &format!("frontend {frontend}: backend"))?;
+    } else {
+        (None, parse_port(port, &what)?)
+    };
     let weight = match weight {
         None => 1,
         Some(w) => {
@@ -255,7 +298,7 @@ pub fn parse_backend(s: &str, frontend: &str) -> Result<BackendConfig, UsageErro
             }
         }
     };
-    Ok(BackendConfig { port, weight })
+    Ok(BackendConfig { addr, port, weight })
 }
 
 /// `FRONTEND=BACKENDS`, with the scheduler settings of `defaults`.
@@ -315,7 +358,7 @@ impl Config {
             }
             frontend_ports.insert(fe.listen.port, fe.listen);
         }
-        let mut owner: HashMap<u16, Listen> = HashMap::new();
+        let mut owner: HashMap<(Option<IpAddr>, u16), Listen> = HashMap::new();
         let mut total = 0;
         for (i, fe) in frontends.iter().enumerate() {
             let n = fe.backends.len();
@@ -329,25 +372,53 @@ impl Config {
             total += n;
             for b in &fe.backends {
                 let port = b.port;
-                if let Some(f) = frontend_ports.get(&port) {
+                if let Some(addr) = b.addr {
+                    let same_family = fe
+                        .listen
+                        .addr
+                        .is_some_and(|a| a.is_ipv4() == addr.is_ipv4());
+                    if fe.listen.addr.is_none_or(|a| a.is_unspecified()) {
+                        fail!(
+                            Some(i),
+                            "frontend {}: backend {b} is on another host, so the frontend needs \
+                             an address (IPv4:PORT or [IPv6]:PORT) for its replies to come from",
+                            fe.listen
+                        );
+                    }
+                    if !same_family {
+                        fail!(
+                            Some(i),
+                            "frontend {}: backend {b} is of another address family",
+                            fe.listen
+                        );
+                    }
+                    if keys.contains_key(&b.endpoint()) {
+                        fail!(
+                            Some(i),
+                            "frontend {}: backend {b} is a frontend: datagrams would loop",
+                            fe.listen
+                        );
+                    }
+                } else if let Some(f) = frontend_ports.get(&port) {
                     fail!(
                         Some(i),
                         "frontend {}: backend {port} is also frontend {f}: datagrams would loop",
                         fe.listen
                     );
                 }
-                match owner.insert(port, fe.listen) {
+                let name = BackendConfig { weight: 1, ..*b };
+                match owner.insert(b.id(), fe.listen) {
                     Some(prev) if prev == fe.listen => {
                         fail!(
                             Some(i),
-                            "frontend {}: backend {port} is listed twice",
+                            "frontend {}: backend {name} is listed twice",
                             fe.listen
                         );
                     }
                     Some(prev) => {
                         fail!(
                             Some(i),
-                            "backend {port} serves both frontend {prev} and frontend {}: its \
+                            "backend {name} serves both frontend {prev} and frontend {}: its \
                              replies could not be told apart",
                             fe.listen
                         );
@@ -475,13 +546,29 @@ mod tests {
     }
 
     #[test]
-    fn remote_backends_are_not_supported_yet() {
-        for b in ["198.18.0.2:53", "[2001:2::2]:53", "198.18.0.2"] {
-            assert!(
-                err(&[&format!("9875={b}")]).contains("not supported yet"),
-                "{b}"
-            );
-        }
+    fn remote_backends() {
+        let c =
+            Config::from_specs(&["198.18.0.1:53=198.18.1.2:5353,198.18.1.3:53@2,5300"]).unwrap();
+        let b = &c.frontends[0].backends;
+        assert_eq!(b[0].addr, Some("198.18.1.2".parse().unwrap()));
+        assert_eq!((b[1].port, b[1].weight), (53, 2));
+        assert_eq!(b[1].to_string(), "198.18.1.3:53@2");
+        assert_eq!(b[2].addr, None, "local and remote mix");
+        let c = Config::from_specs(&["[2001:2::1]:53=[2001:2:1::2]:53"]).unwrap();
+        assert_eq!(c.frontends[0].backends[0].to_string(), "[2001:2:1::2]:53");
+        assert!(err(&["53=198.18.1.2:53"]).contains("the frontend needs an address"));
+        assert!(err(&["0.0.0.0:53=198.18.1.2:53"]).contains("the frontend needs an address"));
+        assert!(err(&["198.18.0.1:53=[2001:2::2]:53"]).contains("another address family"));
+        assert!(err(&["198.18.0.1:53=198.18.1.2"]).contains("needs a port"));
+        assert!(err(&["198.18.0.1:53=0.0.0.0:53"]).contains("not a wildcard"));
+        assert!(err(&["198.18.0.1:53=198.18.1.300:53"]).contains("is not an IPv4 address"));
+        assert!(err(&["198.18.0.1:53=198.18.1.2:0"]).contains("out of range"));
+        assert!(err(&["198.18.0.1:53=198.18.0.1:53"]).contains("would loop"));
+        assert!(err(&["198.18.0.1:53=198.18.1.2:53,198.18.1.2:53@3"]).contains("listed twice"));
+        assert!(
+            err(&["198.18.0.1:53=198.18.1.2:53", "198.18.0.1:54=198.18.1.2:53"])
+                .contains("serves both")
+        );
     }
 
     #[test]

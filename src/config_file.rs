@@ -119,7 +119,8 @@ pub fn parse(text: &str, path: &str) -> Result<FileConfig, UsageError> {
         defaults.table_size = table_size(t, "table_size", &at)?;
     }
     let interface = raw.interface.get_ref().trim().to_string();
-    if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
+    let bad_name = |n: &str| n.trim().is_empty() || n.trim().len() > 15 || n.contains(['/', ' ']);
+    if interface.split(',').any(bad_name) {
         return Err(at.error(
             raw.interface.span(),
             "interface",

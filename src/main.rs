@@ -77,8 +77,7 @@ fn run(args: &Args) -> Result<()> {
             )
         }
     };
-    let ifindex = nix::net::if_::if_nametoindex(iface.as_str())
-        .map_err(|_| UsageError(format!("unknown interface '{iface}'")))?;
+    let ifaces = interfaces(&iface)?;
     privileges::check_self()?;
 
     let level = match args.verbose {
@@ -106,21 +105,25 @@ fn run(args: &Args) -> Result<()> {
     unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGHUP, &hup) }
         .context("installing the SIGHUP handler")?;
 
-    let (xdp, egress) = attach_all(args, &mut datapath, &iface, ifindex)?;
-    let replies = egress
-        .as_ref()
-        .map_or("XDP".to_string(), |e| e.kind().to_string());
-    println!(
-        "udplb: attached to {} ({} XDP, program id {}; replies: {replies}){}; Ctrl-C to stop",
-        xdp.ifname,
-        xdp.mode,
-        xdp.prog_id,
-        if args.pin {
-            format!("; pinned under {}", pin::dir(&iface).display())
-        } else {
-            String::new()
-        }
-    );
+    let mut attached = Vec::new();
+    for (name, ifindex) in &ifaces {
+        let (xdp, egress) = attach_one(args, &mut datapath, name, *ifindex)?;
+        let replies = egress
+            .as_ref()
+            .map_or("XDP".to_string(), |e| e.kind().to_string());
+        println!(
+            "udplb: attached to {} ({} XDP, program id {}; replies: {replies}){}; Ctrl-C to stop",
+            xdp.ifname,
+            xdp.mode,
+            xdp.prog_id,
+            if args.pin {
+                format!("; pinned under {}", pin::dir(name).display())
+            } else {
+                String::new()
+            }
+        );
+        attached.push((xdp, egress));
+    }
     print_frontends(&config);
 
     let interval = args.stats.map(Duration::from_secs);
@@ -142,27 +145,48 @@ fn run(args: &Args) -> Result<()> {
     }
 
     let counters = datapath.counters(&state.layout(&config))?;
-    if args.pin {
-        if let Some(e) = egress {
-            e.keep();
+    for (xdp, egress) in attached {
+        let name = xdp.ifname.clone();
+        if args.pin {
+            if let Some(e) = egress {
+                e.keep();
+            }
+            drop(xdp);
+            println!(
+                "udplb: left attached to {name}, pinned under {}; `udplb --unpin {name}` removes it",
+                pin::dir(&name).display()
+            );
+        } else {
+            drop(egress);
+            drop(xdp);
+            println!("udplb: detached from {name}");
         }
-        drop(xdp);
-        println!(
-            "udplb: left attached to {iface}, pinned under {}; `udplb --unpin {iface}` removes it; final counters:",
-            pin::dir(&iface).display()
-        );
-    } else {
-        drop(egress);
-        drop(xdp);
-        println!("udplb: detached from {iface}; final counters:");
     }
+    println!("udplb: final counters:");
     print!("{}", report::render(&config, &counters));
     Ok(())
 }
 
+/// `eth0` or `eth0,eth1`: names and indexes, each once.
+fn interfaces(list: &str) -> Result<Vec<(String, u32)>, UsageError> {
+    let mut out: Vec<(String, u32)> = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        if name.is_empty() {
+            return Err(UsageError(format!("empty interface name in '{list}'")));
+        }
+        let ifindex = nix::net::if_::if_nametoindex(name)
+            .map_err(|_| UsageError(format!("unknown interface '{name}'")))?;
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(UsageError(format!("interface {name} is listed twice")));
+        }
+        out.push((name.to_string(), ifindex));
+    }
+    Ok(out)
+}
+
 /// Attaches XDP (and, except on lo, the egress program), or with `--pin`
 /// takes over the links a previous `udplb --pin` left, and pins them.
-fn attach_all(
+fn attach_one(
     args: &Args,
     datapath: &mut Datapath,
     iface: &str,

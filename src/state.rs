@@ -15,11 +15,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::abi::bytes_of;
 use crate::abi::{
     Backend, Endpoint, Frontend, ReplyTarget, MAX_BACKEND_SLOTS, MAX_FRONTENDS, UDPLB_SCHED_MAGLEV,
     UDPLB_SCHED_RR,
 };
-use crate::config::{weights, Config, FrontendConfig, Listen, Sched};
+use crate::config::{weights, BackendConfig, Config, FrontendConfig, Listen, Sched};
 use crate::{maglev, rr};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +28,8 @@ struct Live {
     id: u32,
     table: u32,
     config: FrontendConfig,
-    /// Backend port -> slot.
-    slots: BTreeMap<u16, u32>,
+    /// Backend (address, port) -> slot.
+    slots: BTreeMap<BackendId, u32>,
 }
 
 /// The maps' contents as userspace last wrote them.
@@ -70,10 +71,44 @@ pub struct Layout {
     pub frontends: Vec<(u32, Vec<u32>)>,
 }
 
+type BackendId = (Option<std::net::IpAddr>, u16);
+
 /// The identity a backend is hashed by in the Maglev table: the same on
 /// every balancer with the same configuration.
-fn maglev_key(port: u16) -> Vec<u8> {
-    port.to_be_bytes().to_vec()
+fn maglev_key(b: &BackendConfig) -> Vec<u8> {
+    bytes_of(&b.endpoint()).to_vec()
+}
+
+/// The reply-map entries of backend `b` of the frontend with keys `keys`.
+/// A local backend answers from the address the client used, so it is keyed
+/// like each frontend key, on its own port, and only the port is rewritten
+/// back. A remote backend is keyed by its address and port, and its replies
+/// get the frontend's address and port.
+fn reply_entries<'a>(
+    keys: &'a [Endpoint],
+    b: &'a BackendConfig,
+    frontend_id: u32,
+) -> impl Iterator<Item = (Endpoint, ReplyTarget)> + 'a {
+    keys.iter().map(move |key| match b.addr {
+        None => {
+            let mut frontend = *key;
+            frontend.addr_be = [0; 4];
+            (
+                key.with_port(b.port),
+                ReplyTarget {
+                    frontend,
+                    frontend_id,
+                },
+            )
+        }
+        Some(_) => (
+            b.endpoint(),
+            ReplyTarget {
+                frontend: *key,
+                frontend_id,
+            },
+        ),
+    })
 }
 
 fn sched_code(s: Sched) -> u32 {
@@ -84,21 +119,21 @@ fn sched_code(s: Sched) -> u32 {
 }
 
 /// The ring of backend slots for a frontend's configuration.
-fn ring(fe: &FrontendConfig, slots: &BTreeMap<u16, u32>) -> Vec<u32> {
+fn ring(fe: &FrontendConfig, slots: &BTreeMap<BackendId, u32>) -> Vec<u32> {
     let picks = match fe.sched {
         Sched::Rr => rr::ring(&weights(fe)),
         Sched::Maglev => {
             let keyed: Vec<(Vec<u8>, u32)> = fe
                 .backends
                 .iter()
-                .map(|b| (maglev_key(b.port), b.weight))
+                .map(|b| (maglev_key(b), b.weight))
                 .collect();
             maglev::table(&keyed, fe.table_size)
         }
     };
     picks
         .into_iter()
-        .map(|i| slots[&fe.backends[i as usize].port])
+        .map(|i| slots[&fe.backends[i as usize].id()])
         .collect()
 }
 
@@ -168,33 +203,20 @@ impl State {
             };
             let keys = fe.listen.endpoints();
             for b in &fe.backends {
-                let kept = old.and_then(|o| o.slots.get(&b.port).copied());
+                let kept = old.and_then(|o| o.slots.get(&b.id()).copied());
                 let slot = kept.unwrap_or_else(|| slots.alloc());
-                live.slots.insert(b.port, slot);
+                live.slots.insert(b.id(), slot);
                 let old_weight =
-                    old.and_then(|o| o.config.backends.iter().find(|x| x.port == b.port));
+                    old.and_then(|o| o.config.backends.iter().find(|x| x.id() == b.id()));
                 if kept.is_none() {
                     plan.zero_counters.push(slot);
-                    for key in &keys {
-                        let mut target = ReplyTarget {
-                            frontend: *key,
-                            frontend_id: id,
-                        };
-                        // Local backends answer from the address the client
-                        // used: only the port is rewritten back.
-                        target.frontend.addr_be = [0; 4];
-                        plan.replies.push((key.with_port(b.port), target));
-                    }
+                    plan.replies.extend(reply_entries(&keys, b, id));
                 }
                 if old_weight.map(|x| x.weight) != Some(b.weight) {
-                    let ep = Endpoint {
-                        port_be: b.port.to_be(),
-                        ..Endpoint::default()
-                    };
                     plan.backends.push((
                         slot,
                         Backend {
-                            ep,
+                            ep: b.endpoint(),
                             weight: b.weight,
                         },
                     ));
@@ -212,10 +234,10 @@ impl State {
             plan.changes.push(describe(old.map(|o| &o.config), fe));
 
             if let Some(old) = old {
-                for port in old.slots.keys() {
-                    if !live.slots.contains_key(port) {
+                for b in &old.config.backends {
+                    if !live.slots.contains_key(&b.id()) {
                         plan.delete_replies
-                            .extend(keys.iter().map(|k| k.with_port(*port)));
+                            .extend(reply_entries(&keys, b, id).map(|(k, _)| k));
                     }
                 }
             }
@@ -228,9 +250,9 @@ impl State {
             }
             let keys = listen.endpoints();
             plan.delete_frontends.extend(keys.iter().copied());
-            for port in old.slots.keys() {
+            for b in &old.config.backends {
                 plan.delete_replies
-                    .extend(keys.iter().map(|k| k.with_port(*port)));
+                    .extend(reply_entries(&keys, b, old.id).map(|(k, _)| k));
             }
             plan.delete_rings.extend([2 * old.id, 2 * old.id + 1]);
             plan.changes.push(format!("removed frontend {listen}"));
@@ -252,7 +274,7 @@ impl State {
                 let live = &self.frontends[&fe.listen];
                 (
                     live.id,
-                    fe.backends.iter().map(|b| live.slots[&b.port]).collect(),
+                    fe.backends.iter().map(|b| live.slots[&b.id()]).collect(),
                 )
             })
             .collect();

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * flow_hash.h - the flow hash Maglev indexes its ring with: MurmurHash3
+ * (x86_32) over the 32-bit words of source address, destination address and
+ * the two ports, as they sit in the packet. src/flow_hash.rs is the same
+ * function; tests/maglev_datapath.rs holds the two together.
+ */
+#ifndef UDPLB_FLOW_HASH_H
+#define UDPLB_FLOW_HASH_H
+
+#include "vmlinux.h"
+#include "udplb.h"
+#include "parsing.h"
+
+static __always_inline __u32 rotl32(__u32 x, int r)
+{
+	return (x << r) | (x >> (32 - r));
+}
+
+static __always_inline __u32 murmur_round(__u32 h, __u32 k)
+{
+	k *= 0xcc9e2d51;
+	k = rotl32(k, 15);
+	k *= 0x1b873593;
+	h ^= k;
+	h = rotl32(h, 13);
+	return h * 5 + 0xe6546b64;
+}
+
+static __always_inline __u32 murmur_final(__u32 h, __u32 len)
+{
+	h ^= len;
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	return h ^ (h >> 16);
+}
+
+static __always_inline __u32 flow_hash(struct udp_packet *p)
+{
+	__u32 h = UDPLB_HASH_SEED, ports;
+
+	ports = (__u32)p->udp->source | ((__u32)p->udp->dest << 16);
+	if (p->ipv6) {
+		struct ipv6hdr *ip6 = p->l3;
+
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			h = murmur_round(h, ip6->saddr.in6_u.u6_addr32[i]);
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			h = murmur_round(h, ip6->daddr.in6_u.u6_addr32[i]);
+		return murmur_final(murmur_round(h, ports), 36);
+	}
+	struct iphdr *ip = p->l3;
+
+	h = murmur_round(h, ip->saddr);
+	h = murmur_round(h, ip->daddr);
+	return murmur_final(murmur_round(h, ports), 12);
+}
+
+#endif /* UDPLB_FLOW_HASH_H */

@@ -1,0 +1,300 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * forward.h - datagrams to and from backends on other hosts, entirely in XDP.
+ *
+ * A request for a remote backend has its destination address and port
+ * rewritten to the backend's; a reply from a remote backend has its source
+ * rewritten to the frontend's. Then bpf_fib_lookup finds the next hop, the
+ * TTL / hop limit is decremented, the Ethernet addresses are set and the
+ * frame leaves by XDP_REDIRECT. When the lookup cannot finish (no neighbour
+ * entry yet, forwarding disabled, the route's MTU exceeded, no route, the TTL
+ * expiring) the rewritten packet goes to the kernel with XDP_PASS, which
+ * forwards it or answers as it would for any forwarded packet (ICMP), and
+ * the reason is counted. Nothing is dropped here.
+ *
+ * Checksums. XDP cannot see whether the stack left the UDP checksum to be
+ * finished later (CHECKSUM_PARTIAL: a sender on this host behind a veth with
+ * checksum offload on), in which case the field holds only the sum of the
+ * pseudo-header. udplb recognises that value:
+ *   - a field equal to the pseudo-header sum is a partial checksum. If the
+ *     frame is redirected, nothing downstream would finish it, so it is
+ *     completed here from scratch over the whole datagram; if the packet
+ *     goes to the kernel, the field becomes the pseudo-header sum of the new
+ *     addresses, which is what the kernel will finish.
+ *   - any other field is updated incrementally (RFC 1624): a valid checksum
+ *     stays valid and a corrupt one stays corrupt, so the backend still
+ *     drops a datagram damaged on the wire.
+ *   - an IPv4 checksum of 0 (none) stays 0.
+ * A full checksum that happens to equal its pseudo-header sum (1 in 65536)
+ * is recomputed from scratch, which gives the same, correct result.
+ */
+#ifndef UDPLB_FORWARD_H
+#define UDPLB_FORWARD_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "udplb.h"
+#include "csum.h"
+#include "parsing.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define ETH_ALEN 6
+/* Datagrams up to 36 * 256 = 9216 bytes (jumbo frames) can be completed. */
+#define CSUM_CHUNK 256
+#define CSUM_MAX_CHUNKS 36
+
+struct pseudo_hdr4 {
+	__be32 saddr;
+	__be32 daddr;
+	__u8 zero;
+	__u8 proto;
+	__be16 len;
+};
+
+struct pseudo_hdr6 {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__be32 len;
+	__u8 zero[3];
+	__u8 nexthdr;
+};
+
+/* 32-bit one's-complement addition. */
+static __always_inline __u32 csum_add32(__u32 a, __u32 b)
+{
+	__u32 s = a + b;
+
+	return s + (s < a);
+}
+
+static __always_inline bool endpoint_is_local(const struct udplb_endpoint *ep)
+{
+	return !(ep->addr_be[0] | ep->addr_be[1] | ep->addr_be[2] | ep->addr_be[3]);
+}
+
+/* Unfolded sum of the packet's UDP pseudo-header. */
+static __always_inline __u32 pseudo_sum(struct udp_packet *p)
+{
+	if (p->ipv6) {
+		struct ipv6hdr *ip6 = p->l3;
+		struct pseudo_hdr6 ph = {};
+
+		__builtin_memcpy(ph.saddr, &ip6->saddr, 16);
+		__builtin_memcpy(ph.daddr, &ip6->daddr, 16);
+		ph.len = bpf_htonl(bpf_ntohs(p->udp->len));
+		ph.nexthdr = IPPROTO_UDP;
+		return bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	}
+	struct iphdr *ip = p->l3;
+	struct pseudo_hdr4 ph = {
+		.saddr = ip->saddr,
+		.daddr = ip->daddr,
+		.proto = IPPROTO_UDP,
+		.len = p->udp->len,
+	};
+
+	return bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+}
+
+/* Unfolded sum of the UDP header and payload (udp.len bytes). */
+static __always_inline int datagram_sum(struct udp_packet *p, void *data_end, __u32 *sum)
+{
+	void *pos = p->udp;
+	__u32 len = bpf_ntohs(p->udp->len);
+	__u32 s = 0;
+
+	for (int i = 0; i < CSUM_MAX_CHUNKS && len >= CSUM_CHUNK; i++) {
+		if (pos + CSUM_CHUNK > data_end)
+			return -1;
+		s = bpf_csum_diff(NULL, 0, pos, CSUM_CHUNK, s);
+		pos += CSUM_CHUNK;
+		len -= CSUM_CHUNK;
+	}
+	if (len >= CSUM_CHUNK)
+		return -1;
+	for (int i = 0; i < CSUM_CHUNK / 4 && len >= 4; i++) {
+		if (pos + 4 > data_end)
+			return -1;
+		s = bpf_csum_diff(NULL, 0, pos, 4, s);
+		pos += 4;
+		len -= 4;
+	}
+	if (len) {
+		__u8 tail[4] = {};
+
+		for (int i = 0; i < 3 && i < len; i++) {
+			if (pos + i + 1 > data_end)
+				return -1;
+			tail[i] = *(__u8 *)(pos + i);
+		}
+		s = bpf_csum_diff(NULL, 0, (__be32 *)tail, sizeof(tail), s);
+	}
+	*sum = s;
+	return 0;
+}
+
+/* Checksum after `size` bytes of covered data change from `from` to `to`. */
+static __always_inline __u16 csum_update(__u16 check, __be32 *from, __be32 *to, __u32 size)
+{
+	return (__u16)~csum_fold32(bpf_csum_diff(from, size, to, size, (__u16)~check));
+}
+
+/*
+ * Rewrites the destination (request) or the source (reply) of the packet to
+ * `to`. Returns true if the UDP checksum was a partial (pseudo-header) sum,
+ * which the caller finishes once it knows where the packet goes.
+ */
+static __always_inline bool rewrite_remote(struct udp_packet *p, bool source,
+					   struct udplb_endpoint *to)
+{
+	struct udphdr *udp = p->udp;
+	__u16 check = udp->check;
+	bool has_csum = p->ipv6 || check != 0;
+	bool partial = has_csum && check == csum_fold32(pseudo_sum(p));
+	bool update = has_csum && !partial;
+	__be16 *port = source ? &udp->source : &udp->dest;
+	__be16 old_port = *port;
+
+	if (p->ipv6) {
+		struct ipv6hdr *ip6 = p->l3;
+		struct in6_addr *addr = source ? &ip6->saddr : &ip6->daddr;
+		__be32 old[4];
+
+		__builtin_memcpy(old, addr, sizeof(old));
+		__builtin_memcpy(addr, to->addr_be, sizeof(old));
+		if (update)
+			check = csum_update(check, old, to->addr_be, sizeof(old));
+	} else {
+		struct iphdr *ip = p->l3;
+		__be32 *addr = source ? &ip->saddr : &ip->daddr;
+		__be32 old = *addr;
+
+		*addr = to->addr_be[0];
+		ip->check = csum_update(ip->check, &old, &to->addr_be[0], sizeof(old));
+		if (update)
+			check = csum_update(check, &old, &to->addr_be[0], sizeof(old));
+	}
+	*port = to->port_be;
+	if (update) {
+		check = csum_replace16(check, old_port, to->port_be);
+		udp->check = check ? check : 0xffff;
+	}
+	return partial;
+}
+
+/* A partial checksum, finished for a frame nobody downstream will finish. */
+static __always_inline int complete_csum(struct udp_packet *p, void *data_end)
+{
+	__u32 sum;
+	__u16 check;
+
+	p->udp->check = 0;
+	if (datagram_sum(p, data_end, &sum))
+		return -1;
+	check = ~csum_fold32(csum_add32(sum, pseudo_sum(p)));
+	p->udp->check = check ? check : 0xffff;
+	return 0;
+}
+
+static __always_inline int fib_reason(long rc)
+{
+	switch (rc) {
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+		return UDPLB_REASON_FIB_NO_NEIGH;
+	case BPF_FIB_LKUP_RET_FWD_DISABLED:
+		return UDPLB_REASON_FIB_FWD_DISABLED;
+	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
+		return UDPLB_REASON_FIB_FRAG_NEEDED;
+	case BPF_FIB_LKUP_RET_BLACKHOLE:
+	case BPF_FIB_LKUP_RET_UNREACHABLE:
+	case BPF_FIB_LKUP_RET_PROHIBIT:
+		return UDPLB_REASON_FIB_UNREACHABLE;
+	}
+	return UDPLB_REASON_FIB_OTHER;
+}
+
+/*
+ * Sends the rewritten packet on its way: XDP_REDIRECT to the next hop, or
+ * XDP_PASS to the kernel with *reason saying why. `sent` is the reason for a
+ * redirected packet (request or reply).
+ */
+static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, bool partial,
+				   int sent, int *reason)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.sport = p->udp->source;
+	fib.dport = p->udp->dest;
+	fib.ifindex = ctx->ingress_ifindex;
+	if (p->ipv6) {
+		struct ipv6hdr *ip6 = p->l3;
+
+		fib.family = AF_INET6;
+		fib.flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0FFFFFFF);
+		fib.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
+		__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
+		__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
+	} else {
+		struct iphdr *ip = p->l3;
+
+		fib.family = AF_INET;
+		fib.tos = ip->tos;
+		fib.tot_len = bpf_ntohs(ip->tot_len);
+		fib.ipv4_src = ip->saddr;
+		fib.ipv4_dst = ip->daddr;
+	}
+
+	/* A tagged frame would need its tags rewritten for the egress device;
+	 * the kernel's VLAN devices do that. */
+	if (p->vlans) {
+		*reason = UDPLB_REASON_FIB_OTHER;
+		goto pass;
+	}
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+		*reason = fib_reason(rc);
+		goto pass;
+	}
+	if (partial && complete_csum(p, data_end)) {
+		/* Longer than we can sum: the kernel will finish it. */
+		*reason = UDPLB_REASON_FIB_OTHER;
+		goto pass;
+	}
+	if (p->ipv6) {
+		struct ipv6hdr *ip6 = p->l3;
+
+		if (ip6->hop_limit <= 1) {
+			*reason = UDPLB_REASON_TTL_EXPIRED;
+			goto pass;
+		}
+		ip6->hop_limit--;
+	} else {
+		struct iphdr *ip = p->l3;
+		/* TTL and protocol share a 16-bit word of the header checksum. */
+		__u16 old = bpf_htons(ip->ttl << 8 | ip->protocol);
+
+		if (ip->ttl <= 1) {
+			*reason = UDPLB_REASON_TTL_EXPIRED;
+			goto pass;
+		}
+		ip->ttl--;
+		ip->check = csum_replace16(ip->check, old, bpf_htons(ip->ttl << 8 | ip->protocol));
+	}
+	__builtin_memcpy(p->eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, fib.smac, ETH_ALEN);
+	*reason = sent;
+	return bpf_redirect(fib.ifindex, 0);
+
+pass:
+	/* The kernel finishes a partial checksum from the pseudo-header sum. */
+	if (partial)
+		p->udp->check = csum_fold32(pseudo_sum(p));
+	return XDP_PASS;
+}
+
+#endif /* UDPLB_FORWARD_H */
