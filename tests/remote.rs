@@ -63,21 +63,6 @@ fn set_offload(ns: &Netns, devs: &[&str], on: bool) {
     }
 }
 
-/// Waits until `ns` has a usable neighbour entry for every address.
-fn neighbours(ns: &Netns, addrs: &[&str]) {
-    for a in addrs {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let out = ns.ip(&["neigh", "show", "to", a]);
-            if out.contains("lladdr") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "no neighbour {a}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
 struct Triangle {
     client: Netns,
     lb: Netns,
