@@ -10,6 +10,7 @@ pub mod attach;
 pub mod cli;
 pub mod config;
 pub mod datapath;
+pub mod model;
 pub mod privileges;
 pub mod report;
 pub mod tables;
