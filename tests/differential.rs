@@ -45,12 +45,14 @@ use proptest::test_runner::{
 };
 
 use udplb::config::Config;
-use udplb::model::{self, checksum, reason_name, ModelConfig, ModelState, Outcome};
+use udplb::model::{self, checksum, reason_name, Bind, ModelConfig, ModelState, Outcome};
 
 // ===========================================================================
 // The program under test. Every use of udplb's kernel-facing API (Tables,
-// Datapath, Counters) is in this module; the model side uses only
-// `ModelConfig::from_config` and `model::run`.
+// Datapath, Counters) is in this module. Outside it the test uses only
+// `Config::from_specs` (to validate) and the model (`ModelConfig::from_config`,
+// `model::run`), so a change to Config, Tables or Datapath touches this
+// module or the model's adapter and nothing else.
 
 mod program {
     use udplb::abi::REASON_COUNT;
@@ -728,7 +730,9 @@ struct Aims {
 }
 
 impl Aims {
-    fn of(config: &Config) -> Aims {
+    /// Read from the model's view of the configuration, so that only
+    /// `ModelConfig::from_config` depends on the shape of `Config`.
+    fn of(config: &ModelConfig) -> Aims {
         let mut a = Aims {
             frontend_ports: vec![],
             backend_ports: vec![],
@@ -736,12 +740,14 @@ impl Aims {
             v6: vec![],
         };
         for fe in &config.frontends {
-            a.frontend_ports.push(fe.listen.port);
+            a.frontend_ports.push(fe.port);
             a.backend_ports.extend_from_slice(&fe.backends);
-            match fe.listen.addr {
-                Some(IpAddr::V4(x)) => a.v4.push(x),
-                Some(IpAddr::V6(x)) => a.v6.push(x),
-                None => {}
+            for bind in &fe.binds {
+                match bind {
+                    Bind::Exact(IpAddr::V4(x)) => a.v4.push(*x),
+                    Bind::Exact(IpAddr::V6(x)) => a.v6.push(*x),
+                    Bind::Any(_) => {}
+                }
             }
         }
         if a.v4.is_empty() {
@@ -915,7 +921,7 @@ const MAX_SHOTS: usize = 48;
 
 fn scenario() -> impl Strategy<Value = Scenario> {
     configuration().prop_flat_map(|(specs, config)| {
-        let aims = Aims::of(&config);
+        let aims = Aims::of(&ModelConfig::from_config(&config));
         vec(shot(&aims), 1..=MAX_SHOTS).prop_map(move |shots| Scenario {
             specs: specs.clone(),
             shots,
