@@ -5,7 +5,7 @@ CARGO ?= cargo
 IFACE ?= lo
 EXAMPLE ?= 9875=9876,9877,9878
 
-.PHONY: all deps build run test unit lint vmlinux clean
+.PHONY: all deps build run test unit lint vmlinux clean bench
 
 all: build
 
@@ -25,9 +25,23 @@ test: deps
 	@[ "$$(id -u)" -eq 0 ] || { echo "make test needs root (XDP, network namespaces): sudo make test" >&2; exit 1; }
 	$(CARGO) test --release
 
+# Differential fuzzing: the reference model (src/model.rs) against the XDP
+# program on random and mutated frames, CASES frames (default 1000000):
+# `make fuzz CASES=N`. Needs root. (`make test` runs 10000.)
+.PHONY: fuzz
+fuzz:
+	UDPLB_FUZZ_CASES=$${CASES:-1000000} $(CARGO) test --release --test differential -- --nocapture
+
 # Only the tests that need no privileges.
 unit:
 	$(CARGO) test --release --lib
+
+# Benchmarks: datapath cost (BPF_PROG_TEST_RUN), control plane, and end to
+# end through veths in namespaces it makes and removes. Needs root; writes
+# target/bench/results.json. See BENCHMARKS.md.
+bench: deps
+	@[ "$$(id -u)" -eq 0 ] || { echo "make bench needs root (XDP, network namespaces): sudo make bench" >&2; exit 1; }
+	$(CARGO) bench --bench bench
 
 lint:
 	$(CARGO) fmt --all -- --check

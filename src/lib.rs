@@ -14,6 +14,7 @@ pub mod config_file;
 pub mod datapath;
 pub mod flow_hash;
 pub mod maglev;
+pub mod model;
 pub mod pin;
 pub mod privileges;
 pub mod report;

@@ -1,0 +1,783 @@
+//! A reference model of the XDP datapath: packet bytes + configuration +
+//! scheduler state -> verdict, output bytes and the counters the packet
+//! moves. Pure logic, no kernel access.
+//!
+//! Written from the specification, not from the C:
+//! - the parse order in the top comment of `bpf/parsing.h`;
+//! - the verdict reasons in `include/udplb.h`;
+//! - README "How it works" and "The rule for backends": an exact frontend
+//!   address beats a port-only frontend; a reply is a datagram whose source
+//!   is a backend, matched by the frontend's exact address anywhere and by
+//!   port alone only on lo; the UDP checksum is updated for the port change
+//!   (RFC 1624), an IPv4 checksum of 0 stays 0, a computed 0 is written
+//!   0xFFFF, IPv6 checksums are always updated; every frame is passed;
+//!   counters count whole frames.
+//!
+//! `tests/differential.rs` runs random and mutated packets through this
+//! model and through the real program (BPF_PROG_TEST_RUN) and requires the
+//! same result.
+//!
+//! Two seams keep it easy to change:
+//! - [`ModelConfig::from_config`] is the only place that reads
+//!   [`crate::config::Config`];
+//! - backend choice goes through the [`Scheduler`] trait ([`RoundRobin`]
+//!   today; a Maglev ring indexed by a hash of [`Flow`] plugs in the same way).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::abi;
+use crate::config::Config;
+
+/// The only verdict the datapath gives: the kernel delivers every frame.
+pub const XDP_PASS: u32 = 2;
+
+/// Reason codes (include/udplb.h, `enum udplb_reason`), as counter indices.
+pub mod reason {
+    use crate::abi;
+    pub const BALANCED: usize = abi::UDPLB_REASON_BALANCED as usize;
+    pub const REPLY: usize = abi::UDPLB_REASON_REPLY as usize;
+    pub const NOT_IP: usize = abi::UDPLB_REASON_NOT_IP as usize;
+    pub const NOT_UDP: usize = abi::UDPLB_REASON_NOT_UDP as usize;
+    pub const NO_FRONTEND: usize = abi::UDPLB_REASON_NO_FRONTEND as usize;
+    pub const FRAGMENT: usize = abi::UDPLB_REASON_FRAGMENT as usize;
+    pub const MALFORMED: usize = abi::UDPLB_REASON_MALFORMED as usize;
+    pub const IPV6_EXT: usize = abi::UDPLB_REASON_IPV6_EXT as usize;
+    pub const NO_BACKEND: usize = abi::UDPLB_REASON_NO_BACKEND as usize;
+}
+
+/// The name of a reason code, as the CLI prints it.
+pub fn reason_name(code: usize) -> &'static str {
+    abi::REASON_NAMES.get(code).copied().unwrap_or("(unknown)")
+}
+
+// ---------------------------------------------------------------------------
+// Configuration.
+
+/// An address family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(addr: &IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
+/// Which destination addresses a frontend answers on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bind {
+    /// Every address of one family (port-only frontends have both).
+    Any(Family),
+    /// One address; never the unspecified address (that is `Any`).
+    Exact(IpAddr),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelFrontend {
+    pub port: u16,
+    pub binds: Vec<Bind>,
+    /// Local ports, in round-robin order.
+    pub backends: Vec<u16>,
+}
+
+/// What the model needs of a configuration. Frontend `i` is the i-th of the
+/// configuration: its id for counters and scheduling.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelConfig {
+    pub frontends: Vec<ModelFrontend>,
+}
+
+impl ModelConfig {
+    /// The one adapter from [`Config`]: when `Config` changes, only this
+    /// function changes. Semantics (README "Command line"): `PORT` is every
+    /// address of both families, `0.0.0.0:PORT` / `[::]:PORT` every address
+    /// of one family, any other address exactly that address.
+    ///
+    /// The model covers round robin over local backends of weight 1; a
+    /// configuration with anything else is refused here, loudly.
+    pub fn from_config(config: &Config) -> ModelConfig {
+        for fe in &config.frontends {
+            let plain = fe
+                .backends
+                .iter()
+                .all(|b| b.addr.is_none() && b.weight == 1);
+            assert!(
+                fe.sched == crate::config::Sched::Rr && plain,
+                "the model covers round robin over local weight-1 backends, not {}",
+                fe.listen
+            );
+        }
+        let frontends = config
+            .frontends
+            .iter()
+            .map(|fe| ModelFrontend {
+                port: fe.listen.port,
+                binds: match fe.listen.addr {
+                    None => vec![Bind::Any(Family::V4), Bind::Any(Family::V6)],
+                    Some(a) if a.is_unspecified() => vec![Bind::Any(Family::of(&a))],
+                    Some(a) => vec![Bind::Exact(a)],
+                },
+                backends: fe.backends.iter().map(|b| b.port).collect(),
+            })
+            .collect();
+        ModelConfig { frontends }
+    }
+
+    /// The frontend a datagram to `dst:port` is for: an exact address first,
+    /// then the wildcard of the packet's family.
+    pub fn frontend_for(&self, dst: IpAddr, port: u16) -> Option<usize> {
+        self.find(port, Bind::Exact(dst))
+            .or_else(|| self.find(port, Bind::Any(Family::of(&dst))))
+    }
+
+    /// The frontend a datagram from `src:port` is a reply for, if any: the
+    /// source port is one of the frontend's backends and the source address
+    /// is the frontend's exact address; or, only when `port_alone` (on lo),
+    /// the frontend covers the source's family with a wildcard.
+    pub fn reply_for(&self, src: IpAddr, port: u16, port_alone: bool) -> Option<usize> {
+        let backs = |f: &ModelFrontend, p: u16| f.backends.contains(&p);
+        let exact = self
+            .frontends
+            .iter()
+            .position(|f| backs(f, port) && f.binds.contains(&Bind::Exact(src)));
+        exact.or_else(|| {
+            port_alone
+                .then(|| {
+                    self.frontends.iter().position(|f| {
+                        backs(f, port) && f.binds.contains(&Bind::Any(Family::of(&src)))
+                    })
+                })
+                .flatten()
+        })
+    }
+
+    fn find(&self, port: u16, bind: Bind) -> Option<usize> {
+        self.frontends
+            .iter()
+            .position(|f| f.port == port && f.binds.contains(&bind))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scheduling.
+
+/// The flow a datagram belongs to (protocol UDP), for schedulers that hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// Backend choice: the one function a new scheduler implements.
+pub trait Scheduler: fmt::Debug {
+    /// Index into the frontend's backend list for this datagram, or `None`
+    /// when there is none to give (an empty table). Called once per datagram
+    /// to a frontend, in arrival order.
+    fn pick(&mut self, frontend: usize, backends: usize, flow: &Flow) -> Option<usize>;
+}
+
+/// Round robin in configuration order, one cursor per frontend (shared by
+/// both families). The datapath keeps one such cursor per CPU; the model is
+/// one CPU, so a test must run the program from one CPU too.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoundRobin {
+    next: Vec<usize>,
+}
+
+impl Scheduler for RoundRobin {
+    fn pick(&mut self, frontend: usize, backends: usize, _flow: &Flow) -> Option<usize> {
+        if backends == 0 {
+            return None;
+        }
+        if self.next.len() <= frontend {
+            self.next.resize(frontend + 1, 0);
+        }
+        // After the last backend (or past the end of a shrunk table), start
+        // again at the first.
+        let i = match self.next[frontend] {
+            i if i < backends => i,
+            _ => 0,
+        };
+        self.next[frontend] = i + 1;
+        Some(i)
+    }
+}
+
+/// What the datapath remembers between packets.
+#[derive(Debug)]
+pub struct ModelState {
+    pub scheduler: Box<dyn Scheduler + Send>,
+}
+
+impl ModelState {
+    pub fn round_robin() -> ModelState {
+        ModelState::with_scheduler(RoundRobin::default())
+    }
+
+    pub fn with_scheduler(s: impl Scheduler + Send + 'static) -> ModelState {
+        ModelState {
+            scheduler: Box::new(s),
+        }
+    }
+}
+
+impl Default for ModelState {
+    fn default() -> Self {
+        ModelState::round_robin()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The result.
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: u32,
+    /// The frame as the program leaves it (same length as the input).
+    pub output: Vec<u8>,
+    /// The reason counter this packet increments (one per packet).
+    pub reason: usize,
+    /// (frontend id, backend index) whose counter counts this packet.
+    pub backend: Option<(usize, usize)>,
+    /// Frontend id whose reply counter counts this packet.
+    pub reply: Option<usize>,
+    /// Bytes added to that backend or reply counter: the whole frame.
+    pub counted_bytes: u64,
+    /// The rule of the specification that decided (for reports only).
+    pub why: &'static str,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "verdict {}, reason {}",
+            self.verdict,
+            reason_name(self.reason)
+        )?;
+        if let Some((fe, b)) = self.backend {
+            write!(f, ", backend[{fe}][{b}] +1 pkt +{} B", self.counted_bytes)?;
+        }
+        if let Some(fe) = self.reply {
+            write!(f, ", reply[{fe}] +1 pkt +{} B", self.counted_bytes)?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Parsing, in the order bpf/parsing.h specifies.
+
+const ETH_HLEN: usize = 14;
+const VLAN_HLEN: usize = 4;
+const MAX_VLAN_TAGS: usize = 2;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const TPID_8021Q: u16 = 0x8100;
+const TPID_8021AD: u16 = 0x88a8;
+const IPPROTO_UDP: u8 = 17;
+const UDP_HLEN: usize = 8;
+const IPV4_MIN_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+
+/// IANA "IPv6 Extension Header Types" (RFC 7045 and its registry): Hop-by-Hop
+/// Options, Routing, Fragment, ESP, AH, Destination Options, Mobility, HIP,
+/// Shim6, and the two values for experimentation.
+pub const IPV6_EXTENSION_HEADERS: [u8; 11] = [0, 43, 44, 50, 51, 60, 135, 139, 140, 253, 254];
+
+/// A UDP datagram the datapath may rewrite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Datagram {
+    /// Offset of the UDP header in the frame.
+    udp: usize,
+    ipv6: bool,
+    src: IpAddr,
+    dst: IpAddr,
+}
+
+/// Why parsing stopped: a reason code and the rule that fired.
+type Stop = (usize, &'static str);
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn stop<T>(code: usize, why: &'static str) -> Result<T, Stop> {
+    Err((code, why))
+}
+
+fn parse(frame: &[u8]) -> Result<Datagram, Stop> {
+    // Ethernet (14 bytes) -> up to two 802.1Q/802.1ad tags -> EtherType.
+    if frame.len() < ETH_HLEN {
+        return stop(reason::MALFORMED, "Ethernet: fewer than 14 bytes");
+    }
+    let is_tag = |t: u16| t == TPID_8021Q || t == TPID_8021AD;
+    let mut ethertype = be16(frame, 12);
+    let mut at = ETH_HLEN;
+    let mut tags = 0;
+    while is_tag(ethertype) {
+        if tags == MAX_VLAN_TAGS {
+            return stop(reason::NOT_IP, "VLAN: more than two tags");
+        }
+        if frame.len() < at + VLAN_HLEN {
+            return stop(reason::MALFORMED, "VLAN: tag truncated");
+        }
+        ethertype = be16(frame, at + 2);
+        at += VLAN_HLEN;
+        tags += 1;
+    }
+    match ethertype {
+        ETHERTYPE_IPV4 => parse_ipv4(frame, at),
+        ETHERTYPE_IPV6 => parse_ipv6(frame, at),
+        _ => stop(reason::NOT_IP, "EtherType is neither IPv4 nor IPv6"),
+    }
+}
+
+fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Datagram, Stop> {
+    let ip = &frame[l3..];
+    if ip.len() < IPV4_MIN_HLEN {
+        return stop(reason::MALFORMED, "IPv4: fewer than 20 bytes");
+    }
+    if ip[0] >> 4 != 4 {
+        return stop(reason::MALFORMED, "IPv4: version is not 4");
+    }
+    let hlen = usize::from(ip[0] & 0x0f) * 4;
+    if hlen < IPV4_MIN_HLEN {
+        return stop(reason::MALFORMED, "IPv4: IHL < 5");
+    }
+    if ip.len() < hlen {
+        return stop(reason::MALFORMED, "IPv4: header (IHL*4) not all present");
+    }
+    let tot_len = usize::from(be16(ip, 2));
+    if tot_len < hlen {
+        return stop(reason::MALFORMED, "IPv4: tot_len < IHL*4");
+    }
+    if ip.len() < tot_len {
+        return stop(reason::MALFORMED, "IPv4: tot_len bytes not present");
+    }
+    if ip[9] != IPPROTO_UDP {
+        return stop(reason::NOT_UDP, "IPv4: protocol is not UDP");
+    }
+    let frag = be16(ip, 6);
+    let more_fragments = frag & 0x2000 != 0;
+    if frag & 0x1fff != 0 {
+        return stop(reason::FRAGMENT, "IPv4: fragment offset is not 0");
+    }
+    if tot_len - hlen < UDP_HLEN {
+        return stop(reason::MALFORMED, "IPv4: UDP header not within tot_len");
+    }
+    let udp_len = usize::from(be16(ip, hlen + 4));
+    if udp_len < UDP_HLEN {
+        return stop(reason::MALFORMED, "IPv4: udp.len < 8");
+    }
+    // A first fragment's datagram continues in later fragments, so its
+    // udp.len may exceed this packet.
+    if !more_fragments && udp_len > tot_len - hlen {
+        return stop(reason::MALFORMED, "IPv4: udp.len > tot_len - IHL*4");
+    }
+    let addr = |at: usize| IpAddr::V4(Ipv4Addr::new(ip[at], ip[at + 1], ip[at + 2], ip[at + 3]));
+    Ok(Datagram {
+        udp: l3 + hlen,
+        ipv6: false,
+        src: addr(12),
+        dst: addr(16),
+    })
+}
+
+fn parse_ipv6(frame: &[u8], l3: usize) -> Result<Datagram, Stop> {
+    let ip = &frame[l3..];
+    if ip.len() < IPV6_HLEN {
+        return stop(reason::MALFORMED, "IPv6: fewer than 40 bytes");
+    }
+    if ip[0] >> 4 != 6 {
+        return stop(reason::MALFORMED, "IPv6: version is not 6");
+    }
+    let payload_len = usize::from(be16(ip, 4));
+    if ip.len() < IPV6_HLEN + payload_len {
+        return stop(
+            reason::MALFORMED,
+            "IPv6: 40 + payload_len bytes not present",
+        );
+    }
+    let next = ip[6];
+    if IPV6_EXTENSION_HEADERS.contains(&next) {
+        return stop(reason::IPV6_EXT, "IPv6: next header is an extension header");
+    }
+    if next != IPPROTO_UDP {
+        return stop(reason::NOT_UDP, "IPv6: next header is not UDP");
+    }
+    if payload_len < UDP_HLEN {
+        return stop(reason::MALFORMED, "IPv6: UDP header not within payload_len");
+    }
+    let udp_len = usize::from(be16(ip, IPV6_HLEN + 4));
+    if udp_len < UDP_HLEN {
+        return stop(reason::MALFORMED, "IPv6: udp.len < 8");
+    }
+    if udp_len > payload_len {
+        return stop(reason::MALFORMED, "IPv6: udp.len > payload_len");
+    }
+    let addr = |at: usize| {
+        let mut o = [0u8; 16];
+        o.copy_from_slice(&ip[at..at + 16]);
+        IpAddr::V6(Ipv6Addr::from(o))
+    };
+    Ok(Datagram {
+        udp: l3 + IPV6_HLEN,
+        ipv6: true,
+        src: addr(8),
+        dst: addr(24),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Checksums.
+
+/// Internet checksum arithmetic (RFC 1071, RFC 1624), on 16-bit words taken
+/// big-endian from the packet.
+pub mod checksum {
+    /// One's-complement addition of two 16-bit words: add, then carry the
+    /// 17th bit back into the lowest.
+    pub fn add(a: u16, b: u16) -> u16 {
+        let (sum, carry) = a.overflowing_add(b);
+        sum + u16::from(carry)
+    }
+
+    /// The one's-complement sum (RFC 1071) of `data` as big-endian 16-bit
+    /// words, a last odd byte taken as the high half of a word.
+    pub fn sum(data: &[u8]) -> u16 {
+        data.chunks(2).fold(0, |acc, w| {
+            add(
+                acc,
+                u16::from_be_bytes([w[0], w.get(1).copied().unwrap_or(0)]),
+            )
+        })
+    }
+
+    /// RFC 1624 eqn. 3: the checksum `hc` after one covered 16-bit word
+    /// changes from `m` to `m2`: HC' = ~(~HC + ~m + m').
+    pub fn update(hc: u16, m: u16, m2: u16) -> u16 {
+        !add(add(!hc, !m), m2)
+    }
+
+    /// The UDP checksum over a pseudo-header and `udp_datagram` (udp.len
+    /// bytes, its checksum field included as it is), as it goes on the wire:
+    /// the complement of the sum, a computed 0 sent as 0xFFFF (RFC 768).
+    /// `addrs` is source then destination address. The datagram's own
+    /// checksum field is taken as zero.
+    pub fn udp(addrs: &[u8], udp_datagram: &[u8], ipv6: bool) -> u16 {
+        let mut pseudo = addrs.to_vec();
+        let len = udp_datagram.len();
+        if ipv6 {
+            pseudo.extend_from_slice(&(len as u32).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, 17]);
+        } else {
+            pseudo.extend_from_slice(&[0, 17]);
+            pseudo.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        let mut d = udp_datagram.to_vec();
+        d[6] = 0;
+        d[7] = 0;
+        match !add(sum(&pseudo), sum(&d)) {
+            0 => 0xffff,
+            c => c,
+        }
+    }
+
+    /// Whether the datagram's checksum field holds its correct checksum.
+    pub fn verifies(addrs: &[u8], udp_datagram: &[u8], ipv6: bool) -> bool {
+        udp(addrs, udp_datagram, ipv6) == u16::from_be_bytes([udp_datagram[6], udp_datagram[7]])
+    }
+}
+
+/// Sets the UDP port at `field` (0: source, 2: destination) and updates the
+/// checksum for it.
+fn set_port(frame: &mut [u8], d: &Datagram, field: usize, port: u16) {
+    let at = d.udp + field;
+    let old = be16(frame, at);
+    frame[at..at + 2].copy_from_slice(&port.to_be_bytes());
+    let check = be16(frame, d.udp + 6);
+    // RFC 768: an IPv4 checksum of 0 means "no checksum" and stays so. IPv6
+    // has no such value (RFC 8200): always update.
+    if !d.ipv6 && check == 0 {
+        return;
+    }
+    let new = match checksum::update(check, old, port) {
+        0 => 0xffff,
+        c => c,
+    };
+    frame[d.udp + 6..d.udp + 8].copy_from_slice(&new.to_be_bytes());
+}
+
+// ---------------------------------------------------------------------------
+// The datapath.
+
+/// Runs one frame through the model. `on_loopback`: the frame arrived on lo
+/// (where replies are also matched by port alone).
+pub fn run(
+    frame: &[u8],
+    config: &ModelConfig,
+    state: &mut ModelState,
+    on_loopback: bool,
+) -> Outcome {
+    let mut out = Outcome {
+        verdict: XDP_PASS,
+        output: frame.to_vec(),
+        reason: reason::NO_FRONTEND,
+        backend: None,
+        reply: None,
+        counted_bytes: frame.len() as u64,
+        why: "",
+    };
+    let d = match parse(frame) {
+        Ok(d) => d,
+        Err((code, why)) => {
+            out.reason = code;
+            out.why = why;
+            return out;
+        }
+    };
+    let flow = Flow {
+        src: d.src,
+        dst: d.dst,
+        sport: be16(frame, d.udp),
+        dport: be16(frame, d.udp + 2),
+    };
+
+    // The destination is looked up first: a request from a backend port is
+    // still a request.
+    if let Some(fe) = config.frontend_for(flow.dst, flow.dport) {
+        let n = config.frontends[fe].backends.len();
+        match state.scheduler.pick(fe, n, &flow).filter(|&b| b < n) {
+            None => {
+                out.reason = reason::NO_BACKEND;
+                out.why = "frontend without backends";
+            }
+            Some(b) => {
+                set_port(&mut out.output, &d, 2, config.frontends[fe].backends[b]);
+                out.reason = reason::BALANCED;
+                out.backend = Some((fe, b));
+                out.why = "destination is a frontend";
+            }
+        }
+        return out;
+    }
+    if let Some(fe) = config.reply_for(flow.src, flow.sport, on_loopback) {
+        set_port(&mut out.output, &d, 0, config.frontends[fe].port);
+        out.reason = reason::REPLY;
+        out.reply = Some(fe);
+        out.why = "source is a backend";
+        return out;
+    }
+    out.why = "UDP, neither to a frontend nor from a backend";
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ethernet + IPv4 (IHL 5) + UDP with a correct checksum.
+    fn v4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        let tot = (20 + 8 + payload.len()) as u16;
+        f.extend_from_slice(&[0x45, 0, 0, 0, 0x12, 0x34, 0, 0, 64, 17, 0, 0]);
+        f[16..18].copy_from_slice(&tot.to_be_bytes());
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&sport.to_be_bytes());
+        f.extend_from_slice(&dport.to_be_bytes());
+        f.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(payload);
+        let c = checksum::udp(&f[26..34], &f[34..], false);
+        f[40..42].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    fn v6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+        let plen = (8 + payload.len()) as u16;
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&plen.to_be_bytes());
+        f.extend_from_slice(&[17, 64]);
+        f.extend_from_slice(&src.octets());
+        f.extend_from_slice(&dst.octets());
+        f.extend_from_slice(&sport.to_be_bytes());
+        f.extend_from_slice(&dport.to_be_bytes());
+        f.extend_from_slice(&plen.to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(payload);
+        let c = checksum::udp(&f[22..54], &f[54..], true);
+        f[60..62].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    fn config(specs: &[&str]) -> ModelConfig {
+        ModelConfig::from_config(&Config::from_specs(specs).unwrap())
+    }
+
+    const C4: [u8; 4] = [192, 0, 2, 10];
+    const H4: [u8; 4] = [192, 0, 2, 1];
+    const VIP4: [u8; 4] = [198, 18, 0, 1];
+
+    #[test]
+    fn rfc1071_example_and_rfc1624_update() {
+        // RFC 1071 section 3: 0001 f203 f4f5 f6f7 sums to ddf2.
+        assert_eq!(
+            checksum::sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            0xddf2
+        );
+        assert_eq!(checksum::sum(&[0x01]), 0x0100, "odd byte is the high half");
+        // RFC 1624 section 4: HC 0xDD2F, m 0x5555 -> m' 0x3285 gives 0x0000.
+        assert_eq!(checksum::update(0xdd2f, 0x5555, 0x3285), 0x0000);
+        // A by-hand UDP checksum (tests/datapath.rs rfc1071_helper).
+        let f = v4(C4, 40000, H4, 53, b"hi");
+        assert_eq!(be16(&f, 40), 0x76ef);
+    }
+
+    #[test]
+    fn incremental_update_equals_recomputation() {
+        // Whatever the payload, the rewritten datagram's checksum is the one
+        // computed from scratch, in both families and both directions.
+        let cfg = config(&["53=5353", "9875=9876,9877"]);
+        for v in (0..=u16::MAX).step_by(7) {
+            let p = v.to_be_bytes();
+            for (frame, ipv6) in [
+                (v4(C4, 40000, H4, 53, &p), false),
+                (v4(H4, 9877, C4, 40000, &p), false),
+                (
+                    v6(
+                        Ipv6Addr::LOCALHOST,
+                        40000,
+                        "2001:db8::1".parse().unwrap(),
+                        53,
+                        &p,
+                    ),
+                    true,
+                ),
+            ] {
+                let o = run(&frame, &cfg, &mut ModelState::default(), true);
+                assert!(matches!(o.reason, reason::BALANCED | reason::REPLY));
+                let (addrs, udp) = if ipv6 {
+                    (&o.output[22..54], &o.output[54..])
+                } else {
+                    (&o.output[26..34], &o.output[34..])
+                };
+                assert!(checksum::verifies(addrs, udp, ipv6), "payload {v:#06x}");
+            }
+        }
+    }
+
+    #[test]
+    fn ipv4_checksum_zero_stays_zero_ipv6_does_not() {
+        let cfg = config(&["53=5353"]);
+        let mut f = v4(C4, 40000, H4, 53, b"x");
+        f[40..42].copy_from_slice(&[0, 0]);
+        let o = run(&f, &cfg, &mut ModelState::default(), true);
+        assert_eq!(o.reason, reason::BALANCED);
+        assert_eq!(&o.output[40..42], &[0, 0]);
+        let mut g = v6(Ipv6Addr::LOCALHOST, 1, Ipv6Addr::LOCALHOST, 53, b"x");
+        g[60..62].copy_from_slice(&[0, 0]);
+        let o = run(&g, &cfg, &mut ModelState::default(), true);
+        assert_ne!(&o.output[60..62], &[0, 0]);
+    }
+
+    #[test]
+    fn round_robin_in_order_shared_by_families() {
+        let cfg = config(&["9875=9876,9877,9878"]);
+        let mut st = ModelState::default();
+        let six = v6(Ipv6Addr::LOCALHOST, 1, Ipv6Addr::LOCALHOST, 9875, b"");
+        let four = v4(C4, 1, H4, 9875, b"");
+        let got: Vec<_> = [&four, &six, &four, &six]
+            .iter()
+            .map(|f| run(f, &cfg, &mut st, false).backend)
+            .collect();
+        assert_eq!(
+            got,
+            [Some((0, 0)), Some((0, 1)), Some((0, 2)), Some((0, 0))]
+        );
+    }
+
+    #[test]
+    fn exact_frontends_and_replies() {
+        let cfg = config(&["53=5353", "198.18.0.1:53=5454"]);
+        let mut st = ModelState::default();
+        assert_eq!(
+            run(&v4(C4, 1, VIP4, 53, b""), &cfg, &mut st, false).backend,
+            Some((1, 0))
+        );
+        assert_eq!(
+            run(&v4(C4, 1, H4, 53, b""), &cfg, &mut st, false).backend,
+            Some((0, 0))
+        );
+        // Exact frontend's backend replies from its address: anywhere.
+        assert_eq!(
+            run(&v4(VIP4, 5454, C4, 1, b""), &cfg, &mut st, false).reply,
+            Some(1)
+        );
+        // Port-only frontend's backend: only on lo.
+        let r = v4(H4, 5353, C4, 1, b"");
+        assert_eq!(run(&r, &cfg, &mut st, false).reason, reason::NO_FRONTEND);
+        assert_eq!(run(&r, &cfg, &mut st, true).reply, Some(0));
+        // The unspecified source address is an address, not "any": on a
+        // wire-facing interface it is matched by port alone, i.e. not at all.
+        let z = v4([0; 4], 5353, C4, 1, b"");
+        assert_eq!(run(&z, &cfg, &mut st, false).reason, reason::NO_FRONTEND);
+        assert_eq!(
+            run(&v4(H4, 5454, C4, 1, b""), &cfg, &mut st, true).reply,
+            None
+        );
+    }
+
+    #[test]
+    fn parse_order() {
+        let cfg = config(&["53=5353"]);
+        let st = &mut ModelState::default();
+        let good = v4(C4, 1, H4, 53, &[0; 10]);
+        let r = |f: &[u8], st: &mut ModelState| run(f, &cfg, st, true).reason;
+        for len in 0..good.len() {
+            assert_eq!(r(&good[..len], st), reason::MALFORMED, "cut to {len}");
+        }
+        // Protocol before fragment offset; tot_len before protocol.
+        let mut tcp_frag = good.clone();
+        tcp_frag[23] = 6;
+        tcp_frag[20] = 0x20;
+        tcp_frag[21] = 1;
+        assert_eq!(r(&tcp_frag, st), reason::NOT_UDP);
+        tcp_frag[17] = 200;
+        assert_eq!(r(&tcp_frag, st), reason::MALFORMED);
+        // First fragment: udp.len beyond the packet is fine, < 8 is not.
+        let mut first = good.clone();
+        first[20] = 0x20;
+        first[38..40].copy_from_slice(&1000u16.to_be_bytes());
+        assert_eq!(r(&first, st), reason::BALANCED);
+        first[38..40].copy_from_slice(&7u16.to_be_bytes());
+        assert_eq!(r(&first, st), reason::MALFORMED);
+        // Three tags: not IP, even truncated right after the third TPID.
+        let mut tagged = good[..12].to_vec();
+        for _ in 0..3 {
+            tagged.extend_from_slice(&[0x81, 0x00, 0, 1]);
+        }
+        tagged.extend_from_slice(&good[12..]);
+        assert_eq!(r(&tagged, st), reason::NOT_IP);
+        assert_eq!(r(&tagged[..21], st), reason::MALFORMED);
+        assert_eq!(r(&tagged[..22], st), reason::NOT_IP);
+        // IPv6: payload_len before extension headers, those before UDP.
+        let mut six = v6(Ipv6Addr::LOCALHOST, 1, Ipv6Addr::LOCALHOST, 53, b"");
+        six[20] = 0;
+        assert_eq!(r(&six, st), reason::IPV6_EXT);
+        six[20] = 59;
+        assert_eq!(r(&six, st), reason::NOT_UDP);
+        six[19] = 9;
+        assert_eq!(r(&six, st), reason::MALFORMED);
+    }
+}

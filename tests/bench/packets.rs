@@ -1,0 +1,103 @@
+//! The frames the datapath cost is measured on: small UDP datagrams as a
+//! client in 198.18.0.0/15 (2001:2::/48) would send them, and one TCP
+//! segment for the non-UDP path. Built with etherparse, so their checksums
+//! are valid and the datapath takes its normal path (no malformed branch).
+
+use etherparse::PacketBuilder;
+
+const MAC_CLIENT: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const MAC_BALANCER: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const V4_CLIENT: [u8; 4] = [198, 18, 0, 1];
+const V4_BALANCER: [u8; 4] = [198, 18, 0, 2];
+const V6_CLIENT: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const V6_BALANCER: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+/// UDP payload of every measured datagram: a small one, so the figures are
+/// per-packet costs (the end-to-end sender uses the same size).
+pub const PAYLOAD: usize = 64;
+
+/// The client port of requests (and the destination of replies).
+pub const CLIENT_PORT: u16 = 40000;
+
+fn payload() -> Vec<u8> {
+    (0..PAYLOAD).map(|i| i as u8).collect()
+}
+
+/// IPv4 UDP from the client's port `sport` to the balancer's port `dport`.
+pub fn udp4(sport: u16, dport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_CLIENT, MAC_BALANCER)
+        .ipv4(V4_CLIENT, V4_BALANCER, 64)
+        .udp(sport, dport);
+    let mut out = Vec::with_capacity(b.size(PAYLOAD));
+    b.write(&mut out, &payload())
+        .expect("building a test frame");
+    out
+}
+
+/// IPv6 UDP from the client's port `sport` to the balancer's port `dport`.
+pub fn udp6(sport: u16, dport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_CLIENT, MAC_BALANCER)
+        .ipv6(V6_CLIENT, V6_BALANCER, 64)
+        .udp(sport, dport);
+    let mut out = Vec::with_capacity(b.size(PAYLOAD));
+    b.write(&mut out, &payload())
+        .expect("building a test frame");
+    out
+}
+
+/// A reply: IPv4 UDP from the balancer's backend port `sport` to the client.
+pub fn reply4(sport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_BALANCER, MAC_CLIENT)
+        .ipv4(V4_BALANCER, V4_CLIENT, 64)
+        .udp(sport, CLIENT_PORT);
+    let mut out = Vec::with_capacity(b.size(PAYLOAD));
+    b.write(&mut out, &payload())
+        .expect("building a test frame");
+    out
+}
+
+/// IPv4 TCP to `dport` (not UDP: counted and passed untouched).
+pub fn tcp4(dport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_CLIENT, MAC_BALANCER)
+        .ipv4(V4_CLIENT, V4_BALANCER, 64)
+        .tcp(CLIENT_PORT, dport, 1, 65535);
+    let mut out = Vec::with_capacity(b.size(PAYLOAD));
+    b.write(&mut out, &payload())
+        .expect("building a test frame");
+    out
+}
+
+/// The UDP destination port of an untagged IPv4 or IPv6 frame.
+pub fn udp_dport(frame: &[u8]) -> u16 {
+    let l4 = if frame[12..14] == [0x86, 0xdd] {
+        14 + 40
+    } else {
+        14 + 20
+    };
+    u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn frames_have_the_expected_shape() {
+        assert_eq!(
+            super::udp4(super::CLIENT_PORT, 9875).len(),
+            14 + 20 + 8 + super::PAYLOAD
+        );
+        assert_eq!(
+            super::udp6(super::CLIENT_PORT, 9875).len(),
+            14 + 40 + 8 + super::PAYLOAD
+        );
+        assert_eq!(
+            super::udp_dport(&super::udp4(super::CLIENT_PORT, 9875)),
+            9875
+        );
+        assert_eq!(
+            super::udp_dport(&super::udp6(super::CLIENT_PORT, 9876)),
+            9876
+        );
+        assert_eq!(super::udp_dport(&super::reply4(9876)), super::CLIENT_PORT);
+        assert_eq!(super::tcp4(9875)[23], 6, "IP protocol TCP");
+    }
+}
