@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::netns::{Netns, BALANCER_V4, PREFIX};
+use super::netns::{Netns, BALANCER_V4, PREFIX};
 
 pub const UDPLB_BIN: &str = env!("CARGO_BIN_EXE_udplb");
 
@@ -241,7 +241,7 @@ pub fn start_nginx(ns: &Netns, frontend: u16, backends: &[u16], cpu: usize) -> R
     nix::sched::sched_setaffinity(Pid::from_raw(nginx.proc.pid() as i32), &set)
         .context("pinning nginx")?;
     // The same priority as the receivers it shares the CPU with.
-    crate::netns::renice(nginx.proc.pid() as i32, crate::netns::NICE)?;
+    super::netns::renice(nginx.proc.pid() as i32, super::netns::NICE)?;
     // Listening: its port appears in the namespace's /proc/net/udp.
     let port_hex = format!(":{frontend:04X} ");
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -13,11 +13,10 @@ use anyhow::{bail, Result};
 use udplb::abi::MAX_BACKENDS;
 use udplb::config::{Config, Defaults, Sched};
 use udplb::datapath::Datapath;
-use udplb::state::State;
 
-use crate::report::{CaseResult, Report, Section};
-use crate::stats::Samples;
-use crate::stop_requested;
+use super::report::{CaseResult, Report, Section};
+use super::stats::Samples;
+use super::stop_requested;
 
 /// Backend counts; those above this build's UDPLB_MAX_BACKENDS are skipped
 /// with a note (1024 is the limit planned next).

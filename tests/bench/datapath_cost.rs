@@ -36,12 +36,12 @@ use udplb::config::{Config, Defaults, Sched};
 use udplb::datapath::Datapath;
 use udplb::state::{Plan, State};
 
-use crate::cpu::thread_secs;
-use crate::packets::{self, CLIENT_PORT};
-use crate::prog_test_run::{check_path, reasons, test_run, XDP_PASS};
-use crate::report::{CaseResult, Report, Section};
-use crate::stats::Samples;
-use crate::stop_requested;
+use super::cpu::thread_secs;
+use super::packets::{self, CLIENT_PORT};
+use super::prog_test_run::{check_path, reasons, test_run, XDP_PASS};
+use super::report::{CaseResult, Report, Section};
+use super::stats::Samples;
+use super::stop_requested;
 
 /// Repetitions in one test run; the kernel reports the mean per repetition.
 pub const REPEAT: u32 = 1_000_000;
@@ -392,7 +392,7 @@ fn section(cases: &[Case]) -> Section {
                 .map(|(a, b)| a - b)
                 .collect();
             r.extra
-                .push(("ns above floor".into(), crate::stats::median(&above)));
+                .push(("ns above floor".into(), super::stats::median(&above)));
             if c.method == Method::Repeat {
                 r.extra.push(("thread-cpu ns".into(), c.cpu.median()));
                 r.extra

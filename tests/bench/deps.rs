@@ -24,7 +24,7 @@ pub fn ensure() -> Tools {
     });
     let nginx = ensure_one("nginx", &["nginx", "libnginx-mod-stream"], || {
         Path::new("/usr/sbin/nginx").exists()
-            && Path::new(crate::balancers::NGINX_STREAM_MODULE).exists()
+            && Path::new(super::balancers::NGINX_STREAM_MODULE).exists()
     });
     Tools { nft, nginx }
 }

@@ -24,15 +24,15 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::balancers::{install_nft_dnat, start_nginx, start_udplb, Nginx, Proc};
-use crate::cpu::{process_secs, CpuTimes};
-use crate::deps::Tools;
-use crate::netns::{veth_pair, Netns};
-use crate::receivers::Receivers;
-use crate::report::{CaseResult, Report, Section};
-use crate::sender::{self, FLOWS};
-use crate::stats::Samples;
-use crate::stop_requested;
+use super::balancers::{install_nft_dnat, start_nginx, start_udplb, Nginx, Proc};
+use super::cpu::{process_secs, CpuTimes};
+use super::deps::Tools;
+use super::netns::{veth_pair, Netns};
+use super::receivers::Receivers;
+use super::report::{CaseResult, Report, Section};
+use super::sender::{self, FLOWS};
+use super::stats::Samples;
+use super::stop_requested;
 
 /// Sending time of one measured run.
 pub const DURATION: Duration = Duration::from_secs(3);
@@ -271,7 +271,7 @@ pub fn run(report: &mut Report, tools: &Tools, only: &[String]) -> Result<()> {
         "end to end: {} cases, {FLOWS} flows, {ROUNDS} rounds of {DURATION:?} each (+ warm-up) ...",
         setups.len()
     );
-    let _priority = crate::priority::Raised::new();
+    let _priority = super::priority::Raised::new();
     for (s, _) in &setups {
         run_once(s, WARMUP)?;
     }
@@ -345,7 +345,7 @@ fn sections(setups: &[(Setup, Collected)]) -> Vec<Section> {
         if let Some(b) = direct {
             let above: Vec<f64> = c.cpu.0.iter().zip(&b.cpu.0).map(|(a, b)| a - b).collect();
             u.extra
-                .push(("above direct".into(), crate::stats::median(&above)));
+                .push(("above direct".into(), super::stats::median(&above)));
         }
         cpus.push(u);
     }
@@ -354,9 +354,9 @@ fn sections(setups: &[(Setup, Collected)]) -> Vec<Section> {
          {SENDER_CPU}, \
          non-blocking recvmmsg receivers on CPU {RECEIVER_CPU}, nice {}, {}s per run, {ROUNDS} \
          rounds interleaved; ratios = median of per-round ratios",
-        crate::packets::PAYLOAD,
+        super::packets::PAYLOAD,
         sender::BATCH,
-        crate::netns::NICE,
+        super::netns::NICE,
         DURATION.as_secs()
     );
     vec![

@@ -13,7 +13,7 @@
 
 use std::fs;
 
-use crate::netns::NICE;
+use super::netns::NICE;
 
 const AUTOGROUP: &str = "/proc/self/autogroup";
 

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::libc;
 
-use crate::netns::Netns;
-use crate::sender::BATCH;
+use super::netns::Netns;
+use super::sender::BATCH;
 
 /// Receive buffer per backend socket (SO_RCVBUFFORCE: rmem_max cannot be
 /// raised inside a namespace).

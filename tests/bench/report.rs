@@ -5,8 +5,8 @@
 
 use std::fmt::Write;
 
-use crate::json::Json;
-use crate::stats::Samples;
+use super::json::Json;
+use super::stats::Samples;
 
 #[derive(Debug, Default)]
 pub struct Report {

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::libc;
 
-use crate::cpu::{ksoftirqd_secs, thread_secs};
-use crate::netns::Netns;
-use crate::packets;
+use super::cpu::{ksoftirqd_secs, thread_secs};
+use super::netns::Netns;
+use super::packets;
 
 /// Client flows (source ports 10000..); a multiple of 3 so the direct case
 /// spreads them evenly over the three backends.

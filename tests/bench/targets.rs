@@ -7,7 +7,7 @@
 //! - local backends end to end ≥ 0.97× the direct path, and ≥ 1.15×
 //!   nftables DNAT with numgen.
 
-use crate::report::{fmt_num, Report, Target};
+use super::report::{fmt_num, Report, Target};
 
 pub const FLAT_TOLERANCE: f64 = 0.10;
 

@@ -138,12 +138,10 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-// Cargo also builds this file as an integration test (it discovers
-// tests/*/main.rs as one), with the test harness: `cargo test` runs the unit
-// tests of the helpers above, which need no privileges, and never the
-// benchmark itself. Under cargo bench (cfg(test) as well, but no harness)
-// the #[test] items are dropped, which is why the test modules name items
-// as `super::x` rather than importing them.
+// Under `cargo test`, tests/bench_units.rs mounts this file as a module and
+// runs the unit tests of the helpers (no privileges); the benchmark itself
+// runs only under `make bench`. So the helpers name their siblings with
+// `super::`, which is this module in both builds.
 #[cfg(test)]
 mod tests {
     /// `main` is the entry point only under cargo bench; this keeps what it
