@@ -81,8 +81,18 @@ fn bad_backend_lists() {
     rejects(&["lo", "9875=9876,9876"], "backend 9876 is listed twice");
     rejects(
         &["lo", "9875=198.18.0.2:53"],
-        "backends on other hosts are not supported yet",
+        "so the frontend needs an address (IPv4:PORT or [IPv6]:PORT)",
     );
+    rejects(
+        &["lo", "198.18.0.1:53=[2001:2::2]:53"],
+        "is of another address family",
+    );
+    rejects(
+        &["lo", "198.18.0.1:53=198.18.0.2"],
+        "needs a port: ADDRESS:PORT",
+    );
+    rejects(&["lo,lo", "9875=9876"], "interface lo is listed twice");
+    rejects(&["lo,", "9875=9876"], "empty interface name");
 }
 
 #[test]

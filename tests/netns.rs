@@ -268,7 +268,8 @@ fn bpftool_shows_maps_with_field_names() {
         "\"family\": 4",
         "\"port_be\": 37670",
         "\"addr_be\"",
-        "\"backend_count\": 3",
+        "\"ring_size\": 3",
+        "\"sched\": 0",
     ] {
         assert!(
             dump.contains(field),

@@ -89,24 +89,30 @@ fn maglev_flows_stick_and_survive_a_removal() {
         );
     }
 
-    // Remove 9877: its flows move; every other flow stays where it was.
+    // Remove 9877: its flows move; the others stay (but for Maglev's small
+    // documented disruption).
     file.write(&config_text("maglev", &["9876", "9878"]));
     lb.signal(Signal::SIGHUP);
     lb.wait_for("reloaded", Duration::from_secs(5));
     let after = send_flows(&ns, 1000, &backends);
+    // Maglev moves the removed backend's flows, and only a small fraction
+    // of the others (README: under 2 %; the unit test measures ~0.6 % at worst).
     let mut moved = 0;
+    let mut others_moved = 0;
     for (f, before) in &first {
         let now = after[f];
         assert_ne!(now, 9877, "flow {f} still reaches the removed backend");
         if *before == 9877 {
             moved += 1;
-        } else {
-            assert_eq!(
-                now, *before,
-                "flow {f} moved from {before} though its backend stayed"
-            );
+        } else if now != *before {
+            others_moved += 1;
         }
     }
+    let others = 1000 - share[&9877];
+    assert!(
+        others_moved * 50 <= others,
+        "{others_moved} of {others} flows moved though their backend stayed"
+    );
     assert_eq!(moved, share[&9877]);
     let (status, out) = lb.stop(Signal::SIGTERM);
     assert!(status.success(), "{out}");
