@@ -41,9 +41,10 @@
 #define AF_INET 2
 #define AF_INET6 10
 #define ETH_ALEN 6
-/* Datagrams up to 36 * 256 = 9216 bytes (jumbo frames) can be completed. */
-#define CSUM_CHUNK 256
-#define CSUM_MAX_CHUNKS 36
+/* Datagrams up to 18 * 512 = 9216 bytes (jumbo frames) can be completed;
+ * 512 bytes is the most bpf_csum_diff takes at once. */
+#define CSUM_CHUNK 512
+#define CSUM_MAX_CHUNKS 18
 
 struct pseudo_hdr4 {
 	__be32 saddr;
@@ -98,29 +99,37 @@ static __always_inline __u32 pseudo_sum(struct udp_packet *p)
 	return bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
 }
 
-/* Unfolded sum of the UDP header and payload (udp.len bytes). */
-static __always_inline int datagram_sum(struct udp_packet *p, void *data_end, __u32 *sum)
+/* Adds `len` bytes at pos to the sum s in chunks of `chunk` (at most `max`
+ * of them), advancing pos and len. */
+#define SUM_CHUNKS(chunk, max)                                             \
+	for (int i = 0; i < (max) && len >= (chunk); i++) {                 \
+		if (pos + (chunk) > data_end)                               \
+			return -1;                                          \
+		s = bpf_csum_diff(NULL, 0, pos, (chunk), s);                \
+		pos += (chunk);                                             \
+		len -= (chunk);                                             \
+	}
+
+/*
+ * Unfolded one's-complement sum of `len` bytes of the packet from offset
+ * `off`, or -1 if they are not all there or there are more than we sum.
+ * A global (not inlined) function: the verifier checks its loops once, not
+ * on every path that reaches them, which keeps loading fast.
+ */
+__noinline long packet_sum(struct xdp_md *ctx, __u32 off, __u32 len)
 {
-	void *pos = p->udp;
-	__u32 len = bpf_ntohs(p->udp->len);
+	void *data_end = (void *)(long)ctx->data_end;
+	void *pos = (void *)(long)ctx->data;
 	__u32 s = 0;
 
-	for (int i = 0; i < CSUM_MAX_CHUNKS && len >= CSUM_CHUNK; i++) {
-		if (pos + CSUM_CHUNK > data_end)
-			return -1;
-		s = bpf_csum_diff(NULL, 0, pos, CSUM_CHUNK, s);
-		pos += CSUM_CHUNK;
-		len -= CSUM_CHUNK;
-	}
+	if (off > 128) /* the UDP header sits within the first 82 bytes */
+		return -1;
+	pos += off;
+	SUM_CHUNKS(CSUM_CHUNK, CSUM_MAX_CHUNKS);
 	if (len >= CSUM_CHUNK)
 		return -1;
-	for (int i = 0; i < CSUM_CHUNK / 4 && len >= 4; i++) {
-		if (pos + 4 > data_end)
-			return -1;
-		s = bpf_csum_diff(NULL, 0, pos, 4, s);
-		pos += 4;
-		len -= 4;
-	}
+	SUM_CHUNKS(64, CSUM_CHUNK / 64);
+	SUM_CHUNKS(4, 64 / 4);
 	if (len) {
 		__u8 tail[4] = {};
 
@@ -131,8 +140,7 @@ static __always_inline int datagram_sum(struct udp_packet *p, void *data_end, __
 		}
 		s = bpf_csum_diff(NULL, 0, (__be32 *)tail, sizeof(tail), s);
 	}
-	*sum = s;
-	return 0;
+	return s;
 }
 
 /* Checksum after `size` bytes of covered data change from `from` to `to`. */
@@ -185,13 +193,15 @@ static __always_inline bool rewrite_remote(struct udp_packet *p, bool source,
 }
 
 /* A partial checksum, finished for a frame nobody downstream will finish. */
-static __always_inline int complete_csum(struct udp_packet *p, void *data_end)
+static __always_inline int complete_csum(struct xdp_md *ctx, struct udp_packet *p)
 {
-	__u32 sum;
+	__u32 off = (void *)p->udp - (void *)(long)ctx->data;
+	long sum;
 	__u16 check;
 
 	p->udp->check = 0;
-	if (datagram_sum(p, data_end, &sum))
+	sum = packet_sum(ctx, off, bpf_ntohs(p->udp->len));
+	if (sum < 0)
 		return -1;
 	check = ~csum_fold32(csum_add32(sum, pseudo_sum(p)));
 	p->udp->check = check ? check : 0xffff;
@@ -223,7 +233,6 @@ static __always_inline int fib_reason(long rc)
 static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, bool partial,
 				   int sent, int *reason)
 {
-	void *data_end = (void *)(long)ctx->data_end;
 	struct bpf_fib_lookup fib = {};
 	long rc;
 
@@ -260,7 +269,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, boo
 		*reason = fib_reason(rc);
 		goto pass;
 	}
-	if (partial && complete_csum(p, data_end)) {
+	if (partial && complete_csum(ctx, p)) {
 		/* Longer than we can sum: the kernel will finish it. */
 		*reason = UDPLB_REASON_FIB_OTHER;
 		goto pass;

@@ -137,8 +137,10 @@ int udplb_xdp(struct xdp_md *ctx)
 	struct udplb_frontend *fe;
 	struct udplb_reply_target *rt;
 	struct udplb_backend *be;
+	struct udplb_endpoint *remote;
 	int action = XDP_PASS;
 	bool partial;
+	int sent;
 	long picked;
 	__u32 slot;
 	int reason;
@@ -158,18 +160,20 @@ int udplb_xdp(struct xdp_md *ctx)
 		}
 		if (endpoint_is_local(&be->ep)) {
 			set_port(&p, &p.udp->dest, be->ep.port_be);
+			count(&backend_counters, slot, bytes);
 			reason = UDPLB_REASON_BALANCED;
-		} else if (p.more_fragments) {
+			goto out;
+		}
+		if (p.more_fragments) {
 			/* Later fragments carry no ports to rewrite: the kernel
 			 * gets the datagram whole or not at all. */
 			reason = UDPLB_REASON_FRAGMENT;
 			goto out;
-		} else {
-			partial = rewrite_remote(&p, false, &be->ep);
-			action = forward(ctx, &p, partial, UDPLB_REASON_FORWARDED, &reason);
 		}
 		count(&backend_counters, slot, bytes);
-		goto out;
+		remote = &be->ep;
+		sent = UDPLB_REASON_FORWARDED;
+		goto forward;
 	}
 
 	/* Local backends are keyed by port alone; their replies are seen here
@@ -178,17 +182,25 @@ int udplb_xdp(struct xdp_md *ctx)
 	 * Remote backends are keyed by address and port, on every interface. */
 	rt = lookup_endpoint(&replies, &p, true, ctx->ingress_ifindex == LOOPBACK_IFINDEX);
 	if (rt) {
+		count(&reply_counters, rt->frontend_id, bytes);
 		if (endpoint_is_local(&rt->frontend)) {
 			set_port(&p, &p.udp->source, rt->frontend.port_be);
 			reason = UDPLB_REASON_REPLY;
-		} else {
-			partial = rewrite_remote(&p, true, &rt->frontend);
-			action = forward(ctx, &p, partial, UDPLB_REASON_REPLY_FORWARDED, &reason);
+			goto out;
 		}
-		count(&reply_counters, rt->frontend_id, bytes);
-		goto out;
+		remote = &rt->frontend;
+		sent = UDPLB_REASON_REPLY_FORWARDED;
+		goto forward;
 	}
 	reason = UDPLB_REASON_NO_FRONTEND;
+	goto out;
+
+forward:
+	/* One place for both directions: a request goes to `remote` (the
+	 * backend), a reply comes from the backend and gets `remote` (the
+	 * frontend) as its source. */
+	partial = rewrite_remote(&p, sent == UDPLB_REASON_REPLY_FORWARDED, remote);
+	action = forward(ctx, &p, partial, sent, &reason);
 out:
 	record_reason(reason);
 	return action;
