@@ -17,10 +17,14 @@ use nix::sys::signal::Signal;
 const FRONTEND: &str = "127.0.0.1:9875";
 
 fn backend_sockets(ns: &Netns, ports: &[u16]) -> Vec<(u16, UdpSocket)> {
+    backend_sockets_on(ns, "127.0.0.1", ports)
+}
+
+fn backend_sockets_on(ns: &Netns, host: &str, ports: &[u16]) -> Vec<(u16, UdpSocket)> {
     ports
         .iter()
         .map(|&p| {
-            let s = ns.udp_bind(&format!("127.0.0.1:{p}"));
+            let s = ns.udp_bind(&format!("{host}:{p}"));
             big_rcvbuf(&s);
             (p, s)
         })
@@ -360,7 +364,7 @@ fn pinned_restart_has_no_gap() {
     lbns.ip(&["link", "set", "veth-b", "name", &dev]);
     lbns.ip(&["link", "set", &dev, "up"]);
     resolve_neighbour(&client, "198.18.0.2");
-    let backends = backend_sockets_any(&lbns, &[9876, 9877, 9878]);
+    let backends = backend_sockets_on(&lbns, "0.0.0.0", &[9876, 9877, 9878]);
 
     const TOTAL: u32 = 20_000;
     // The neighbour probe above went to a closed port: count from here.
@@ -408,15 +412,4 @@ fn pinned_restart_has_no_gap() {
         .unwrap();
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("nothing pinned"));
-}
-
-fn backend_sockets_any(ns: &Netns, ports: &[u16]) -> Vec<(u16, UdpSocket)> {
-    ports
-        .iter()
-        .map(|&p| {
-            let s = ns.udp_bind(&format!("0.0.0.0:{p}"));
-            big_rcvbuf(&s);
-            (p, s)
-        })
-        .collect()
 }
