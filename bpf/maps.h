@@ -60,6 +60,15 @@ struct {
 	__type(value, struct udplb_reply_target);
 } replies SEC(".maps");
 
+/* UDPLB_PORT_* flags per port: a datagram whose ports have no flags costs
+ * two array lookups instead of four hash lookups. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} port_flags SEC(".maps");
+
 /* Round-robin position per frontend. Per-CPU: no shared read-modify-write. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -74,19 +74,30 @@ static __always_inline void endpoint_of(struct udp_packet *p, bool source, bool 
 	}
 }
 
-/* Exact address first, then the wildcard. An all-zero address in the packet
+/*
+ * The map entry for the packet's destination (or source) endpoint: exact
+ * address first, then the wildcard. `exact` and `any` are the port_flags
+ * bits that say whether such keys exist for the port at all, so lookups
+ * that cannot match are skipped. An all-zero address in the packet
  * (0.0.0.0, ::) is the wildcard key itself, so it only matches where the
- * wildcard may. */
+ * wildcard may.
+ */
 static __always_inline void *lookup_endpoint(void *map, struct udp_packet *p, bool source,
-					     bool allow_wildcard)
+					     bool allow_wildcard, __u8 exact, __u8 any)
 {
+	__u32 port = bpf_ntohs(source ? p->udp->source : p->udp->dest);
 	struct udplb_endpoint ep;
+	__u8 *flags;
 	void *v;
 
+	flags = bpf_map_lookup_elem(&port_flags, &port);
+	if (!flags || !*flags)
+		return NULL;
+	allow_wildcard = allow_wildcard && (*flags & any);
 	endpoint_of(p, source, false, &ep);
 	if (!(ep.addr_be[0] | ep.addr_be[1] | ep.addr_be[2] | ep.addr_be[3]))
 		return allow_wildcard ? bpf_map_lookup_elem(map, &ep) : NULL;
-	v = bpf_map_lookup_elem(map, &ep);
+	v = (*flags & exact) ? bpf_map_lookup_elem(map, &ep) : NULL;
 	if (v || !allow_wildcard)
 		return v;
 	endpoint_of(p, source, true, &ep);
@@ -149,7 +160,8 @@ int udplb_xdp(struct xdp_md *ctx)
 	if (reason != PARSE_OK)
 		goto out;
 
-	fe = lookup_endpoint(&frontends, &p, false, true);
+	fe = lookup_endpoint(&frontends, &p, false, true, UDPLB_PORT_FRONTEND_EXACT,
+			     UDPLB_PORT_FRONTEND_ANY);
 	if (fe) {
 		picked = pick_slot(fe, &p);
 		slot = picked;
@@ -180,7 +192,8 @@ int udplb_xdp(struct xdp_md *ctx)
 	 * only on lo (elsewhere they leave through egress), and matching a bare
 	 * source port on a wire-facing interface would rewrite strangers.
 	 * Remote backends are keyed by address and port, on every interface. */
-	rt = lookup_endpoint(&replies, &p, true, ctx->ingress_ifindex == LOOPBACK_IFINDEX);
+	rt = lookup_endpoint(&replies, &p, true, ctx->ingress_ifindex == LOOPBACK_IFINDEX,
+			     UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_BACKEND_ANY);
 	if (rt) {
 		count(&reply_counters, rt->frontend_id, bytes);
 		if (endpoint_is_local(&rt->frontend)) {
@@ -234,7 +247,8 @@ int udplb_egress(struct __sk_buff *skb)
 	cur.pos = data;
 	if (parse_udp_packet(&cur, data_end, &p) != PARSE_OK)
 		return TC_ACT_OK;
-	rt = lookup_endpoint(&replies, &p, true, true);
+	rt = lookup_endpoint(&replies, &p, true, true, UDPLB_PORT_BACKEND_EXACT,
+			     UDPLB_PORT_BACKEND_ANY);
 	if (!rt)
 		return TC_ACT_OK;
 

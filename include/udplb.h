@@ -33,6 +33,13 @@
 /* Each frontend switches between two rings (see struct udplb_frontend). */
 #define UDPLB_TABLES (2 * UDPLB_MAX_FRONTENDS)
 
+/* What a UDP port is used for (the port_flags map, indexed by port in host
+ * order): lets the datapath skip the hash lookups that cannot match. */
+#define UDPLB_PORT_FRONTEND_EXACT 1 /* a frontend with an address */
+#define UDPLB_PORT_FRONTEND_ANY 2   /* a wildcard frontend */
+#define UDPLB_PORT_BACKEND_EXACT 4  /* a reply key with an address */
+#define UDPLB_PORT_BACKEND_ANY 8    /* a reply key by port alone */
+
 /* Schedulers (struct udplb_frontend.sched). */
 #define UDPLB_SCHED_RR 0     /* per-CPU cursor over the ring */
 #define UDPLB_SCHED_MAGLEV 1 /* flow hash modulo the ring size */

@@ -102,6 +102,9 @@ impl Datapath {
                 )
                 .with_context(|| format!("installing ring {table}"))?;
         }
+        for (port, flags) in &plan.port_flags {
+            write_port_flags(&maps.port_flags, *port, *flags)?;
+        }
         for (key, fe) in &plan.frontends {
             maps.frontends
                 .update(bytes_of(key), bytes_of(fe), MapFlags::ANY)
@@ -116,6 +119,9 @@ impl Datapath {
             maps.replies
                 .delete(bytes_of(key))
                 .context("removing a reply entry")?;
+        }
+        for (port, flags) in &plan.port_flags_after {
+            write_port_flags(&maps.port_flags, *port, *flags)?;
         }
         for table in &plan.delete_rings {
             // A frontend that never changed has only one of its two rings.
@@ -215,6 +221,11 @@ fn test_run(
     let len = output.data.map(|d| d.len()).unwrap_or(0);
     out.truncate(len);
     Ok((verdict, out))
+}
+
+fn write_port_flags(map: &impl MapCore, port: u16, flags: u8) -> Result<()> {
+    map.update(&(port as u32).to_ne_bytes(), &[flags], MapFlags::ANY)
+        .with_context(|| format!("writing the flags of port {port}"))
 }
 
 /// A ring as an inner map of `rings`: an array of backend slots, sized to

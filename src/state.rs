@@ -17,8 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::abi::bytes_of;
 use crate::abi::{
-    Backend, Endpoint, Frontend, ReplyTarget, MAX_BACKEND_SLOTS, MAX_FRONTENDS, UDPLB_SCHED_MAGLEV,
-    UDPLB_SCHED_RR,
+    Backend, Endpoint, Frontend, ReplyTarget, MAX_BACKEND_SLOTS, MAX_FRONTENDS,
+    UDPLB_PORT_BACKEND_ANY, UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_FRONTEND_ANY,
+    UDPLB_PORT_FRONTEND_EXACT, UDPLB_SCHED_MAGLEV, UDPLB_SCHED_RR,
 };
 use crate::config::{weights, BackendConfig, Config, FrontendConfig, Listen, Sched};
 use crate::{maglev, rr};
@@ -50,11 +51,16 @@ pub struct Plan {
     pub replies: Vec<(Endpoint, ReplyTarget)>,
     /// (table, ring of backend slots).
     pub rings: Vec<(u32, Vec<u32>)>,
+    /// Port flags for the union of the old and new configuration, written
+    /// before the switch so no packet of either is skipped...
+    pub port_flags: Vec<(u16, u8)>,
     /// The switch: each frontend entry is replaced in one update.
     pub frontends: Vec<(Endpoint, Frontend)>,
     pub delete_frontends: Vec<Endpoint>,
     pub delete_replies: Vec<Endpoint>,
     pub delete_rings: Vec<u32>,
+    /// ...and the new configuration's alone, written after it.
+    pub port_flags_after: Vec<(u16, u8)>,
     /// One line per change, for the log.
     pub changes: Vec<String>,
 }
@@ -257,6 +263,21 @@ impl State {
             plan.delete_rings.extend([2 * old.id, 2 * old.id + 1]);
             plan.changes.push(format!("removed frontend {listen}"));
         }
+        let old_flags = port_flags(self.frontends.values().map(|l| &l.config));
+        let new_flags = port_flags(config.frontends.iter());
+        let ports: BTreeSet<u16> = old_flags.keys().chain(new_flags.keys()).copied().collect();
+        for port in ports {
+            let (old, new) = (
+                old_flags.get(&port).copied().unwrap_or(0),
+                new_flags.get(&port).copied().unwrap_or(0),
+            );
+            if old | new != old {
+                plan.port_flags.push((port, old | new));
+            }
+            if new != old | new {
+                plan.port_flags_after.push((port, new));
+            }
+        }
         // A backend port that moved to another frontend: its new reply entry
         // was written above and must not be deleted.
         let rewritten: BTreeSet<Endpoint> = plan.replies.iter().map(|(k, _)| *k).collect();
@@ -280,6 +301,27 @@ impl State {
             .collect();
         Layout { frontends }
     }
+}
+
+/// The UDPLB_PORT_* flags of every port a configuration uses.
+fn port_flags<'a>(frontends: impl Iterator<Item = &'a FrontendConfig>) -> BTreeMap<u16, u8> {
+    let mut flags = BTreeMap::new();
+    let mut set = |ep: &Endpoint, exact: u32, any: u32| {
+        let bit = if ep.addr_be == [0; 4] { any } else { exact };
+        *flags.entry(ep.port()).or_insert(0) |= bit as u8;
+    };
+    for fe in frontends {
+        let keys = fe.listen.endpoints();
+        for key in &keys {
+            set(key, UDPLB_PORT_FRONTEND_EXACT, UDPLB_PORT_FRONTEND_ANY);
+        }
+        for b in &fe.backends {
+            for (key, _) in reply_entries(&keys, b, 0) {
+                set(&key, UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_BACKEND_ANY);
+            }
+        }
+    }
+    flags
 }
 
 fn describe(old: Option<&FrontendConfig>, new: &FrontendConfig) -> String {
@@ -357,6 +399,17 @@ mod tests {
         assert!(plan.delete_frontends.is_empty() && plan.delete_replies.is_empty());
         let layout = state.layout(&cfg(&["9875=9876,9877,9878"]));
         assert_eq!(layout.frontends, vec![(0, vec![0, 1, 2])]);
+        let any = UDPLB_PORT_BACKEND_ANY as u8;
+        assert_eq!(
+            plan.port_flags,
+            vec![
+                (9875, UDPLB_PORT_FRONTEND_ANY as u8),
+                (9876, any),
+                (9877, any),
+                (9878, any)
+            ]
+        );
+        assert!(plan.port_flags_after.is_empty());
     }
 
     #[test]
@@ -402,6 +455,10 @@ mod tests {
         assert_eq!(plan.delete_frontends.len(), 2);
         assert_eq!(plan.delete_rings, vec![2, 3]);
         assert!(plan.changes.iter().any(|c| c == "removed frontend *:53"));
+        // Ports still in use keep their flags; freed ones are cleared after
+        // the switch, new ones set before it.
+        assert_eq!(plan.port_flags, vec![(9878, UDPLB_PORT_BACKEND_ANY as u8)]);
+        assert_eq!(plan.port_flags_after, vec![(53, 0), (5353, 0), (9877, 0)]);
         // The next plan may reuse them.
         let (plan, _) = s2.plan(&cfg(&["9875=9876,9878", "54=5454,5455"]));
         assert_eq!(plan.new_frontend_ids, vec![1]);
