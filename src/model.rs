@@ -20,8 +20,8 @@
 //! Two seams keep it easy to change:
 //! - [`ModelConfig::from_config`] is the only place that reads
 //!   [`crate::config::Config`];
-//! - backend choice goes through the [`Scheduler`] trait ([`RoundRobin`]
-//!   today; a Maglev ring indexed by a hash of [`Flow`] plugs in the same way).
+//! - backend choice: the ring userspace writes (from the plan), walked by
+//!   the [`Scheduler`] ([`RoundRobin`]) or indexed by [`Flow::hash`] (Maglev).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -83,8 +83,13 @@ pub enum Bind {
 pub struct ModelFrontend {
     pub port: u16,
     pub binds: Vec<Bind>,
-    /// Local ports, in round-robin order.
+    /// Local ports, in configuration order.
     pub backends: Vec<u16>,
+    /// The scheduling ring userspace writes for this frontend (indices into
+    /// `backends`): weights repeat a backend, drained ones are absent.
+    pub ring: Vec<usize>,
+    /// Maglev: the ring is indexed by the flow hash, not walked in turn.
+    pub maglev: bool,
 }
 
 /// What the model needs of a configuration. Frontend `i` is the i-th of the
@@ -104,27 +109,44 @@ impl ModelConfig {
     /// configuration with anything else is refused here, loudly.
     pub fn from_config(config: &Config) -> ModelConfig {
         for fe in &config.frontends {
-            let plain = fe
-                .backends
-                .iter()
-                .all(|b| b.addr.is_none() && b.weight == 1);
             assert!(
-                fe.sched == crate::config::Sched::Rr && plain,
-                "the model covers round robin over local weight-1 backends, not {}",
+                fe.backends.iter().all(|b| b.addr.is_none()),
+                "the model covers local backends, not those of {}",
                 fe.listen
             );
         }
+        // The rings are configuration, built by userspace: take them from
+        // the plan that writes a fresh datapath (one ring per frontend, in
+        // configuration order), as backend indices.
+        let (plan, state) = crate::state::State::default().plan(config);
+        let layout = state.layout(config);
         let frontends = config
             .frontends
             .iter()
-            .map(|fe| ModelFrontend {
-                port: fe.listen.port,
-                binds: match fe.listen.addr {
-                    None => vec![Bind::Any(Family::V4), Bind::Any(Family::V6)],
-                    Some(a) if a.is_unspecified() => vec![Bind::Any(Family::of(&a))],
-                    Some(a) => vec![Bind::Exact(a)],
-                },
-                backends: fe.backends.iter().map(|b| b.port).collect(),
+            .enumerate()
+            .map(|(i, fe)| {
+                let slots = &layout.frontends[i].1;
+                let ring = plan.rings[i]
+                    .1
+                    .iter()
+                    .map(|s| {
+                        slots
+                            .iter()
+                            .position(|x| x == s)
+                            .expect("ring slot of this frontend")
+                    })
+                    .collect();
+                ModelFrontend {
+                    port: fe.listen.port,
+                    binds: match fe.listen.addr {
+                        None => vec![Bind::Any(Family::V4), Bind::Any(Family::V6)],
+                        Some(a) if a.is_unspecified() => vec![Bind::Any(Family::of(&a))],
+                        Some(a) => vec![Bind::Exact(a)],
+                    },
+                    backends: fe.backends.iter().map(|b| b.port).collect(),
+                    ring,
+                    maglev: fe.sched == crate::config::Sched::Maglev,
+                }
             })
             .collect();
         ModelConfig { frontends }
@@ -177,11 +199,27 @@ pub struct Flow {
     pub dport: u16,
 }
 
+impl Flow {
+    /// The Maglev flow hash of this flow.
+    pub fn hash(&self) -> u32 {
+        let bytes = |a: &IpAddr| match a {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        crate::flow_hash::flow_hash(
+            &bytes(&self.src),
+            &bytes(&self.dst),
+            self.sport.to_be_bytes(),
+            self.dport.to_be_bytes(),
+        )
+    }
+}
+
 /// Backend choice: the one function a new scheduler implements.
 pub trait Scheduler: fmt::Debug {
-    /// Index into the frontend's backend list for this datagram, or `None`
-    /// when there is none to give (an empty table). Called once per datagram
-    /// to a frontend, in arrival order.
+    /// Position in the frontend's ring (of `backends` entries) for this
+    /// datagram, or `None` when there is none to give (an empty ring).
+    /// Called once per datagram to a round-robin frontend, in arrival order.
     fn pick(&mut self, frontend: usize, backends: usize, flow: &Flow) -> Option<usize>;
 }
 
@@ -555,8 +593,16 @@ pub fn run(
     // The destination is looked up first: a request from a backend port is
     // still a request.
     if let Some(fe) = config.frontend_for(flow.dst, flow.dport) {
-        let n = config.frontends[fe].backends.len();
-        match state.scheduler.pick(fe, n, &flow).filter(|&b| b < n) {
+        let f = &config.frontends[fe];
+        let n = f.ring.len();
+        // Round robin walks the ring; Maglev indexes it with the flow hash
+        // (src/flow_hash.rs: the function the datapath computes).
+        let position = match (n, f.maglev) {
+            (0, _) => None,
+            (_, true) => Some(flow.hash() as usize % n),
+            (_, false) => state.scheduler.pick(fe, n, &flow),
+        };
+        match position.filter(|&p| p < n).map(|p| f.ring[p]) {
             None => {
                 out.reason = reason::NO_BACKEND;
                 out.why = "frontend without backends";

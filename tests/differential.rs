@@ -44,7 +44,7 @@ use proptest::test_runner::{
     Config as RunnerConfig, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner,
 };
 
-use udplb::config::Config;
+use udplb::config::{Config, Defaults, Sched};
 use udplb::model::{self, checksum, reason_name, Bind, ModelConfig, ModelState, Outcome};
 
 // ===========================================================================
@@ -693,34 +693,43 @@ fn listen() -> impl Strategy<Value = String> {
 }
 
 /// Valid configurations, as `FRONTEND=BACKENDS` strings and as parsed.
-fn configuration() -> impl Strategy<Value = (Vec<String>, Config)> {
+fn configuration() -> impl Strategy<Value = (Vec<String>, bool, Config)> {
     let ports: Vec<u16> = (2000..2030).collect();
     (
         vec(
             (
                 listen(),
-                1usize..=5,
+                vec(prop::option::weighted(0.3, 0u32..=3), 1..=5),
                 prop::option::weighted(0.05, any::<u16>()),
             ),
             1..=4,
         ),
         Just(ports).prop_shuffle(),
+        prop::bool::weighted(0.3),
     )
-        .prop_map(|(fronts, ports)| {
+        .prop_map(|(fronts, ports, maglev)| {
             let mut pool = ports.into_iter();
-            fronts
+            let specs = fronts
                 .into_iter()
-                .map(|(listen, n, odd)| {
-                    let mut b: Vec<String> = pool.by_ref().take(n).map(|p| p.to_string()).collect();
+                .map(|(listen, weights, odd)| {
+                    let mut b: Vec<String> = weights
+                        .iter()
+                        .zip(pool.by_ref())
+                        .map(|(w, p)| match w {
+                            Some(w) => format!("{p}@{w}"),
+                            None => p.to_string(),
+                        })
+                        .collect();
                     if let Some(p) = odd {
                         b[0] = p.to_string(); // may collide or be 0: rejected then
                     }
                     format!("{listen}={}", b.join(","))
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (specs, maglev)
         })
-        .prop_filter_map("rejected by Config::from_specs", |specs| {
-            Config::from_specs(&specs).ok().map(|c| (specs, c))
+        .prop_filter_map("rejected by Config::from_specs", |(specs, maglev)| {
+            config_of(&specs, maglev).map(|c| (specs, maglev, c))
         })
 }
 
@@ -918,16 +927,37 @@ fn shot(a: &Aims) -> impl Strategy<Value = Shot> {
 #[derive(Clone, Debug)]
 struct Scenario {
     specs: Vec<String>,
+    /// Every frontend uses Maglev (table size 7) instead of round robin.
+    maglev: bool,
     shots: Vec<Shot>,
+}
+
+impl Scenario {
+    fn config(&self) -> Config {
+        config_of(&self.specs, self.maglev).expect("the strategy makes valid configurations")
+    }
+}
+
+fn config_of(specs: &[String], maglev: bool) -> Option<Config> {
+    let sched = if maglev { Sched::Maglev } else { Sched::Rr };
+    Config::from_specs_with(
+        specs,
+        Defaults {
+            sched,
+            table_size: 7,
+        },
+    )
+    .ok()
 }
 
 const MAX_SHOTS: usize = 48;
 
 fn scenario() -> impl Strategy<Value = Scenario> {
-    configuration().prop_flat_map(|(specs, config)| {
+    configuration().prop_flat_map(|(specs, maglev, config)| {
         let aims = Aims::of(&ModelConfig::from_config(&config));
         vec(shot(&aims), 1..=MAX_SHOTS).prop_map(move |shots| Scenario {
             specs: specs.clone(),
+            maglev,
             shots,
         })
     })
@@ -986,7 +1016,7 @@ impl std::fmt::Display for Stats {
 /// Runs a scenario through a fresh datapath and the model, frame by frame;
 /// the error is the full report of the first divergence.
 fn check(env: &Env, sc: &Scenario, stats: &RefCell<Stats>) -> Result<(), String> {
-    let config = Config::from_specs(&sc.specs).expect("the strategy makes valid configurations");
+    let config = sc.config();
     let model_config = ModelConfig::from_config(&config);
     let mut state = ModelState::round_robin();
     let program = Program::load(&config);
@@ -1100,6 +1130,9 @@ fn fixture(sc: &Scenario, at: usize, outcomes: &[Outcome]) -> String {
         .collect();
     let specs: Vec<String> = sc.specs.iter().map(|x| format!("{x:?}")).collect();
     let _ = writeln!(s, "#[test]\nfn differential_regression() {{");
+    if sc.maglev {
+        let _ = writeln!(s, "    // Scheduler: maglev, table size 7 (build the Fixture's Config with from_specs_with).");
+    }
     let _ = writeln!(s, "    let fx = Fixture::new(&[{}]);", specs.join(", "));
     if keep.iter().any(|&i| sc.shots[i].ingress == Ingress::Veth) {
         let _ = writeln!(s, "    let veth = private_netns_with_veth();");
@@ -1178,7 +1211,16 @@ fn report(
         s,
         "DIVERGENCE between the model (src/model.rs) and the XDP program"
     );
-    let _ = writeln!(s, "configuration: {:?}", sc.specs);
+    let _ = writeln!(
+        s,
+        "configuration: {:?}{}",
+        sc.specs,
+        if sc.maglev {
+            " (maglev, table size 7)"
+        } else {
+            ""
+        }
+    );
     let _ = writeln!(
         s,
         "frame {} of {}{}, ingress: {:?}{}",
@@ -1424,6 +1466,7 @@ fn no_context_runs_as_if_on_lo() {
         &env,
         &[Scenario {
             specs: vec!["1000=2000".into()],
+            maglev: false,
             shots,
         }],
     );
@@ -1458,6 +1501,7 @@ fn unspecified_source_on_the_wire_is_not_a_reply() {
     .into_iter()
     .map(|(ingress, frame)| Scenario {
         specs: vec!["1000=2000".into(), "198.18.0.1:1001=2001".into()],
+        maglev: false,
         shots: vec![Shot::new(ingress, frame, vec![])],
     })
     .collect();
