@@ -6,11 +6,12 @@
 #          zlib1g-dev (libbpf, vendored and linked statically by libbpf-sys)
 #   tests: iproute2 (ip netns, veth), ethtool (checksum offload on/off),
 #          util-linux (setpriv, taskset), bpftool (map dumps), and a real DNS
-#          server and client (dnsmasq-base, bind9-dnsutils for dig)
+#          server and client (dnsmasq-base, bind9-dnsutils for dig), procps
+#          (sysctl, for forwarding in the test balancers)
 set -euo pipefail
 
 packages=(clang make pkg-config gcc libelf-dev zlib1g-dev iproute2 ethtool util-linux bpftool
-          dnsmasq-base bind9-dnsutils)
+          dnsmasq-base bind9-dnsutils procps)
 
 missing=()
 for p in "${packages[@]}"; do

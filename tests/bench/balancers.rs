@@ -1,9 +1,10 @@
 //! The balancers compared end to end, each set up in the balancer
-//! namespace: udplb (XDP on the balancer's veth), nftables DNAT with
-//! `numgen inc mod 3`, and nginx's UDP stream proxy. Processes are started
+//! namespace: udplb (XDP on the balancer's veths), nftables DNAT with
+//! `numgen inc mod N`, and nginx's UDP stream proxy. Processes are started
 //! here and stopped by their own PID (SIGTERM, then SIGKILL), also on drop.
 
 use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -144,37 +145,55 @@ impl Drop for Proc {
     }
 }
 
-/// `udplb <options> <iface> <spec>` in `ns`; returns once attached.
-pub fn start_udplb(ns: &Netns, options: &[&str], iface: &str, spec: &str) -> Result<Proc> {
+/// `udplb <options> <ifaces> <spec>` in `ns` (`ifaces`: one name or a
+/// comma-separated list); returns once attached to the last one.
+pub fn start_udplb(ns: &Netns, options: &[&str], ifaces: &str, spec: &str) -> Result<Proc> {
     let mut argv = vec![UDPLB_BIN];
     argv.extend_from_slice(options);
-    argv.extend([iface, spec]);
+    argv.extend([ifaces, spec]);
     let mut p = Proc::spawn("udplb", ns, &argv)?;
-    p.wait_for("attached to", Duration::from_secs(20))?;
+    let last = ifaces.rsplit(',').next().unwrap_or(ifaces);
+    p.wait_for(&format!("attached to {last} "), Duration::from_secs(20))?;
     Ok(p)
 }
 
-/// nftables DNAT in the balancer namespace: new flows to `frontend` go to
-/// the backends in turn (`numgen inc`), conntrack keeps each flow on its
-/// backend. Removed with the namespace.
-pub fn install_nft_dnat(ns: &Netns, frontend: u16, backends: &[u16]) -> Result<()> {
-    let map: Vec<String> = backends
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("{i} : {BALANCER_V4} . {p}"))
-        .collect();
-    let rules = format!(
-        "table ip {PREFIX} {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; \
-         policy accept;\n    udp dport {frontend} dnat to numgen inc mod {} map {{ {} }}\n  }}\n}}\n",
-        backends.len(),
-        map.join(", ")
-    );
+/// The balancer's own address and `port`: a local backend.
+pub fn local(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(BALANCER_V4.parse().expect("BALANCER_V4"), port)
+}
+
+/// nftables DNAT in the balancer namespace: new flows to `port` (on `vip`
+/// only, if given) go to the backends in turn (`numgen inc`), conntrack
+/// keeps each flow on its backend. Backends on the balancer are delivered
+/// locally; others are forwarded by the kernel. Removed with the namespace.
+pub fn install_nft_dnat(
+    ns: &Netns,
+    vip: Option<Ipv4Addr>,
+    port: u16,
+    backends: &[SocketAddrV4],
+) -> Result<()> {
+    let rules = nft_dnat_rules(vip, port, backends);
     let path = std::env::temp_dir().join(format!("{PREFIX}-{}-nft.conf", std::process::id()));
     std::fs::write(&path, &rules)?;
     let result = ns.exec(&["nft", "-f", &path.to_string_lossy()]);
     let _ = std::fs::remove_file(&path);
     result.context("installing the nftables DNAT rule")?;
     Ok(())
+}
+
+fn nft_dnat_rules(vip: Option<Ipv4Addr>, port: u16, backends: &[SocketAddrV4]) -> String {
+    let map: Vec<String> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("{i} : {} . {}", b.ip(), b.port()))
+        .collect();
+    let daddr = vip.map(|v| format!("ip daddr {v} ")).unwrap_or_default();
+    format!(
+        "table ip {PREFIX} {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; \
+         policy accept;\n    {daddr}udp dport {port} dnat to numgen inc mod {} map {{ {} }}\n  }}\n}}\n",
+        backends.len(),
+        map.join(", ")
+    )
 }
 
 /// A running nginx and the directory holding its configuration and logs.
@@ -254,5 +273,27 @@ pub fn start_nginx(ns: &Netns, frontend: u16, backends: &[u16], cpu: usize) -> R
             bail!("nginx did not start listening on {frontend}");
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nft_rules() {
+        let local: Vec<std::net::SocketAddrV4> = [9876, 9877].map(super::local).to_vec();
+        let r = super::nft_dnat_rules(None, 9875, &local);
+        assert!(
+            r.contains(
+                "    udp dport 9875 dnat to numgen inc mod 2 map { 0 : 198.18.0.2 . 9876, \
+                 1 : 198.18.0.2 . 9877 }"
+            ),
+            "{r}"
+        );
+        let remote = ["198.18.1.2:5353".parse().unwrap()];
+        let r = super::nft_dnat_rules(Some("198.18.100.1".parse().unwrap()), 53, &remote);
+        assert!(
+            r.contains("ip daddr 198.18.100.1 udp dport 53 dnat to numgen inc mod 1 map { 0 : 198.18.1.2 . 5353 }"),
+            "{r}"
+        );
     }
 }

@@ -1,18 +1,21 @@
 //! `make bench` (`cargo bench --bench bench`, as root): udplb's benchmarks.
 //!
-//! Three sections, each measured in interleaved rounds (A B C A B C ...) on
+//! Four sections, each measured in interleaved rounds (A B C A B C ...) on
 //! a shared, noisy machine and summarised as median, min and max:
 //!
 //! - `datapath`: the XDP program's cost per packet through BPF_PROG_TEST_RUN,
 //!   as a ratio to a no-op program (datapath_cost.rs);
-//! - `control`: building and writing the tables (control_plane.rs);
+//! - `control`: building and writing a Maglev table (control_plane.rs);
 //! - `e2e`: datagrams per second delivered to local backends across a veth,
-//!   direct vs udplb vs nftables vs nginx (end_to_end.rs).
+//!   direct vs udplb vs nftables vs nginx (end_to_end.rs);
+//! - `remote`: datagrams per second forwarded through a balancer namespace
+//!   to backends on another host, plain routing vs nftables DNAT vs udplb
+//!   (e2e_remote.rs).
 //!
 //! Prints a table and writes target/bench/results.json; BENCHMARKS.md says
 //! how each figure is taken. Run some sections only with
 //! `cargo bench --bench bench -- datapath e2e`, or some end-to-end cases
-//! only with `cargo bench --bench bench -- direct udplb`.
+//! only with `cargo bench --bench bench -- direct udplb remote_udplb`.
 //!
 //! Everything it makes (namespaces, processes, temporary files) is removed
 //! on the way out, by drop guards, also after Ctrl-C; what a killed run left
@@ -23,6 +26,7 @@ mod control_plane;
 mod cpu;
 mod datapath_cost;
 mod deps;
+mod e2e_remote;
 mod end_to_end;
 mod json;
 mod machine;
@@ -52,7 +56,7 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
-const SECTIONS: &[&str] = &["datapath", "control", "e2e"];
+const SECTIONS: &[&str] = &["datapath", "control", "e2e", "remote"];
 
 fn main() -> ExitCode {
     match run() {
@@ -71,23 +75,29 @@ fn run() -> Result<()> {
     ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed))
         .context("installing the signal handler")?;
     // cargo passes `--bench`; other words choose sections or end-to-end
-    // cases (which imply the e2e section).
-    let (mut chosen, mut cases) = (Vec::new(), Vec::new());
+    // cases (which imply their section, e2e or remote).
+    let (mut chosen, mut cases, mut remote_cases) = (Vec::new(), Vec::new(), Vec::new());
     for a in std::env::args().skip(1).filter(|a| !a.starts_with('-')) {
         if SECTIONS.contains(&a.as_str()) {
             chosen.push(a);
         } else if end_to_end::CASES.contains(&a.as_str()) {
             cases.push(a);
+        } else if e2e_remote::CASES.contains(&a.as_str()) {
+            remote_cases.push(a);
         } else {
             bail!(
-                "unknown section or case '{a}'; sections: {}; end-to-end cases: {}",
+                "unknown section or case '{a}'; sections: {}; end-to-end cases: {} {}",
                 SECTIONS.join(", "),
-                end_to_end::CASES.join(", ")
+                end_to_end::CASES.join(", "),
+                e2e_remote::CASES.join(", ")
             );
         }
     }
     if !cases.is_empty() {
         chosen.push("e2e".into());
+    }
+    if !remote_cases.is_empty() {
+        chosen.push("remote".into());
     }
     let wanted = |s: &str| chosen.is_empty() || chosen.iter().any(|c| c == s);
 
@@ -115,10 +125,14 @@ fn run() -> Result<()> {
         let r = control_plane::run(&mut report);
         section("control", r, &mut report);
     }
-    if wanted("e2e") && !stop_requested() {
-        let tools = deps::ensure();
-        let r = end_to_end::run(&mut report, &tools, &cases);
+    let tools = (wanted("e2e") || wanted("remote")).then(deps::ensure);
+    if let (true, Some(tools)) = (wanted("e2e") && !stop_requested(), &tools) {
+        let r = end_to_end::run(&mut report, tools, &cases);
         section("e2e", r, &mut report);
+    }
+    if let (true, Some(tools)) = (wanted("remote") && !stop_requested(), &tools) {
+        let r = e2e_remote::run(&mut report, tools, &remote_cases);
+        section("remote", r, &mut report);
     }
     report.targets = targets::judge(&report);
     report

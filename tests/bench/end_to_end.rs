@@ -20,11 +20,12 @@
 //! second of sender CPU time, and softirq CPU per datagram, separate the
 //! path's cost from the share of CPU other processes took (cpu.rs).
 
+use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use super::balancers::{install_nft_dnat, start_nginx, start_udplb, Nginx, Proc};
+use super::balancers::{install_nft_dnat, local, start_nginx, start_udplb, Nginx, Proc};
 use super::cpu::{process_secs, CpuTimes};
 use super::deps::Tools;
 use super::netns::{veth_pair, Netns};
@@ -134,62 +135,109 @@ impl Setup {
             Kind::DirectGro => {
                 s.balancer.exec(&["ethtool", "-K", "veth-b", "gro", "on"])?;
             }
-            Kind::Nftables => install_nft_dnat(&s.balancer, FRONTEND, &BACKENDS)?,
+            Kind::Nftables => install_nft_dnat(&s.balancer, None, FRONTEND, &BACKENDS.map(local))?,
             Kind::Nginx => {
                 s.nginx = Some(start_nginx(&s.balancer, FRONTEND, &BACKENDS, RECEIVER_CPU)?)
             }
         }
         Ok(s)
     }
+}
 
-    /// Where the client's flows go: the backends themselves, or the frontend.
-    fn dst_ports(&self) -> Vec<u16> {
-        match self.kind {
-            Kind::Direct | Kind::DirectGro => BACKENDS.to_vec(),
-            _ => vec![FRONTEND],
+impl Case for Setup {
+    fn key(&self) -> &'static str {
+        self.kind.key()
+    }
+
+    fn path(&self) -> Path<'_> {
+        Path {
+            client: &self.client,
+            // The client's flows go to the backends themselves, or to the
+            // frontend.
+            dsts: match self.kind {
+                Kind::Direct | Kind::DirectGro => BACKENDS.map(local).to_vec(),
+                _ => vec![local(FRONTEND)],
+            },
+            hosts: &self.balancer,
+            backends: BACKENDS
+                .map(|p| SocketAddrV4::new([0, 0, 0, 0].into(), p))
+                .to_vec(),
+            balancer: &self.balancer,
+            pids: self
+                .udplb
+                .iter()
+                .map(Proc::pid)
+                .chain(self.nginx.iter().map(|n| n.proc.pid()))
+                .collect(),
         }
     }
 
-    /// The balancer's own processes, whose CPU time counts on its side.
-    fn balancer_pids(&self) -> Vec<u32> {
-        let mut pids = Vec::new();
-        pids.extend(self.udplb.as_ref().map(Proc::pid));
-        pids.extend(self.nginx.as_ref().map(|n| n.proc.pid()));
-        pids
+    fn udplb(&mut self) -> Option<&mut Proc> {
+        self.udplb.as_mut()
     }
 }
 
-/// What one run measured.
-struct Run {
-    sent: u64,
-    /// sendmmsg calls that sent nothing.
-    failed_calls: u64,
-    delivered: u64,
-    secs: f64,
-    /// CPU time the sender's CPU gave the sending loop (sender::Sent).
-    sender_cpu: f64,
-    per_port: Vec<u64>,
-    /// Softirq on all CPUs + the balancer's processes, seconds.
-    balancer_cpu: f64,
-    /// Share of CPU 0's busy time in softirq (the receive path).
-    sender_cpu_softirq: f64,
-    steal: f64,
-    rcvbuf_errors: u64,
+/// What a run needs to know about one case: where the client sends, where
+/// the backends' sockets are, and what is the balancer's.
+pub struct Path<'a> {
+    /// The sender's namespace; it sends on its veth-a.
+    pub client: &'a Netns,
+    /// Flow i goes to `dsts[i % dsts.len()]`.
+    pub dsts: Vec<SocketAddrV4>,
+    /// The namespace the backends' sockets are in, and their addresses.
+    pub hosts: &'a Netns,
+    pub backends: Vec<SocketAddrV4>,
+    /// The balancer's namespace (its kernel's forwarding counter) and its
+    /// own processes, whose CPU time counts on its side.
+    pub balancer: &'a Netns,
+    pub pids: Vec<u32>,
 }
 
-fn run_once(s: &Setup, duration: Duration) -> Result<Run> {
-    let rx = Receivers::start(&s.balancer, RECEIVER_CPU, &BACKENDS)?;
-    let errors_before = s.balancer.snmp("Udp", "RcvbufErrors")?;
-    let pids = s.balancer_pids();
-    let proc_before: f64 = pids.iter().map(|&p| process_secs(p)).sum();
+/// One end-to-end case, set up once and measured in every round.
+pub trait Case {
+    fn key(&self) -> &'static str;
+    fn path(&self) -> Path<'_>;
+    /// The udplb process, if the case runs one: its final counters are
+    /// printed as a check that it balanced the traffic.
+    fn udplb(&mut self) -> Option<&mut Proc>;
+}
+
+/// What one run measured.
+pub struct Run {
+    pub sent: u64,
+    /// sendmmsg calls that sent nothing.
+    pub failed_calls: u64,
+    pub delivered: u64,
+    pub secs: f64,
+    /// CPU time the sender's CPU gave the sending loop (sender::Sent).
+    pub sender_cpu: f64,
+    pub per_port: Vec<u64>,
+    /// Softirq on all CPUs + the balancer's processes, seconds.
+    pub balancer_cpu: f64,
+    /// Share of CPU 0's busy time in softirq (the receive path).
+    pub sender_cpu_softirq: f64,
+    pub steal: f64,
+    pub rcvbuf_errors: u64,
+    /// Datagrams the balancer's kernel forwarded (Ip ForwDatagrams).
+    pub kernel_forwarded: u64,
+    /// UDP checksum errors where the backends are (Udp InCsumErrors).
+    pub csum_errors: u64,
+}
+
+pub fn run_once(p: &Path, duration: Duration) -> Result<Run> {
+    let rx = Receivers::start(p.hosts, RECEIVER_CPU, &p.backends)?;
+    let errors_before = p.hosts.snmp("Udp", "RcvbufErrors")?;
+    let csum_before = p.hosts.snmp("Udp", "InCsumErrors")?;
+    let forwarded_before = p.balancer.snmp("Ip", "ForwDatagrams")?;
+    let proc_before: f64 = p.pids.iter().map(|&p| process_secs(p)).sum();
     let cpu_before = CpuTimes::now()?;
-    let sent = sender::send(&s.client, "veth-a", SENDER_CPU, s.dst_ports(), duration)
+    let sent = sender::send(p.client, "veth-a", SENDER_CPU, p.dsts.clone(), duration)
         .join()
         .map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
     // Everything still queued when the sender stops is delivered and counted.
     let per_port = rx.finish()?;
     let cpu_after = CpuTimes::now()?;
-    let proc_after: f64 = pids.iter().map(|&p| process_secs(p)).sum();
+    let proc_after: f64 = p.pids.iter().map(|&p| process_secs(p)).sum();
     Ok(Run {
         sent: sent.datagrams,
         failed_calls: sent.failed_calls,
@@ -200,13 +248,15 @@ fn run_once(s: &Setup, duration: Duration) -> Result<Run> {
         balancer_cpu: cpu_after.softirq_since(&cpu_before) + (proc_after - proc_before),
         sender_cpu_softirq: cpu_after.softirq_share(&cpu_before, SENDER_CPU),
         steal: cpu_after.steal_since(&cpu_before),
-        rcvbuf_errors: s.balancer.snmp("Udp", "RcvbufErrors")? - errors_before,
+        rcvbuf_errors: p.hosts.snmp("Udp", "RcvbufErrors")? - errors_before,
+        kernel_forwarded: p.balancer.snmp("Ip", "ForwDatagrams")? - forwarded_before,
+        csum_errors: p.hosts.snmp("Udp", "InCsumErrors")? - csum_before,
     })
 }
 
 /// Per-case samples, one value per round.
 #[derive(Default)]
-struct Collected {
+pub struct Collected {
     rate: Samples,
     per_cpu_rate: Samples,
     sender_cpu_share: Samples,
@@ -216,6 +266,8 @@ struct Collected {
     softirq_share: Samples,
     steal: Samples,
     rcvbuf_errors: Samples,
+    kernel_forwarded: Samples,
+    csum_errors: Samples,
 }
 
 impl Collected {
@@ -232,7 +284,62 @@ impl Collected {
         self.softirq_share.push(100.0 * r.sender_cpu_softirq);
         self.steal.push(r.steal);
         self.rcvbuf_errors.push(r.rcvbuf_errors as f64);
+        self.kernel_forwarded
+            .push(100.0 * r.kernel_forwarded as f64 / r.sent.max(1) as f64);
+        self.csum_errors.push(r.csum_errors as f64);
     }
+}
+
+/// Measures `cases` in interleaved rounds (after one warm-up run each) and
+/// returns their samples, in the same order. `what` names the section in
+/// progress lines.
+pub fn measure<C: Case>(what: &str, cases: &mut [C]) -> Result<Vec<Collected>> {
+    println!(
+        "{what}: {} cases, {FLOWS} flows, {ROUNDS} rounds of {DURATION:?} each (+ warm-up) ...",
+        cases.len()
+    );
+    let _priority = super::priority::Raised::new();
+    for c in cases.iter() {
+        run_once(&c.path(), WARMUP)?;
+    }
+    let mut collected: Vec<Collected> = cases.iter().map(|_| Collected::default()).collect();
+    for round in 0..ROUNDS {
+        for (case, col) in cases.iter().zip(&mut collected) {
+            if stop_requested() {
+                bail!("interrupted");
+            }
+            let r = run_once(&case.path(), DURATION)?;
+            if r.delivered == 0 {
+                bail!("{}: no datagram reached the backends", case.key());
+            }
+            println!(
+                "{what}: round {}/{ROUNDS} {:<15} {:>7.0} k/s delivered, {:>7.0} k per \
+                 sender CPU-second ({} sent, {} delivered, split {:?}, {} failed sendmmsg calls, \
+                 {} forwarded by the kernel)",
+                round + 1,
+                case.key(),
+                r.delivered as f64 / r.secs / 1e3,
+                r.delivered as f64 / r.sender_cpu / 1e3,
+                r.sent,
+                r.delivered,
+                r.per_port,
+                r.failed_calls,
+                r.kernel_forwarded
+            );
+            col.add(&r);
+        }
+    }
+    // udplb's own counters, as a check that it balanced the traffic.
+    for c in cases.iter_mut() {
+        let key = c.key();
+        if let Some(u) = c.udplb() {
+            let out = u.stop();
+            if let Some(line) = out.lines().find(|l| l.contains("verdicts:")) {
+                println!("{what}: {key} final {}", line.trim());
+            }
+        }
+    }
+    Ok(collected)
 }
 
 /// Runs every case, or those named in `only`.
@@ -248,104 +355,116 @@ pub fn run(report: &mut Report, tools: &Tools, only: &[String]) -> Result<()> {
             _ => None,
         };
         if let Some(why) = missing {
-            println!("end to end: skipping {}: {why}", kind.key());
-            report
-                .notes
-                .push(format!("end to end: {} skipped: {why}", kind.key()));
+            skip(report, "end to end", kind.key(), why);
             continue;
         }
         match Setup::new(kind) {
-            Ok(s) => setups.push((s, Collected::default())),
+            Ok(s) => setups.push(s),
             // udplb and direct are what the bench is for; the others are
             // references and may be skipped with their reason.
             Err(e) if !matches!(kind, Kind::Direct | Kind::Udplb) => {
-                println!("end to end: skipping {}: {e:#}", kind.key());
-                report
-                    .notes
-                    .push(format!("end to end: {} skipped: {e:#}", kind.key()));
+                skip(report, "end to end", kind.key(), &format!("{e:#}"))
             }
             Err(e) => return Err(e),
         }
     }
-    println!(
-        "end to end: {} cases, {FLOWS} flows, {ROUNDS} rounds of {DURATION:?} each (+ warm-up) ...",
-        setups.len()
-    );
-    let _priority = super::priority::Raised::new();
-    for (s, _) in &setups {
-        run_once(s, WARMUP)?;
-    }
-    for round in 0..ROUNDS {
-        for (s, c) in &mut setups {
-            if stop_requested() {
-                bail!("interrupted");
-            }
-            let r = run_once(s, DURATION)?;
-            if r.delivered == 0 {
-                bail!("{}: no datagram reached the backends", s.kind.key());
-            }
-            println!(
-                "end to end: round {}/{ROUNDS} {:<13} {:>7.0} k/s delivered, {:>7.0} k per \
-                 sender CPU-second ({} sent, {} delivered, split {:?}, {} failed sendmmsg calls)",
-                round + 1,
-                s.kind.key(),
-                r.delivered as f64 / r.secs / 1e3,
-                r.delivered as f64 / r.sender_cpu / 1e3,
-                r.sent,
-                r.delivered,
-                r.per_port,
-                r.failed_calls
-            );
-            c.add(&r);
-        }
-    }
-    // udplb's own counters, as a check that it balanced the traffic.
-    for (s, _) in &mut setups {
-        if let Some(u) = s.udplb.as_mut() {
-            let out = u.stop();
-            if let Some(line) = out.lines().find(|l| l.contains("verdicts:")) {
-                println!("end to end: {} final {}", s.kind.key(), line.trim());
-            }
-        }
-    }
-    report.sections.extend(sections(&setups));
+    let collected = measure("end to end", &mut setups)?;
+    let rows: Vec<Row> = setups
+        .iter()
+        .zip(&collected)
+        .map(|(s, c)| Row {
+            key: s.kind.key(),
+            label: s.kind.label(),
+            c,
+        })
+        .collect();
+    report.sections.extend(sections(
+        &Layout {
+            key: "e2e",
+            what: "local backends",
+            bases: &[("direct", "direct"), ("nftables", "nftables")],
+            forwarding: false,
+        },
+        &rows,
+    ));
     Ok(())
 }
 
-fn sections(setups: &[(Setup, Collected)]) -> Vec<Section> {
-    let find = |k: Kind| setups.iter().find(|(s, _)| s.kind == k).map(|(_, c)| c);
-    let (direct, nft) = (find(Kind::Direct), find(Kind::Nftables));
-    // A row with its ratios to direct and to nftables.
-    let row = |s: &Setup, unit: &str, pick: fn(&Collected) -> &Samples, c: &Collected| {
-        let mut r = CaseResult::new(s.kind.key(), s.kind.label(), unit, pick(c).clone());
-        for (name, base) in [("direct", direct), ("nftables", nft)] {
-            if let Some(b) = base {
-                r.ratios.push((name.into(), pick(c).ratio_to(pick(b))));
-            }
+/// A case that cannot run here, printed and noted with the reason.
+pub fn skip(report: &mut Report, what: &str, key: &str, why: &str) {
+    println!("{what}: skipping {key}: {why}");
+    report.notes.push(format!("{what}: {key} skipped: {why}"));
+}
+
+/// One measured case in the tables.
+pub struct Row<'a> {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub c: &'a Collected,
+}
+
+/// How a set of end-to-end cases is reported.
+pub struct Layout<'a> {
+    /// Section keys: `key`, `key_per_cpu`, `key_cpu`.
+    pub key: &'a str,
+    /// "local backends", "remote backends": in the titles.
+    pub what: &'a str,
+    /// (ratio name, case key): every row gets its ratio to each of these;
+    /// the first is the limit, whose CPU cost the others are compared to.
+    pub bases: &'a [(&'a str, &'a str)],
+    /// Report the share the balancer's kernel forwarded and the backends'
+    /// checksum errors (the remote cases).
+    pub forwarding: bool,
+}
+
+pub fn sections(layout: &Layout, rows: &[Row]) -> Vec<Section> {
+    let find = |key: &str| rows.iter().find(|r| r.key == key).map(|r| r.c);
+    let bases: Vec<(&str, &Collected)> = layout
+        .bases
+        .iter()
+        .filter_map(|&(name, key)| Some((name, find(key)?)))
+        .collect();
+    let limit = layout
+        .bases
+        .first()
+        .and_then(|&(name, key)| Some((name, find(key)?)));
+    // A row with its ratios to each base.
+    let row = |r: &Row, unit: &str, pick: fn(&Collected) -> &Samples| {
+        let mut out = CaseResult::new(r.key, r.label, unit, pick(r.c).clone());
+        for (name, b) in &bases {
+            out.ratios
+                .push(((*name).into(), pick(r.c).ratio_to(pick(b))));
         }
-        r
+        out
     };
     let (mut rates, mut per_cpu, mut cpus) = (Vec::new(), Vec::new(), Vec::new());
-    for (s, c) in setups {
-        let mut r = row(s, "kdgram/s", |c| &c.rate, c);
-        r.extra.push(("loss %".into(), c.loss.median()));
-        r.extra
+    for r in rows {
+        let c = r.c;
+        let mut rate = row(r, "kdgram/s", |c| &c.rate);
+        rate.extra.push(("loss %".into(), c.loss.median()));
+        rate.extra
             .push(("rcvbuf drops".into(), c.rcvbuf_errors.median()));
-        r.extra
+        rate.extra
             .push(("min backend share %".into(), c.min_share.median()));
-        r.extra
+        if layout.forwarding {
+            rate.extra
+                .push(("kernel-forwarded %".into(), c.kernel_forwarded.median()));
+            rate.extra
+                .push(("csum errors".into(), c.csum_errors.median()));
+        }
+        rate.extra
             .push(("sender got CPU %".into(), c.sender_cpu_share.median()));
-        r.extra
+        rate.extra
             .push(("CPU0 softirq %".into(), c.softirq_share.median()));
-        r.extra.push(("steal s".into(), c.steal.median()));
-        rates.push(r);
-        per_cpu.push(row(s, "kdgram/cpu-s", |c| &c.per_cpu_rate, c));
+        rate.extra.push(("steal s".into(), c.steal.median()));
+        rates.push(rate);
+        per_cpu.push(row(r, "kdgram/cpu-s", |c| &c.per_cpu_rate));
 
-        let mut u = row(s, "cpu-s/Mdgram", |c| &c.cpu, c);
-        if let Some(b) = direct {
+        let mut u = row(r, "cpu-s/Mdgram", |c| &c.cpu);
+        if let Some((name, b)) = limit {
             let above: Vec<f64> = c.cpu.0.iter().zip(&b.cpu.0).map(|(a, b)| a - b).collect();
             u.extra
-                .push(("above direct".into(), super::stats::median(&above)));
+                .push((format!("above {name}"), super::stats::median(&above)));
         }
         cpus.push(u);
     }
@@ -359,16 +478,18 @@ fn sections(setups: &[(Setup, Collected)]) -> Vec<Section> {
         super::netns::NICE,
         DURATION.as_secs()
     );
+    let key = layout.key;
+    let what = layout.what;
     vec![
         Section {
-            key: "e2e".into(),
-            title: "End to end, local backends: datagrams/s delivered".into(),
+            key: key.into(),
+            title: format!("End to end, {what}: datagrams/s delivered"),
             method,
             cases: rates,
         },
         Section {
-            key: "e2e_per_cpu".into(),
-            title: "End to end: datagrams delivered per second of sender-CPU time".into(),
+            key: format!("{key}_per_cpu"),
+            title: format!("End to end, {what}: datagrams delivered per second of sender-CPU time"),
             method: "delivered / CPU time of the sending thread (its system calls, with the \
                      receive path inline) + ksoftirqd on its CPU: the path's cost, whatever \
                      share of the CPU other processes took"
@@ -376,8 +497,8 @@ fn sections(setups: &[(Setup, Collected)]) -> Vec<Section> {
             cases: per_cpu,
         },
         Section {
-            key: "e2e_cpu".into(),
-            title: "End to end: balancer-side CPU per million datagrams delivered".into(),
+            key: format!("{key}_cpu"),
+            title: format!("End to end, {what}: balancer-side CPU per million datagrams delivered"),
             method: "softirq time on all CPUs (/proc/stat: the receive path incl. XDP/netfilter) \
                      + the balancer's own processes (/proc/PID/stat), per million delivered"
                 .into(),

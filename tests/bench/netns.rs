@@ -138,47 +138,67 @@ pub const BALANCER_V4: &str = "198.18.0.2";
 const CLIENT_MAC: &str = "02:00:00:00:00:01";
 const BALANCER_MAC: &str = "02:00:00:00:00:02";
 
+/// One end of a veth: namespace, device, Ethernet address, IPv4 addresses
+/// with their prefix length.
+pub struct End<'a> {
+    pub ns: &'a Netns,
+    pub dev: &'a str,
+    pub mac: &'a str,
+    pub addrs: &'a [&'a str],
+}
+
+/// A veth pair between two namespaces, addressed and up.
+pub fn link(a: &End, b: &End) -> Result<()> {
+    sh(&[
+        "ip", "link", "add", a.dev, "address", a.mac, "netns", &a.ns.name, "type", "veth", "peer",
+        "name", b.dev, "address", b.mac, "netns", &b.ns.name,
+    ])?;
+    for end in [a, b] {
+        for addr in end.addrs {
+            end.ns.ip(&["addr", "add", addr, "dev", end.dev])?;
+        }
+        end.ns.ip(&["link", "set", end.dev, "up"])?;
+    }
+    Ok(())
+}
+
+/// A permanent neighbour entry: no ARP runs during a measurement.
+pub fn neigh(ns: &Netns, dev: &str, addr: &str, mac: &str) -> Result<()> {
+    ns.ip(&[
+        "neigh",
+        "replace",
+        addr,
+        "lladdr",
+        mac,
+        "dev",
+        dev,
+        "nud",
+        "permanent",
+    ])?;
+    Ok(())
+}
+
 /// Joins `client` (veth-a, 198.18.0.1/24) and `balancer` (veth-b,
 /// 198.18.0.2/24) with a veth pair. No default route: nothing can leave.
 /// Neighbour entries are static, so no ARP runs during a measurement.
 pub fn veth_pair(client: &Netns, balancer: &Netns) -> Result<()> {
-    sh(&[
-        "ip",
-        "link",
-        "add",
-        "veth-a",
-        "address",
-        CLIENT_MAC,
-        "netns",
-        &client.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "veth-b",
-        "address",
-        BALANCER_MAC,
-        "netns",
-        &balancer.name,
-    ])?;
-    for (ns, dev, addr, peer, peer_mac) in [
-        (client, "veth-a", CLIENT_V4, BALANCER_V4, BALANCER_MAC),
-        (balancer, "veth-b", BALANCER_V4, CLIENT_V4, CLIENT_MAC),
-    ] {
-        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev])?;
-        ns.ip(&["link", "set", dev, "up"])?;
-        ns.ip(&[
-            "neigh",
-            "replace",
-            peer,
-            "lladdr",
-            peer_mac,
-            "dev",
-            dev,
-            "nud",
-            "permanent",
-        ])?;
-    }
+    let (c, b) = (format!("{CLIENT_V4}/24"), format!("{BALANCER_V4}/24"));
+    link(
+        &End {
+            ns: client,
+            dev: "veth-a",
+            mac: CLIENT_MAC,
+            addrs: &[&c],
+        },
+        &End {
+            ns: balancer,
+            dev: "veth-b",
+            mac: BALANCER_MAC,
+            addrs: &[&b],
+        },
+    )?;
+    neigh(client, "veth-a", BALANCER_V4, BALANCER_MAC)?;
+    neigh(balancer, "veth-b", CLIENT_V4, CLIENT_MAC)?;
     Ok(())
 }
 

@@ -25,8 +25,15 @@ fn payload() -> Vec<u8> {
 
 /// IPv4 UDP from the client's port `sport` to the balancer's port `dport`.
 pub fn udp4(sport: u16, dport: u16) -> Vec<u8> {
+    udp4_to(V4_BALANCER, sport, dport)
+}
+
+/// IPv4 UDP from the client's port `sport` to `dst`:`dport`, framed for the
+/// balancer (its Ethernet address): to the balancer itself, or through it
+/// when `dst` is on another host.
+pub fn udp4_to(dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(MAC_CLIENT, MAC_BALANCER)
-        .ipv4(V4_CLIENT, V4_BALANCER, 64)
+        .ipv4(V4_CLIENT, dst, 64)
         .udp(sport, dport);
     let mut out = Vec::with_capacity(b.size(PAYLOAD));
     b.write(&mut out, &payload())
@@ -99,5 +106,9 @@ mod tests {
         );
         assert_eq!(super::udp_dport(&super::reply4(9876)), super::CLIENT_PORT);
         assert_eq!(super::tcp4(9875)[23], 6, "IP protocol TCP");
+        let routed = super::udp4_to([198, 18, 1, 2], 10000, 5353);
+        assert_eq!(routed[30..34], [198, 18, 1, 2], "destination address");
+        assert_eq!(super::udp_dport(&routed), 5353);
+        assert_eq!(routed[..6], super::MAC_BALANCER, "framed for the balancer");
     }
 }

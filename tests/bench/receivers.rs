@@ -1,11 +1,11 @@
 //! The receivers: one thread, pinned to the CPU the sender does not use,
-//! reading the three backend sockets in turn with non-blocking `recvmmsg`.
+//! reading the backend sockets in turn with non-blocking `recvmmsg`.
 //! A blocking receiver would make the sender's CPU pay for a wake-up per
 //! burst and the figures swing by about 2× (shared/notes/kernel.md); this
-//! one never sleeps, and yields its CPU only when all three sockets are
+//! one never sleeps, and yields its CPU only when all its sockets are
 //! empty, so that a proxy sharing that CPU (nginx) gets to run.
 
-use std::net::UdpSocket;
+use std::net::{SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -33,20 +33,21 @@ pub struct Receivers {
 }
 
 impl Receivers {
-    /// Binds `ports` on every address of `ns` and starts draining them on
-    /// `cpu`. Returns once the sockets are bound.
-    pub fn start(ns: &Netns, cpu: usize, ports: &[u16]) -> Result<Receivers> {
+    /// Binds `addrs` in `ns` (0.0.0.0:port: every address of the
+    /// namespace) and starts draining them on `cpu`. Returns once the
+    /// sockets are bound.
+    pub fn start(ns: &Netns, cpu: usize, addrs: &[SocketAddrV4]) -> Result<Receivers> {
         let stop = Arc::new(AtomicBool::new(false));
         let counts: Arc<Vec<AtomicU64>> =
-            Arc::new(ports.iter().map(|_| AtomicU64::new(0)).collect());
+            Arc::new(addrs.iter().map(|_| AtomicU64::new(0)).collect());
         let (ready_tx, ready_rx) = mpsc::channel();
-        let ports = ports.to_vec();
+        let addrs = addrs.to_vec();
         let (stop2, counts2) = (stop.clone(), counts.clone());
         let handle = ns.spawn(cpu, move || {
-            let socks = ports
+            let socks = addrs
                 .iter()
-                .map(|&p| {
-                    let s = UdpSocket::bind(("0.0.0.0", p)).with_context(|| format!("bind {p}"))?;
+                .map(|&a| {
+                    let s = UdpSocket::bind(a).with_context(|| format!("bind {a}"))?;
                     nix::sys::socket::setsockopt(
                         &s,
                         nix::sys::socket::sockopt::RcvBufForce,
@@ -87,7 +88,7 @@ impl Receivers {
 
     /// Waits until nothing more arrives (what was sent during the run and is
     /// still queued is delivered, and counted), stops the thread and
-    /// returns the count per port.
+    /// returns the count per socket.
     pub fn finish(mut self) -> Result<Vec<u64>> {
         let deadline = Instant::now() + Duration::from_secs(2);
         let mut last = self.total();

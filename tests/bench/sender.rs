@@ -10,11 +10,13 @@
 //! receive path, where the balancers differ, takes most of the CPU.
 //!
 //! Flows: `FLOWS` frames, one source port each (nftables and nginx see that
-//! many flows), with valid checksums. Flow i goes to the i-th destination
-//! port modulo their number (the direct case: three backends). A burst is
-//! `BATCH` consecutive flows. The sender stops after `duration` or
+//! many flows), with valid checksums, all framed for the balancer's veth.
+//! Flow i goes to the i-th destination modulo their number (the direct and
+//! plain-routing cases: three backends). A burst is `BATCH` consecutive
+//! flows. The sender stops after `duration` or
 //! `MAX_DATAGRAMS`, whichever comes first.
 
+use std::net::SocketAddrV4;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -48,18 +50,24 @@ pub struct Sent {
     pub cpu_secs: f64,
 }
 
-/// Sends from `client`'s `dev` on `cpu`: flow i to port
-/// `dst_ports[i % dst_ports.len()]` of the balancer.
+/// Sends from `client`'s `dev` on `cpu`: flow i to `dsts[i % dsts.len()]`,
+/// every frame addressed to the balancer's veth.
 pub fn send(
     client: &Netns,
     dev: &'static str,
     cpu: usize,
-    dst_ports: Vec<u16>,
+    dsts: Vec<SocketAddrV4>,
     duration: Duration,
 ) -> JoinHandle<Result<Sent>> {
     client.spawn(cpu, move || {
+        if dsts.is_empty() {
+            bail!("no destination to send to");
+        }
         let frames: Vec<Vec<u8>> = (0..FLOWS)
-            .map(|i| packets::udp4(FIRST_SOURCE_PORT + i as u16, dst_ports[i % dst_ports.len()]))
+            .map(|i| {
+                let d = dsts[i % dsts.len()];
+                packets::udp4_to(d.ip().octets(), FIRST_SOURCE_PORT + i as u16, d.port())
+            })
             .collect();
         let sock = packet_socket(dev)?;
         let mut iovs: Vec<libc::iovec> = frames
