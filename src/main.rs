@@ -125,6 +125,7 @@ fn run(args: &Args) -> Result<()> {
         attached.push((xdp, egress));
     }
     print_frontends(&config);
+    warn_if_not_forwarding(&config);
 
     let interval = args.stats.map(Duration::from_secs);
     let mut next = interval.map(|i| Instant::now() + i);
@@ -241,6 +242,33 @@ fn attach_one(
         datapath.pin_maps(&dir)?;
     }
     Ok((xdp, egress))
+}
+
+/// Remote backends need the kernel to forward (bpf_fib_lookup refuses
+/// otherwise): say so at once rather than let datagrams pile up in the
+/// `fib_fwd_disabled` counter.
+fn warn_if_not_forwarding(config: &Config) {
+    let families = config
+        .frontends
+        .iter()
+        .flat_map(|f| f.backends.iter())
+        .filter_map(|b| b.addr);
+    for (v4, knob) in [
+        (true, "net/ipv4/ip_forward"),
+        (false, "net/ipv6/conf/all/forwarding"),
+    ] {
+        let needed = families.clone().any(|a| a.is_ipv4() == v4);
+        let on =
+            std::fs::read_to_string(format!("/proc/sys/{knob}")).is_ok_and(|v| v.trim() == "1");
+        if needed && !on {
+            eprintln!(
+                "udplb: warning: {} is off: datagrams for remote backends go to the kernel, which \
+                 will not forward them (sysctl -w {}=1)",
+                knob.replace('/', "."),
+                knob.replace('/', ".")
+            );
+        }
+    }
 }
 
 fn print_frontends(config: &Config) {
