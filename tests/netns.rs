@@ -322,3 +322,31 @@ fn stats_are_printed_periodically() {
     let (status, _) = lb.stop(Signal::SIGTERM);
     assert!(status.success());
 }
+
+#[test]
+fn xdp_mode_generic_on_a_veth() {
+    let client = Netns::new("gen-c");
+    let lbns = Netns::new("gen-b");
+    veth_pair(&client, &lbns);
+    resolve_neighbour(&client, "198.18.0.2");
+    let lb = Udplb::start(
+        &lbns,
+        &["--xdp-mode", "generic", "veth-b", "9875=9876,9877,9878"],
+    );
+    assert!(lb.output[0].contains("generic XDP"), "{}", lb.output[0]);
+    assert!(
+        lbns.xdp_on("veth-b").contains("xdpgeneric"),
+        "{}",
+        lbns.xdp_on("veth-b")
+    );
+    let backends = bind_backends(&lbns, "0.0.0.0");
+    round_robin_and_replies(
+        &client,
+        &backends,
+        "0.0.0.0:0",
+        "198.18.0.2:9875".parse().unwrap(),
+    );
+    let (status, out) = lb.stop(Signal::SIGTERM);
+    assert!(status.success(), "{out}");
+    assert_eq!(lbns.xdp_on("veth-b"), "");
+}
