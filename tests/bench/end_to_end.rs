@@ -162,7 +162,7 @@ impl Case for Setup {
             backends: BACKENDS
                 .map(|p| SocketAddrV4::new([0, 0, 0, 0].into(), p))
                 .to_vec(),
-            balancer: &self.balancer,
+            balancer: Some(&self.balancer),
             pids: self
                 .udplb
                 .iter()
@@ -187,9 +187,10 @@ pub struct Path<'a> {
     /// The namespace the backends' sockets are in, and their addresses.
     pub hosts: &'a Netns,
     pub backends: Vec<SocketAddrV4>,
-    /// The balancer's namespace (its kernel's forwarding counter) and its
-    /// own processes, whose CPU time counts on its side.
-    pub balancer: &'a Netns,
+    /// The balancer's namespace (its kernel's forwarding counter; none in
+    /// a reference without a balancer) and its own processes, whose CPU
+    /// time counts on its side.
+    pub balancer: Option<&'a Netns>,
     pub pids: Vec<u32>,
 }
 
@@ -228,7 +229,9 @@ pub fn run_once(p: &Path, duration: Duration) -> Result<Run> {
     let rx = Receivers::start(p.hosts, RECEIVER_CPU, &p.backends)?;
     let errors_before = p.hosts.snmp("Udp", "RcvbufErrors")?;
     let csum_before = p.hosts.snmp("Udp", "InCsumErrors")?;
-    let forwarded_before = p.balancer.snmp("Ip", "ForwDatagrams")?;
+    let forwarded =
+        || -> Result<u64> { p.balancer.map_or(Ok(0), |b| b.snmp("Ip", "ForwDatagrams")) };
+    let forwarded_before = forwarded()?;
     let proc_before: f64 = p.pids.iter().map(|&p| process_secs(p)).sum();
     let cpu_before = CpuTimes::now()?;
     let sent = sender::send(p.client, "veth-a", SENDER_CPU, p.dsts.clone(), duration)
@@ -249,7 +252,7 @@ pub fn run_once(p: &Path, duration: Duration) -> Result<Run> {
         sender_cpu_softirq: cpu_after.softirq_share(&cpu_before, SENDER_CPU),
         steal: cpu_after.steal_since(&cpu_before),
         rcvbuf_errors: p.hosts.snmp("Udp", "RcvbufErrors")? - errors_before,
-        kernel_forwarded: p.balancer.snmp("Ip", "ForwDatagrams")? - forwarded_before,
+        kernel_forwarded: forwarded()? - forwarded_before,
         csum_errors: p.hosts.snmp("Udp", "InCsumErrors")? - csum_before,
     })
 }
@@ -271,6 +274,11 @@ pub struct Collected {
 }
 
 impl Collected {
+    /// Datagrams delivered per second of sender-CPU time, per round.
+    pub fn per_cpu_rate(&self) -> &Samples {
+        &self.per_cpu_rate
+    }
+
     fn add(&mut self, r: &Run) {
         let delivered = r.delivered as f64;
         self.rate.push(delivered / r.secs / 1e3);

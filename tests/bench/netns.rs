@@ -135,8 +135,8 @@ pub fn pin_to_cpu(cpu: usize) -> Result<()> {
 pub const CLIENT_V4: &str = "198.18.0.1";
 /// The balancer (and backends) side.
 pub const BALANCER_V4: &str = "198.18.0.2";
-const CLIENT_MAC: &str = "02:00:00:00:00:01";
-const BALANCER_MAC: &str = "02:00:00:00:00:02";
+pub const CLIENT_MAC: &str = "02:00:00:00:00:01";
+pub const BALANCER_MAC: &str = "02:00:00:00:00:02";
 
 /// One end of a veth: namespace, device, Ethernet address, IPv4 addresses
 /// with their prefix length.

@@ -5,7 +5,11 @@
 //!   `FLAT_TOLERANCE` of the fastest's (the kernel reports whole ns, so a
 //!   1 ns step is already ~2-3 % here);
 //! - local backends end to end ≥ 0.97× the direct path, and ≥ 1.15×
-//!   nftables DNAT with numgen.
+//!   nftables DNAT with numgen;
+//! - remote backends end to end ≥ 2× nftables DNAT with kernel forwarding
+//!   (datagrams/s);
+//! - a Maglev table built and written in < 50 ms, for every backend count
+//!   measured (medians).
 
 use super::report::{fmt_num, Report, Target};
 
@@ -81,8 +85,63 @@ pub fn judge(report: &Report) -> Vec<Target> {
             not_measured(goal)
         });
     }
+    let remote = report
+        .section("e2e_remote")
+        .and_then(|s| s.case("remote_udplb"));
+    let goal = "remote backends ≥ 2× nftables DNAT forwarding (datagrams/s)".to_string();
+    let r = remote
+        .map(|c| ratio(&c.ratios, "nftables"))
+        .unwrap_or(f64::NAN);
+    targets.push(if r.is_finite() {
+        // The derived balancer-only figure, for the reader: not judged.
+        let own = report
+            .section("e2e_remote_balancer")
+            .and_then(|s| s.case("remote_udplb"))
+            .map(|c| ratio(&c.ratios, "nftables"))
+            .filter(|v| v.is_finite())
+            .map(|v| format!(" (balancer's own CPU, derived: {}×)", fmt_num(v)))
+            .unwrap_or_default();
+        Target {
+            goal,
+            measured: format!("{}×{own}", fmt_num(r)),
+            met: Some(r >= 2.0),
+        }
+    } else {
+        not_measured(goal)
+    });
+    let goal = format!("Maglev table build + write < {CONTROL_PLANE_MS} ms");
+    let sizes: Vec<(String, f64, f64)> = report
+        .section("control_plane")
+        .map(|s| {
+            s.cases
+                .iter()
+                .filter_map(|c| {
+                    let n = c.key.strip_prefix("build_write_")?;
+                    Some((n.to_string(), c.samples.median(), c.samples.max()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    targets.push(if sizes.is_empty() {
+        not_measured(goal)
+    } else {
+        let list: Vec<String> = sizes
+            .iter()
+            .map(|(n, med, max)| {
+                format!("{n} backends: {} ms (max {})", fmt_num(*med), fmt_num(*max))
+            })
+            .collect();
+        Target {
+            goal,
+            measured: list.join(", "),
+            met: Some(sizes.iter().all(|s| s.1 < CONTROL_PLANE_MS)),
+        }
+    });
     targets
 }
+
+/// The control plane's budget for one Maglev table build and write.
+pub const CONTROL_PLANE_MS: f64 = 50.0;
 
 fn ratio(ratios: &[(String, f64)], name: &str) -> f64 {
     ratios
@@ -97,5 +156,45 @@ fn not_measured(goal: String) -> Target {
         goal,
         measured: "not measured in this run".into(),
         met: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn judges_remote_and_control_plane() {
+        use super::super::report::{CaseResult, Report, Section};
+        use super::super::stats::Samples;
+        let section = |key: &str, cases: Vec<CaseResult>| Section {
+            key: key.into(),
+            title: key.into(),
+            method: String::new(),
+            cases,
+        };
+        let mut udplb = CaseResult::new("remote_udplb", "u", "kdgram/s", Samples(vec![900.0]));
+        udplb.ratios.push(("nftables".into(), 0.8));
+        let sizes = [(10, 16.0), (1000, 60.0)].map(|(n, ms)| {
+            CaseResult::new(&format!("build_write_{n}"), "m", "ms", Samples(vec![ms]))
+        });
+        let report = Report {
+            sections: vec![
+                section("e2e_remote", vec![udplb]),
+                section("control_plane", sizes.to_vec()),
+            ],
+            ..Report::default()
+        };
+        let targets = super::judge(&report);
+        let find = |goal: &str| targets.iter().find(|t| t.goal.contains(goal)).unwrap();
+        let remote = find("remote backends");
+        assert_eq!(remote.met, Some(false));
+        assert_eq!(remote.measured, "0.800×");
+        let control = find("Maglev");
+        assert_eq!(control.met, Some(false), "1000 backends took 60 ms");
+        assert!(
+            control.measured.contains("1000 backends: 60.0 ms"),
+            "{}",
+            control.measured
+        );
+        assert_eq!(find("local backends ≥ 0.97").met, None, "not measured");
     }
 }
