@@ -98,7 +98,7 @@ impl Proc {
         Ok(())
     }
 
-    fn check_alive(&mut self) -> Result<()> {
+    pub fn check_alive(&mut self) -> Result<()> {
         if let Some(status) = self
             .child
             .as_mut()

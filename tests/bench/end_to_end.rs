@@ -312,13 +312,19 @@ pub fn measure<C: Case>(what: &str, cases: &mut [C]) -> Result<Vec<Collected>> {
     }
     let mut collected: Vec<Collected> = cases.iter().map(|_| Collected::default()).collect();
     for round in 0..ROUNDS {
-        for (case, col) in cases.iter().zip(&mut collected) {
+        for (case, col) in cases.iter_mut().zip(&mut collected) {
             if stop_requested() {
                 bail!("interrupted");
             }
             let r = run_once(&case.path(), DURATION)?;
             if r.delivered == 0 {
-                bail!("{}: no datagram reached the backends", case.key());
+                // Say whether udplb is still there, and what it printed.
+                let state = match case.udplb().map(|u| u.check_alive()) {
+                    Some(Err(e)) => format!(": {e:#}"),
+                    Some(Ok(())) => "; udplb is still running".into(),
+                    None => String::new(),
+                };
+                bail!("{}: no datagram reached the backends{state}", case.key());
             }
             println!(
                 "{what}: round {}/{ROUNDS} {:<15} {:>7.0} k/s delivered, {:>7.0} k per \
