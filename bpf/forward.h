@@ -26,7 +26,10 @@
  *     drops a datagram damaged on the wire.
  *   - an IPv4 checksum of 0 (none) stays 0.
  * A full checksum that happens to equal its pseudo-header sum (1 in 65536)
- * is recomputed from scratch, which gives the same, correct result.
+ * is taken for a partial one: on a redirected frame it is recomputed from
+ * scratch, which gives the same, correct result; on a packet passed to the
+ * kernel (the rare fallbacks above) it becomes a pseudo-header sum and the
+ * receiver drops that one datagram.
  */
 #ifndef UDPLB_FORWARD_H
 #define UDPLB_FORWARD_H
@@ -37,6 +40,7 @@
 #include "udplb.h"
 #include "csum.h"
 #include "parsing.h"
+#include "maps.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -269,6 +273,12 @@ static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, boo
 		*reason = fib_reason(rc);
 		goto pass;
 	}
+	/* Out through an interface udplb is not attached to (a VLAN or bridge
+	 * device, say): let the kernel send it. */
+	if (!bpf_map_lookup_elem(&tx_ports, &fib.ifindex)) {
+		*reason = UDPLB_REASON_FIB_OTHER;
+		goto pass;
+	}
 	if (partial && complete_csum(ctx, p)) {
 		/* Longer than we can sum: the kernel will finish it. */
 		*reason = UDPLB_REASON_FIB_OTHER;
@@ -297,7 +307,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, boo
 	__builtin_memcpy(p->eth->h_dest, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(p->eth->h_source, fib.smac, ETH_ALEN);
 	*reason = sent;
-	return bpf_redirect(fib.ifindex, 0);
+	return bpf_redirect_map(&tx_ports, fib.ifindex, 0);
 
 pass:
 	/* The kernel finishes a partial checksum from the pseudo-header sum. */

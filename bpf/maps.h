@@ -18,7 +18,7 @@
  * value keeps a consistent copy while userspace swaps tables. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 2 * UDPLB_MAX_FRONTENDS);
+	__uint(max_entries, 2 * UDPLB_FRONTEND_IDS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct udplb_endpoint);
 	__type(value, struct udplb_frontend);
@@ -27,7 +27,7 @@ struct {
 /* Backends of every frontend, by slot (allocated by userspace). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, UDPLB_MAX_BACKEND_SLOTS);
+	__uint(max_entries, UDPLB_BACKEND_SLOTS);
 	__type(key, __u32);
 	__type(value, struct udplb_backend);
 } backends SEC(".maps");
@@ -54,11 +54,20 @@ struct {
 /* backend (source of a reply) -> the frontend it answers for. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 2 * UDPLB_MAX_BACKEND_SLOTS);
+	__uint(max_entries, 2 * UDPLB_BACKEND_SLOTS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct udplb_endpoint);
 	__type(value, struct udplb_reply_target);
 } replies SEC(".maps");
+
+/* The interfaces udplb is attached to, by ifindex: the only ones it
+ * redirects to (a device without XDP transmit support would drop the frame). */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} tx_ports SEC(".maps");
 
 /* UDPLB_PORT_* flags per port: a datagram whose ports have no flags costs
  * two array lookups instead of four hash lookups. */
@@ -72,7 +81,7 @@ struct {
 /* Round-robin position per frontend. Per-CPU: no shared read-modify-write. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, UDPLB_MAX_FRONTENDS);
+	__uint(max_entries, UDPLB_FRONTEND_IDS);
 	__type(key, __u32);
 	__type(value, __u32);
 } rr_cursors SEC(".maps");
@@ -80,7 +89,7 @@ struct {
 /* Packets and bytes sent to each backend, by backend slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, UDPLB_MAX_BACKEND_SLOTS);
+	__uint(max_entries, UDPLB_BACKEND_SLOTS);
 	__type(key, __u32);
 	__type(value, struct udplb_counter);
 } backend_counters SEC(".maps");
@@ -88,7 +97,7 @@ struct {
 /* Replies rewritten back to each frontend. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, UDPLB_MAX_FRONTENDS);
+	__uint(max_entries, UDPLB_FRONTEND_IDS);
 	__type(key, __u32);
 	__type(value, struct udplb_counter);
 } reply_counters SEC(".maps");

@@ -7,6 +7,10 @@
  * and returns the next protocol or a udplb_reason saying why parsing stopped.
  * Nothing here writes to the packet and no packet length is assumed.
  *
+ * Lengths in the headers are checked against `pkt_len`, the packet's full
+ * length; reads against `data_end`. In XDP they are the same place; in TC a
+ * GSO datagram's payload lies beyond the linear data the parser can read.
+ *
  * The order of checks is part of the specification (the reference model in
  * src/model.rs follows it):
  *   Ethernet (14 bytes) -> up to two 802.1Q/802.1ad tags -> EtherType
@@ -87,7 +91,7 @@ static __always_inline int parse_ethernet(struct hdr_cursor *c, void *data_end, 
 }
 
 static __always_inline int parse_ipv4_udp(struct hdr_cursor *c, void *data_end,
-					  struct udp_packet *p)
+					  struct udp_packet *p, __u32 l3_off, __u32 pkt_len)
 {
 	struct iphdr *ip = c->pos;
 	struct udphdr *udp;
@@ -106,7 +110,7 @@ static __always_inline int parse_ipv4_udp(struct hdr_cursor *c, void *data_end,
 	tot_len = bpf_ntohs(ip->tot_len);
 	if (tot_len < hlen)
 		return UDPLB_REASON_MALFORMED;
-	if (c->pos + tot_len > data_end)
+	if (l3_off + tot_len > pkt_len)
 		return UDPLB_REASON_MALFORMED;
 	if (ip->protocol != IPPROTO_UDP)
 		return UDPLB_REASON_NOT_UDP;
@@ -152,7 +156,7 @@ static __always_inline bool is_ipv6_ext(__u8 nexthdr)
 }
 
 static __always_inline int parse_ipv6_udp(struct hdr_cursor *c, void *data_end,
-					  struct udp_packet *p)
+					  struct udp_packet *p, __u32 l3_off, __u32 pkt_len)
 {
 	struct ipv6hdr *ip6 = c->pos;
 	struct udphdr *udp;
@@ -163,7 +167,7 @@ static __always_inline int parse_ipv6_udp(struct hdr_cursor *c, void *data_end,
 	if (ip6->version != 6)
 		return UDPLB_REASON_MALFORMED;
 	plen = bpf_ntohs(ip6->payload_len);
-	if ((void *)(ip6 + 1) + plen > data_end)
+	if (l3_off + sizeof(*ip6) + plen > pkt_len)
 		return UDPLB_REASON_MALFORMED;
 	if (is_ipv6_ext(ip6->nexthdr))
 		return UDPLB_REASON_IPV6_EXT;
@@ -186,20 +190,24 @@ static __always_inline int parse_ipv6_udp(struct hdr_cursor *c, void *data_end,
 }
 
 /* Ethernet .. UDP. On PARSE_OK, p holds the IP and UDP headers. */
+/* Ethernet .. UDP. On PARSE_OK, p holds the IP and UDP headers. `pkt_len`
+ * is the length of the whole packet, starting at c->pos. */
 static __always_inline int parse_udp_packet(struct hdr_cursor *c, void *data_end,
-					    struct udp_packet *p)
+					    struct udp_packet *p, __u32 pkt_len)
 {
 	__be16 proto;
+	__u32 l3_off;
 	int ret;
 
 	p->eth = c->pos;
 	ret = parse_ethernet(c, data_end, &proto, &p->vlans);
 	if (ret != PARSE_OK)
 		return ret;
+	l3_off = sizeof(struct ethhdr) + p->vlans * sizeof(struct vlan_hdr);
 	if (proto == bpf_htons(ETH_P_IP))
-		return parse_ipv4_udp(c, data_end, p);
+		return parse_ipv4_udp(c, data_end, p, l3_off, pkt_len);
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return parse_ipv6_udp(c, data_end, p);
+		return parse_ipv6_udp(c, data_end, p, l3_off, pkt_len);
 	return UDPLB_REASON_NOT_IP;
 }
 

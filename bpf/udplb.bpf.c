@@ -156,7 +156,7 @@ int udplb_xdp(struct xdp_md *ctx)
 	__u32 slot;
 	int reason;
 
-	reason = parse_udp_packet(&cur, data_end, &p);
+	reason = parse_udp_packet(&cur, data_end, &p, bytes);
 	if (reason != PARSE_OK)
 		goto out;
 
@@ -201,6 +201,12 @@ int udplb_xdp(struct xdp_md *ctx)
 			reason = UDPLB_REASON_REPLY;
 			goto out;
 		}
+		if (p.more_fragments) {
+			/* Later fragments would keep the backend's source: the
+			 * client could never reassemble them with this one. */
+			reason = UDPLB_REASON_FRAGMENT;
+			goto out;
+		}
 		remote = &rt->frontend;
 		sent = UDPLB_REASON_REPLY_FORWARDED;
 		goto forward;
@@ -219,7 +225,9 @@ out:
 	return action;
 }
 
-#define TC_ACT_OK 0
+/* "No opinion": tcx runs the next program on the interface, clsact its
+ * default action. TC_ACT_OK would end the chain for programs after ours. */
+#define TC_ACT_UNSPEC -1
 /* Enough to reach the UDP header behind two VLAN tags and IPv4 options. */
 #define TC_HEADROOM (14 + 2 * 4 + 60 + 8)
 
@@ -236,7 +244,7 @@ int udplb_egress(struct __sk_buff *skb)
 
 	/* Only datagrams this host sends: forwarded traffic has no socket. */
 	if (!skb->sk)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	/* Headers may sit in paged data: make enough of them linear (and
 	 * writable, which the rewrite needs anyway). */
 	want = skb->len < TC_HEADROOM ? skb->len : TC_HEADROOM;
@@ -245,12 +253,12 @@ int udplb_egress(struct __sk_buff *skb)
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	cur.pos = data;
-	if (parse_udp_packet(&cur, data_end, &p) != PARSE_OK)
-		return TC_ACT_OK;
+	if (parse_udp_packet(&cur, data_end, &p, skb->len) != PARSE_OK)
+		return TC_ACT_UNSPEC;
 	rt = lookup_endpoint(&replies, &p, true, true, UDPLB_PORT_BACKEND_EXACT,
 			     UDPLB_PORT_BACKEND_ANY);
 	if (!rt)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 
 	port_off = (void *)&p.udp->source - data;
 	csum_off = (void *)&p.udp->check - data;
@@ -262,11 +270,11 @@ int udplb_egress(struct __sk_buff *skb)
 	if (p.ipv6)
 		flags |= BPF_F_MARK_ENFORCE;
 	if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port, flags))
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	if (bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0))
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	count(&reply_counters, rt->frontend_id, skb->len);
-	return TC_ACT_OK;
+	return TC_ACT_UNSPEC;
 }
 
 /* The cheapest possible XDP program: the floor for `make bench`. */

@@ -30,8 +30,12 @@
 #endif
 #define UDPLB_MAX_WEIGHT 1000
 #define UDPLB_DEFAULT_MAGLEV_SIZE 65537
+/* A reload that replaces every frontend and backend keeps the old ones
+ * until the new ones are live, so ids and slots go to twice the limits. */
+#define UDPLB_FRONTEND_IDS (2 * UDPLB_MAX_FRONTENDS)
+#define UDPLB_BACKEND_SLOTS (2 * UDPLB_MAX_BACKEND_SLOTS)
 /* Each frontend switches between two rings (see struct udplb_frontend). */
-#define UDPLB_TABLES (2 * UDPLB_MAX_FRONTENDS)
+#define UDPLB_TABLES (2 * UDPLB_FRONTEND_IDS)
 
 /* What a UDP port is used for (the port_flags map, indexed by port in host
  * order): lets the datapath skip the hash lookups that cannot match. */

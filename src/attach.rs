@@ -100,8 +100,10 @@ fn prog_name(prog_id: u32) -> String {
     format!("name {}", name.to_string_lossy())
 }
 
-/// The bpf_link that holds XDP on `ifindex`, if any, opened.
-fn find_xdp_link(ifindex: u32) -> Option<(u32, OwnedFd)> {
+/// The bpf_link that holds XDP program `prog_id` on `ifindex`, if any,
+/// opened. Links of every namespace are listed, and ifindexes repeat across
+/// namespaces: the program id tells ours apart.
+fn find_xdp_link(ifindex: u32, prog_id: u32) -> Option<(u32, OwnedFd)> {
     let mut id = 0u32;
     // SAFETY: syscall wrappers with valid out-pointers; fds are owned at once.
     while unsafe { sys::bpf_link_get_next_id(id, &mut id) } == 0 {
@@ -117,6 +119,7 @@ fn find_xdp_link(ifindex: u32) -> Option<(u32, OwnedFd)> {
         }
         // SAFETY: the xdp member is the valid one for BPF_LINK_TYPE_XDP.
         if info.type_ == sys::BPF_LINK_TYPE_XDP
+            && info.prog_id == prog_id
             && unsafe { info.__bindgen_anon_1.xdp.ifindex } == ifindex
         {
             return Some((id, fd));
@@ -138,13 +141,16 @@ pub fn existing(ifindex: u32) -> Result<Option<Existing>> {
     Ok(Some(Existing {
         prog_id,
         name: prog_name(prog_id),
-        link_id: find_xdp_link(ifindex).map(|(id, _)| id),
+        link_id: find_xdp_link(ifindex, prog_id).map(|(id, _)| id),
     }))
 }
 
 /// Removes whatever XDP program is on `ifindex` (for `--force`).
-fn remove_existing(ifindex: u32) -> Result<()> {
-    if let Some((id, fd)) = find_xdp_link(ifindex) {
+fn remove_existing(ifindex: u32, other: &Existing) -> Result<()> {
+    if let Some((id, fd)) = other
+        .link_id
+        .and_then(|_| find_xdp_link(ifindex, other.prog_id))
+    {
         // SAFETY: fd is a valid link fd.
         let ret = unsafe { sys::bpf_link_detach(fd.as_raw_fd()) };
         if ret < 0 {
@@ -187,7 +193,7 @@ pub fn attach(
             ))
             .into());
         }
-        remove_existing(ifindex)?;
+        remove_existing(ifindex, &other)?;
     }
     let opts = sys::bpf_link_create_opts {
         sz: size_of::<sys::bpf_link_create_opts>() as _,

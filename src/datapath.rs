@@ -110,27 +110,21 @@ impl Datapath {
                 .update(bytes_of(key), bytes_of(fe), MapFlags::ANY)
                 .context("writing the frontend map")?;
         }
+        // Deletions tolerate a missing key, so that a plan can be applied
+        // again after one that failed part-way (the next SIGHUP converges).
         for key in &plan.delete_frontends {
-            maps.frontends
-                .delete(bytes_of(key))
-                .context("removing a frontend")?;
+            delete(&maps.frontends, bytes_of(key)).context("removing a frontend")?;
         }
         for key in &plan.delete_replies {
-            maps.replies
-                .delete(bytes_of(key))
-                .context("removing a reply entry")?;
+            delete(&maps.replies, bytes_of(key)).context("removing a reply entry")?;
         }
         for (port, flags) in &plan.port_flags_after {
             write_port_flags(&maps.port_flags, *port, *flags)?;
         }
         for table in &plan.delete_rings {
             // A frontend that never changed has only one of its two rings.
-            match maps.rings.delete(&table.to_ne_bytes()) {
-                Err(e) if e.kind() != libbpf_rs::ErrorKind::NotFound => {
-                    return Err(e).with_context(|| format!("removing ring {table}"))
-                }
-                _ => {}
-            }
+            delete(&maps.rings, &table.to_ne_bytes())
+                .with_context(|| format!("removing ring {table}"))?;
         }
         Ok(())
     }
@@ -141,6 +135,17 @@ impl Datapath {
         let (plan, state) = State::default().plan(config);
         self.apply(&plan)?;
         Ok(state)
+    }
+
+    /// Lets the datapath redirect remote-backend traffic out of `ifindex`
+    /// (one of the interfaces udplb is attached to).
+    pub fn add_tx_port(&self, ifindex: u32) -> Result<()> {
+        let key = ifindex.to_ne_bytes();
+        self.skel
+            .maps
+            .tx_ports
+            .update(&key, &key, MapFlags::ANY)
+            .with_context(|| format!("adding ifindex {ifindex} to the redirect targets"))
     }
 
     /// Pins every map under `dir` (for `--pin`), replacing older pins.
@@ -221,6 +226,14 @@ fn test_run(
     let len = output.data.map(|d| d.len()).unwrap_or(0);
     out.truncate(len);
     Ok((verdict, out))
+}
+
+/// Deletes `key`; a key that is already gone is fine.
+fn delete(map: &impl MapCore, key: &[u8]) -> libbpf_rs::Result<()> {
+    match map.delete(key) {
+        Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
 }
 
 fn write_port_flags(map: &impl MapCore, port: u16, flags: u8) -> Result<()> {

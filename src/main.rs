@@ -108,6 +108,9 @@ fn run(args: &Args) -> Result<()> {
     let mut attached = Vec::new();
     for (name, ifindex) in &ifaces {
         let (xdp, egress) = attach_one(args, &mut datapath, name, *ifindex)?;
+        if *ifindex != LOOPBACK_IFINDEX {
+            datapath.add_tx_port(*ifindex)?;
+        }
         let replies = egress
             .as_ref()
             .map_or("XDP".to_string(), |e| e.kind().to_string());
@@ -124,6 +127,9 @@ fn run(args: &Args) -> Result<()> {
         );
         attached.push((xdp, egress));
     }
+    if args.pin {
+        pin_all(&mut datapath, &attached)?;
+    }
     print_frontends(&config);
     warn_if_not_forwarding(&config);
 
@@ -136,10 +142,11 @@ fn run(args: &Args) -> Result<()> {
         }
         if let (Some(due), Some(i)) = (next, interval) {
             if Instant::now() >= due {
-                print!(
-                    "{}",
-                    report::render(&config, &datapath.counters(&state.layout(&config))?)
-                );
+                // A failed read is reported, not fatal: the datapath runs on.
+                match datapath.counters(&state.layout(&config)) {
+                    Ok(c) => print!("{}", report::render(&config, &c)),
+                    Err(e) => eprintln!("udplb: reading counters: {e:#}"),
+                }
                 next = Some(due + i);
             }
         }
@@ -234,20 +241,58 @@ fn attach_one(
             )?),
         }
     };
-    if args.pin {
+    Ok((xdp, egress))
+}
+
+/// `--pin`: pins links and maps under each interface's directory, once every
+/// interface is attached (an error before leaves nothing pinned).
+fn pin_all(
+    datapath: &mut Datapath,
+    attached: &[(XdpAttachment, Option<EgressAttachment>)],
+) -> Result<()> {
+    for (xdp, egress) in attached {
+        let dir = pin::dir(&xdp.ifname);
         xdp.pin(&dir.join(pin::XDP_LINK))?;
-        if let Some(e) = &egress {
+        if let Some(e) = egress {
             e.pin(&dir.join(pin::EGRESS_LINK))?;
         }
         datapath.pin_maps(&dir)?;
     }
-    Ok((xdp, egress))
+    Ok(())
 }
 
 /// Remote backends need the kernel to forward (bpf_fib_lookup refuses
 /// otherwise): say so at once rather than let datagrams pile up in the
 /// `fib_fwd_disabled` counter.
 fn warn_if_not_forwarding(config: &Config) {
+    let forwarding = |knob: &str| {
+        std::fs::read_to_string(format!("/proc/sys/{knob}")).is_ok_and(|v| v.trim() == "1")
+    };
+    if forwarding("net/ipv4/ip_forward") || forwarding("net/ipv6/conf/all/forwarding") {
+        for fe in config
+            .frontends
+            .iter()
+            .filter(|f| f.listen.addr.is_none_or(|a| a.is_unspecified()))
+        {
+            eprintln!(
+                "udplb: warning: this host forwards packets, and frontend {} matches its port on \
+                 every address, also in datagrams passing through; give it an address",
+                fe.listen
+            );
+        }
+    }
+    let remote_v4 = config
+        .frontends
+        .iter()
+        .flat_map(|f| &f.backends)
+        .any(|b| b.addr.is_some_and(|a| a.is_ipv4()));
+    if remote_v4 && !forwarding("net/ipv4/conf/all/accept_local") {
+        eprintln!(
+            "udplb: warning: net.ipv4.conf.all.accept_local is off: a reply the datapath hands to \
+             the kernel (neighbour not resolved yet, MTU exceeded) has the frontend's local \
+             address as its source and is dropped (sysctl -w net.ipv4.conf.all.accept_local=1)"
+        );
+    }
     let families = config
         .frontends
         .iter()

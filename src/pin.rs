@@ -47,7 +47,10 @@ pub fn prepare(dir: &Path) -> Result<()> {
             None::<&str>,
         )
         .context("mounting a BPF filesystem on /sys/fs/bpf for --pin")?;
-        println!("udplb: mounted a BPF filesystem on /sys/fs/bpf");
+        println!(
+            "udplb: mounted a BPF filesystem on /sys/fs/bpf (in a private mount namespace, as \
+             under `ip netns exec`, pins last only as long as that namespace)"
+        );
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::abi::bytes_of;
 use crate::abi::{
-    Backend, Endpoint, Frontend, ReplyTarget, MAX_BACKEND_SLOTS, MAX_FRONTENDS,
+    Backend, Endpoint, Frontend, ReplyTarget, UDPLB_BACKEND_SLOTS, UDPLB_FRONTEND_IDS,
     UDPLB_PORT_BACKEND_ANY, UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_FRONTEND_ANY,
     UDPLB_PORT_FRONTEND_EXACT, UDPLB_SCHED_MAGLEV, UDPLB_SCHED_RR,
 };
@@ -173,12 +173,12 @@ impl State {
         let mut ids = Allocator {
             taken: BTreeSet::new(),
             next: 0,
-            limit: MAX_FRONTENDS as u32,
+            limit: UDPLB_FRONTEND_IDS,
         };
         let mut slots = Allocator {
             taken: BTreeSet::new(),
             next: 0,
-            limit: MAX_BACKEND_SLOTS as u32,
+            limit: UDPLB_BACKEND_SLOTS,
         };
         // Everything the old state uses stays taken while we allocate, so
         // nothing is reused within one plan.
@@ -282,6 +282,10 @@ impl State {
         // was written above and must not be deleted.
         let rewritten: BTreeSet<Endpoint> = plan.replies.iter().map(|(k, _)| *k).collect();
         plan.delete_replies.retain(|k| !rewritten.contains(k));
+        // Likewise a key that moved from a removed frontend to a new one
+        // (a port-only frontend rewritten as 0.0.0.0:PORT, say).
+        let switched: BTreeSet<Endpoint> = plan.frontends.iter().map(|(k, _)| *k).collect();
+        plan.delete_frontends.retain(|k| !switched.contains(k));
         (plan, next)
     }
 
@@ -357,6 +361,10 @@ mod tests {
 
     fn cfg(specs: &[&str]) -> Config {
         Config::from_specs(specs).unwrap()
+    }
+
+    fn cfg_owned(specs: Vec<String>) -> Config {
+        Config::from_specs(&specs).unwrap()
     }
 
     fn maglev(specs: &[&str]) -> Config {
@@ -496,6 +504,31 @@ mod tests {
         );
         // A drained backend still has its reply entries.
         assert!(plan.replies.iter().any(|(k, _)| k.port() == 9878));
+    }
+
+    #[test]
+    fn replacing_every_frontend_at_the_limit_fits() {
+        let specs = |base: usize| -> Vec<String> {
+            (0..crate::abi::MAX_FRONTENDS)
+                .map(|i| format!("{}={}", base + i, base + 1000 + i))
+                .collect()
+        };
+        let (_, s1) = State::default().plan(&cfg_owned(specs(10000)));
+        let (plan, _) = s1.plan(&cfg_owned(specs(20000)));
+        assert_eq!(plan.new_frontend_ids.len(), crate::abi::MAX_FRONTENDS);
+        assert!(plan
+            .new_frontend_ids
+            .iter()
+            .all(|&id| id < UDPLB_FRONTEND_IDS));
+    }
+
+    #[test]
+    fn a_key_moving_to_a_new_frontend_is_not_deleted() {
+        let (_, s1) = State::default().plan(&cfg(&["9875=9876"]));
+        let (plan, _) = s1.plan(&cfg(&["0.0.0.0:9875=9876"]));
+        let v4 = Endpoint::ipv4(None, 9875);
+        assert!(plan.frontends.iter().any(|(k, _)| *k == v4));
+        assert_eq!(plan.delete_frontends, vec![Endpoint::ipv6(None, 9875)]);
     }
 
     #[test]

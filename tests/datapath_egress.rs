@@ -19,8 +19,9 @@ use udplb::config::Config;
 use udplb::datapath::{Counters, Datapath};
 use udplb::state::Layout;
 
-/// The only verdict udplb_egress returns.
-const TC_ACT_OK: u32 = 0;
+/// The only verdict udplb_egress returns: TC_ACT_UNSPEC / TCX_NEXT (-1),
+/// "no opinion", so programs after it on the interface still run.
+const TC_ACT_UNSPEC: u32 = -1i32 as u32;
 
 /// The configuration of the brief. Frontend ids follow config order.
 const SPECS: &[&str] = &[
@@ -490,7 +491,7 @@ impl Case {
         );
         Case {
             name: name.into(),
-            verdict: TC_ACT_OK,
+            verdict: TC_ACT_UNSPEC,
             replies: vec![(
                 frontend,
                 Counter {
@@ -507,7 +508,7 @@ impl Case {
     fn untouched(name: impl Into<String>, input: Vec<u8>) -> Case {
         Case {
             name: name.into(),
-            verdict: TC_ACT_OK,
+            verdict: TC_ACT_UNSPEC,
             output: input.clone(),
             input,
             replies: Vec::new(),

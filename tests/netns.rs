@@ -350,3 +350,40 @@ fn xdp_mode_generic_on_a_veth() {
     assert!(status.success(), "{out}");
     assert_eq!(lbns.xdp_on("veth-b"), "");
 }
+
+/// A QUIC-style backend sends its replies with UDP GSO (UDP_SEGMENT): one
+/// large buffer that the stack cuts into datagrams after the TC egress
+/// program has seen it. Each datagram must still leave from the frontend.
+#[test]
+fn gso_replies_leave_from_the_frontend() {
+    let client = Netns::new("gso-c");
+    let lbns = Netns::new("gso-b");
+    veth_pair(&client, &lbns);
+    resolve_neighbour(&client, "198.18.0.2");
+    let lb = Udplb::start(&lbns, &["veth-b", "9875=9876"]);
+    let backend = lbns.udp_bind("0.0.0.0:9876");
+    let frontend: SocketAddr = "198.18.0.2:9875".parse().unwrap();
+    let c = client.enter(|| {
+        let c = UdpSocket::bind("0.0.0.0:0").unwrap();
+        c.connect(frontend).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        c.send(b"hello").unwrap();
+        c
+    });
+    let mut buf = [0u8; 2048];
+    let (_, from) = backend.recv_from(&mut buf).expect("request");
+    nix::sys::socket::setsockopt(&backend, nix::sys::socket::sockopt::UdpGsoSegment, &500)
+        .expect("UDP_SEGMENT");
+    let reply: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    backend.send_to(&reply, from).expect("GSO send");
+    for k in 0..2 {
+        let n = c
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("segment {k} at the connected client: {e}"));
+        assert_eq!(&buf[..n], &reply[k * 500..(k + 1) * 500], "segment {k}");
+    }
+    assert_eq!(client.snmp("Udp", "InCsumErrors"), 0);
+    let (status, out) = lb.stop(Signal::SIGTERM);
+    assert!(status.success(), "{out}");
+}
