@@ -78,8 +78,9 @@ enum udplb_reason {
 	UDPLB_REASON_FIB_NO_NEIGH = 11,    /* passed: kernel resolves the neighbour */
 	UDPLB_REASON_FIB_FWD_DISABLED = 12, /* passed: forwarding is off here  */
 	UDPLB_REASON_FIB_FRAG_NEEDED = 13, /* passed: larger than the route MTU */
-	UDPLB_REASON_FIB_UNREACHABLE = 14, /* passed: no route (blackhole, ...) */
-	UDPLB_REASON_FIB_OTHER = 15,       /* passed: lookup could not finish */
+	UDPLB_REASON_FIB_UNREACHABLE = 14, /* passed: blackhole, unreachable or prohibit route */
+	UDPLB_REASON_FIB_OTHER = 15,       /* passed: no route at all, a VLAN tag, a device
+					    * udplb is not attached to, ... */
 	UDPLB_REASON_TTL_EXPIRED = 16,     /* passed: the kernel sends ICMP    */
 	UDPLB_REASON_COUNT = 17,
 };

@@ -167,54 +167,11 @@ fn private_topology() -> Net {
 }
 
 /// Lets the datapath redirect out of the test's devices, as udplb does for
-/// the interfaces it is attached to: a datapath that only redirects to
-/// interfaces listed in a `tx_ports` device map (ifindex -> ifindex) gets
-/// them listed there; one without that map needs nothing. The map is found
-/// among the program's own maps, by name.
+/// the interfaces it is attached to (`Datapath::add_tx_port`).
 fn register_tx_ports(dp: &Datapath, net: &Net) {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let mut ids = [0u32; 64];
-    // SAFETY: plain C structs, valid zeroed; the kernel writes at most
-    // nr_map_ids ids to map_ids, which points at `ids`.
-    let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
-    info.nr_map_ids = ids.len() as u32;
-    info.map_ids = ids.as_mut_ptr() as u64;
-    let mut len = size_of::<libbpf_sys::bpf_prog_info>() as u32;
-    let prog = dp.xdp_prog().as_raw_fd();
-    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(prog, &mut info, &mut len) };
-    assert_eq!(rc, 0, "bpf_prog_get_info_by_fd: {rc}");
-    let n = (info.nr_map_ids as usize).min(ids.len());
-    for id in &ids[..n] {
-        // SAFETY: a new fd, owned at once; info structs as above.
-        let fd = unsafe { libbpf_sys::bpf_map_get_fd_by_id(*id) };
-        assert!(fd >= 0, "bpf_map_get_fd_by_id({id}): {fd}");
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut map: libbpf_sys::bpf_map_info = unsafe { std::mem::zeroed() };
-        let mut len = size_of::<libbpf_sys::bpf_map_info>() as u32;
-        let rc = unsafe { libbpf_sys::bpf_map_get_info_by_fd(fd.as_raw_fd(), &mut map, &mut len) };
-        assert_eq!(rc, 0, "bpf_map_get_info_by_fd: {rc}");
-        let name: Vec<u8> = map
-            .name
-            .iter()
-            .take_while(|c| **c != 0)
-            .map(|c| *c as u8)
-            .collect();
-        if name != b"tx_ports" {
-            continue;
-        }
-        for ifindex in [net.ingress, net.bk1, net.bk2] {
-            let key = ifindex.to_ne_bytes();
-            // SAFETY: key and value are 4 bytes, the map's sizes.
-            let rc = unsafe {
-                libbpf_sys::bpf_map_update_elem(
-                    fd.as_raw_fd(),
-                    key.as_ptr().cast(),
-                    key.as_ptr().cast(),
-                    libbpf_sys::BPF_ANY as u64,
-                )
-            };
-            assert_eq!(rc, 0, "adding ifindex {ifindex} to tx_ports: {rc}");
-        }
+    for ifindex in [net.ingress, net.bk1, net.bk2] {
+        dp.add_tx_port(ifindex)
+            .expect("registering a redirect target");
     }
 }
 
@@ -1320,4 +1277,25 @@ fn maglev_keeps_each_flow_on_one_remote_backend() {
         assert_eq!(packets, hits[fe], "frontend {fe}");
     }
     assert_reasons(&fx, &[(UDPLB_REASON_FORWARDED, 64 * 2 * 3)]);
+}
+
+/// A route out of a device udplb is not attached to (not in tx_ports): the
+/// rewritten packet goes to the kernel (fib_other), TTL untouched, instead
+/// of a redirect the device could not take.
+#[test]
+fn a_route_out_of_another_device_goes_to_the_kernel() {
+    let fx = Fixture::new(SPECS);
+    let net = private_topology();
+    fx.dp.add_tx_port(net.ingress).expect("ingress");
+    fx.dp.add_tx_port(net.bk1).expect("bk1");
+    // Round robin: the first request goes to srv1 (bk1), the second to
+    // srv2, whose device bk2 is not a redirect target.
+    let first = udp(C4, FE4).payload(b"to srv1").build();
+    let second = udp(C4, FE4).payload(b"to srv2").build();
+    fx.check_all(&[
+        net.req("srv1 via bk1, registered", &first, (PAIR4, 0), B4[0])
+            .sent(TO_SRV1),
+        net.req("srv2 via bk2, not registered", &second, (PAIR4, 1), B4[1])
+            .passed(UDPLB_REASON_FIB_OTHER),
+    ]);
 }
