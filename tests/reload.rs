@@ -352,6 +352,18 @@ fn assert_all_arrived(seen: &BTreeSet<u32>, total: u32) {
     );
 }
 
+/// Removes the test's pins even when the test fails half-way (they outlive
+/// the namespace: bpffs is the host's).
+struct Unpin(String);
+
+impl Drop for Unpin {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(BIN)
+            .args(["--unpin", &self.0])
+            .output();
+    }
+}
+
 #[test]
 fn pinned_restart_has_no_gap() {
     let client = Netns::new("pinc");
@@ -364,6 +376,7 @@ fn pinned_restart_has_no_gap() {
     lbns.ip(&["link", "set", "veth-b", "name", &dev]);
     lbns.ip(&["link", "set", &dev, "up"]);
     resolve_neighbour(&client, "198.18.0.2");
+    let _unpin = Unpin(dev.clone());
     let backends = backend_sockets_on(&lbns, "0.0.0.0", &[9876, 9877, 9878]);
 
     const TOTAL: u32 = 20_000;
