@@ -62,47 +62,20 @@ mod tests {
 
     #[test]
     fn depends_on_every_field() {
-        let base = flow_hash(
-            &[198, 18, 0, 1],
-            &[198, 18, 0, 2],
-            [0x30, 0x39],
-            [0x26, 0x93],
-        );
-        assert_ne!(
-            base,
-            flow_hash(
-                &[198, 18, 0, 3],
-                &[198, 18, 0, 2],
-                [0x30, 0x39],
-                [0x26, 0x93]
-            )
-        );
-        assert_ne!(
-            base,
-            flow_hash(
-                &[198, 18, 0, 1],
-                &[198, 18, 0, 3],
-                [0x30, 0x39],
-                [0x26, 0x93]
-            )
-        );
-        assert_ne!(
-            base,
-            flow_hash(
-                &[198, 18, 0, 1],
-                &[198, 18, 0, 2],
-                [0x30, 0x3a],
-                [0x26, 0x93]
-            )
-        );
-        assert_ne!(
-            base,
-            flow_hash(
-                &[198, 18, 0, 1],
-                &[198, 18, 0, 2],
-                [0x30, 0x39],
-                [0x26, 0x94]
-            )
-        );
+        let (src, dst, sport, dport) =
+            ([198, 18, 0, 1], [198, 18, 0, 2], [0x30, 0x39], [0x26, 0x93]);
+        let base = flow_hash(&src, &dst, sport, dport);
+        let changed = [
+            flow_hash(&[198, 18, 0, 3], &dst, sport, dport),
+            flow_hash(&src, &[198, 18, 0, 3], sport, dport),
+            flow_hash(&src, &dst, [0x30, 0x3a], dport),
+            flow_hash(&src, &dst, sport, [0x26, 0x94]),
+        ];
+        for (field, h) in ["source", "destination", "source port", "destination port"]
+            .iter()
+            .zip(changed)
+        {
+            assert_ne!(base, h, "the hash ignores the {field}");
+        }
     }
 }

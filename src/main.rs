@@ -29,11 +29,9 @@ const LOOPBACK_IFINDEX: u32 = 1;
 
 static RELOAD: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_sighup(_: libc_int) {
+extern "C" fn on_sighup(_: std::ffi::c_int) {
     RELOAD.store(true, Ordering::SeqCst);
 }
-#[allow(non_camel_case_types)]
-type libc_int = std::ffi::c_int;
 
 fn main() -> ExitCode {
     let args = Args::parse();

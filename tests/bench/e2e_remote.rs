@@ -44,7 +44,7 @@ use anyhow::Result;
 
 use super::balancers::{install_nft_dnat, start_udplb, Proc};
 use super::deps::Tools;
-use super::end_to_end::{measure, sections, skip, Case, Layout, Path, Row};
+use super::end_to_end::{measure, rows, sections, skip, Case, Layout, Path, Row};
 use super::netns::{link, neigh, veth_pair, End, Netns, BALANCER_MAC, CLIENT_MAC, CLIENT_V4};
 use super::report::{CaseResult, Report, Section};
 use super::stats::Samples;
@@ -230,6 +230,10 @@ impl Case for Setup {
         self.kind.key()
     }
 
+    fn label(&self) -> &'static str {
+        self.kind.label()
+    }
+
     fn path(&self) -> Path<'_> {
         Path {
             client: &self.client,
@@ -263,15 +267,7 @@ pub fn run(report: &mut Report, tools: &Tools, only: &[String]) -> Result<()> {
         setups.push(Setup::new(kind)?);
     }
     let collected = measure("remote", &mut setups)?;
-    let rows: Vec<Row> = setups
-        .iter()
-        .zip(&collected)
-        .map(|(s, c)| Row {
-            key: s.kind.key(),
-            label: s.kind.label(),
-            c,
-        })
-        .collect();
+    let rows = rows(&setups, &collected);
     report.sections.extend(sections(
         &Layout {
             key: "e2e_remote",

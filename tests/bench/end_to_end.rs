@@ -149,6 +149,10 @@ impl Case for Setup {
         self.kind.key()
     }
 
+    fn label(&self) -> &'static str {
+        self.kind.label()
+    }
+
     fn path(&self) -> Path<'_> {
         Path {
             client: &self.client,
@@ -197,6 +201,8 @@ pub struct Path<'a> {
 /// One end-to-end case, set up once and measured in every round.
 pub trait Case {
     fn key(&self) -> &'static str;
+    /// What the tables call the case.
+    fn label(&self) -> &'static str;
     fn path(&self) -> Path<'_>;
     /// The udplb process, if the case runs one: its final counters are
     /// printed as a check that it balanced the traffic.
@@ -383,15 +389,7 @@ pub fn run(report: &mut Report, tools: &Tools, only: &[String]) -> Result<()> {
         }
     }
     let collected = measure("end to end", &mut setups)?;
-    let rows: Vec<Row> = setups
-        .iter()
-        .zip(&collected)
-        .map(|(s, c)| Row {
-            key: s.kind.key(),
-            label: s.kind.label(),
-            c,
-        })
-        .collect();
+    let rows = rows(&setups, &collected);
     report.sections.extend(sections(
         &Layout {
             key: "e2e",
@@ -415,6 +413,19 @@ pub struct Row<'a> {
     pub key: &'static str,
     pub label: &'static str,
     pub c: &'a Collected,
+}
+
+/// The table rows of measured cases, in order.
+pub fn rows<'a, C: Case>(cases: &[C], collected: &'a [Collected]) -> Vec<Row<'a>> {
+    cases
+        .iter()
+        .zip(collected)
+        .map(|(s, c)| Row {
+            key: s.key(),
+            label: s.label(),
+            c,
+        })
+        .collect()
 }
 
 /// How a set of end-to-end cases is reported.
