@@ -1,10 +1,11 @@
 //! The command line. `udplb [OPTIONS] <IFACE> <FRONTEND=BACKENDS>...`
 
-use clap::Parser;
+use clap::builder::PossibleValue;
+use clap::{Parser, ValueEnum};
 
 use crate::abi::UDPLB_DEFAULT_MAGLEV_SIZE;
-use crate::attach::XdpMode;
 use crate::config::{parse_table_size, Defaults, Sched};
+use crate::datapath::XdpMode;
 
 /// UDP load balancer with an XDP datapath.
 ///
@@ -22,7 +23,8 @@ pub struct Args {
     pub iface: Option<String>,
 
     /// A frontend and its backends: PORT, IPv4:PORT or [IPv6]:PORT, then '=',
-    /// then comma-separated local backend ports, each with an optional @WEIGHT
+    /// then comma-separated backends (a local PORT, or IPv4:PORT / [IPv6]:PORT of
+    /// another host), each with an optional @WEIGHT
     #[arg(value_name = "FRONTEND=BACKENDS", required_unless_present_any = ["config", "unpin"],
           conflicts_with_all = ["config", "unpin"])]
     pub frontends: Vec<String>,
@@ -76,14 +78,52 @@ impl Args {
     }
 }
 
+// The option values of types that live below the command line (config and
+// datapath know nothing of clap).
+impl ValueEnum for Sched {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Sched::Rr, Sched::Maglev]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Sched::Rr => PossibleValue::new("rr")
+                .help("Per-datagram weighted round robin (stateless protocols: DNS, syslog)"),
+            Sched::Maglev => PossibleValue::new("maglev")
+                .help("Flow-consistent: Maglev hashing of the 4-tuple (QUIC, DTLS, games)"),
+        })
+    }
+}
+
+impl ValueEnum for XdpMode {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[XdpMode::Auto, XdpMode::Native, XdpMode::Generic]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            XdpMode::Auto => PossibleValue::new("auto")
+                .help("Native (driver) mode where the driver supports it, else generic"),
+            XdpMode::Native => PossibleValue::new("native")
+                .help("Driver mode; fails on interfaces without native XDP (such as lo)"),
+            XdpMode::Generic => {
+                PossibleValue::new("generic").help("Generic (skb) mode: works everywhere, slower")
+            }
+        })
+    }
+}
+
 const GRAMMAR: &str = "\
 Frontends:
   9875                  port 9875 on every local IPv4 and IPv6 address
   198.18.0.1:53         one IPv4 address (beats a port-only frontend)
   [2001:2::1]:53        one IPv6 address
-Backends: local ports, e.g. 9876,9877@2,9878@0 (weight 0-1000, default 1;
-  0 drains: no new traffic, replies still translated). Each port belongs
-  to one frontend.
+Backends:
+  9876,9877@2,9878@0    ports on this host (weight 0-1000, default 1; 0 drains:
+                        no new traffic, replies still translated)
+  198.18.1.2:53         a port on another host, forwarded in XDP
+  [2001:2::2]:53        the same over IPv6
+  Each backend belongs to one frontend.
 Signals: SIGINT/SIGTERM stop (detach unless --pin); SIGHUP re-reads --config.";
 
 #[cfg(test)]

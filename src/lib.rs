@@ -1,25 +1,25 @@
 //! udplb: a UDP load balancer whose datapath is an XDP program.
 //!
-//! Pure logic (no privileges): [`config`] (grammar and validation),
-//! [`state`] (config to map operations), [`rr`] and [`maglev`] (rings),
-//! [`flow_hash`], [`report`], [`abi`] (the C structs).
-//! Kernel access: [`datapath`] (load, maps, counters, test runs) and
-//! [`attach`] (bpf_link to an interface).
+//! Layers, each using only those below it:
+//!
+//! - [`daemon`]: the running balancer — one event loop over signals, timers
+//!   and sockets; reload, reports.
+//! - [`cli`]: the command line (clap).
+//! - [`datapath`]: every syscall and every `unsafe`: load, maps, counters,
+//!   attach, pin, privileges.
+//! - [`plan`]: configuration to map operations; rings (round robin, Maglev)
+//!   and the flow hash. Pure.
+//! - [`config`]: grammar, validation, the TOML file. Pure.
+//! - [`abi`] (the C structs of include/udplb.h), [`error`].
 
 pub mod abi;
-pub mod attach;
 pub mod cli;
 pub mod config;
-pub mod config_file;
+pub mod daemon;
 pub mod datapath;
-pub mod flow_hash;
-pub mod maglev;
+pub mod error;
 pub mod model;
-pub mod pin;
-pub mod privileges;
-pub mod report;
-pub mod rr;
-pub mod state;
+pub mod plan;
 
 /// The libbpf-cargo skeleton of bpf/udplb.bpf.c.
 pub mod bpf {

@@ -118,7 +118,7 @@ impl ModelConfig {
         // The rings are configuration, built by userspace: take them from
         // the plan that writes a fresh datapath (one ring per frontend, in
         // configuration order), as backend indices.
-        let (plan, state) = crate::state::State::default().plan(config);
+        let (plan, state) = crate::plan::State::default().plan(config);
         let layout = state.layout(config);
         let frontends = config
             .frontends
@@ -206,7 +206,7 @@ impl Flow {
             IpAddr::V4(a) => a.octets().to_vec(),
             IpAddr::V6(a) => a.octets().to_vec(),
         };
-        crate::flow_hash::flow_hash(
+        crate::plan::flow_hash::flow_hash(
             &bytes(&self.src),
             &bytes(&self.dst),
             self.sport.to_be_bytes(),

@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use udplb::abi::Counter;
 use udplb::config::Config;
 use udplb::datapath::{Counters, Datapath};
-use udplb::state::Layout;
+use udplb::plan::Layout;
 
 /// The only verdict udplb_egress returns: TC_ACT_UNSPEC / TCX_NEXT (-1),
 /// "no opinion", so programs after it on the interface still run.

@@ -41,8 +41,8 @@ use udplb::abi::{
 };
 use udplb::config::{Config, Defaults, Sched};
 use udplb::datapath::Datapath;
-use udplb::flow_hash::flow_hash;
-use udplb::state::State;
+use udplb::plan::flow_hash::flow_hash;
+use udplb::plan::State;
 
 const XDP_REDIRECT: u32 = 4;
 

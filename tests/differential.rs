@@ -58,7 +58,7 @@ mod program {
     use udplb::abi::REASON_COUNT;
     use udplb::config::Config;
     use udplb::datapath::Datapath;
-    use udplb::state::Layout;
+    use udplb::plan::Layout;
 
     /// Counters summed over CPUs: reasons, (packets, bytes) per backend per
     /// frontend, (packets, bytes) of replies per frontend.

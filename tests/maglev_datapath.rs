@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use etherparse::PacketBuilder;
 use udplb::config::{Config, Defaults, Sched};
 use udplb::datapath::Datapath;
-use udplb::flow_hash::flow_hash;
-use udplb::state::State;
+use udplb::plan::flow_hash::flow_hash;
+use udplb::plan::State;
 
 fn require_root() {
     if !nix::unistd::geteuid().is_root() {

@@ -37,7 +37,7 @@ struct Size {
     n: usize,
     configs: [Config; 2],
     dp: Datapath,
-    state: udplb::state::State,
+    state: udplb::plan::State,
     total: Samples,
     build: Samples,
     write: Samples,

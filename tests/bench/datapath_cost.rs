@@ -34,7 +34,7 @@ use udplb::abi::{
 };
 use udplb::config::{Config, Defaults, Sched};
 use udplb::datapath::Datapath;
-use udplb::state::{Plan, State};
+use udplb::plan::{Plan, State};
 
 use super::cpu::thread_secs;
 use super::packets::{self, CLIENT_PORT};

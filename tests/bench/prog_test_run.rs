@@ -51,7 +51,7 @@ pub fn test_run(prog: BorrowedFd<'_>, packet: &[u8], repeat: u32) -> Result<RunR
 
 /// Packets per verdict reason so far, summed over every CPU.
 pub fn reasons(dp: &Datapath) -> Result<[u64; REASON_COUNT]> {
-    let no_frontends = udplb::state::Layout {
+    let no_frontends = udplb::plan::Layout {
         frontends: Vec::new(),
     };
     Ok(dp

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use udplb::abi::{REASON_NAMES, UDPLB_REASON_BALANCED, UDPLB_REASON_REPLY};
 use udplb::config::Config;
 use udplb::datapath::{Counters, Datapath};
-use udplb::state::Layout;
+use udplb::plan::Layout;
 
 use super::packets::{Frame, Port};
 
@@ -92,7 +92,7 @@ impl Case {
 /// Fails, loudly, without the privileges BPF_PROG_TEST_RUN needs: a
 /// datapath test that passes because it did not run would be a lie.
 pub fn require_privileges() {
-    if let Err(e) = udplb::privileges::check_self() {
+    if let Err(e) = udplb::datapath::privileges::check_self() {
         panic!(
             "datapath tests need root (CAP_BPF): run `sudo make test` \
              or `sudo cargo test --test datapath` ({e})"

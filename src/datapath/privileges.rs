@@ -1,7 +1,7 @@
 //! Telling a user without the needed capabilities so, in words, before
 //! anything is loaded.
 
-use crate::config::UsageError;
+use crate::error::UsageError;
 
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;

@@ -1,7 +1,17 @@
-//! The loaded XDP program and its maps: everything here needs privileges.
-//! Opens and loads the libbpf-cargo skeleton, applies [`Plan`]s to the maps,
-//! reads the per-CPU counters back, and runs the programs on test packets
-//! through BPF_PROG_TEST_RUN.
+//! Everything that touches the kernel: the loaded programs and their maps
+//! (this file), attaching them to interfaces ([`attach`]), pinning
+//! ([`pin`]), privileges ([`privileges`]) and interface names. Every syscall
+//! and every `unsafe` of udplb lives under this module (the `plain::Plain`
+//! impls of the ABI mirrors in `abi.rs` aside).
+//!
+//! This file opens and loads the libbpf-cargo skeleton, applies [`Plan`]s to
+//! the maps and reads the per-CPU counters back.
+
+pub mod attach;
+pub mod pin;
+pub mod privileges;
+
+pub use attach::XdpMode;
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -13,7 +23,8 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject, ProgramInput}
 use crate::abi::{self, bytes_of, Counter, REASON_COUNT};
 use crate::bpf::{UdplbSkel, UdplbSkelBuilder};
 use crate::config::Config;
-use crate::state::{Layout, Plan, State};
+use crate::error::UsageError;
+use crate::plan::{Layout, Plan, State};
 
 /// Counters summed over every possible CPU.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,9 +66,20 @@ impl Datapath {
         self.skel.progs.udplb_xdp.as_fd()
     }
 
+    /// The XDP program (ingress), for attaching and for BPF_PROG_TEST_RUN.
+    pub fn xdp_program(&self) -> &libbpf_rs::ProgramMut<'static> {
+        &self.skel.progs.udplb_xdp
+    }
+
     /// The TC egress program that rewrites replies leaving an interface.
     pub fn egress_prog(&self) -> &libbpf_rs::ProgramMut<'static> {
         &self.skel.progs.udplb_egress
+    }
+
+    /// An XDP program that only returns XDP_PASS: the cost floor the
+    /// benchmarks compare against.
+    pub fn noop_program(&self) -> &libbpf_rs::ProgramMut<'static> {
+        &self.skel.progs.udplb_noop
     }
 
     /// Applies a plan in the order that keeps every packet on a consistent
@@ -301,4 +323,24 @@ fn sum_counter(map: &impl MapCore, key: u32) -> Result<Counter> {
         sum.bytes += v.bytes;
     }
     Ok(sum)
+}
+
+/// Loopback is ifindex 1 in every network namespace.
+pub const LOOPBACK_IFINDEX: u32 = 1;
+
+/// `eth0` or `eth0,eth1`: names and indexes, each once.
+pub fn interfaces(list: &str) -> Result<Vec<(String, u32)>, UsageError> {
+    let mut out: Vec<(String, u32)> = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        if name.is_empty() {
+            return Err(UsageError(format!("empty interface name in '{list}'")));
+        }
+        let ifindex = nix::net::if_::if_nametoindex(name)
+            .map_err(|_| UsageError(format!("unknown interface '{name}'")))?;
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(UsageError(format!("interface {name} is listed twice")));
+        }
+        out.push((name.to_string(), ifindex));
+    }
+    Ok(out)
 }

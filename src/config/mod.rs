@@ -3,8 +3,9 @@
 //!
 //!   FRONTEND  = PORT | IPv4:PORT | [IPv6]:PORT
 //!   BACKENDS  = BACKEND[,BACKEND...]
-//!   BACKEND   = PORT[@WEIGHT]             (a port on this host; weight 0..=1000,
-//!                                          default 1; 0 drains it)
+//!   BACKEND   = TARGET[@WEIGHT]           (weight 0..=1000, default 1; 0 drains it)
+//!   TARGET    = PORT                      (a port on this host)
+//!             | IPv4:PORT | [IPv6]:PORT   (another host: forwarded in XDP)
 //!
 //! A port-only frontend listens on every local address of both families;
 //! `0.0.0.0:PORT` and `[::]:PORT` are the wildcard of one family.
@@ -13,28 +14,17 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
+pub mod file;
+
+use crate::error::UsageError;
+use crate::usage;
+
 use crate::abi::{
     Endpoint, MAX_BACKENDS, MAX_BACKEND_SLOTS, MAX_FRONTENDS, UDPLB_MAX_RING, UDPLB_MAX_WEIGHT,
 };
 
 // A round-robin cycle (sum of weights) always fits in the largest ring.
 const _: () = assert!(UDPLB_MAX_WEIGHT as u64 * MAX_BACKENDS as u64 <= UDPLB_MAX_RING as u64);
-
-/// An input the user has to fix. `main` prints it on one line and exits 2.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageError(pub String);
-
-impl fmt::Display for UsageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
-
-macro_rules! usage {
-    ($($arg:tt)*) => { UsageError(format!($($arg)*)) };
-}
 
 /// Where a frontend listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,7 +69,7 @@ impl fmt::Display for Listen {
 }
 
 /// How a frontend spreads datagrams over its backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Sched {
     /// Per-datagram weighted round robin (stateless protocols: DNS, syslog).
     #[default]

@@ -14,9 +14,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use anyhow::{bail, Result};
 use libbpf_sys as sys;
 
-use crate::config::UsageError;
+use crate::error::UsageError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XdpMode {
     /// Native (driver) mode where the driver supports it, else generic.
     Auto,
@@ -262,7 +262,7 @@ pub fn adopt_xdp(
     ifname: &str,
     ifindex: u32,
 ) -> Result<Option<XdpAttachment>> {
-    let Some(link) = crate::pin::open(path)? else {
+    let Some(link) = super::pin::open(path)? else {
         return Ok(None);
     };
     let mut info: sys::bpf_link_info = unsafe { std::mem::zeroed() };
@@ -285,7 +285,7 @@ pub fn adopt_xdp(
 
 impl XdpAttachment {
     pub fn pin(&self, path: &std::path::Path) -> Result<()> {
-        crate::pin::pin_fd(self.link.as_fd(), path)
+        super::pin::pin_fd(self.link.as_fd(), path)
     }
 }
 
@@ -316,8 +316,8 @@ impl EgressAttachment {
     /// the next udplb replaces it in place).
     pub fn pin(&self, path: &std::path::Path) -> Result<()> {
         match &self.hook {
-            EgressHook::Tcx { _link } => crate::pin::pin_fd(_link.as_fd(), path),
-            EgressHook::Adopted(fd) => crate::pin::pin_fd(fd.as_fd(), path),
+            EgressHook::Tcx { _link } => super::pin::pin_fd(_link.as_fd(), path),
+            EgressHook::Adopted(fd) => super::pin::pin_fd(fd.as_fd(), path),
             EgressHook::Clsact(_) => Ok(()),
         }
     }
@@ -341,7 +341,7 @@ pub fn adopt_egress(
     path: &std::path::Path,
     prog: &libbpf_rs::ProgramMut<'_>,
 ) -> Result<Option<EgressAttachment>> {
-    let Some(link) = crate::pin::open(path)? else {
+    let Some(link) = super::pin::open(path)? else {
         return Ok(None);
     };
     update_link(link.as_fd(), prog.as_fd())?;

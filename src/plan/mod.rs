@@ -1,5 +1,5 @@
 //! What userspace has put in the maps, and the plan that takes the maps from
-//! one configuration to the next. Pure logic: `datapath.rs` applies plans.
+//! one configuration to the next. Pure logic: `datapath` applies plans.
 //!
 //! Identity: a frontend is its `Listen` (address, port); it keeps its id for
 //! as long as it is configured. A backend is its port within its frontend;
@@ -13,6 +13,10 @@
 //! something else; the next plan, seconds later at the earliest, may reuse
 //! them.
 
+pub mod flow_hash;
+pub mod maglev;
+pub mod rr;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::abi::bytes_of;
@@ -22,7 +26,6 @@ use crate::abi::{
     UDPLB_PORT_FRONTEND_EXACT, UDPLB_SCHED_MAGLEV, UDPLB_SCHED_RR,
 };
 use crate::config::{weights, BackendConfig, Config, FrontendConfig, Listen, Sched};
-use crate::{maglev, rr};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Live {

@@ -21,8 +21,8 @@ use toml::Spanned;
 
 use crate::config::{
     parse_backend, parse_listen, parse_table_size, Config, Defaults, FrontendConfig, Sched,
-    UsageError,
 };
+use crate::error::UsageError;
 
 /// A parsed, validated configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::UsageError;
+use crate::error::UsageError;
 
 pub const ROOT: &str = "/sys/fs/bpf/udplb";
 pub const XDP_LINK: &str = "xdp_link";

@@ -1,0 +1,219 @@
+//! The balancer while it runs: owns the loaded datapath, what it last wrote
+//! into the maps, and the attachments. Dropping it detaches everything
+//! (unless `--pin` keeps it).
+
+use anyhow::{Context, Result};
+use libbpf_rs::PrintLevel;
+
+use super::reload::{self, Reloaded};
+use super::{report, warnings};
+use crate::cli::Args;
+use crate::config::{file, Config};
+use crate::datapath::attach::{self, EgressAttachment, XdpAttachment};
+use crate::datapath::{self, pin, privileges, Datapath, LOOPBACK_IFINDEX};
+use crate::plan::State;
+use crate::{say, warn};
+
+/// One interface's programs.
+struct Attached {
+    xdp: XdpAttachment,
+    /// None on lo, where XDP sees replies too.
+    egress: Option<EgressAttachment>,
+}
+
+pub struct Balancer {
+    /// `--config FILE`: the file a reload re-reads.
+    config_path: Option<String>,
+    /// The interface list as given (a reload may not change it).
+    iface: String,
+    pin: bool,
+    config: Config,
+    state: State,
+    datapath: Datapath,
+    attached: Vec<Attached>,
+}
+
+fn libbpf_print(_level: PrintLevel, msg: String) {
+    warn!("{}", msg.trim_end());
+}
+
+impl Balancer {
+    /// Reads the configuration, loads the datapath, writes the tables and
+    /// attaches to every interface. An error leaves nothing attached.
+    pub fn start(args: &Args) -> Result<Balancer> {
+        let (iface, config) = match &args.config {
+            Some(path) => {
+                let f = file::load(path)?;
+                (f.interface, f.config)
+            }
+            None => {
+                let iface = args.iface.clone().context("no interface given")?;
+                let config = Config::from_specs_with(&args.frontends, args.defaults())?;
+                (iface, config)
+            }
+        };
+        let ifaces = datapath::interfaces(&iface)?;
+        privileges::check_self()?;
+
+        let level = match args.verbose {
+            0 => PrintLevel::Warn,
+            1 => PrintLevel::Info,
+            _ => PrintLevel::Debug,
+        };
+        libbpf_rs::set_print(Some((level, libbpf_print)));
+
+        let datapath = Datapath::load()?;
+        let state = datapath
+            .configure(&config)
+            .context("writing the backend tables")?;
+        let mut lb = Balancer {
+            config_path: args.config.clone(),
+            iface,
+            pin: args.pin,
+            config,
+            state,
+            datapath,
+            attached: Vec::new(),
+        };
+        for (name, ifindex) in &ifaces {
+            lb.attach(args, name, *ifindex)?;
+        }
+        if lb.pin {
+            lb.pin_all()?;
+        }
+        for fe in &lb.config.frontends {
+            let backends: Vec<String> = fe.backends.iter().map(|b| b.to_string()).collect();
+            say!(
+                "  {} -> {} ({})",
+                fe.listen,
+                backends.join(", "),
+                fe.sched.name()
+            );
+        }
+        warnings::forwarding(&lb.config);
+        Ok(lb)
+    }
+
+    /// Attaches XDP (and, except on lo, the egress program), or with `--pin`
+    /// takes over the links a previous `udplb --pin` left.
+    fn attach(&mut self, args: &Args, name: &str, ifindex: u32) -> Result<()> {
+        let dir = pin::dir(name);
+        if self.pin {
+            pin::prepare(&dir)?;
+        }
+        let dp = &self.datapath;
+        let adopted = match self.pin {
+            true => attach::adopt_xdp(&dir.join(pin::XDP_LINK), dp.xdp_prog(), name, ifindex)?,
+            false => None,
+        };
+        let xdp = match adopted {
+            Some(x) => x,
+            None => attach::attach(dp.xdp_prog(), name, ifindex, args.xdp_mode, args.force)?,
+        };
+        // On lo, replies from local backends come back in through the
+        // receive path and XDP rewrites them; elsewhere they leave through
+        // egress.
+        let egress = if ifindex == LOOPBACK_IFINDEX {
+            None
+        } else {
+            let adopted = match self.pin {
+                true => attach::adopt_egress(&dir.join(pin::EGRESS_LINK), dp.egress_prog())?,
+                false => None,
+            };
+            match adopted {
+                Some(e) => Some(e),
+                None => Some(attach::attach_egress(dp.egress_prog(), name, ifindex)?),
+            }
+        };
+        if ifindex != LOOPBACK_IFINDEX {
+            self.datapath.add_tx_port(ifindex)?;
+        }
+        let replies = egress.as_ref().map_or("XDP", |e| e.kind());
+        let pinned = match self.pin {
+            true => format!("; pinned under {}", dir.display()),
+            false => String::new(),
+        };
+        say!(
+            "udplb: attached to {} ({} XDP, program id {}; replies: {replies}){pinned}; Ctrl-C to stop",
+            xdp.ifname,
+            xdp.mode,
+            xdp.prog_id,
+        );
+        self.attached.push(Attached { xdp, egress });
+        Ok(())
+    }
+
+    /// `--pin`: pins links and maps under each interface's directory, once
+    /// every interface is attached (an error before leaves nothing pinned).
+    fn pin_all(&mut self) -> Result<()> {
+        for a in &self.attached {
+            let dir = pin::dir(&a.xdp.ifname);
+            a.xdp.pin(&dir.join(pin::XDP_LINK))?;
+            if let Some(e) = &a.egress {
+                e.pin(&dir.join(pin::EGRESS_LINK))?;
+            }
+            self.datapath.pin_maps(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// `--stats`: the counters now. A failed read is reported, not fatal: the
+    /// datapath runs on.
+    pub fn print_counters(&self) {
+        match self.datapath.counters(&self.state.layout(&self.config)) {
+            Ok(c) => say!("{}", report::render(&self.config, &c).trim_end()),
+            Err(e) => warn!("udplb: reading counters: {e:#}"),
+        }
+    }
+
+    /// SIGHUP: re-read the configuration file; a bad one changes nothing.
+    pub fn reload(&mut self) {
+        let Some(path) = &self.config_path else {
+            warn!("udplb: SIGHUP ignored: started without --config, there is no file to re-read");
+            return;
+        };
+        let result = reload::reload(
+            path,
+            &self.iface,
+            &self.datapath,
+            &mut self.state,
+            &mut self.config,
+        );
+        match result {
+            Ok(Reloaded::Unchanged) => say!("udplb: reloaded {path}: no change"),
+            Ok(Reloaded::Changed(changes)) => {
+                say!("udplb: reloaded {path}:");
+                for change in changes {
+                    say!("  {change}");
+                }
+            }
+            Err(e) => warn!("udplb: {e}"),
+        }
+    }
+
+    /// Detaches (or, with `--pin`, leaves attached) and prints the final
+    /// counters.
+    pub fn stop(self) -> Result<()> {
+        let counters = self.datapath.counters(&self.state.layout(&self.config))?;
+        for Attached { xdp, egress } in self.attached {
+            let name = xdp.ifname.clone();
+            if self.pin {
+                if let Some(e) = egress {
+                    e.keep();
+                }
+                drop(xdp);
+                say!(
+                    "udplb: left attached to {name}, pinned under {}; `udplb --unpin {name}` removes it",
+                    pin::dir(&name).display()
+                );
+            } else {
+                drop(egress);
+                drop(xdp);
+                say!("udplb: detached from {name}");
+            }
+        }
+        say!("udplb: final counters:");
+        say!("{}", report::render(&self.config, &counters).trim_end());
+        Ok(())
+    }
+}

@@ -1,0 +1,224 @@
+//! The daemon's one event loop: it waits on signals, timers and sockets at
+//! once, in one `poll`, and says which of them is ready.
+//!
+//! Signals arrive through a signalfd: SIGINT, SIGTERM and SIGHUP are blocked
+//! for the whole process before anything else starts, so none of them runs a
+//! handler and the order in which anything was installed does not matter.
+//! Timers are deadlines kept here (poll's timeout), sockets are file
+//! descriptors registered with a token of the caller's choosing.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+/// What woke the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<T> {
+    /// SIGINT or SIGTERM: detach and exit.
+    Stop(Signal),
+    /// SIGHUP: re-read the configuration.
+    Reload,
+    /// A timer set with [`EventLoop::every`] is due.
+    Timer(T),
+    /// A descriptor registered with [`EventLoop::watch`] is readable.
+    Readable(T),
+}
+
+struct Timer<T> {
+    token: T,
+    every: Duration,
+    due: Instant,
+}
+
+pub struct EventLoop<T> {
+    signals: SignalFd,
+    timers: Vec<Timer<T>>,
+    fds: Vec<(OwnedFd, T)>,
+}
+
+/// The signals the loop handles. Blocking them must happen before any
+/// thread starts, so that no thread takes one the old way.
+fn handled() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set
+}
+
+impl<T: Copy + PartialEq> EventLoop<T> {
+    /// Blocks SIGINT, SIGTERM and SIGHUP for this thread (and every thread
+    /// it starts later) and opens the signalfd that receives them.
+    pub fn new() -> Result<Self> {
+        let set = handled();
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+            .context("blocking SIGINT, SIGTERM and SIGHUP")?;
+        let signals = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .context("opening a signalfd")?;
+        Ok(EventLoop {
+            signals,
+            timers: Vec::new(),
+            fds: Vec::new(),
+        })
+    }
+
+    /// A timer that fires every `every`, first after one period.
+    pub fn every(&mut self, token: T, every: Duration) {
+        self.timers.push(Timer {
+            token,
+            every,
+            due: Instant::now() + every,
+        });
+    }
+
+    /// Reports `Readable(token)` whenever `fd` has data.
+    pub fn watch(&mut self, fd: OwnedFd, token: T) {
+        self.fds.push((fd, token));
+    }
+
+    /// The descriptor registered under `token`.
+    pub fn fd(&self, token: T) -> Option<BorrowedFd<'_>> {
+        self.fds
+            .iter()
+            .find(|(_, t)| *t == token)
+            .map(|(fd, _)| fd.as_fd())
+    }
+
+    /// Waits for the next event. Signals come first, then due timers, then
+    /// descriptors, so that a busy socket cannot delay a stop.
+    pub fn wait(&mut self) -> Result<Event<T>> {
+        loop {
+            if let Some(e) = self.signal()? {
+                return Ok(e);
+            }
+            let now = Instant::now();
+            let due = self.timers.iter_mut().filter(|t| t.due <= now);
+            if let Some(t) = due.min_by_key(|t| t.due) {
+                // Periods that passed while the loop was busy are skipped,
+                // not fired in a burst.
+                while t.due <= now {
+                    t.due += t.every;
+                }
+                return Ok(Event::Timer(t.token));
+            }
+            let timeout = match self.timers.iter().map(|t| t.due).min() {
+                // Rounded up: waking a little late beats spinning early.
+                Some(due) => {
+                    let ms = (due - now).as_micros().div_ceil(1000);
+                    PollTimeout::try_from(ms.min(i32::MAX as u128) as i32)
+                        .unwrap_or(PollTimeout::MAX)
+                }
+                None => PollTimeout::NONE,
+            };
+            let mut pfds: Vec<PollFd<'_>> = std::iter::once(self.signals.as_fd())
+                .chain(self.fds.iter().map(|(fd, _)| fd.as_fd()))
+                .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+                .collect();
+            match poll(&mut pfds, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e).context("waiting for events"),
+            }
+            let ready = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
+            if ready(&pfds[0]) {
+                continue; // read at the top
+            }
+            if let Some(i) = pfds[1..].iter().position(ready) {
+                return Ok(Event::Readable(self.fds[i].1));
+            }
+        }
+    }
+
+    /// A pending signal, if any.
+    fn signal(&mut self) -> Result<Option<Event<T>>> {
+        match self.signals.read_signal() {
+            Ok(Some(info)) => Ok(Some(match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGHUP) => Event::Reload,
+                Ok(s) => Event::Stop(s),
+                Err(_) => Event::Stop(Signal::SIGTERM),
+            })),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e).context("reading the signalfd"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Tok {
+        Fast,
+        Slow,
+        Sock,
+    }
+
+    // Each test runs in a thread of its own: raise() signals that thread,
+    // which blocks the signal, so the test process never sees a handler run.
+
+    #[test]
+    fn signals_arrive_as_events_whatever_else_is_due() {
+        let mut ev = EventLoop::<Tok>::new().unwrap();
+        ev.every(Tok::Fast, Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        nix::sys::signal::raise(Signal::SIGHUP).unwrap();
+        nix::sys::signal::raise(Signal::SIGTERM).unwrap();
+        // Signals first, although the timer is overdue; standard signals
+        // are delivered lowest number first (SIGHUP 1, SIGTERM 15).
+        assert_eq!(ev.wait().unwrap(), Event::Reload);
+        assert_eq!(ev.wait().unwrap(), Event::Stop(Signal::SIGTERM));
+        assert_eq!(ev.wait().unwrap(), Event::Timer(Tok::Fast));
+        nix::sys::signal::raise(Signal::SIGINT).unwrap();
+        assert_eq!(ev.wait().unwrap(), Event::Stop(Signal::SIGINT));
+    }
+
+    #[test]
+    fn timers_fire_at_their_period_and_skip_missed_ones() {
+        let mut ev = EventLoop::<Tok>::new().unwrap();
+        ev.every(Tok::Fast, Duration::from_millis(20));
+        ev.every(Tok::Slow, Duration::from_millis(50));
+        let start = Instant::now();
+        let mut seen = Vec::new();
+        while start.elapsed() < Duration::from_millis(110) {
+            seen.push(ev.wait().unwrap());
+        }
+        let fast = seen
+            .iter()
+            .filter(|e| **e == Event::Timer(Tok::Fast))
+            .count();
+        let slow = seen
+            .iter()
+            .filter(|e| **e == Event::Timer(Tok::Slow))
+            .count();
+        assert!((3..=6).contains(&fast), "{seen:?}");
+        assert!((1..=3).contains(&slow), "{seen:?}");
+        assert!(start.elapsed() < Duration::from_millis(200));
+
+        // Busy for 5 fast periods: one event of each timer, not a burst;
+        // the next one comes a period later.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut burst = [ev.wait().unwrap(), ev.wait().unwrap()];
+        burst.sort_by_key(|e| format!("{e:?}"));
+        assert_eq!(burst, [Event::Timer(Tok::Fast), Event::Timer(Tok::Slow)]);
+        let t = Instant::now();
+        assert_eq!(ev.wait().unwrap(), Event::Timer(Tok::Fast));
+        assert!(t.elapsed() >= Duration::from_millis(5), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn a_readable_socket_wakes_the_loop() {
+        let mut ev = EventLoop::<Tok>::new().unwrap();
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        ev.watch(OwnedFd::from(rx), Tok::Sock);
+        ev.every(Tok::Slow, Duration::from_secs(3600));
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(b"x", to).unwrap();
+        assert_eq!(ev.wait().unwrap(), Event::Readable(Tok::Sock));
+        assert!(ev.fd(Tok::Sock).is_some());
+    }
+}

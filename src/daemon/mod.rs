@@ -1,0 +1,60 @@
+//! The running balancer: one event loop ([`event_loop`]) that owns the
+//! [`Balancer`](balancer::Balancer) (datapath, tables, attachments) and
+//! wakes for signals and timers — and, as they come, for health probes,
+//! the metrics listener and the control socket, each a descriptor or a timer
+//! registered with the loop.
+
+pub mod balancer;
+pub mod event_loop;
+pub mod log;
+pub mod reload;
+pub mod report;
+pub mod warnings;
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::cli::Args;
+use crate::datapath::{pin, privileges};
+use crate::say;
+use balancer::Balancer;
+use event_loop::{Event, EventLoop};
+
+/// What the loop's timers and descriptors stand for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    /// `--stats SECS`: print the counters.
+    Stats,
+}
+
+/// Runs the balancer until SIGINT or SIGTERM.
+pub fn run(args: &Args) -> Result<()> {
+    // First: from here on a SIGTERM or SIGINT waits in the signalfd, so one
+    // that arrives while the datapath is loading still ends in a clean stop.
+    let mut events = EventLoop::new()?;
+    let mut lb = Balancer::start(args)?;
+    if let Some(secs) = args.stats {
+        events.every(Token::Stats, Duration::from_secs(secs));
+    }
+    loop {
+        match events.wait()? {
+            Event::Stop(_) => break,
+            Event::Reload => lb.reload(),
+            Event::Timer(Token::Stats) => lb.print_counters(),
+            Event::Readable(_) => {}
+        }
+    }
+    lb.stop()
+}
+
+/// `udplb --unpin IFACE`.
+pub fn unpin(iface: &str) -> Result<()> {
+    privileges::check_self()?;
+    let removed = pin::unpin(iface)?;
+    say!(
+        "udplb: unpinned {iface} ({}); its programs are detached",
+        removed.join(", ")
+    );
+    Ok(())
+}
