@@ -1,4 +1,4 @@
-//! The datapath's flow hash (bpf/udplb.bpf.c `flow_hash`), for tests and
+//! The datapath's flow hash (bpf/flow_hash.h `flow_hash`), for tests and
 //! the reference model: MurmurHash3 (x86_32) over the 32-bit words of source
 //! address, destination address and ports as they sit in the packet.
 
