@@ -230,6 +230,44 @@ static __always_inline int fib_reason(long rc)
 }
 
 /*
+ * Reverse-path check for a reply from a remote backend: the route from here
+ * to the packet's source (the backend) leaves through the interface the
+ * packet came in on. A datagram from the client side that forges a
+ * backend's source fails it, and so is never sent on with the frontend's
+ * address (VIP spoofing toward any host). A failed lookup (no route,
+ * forwarding off, a local source) fails it too: remote backends need both.
+ */
+static __always_inline bool arrived_from_backend_side(struct xdp_md *ctx, struct udp_packet *p)
+{
+	__u32 ingress = ctx->ingress_ifindex;
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.sport = p->udp->dest;
+	fib.dport = p->udp->source;
+	fib.ifindex = ingress;
+	if (p->ipv6) {
+		struct ipv6hdr *ip6 = p->l3;
+
+		fib.family = AF_INET6;
+		__builtin_memcpy(fib.ipv6_src, &ip6->daddr, 16);
+		__builtin_memcpy(fib.ipv6_dst, &ip6->saddr, 16);
+	} else {
+		struct iphdr *ip = p->l3;
+
+		fib.family = AF_INET;
+		fib.ipv4_src = ip->daddr;
+		fib.ipv4_dst = ip->saddr;
+	}
+	/* tot_len 0: no MTU verdict; the neighbour need not be resolved (the
+	 * kernel sets the egress ifindex before it looks at neighbours). */
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	return (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) &&
+	       fib.ifindex == ingress;
+}
+
+/*
  * Sends the rewritten packet on its way: XDP_REDIRECT to the next hop, or
  * XDP_PASS to the kernel with *reason saying why. `sent` is the reason for a
  * redirected packet (request or reply).
@@ -269,6 +307,13 @@ static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, boo
 		goto pass;
 	}
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED && sent == UDPLB_REASON_REPLY_FORWARDED) {
+		/* A "reply" to this host (or a broadcast): the kernel would
+		 * deliver it with the frontend as its source. Only a forged
+		 * one can get here. */
+		*reason = UDPLB_REASON_REPLY_TO_LOCAL;
+		return XDP_DROP;
+	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
 		*reason = fib_reason(rc);
 		goto pass;

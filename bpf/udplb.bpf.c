@@ -143,6 +143,9 @@ int udplb_xdp(struct xdp_md *ctx)
 {
 	void *data_end = (void *)(long)ctx->data_end;
 	struct hdr_cursor cur = { .pos = (void *)(long)ctx->data };
+	/* Read once: clang may otherwise keep a pointer into ctx, which the
+	 * verifier refuses to dereference. */
+	bool on_lo = ctx->ingress_ifindex == LOOPBACK_IFINDEX;
 	__u64 bytes = data_end - cur.pos;
 	struct udp_packet p = {};
 	struct udplb_frontend *fe;
@@ -153,7 +156,7 @@ int udplb_xdp(struct xdp_md *ctx)
 	bool partial;
 	int sent;
 	long picked;
-	__u32 slot;
+	__u32 slot, reply_id = 0;
 	int reason;
 
 	reason = parse_udp_packet(&cur, data_end, &p, bytes);
@@ -163,6 +166,15 @@ int udplb_xdp(struct xdp_md *ctx)
 	fe = lookup_endpoint(&frontends, &p, false, true, UDPLB_PORT_FRONTEND_EXACT,
 			     UDPLB_PORT_FRONTEND_ANY);
 	if (fe) {
+		/* From a backend to a frontend: a reply sent back in, or a spoof
+		 * meant to start a loop through the balancer and its backends
+		 * (each pass gets a fresh TTL). No client sends from a backend. */
+		if (lookup_endpoint(&replies, &p, true, on_lo, UDPLB_PORT_BACKEND_EXACT,
+				    UDPLB_PORT_BACKEND_ANY)) {
+			reason = UDPLB_REASON_BACKEND_TO_FRONTEND;
+			action = XDP_DROP;
+			goto out;
+		}
 		picked = pick_slot(fe, &p);
 		slot = picked;
 		be = picked < 0 ? NULL : bpf_map_lookup_elem(&backends, &slot);
@@ -192,13 +204,21 @@ int udplb_xdp(struct xdp_md *ctx)
 	 * only on lo (elsewhere they leave through egress), and matching a bare
 	 * source port on a wire-facing interface would rewrite strangers.
 	 * Remote backends are keyed by address and port, on every interface. */
-	rt = lookup_endpoint(&replies, &p, true, ctx->ingress_ifindex == LOOPBACK_IFINDEX,
+	rt = lookup_endpoint(&replies, &p, true, on_lo,
 			     UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_BACKEND_ANY);
 	if (rt) {
-		count(&reply_counters, rt->frontend_id, bytes);
 		if (endpoint_is_local(&rt->frontend)) {
+			count(&reply_counters, rt->frontend_id, bytes);
 			set_port(&p, &p.udp->source, rt->frontend.port_be);
 			reason = UDPLB_REASON_REPLY;
+			goto out;
+		}
+		/* A remote backend's reply comes in where the route to that
+		 * backend goes out; anything else carries a forged source and
+		 * would leave with the frontend's. */
+		if (!arrived_from_backend_side(ctx, &p)) {
+			reason = UDPLB_REASON_SPOOFED_REPLY;
+			action = XDP_DROP;
 			goto out;
 		}
 		if (p.more_fragments) {
@@ -207,6 +227,7 @@ int udplb_xdp(struct xdp_md *ctx)
 			reason = UDPLB_REASON_FRAGMENT;
 			goto out;
 		}
+		reply_id = rt->frontend_id;
 		remote = &rt->frontend;
 		sent = UDPLB_REASON_REPLY_FORWARDED;
 		goto forward;
@@ -220,6 +241,9 @@ forward:
 	 * frontend) as its source. */
 	partial = rewrite_remote(&p, sent == UDPLB_REASON_REPLY_FORWARDED, remote);
 	action = forward(ctx, &p, partial, sent, &reason);
+	/* Replies count once forward() has not refused them. */
+	if (sent == UDPLB_REASON_REPLY_FORWARDED && action != XDP_DROP)
+		count(&reply_counters, reply_id, bytes);
 out:
 	record_reason(reason);
 	return action;

@@ -82,7 +82,13 @@ enum udplb_reason {
 	UDPLB_REASON_FIB_OTHER = 15,       /* passed: no route at all, a VLAN tag, a device
 					    * udplb is not attached to, ... */
 	UDPLB_REASON_TTL_EXPIRED = 16,     /* passed: the kernel sends ICMP    */
-	UDPLB_REASON_COUNT = 17,
+	/* Refused and dropped: traffic that only a spoofer or a loop makes. */
+	UDPLB_REASON_BACKEND_TO_FRONTEND = 17, /* a backend's datagram to a frontend */
+	UDPLB_REASON_SPOOFED_REPLY = 18,   /* a backend's source on an interface that
+					    * does not lead to that backend */
+	UDPLB_REASON_REPLY_TO_LOCAL = 19,  /* a reply to this host, or to a broadcast
+					    * or multicast address */
+	UDPLB_REASON_COUNT = 20,
 };
 
 /*

@@ -29,8 +29,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::abi;
 use crate::config::Config;
 
-/// The only verdict the datapath gives: the kernel delivers every frame.
+/// The kernel delivers the frame (rewritten or not).
 pub const XDP_PASS: u32 = 2;
+/// Refused: traffic only a spoofer or a loop makes.
+pub const XDP_DROP: u32 = 1;
 
 /// Reason codes (include/udplb.h, `enum udplb_reason`), as counter indices.
 pub mod reason {
@@ -44,6 +46,7 @@ pub mod reason {
     pub const MALFORMED: usize = abi::UDPLB_REASON_MALFORMED as usize;
     pub const IPV6_EXT: usize = abi::UDPLB_REASON_IPV6_EXT as usize;
     pub const NO_BACKEND: usize = abi::UDPLB_REASON_NO_BACKEND as usize;
+    pub const BACKEND_TO_FRONTEND: usize = abi::UDPLB_REASON_BACKEND_TO_FRONTEND as usize;
 }
 
 /// The name of a reason code, as the CLI prints it.
@@ -590,9 +593,18 @@ pub fn run(
         dport: be16(frame, d.udp + 2),
     };
 
-    // The destination is looked up first: a request from a backend port is
-    // still a request.
+    // The destination is looked up first; a datagram from a backend to a
+    // frontend is refused (a loop, or a spoof meant to start one).
     if let Some(fe) = config.frontend_for(flow.dst, flow.dport) {
+        if config
+            .reply_for(flow.src, flow.sport, on_loopback)
+            .is_some()
+        {
+            out.verdict = XDP_DROP;
+            out.reason = reason::BACKEND_TO_FRONTEND;
+            out.why = "source is a backend, destination a frontend";
+            return out;
+        }
         let f = &config.frontends[fe];
         let n = f.ring.len();
         // Round robin walks the ring; Maglev indexes it with the flow hash

@@ -10,13 +10,16 @@
 mod datapath_support;
 
 use datapath_support::fixture::{private_netns_with_veth, Case, Fixture, Hit, LOOPBACK};
+
+const XDP_DROP: u32 = 1;
 use datapath_support::packets::{
     arp, ethertype, non_udp, ones_complement_sum, udp, udp6_behind_ext, udp_checksum_computed,
     Frame, Port, Transport, TPID_8021AD, TPID_8021Q,
 };
 use udplb::abi::{
-    Counter, REASON_COUNT, UDPLB_REASON_BALANCED, UDPLB_REASON_FRAGMENT, UDPLB_REASON_IPV6_EXT,
-    UDPLB_REASON_MALFORMED, UDPLB_REASON_NOT_IP, UDPLB_REASON_NOT_UDP, UDPLB_REASON_NO_FRONTEND,
+    Counter, REASON_COUNT, UDPLB_REASON_BACKEND_TO_FRONTEND, UDPLB_REASON_BALANCED,
+    UDPLB_REASON_FRAGMENT, UDPLB_REASON_IPV6_EXT, UDPLB_REASON_MALFORMED, UDPLB_REASON_NOT_IP,
+    UDPLB_REASON_NOT_UDP, UDPLB_REASON_NO_FRONTEND,
 };
 
 /// The configuration every test loads. Frontend indices (config order):
@@ -203,14 +206,6 @@ fn requests_are_balanced_whatever_the_encapsulation() {
             5353,
             (DNS, 0),
         ),
-        // The destination is looked up first: a source port that is a
-        // backend does not make a request a reply.
-        Case::balanced(
-            "request from a backend port to a frontend",
-            &udp(&h4(9876), &h4(53)).build(),
-            5353,
-            (DNS, 0),
-        ),
         // Ethernet padding: the frame is longer than the IP packet. Bytes
         // counted are the whole frame; the padding is left alone.
         Case::balanced(
@@ -377,6 +372,48 @@ fn checksum_edge_cases() {
             (DNS, 0),
         ),
     ]);
+}
+
+/// A local backend's datagram to a frontend would loop (the backend answers
+/// the balancer, whose reply path sends it back in): on lo, where local
+/// backends are known by port, it is refused. On a veth the same source
+/// port is a stranger's, and a request like any other. (Before: balanced on
+/// lo too.)
+#[test]
+fn a_backend_sending_to_a_frontend_is_refused_on_lo() {
+    let fx = Fixture::new(SPECS);
+    let veth = private_netns_with_veth();
+    let from_backend4 = udp(&h4(9876), &h4(53)).build();
+    let from_backend6 = udp(&h6(5353), &h6(9875)).build();
+    let refused = |name: &str, f: &Frame| Case {
+        verdict: XDP_DROP,
+        ..Case::untouched(name, &f.bytes, UDPLB_REASON_BACKEND_TO_FRONTEND)
+    };
+    fx.check_all(&[
+        refused(
+            "IPv4 from backend 9876 to frontend 53, on lo",
+            &from_backend4,
+        ),
+        refused(
+            "IPv6 from backend 5353 to frontend 9875, on lo",
+            &from_backend6,
+        )
+        .on(LOOPBACK),
+        Case::balanced(
+            "IPv4 from port 9876 to frontend 53, on a veth",
+            &from_backend4,
+            5353,
+            (DNS, 0),
+        )
+        .on(veth),
+    ]);
+    assert_reasons(
+        &fx,
+        &[
+            (UDPLB_REASON_BACKEND_TO_FRONTEND, 2),
+            (UDPLB_REASON_BALANCED, 1),
+        ],
+    );
 }
 
 #[test]

@@ -34,16 +34,18 @@ use datapath_support::packets::{
     Port, MAC_DST, MAC_SRC, TPID_8021AD, TPID_8021Q,
 };
 use udplb::abi::{
-    Counter, REASON_COUNT, UDPLB_REASON_FIB_FRAG_NEEDED, UDPLB_REASON_FIB_FWD_DISABLED,
-    UDPLB_REASON_FIB_NO_NEIGH, UDPLB_REASON_FIB_OTHER, UDPLB_REASON_FIB_UNREACHABLE,
-    UDPLB_REASON_FORWARDED, UDPLB_REASON_FRAGMENT, UDPLB_REASON_NO_FRONTEND,
-    UDPLB_REASON_REPLY_FORWARDED, UDPLB_REASON_TTL_EXPIRED,
+    Counter, REASON_COUNT, UDPLB_REASON_BACKEND_TO_FRONTEND, UDPLB_REASON_FIB_FRAG_NEEDED,
+    UDPLB_REASON_FIB_FWD_DISABLED, UDPLB_REASON_FIB_NO_NEIGH, UDPLB_REASON_FIB_OTHER,
+    UDPLB_REASON_FIB_UNREACHABLE, UDPLB_REASON_FORWARDED, UDPLB_REASON_FRAGMENT,
+    UDPLB_REASON_NO_FRONTEND, UDPLB_REASON_REPLY_FORWARDED, UDPLB_REASON_REPLY_TO_LOCAL,
+    UDPLB_REASON_SPOOFED_REPLY, UDPLB_REASON_TTL_EXPIRED,
 };
 use udplb::config::{Config, Defaults, Sched};
 use udplb::datapath::Datapath;
 use udplb::plan::flow_hash::flow_hash;
 use udplb::plan::State;
 
+const XDP_DROP: u32 = 1;
 const XDP_REDIRECT: u32 = 4;
 
 /// Frontend indices (configuration order).
@@ -489,6 +491,26 @@ impl Fwd {
     fn passed(self, reason: u32) -> Case {
         self.case(XDP_PASS, reason, Leg::Passed)
     }
+
+    /// XDP_DROP, refused for `reason` before any rewrite: nothing counted
+    /// but the reason.
+    fn dropped(self, reason: u32) -> Case {
+        Case {
+            verdict: XDP_DROP,
+            reason,
+            hit: Hit::Nothing,
+            ..Case::untouched(self.name, &self.frame.bytes, reason).on(self.on)
+        }
+    }
+
+    /// XDP_DROP, refused for `reason` once the next hop was looked up, so
+    /// with the source already rewritten: nothing counted but the reason.
+    fn dropped_rewritten(self, reason: u32) -> Case {
+        Case {
+            hit: Hit::Nothing,
+            ..self.case(XDP_DROP, reason, Leg::Passed)
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -661,6 +683,118 @@ fn requests_are_rewritten_and_redirected_to_the_backend() {
     assert_reasons(&fx, &[(UDPLB_REASON_FORWARDED, 11)]);
 }
 
+/// The reply path cannot be abused from the client side: a backend's source
+/// is believed only on the interface that leads to that backend, a reply is
+/// never delivered to this host, and a backend's datagram to a frontend
+/// starts no loop. (Before: the first four were rewritten to come from the
+/// frontend and redirected or passed; the last two balanced.)
+#[test]
+fn forged_replies_and_loops_are_refused() {
+    let (fx, net) = fixture();
+    let r4 = [udp(B4[0], C4).build(), udp(B4[1], C4).build()];
+    let r6 = [udp(B6[0], C6).build(), udp(B6[1], C6).build()];
+    let to_self4 = udp(B4[0], "198.18.0.2:40000").build();
+    let to_self6 = udp(B6[0], "[2001:2::2]:40000").build();
+    let to_vip4 = udp(B4[1], "198.18.100.1:9999").build();
+    let loop4 = udp(B4[1], FE4).build();
+    let loop6 = udp(B6[1], FE6).build();
+    let spoofed = UDPLB_REASON_SPOOFED_REPLY;
+    fx.check_all(&[
+        net.rep(
+            "IPv4 from srv1's address, forged on in0",
+            &r4[0],
+            PAIR4,
+            FE4,
+        )
+        .on(net.ingress)
+        .dropped(spoofed),
+        net.rep(
+            "IPv6 from srv2's address, forged on in0",
+            &r6[1],
+            PAIR6,
+            FE6,
+        )
+        .on(net.ingress)
+        .dropped(spoofed),
+        net.rep(
+            "IPv4 from srv2's address, arriving on bk1",
+            &r4[1],
+            PAIR4,
+            FE4,
+        )
+        .dropped(spoofed),
+        net.rep(
+            "IPv6 from srv1's address, arriving on bk2",
+            &r6[0],
+            PAIR6,
+            FE6,
+        )
+        .on(net.bk2)
+        .dropped(spoofed),
+        net.rep(
+            "IPv4 from srv1 to the balancer's address",
+            &to_self4,
+            PAIR4,
+            FE4,
+        )
+        .dropped_rewritten(UDPLB_REASON_REPLY_TO_LOCAL),
+        net.rep(
+            "IPv6 from srv1 to the balancer's address",
+            &to_self6,
+            PAIR6,
+            FE6,
+        )
+        .dropped_rewritten(UDPLB_REASON_REPLY_TO_LOCAL),
+        net.rep(
+            "IPv4 from srv2 to the frontend's address, other port",
+            &to_vip4,
+            PAIR4,
+            FE4,
+        )
+        .on(net.bk2)
+        .dropped_rewritten(UDPLB_REASON_REPLY_TO_LOCAL),
+        net.rep(
+            "IPv4 from srv2 to the frontend (a loop)",
+            &loop4,
+            PAIR4,
+            FE4,
+        )
+        .on(net.bk2)
+        .dropped(UDPLB_REASON_BACKEND_TO_FRONTEND),
+        net.rep(
+            "IPv6 from srv2 to the frontend (a loop)",
+            &loop6,
+            PAIR6,
+            FE6,
+        )
+        .on(net.bk2)
+        .dropped(UDPLB_REASON_BACKEND_TO_FRONTEND),
+        net.rep(
+            "IPv4 from srv2 to the frontend, forged on in0",
+            &loop4,
+            PAIR4,
+            FE4,
+        )
+        .on(net.ingress)
+        .dropped(UDPLB_REASON_BACKEND_TO_FRONTEND),
+    ]);
+    let c = fx.counters();
+    assert_eq!(c.replies, vec![Counter::default(); SPECS.len()]);
+    assert!(c
+        .backends
+        .iter()
+        .flatten()
+        .all(|b| *b == Counter::default()));
+    assert_reasons(
+        &fx,
+        &[
+            (spoofed, 4),
+            (UDPLB_REASON_REPLY_TO_LOCAL, 3),
+            (UDPLB_REASON_BACKEND_TO_FRONTEND, 3),
+        ],
+    );
+}
+
 #[test]
 fn replies_are_rewritten_and_redirected_to_the_client() {
     let (fx, net) = fixture();
@@ -695,13 +829,6 @@ fn replies_are_rewritten_and_redirected_to_the_client() {
             .on(net.bk2)
             .sent(TO_CLIENT),
         net.rep("IPv6 from srv1:5454 on bk1", &r6b, ONE6, FE6B)
-            .sent(TO_CLIENT),
-        // Remote backends' reply keys carry the address: any interface.
-        net.rep("IPv4 from srv1, arriving on in0", &r4[0], PAIR4, FE4)
-            .on(net.ingress)
-            .sent(TO_CLIENT),
-        net.rep("IPv6 from srv2, arriving on in0", &r6[1], PAIR6, FE6)
-            .on(net.ingress)
             .sent(TO_CLIENT),
         // The lookup cannot finish: passed, source already rewritten.
         net.rep(
@@ -746,8 +873,8 @@ fn replies_are_rewritten_and_redirected_to_the_client() {
     assert_eq!(
         c.replies,
         vec![
-            counter(&[&r4[0], &r4[1], &r4[0], &stranger4, &r4[0], &r4[1]]),
-            counter(&[&r6[0], &r6[1], &r6[1], &stranger6, &r6[0]]),
+            counter(&[&r4[0], &r4[1], &stranger4, &r4[0], &r4[1]]),
+            counter(&[&r6[0], &r6[1], &stranger6, &r6[0]]),
             counter(&[&r4b]),
             counter(&[&r6b]),
         ]
@@ -759,7 +886,7 @@ fn replies_are_rewritten_and_redirected_to_the_client() {
         .all(|b| *b == Counter::default()));
     assert_reasons(
         &fx,
-        &[(UDPLB_REASON_REPLY_FORWARDED, 9), (nn, 2), (te, 2), (nf, 3)],
+        &[(UDPLB_REASON_REPLY_FORWARDED, 7), (nn, 2), (te, 2), (nf, 3)],
     );
 }
 

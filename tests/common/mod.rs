@@ -7,6 +7,8 @@
 //! out. Every loop that sends is bounded in count, every receive in time.
 #![allow(dead_code)]
 
+pub mod topology;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};

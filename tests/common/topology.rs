@@ -1,0 +1,98 @@
+//! Topologies of several namespaces for the tests of remote backends:
+//! veth links with addresses, routes, forwarding, and the client /
+//! balancer / two backend hosts triangle.
+
+use super::*;
+
+/// One end of a link: namespace, device name, addresses (with prefix).
+pub struct End<'a>(pub &'a Netns, pub &'a str, pub &'a [&'a str]);
+
+/// A veth between two namespaces, addressed and up, GRO on at both ends:
+/// a veth only takes XDP_REDIRECT frames when its peer has NAPI on.
+pub fn link(a: End, b: End) {
+    sh(&[
+        "ip", "link", "add", a.1, "netns", &a.0.name, "type", "veth", "peer", "name", b.1, "netns",
+        &b.0.name,
+    ]);
+    for End(ns, dev, addrs) in [a, b] {
+        for addr in addrs {
+            if addr.contains(':') {
+                ns.ip(&["-6", "addr", "add", addr, "dev", dev, "nodad"]);
+            } else {
+                ns.ip(&["addr", "add", addr, "dev", dev]);
+            }
+        }
+        ns.ip(&["link", "set", dev, "up"]);
+        ns.exec(&["ethtool", "-K", dev, "gro", "on"]);
+    }
+}
+
+pub fn route(ns: &Netns, args: &[&str]) {
+    let v6 = args.iter().any(|a| a.contains(':'));
+    let mut full = vec![if v6 { "-6" } else { "-4" }, "route", "replace"];
+    full.extend_from_slice(args);
+    ns.ip(&full);
+}
+
+pub fn forwarding(ns: &Netns) {
+    ns.exec(&[
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+        "net.ipv6.conf.all.forwarding=1",
+    ]);
+}
+
+pub fn set_offload(ns: &Netns, devs: &[&str], on: bool) {
+    for dev in devs {
+        set_tx_csum(ns, dev, on);
+    }
+}
+
+pub struct Triangle {
+    pub client: Netns,
+    pub lb: Netns,
+    pub srv: [Netns; 2],
+}
+
+pub const VIP4: &str = "198.18.100.1";
+pub const VIP6: &str = "2001:2:100::1";
+
+/// client (198.18.0.1) -- lb (198.18.0.2 | 198.18.1.1 | 198.18.2.1) --
+/// srv0 (198.18.1.2), srv1 (198.18.2.2); IPv6 alike under 2001:2::/48. The
+/// frontend addresses live on the balancer's lo; the backend hosts use the
+/// balancer as their gateway, as with IPVS NAT mode. No route leaves.
+pub fn triangle() -> Triangle {
+    let t = Triangle {
+        client: Netns::new("rc"),
+        lb: Netns::new("rl"),
+        srv: [Netns::new("rs0"), Netns::new("rs1")],
+    };
+    link(
+        End(&t.client, "c0", &["198.18.0.1/24", "2001:2::1/64"]),
+        End(&t.lb, "l0", &["198.18.0.2/24", "2001:2::2/64"]),
+    );
+    for (i, srv) in t.srv.iter().enumerate() {
+        let (lb_dev, lb4, lb6) = (
+            format!("l{}", i + 1),
+            format!("198.18.{}.1/24", i + 1),
+            format!("2001:2:{}::1/64", i + 1),
+        );
+        let (s4, s6) = (
+            format!("198.18.{}.2/24", i + 1),
+            format!("2001:2:{}::2/64", i + 1),
+        );
+        link(
+            End(&t.lb, &lb_dev, &[&lb4, &lb6]),
+            End(srv, "s0", &[&s4, &s6]),
+        );
+        route(srv, &["default", "via", &format!("198.18.{}.1", i + 1)]);
+        route(srv, &["default", "via", &format!("2001:2:{}::1", i + 1)]);
+    }
+    t.lb.ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"]);
+    t.lb.ip(&["-6", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"]);
+    forwarding(&t.lb);
+    route(&t.client, &[&format!("{VIP4}/32"), "via", "198.18.0.2"]);
+    route(&t.client, &[&format!("{VIP6}/128"), "via", "2001:2::2"]);
+    t
+}
