@@ -9,14 +9,17 @@
 //!     same Maglev configuration: 1000 flows each reach one backend whichever
 //!     balancer carried them, and keep it when one balancer is withdrawn.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::*;
 use nix::sys::signal::Signal;
+use support::cpu::*;
+use support::netns::*;
+use support::process::*;
+use support::sockets::*;
 
 /// One end of a link: namespace, device name, addresses (with prefix).
 struct End<'a>(&'a Netns, &'a str, &'a [&'a str]);

@@ -1,6 +1,10 @@
-//! Test frames: built with etherparse (or serialised by hand where etherparse
-//! cannot express the case), edited field by field for the malformed cases,
-//! and checked with an independent RFC 1071 checksum.
+//! The one packet builder of the tests: UDP frames built with etherparse
+//! (or serialised by hand where etherparse cannot express the case), with
+//! every field the fixtures need settable or breakable (VLAN tags, IPv4
+//! options and fragment field, checksum field, bytes beyond udp.len, a
+//! datagram cut short as in a first fragment, Ethernet padding), edited
+//! field by field for the malformed cases, and checked against the one
+//! reference checksum ([`super::checksum`]).
 //!
 //! A [`Frame`] records where its IP and UDP headers start when it is built,
 //! so the expected output of a case is computed without parsing the packet:
@@ -12,15 +16,25 @@ use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, Ethernet2Header, IpAuthHeader, IpFragOffset,
     IpHeaders, IpNumber, Ipv4Header, Ipv4Options, Ipv6Extensions, Ipv6FlowLabel,
     Ipv6FragmentHeader, Ipv6Header, Ipv6RawExtHeader, Ipv6RoutingExtensions, PacketBuilder,
-    SingleVlanHeader, UdpHeader, VlanId, VlanPcp,
+    SingleVlanHeader, VlanId, VlanPcp,
 };
+
+use super::checksum::{self, udp_checksum, udp_checksum_checked};
 
 pub const MAC_SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const MAC_DST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 pub const TPID_8021Q: u16 = 0x8100;
 pub const TPID_8021AD: u16 = 0x88a8;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+/// IPv4 flags: More Fragments, Don't Fragment.
+pub const IP_MF: u16 = 0x2000;
+pub const IP_DF: u16 = 0x4000;
 
 /// A frame and the offsets of its headers, as built.
 #[derive(Clone, Debug)]
@@ -41,98 +55,49 @@ pub enum Port {
 }
 
 // ---------------------------------------------------------------------------
-// Checksums, from scratch (RFC 1071), sharing no code with bpf/csum.h.
-
-/// The 16-bit one's-complement sum of `data` (big-endian words, an odd last
-/// byte padded with zero), folded but not inverted.
-pub fn ones_complement_sum(data: &[u8]) -> u16 {
-    let mut sum: u64 = 0;
-    for pair in data.chunks(2) {
-        let hi = u64::from(pair[0]) << 8;
-        let lo = pair.get(1).copied().map(u64::from).unwrap_or(0);
-        sum += hi | lo;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-/// The UDP checksum of the datagram at `l4` (pseudo-header + udp.len bytes,
-/// checksum field taken as zero) as computed, before RFC 768 turns a
-/// computed 0 into 0xFFFF. The whole datagram must be in `bytes`.
-pub fn udp_checksum_computed(bytes: &[u8], l3: usize, l4: usize, ipv6: bool) -> u16 {
-    let ulen = usize::from(u16::from_be_bytes([bytes[l4 + 4], bytes[l4 + 5]]));
-    assert!(
-        l4 + ulen <= bytes.len(),
-        "test bug: the UDP datagram ({ulen} bytes at {l4}) is not all in the frame"
-    );
-    let mut covered = Vec::with_capacity(40 + ulen);
-    if ipv6 {
-        covered.extend_from_slice(&bytes[l3 + 8..l3 + 40]); // source, destination
-        covered.extend_from_slice(&(ulen as u32).to_be_bytes());
-        covered.extend_from_slice(&[0, 0, 0, 17]);
-    } else {
-        covered.extend_from_slice(&bytes[l3 + 12..l3 + 20]); // source, destination
-        covered.extend_from_slice(&[0, 17]);
-        covered.extend_from_slice(&(ulen as u16).to_be_bytes());
-    }
-    let start = covered.len();
-    covered.extend_from_slice(&bytes[l4..l4 + ulen]);
-    covered[start + 6] = 0;
-    covered[start + 7] = 0;
-    !ones_complement_sum(&covered)
-}
-
-/// The UDP checksum as it goes on the wire: a computed 0 is sent as 0xFFFF.
-pub fn udp_checksum(bytes: &[u8], l3: usize, l4: usize, ipv6: bool) -> u16 {
-    match udp_checksum_computed(bytes, l3, l4, ipv6) {
-        0 => 0xffff,
-        c => c,
-    }
-}
-
-/// The same checksum computed by etherparse, as a second opinion on
-/// [`udp_checksum`] (it shares no code with it either).
-pub fn udp_checksum_etherparse(bytes: &[u8], l3: usize, l4: usize, ipv6: bool) -> u16 {
-    let (udp, rest) = UdpHeader::from_slice(&bytes[l4..]).expect("UDP header");
-    let payload = &rest[..usize::from(udp.length) - UdpHeader::LEN];
-    if ipv6 {
-        let src: [u8; 16] = bytes[l3 + 8..l3 + 24].try_into().unwrap();
-        let dst: [u8; 16] = bytes[l3 + 24..l3 + 40].try_into().unwrap();
-        udp.calc_checksum_ipv6_raw(src, dst, payload).unwrap()
-    } else {
-        let src: [u8; 4] = bytes[l3 + 12..l3 + 16].try_into().unwrap();
-        let dst: [u8; 4] = bytes[l3 + 16..l3 + 20].try_into().unwrap();
-        udp.calc_checksum_ipv4_raw(src, dst, payload).unwrap()
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Building.
 
 /// Ethernet header plus one 4-byte tag per TPID in `tpids` (outermost
-/// first), ending in `ethertype`. Serialised by hand from etherparse's
-/// header types because PacketBuilder stops at two tags.
+/// first, VLAN ids 100, 101, ...), ending in `ethertype`.
 pub fn link_layer(tpids: &[u16], ethertype: u16) -> Vec<u8> {
-    let mut types = tpids.to_vec();
+    let vlans: Vec<(u16, u16)> = (0..).zip(tpids).map(|(i, &t)| (t, 100 + i)).collect();
+    ethernet(&vlans, ethertype, &[])
+}
+
+/// Ethernet (from [`MAC_SRC`] to [`MAC_DST`]) with VLAN tags given as
+/// (TPID, TCI), outermost first, ending in `ethertype`, around `body`.
+/// Serialised by hand from etherparse's header types because PacketBuilder
+/// stops at two tags.
+pub fn ethernet(vlans: &[(u16, u16)], ethertype: u16, body: &[u8]) -> Vec<u8> {
+    ethernet_between(MAC_SRC, MAC_DST, vlans, ethertype, body)
+}
+
+fn ethernet_between(
+    src: [u8; 6],
+    dst: [u8; 6],
+    vlans: &[(u16, u16)],
+    ethertype: u16,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut types: Vec<u16> = vlans.iter().map(|v| v.0).collect();
     types.push(ethertype);
     let mut out = Ethernet2Header {
-        source: MAC_SRC,
-        destination: MAC_DST,
+        source: src,
+        destination: dst,
         ether_type: EtherType(types[0]),
     }
     .to_bytes()
     .to_vec();
-    for (i, next) in types[1..].iter().enumerate() {
+    for (&(_, tci), next) in vlans.iter().zip(&types[1..]) {
         let tag = SingleVlanHeader {
-            pcp: VlanPcp::ZERO,
-            drop_eligible_indicator: false,
-            vlan_id: VlanId::try_new(100 + i as u16).unwrap(),
+            pcp: VlanPcp::try_new((tci >> 13) as u8).unwrap(),
+            drop_eligible_indicator: tci & 0x1000 != 0,
+            vlan_id: VlanId::try_new(tci & 0x0fff).unwrap(),
             ether_type: EtherType(*next),
         };
         out.extend_from_slice(&tag.to_bytes());
     }
+    out.extend_from_slice(body);
     out
 }
 
@@ -161,31 +126,71 @@ fn ipv6_header(src: IpAddr, dst: IpAddr) -> Ipv6Header {
     }
 }
 
+/// What the UDP checksum field of a built frame holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Csum {
+    /// Computed from scratch over the whole datagram (as transmitted).
+    Computed,
+    /// This exact value (0: "no checksum" for IPv4).
+    Fixed(u16),
+}
+
 /// A UDP frame under construction: `udp(src, dst)` then optional tags,
-/// IPv4 options, payload, and `build()`.
+/// IPv4 options, payload, checksum, trailers, and `build()`.
 #[derive(Clone, Debug)]
 pub struct Udp {
     src: SocketAddr,
     dst: SocketAddr,
-    tpids: Vec<u16>,
+    macs: ([u8; 6], [u8; 6]),
+    vlans: Vec<(u16, u16)>,
     options: Vec<u8>,
     payload: Vec<u8>,
+    csum: Csum,
+    /// The IPv4 flags and fragment offset field, when set.
+    frag_field: Option<u16>,
+    /// IP payload bytes after the UDP datagram (udp.len < IP payload length).
+    ip_trailer: Vec<u8>,
+    /// Bytes after the IP packet (Ethernet padding).
+    eth_trailer: Vec<u8>,
+    /// Keep only this many bytes of the UDP datagram in the IP packet (a
+    /// first fragment); the checksum still covers the whole datagram.
+    keep_l4: Option<usize>,
 }
 
+/// A UDP datagram from `src` to `dst` ("a.b.c.d:port" or "[v6]:port").
 pub fn udp(src: &str, dst: &str) -> Udp {
     Udp {
         src: src.parse().expect("source address:port"),
         dst: dst.parse().expect("destination address:port"),
-        tpids: Vec::new(),
+        macs: (MAC_SRC, MAC_DST),
+        vlans: Vec::new(),
         options: Vec::new(),
         payload: b"udplb test payload".to_vec(),
+        csum: Csum::Computed,
+        frag_field: None,
+        ip_trailer: Vec::new(),
+        eth_trailer: Vec::new(),
+        keep_l4: None,
     }
 }
 
 impl Udp {
-    /// VLAN tags, outermost first (802.1ad 0x88A8 or 802.1Q 0x8100).
+    /// VLAN tags, outermost first (802.1ad 0x88A8 or 802.1Q 0x8100), with
+    /// VLAN ids 100, 101, ...
     pub fn tags(mut self, tpids: &[u16]) -> Self {
-        self.tpids = tpids.to_vec();
+        self.vlans = (0..).zip(tpids).map(|(i, &t)| (t, 100 + i)).collect();
+        self
+    }
+
+    /// VLAN tags as (TPID, TCI), outermost first.
+    pub fn vlans(mut self, v: &[(u16, u16)]) -> Self {
+        self.vlans = v.to_vec();
+        self
+    }
+
+    /// Source and destination Ethernet addresses.
+    pub fn macs(mut self, src: [u8; 6], dst: [u8; 6]) -> Self {
+        self.macs = (src, dst);
         self
     }
 
@@ -201,12 +206,72 @@ impl Udp {
         self
     }
 
+    /// IPv4 options, exactly these bytes (0..=40, a multiple of 4).
+    pub fn ipv4_options(mut self, o: &[u8]) -> Self {
+        assert!(self.src.is_ipv4(), "test bug: IPv4 options on IPv6");
+        self.options = o.to_vec();
+        self
+    }
+
+    /// The IPv4 flags and fragment offset field, raw (DF is set unless
+    /// this says otherwise).
+    pub fn frag_field(mut self, f: u16) -> Self {
+        assert!(self.src.is_ipv4(), "test bug: IPv4 fragment field on IPv6");
+        self.frag_field = Some(f);
+        self
+    }
+
     pub fn payload(mut self, p: &[u8]) -> Self {
         self.payload = p.to_vec();
         self
     }
 
-    pub fn build(&self) -> Frame {
+    pub fn csum(mut self, c: Csum) -> Self {
+        self.csum = c;
+        self
+    }
+
+    pub fn ip_trailer(mut self, t: &[u8]) -> Self {
+        self.ip_trailer = t.to_vec();
+        self
+    }
+
+    pub fn eth_trailer(mut self, t: &[u8]) -> Self {
+        self.eth_trailer = t.to_vec();
+        self
+    }
+
+    pub fn keep_l4(mut self, n: usize) -> Self {
+        self.keep_l4 = Some(n);
+        self
+    }
+
+    /// The same datagram from another source port.
+    pub fn with_sport(&self, sport: u16) -> Self {
+        let mut u = self.clone();
+        u.src.set_port(sport);
+        u
+    }
+
+    /// The built frame's bytes.
+    pub fn frame(&self) -> Vec<u8> {
+        self.build().bytes
+    }
+
+    /// The UDP datagram (header and payload) with its checksum field.
+    pub fn datagram(&self) -> Vec<u8> {
+        let f = self.plain();
+        f.bytes[f.l4.unwrap()..].to_vec()
+    }
+
+    /// The UDP checksum field of the datagram.
+    pub fn checksum(&self) -> u16 {
+        self.plain().udp_check()
+    }
+
+    /// The frame without fragment field, trailers or cut: etherparse's
+    /// packet, its checksum cross-checked, then the checksum field set.
+    fn plain(&self) -> Frame {
         let ipv6 = self.src.is_ipv6();
         let (net, ethertype, ip_len) = if ipv6 {
             let h = ipv6_header(self.src.ip(), self.dst.ip());
@@ -216,7 +281,7 @@ impl Udp {
             let len = h.header_len();
             (IpHeaders::Ipv4(h, Default::default()), ETH_P_IP, len)
         };
-        let mut bytes = link_layer(&self.tpids, ethertype);
+        let mut bytes = ethernet_between(self.macs.0, self.macs.1, &self.vlans, ethertype, &[]);
         let l3 = bytes.len();
         PacketBuilder::ip(net)
             .udp(self.src.port(), self.dst.port())
@@ -235,8 +300,98 @@ impl Udp {
             udp_checksum(&frame.bytes, l3, l3 + ip_len, ipv6),
             "test bug: etherparse and the RFC 1071 helper disagree"
         );
-        frame
+        match self.csum {
+            Csum::Computed => frame,
+            Csum::Fixed(c) => frame.udp_checksum_field(c),
+        }
     }
+
+    pub fn build(&self) -> Frame {
+        let mut f = self.plain();
+        let l4 = f.l4();
+        let cut = match self.keep_l4 {
+            Some(n) => f.bytes.len() - l4 - n,
+            None => 0,
+        };
+        f.bytes.truncate(f.bytes.len() - cut);
+        f.bytes.extend_from_slice(&self.ip_trailer);
+        let grow = self.ip_trailer.len() as i64 - cut as i64;
+        if grow != 0 {
+            let at = if f.ipv6 { f.l3 + 4 } else { f.l3 + 2 };
+            let n = (i64::from(f.get16(at)) + grow) as u16;
+            f.set16(at, n);
+        }
+        if let Some(v) = self.frag_field {
+            f.set16(f.l3 + 6, v);
+        }
+        f.refresh_ipv4_header_checksum();
+        f.bytes.extend_from_slice(&self.eth_trailer);
+        f
+    }
+}
+
+/// An IP packet of protocol `proto` whose payload (first transport bytes
+/// and on) is `l4`, from `src` to `dst` (addresses without ports), in an
+/// Ethernet frame with `vlans`.
+pub fn ip_frame(vlans: &[(u16, u16)], src: &str, dst: &str, proto: u8, l4: &[u8]) -> Vec<u8> {
+    let src: IpAddr = src.parse().expect("source address");
+    let dst: IpAddr = dst.parse().expect("destination address");
+    let (ethertype, mut ip) = match (src, dst) {
+        (IpAddr::V4(_), _) => {
+            let mut h = ipv4_header(src, dst, &[]);
+            h.protocol = IpNumber(proto);
+            h.set_payload_len(l4.len()).unwrap();
+            h.header_checksum = h.calc_header_checksum();
+            (ETH_P_IP, h.to_bytes().to_vec())
+        }
+        (IpAddr::V6(_), _) => {
+            let mut h = ipv6_header(src, dst);
+            h.next_header = IpNumber(proto);
+            h.payload_length = l4.len() as u16;
+            (ETH_P_IPV6, h.to_bytes().to_vec())
+        }
+    };
+    ip.extend_from_slice(l4);
+    ethernet(vlans, ethertype, &ip)
+}
+
+/// A TCP segment (SYN-ACK) from `src` to `dst`, checksum left zero: the
+/// datapath must not look at it at all.
+pub fn tcp_frame(src: &str, dst: &str) -> Vec<u8> {
+    let s: SocketAddr = src.parse().unwrap();
+    let d: SocketAddr = dst.parse().unwrap();
+    let mut t = Vec::new();
+    t.extend_from_slice(&s.port().to_be_bytes());
+    t.extend_from_slice(&d.port().to_be_bytes());
+    t.extend_from_slice(&1u32.to_be_bytes()); // seq
+    t.extend_from_slice(&1u32.to_be_bytes()); // ack
+    t.extend_from_slice(&[0x50, 0x12, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(b"tcp data");
+    ip_frame(
+        &[],
+        &s.ip().to_string(),
+        &d.ip().to_string(),
+        IPPROTO_TCP,
+        &t,
+    )
+}
+
+/// An ICMP message whose type/code bytes read as port 9876 (0x2694) and
+/// whose next two bytes read as port 9875 to anything that mistook it for
+/// UDP.
+pub fn icmp_like_port(src: &str, dst: &str, proto: u8) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&9876u16.to_be_bytes());
+    t.extend_from_slice(&9875u16.to_be_bytes());
+    t.extend_from_slice(&[0, 16, 0, 0]);
+    t.extend_from_slice(b"icmp  payload");
+    ip_frame(&[], src, dst, proto, &t)
+}
+
+/// `frame` with `bytes` written at `offset`.
+pub fn patched(mut frame: Vec<u8>, offset: usize, bytes: &[u8]) -> Vec<u8> {
+    frame[offset..offset + bytes.len()].copy_from_slice(bytes);
+    frame
 }
 
 /// An ARP request: not IP.
@@ -282,6 +437,11 @@ pub enum Transport {
 }
 
 pub fn non_udp(src: &str, dst: &str, t: Transport) -> Frame {
+    non_udp_with(src, dst, t, b"not udp")
+}
+
+/// [`non_udp`] carrying `payload`.
+pub fn non_udp_with(src: &str, dst: &str, t: Transport, payload: &[u8]) -> Frame {
     let src: SocketAddr = src.parse().unwrap();
     let dst: SocketAddr = dst.parse().unwrap();
     let ipv6 = src.is_ipv6();
@@ -299,7 +459,6 @@ pub fn non_udp(src: &str, dst: &str, t: Transport) -> Frame {
     let mut bytes = link_layer(&[], ethertype);
     let l3 = bytes.len();
     let ip = PacketBuilder::ip(net);
-    let payload = b"not udp";
     match (t, ipv6) {
         (Transport::Tcp, _) => ip
             .tcp(src.port(), dst.port(), 1, 65535)
@@ -394,15 +553,15 @@ fn plain_addr(f: &Frame, source: bool) -> IpAddr {
 // Editing and expectations.
 
 impl Frame {
-    fn l4(&self) -> usize {
+    pub fn l4(&self) -> usize {
         self.l4.expect("test bug: not a UDP frame")
     }
 
-    fn get16(&self, off: usize) -> u16 {
+    pub fn get16(&self, off: usize) -> u16 {
         u16::from_be_bytes([self.bytes[off], self.bytes[off + 1]])
     }
 
-    fn set16(&mut self, off: usize, v: u16) {
+    pub fn set16(&mut self, off: usize, v: u16) {
         self.bytes[off..off + 2].copy_from_slice(&v.to_be_bytes());
     }
 
@@ -417,7 +576,7 @@ impl Frame {
     /// Recomputes the IPv4 header checksum when the header is sane enough to
     /// have one. The datapath never reads it (the stack checks it later), but
     /// a frame that is only meant to break one rule should break only that.
-    fn refresh_ipv4_header_checksum(&mut self) {
+    pub fn refresh_ipv4_header_checksum(&mut self) {
         if self.ipv6 || self.bytes.len() < self.l3 + 20 {
             return;
         }
@@ -426,7 +585,7 @@ impl Frame {
             return;
         }
         self.set16(self.l3 + 10, 0);
-        let c = !ones_complement_sum(&self.bytes[self.l3..self.l3 + hlen]);
+        let c = checksum::ipv4_header(&self.bytes[self.l3..self.l3 + hlen]);
         self.set16(self.l3 + 10, c);
     }
 
@@ -525,12 +684,7 @@ impl Frame {
         };
         out.set16(off, port);
         if check != 0 || self.ipv6 {
-            let c = udp_checksum(&out.bytes, self.l3, l4, self.ipv6);
-            assert_eq!(
-                c,
-                udp_checksum_etherparse(&out.bytes, self.l3, l4, self.ipv6),
-                "test bug: the two from-scratch checksums disagree"
-            );
+            let c = udp_checksum_checked(&out.bytes, self.l3, l4, self.ipv6);
             out.set16(l4 + 6, c);
         }
         out.bytes
