@@ -13,52 +13,11 @@
 mod support;
 
 use support::checksum::udp_checksum_computed;
+use support::configs::xdp::*;
 use support::netns::private_netns_with_veth;
 use support::packets::{udp, Frame, Port, TPID_8021AD, TPID_8021Q};
 use support::runner::{Case, Fixture, Hit, LOOPBACK};
-use udplb::abi::{Counter, REASON_COUNT, UDPLB_REASON_BALANCED, UDPLB_REASON_NO_FRONTEND};
-
-/// The configuration every test loads. Frontend indices (config order):
-const SPECS: &[&str] = &[
-    "9875=9876,9877,9878", // RR: port-only, both families, three backends
-    "53=5353",             // DNS: port-only
-    "198.18.0.1:53=5454",  // DNS_V4: exact IPv4, beats DNS for that address
-    "[2001:2::1]:53=6363", // DNS_V6: exact IPv6, beats DNS for that address
-];
-const RR: usize = 0;
-const DNS: usize = 1;
-const DNS_V4: usize = 2;
-const DNS_V6: usize = 3;
-
-/// Clients, and addresses of this host that no frontend names exactly.
-const C4: &str = "192.0.2.10:40000";
-const C6: &str = "[2001:db8::10]:40000";
-fn h4(port: u16) -> String {
-    format!("192.0.2.1:{port}")
-}
-fn h6(port: u16) -> String {
-    format!("[2001:db8::1]:{port}")
-}
-/// The addresses of the exact frontends.
-fn vip4(port: u16) -> String {
-    format!("198.18.0.1:{port}")
-}
-fn vip6(port: u16) -> String {
-    format!("[2001:2::1]:{port}")
-}
-
-fn frame_len(frames: &[&Frame]) -> u64 {
-    frames.iter().map(|f| f.len() as u64).sum()
-}
-
-/// Only the given reasons have counted, this many times each.
-fn assert_reasons(fx: &Fixture, expected: &[(u32, u64)]) {
-    let mut want = [0u64; REASON_COUNT];
-    for &(r, n) in expected {
-        want[r as usize] = n;
-    }
-    assert_eq!(fx.counters().reasons, want, "reason counters");
-}
+use udplb::abi::{Counter, UDPLB_REASON_BALANCED, UDPLB_REASON_NO_FRONTEND};
 
 #[test]
 fn round_robin_over_the_port_only_frontend() {

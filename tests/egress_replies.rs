@@ -17,44 +17,9 @@
 mod support;
 
 use support::checksum::udp_checksum_computed;
-use support::packets::{self, Csum, Udp, IP_MF, TPID_8021AD, TPID_8021Q};
+use support::configs::egress::*;
+use support::packets::{Csum, Udp, IP_MF, TPID_8021AD, TPID_8021Q};
 use support::runner::{Case, Fixture};
-
-/// The configuration of the brief. Frontend ids follow config order.
-const SPECS: &[&str] = &[
-    "9875=9876,9877",      // RR: port-only (wildcard, both families)
-    "198.18.0.1:53=5353",  // DNS_V4: exact IPv4 frontend
-    "[2001:2::1]:53=6363", // DNS_V6: exact IPv6 frontend
-];
-const RR: usize = 0;
-const DNS_V4: usize = 1;
-const DNS_V6: usize = 2;
-
-/// Clients the replies go to.
-const C4: &str = "192.0.2.10:40000";
-const C6: &str = "[2001:db8::10]:40000";
-/// Addresses of this host that no frontend names exactly.
-const H4: &str = "192.0.2.1";
-const H6: &str = "2001:db8::1";
-
-fn v4(host: &str, port: u16) -> String {
-    format!("{host}:{port}")
-}
-fn v6(host: &str, port: u16) -> String {
-    format!("[{host}]:{port}")
-}
-
-/// A reply datagram as the egress cases send it: the kit's builder with a
-/// payload of its own and, for IPv4, DF clear (the flags field 0), so that
-/// the DF case differs from the others.
-fn udp(src: &str, dst: &str) -> Udp {
-    let u = packets::udp(src, dst).payload(b"reply payload");
-    if src.starts_with('[') {
-        u
-    } else {
-        u.frag_field(0)
-    }
-}
 
 /// `base` with a payload chosen so that (`on_output`) the datagram with its
 /// source port rewritten to `to` has a computed checksum of zero (sent as

@@ -18,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod checksum;
+pub mod configs;
 pub mod cpu;
 pub mod forwarding;
 pub mod hex;
