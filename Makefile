@@ -25,7 +25,7 @@ test: deps
 	@[ "$$(id -u)" -eq 0 ] || { echo "make test needs root (XDP, network namespaces): sudo make test" >&2; exit 1; }
 	$(CARGO) test --release
 
-# Differential fuzzing: the reference model (src/model.rs) against the XDP
+# Differential fuzzing: the reference model (tests/support/model.rs) against the XDP
 # program on random and mutated frames, CASES frames (default 1000000):
 # `make fuzz CASES=N`. Needs root. (`make test` runs 10000.)
 .PHONY: fuzz

@@ -18,7 +18,6 @@ pub mod config;
 pub mod daemon;
 pub mod datapath;
 pub mod error;
-pub mod model;
 pub mod plan;
 
 /// The libbpf-cargo skeleton of bpf/udplb.bpf.c.

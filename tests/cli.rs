@@ -1,11 +1,12 @@
 //! The command line as a user meets it: every bad input exits 2 with one
 //! clear line on stderr, and leaves nothing attached.
 
-mod common;
+mod support;
 
 use std::process::{Command, Output};
 
-use common::*;
+use support::netns::*;
+use support::process::*;
 
 /// Runs udplb in `ns`; one that is still running after 20 s (it accepted
 /// input it should have refused) is killed and fails the test.

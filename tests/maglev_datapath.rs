@@ -3,36 +3,31 @@
 //! ring the plan wrote), the same 4-tuple always picks the same backend,
 //! and different flows spread over all backends.
 
-use std::collections::BTreeMap;
+mod support;
 
-use etherparse::PacketBuilder;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use support::packets::udp;
+use support::require_root;
+use support::runner::{run_once, XDP_PASS};
 use udplb::config::{Config, Defaults, Sched};
 use udplb::datapath::Datapath;
 use udplb::plan::flow_hash::flow_hash;
 use udplb::plan::State;
 
-fn require_root() {
-    if !nix::unistd::geteuid().is_root() {
-        panic!("needs root (BPF_PROG_TEST_RUN): run sudo make test");
-    }
-}
-
 fn udp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4(src, dst, 64)
-        .udp(sport, dport);
-    let mut out = Vec::new();
-    b.write(&mut out, b"maglev test payload").unwrap();
-    out
+    let (s, d) = (Ipv4Addr::from(src), Ipv4Addr::from(dst));
+    udp(&format!("{s}:{sport}"), &format!("{d}:{dport}"))
+        .payload(b"maglev test payload")
+        .frame()
 }
 
 fn udp6(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv6(src, dst, 64)
-        .udp(sport, dport);
-    let mut out = Vec::new();
-    b.write(&mut out, b"maglev test payload").unwrap();
-    out
+    let (s, d) = (Ipv6Addr::from(src), Ipv6Addr::from(dst));
+    udp(&format!("[{s}]:{sport}"), &format!("[{d}]:{dport}"))
+        .payload(b"maglev test payload")
+        .frame()
 }
 
 /// The destination port the program wrote: 14 bytes of Ethernet, then IP.
@@ -74,6 +69,11 @@ fn setup(spec: &str, table_size: u32) -> Setup {
 }
 
 impl Setup {
+    /// One BPF_PROG_TEST_RUN of the XDP program on `frame`.
+    fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        run_once(self.dp.xdp_program(), frame, None).unwrap()
+    }
+
     fn expected(&self, src: &[u8], sport: u16, dst: &[u8], dport: u16) -> u16 {
         let h = flow_hash(src, dst, sport.to_be_bytes(), dport.to_be_bytes());
         self.port_of_slot[&self.ring[(h % self.ring.len() as u32) as usize]]
@@ -88,8 +88,8 @@ fn the_program_picks_the_backend_the_rust_ring_predicts() {
         let src = [198, 18, (i >> 8) as u8, i as u8];
         let sport = 1024 + (i * 7919 % 60000) as u16;
         let frame = udp4(src, sport, [198, 18, 0, 2], 9875);
-        let (verdict, out) = s.dp.test_run(&frame).unwrap();
-        assert_eq!(verdict, 2, "XDP_PASS");
+        let (verdict, out) = s.run(&frame);
+        assert_eq!(verdict, XDP_PASS, "XDP_PASS");
         let got = dport_of(&out, false);
         assert_eq!(
             got,
@@ -114,7 +114,7 @@ fn ipv6_flows_too() {
         let mut src = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         src[14] = (i >> 8) as u8;
         src[15] = i as u8;
-        let (_, out) = s.dp.test_run(&udp6(src, 40000 + i, dst, 9875)).unwrap();
+        let (_, out) = s.run(&udp6(src, 40000 + i, dst, 9875));
         assert_eq!(
             dport_of(&out, true),
             s.expected(&src, 40000 + i, &dst, 9875),
@@ -127,8 +127,8 @@ fn ipv6_flows_too() {
 fn a_flow_always_picks_the_same_backend() {
     let s = setup("9875=9876,9877,9878", 65537);
     let frame = udp4([198, 18, 9, 9], 33333, [198, 18, 0, 2], 9875);
-    let first = dport_of(&s.dp.test_run(&frame).unwrap().1, false);
+    let first = dport_of(&s.run(&frame).1, false);
     for _ in 0..100 {
-        assert_eq!(dport_of(&s.dp.test_run(&frame).unwrap().1, false), first);
+        assert_eq!(dport_of(&s.run(&frame).1, false), first);
     }
 }

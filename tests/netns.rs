@@ -3,12 +3,15 @@
 //! sending across a veth pair to udplb on the balancer's veth, with the
 //! client's checksum offload on and off.
 
-mod common;
+mod support;
 
 use std::net::{SocketAddr, UdpSocket};
 
-use common::*;
 use nix::sys::signal::Signal;
+use support::cpu::*;
+use support::netns::*;
+use support::process::*;
+use support::sockets::*;
 
 const BACKENDS: [u16; 3] = [9876, 9877, 9878];
 const PER_BACKEND: usize = 100;

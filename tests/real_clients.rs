@@ -4,12 +4,14 @@
 //! answer proves the reply path; each server answers with its own address,
 //! so the answers also show the round robin.
 
-mod common;
+mod support;
 
 use std::process::{Child, Command, Stdio};
 
-use common::*;
 use nix::sys::signal::Signal;
+use support::netns::*;
+use support::process::*;
+use support::sockets::*;
 
 const SERVERS: [(u16, &str); 3] = [
     (5301, "198.19.1.1"),

@@ -4,15 +4,18 @@
 //! while reloading, bad files rejected with nothing changed, and `--pin`
 //! handing the interface from one udplb to the next with no gap.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
 use nix::sys::signal::Signal;
+use support::cpu::*;
+use support::netns::*;
+use support::process::*;
+use support::sockets::*;
 
 const FRONTEND: &str = "127.0.0.1:9875";
 

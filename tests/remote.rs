@@ -9,15 +9,18 @@
 //!     same Maglev configuration: 1000 flows each reach one backend whichever
 //!     balancer carried them, and keep it when one balancer is withdrawn.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::topology::*;
-use common::*;
 use nix::sys::signal::Signal;
+use support::cpu::*;
+use support::netns::*;
+use support::process::*;
+use support::sockets::*;
+use support::topology::*;
 
 fn echo_servers(srv: &[Netns; 2], ipv6: bool) -> Vec<UdpSocket> {
     srv.iter()

@@ -11,18 +11,18 @@
 //! frontend looped between the balancer and echoing backends tens of
 //! thousands of times in a few seconds.
 
-mod common;
+mod support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use common::topology::*;
-use common::*;
 use nix::sys::signal::Signal;
 use nix::sys::socket::{
     bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
 };
+use support::process::Udplb;
+use support::topology::*;
 
 /// A UDP socket bound to `addr` even where `addr` is not local: the
 /// attacker's tool (IP_FREEBIND to bind; IPv4 also needs IP_TRANSPARENT to

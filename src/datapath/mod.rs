@@ -18,7 +18,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject, ProgramInput};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject};
 
 use crate::abi::{self, bytes_of, Counter, REASON_COUNT};
 use crate::bpf::{UdplbSkel, UdplbSkelBuilder};
@@ -200,54 +200,6 @@ impl Datapath {
         }
         Ok(c)
     }
-
-    /// Runs the XDP program once on `packet` (BPF_PROG_TEST_RUN, repeat 1).
-    /// Returns the verdict and the packet as the program left it.
-    pub fn test_run(&self, packet: &[u8]) -> Result<(u32, Vec<u8>)> {
-        test_run(&self.skel.progs.udplb_xdp, packet, None)
-    }
-
-    /// As [`test_run`](Self::test_run), with the packet arriving on
-    /// `ingress_ifindex` (which must exist in the caller's namespace).
-    pub fn test_run_on(&self, ingress_ifindex: u32, packet: &[u8]) -> Result<(u32, Vec<u8>)> {
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
-        // rx_queue_index, egress_ifindex.
-        let mut ctx: Vec<u8> = [0, packet.len() as u32, 0, ingress_ifindex, 0, 0]
-            .iter()
-            .flat_map(|v| v.to_ne_bytes())
-            .collect();
-        test_run(&self.skel.progs.udplb_xdp, packet, Some(&mut ctx))
-    }
-
-    /// Runs the TC egress (reply) program once on `packet`. The test-run
-    /// skb carries a dummy socket, as locally sent datagrams do.
-    pub fn test_run_egress(&self, packet: &[u8]) -> Result<(u32, Vec<u8>)> {
-        test_run(&self.skel.progs.udplb_egress, packet, None)
-    }
-}
-
-/// One BPF_PROG_TEST_RUN with repeat 1 (a repeated run would see the packet
-/// it already rewrote).
-fn test_run(
-    prog: &libbpf_rs::ProgramMut<'_>,
-    packet: &[u8],
-    ctx: Option<&mut [u8]>,
-) -> Result<(u32, Vec<u8>)> {
-    let mut out = vec![0u8; packet.len() + 256];
-    let input = ProgramInput {
-        data_in: Some(packet),
-        data_out: Some(&mut out),
-        context_in: ctx,
-        repeat: 1,
-        ..Default::default()
-    };
-    let output = prog
-        .test_run(input)
-        .with_context(|| format!("BPF_PROG_TEST_RUN of {}", prog.name().to_string_lossy()))?;
-    let verdict = output.return_value;
-    let len = output.data.map(|d| d.len()).unwrap_or(0);
-    out.truncate(len);
-    Ok((verdict, out))
 }
 
 /// Deletes `key`; a key that is already gone is fine.

@@ -175,7 +175,7 @@ pub fn install_nft_dnat(
     let rules = nft_dnat_rules(vip, port, backends);
     let path = std::env::temp_dir().join(format!("{PREFIX}-{}-nft.conf", std::process::id()));
     std::fs::write(&path, &rules)?;
-    let result = ns.exec(&["nft", "-f", &path.to_string_lossy()]);
+    let result = ns.try_exec(&["nft", "-f", &path.to_string_lossy()]);
     let _ = std::fs::remove_file(&path);
     result.context("installing the nftables DNAT rule")?;
     Ok(())
@@ -266,7 +266,7 @@ pub fn start_nginx(ns: &Netns, frontend: u16, backends: &[u16], cpu: usize) -> R
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         nginx.proc.check_alive()?;
-        if ns.exec(&["cat", "/proc/net/udp"])?.contains(&port_hex) {
+        if ns.try_exec(&["cat", "/proc/net/udp"])?.contains(&port_hex) {
             return Ok(nginx);
         }
         if Instant::now() > deadline {

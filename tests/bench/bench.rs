@@ -38,6 +38,8 @@ mod receivers;
 mod report;
 mod sender;
 mod stats;
+#[path = "../support/mod.rs"]
+mod support;
 mod targets;
 
 use std::process::ExitCode;

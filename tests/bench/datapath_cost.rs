@@ -22,12 +22,8 @@
 //! same way. Their difference is the program's cost above the floor; it
 //! should agree with the self-loop figure's.
 
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd};
-
-use anyhow::{bail, Context, Result};
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::OpenObject;
+use anyhow::{bail, Result};
+use libbpf_rs::ProgramMut;
 use udplb::abi::{
     MAX_BACKENDS, MAX_FRONTENDS, UDPLB_REASON_BALANCED, UDPLB_REASON_NOT_UDP,
     UDPLB_REASON_NO_FRONTEND, UDPLB_REASON_REPLY,
@@ -42,6 +38,7 @@ use super::prog_test_run::{check_path, reasons, test_run, XDP_PASS};
 use super::report::{CaseResult, Report, Section};
 use super::stats::Samples;
 use super::stop_requested;
+use super::support::runner::run_once;
 
 /// Repetitions in one test run; the kernel reports the mean per repetition.
 pub const REPEAT: u32 = 1_000_000;
@@ -280,20 +277,12 @@ fn cases(dps: &mut Vec<Datapath>, skipped: &mut Vec<String>) -> Result<Vec<Case>
 
 pub fn run(report: &mut Report) -> Result<()> {
     println!("datapath cost: loading programs ...");
-    // The floor: udplb_noop from a skeleton of its own (Datapath does not
-    // expose it). Leaked like Datapath's own storage: it lives for the run.
-    let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
-    let noop_skel = udplb::bpf::UdplbSkelBuilder::default()
-        .open(storage)
-        .context("opening the BPF object")?
-        .load()
-        .context("loading the BPF object (root needed)")?;
-    let noop = noop_skel.progs.udplb_noop.as_fd();
-
     let (mut dps, mut skipped) = (Vec::new(), Vec::new());
     let mut cases = cases(&mut dps, &mut skipped)?;
     let balanced4 = packets::udp4(CLIENT_PORT, FRONTEND);
     sanity_check(&dps[0], &dps[1], &balanced4)?;
+    // The floor: udplb_noop, loaded with the first datapath.
+    let noop = dps[0].noop_program();
 
     for round in 0..ROUNDS {
         if stop_requested() {
@@ -304,8 +293,8 @@ pub fn run(report: &mut Report) -> Result<()> {
                 Prog::Udplb(i) => Some(&dps[i]),
                 Prog::Noop => None,
             };
-            let fd = dp.map(|d| d.xdp_prog()).unwrap_or(noop);
-            let (ns, cpu) = measure(case, fd, dp)?;
+            let prog = dp.map(|d| d.xdp_program()).unwrap_or(noop);
+            let (ns, cpu) = measure(case, prog, dp)?;
             case.samples.push(ns);
             case.cpu.push(cpu);
         }
@@ -322,19 +311,19 @@ pub fn run(report: &mut Report) -> Result<()> {
 /// One sample of one case: (kernel ns per run, thread-CPU ns per run), after
 /// checking the verdict and that every run was counted under the case's
 /// reason.
-fn measure(case: &Case, fd: BorrowedFd<'_>, dp: Option<&Datapath>) -> Result<(f64, f64)> {
+fn measure(case: &Case, prog: &ProgramMut<'_>, dp: Option<&Datapath>) -> Result<(f64, f64)> {
     let before = dp.map(reasons).transpose()?;
     let cpu_start = thread_secs();
     let (ns, runs) = match case.method {
         Method::Repeat => {
-            let r = test_run(fd, &case.packet, REPEAT)?;
+            let r = test_run(prog, &case.packet, REPEAT)?;
             check_verdict(&case.key, r.verdict)?;
             (r.ns_per_run as f64, REPEAT as u64)
         }
         Method::SyscallLoop => {
             let mut total: u64 = 0;
             for _ in 0..SYSCALL_RUNS {
-                let r = test_run(fd, &case.packet, 1)?;
+                let r = test_run(prog, &case.packet, 1)?;
                 check_verdict(&case.key, r.verdict)?;
                 total += r.ns_per_run as u64;
             }
@@ -359,11 +348,11 @@ fn check_verdict(case: &str, verdict: u32) -> Result<()> {
 /// the first backend, and the self-loop tables leave it byte for byte as it
 /// was (which is why a repeated run stays balanced).
 fn sanity_check(looped: &Datapath, real: &Datapath, packet: &[u8]) -> Result<()> {
-    let (verdict, out) = real.test_run(packet)?;
+    let (verdict, out) = run_once(real.xdp_program(), packet, None)?;
     if verdict != XDP_PASS || packets::udp_dport(&out) != 9876 {
         bail!("real tables: the balanced packet was not sent to backend 9876 (verdict {verdict})");
     }
-    let (verdict, out) = looped.test_run(packet)?;
+    let (verdict, out) = run_once(looped.xdp_program(), packet, None)?;
     if verdict != XDP_PASS || out != packet {
         bail!("self-loop tables: the balanced packet changed (verdict {verdict})");
     }

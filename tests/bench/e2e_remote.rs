@@ -136,8 +136,8 @@ struct Setup {
 impl Setup {
     fn new(kind: Kind) -> Result<Setup> {
         let tag = kind.key().trim_start_matches("remote_");
-        let client = Netns::new(&format!("r{tag}-c"))?;
-        let hosts = Netns::new(&format!("r{tag}-s"))?;
+        let client = super::netns::create(&format!("r{tag}-c"))?;
+        let hosts = super::netns::create(&format!("r{tag}-s"))?;
         let host_addrs: Vec<String> = BACKENDS.iter().map(|a| format!("{a}/24")).collect();
         let host_addrs: Vec<&str> = host_addrs.iter().map(String::as_str).collect();
         if kind == Kind::NoBalancer {
@@ -147,19 +147,19 @@ impl Setup {
                 &End {
                     ns: &client,
                     dev: "veth-a",
-                    mac: CLIENT_MAC,
+                    mac: Some(CLIENT_MAC),
                     addrs: &[&format!("{CLIENT_V4}/24")],
                 },
                 &End {
                     ns: &hosts,
                     dev: "veth-d",
-                    mac: BALANCER_MAC,
+                    mac: Some(BALANCER_MAC),
                     addrs: &host_addrs,
                 },
             )?;
-            hosts.ip(&["route", "add", CLIENT_NET, "dev", "veth-d"])?;
+            hosts.try_ip(&["route", "add", CLIENT_NET, "dev", "veth-d"])?;
             for (ns, dev) in [(&client, "veth-a"), (&hosts, "veth-d")] {
-                ns.exec(&["ethtool", "-K", dev, "gro", "on"])?;
+                ns.try_exec(&["ethtool", "-K", dev, "gro", "on"])?;
             }
             return Ok(Setup {
                 kind,
@@ -169,19 +169,19 @@ impl Setup {
                 hosts,
             });
         }
-        let balancer = Netns::new(&format!("r{tag}-b"))?;
+        let balancer = super::netns::create(&format!("r{tag}-b"))?;
         veth_pair(&client, &balancer)?;
         link(
             &End {
                 ns: &balancer,
                 dev: "veth-c",
-                mac: GATEWAY_MAC,
+                mac: Some(GATEWAY_MAC),
                 addrs: &[&format!("{GATEWAY}/24")],
             },
             &End {
                 ns: &hosts,
                 dev: "veth-d",
-                mac: HOSTS_MAC,
+                mac: Some(HOSTS_MAC),
                 addrs: &host_addrs,
             },
         )?;
@@ -189,16 +189,16 @@ impl Setup {
             neigh(&balancer, "veth-c", &a.to_string(), HOSTS_MAC)?;
         }
         neigh(&hosts, "veth-d", GATEWAY, GATEWAY_MAC)?;
-        hosts.ip(&["route", "add", CLIENT_NET, "via", GATEWAY, "dev", "veth-d"])?;
-        balancer.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
-        balancer.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        hosts.try_ip(&["route", "add", CLIENT_NET, "via", GATEWAY, "dev", "veth-d"])?;
+        balancer.try_ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+        balancer.try_exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         for (ns, dev) in [
             (&client, "veth-a"),
             (&balancer, "veth-b"),
             (&balancer, "veth-c"),
             (&hosts, "veth-d"),
         ] {
-            ns.exec(&["ethtool", "-K", dev, "gro", "on"])?;
+            ns.try_exec(&["ethtool", "-K", dev, "gro", "on"])?;
         }
         let mut udplb = None;
         match kind {

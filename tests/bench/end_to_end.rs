@@ -114,8 +114,8 @@ struct Setup {
 
 impl Setup {
     fn new(kind: Kind) -> Result<Setup> {
-        let client = Netns::new(&format!("{}-c", kind.key()))?;
-        let balancer = Netns::new(&format!("{}-b", kind.key()))?;
+        let client = super::netns::create(&format!("{}-c", kind.key()))?;
+        let balancer = super::netns::create(&format!("{}-b", kind.key()))?;
         veth_pair(&client, &balancer)?;
         let mut s = Setup {
             kind,
@@ -133,7 +133,8 @@ impl Setup {
                 s.udplb = Some(start_udplb(&s.balancer, &generic, "veth-b", &spec)?)
             }
             Kind::DirectGro => {
-                s.balancer.exec(&["ethtool", "-K", "veth-b", "gro", "on"])?;
+                s.balancer
+                    .try_exec(&["ethtool", "-K", "veth-b", "gro", "on"])?;
             }
             Kind::Nftables => install_nft_dnat(&s.balancer, None, FRONTEND, &BACKENDS.map(local))?,
             Kind::Nginx => {
@@ -233,10 +234,12 @@ pub struct Run {
 
 pub fn run_once(p: &Path, duration: Duration) -> Result<Run> {
     let rx = Receivers::start(p.hosts, RECEIVER_CPU, &p.backends)?;
-    let errors_before = p.hosts.snmp("Udp", "RcvbufErrors")?;
-    let csum_before = p.hosts.snmp("Udp", "InCsumErrors")?;
-    let forwarded =
-        || -> Result<u64> { p.balancer.map_or(Ok(0), |b| b.snmp("Ip", "ForwDatagrams")) };
+    let errors_before = p.hosts.try_snmp("Udp", "RcvbufErrors")?;
+    let csum_before = p.hosts.try_snmp("Udp", "InCsumErrors")?;
+    let forwarded = || -> Result<u64> {
+        p.balancer
+            .map_or(Ok(0), |b| b.try_snmp("Ip", "ForwDatagrams"))
+    };
     let forwarded_before = forwarded()?;
     let proc_before: f64 = p.pids.iter().map(|&p| process_secs(p)).sum();
     let cpu_before = CpuTimes::now()?;
@@ -257,9 +260,9 @@ pub fn run_once(p: &Path, duration: Duration) -> Result<Run> {
         balancer_cpu: cpu_after.softirq_since(&cpu_before) + (proc_after - proc_before),
         sender_cpu_softirq: cpu_after.softirq_share(&cpu_before, SENDER_CPU),
         steal: cpu_after.steal_since(&cpu_before),
-        rcvbuf_errors: p.hosts.snmp("Udp", "RcvbufErrors")? - errors_before,
+        rcvbuf_errors: p.hosts.try_snmp("Udp", "RcvbufErrors")? - errors_before,
         kernel_forwarded: forwarded()? - forwarded_before,
-        csum_errors: p.hosts.snmp("Udp", "InCsumErrors")? - csum_before,
+        csum_errors: p.hosts.try_snmp("Udp", "InCsumErrors")? - csum_before,
     })
 }
 

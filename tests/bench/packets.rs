@@ -1,16 +1,19 @@
 //! The frames the datapath cost is measured on: small UDP datagrams as a
 //! client in 198.18.0.0/15 (2001:2::/48) would send them, and one TCP
-//! segment for the non-UDP path. Built with etherparse, so their checksums
-//! are valid and the datapath takes its normal path (no malformed branch).
+//! segment for the non-UDP path. Built with the test kit's packet builder
+//! (tests/support/packets.rs), so their checksums are valid and the
+//! datapath takes its normal path (no malformed branch).
 
-use etherparse::PacketBuilder;
+use std::net::Ipv4Addr;
 
-const MAC_CLIENT: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const MAC_BALANCER: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const V4_CLIENT: [u8; 4] = [198, 18, 0, 1];
-const V4_BALANCER: [u8; 4] = [198, 18, 0, 2];
-const V6_CLIENT: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-const V6_BALANCER: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+use super::support::packets::{non_udp_with, udp, Transport, MAC_DST, MAC_SRC};
+
+const MAC_CLIENT: [u8; 6] = MAC_SRC;
+const MAC_BALANCER: [u8; 6] = MAC_DST;
+const V4_CLIENT: &str = "198.18.0.1";
+const V4_BALANCER: &str = "198.18.0.2";
+const V6_CLIENT: &str = "2001:2::1";
+const V6_BALANCER: &str = "2001:2::2";
 
 /// UDP payload of every measured datagram: a small one, so the figures are
 /// per-packet costs (the end-to-end sender uses the same size).
@@ -25,53 +28,54 @@ fn payload() -> Vec<u8> {
 
 /// IPv4 UDP from the client's port `sport` to the balancer's port `dport`.
 pub fn udp4(sport: u16, dport: u16) -> Vec<u8> {
-    udp4_to(V4_BALANCER, sport, dport)
+    udp(
+        &format!("{V4_CLIENT}:{sport}"),
+        &format!("{V4_BALANCER}:{dport}"),
+    )
+    .payload(&payload())
+    .frame()
 }
 
 /// IPv4 UDP from the client's port `sport` to `dst`:`dport`, framed for the
 /// balancer (its Ethernet address): to the balancer itself, or through it
 /// when `dst` is on another host.
 pub fn udp4_to(dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_CLIENT, MAC_BALANCER)
-        .ipv4(V4_CLIENT, dst, 64)
-        .udp(sport, dport);
-    let mut out = Vec::with_capacity(b.size(PAYLOAD));
-    b.write(&mut out, &payload())
-        .expect("building a test frame");
-    out
+    let dst = Ipv4Addr::from(dst);
+    udp(&format!("{V4_CLIENT}:{sport}"), &format!("{dst}:{dport}"))
+        .payload(&payload())
+        .frame()
 }
 
 /// IPv6 UDP from the client's port `sport` to the balancer's port `dport`.
 pub fn udp6(sport: u16, dport: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_CLIENT, MAC_BALANCER)
-        .ipv6(V6_CLIENT, V6_BALANCER, 64)
-        .udp(sport, dport);
-    let mut out = Vec::with_capacity(b.size(PAYLOAD));
-    b.write(&mut out, &payload())
-        .expect("building a test frame");
-    out
+    udp(
+        &format!("[{V6_CLIENT}]:{sport}"),
+        &format!("[{V6_BALANCER}]:{dport}"),
+    )
+    .payload(&payload())
+    .frame()
 }
 
 /// A reply: IPv4 UDP from the balancer's backend port `sport` to the client.
 pub fn reply4(sport: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_BALANCER, MAC_CLIENT)
-        .ipv4(V4_BALANCER, V4_CLIENT, 64)
-        .udp(sport, CLIENT_PORT);
-    let mut out = Vec::with_capacity(b.size(PAYLOAD));
-    b.write(&mut out, &payload())
-        .expect("building a test frame");
-    out
+    udp(
+        &format!("{V4_BALANCER}:{sport}"),
+        &format!("{V4_CLIENT}:{CLIENT_PORT}"),
+    )
+    .macs(MAC_BALANCER, MAC_CLIENT)
+    .payload(&payload())
+    .frame()
 }
 
 /// IPv4 TCP to `dport` (not UDP: counted and passed untouched).
 pub fn tcp4(dport: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_CLIENT, MAC_BALANCER)
-        .ipv4(V4_CLIENT, V4_BALANCER, 64)
-        .tcp(CLIENT_PORT, dport, 1, 65535);
-    let mut out = Vec::with_capacity(b.size(PAYLOAD));
-    b.write(&mut out, &payload())
-        .expect("building a test frame");
-    out
+    non_udp_with(
+        &format!("{V4_CLIENT}:{CLIENT_PORT}"),
+        &format!("{V4_BALANCER}:{dport}"),
+        Transport::Tcp,
+        &payload(),
+    )
+    .bytes
 }
 
 /// The UDP destination port of an untagged IPv4 or IPv6 frame.

@@ -1,19 +1,15 @@
-//! BPF_PROG_TEST_RUN on a program given as a file descriptor, and the
-//! per-CPU reason counters that prove which path a timed run took.
-//!
-//! `Datapath` hands out its XDP program only as an fd (`xdp_prog()`), so this
-//! makes the same `bpf_prog_test_run_opts` call that libbpf-rs's
-//! `Program::test_run(ProgramInput { repeat, .. })` makes, on that fd. The
-//! no-op floor goes through the same function, so both sides of every ratio
-//! are measured by identical code.
-
-use std::os::fd::{AsRawFd, BorrowedFd};
+//! Timed BPF_PROG_TEST_RUN through the test kit's runner
+//! (tests/support/runner.rs, libbpf-rs's `test_run` with a repeat count),
+//! and the per-CPU reason counters that prove which path a timed run took.
+//! The no-op floor goes through the same function, so both sides of every
+//! ratio are measured by identical code.
 
 use anyhow::{bail, Context, Result};
+use libbpf_rs::ProgramMut;
 use udplb::abi::REASON_COUNT;
 use udplb::datapath::Datapath;
 
-pub const XDP_PASS: u32 = 2;
+pub use super::support::runner::XDP_PASS;
 
 /// What one BPF_PROG_TEST_RUN call returned.
 #[derive(Debug, Clone, Copy)]
@@ -25,27 +21,14 @@ pub struct RunResult {
     pub ns_per_run: u32,
 }
 
-/// Runs the program behind `prog` on `packet`, `repeat` times in one call.
-/// With `repeat > 1` every repetition after the first sees the packet as the
-/// previous one left it.
-pub fn test_run(prog: BorrowedFd<'_>, packet: &[u8], repeat: u32) -> Result<RunResult> {
-    let mut opts = libbpf_sys::bpf_test_run_opts {
-        sz: std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _,
-        data_in: packet.as_ptr().cast(),
-        data_size_in: packet.len() as u32,
-        repeat: repeat as i32,
-        ..Default::default()
-    };
-    // SAFETY: opts points at `packet`, which outlives the call; data_out and
-    // ctx are null, so the kernel writes only into `opts` itself.
-    let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) };
-    if rc != 0 {
-        let err = std::io::Error::from_raw_os_error(-rc);
-        return Err(err).context("BPF_PROG_TEST_RUN");
-    }
+/// Runs `prog` on `packet`, `repeat` times in one call. With `repeat > 1`
+/// every repetition after the first sees the packet as the previous one
+/// left it.
+pub fn test_run(prog: &ProgramMut<'_>, packet: &[u8], repeat: u32) -> Result<RunResult> {
+    let r = super::support::runner::run_timed(prog, packet, repeat)?;
     Ok(RunResult {
-        verdict: opts.retval,
-        ns_per_run: opts.duration,
+        verdict: r.verdict,
+        ns_per_run: u32::try_from(r.per_run.as_nanos()).unwrap_or(u32::MAX),
     })
 }
 

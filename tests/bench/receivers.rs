@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::libc;
 
-use super::netns::Netns;
+use super::netns::{Netns, Spawn};
 use super::sender::BATCH;
 
 /// Receive buffer per backend socket (SO_RCVBUFFORCE: rmem_max cannot be

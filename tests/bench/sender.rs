@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use nix::libc;
 
 use super::cpu::{ksoftirqd_secs, thread_secs};
-use super::netns::Netns;
+use super::netns::{Netns, Spawn};
 use super::packets;
 
 /// Client flows (source ports 10000..); a multiple of 3 so the direct case

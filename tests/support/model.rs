@@ -13,21 +13,23 @@
 //!   0xFFFF, IPv6 checksums are always updated; every frame is passed;
 //!   counters count whole frames.
 //!
-//! `tests/differential.rs` runs random and mutated packets through this
+//! `tests/differential/` runs random and mutated packets through this
 //! model and through the real program (BPF_PROG_TEST_RUN) and requires the
 //! same result.
 //!
 //! Two seams keep it easy to change:
 //! - [`ModelConfig::from_config`] is the only place that reads
-//!   [`crate::config::Config`];
+//!   [`udplb::config::Config`];
 //! - backend choice: the ring userspace writes (from the plan), walked by
 //!   the [`Scheduler`] ([`RoundRobin`]) or indexed by [`Flow::hash`] (Maglev).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::abi;
-use crate::config::Config;
+use udplb::abi;
+use udplb::config::Config;
+
+use super::checksum;
 
 /// The kernel delivers the frame (rewritten or not).
 pub const XDP_PASS: u32 = 2;
@@ -36,7 +38,7 @@ pub const XDP_DROP: u32 = 1;
 
 /// Reason codes (include/udplb.h, `enum udplb_reason`), as counter indices.
 pub mod reason {
-    use crate::abi;
+    use udplb::abi;
     pub const BALANCED: usize = abi::UDPLB_REASON_BALANCED as usize;
     pub const REPLY: usize = abi::UDPLB_REASON_REPLY as usize;
     pub const NOT_IP: usize = abi::UDPLB_REASON_NOT_IP as usize;
@@ -121,7 +123,7 @@ impl ModelConfig {
         // The rings are configuration, built by userspace: take them from
         // the plan that writes a fresh datapath (one ring per frontend, in
         // configuration order), as backend indices.
-        let (plan, state) = crate::plan::State::default().plan(config);
+        let (plan, state) = udplb::plan::State::default().plan(config);
         let layout = state.layout(config);
         let frontends = config
             .frontends
@@ -148,7 +150,7 @@ impl ModelConfig {
                     },
                     backends: fe.backends.iter().map(|b| b.port).collect(),
                     ring,
-                    maglev: fe.sched == crate::config::Sched::Maglev,
+                    maglev: fe.sched == udplb::config::Sched::Maglev,
                 }
             })
             .collect();
@@ -209,7 +211,7 @@ impl Flow {
             IpAddr::V4(a) => a.octets().to_vec(),
             IpAddr::V6(a) => a.octets().to_vec(),
         };
-        crate::plan::flow_hash::flow_hash(
+        udplb::plan::flow_hash::flow_hash(
             &bytes(&self.src),
             &bytes(&self.dst),
             self.sport.to_be_bytes(),
@@ -479,66 +481,6 @@ fn parse_ipv6(frame: &[u8], l3: usize) -> Result<Datagram, Stop> {
     })
 }
 
-// ---------------------------------------------------------------------------
-// Checksums.
-
-/// Internet checksum arithmetic (RFC 1071, RFC 1624), on 16-bit words taken
-/// big-endian from the packet.
-pub mod checksum {
-    /// One's-complement addition of two 16-bit words: add, then carry the
-    /// 17th bit back into the lowest.
-    pub fn add(a: u16, b: u16) -> u16 {
-        let (sum, carry) = a.overflowing_add(b);
-        sum + u16::from(carry)
-    }
-
-    /// The one's-complement sum (RFC 1071) of `data` as big-endian 16-bit
-    /// words, a last odd byte taken as the high half of a word.
-    pub fn sum(data: &[u8]) -> u16 {
-        data.chunks(2).fold(0, |acc, w| {
-            add(
-                acc,
-                u16::from_be_bytes([w[0], w.get(1).copied().unwrap_or(0)]),
-            )
-        })
-    }
-
-    /// RFC 1624 eqn. 3: the checksum `hc` after one covered 16-bit word
-    /// changes from `m` to `m2`: HC' = ~(~HC + ~m + m').
-    pub fn update(hc: u16, m: u16, m2: u16) -> u16 {
-        !add(add(!hc, !m), m2)
-    }
-
-    /// The UDP checksum over a pseudo-header and `udp_datagram` (udp.len
-    /// bytes, its checksum field included as it is), as it goes on the wire:
-    /// the complement of the sum, a computed 0 sent as 0xFFFF (RFC 768).
-    /// `addrs` is source then destination address. The datagram's own
-    /// checksum field is taken as zero.
-    pub fn udp(addrs: &[u8], udp_datagram: &[u8], ipv6: bool) -> u16 {
-        let mut pseudo = addrs.to_vec();
-        let len = udp_datagram.len();
-        if ipv6 {
-            pseudo.extend_from_slice(&(len as u32).to_be_bytes());
-            pseudo.extend_from_slice(&[0, 0, 0, 17]);
-        } else {
-            pseudo.extend_from_slice(&[0, 17]);
-            pseudo.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        let mut d = udp_datagram.to_vec();
-        d[6] = 0;
-        d[7] = 0;
-        match !add(sum(&pseudo), sum(&d)) {
-            0 => 0xffff,
-            c => c,
-        }
-    }
-
-    /// Whether the datagram's checksum field holds its correct checksum.
-    pub fn verifies(addrs: &[u8], udp_datagram: &[u8], ipv6: bool) -> bool {
-        udp(addrs, udp_datagram, ipv6) == u16::from_be_bytes([udp_datagram[6], udp_datagram[7]])
-    }
-}
-
 /// Sets the UDP port at `field` (0: source, 2: destination) and updates the
 /// checksum for it.
 fn set_port(frame: &mut [u8], d: &Datagram, field: usize, port: u16) {
@@ -637,205 +579,4 @@ pub fn run(
     }
     out.why = "UDP, neither to a frontend nor from a backend";
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Ethernet + IPv4 (IHL 5) + UDP with a correct checksum.
-    fn v4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
-        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
-        let tot = (20 + 8 + payload.len()) as u16;
-        f.extend_from_slice(&[0x45, 0, 0, 0, 0x12, 0x34, 0, 0, 64, 17, 0, 0]);
-        f[16..18].copy_from_slice(&tot.to_be_bytes());
-        f.extend_from_slice(&src);
-        f.extend_from_slice(&dst);
-        f.extend_from_slice(&sport.to_be_bytes());
-        f.extend_from_slice(&dport.to_be_bytes());
-        f.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
-        f.extend_from_slice(&[0, 0]);
-        f.extend_from_slice(payload);
-        let c = checksum::udp(&f[26..34], &f[34..], false);
-        f[40..42].copy_from_slice(&c.to_be_bytes());
-        f
-    }
-
-    fn v6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
-        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
-        let plen = (8 + payload.len()) as u16;
-        f.extend_from_slice(&[0x60, 0, 0, 0]);
-        f.extend_from_slice(&plen.to_be_bytes());
-        f.extend_from_slice(&[17, 64]);
-        f.extend_from_slice(&src.octets());
-        f.extend_from_slice(&dst.octets());
-        f.extend_from_slice(&sport.to_be_bytes());
-        f.extend_from_slice(&dport.to_be_bytes());
-        f.extend_from_slice(&plen.to_be_bytes());
-        f.extend_from_slice(&[0, 0]);
-        f.extend_from_slice(payload);
-        let c = checksum::udp(&f[22..54], &f[54..], true);
-        f[60..62].copy_from_slice(&c.to_be_bytes());
-        f
-    }
-
-    fn config(specs: &[&str]) -> ModelConfig {
-        ModelConfig::from_config(&Config::from_specs(specs).unwrap())
-    }
-
-    const C4: [u8; 4] = [192, 0, 2, 10];
-    const H4: [u8; 4] = [192, 0, 2, 1];
-    const VIP4: [u8; 4] = [198, 18, 0, 1];
-
-    #[test]
-    fn rfc1071_example_and_rfc1624_update() {
-        // RFC 1071 section 3: 0001 f203 f4f5 f6f7 sums to ddf2.
-        assert_eq!(
-            checksum::sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
-            0xddf2
-        );
-        assert_eq!(checksum::sum(&[0x01]), 0x0100, "odd byte is the high half");
-        // RFC 1624 section 4: HC 0xDD2F, m 0x5555 -> m' 0x3285 gives 0x0000.
-        assert_eq!(checksum::update(0xdd2f, 0x5555, 0x3285), 0x0000);
-        // A by-hand UDP checksum (tests/datapath.rs rfc1071_helper).
-        let f = v4(C4, 40000, H4, 53, b"hi");
-        assert_eq!(be16(&f, 40), 0x76ef);
-    }
-
-    #[test]
-    fn incremental_update_equals_recomputation() {
-        // Whatever the payload, the rewritten datagram's checksum is the one
-        // computed from scratch, in both families and both directions.
-        let cfg = config(&["53=5353", "9875=9876,9877"]);
-        for v in (0..=u16::MAX).step_by(7) {
-            let p = v.to_be_bytes();
-            for (frame, ipv6) in [
-                (v4(C4, 40000, H4, 53, &p), false),
-                (v4(H4, 9877, C4, 40000, &p), false),
-                (
-                    v6(
-                        Ipv6Addr::LOCALHOST,
-                        40000,
-                        "2001:db8::1".parse().unwrap(),
-                        53,
-                        &p,
-                    ),
-                    true,
-                ),
-            ] {
-                let o = run(&frame, &cfg, &mut ModelState::default(), true);
-                assert!(matches!(o.reason, reason::BALANCED | reason::REPLY));
-                let (addrs, udp) = if ipv6 {
-                    (&o.output[22..54], &o.output[54..])
-                } else {
-                    (&o.output[26..34], &o.output[34..])
-                };
-                assert!(checksum::verifies(addrs, udp, ipv6), "payload {v:#06x}");
-            }
-        }
-    }
-
-    #[test]
-    fn ipv4_checksum_zero_stays_zero_ipv6_does_not() {
-        let cfg = config(&["53=5353"]);
-        let mut f = v4(C4, 40000, H4, 53, b"x");
-        f[40..42].copy_from_slice(&[0, 0]);
-        let o = run(&f, &cfg, &mut ModelState::default(), true);
-        assert_eq!(o.reason, reason::BALANCED);
-        assert_eq!(&o.output[40..42], &[0, 0]);
-        let mut g = v6(Ipv6Addr::LOCALHOST, 1, Ipv6Addr::LOCALHOST, 53, b"x");
-        g[60..62].copy_from_slice(&[0, 0]);
-        let o = run(&g, &cfg, &mut ModelState::default(), true);
-        assert_ne!(&o.output[60..62], &[0, 0]);
-    }
-
-    #[test]
-    fn round_robin_in_order_shared_by_families() {
-        let cfg = config(&["9875=9876,9877,9878"]);
-        let mut st = ModelState::default();
-        let six = v6(Ipv6Addr::LOCALHOST, 1, Ipv6Addr::LOCALHOST, 9875, b"");
-        let four = v4(C4, 1, H4, 9875, b"");
-        let got: Vec<_> = [&four, &six, &four, &six]
-            .iter()
-            .map(|f| run(f, &cfg, &mut st, false).backend)
-            .collect();
-        assert_eq!(
-            got,
-            [Some((0, 0)), Some((0, 1)), Some((0, 2)), Some((0, 0))]
-        );
-    }
-
-    #[test]
-    fn exact_frontends_and_replies() {
-        let cfg = config(&["53=5353", "198.18.0.1:53=5454"]);
-        let mut st = ModelState::default();
-        assert_eq!(
-            run(&v4(C4, 1, VIP4, 53, b""), &cfg, &mut st, false).backend,
-            Some((1, 0))
-        );
-        assert_eq!(
-            run(&v4(C4, 1, H4, 53, b""), &cfg, &mut st, false).backend,
-            Some((0, 0))
-        );
-        // Exact frontend's backend replies from its address: anywhere.
-        assert_eq!(
-            run(&v4(VIP4, 5454, C4, 1, b""), &cfg, &mut st, false).reply,
-            Some(1)
-        );
-        // Port-only frontend's backend: only on lo.
-        let r = v4(H4, 5353, C4, 1, b"");
-        assert_eq!(run(&r, &cfg, &mut st, false).reason, reason::NO_FRONTEND);
-        assert_eq!(run(&r, &cfg, &mut st, true).reply, Some(0));
-        // The unspecified source address is an address, not "any": on a
-        // wire-facing interface it is matched by port alone, i.e. not at all.
-        let z = v4([0; 4], 5353, C4, 1, b"");
-        assert_eq!(run(&z, &cfg, &mut st, false).reason, reason::NO_FRONTEND);
-        assert_eq!(
-            run(&v4(H4, 5454, C4, 1, b""), &cfg, &mut st, true).reply,
-            None
-        );
-    }
-
-    #[test]
-    fn parse_order() {
-        let cfg = config(&["53=5353"]);
-        let st = &mut ModelState::default();
-        let good = v4(C4, 1, H4, 53, &[0; 10]);
-        let r = |f: &[u8], st: &mut ModelState| run(f, &cfg, st, true).reason;
-        for len in 0..good.len() {
-            assert_eq!(r(&good[..len], st), reason::MALFORMED, "cut to {len}");
-        }
-        // Protocol before fragment offset; tot_len before protocol.
-        let mut tcp_frag = good.clone();
-        tcp_frag[23] = 6;
-        tcp_frag[20] = 0x20;
-        tcp_frag[21] = 1;
-        assert_eq!(r(&tcp_frag, st), reason::NOT_UDP);
-        tcp_frag[17] = 200;
-        assert_eq!(r(&tcp_frag, st), reason::MALFORMED);
-        // First fragment: udp.len beyond the packet is fine, < 8 is not.
-        let mut first = good.clone();
-        first[20] = 0x20;
-        first[38..40].copy_from_slice(&1000u16.to_be_bytes());
-        assert_eq!(r(&first, st), reason::BALANCED);
-        first[38..40].copy_from_slice(&7u16.to_be_bytes());
-        assert_eq!(r(&first, st), reason::MALFORMED);
-        // Three tags: not IP, even truncated right after the third TPID.
-        let mut tagged = good[..12].to_vec();
-        for _ in 0..3 {
-            tagged.extend_from_slice(&[0x81, 0x00, 0, 1]);
-        }
-        tagged.extend_from_slice(&good[12..]);
-        assert_eq!(r(&tagged, st), reason::NOT_IP);
-        assert_eq!(r(&tagged[..21], st), reason::MALFORMED);
-        assert_eq!(r(&tagged[..22], st), reason::NOT_IP);
-        // IPv6: payload_len before extension headers, those before UDP.
-        let mut six = v6(Ipv6Addr::LOCALHOST, 1, Ipv6Addr::LOCALHOST, 53, b"");
-        six[20] = 0;
-        assert_eq!(r(&six, st), reason::IPV6_EXT);
-        six[20] = 59;
-        assert_eq!(r(&six, st), reason::NOT_UDP);
-        six[19] = 9;
-        assert_eq!(r(&six, st), reason::MALFORMED);
-    }
 }

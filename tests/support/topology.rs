@@ -2,7 +2,7 @@
 //! veth links with addresses, routes, forwarding, and the client /
 //! balancer / two backend hosts triangle.
 
-use super::*;
+use super::netns::{set_tx_csum, sh, Netns};
 
 /// One end of a link: namespace, device name, addresses (with prefix).
 pub struct End<'a>(pub &'a Netns, pub &'a str, pub &'a [&'a str]);

@@ -1,0 +1,529 @@
+//! Differential test: the reference model (tests/support/model.rs, written from the
+//! specification) against the real XDP program (BPF_PROG_TEST_RUN).
+//!
+//! Random valid configurations (1-4 frontends: port-only, IPv4 or IPv6
+//! address; 1-5 backends each; through `Config::from_specs`, so validation
+//! applies and rejected configurations are skipped), each loaded into a fresh
+//! datapath, then a sequence of random frames: valid IPv4/IPv6 UDP (0-2 VLAN
+//! tags, IPv4 options, first and later fragments, checksum 0, short udp.len,
+//! Ethernet padding, ports and addresses of the configuration or not) and
+//! mutations of them (truncation, bit flips, header fields overwritten with
+//! random or nearby values, extra VLAN tags, IPv6 extension headers). Each
+//! frame arrives with no test-run context (the kernel runs it on lo), with
+//! an xdp_md naming lo or ifindex 0, or naming a veth in a private network
+//! namespace. Model and program must agree on the verdict, the output bytes
+//! and every counter delta (reasons, per backend, replies), frame by frame.
+//!
+//! Frames checked per run: `UDPLB_FUZZ_CASES` (or `PROPTEST_CASES`), default
+//! 10 000; `make fuzz CASES=N` runs N. The seed is random unless
+//! `UDPLB_FUZZ_SEED` (hex) is set; a failure prints it. On a divergence the
+//! (shrunk) case is printed as hex, with both outcomes, and as a fixture to
+//! paste into tests/datapath_balancing.rs or tests/datapath_parsing.rs.
+//!
+//! Fixed scenarios at the end pin down what the property rests on or found:
+//! a test run without context counts as arriving on lo; and a datagram from
+//! the unspecified address (0.0.0.0 or ::) with a port-only frontend's
+//! backend port as source, arriving on a wire-facing interface, is not a
+//! reply (README: replies matched by port alone are rewritten only on lo).
+//! The program rewrites it: its exact-address lookup builds an all-zero
+//! address, which is the wildcard key. That test, and the property, fail
+//! until bpf/udplb.bpf.c is fixed.
+//!
+//! Needs root (BPF, network namespaces): without it the test fails, saying so.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::sample::{select, Index};
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{
+    Config as RunnerConfig, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner,
+};
+
+use support::checksum;
+use support::hex::{hex_diff, hex_dump};
+use support::model::{self, reason_name, Bind, ModelConfig, ModelState, Outcome};
+use udplb::config::{Config, Defaults, Sched};
+
+mod frames;
+mod report;
+mod strategies;
+
+use frames::*;
+use report::*;
+use strategies::*;
+// ===========================================================================
+// The program under test. Every use of udplb's kernel-facing API (Tables,
+// Datapath, Counters) is in this module. Outside it the test uses only
+// `Config::from_specs` (to validate) and the model (`ModelConfig::from_config`,
+// `model::run`), so a change to Config, Tables or Datapath touches this
+// module or the model's adapter and nothing else.
+
+mod program {
+    use super::support::runner::run_once;
+    use udplb::abi::REASON_COUNT;
+    use udplb::config::Config;
+    use udplb::datapath::Datapath;
+    use udplb::plan::Layout;
+
+    /// Counters summed over CPUs: reasons, (packets, bytes) per backend per
+    /// frontend, (packets, bytes) of replies per frontend.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Counts {
+        pub reasons: Vec<u64>,
+        pub backends: Vec<Vec<(u64, u64)>>,
+        pub replies: Vec<(u64, u64)>,
+    }
+
+    impl Counts {
+        pub fn zero(shape: &[usize]) -> Counts {
+            Counts {
+                reasons: vec![0; REASON_COUNT],
+                backends: shape.iter().map(|&n| vec![(0, 0); n]).collect(),
+                replies: vec![(0, 0); shape.len()],
+            }
+        }
+
+        pub fn minus(&self, o: &Counts) -> Counts {
+            let d = |a: (u64, u64), b: (u64, u64)| (a.0.wrapping_sub(b.0), a.1.wrapping_sub(b.1));
+            Counts {
+                reasons: self
+                    .reasons
+                    .iter()
+                    .zip(&o.reasons)
+                    .map(|(a, b)| a.wrapping_sub(*b))
+                    .collect(),
+                backends: self
+                    .backends
+                    .iter()
+                    .zip(&o.backends)
+                    .map(|(x, y)| x.iter().zip(y).map(|(a, b)| d(*a, *b)).collect())
+                    .collect(),
+                replies: self
+                    .replies
+                    .iter()
+                    .zip(&o.replies)
+                    .map(|(a, b)| d(*a, *b))
+                    .collect(),
+            }
+        }
+    }
+
+    pub struct Program {
+        dp: Datapath,
+        layout: Layout,
+        pub shape: Vec<usize>,
+    }
+
+    impl Program {
+        /// A freshly loaded datapath (zero counters and cursors) holding `config`.
+        pub fn load(config: &Config) -> Program {
+            let dp = Datapath::load().expect("loading the datapath");
+            let state = dp.configure(config).expect("writing the tables");
+            let shape = config.frontends.iter().map(|f| f.backends.len()).collect();
+            Program {
+                layout: state.layout(config),
+                dp,
+                shape,
+            }
+        }
+
+        pub fn counters(&self) -> Counts {
+            let c = self.dp.counters(&self.layout).expect("reading counters");
+            Counts {
+                reasons: c.reasons.to_vec(),
+                backends: c
+                    .backends
+                    .iter()
+                    .map(|f| f.iter().map(|b| (b.packets, b.bytes)).collect())
+                    .collect(),
+                replies: c.replies.iter().map(|r| (r.packets, r.bytes)).collect(),
+            }
+        }
+
+        /// One BPF_PROG_TEST_RUN; `None`: no context.
+        pub fn run(&self, ingress_ifindex: Option<u32>, frame: &[u8]) -> (u32, Vec<u8>) {
+            run_once(self.dp.xdp_program(), frame, ingress_ifindex).unwrap_or_else(|e| {
+                panic!("BPF_PROG_TEST_RUN (ingress {ingress_ifindex:?}): {e:#}")
+            })
+        }
+    }
+}
+
+use program::{Counts, Program};
+// ===========================================================================
+// The test thread's environment.
+
+use support::runner::LOOPBACK;
+
+pub(crate) struct Env {
+    /// A veth in this thread's private network namespace: not lo.
+    pub(crate) veth: u32,
+}
+
+impl Env {
+    /// Fails without root; pins the thread to one CPU (the round-robin
+    /// cursors are per CPU; the model is one CPU); moves it into a network
+    /// namespace of its own holding a veth pair.
+    pub(crate) fn setup(cpu_slot: usize) -> Env {
+        if !nix::unistd::geteuid().is_root() {
+            panic!(
+                "the differential test needs root (BPF_PROG_TEST_RUN, network namespaces): \
+                 run `sudo make test` or `sudo cargo test --test differential`"
+            );
+        }
+        support::cpu::pin_to_allowed_cpu(cpu_slot);
+        let veth = support::netns::private_netns_with_veth("udplb-d");
+        Env { veth }
+    }
+}
+
+/// How a frame reaches the program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ingress {
+    /// BPF_PROG_TEST_RUN without a context: the kernel uses lo's rx queue.
+    NoContext,
+    /// An xdp_md with ingress_ifindex 1.
+    Lo,
+    /// An xdp_md with ingress_ifindex 0, which keeps the default (lo).
+    ContextZero,
+    /// An xdp_md naming a veth: a wire-facing interface.
+    Veth,
+}
+
+impl Ingress {
+    pub(crate) fn on_loopback(self) -> bool {
+        self != Ingress::Veth
+    }
+
+    pub(crate) fn ifindex(self, env: &Env) -> Option<u32> {
+        match self {
+            Ingress::NoContext => None,
+            Ingress::Lo => Some(LOOPBACK),
+            Ingress::ContextZero => Some(0),
+            Ingress::Veth => Some(env.veth),
+        }
+    }
+}
+// ===========================================================================
+// The check.
+
+/// The counter deltas the model's outcome stands for.
+pub(crate) fn expected_delta(o: &Outcome, shape: &[usize]) -> Counts {
+    let mut c = Counts::zero(shape);
+    c.reasons[o.reason] += 1;
+    if let Some((f, b)) = o.backend {
+        c.backends[f][b] = (1, o.counted_bytes);
+    }
+    if let Some(f) = o.reply {
+        c.replies[f] = (1, o.counted_bytes);
+    }
+    c
+}
+
+/// What the frames that agreed exercised, by the model's outcome.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) reasons: Vec<u64>,
+    pub(crate) on_veth: u64,
+    pub(crate) mutated: u64,
+}
+
+impl Stats {
+    pub(crate) fn count(&mut self, shot: &Shot, o: &Outcome) {
+        if self.reasons.len() <= o.reason {
+            self.reasons.resize(o.reason + 1, 0);
+        }
+        self.reasons[o.reason] += 1;
+        self.on_veth += u64::from(shot.ingress == Ingress::Veth);
+        self.mutated += u64::from(!shot.mutations.is_empty());
+    }
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r: Vec<String> = (0..udplb::abi::REASON_NAMES.len())
+            .map(|i| format!("{} {}", reason_name(i), self.reasons.get(i).unwrap_or(&0)))
+            .collect();
+        write!(
+            f,
+            "{}; {} mutated, {} on a veth",
+            r.join(", "),
+            self.mutated,
+            self.on_veth
+        )
+    }
+}
+
+/// Runs a scenario through a fresh datapath and the model, frame by frame;
+/// the error is the full report of the first divergence.
+pub(crate) fn check(env: &Env, sc: &Scenario, stats: &RefCell<Stats>) -> Result<(), String> {
+    let config = sc.config();
+    let model_config = ModelConfig::from_config(&config);
+    let mut state = ModelState::round_robin();
+    let program = Program::load(&config);
+    let mut before = program.counters();
+    let mut outcomes = Vec::with_capacity(sc.shots.len());
+    for (i, shot) in sc.shots.iter().enumerate() {
+        let want = model::run(
+            &shot.frame,
+            &model_config,
+            &mut state,
+            shot.ingress.on_loopback(),
+        );
+        let (verdict, output) = program.run(shot.ingress.ifindex(env), &shot.frame);
+        let after = program.counters();
+        let got = after.minus(&before);
+        let want_delta = expected_delta(&want, &program.shape);
+        outcomes.push(want.clone());
+        if verdict != want.verdict || output != want.output || got != want_delta {
+            return Err(report(env, sc, i, &outcomes, verdict, &output, &got));
+        }
+        stats.borrow_mut().count(shot, &want);
+        before = after;
+    }
+    Ok(())
+}
+// ===========================================================================
+// Driving.
+
+pub(crate) fn env_number(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    let v = v.trim().replace('_', "");
+    let parsed = match v.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => v.parse(),
+    };
+    Some(parsed.unwrap_or_else(|_| panic!("{name}={v}: not a number")))
+}
+
+/// Frames to check: UDPLB_FUZZ_CASES, else PROPTEST_CASES, else 10 000.
+pub(crate) fn frames_wanted() -> u64 {
+    env_number("UDPLB_FUZZ_CASES")
+        .or_else(|| env_number("PROPTEST_CASES"))
+        .unwrap_or(10_000)
+}
+
+pub(crate) fn seed() -> u64 {
+    env_number("UDPLB_FUZZ_SEED").unwrap_or_else(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        h.finish()
+    })
+}
+
+pub(crate) fn runner(seed: u64) -> TestRunner {
+    let mut bytes = [0u8; 32];
+    for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+        // splitmix64, so every seed fills all 32 bytes.
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1));
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        chunk.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    let config = RunnerConfig {
+        failure_persistence: None,
+        max_local_rejects: u32::MAX,
+        // Each shrink step loads a datapath (~40 ms): shrink for 30 s at most.
+        max_shrink_iters: env_number("PROPTEST_MAX_SHRINK_ITERS").map_or(2000, |n| n as u32),
+        max_shrink_time: 30_000,
+        ..RunnerConfig::default()
+    };
+    TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
+}
+
+/// Runs scenarios from `strategy` until `frames` frames have been checked.
+pub(crate) fn run_differential(env: &Env, frames: u64, seed: u64) {
+    let mut runner = runner(seed);
+    let strategy = scenario();
+    let start = Instant::now();
+    let mut last_note = start;
+    let (mut done, mut configs) = (0u64, 0u64);
+    let stats = RefCell::new(Stats::default());
+    while done < frames {
+        let tree = strategy
+            .new_tree(&mut runner)
+            .unwrap_or_else(|e| panic!("generating a scenario: {e}"));
+        let n = tree.current().shots.len() as u64;
+        match runner.run_one(tree, |sc| {
+            check(env, &sc, &stats).map_err(TestCaseError::fail)
+        }) {
+            Ok(_) => {}
+            Err(TestError::Fail(why, minimal)) => panic!(
+                "{why}\n(shrunk to {} frame(s); found in configuration #{} after {done} frames \
+                 that agreed)\nreproduce: UDPLB_FUZZ_SEED={seed:#x} UDPLB_FUZZ_CASES={frames} \
+                 cargo test --release --test differential -- --nocapture\n",
+                minimal.shots.len(),
+                configs + 1
+            ),
+            Err(TestError::Abort(why)) => panic!("proptest aborted: {why}"),
+        }
+        done += n;
+        configs += 1;
+        if last_note.elapsed() > Duration::from_secs(30) {
+            last_note = Instant::now();
+            eprintln!(
+                "differential: {done}/{frames} frames, {configs} configurations, {:.0?}",
+                start.elapsed()
+            );
+        }
+    }
+    println!(
+        "differential: {done} frames in {configs} configurations agreed, {:.1?} (seed {seed:#x})\n\
+         by the model's verdict reason: {}",
+        start.elapsed(),
+        stats.borrow()
+    );
+}
+
+#[test]
+pub(crate) fn model_and_program_agree_on_random_frames() {
+    let env = Env::setup(0);
+    run_differential(&env, frames_wanted(), seed());
+}
+
+// ===========================================================================
+// Fixed cases: what the property found or rests on, checked on every run
+// whatever the seed.
+
+pub(crate) fn v4_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> FrameDesc {
+    FrameDesc {
+        macs: [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1],
+        tags: vec![],
+        ip: Ip::V4 {
+            src,
+            dst,
+            options: vec![],
+            tos: 0,
+            id: 0x1234,
+            df: false,
+            frag: Frag::Whole,
+            ttl: 64,
+        },
+        sport,
+        dport,
+        payload: b"udplb".to_vec(),
+        short_udp_len: None,
+        csum: Csum::Valid,
+        trailer: vec![],
+    }
+}
+
+pub(crate) fn v6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> FrameDesc {
+    FrameDesc {
+        ip: Ip::V6 {
+            src,
+            dst,
+            class_flow: 0,
+            hop_limit: 64,
+        },
+        ..v4_frame(Ipv4Addr::UNSPECIFIED, sport, Ipv4Addr::UNSPECIFIED, dport)
+    }
+}
+
+/// Runs fixed scenarios; panics with every divergence report.
+pub(crate) fn check_fixed(env: &Env, scenarios: &[Scenario]) {
+    let stats = RefCell::new(Stats::default());
+    let failures: Vec<String> = scenarios
+        .iter()
+        .filter_map(|sc| check(env, sc, &stats).err())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixed scenarios diverged:\n\n{}",
+        failures.len(),
+        scenarios.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// BPF_PROG_TEST_RUN without a context (and with ingress_ifindex 0) runs
+/// the program as if on lo: a port-only backend's reply is rewritten there,
+/// and not on a veth. The model is told so; this pins it down.
+#[test]
+pub(crate) fn no_context_runs_as_if_on_lo() {
+    let env = Env::setup(1);
+    let client = Ipv4Addr::new(192, 0, 2, 10);
+    let host = Ipv4Addr::new(192, 0, 2, 1);
+    let reply = v4_frame(host, 2000, client, 40000);
+    let shots: Vec<Shot> = [
+        Ingress::NoContext,
+        Ingress::ContextZero,
+        Ingress::Lo,
+        Ingress::Veth,
+    ]
+    .into_iter()
+    .map(|i| Shot::new(i, reply.clone(), vec![]))
+    .collect();
+    let cfg = ModelConfig::from_config(&Config::from_specs(&["1000=2000"]).unwrap());
+    let reasons: Vec<&str> = shots
+        .iter()
+        .map(|s| {
+            let o = model::run(
+                &s.frame,
+                &cfg,
+                &mut ModelState::default(),
+                s.ingress.on_loopback(),
+            );
+            reason_name(o.reason)
+        })
+        .collect();
+    assert_eq!(reasons, ["reply", "reply", "reply", "no_frontend"]);
+    check_fixed(
+        &env,
+        &[Scenario {
+            specs: vec!["1000=2000".into()],
+            maglev: false,
+            shots,
+        }],
+    );
+}
+
+/// The unspecified source address (0.0.0.0, ::) is a packet address like
+/// any other, not the wildcard: on a wire-facing interface a datagram from
+/// 0.0.0.0:<backend port of a port-only frontend> is a stranger's and must
+/// be left alone (README: "Replies matched by port alone are rewritten by
+/// XDP only on lo, so that a stranger on the wire using such a port as its
+/// source is never touched").
+#[test]
+pub(crate) fn unspecified_source_on_the_wire_is_not_a_reply() {
+    let env = Env::setup(1);
+    let client4 = Ipv4Addr::new(192, 0, 2, 10);
+    let client6: Ipv6Addr = "2001:db8::10".parse().unwrap();
+    let zero4 = v4_frame(Ipv4Addr::UNSPECIFIED, 2000, client4, 40000);
+    let zero6 = v6_frame(Ipv6Addr::UNSPECIFIED, 2000, client6, 40000);
+    // One scenario per frame, so that each divergence is reported.
+    let scenarios: Vec<Scenario> = [
+        (Ingress::Veth, zero4.clone()),
+        (Ingress::Veth, zero6.clone()),
+        // On lo they are matched by port, like any other source address.
+        (Ingress::NoContext, zero4),
+        (Ingress::NoContext, zero6),
+        // An exact frontend's backend from 0.0.0.0 is no reply anywhere.
+        (
+            Ingress::NoContext,
+            v4_frame(Ipv4Addr::UNSPECIFIED, 2001, client4, 40000),
+        ),
+    ]
+    .into_iter()
+    .map(|(ingress, frame)| Scenario {
+        specs: vec!["1000=2000".into(), "198.18.0.1:1001=2001".into()],
+        maglev: false,
+        shots: vec![Shot::new(ingress, frame, vec![])],
+    })
+    .collect();
+    check_fixed(&env, &scenarios);
+}

@@ -1,0 +1,304 @@
+//! Strategies: configurations, frames, mutations, ingress, scenarios.
+
+use super::*;
+
+// ===========================================================================
+// Strategies.
+
+pub(crate) const V4_POOL: [Ipv4Addr; 4] = [
+    Ipv4Addr::new(198, 18, 0, 1),
+    Ipv4Addr::new(198, 18, 0, 2),
+    Ipv4Addr::new(127, 0, 0, 1),
+    Ipv4Addr::UNSPECIFIED,
+];
+
+pub(crate) fn v6_pool() -> Vec<Ipv6Addr> {
+    ["2001:2::1", "2001:2::2", "::1", "::", "::ffff:198.18.0.1"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect()
+}
+
+/// `FRONTEND` of a spec.
+pub(crate) fn listen() -> impl Strategy<Value = String> {
+    let port = || prop_oneof![8 => 1000u16..1006, 1 => any::<u16>()];
+    let v4 =
+        prop_oneof![3 => select(V4_POOL.to_vec()), 1 => any::<[u8; 4]>().prop_map(Ipv4Addr::from)];
+    let v6 = prop_oneof![3 => select(v6_pool()), 1 => any::<[u8; 16]>().prop_map(Ipv6Addr::from)];
+    prop_oneof![
+        3 => port().prop_map(|p| p.to_string()),
+        2 => (v4, port()).prop_map(|(a, p)| format!("{a}:{p}")),
+        2 => (v6, port()).prop_map(|(a, p)| format!("[{a}]:{p}")),
+    ]
+}
+
+/// Valid configurations, as `FRONTEND=BACKENDS` strings and as parsed.
+pub(crate) fn configuration() -> impl Strategy<Value = (Vec<String>, bool, Config)> {
+    let ports: Vec<u16> = (2000..2030).collect();
+    (
+        vec(
+            (
+                listen(),
+                vec(prop::option::weighted(0.3, 0u32..=3), 1..=5),
+                prop::option::weighted(0.05, any::<u16>()),
+            ),
+            1..=4,
+        ),
+        Just(ports).prop_shuffle(),
+        prop::bool::weighted(0.3),
+    )
+        .prop_map(|(fronts, ports, maglev)| {
+            let mut pool = ports.into_iter();
+            let specs = fronts
+                .into_iter()
+                .map(|(listen, weights, odd)| {
+                    let mut b: Vec<String> = weights
+                        .iter()
+                        .zip(pool.by_ref())
+                        .map(|(w, p)| match w {
+                            Some(w) => format!("{p}@{w}"),
+                            None => p.to_string(),
+                        })
+                        .collect();
+                    if let Some(p) = odd {
+                        b[0] = p.to_string(); // may collide or be 0: rejected then
+                    }
+                    format!("{listen}={}", b.join(","))
+                })
+                .collect::<Vec<_>>();
+            (specs, maglev)
+        })
+        .prop_filter_map("rejected by Config::from_specs", |(specs, maglev)| {
+            config_of(&specs, maglev).map(|c| (specs, maglev, c))
+        })
+}
+
+/// What frames should aim at: the configuration's ports and addresses.
+pub(crate) struct Aims {
+    pub(crate) frontend_ports: Vec<u16>,
+    pub(crate) backend_ports: Vec<u16>,
+    /// The frontends' exact addresses (the pool's if there are none).
+    pub(crate) v4: Vec<Ipv4Addr>,
+    pub(crate) v6: Vec<Ipv6Addr>,
+}
+
+impl Aims {
+    /// Read from the model's view of the configuration, so that only
+    /// `ModelConfig::from_config` depends on the shape of `Config`.
+    pub(crate) fn of(config: &ModelConfig) -> Aims {
+        let mut a = Aims {
+            frontend_ports: vec![],
+            backend_ports: vec![],
+            v4: vec![],
+            v6: vec![],
+        };
+        for fe in &config.frontends {
+            a.frontend_ports.push(fe.port);
+            a.backend_ports.extend_from_slice(&fe.backends);
+            for bind in &fe.binds {
+                match bind {
+                    Bind::Exact(IpAddr::V4(x)) => a.v4.push(*x),
+                    Bind::Exact(IpAddr::V6(x)) => a.v6.push(*x),
+                    Bind::Any(_) => {}
+                }
+            }
+        }
+        if a.v4.is_empty() {
+            a.v4 = V4_POOL.to_vec();
+        }
+        if a.v6.is_empty() {
+            a.v6 = v6_pool();
+        }
+        a
+    }
+
+    pub(crate) fn ports(&self) -> Vec<u16> {
+        [&self.frontend_ports[..], &self.backend_ports[..]].concat()
+    }
+
+    /// Mostly a frontend port, sometimes a backend's or any.
+    pub(crate) fn dport(&self) -> impl Strategy<Value = u16> {
+        prop_oneof![
+            6 => select(self.frontend_ports.clone()),
+            2 => select(self.backend_ports.clone()),
+            1 => prop_oneof![1000u16..1006, 2000u16..2030],
+            1 => any::<u16>(),
+        ]
+    }
+
+    /// Mostly a backend port (a reply), sometimes a frontend's or any.
+    pub(crate) fn sport(&self) -> impl Strategy<Value = u16> {
+        prop_oneof![
+            4 => select(self.backend_ports.clone()),
+            1 => select(self.frontend_ports.clone()),
+            1 => prop_oneof![1000u16..1006, 2000u16..2030],
+            2 => any::<u16>(),
+        ]
+    }
+}
+
+pub(crate) fn ip(a: &Aims) -> impl Strategy<Value = Ip> {
+    let v4 = prop_oneof![
+        3 => select(a.v4.clone()),
+        2 => select(V4_POOL.to_vec()),
+        1 => any::<[u8; 4]>().prop_map(Ipv4Addr::from),
+    ];
+    let v6 = prop_oneof![
+        3 => select(a.v6.clone()),
+        2 => select(v6_pool()),
+        1 => any::<[u8; 16]>().prop_map(Ipv6Addr::from),
+    ];
+    let frag = prop_oneof![
+        8 => Just(Frag::Whole),
+        1 => any::<Index>().prop_map(Frag::First),
+        1 => (any::<bool>(), 1u16..=0x1fff).prop_map(|(mf, o)| Frag::Later(mf, o)),
+    ];
+    let options = bytes((0usize..=10).prop_map(|n| 4 * n));
+    let options = prop_oneof![2 => Just(vec![]), 1 => options];
+    prop_oneof![
+        (v4.clone(), v4, options, any::<(u8, u16, bool, u8)>(), frag).prop_map(
+            |(src, dst, options, (tos, id, df, ttl), frag)| Ip::V4 {
+                src,
+                dst,
+                options,
+                tos,
+                id,
+                df,
+                frag,
+                ttl,
+            }
+        ),
+        (v6.clone(), v6, any::<u32>(), any::<u8>()).prop_map(
+            |(src, dst, class_flow, hop_limit)| {
+                Ip::V6 {
+                    src,
+                    dst,
+                    class_flow,
+                    hop_limit,
+                }
+            }
+        ),
+    ]
+}
+
+pub(crate) fn frame(a: &Aims) -> impl Strategy<Value = FrameDesc> {
+    let tags = vec((select(TPIDS.to_vec()), any::<u16>()), 0..=2);
+    let payload = prop_oneof![6 => bytes(0usize..48), 1 => bytes(48usize..1400)];
+    let csum = prop_oneof![
+        8 => Just(Csum::Valid),
+        2 => Just(Csum::Zero),
+        1 => prop_oneof![Just(0xffff), any::<u16>()].prop_map(Csum::Raw),
+        1 => (any::<bool>(), select(a.ports()))
+            .prop_map(|(source, new)| Csum::ZeroAfter { source, new }),
+    ];
+    let trailer = prop_oneof![6 => Just(vec![]), 1 => bytes(1usize..40)];
+    let macs = any::<u32>().prop_map(|seed| {
+        let mut m = [0u8; 12];
+        m.copy_from_slice(&filler(12, seed));
+        m
+    });
+    (
+        macs,
+        tags,
+        ip(a),
+        (a.sport(), a.dport()),
+        payload,
+        prop::option::weighted(0.1, any::<Index>()),
+        csum,
+        trailer,
+    )
+        .prop_map(
+            |(macs, tags, ip, (sport, dport), payload, short_udp_len, csum, trailer)| FrameDesc {
+                macs,
+                tags,
+                ip,
+                sport,
+                dport,
+                payload,
+                short_udp_len,
+                csum,
+                trailer,
+            },
+        )
+}
+
+pub(crate) fn mutation() -> impl Strategy<Value = Mutation> {
+    let field = prop_oneof![
+        2 => any::<Index>().prop_map(Field::EtherType),
+        1 => Just(Field::Version),
+        2 => Just(Field::Ihl),
+        2 => Just(Field::TotLen),
+        2 => Just(Field::PayloadLen),
+        2 => Just(Field::Protocol),
+        2 => Just(Field::FragOff),
+        3 => Just(Field::UdpLen),
+        1 => Just(Field::UdpCheck),
+    ];
+    let value = prop_oneof![
+        1 => any::<u16>().prop_map(Value::Random),
+        2 => (-9i8..=9).prop_map(Value::Near),
+        2 => select(INTERESTING.to_vec()).prop_map(Value::Pick),
+    ];
+    prop_oneof![
+        2 => any::<Index>().prop_map(Mutation::Truncate),
+        2 => vec((prop::bool::weighted(0.8), any::<Index>(), 0u8..8), 1..=4).prop_map(Mutation::FlipBits),
+        5 => (field, value).prop_map(|(f, v)| Mutation::Set(f, v)),
+        1 => (select(vec![0x8100u16, 0x88a8, 0x9100]), any::<u16>())
+            .prop_map(|(t, c)| Mutation::PushVlan(t, c)),
+        2 => vec((select(EXT_HEADERS.to_vec()), any::<u8>(), any::<u8>()), 1..=3)
+            .prop_map(Mutation::InsertExt),
+    ]
+}
+
+pub(crate) fn ingress() -> impl Strategy<Value = Ingress> {
+    prop_oneof![
+        5 => Just(Ingress::NoContext),
+        1 => Just(Ingress::Lo),
+        1 => Just(Ingress::ContextZero),
+        4 => Just(Ingress::Veth),
+    ]
+}
+
+pub(crate) fn shot(a: &Aims) -> impl Strategy<Value = Shot> {
+    let mutations = prop_oneof![2 => Just(vec![]), 3 => vec(mutation(), 1..=3)];
+    (ingress(), frame(a), mutations).prop_map(|(i, d, m)| Shot::new(i, d, m))
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Scenario {
+    pub(crate) specs: Vec<String>,
+    /// Every frontend uses Maglev (table size 7) instead of round robin.
+    pub(crate) maglev: bool,
+    pub(crate) shots: Vec<Shot>,
+}
+
+impl Scenario {
+    pub(crate) fn config(&self) -> Config {
+        config_of(&self.specs, self.maglev).expect("the strategy makes valid configurations")
+    }
+}
+
+pub(crate) fn config_of(specs: &[String], maglev: bool) -> Option<Config> {
+    let sched = if maglev { Sched::Maglev } else { Sched::Rr };
+    Config::from_specs_with(
+        specs,
+        Defaults {
+            sched,
+            table_size: 7,
+        },
+    )
+    .ok()
+}
+
+pub(crate) const MAX_SHOTS: usize = 48;
+
+pub(crate) fn scenario() -> impl Strategy<Value = Scenario> {
+    configuration().prop_flat_map(|(specs, maglev, config)| {
+        let aims = Aims::of(&ModelConfig::from_config(&config));
+        vec(shot(&aims), 1..=MAX_SHOTS).prop_map(move |shots| Scenario {
+            specs: specs.clone(),
+            maglev,
+            shots,
+        })
+    })
+}

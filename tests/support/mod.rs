@@ -1,0 +1,47 @@
+//! The test kit: every test file and the bench include it (`mod support;`,
+//! or `#[path = "../support/mod.rs"] mod support;` from tests/bench/).
+//!
+//! - [`packets`]: the one packet builder ([`packets::udp`] and friends);
+//! - [`frame`]: a built frame, its field editors and the expected output of
+//!   a port rewrite;
+//! - [`checksum`]: the one reference checksum (RFC 1071/1624/768), from
+//!   scratch, independent of the datapath's own code;
+//! - [`runner`]: the one BPF_PROG_TEST_RUN runner for XDP and TC, in the
+//!   shape of Katran's `BpfTester` (case tables, byte-for-byte comparison,
+//!   counter deltas, failure on any mismatch);
+//! - [`configs`]: the configurations the XDP and egress fixtures share;
+//! - [`forwarding`]: the remote-backend fixture (a private routing topology
+//!   and the expected output of a forwarded frame);
+//! - [`netns`]: namespaces and veths the test creates and removes;
+//! - [`process`]: a udplb started in a namespace and stopped by PID;
+//! - [`sockets`]: real datagrams, bounded in count and time;
+//! - [`cpu`]: CPU pinning;
+//! - [`model`]: the reference model of the datapath (differential test);
+//! - [`hex`]: dumps and diffs for failure messages.
+//!
+//! Not every test file uses every helper.
+#![allow(dead_code)]
+
+pub mod checksum;
+pub mod configs;
+pub mod cpu;
+pub mod forwarding;
+pub mod frame;
+pub mod hex;
+pub mod model;
+pub mod netns;
+pub mod packets;
+pub mod process;
+pub mod runner;
+pub mod sockets;
+pub mod topology;
+
+/// Fails the test, with the reason, unless we are root: a test that passes
+/// because it did not run would be a lie.
+pub fn require_root() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!(
+            "this test needs root (BPF programs, XDP, network namespaces): run `sudo make test`"
+        );
+    }
+}

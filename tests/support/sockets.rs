@@ -1,0 +1,94 @@
+//! Real UDP traffic for the namespace tests: payloads that carry a sequence
+//! number, bounded receives, socket buffers, neighbour resolution. Every
+//! loop that sends is bounded in count, every receive in time.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use super::netns::Netns;
+
+/// A datagram payload that carries its sequence number and is unique.
+pub fn payload(seq: u32, len: usize) -> Vec<u8> {
+    let mut p = format!("udplb-test {seq:08} ").into_bytes();
+    let mut x = seq.wrapping_mul(2654435761) | 1;
+    while p.len() < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        p.push(x as u8);
+    }
+    p.truncate(len.max(20));
+    p
+}
+
+/// The sequence number a [`payload`] carries.
+pub fn seq_of(p: &[u8]) -> u32 {
+    std::str::from_utf8(&p[11..19])
+        .expect("payload header")
+        .parse()
+        .expect("payload seq")
+}
+
+/// Receives exactly `n` datagrams on `sock` (2 s timeout each), then checks
+/// that nothing more arrives within 200 ms.
+pub fn recv_exactly(sock: &UdpSocket, n: usize) -> Vec<(Vec<u8>, SocketAddr)> {
+    let mut got = Vec::with_capacity(n);
+    let mut buf = vec![0u8; 65536];
+    for i in 0..n {
+        let (len, from) = sock.recv_from(&mut buf).unwrap_or_else(|e| {
+            panic!("{:?}: datagram {i} of {n} missing: {e}", sock.local_addr())
+        });
+        got.push((buf[..len].to_vec(), from));
+    }
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    if let Ok((len, _)) = sock.recv_from(&mut buf) {
+        panic!(
+            "{:?}: more than {n} datagrams (extra of {len} bytes)",
+            sock.local_addr()
+        );
+    }
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    got
+}
+
+/// A socket buffer big enough for every datagram a test sends before it
+/// reads (SO_RCVBUFFORCE: rmem_max is read-only inside a namespace).
+pub fn big_rcvbuf(sock: &UdpSocket) {
+    nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::RcvBufForce, &(8 << 20))
+        .expect("SO_RCVBUFFORCE");
+}
+
+/// Makes sure `from` has a neighbour entry for `to` before a burst, so the
+/// first datagrams are not dropped while ARP/NDP resolves.
+pub fn resolve_neighbour(from: &Netns, to: &str) {
+    let target: SocketAddr = format!(
+        "{}:9",
+        if to.contains(':') {
+            format!("[{to}]")
+        } else {
+            to.to_string()
+        }
+    )
+    .parse()
+    .unwrap();
+    let bind = if to.contains(':') {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let s = from.udp_bind(bind);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let _ = s.send_to(b"neighbour probe", target);
+        std::thread::sleep(Duration::from_millis(50));
+        let out = from.ip(&["neigh", "show", "to", to]);
+        if out.contains("lladdr") && !out.contains("INCOMPLETE") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no neighbour entry for {to}: {out}"
+        );
+    }
+}
