@@ -20,7 +20,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::{
-    parse_backend, parse_listen, parse_table_size, Config, Defaults, FrontendConfig, Sched,
+    check_interface_name, parse_backend, parse_listen, parse_table_size, Config, Defaults,
+    FrontendConfig, Sched,
 };
 use crate::error::UsageError;
 
@@ -119,13 +120,8 @@ pub fn parse(text: &str, path: &str) -> Result<FileConfig, UsageError> {
         defaults.table_size = table_size(t, "table_size", &at)?;
     }
     let interface = raw.interface.get_ref().trim().to_string();
-    let bad_name = |n: &str| n.trim().is_empty() || n.trim().len() > 15 || n.contains(['/', ' ']);
-    if interface.split(',').any(bad_name) {
-        return Err(at.error(
-            raw.interface.span(),
-            "interface",
-            format!("'{interface}' is not an interface name"),
-        ));
+    for name in interface.split(',').map(str::trim) {
+        check_interface_name(name).map_err(|e| at.error(raw.interface.span(), "interface", e))?;
     }
     if raw.frontend.is_empty() {
         return Err(UsageError(format!("{path}: no [[frontend]] sections")));

@@ -206,6 +206,26 @@ fn parse_port(s: &str, what: &str) -> Result<u16, UsageError> {
     }
 }
 
+/// An interface name as the kernel accepts one (`dev_valid_name`): 1-15
+/// bytes, not `.` or `..`, no `/`, `:`, whitespace or NUL. udplb joins the
+/// name to /sys/fs/bpf/udplb/ for `--pin` and `--unpin`, so a name that
+/// passes here can never reach outside that directory.
+pub fn check_interface_name(name: &str) -> Result<(), UsageError> {
+    let valid = (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace());
+    match valid {
+        true => Ok(()),
+        false => Err(usage!(
+            "'{}' is not an interface name (1-15 bytes, no '/', ':' or spaces, not '.' or '..')",
+            name.escape_debug()
+        )),
+    }
+}
+
 /// `PORT`, `IPv4:PORT` or `[IPv6]:PORT`.
 pub fn parse_listen(s: &str) -> Result<Listen, UsageError> {
     if let Some(rest) = s.strip_prefix('[') {
@@ -609,6 +629,29 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(e.contains("cannot hold 7 backends"), "{e}");
+    }
+
+    #[test]
+    fn interface_names() {
+        for ok in ["lo", "eth0", "veth-b", "fifteen-bytes-x", "br0.100", "a..b"] {
+            check_interface_name(ok).unwrap();
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../../srv",
+            "a/b",
+            "eth0:1",
+            "eth 0",
+            " lo",
+            "lo\t",
+            "a\0b",
+            "sixteen-bytes-xx",
+        ] {
+            let e = check_interface_name(bad).unwrap_err().0;
+            assert!(e.contains("is not an interface name"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

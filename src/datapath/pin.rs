@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::config::check_interface_name;
 use crate::error::UsageError;
 
 pub const ROOT: &str = "/sys/fs/bpf/udplb";
@@ -90,6 +91,9 @@ pub fn open(path: &Path) -> Result<Option<OwnedFd>> {
 /// `udplb --unpin IFACE`: removes every pin of IFACE. The links detach when
 /// the last reference goes (at once, unless a udplb still runs there).
 pub fn unpin(iface: &str) -> Result<Vec<String>> {
+    // The name becomes a path: `..` would empty /sys/fs/bpf, and
+    // `../../../../srv/data` any directory on the host.
+    check_interface_name(iface)?;
     let dir = dir(iface);
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
