@@ -279,6 +279,23 @@ sched = "maglev"
     }
 
     #[test]
+    fn unusable_addresses_name_file_line_and_field() {
+        let e = err("interface = \"lo\"\n[[frontend]]\nlisten = \"[::ffff:198.18.0.1]:53\"\nbackends = [9876]\n");
+        assert!(
+            e.starts_with("lb.toml:2: frontend: frontend [::ffff:198.18.0.1]:53"),
+            "{e}"
+        );
+        assert!(e.contains("IPv4-mapped"), "{e}");
+        let e = err("interface = \"lo\"\n[[frontend]]\nlisten = \"198.18.0.1:53\"\nbackends = [\"255.255.255.255:53\"]\n");
+        assert!(
+            e.starts_with(
+                "lb.toml:2: frontend: frontend 198.18.0.1:53: backend 255.255.255.255:53"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unreadable_file() {
         let e = load("/nonexistent/udplb.toml").unwrap_err().0;
         assert!(

@@ -31,6 +31,8 @@ pub struct Balancer {
     state: State,
     datapath: Datapath,
     attached: Vec<Attached>,
+    /// Pin directories this start created, removed again if it fails.
+    created_dirs: Vec<std::path::PathBuf>,
 }
 
 fn libbpf_print(_level: PrintLevel, msg: String) {
@@ -74,12 +76,18 @@ impl Balancer {
             state,
             datapath,
             attached: Vec::new(),
+            created_dirs: Vec::new(),
         };
-        for (name, ifindex) in &ifaces {
-            lb.attach(args, name, *ifindex)?;
-        }
-        if lb.pin {
-            lb.pin_all()?;
+        let attached = ifaces
+            .iter()
+            .try_for_each(|(name, ifindex)| lb.attach(args, name, *ifindex))
+            .and_then(|()| if lb.pin { lb.pin_all() } else { Ok(()) });
+        if let Err(e) = attached {
+            // Detach first (dropping the attachments), then remove the pin
+            // directories this start made: a failed start leaves nothing.
+            lb.attached.clear();
+            pin::remove_created(&lb.created_dirs);
+            return Err(e);
         }
         for fe in &lb.config.frontends {
             let backends: Vec<String> = fe.backends.iter().map(|b| b.to_string()).collect();
@@ -99,7 +107,8 @@ impl Balancer {
     fn attach(&mut self, args: &Args, name: &str, ifindex: u32) -> Result<()> {
         let dir = pin::dir(name);
         if self.pin {
-            pin::prepare(&dir)?;
+            let created = pin::prepare(&dir)?;
+            self.created_dirs.extend(created);
         }
         let dp = &self.datapath;
         let adopted = match self.pin {

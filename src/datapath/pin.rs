@@ -30,8 +30,9 @@ fn cpath(path: &Path) -> Result<CString> {
 }
 
 /// Makes sure `dir` exists on a BPF filesystem, mounting one at
-/// /sys/fs/bpf if nothing is mounted there (as bpftool does).
-pub fn prepare(dir: &Path) -> Result<()> {
+/// /sys/fs/bpf if nothing is mounted there (as bpftool does). Returns the
+/// directories it created, parents first, for [`remove_created`].
+pub fn prepare(dir: &Path) -> Result<Vec<PathBuf>> {
     let bpffs = Path::new("/sys/fs/bpf");
     let is_bpffs = |p: &Path| {
         nix::sys::statfs::statfs(p)
@@ -53,7 +54,28 @@ pub fn prepare(dir: &Path) -> Result<()> {
              under `ip netns exec`, pins last only as long as that namespace)"
         );
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+    let mut created = Vec::new();
+    for d in [Path::new(ROOT), dir] {
+        match std::fs::create_dir(d) {
+            Ok(()) => created.push(d.to_path_buf()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("creating {}", d.display())),
+        }
+    }
+    Ok(created)
+}
+
+/// Undoes [`prepare`] after a start that failed: removes the directories
+/// it created (with the pins made in them since), children first, so that
+/// no empty pin directory is left behind.
+pub fn remove_created(created: &[PathBuf]) {
+    for d in created.iter().rev() {
+        if d == Path::new(ROOT) {
+            let _ = std::fs::remove_dir(d); // only if no one else's pins are there
+        } else {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
 }
 
 /// Pins a BPF object (link or map) fd at `path`, replacing an old pin.
