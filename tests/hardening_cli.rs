@@ -129,3 +129,41 @@ fn interface_names_are_checked_everywhere() {
     assert!(stderr.contains(":1: interface: "), "{stderr}");
     assert_eq!(ns.xdp_on("lo"), "");
 }
+
+/// udplb in `ns` as root with only the capabilities `caps` (setpriv: the
+/// bounding set limits what exec grants; nothing inherited or ambient).
+fn udplb_with_caps(ns: &Netns, caps: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", ns.name))
+        .args(["setpriv", "--inh-caps=-all", "--ambient-caps=-all"])
+        .arg(format!("--bounding-set=-all{caps}"))
+        .arg(BIN)
+        .args(args);
+    cmd
+}
+
+/// CAP_BPF and CAP_NET_ADMIN do not suffice: the verifier refuses udplb's
+/// program without CAP_PERFMON. Say so in one line before loading.
+#[test]
+fn missing_capabilities_are_named() {
+    let ns = Netns::new("caps");
+    refused(
+        udplb_with_caps(&ns, ",+bpf,+net_admin", &["lo", "9875=9876"]),
+        "udplb needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (missing: CAP_PERFMON); run as root",
+    );
+    refused(
+        udplb_with_caps(&ns, ",+perfmon", &["lo", "9875=9876"]),
+        "(missing: CAP_BPF, CAP_NET_ADMIN)",
+    );
+    // --force walks the ids of other programs' links: CAP_SYS_ADMIN.
+    refused(
+        udplb_with_caps(
+            &ns,
+            ",+bpf,+net_admin,+perfmon",
+            &["--force", "lo", "9875=9876"],
+        ),
+        "udplb --force needs CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON and CAP_SYS_ADMIN \
+         (missing: CAP_SYS_ADMIN); run as root",
+    );
+    assert_eq!(ns.xdp_on("lo"), "");
+}

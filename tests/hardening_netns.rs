@@ -4,9 +4,11 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use common::*;
 use nix::sys::signal::Signal;
@@ -63,4 +65,135 @@ fn failed_pin_start_leaves_no_directories() {
     assert_eq!(ns.xdp_on(&a), "", "XDP left on {a}");
     let (status, out) = first.stop(Signal::SIGTERM);
     assert!(status.success(), "{out}");
+}
+
+/// A udplb started by the test through a command of its own (setpriv, a
+/// pipe the test closes); killed by PID if the test fails half-way.
+struct Spawned {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Spawned {
+    /// Spawns `cmd` with stdout and stderr piped; stderr lines are collected
+    /// on a thread, stdout is left to the caller.
+    fn new(mut cmd: Command) -> Spawned {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn udplb");
+        let (tx, stderr) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Spawned { child, stderr }
+    }
+
+    /// Reads stdout until a line contains `needle` (20 s at most); returns
+    /// the lines read and the reader, which the caller may close.
+    fn read_until(&mut self, needle: &str) -> (Vec<String>, BufReader<std::process::ChildStdout>) {
+        let out = self.child.stdout.take().expect("stdout already taken");
+        let (tx, rx) = mpsc::channel();
+        let wanted = needle.to_string();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(out);
+            let mut lines = Vec::new();
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                lines.push(line.trim_end().to_string());
+                line.clear();
+                if lines.last().unwrap().contains(&wanted) {
+                    break;
+                }
+            }
+            let _ = tx.send((lines, reader));
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok((lines, reader)) if lines.last().is_some_and(|l| l.contains(needle)) => {
+                (lines, reader)
+            }
+            Ok((lines, _)) => panic!(
+                "udplb did not print {needle:?}: {lines:?}; stderr: {:?}",
+                self.stderr_now()
+            ),
+            Err(_) => panic!("udplb did not print {needle:?} within 20 s"),
+        }
+    }
+
+    fn stderr_now(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+
+    fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Sends `sig` and waits (10 s at most) for the exit status.
+    fn stop(mut self, sig: Signal) -> std::process::ExitStatus {
+        nix::sys::signal::kill(self.pid(), sig).expect("signal udplb");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "udplb did not exit after {sig:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `n` datagrams from `ns` to `to` and checks `backend` gets them all.
+fn balanced(ns: &Netns, to: &str, backend: &std::net::UdpSocket, n: u32, len: usize) {
+    let client = ns.udp_bind(if to.starts_with('[') {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    });
+    for seq in 0..n {
+        client.send_to(&payload(seq, len), to).expect("send");
+    }
+    let got = recv_exactly(backend, n as usize);
+    assert!(got.iter().all(|(p, _)| p.len() == len.max(20)));
+}
+
+/// CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON are all udplb needs to start and
+/// balance on a namespace's lo (what the README and a systemd unit grant).
+#[test]
+fn three_capabilities_suffice() {
+    let ns = Netns::new("caps3");
+    let backend = ns.udp_bind("127.0.0.1:9876");
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", ns.name))
+        .args(["setpriv", "--inh-caps=-all", "--ambient-caps=-all"])
+        .args(["--bounding-set=-all,+bpf,+net_admin,+perfmon", BIN])
+        .args(["lo", "9875=9876"]);
+    let mut lb = Spawned::new(cmd);
+    let (_lines, _out) = lb.read_until("attached to lo");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", lb.pid())).unwrap();
+    let caps = status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
+    // CAP_NET_ADMIN (12), CAP_PERFMON (38), CAP_BPF (39), nothing else.
+    assert_eq!(caps.split_whitespace().nth(1), Some("000000c000001000"));
+    balanced(&ns, "127.0.0.1:9875", &backend, 10, 100);
+    assert!(lb.alive());
+    let status = lb.stop(Signal::SIGTERM);
+    assert!(status.success(), "{status:?}");
+    assert_eq!(ns.xdp_on("lo"), "");
 }

@@ -55,7 +55,10 @@ impl Balancer {
             }
         };
         let ifaces = datapath::interfaces(&iface)?;
-        privileges::check_self()?;
+        privileges::check_self(match args.force {
+            true => privileges::Task::Force,
+            false => privileges::Task::Start,
+        })?;
 
         let level = match args.verbose {
             0 => PrintLevel::Warn,

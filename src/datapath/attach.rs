@@ -212,7 +212,7 @@ pub fn attach(
         }
         let why = match (code, mode) {
             (nix::errno::Errno::EPERM, _) => {
-                "permission denied: attaching XDP needs root, or CAP_NET_ADMIN and CAP_BPF".into()
+                "permission denied: attaching XDP needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON".into()
             }
             (nix::errno::Errno::EBUSY | nix::errno::Errno::EEXIST, _) => {
                 format!("another XDP program was attached to {ifname} meanwhile ({err})")

@@ -53,7 +53,7 @@ impl Datapath {
             .context("opening the BPF object")?;
         let skel = open.load().map_err(|e| {
             let hint = if is_eperm(&e) {
-                " (loading BPF programs needs root, or CAP_BPF and CAP_NET_ADMIN)"
+                " (loading udplb needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
             } else {
                 ""
             };
