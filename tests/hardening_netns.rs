@@ -197,3 +197,47 @@ fn three_capabilities_suffice() {
     assert!(status.success(), "{status:?}");
     assert_eq!(ns.xdp_on("lo"), "");
 }
+
+/// A veth with MTU 9000 refuses native XDP for a program without
+/// multi-buffer support (ERANGE). `auto` falls back to generic mode and says
+/// why; `native` fails with one line naming the MTU.
+#[test]
+fn jumbo_mtu_falls_back_to_generic() {
+    let client = Netns::new("jumboc");
+    let lbns = Netns::new("jumbob");
+    veth_pair(&client, &lbns);
+    client.ip(&["link", "set", "veth-a", "mtu", "9000"]);
+    lbns.ip(&["link", "set", "veth-b", "mtu", "9000"]);
+    resolve_neighbour(&client, "198.18.0.2");
+
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lbns.name))
+        .args([BIN, "--xdp-mode", "native", "veth-b", "9875=9876"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("MTU 9000"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert_eq!(lbns.xdp_on("veth-b"), "");
+
+    let backend = lbns.udp_bind("0.0.0.0:9876");
+    big_rcvbuf(&backend);
+    let lb = Udplb::start(&lbns, &["--xdp-mode", "auto", "veth-b", "9875=9876"]);
+    let attached = lb
+        .output
+        .iter()
+        .find(|l| l.contains("attached to"))
+        .unwrap();
+    assert!(attached.contains("generic XDP"), "{:?}", lb.output);
+    assert!(
+        lb.output
+            .iter()
+            .any(|l| l.contains("MTU 9000") && l.contains("generic")),
+        "no line saying why: {:?}",
+        lb.output
+    );
+    balanced(&client, "198.18.0.2:9875", &backend, 20, 8000);
+    let (status, out) = lb.stop(Signal::SIGTERM);
+    assert!(status.success(), "{out}");
+}

@@ -195,14 +195,25 @@ pub fn attach(
         }
         remove_existing(ifindex, &other)?;
     }
-    let opts = sys::bpf_link_create_opts {
-        sz: size_of::<sys::bpf_link_create_opts>() as _,
-        flags: mode.flags(),
-        // SAFETY: all-zero is a valid value for the remaining plain fields.
-        ..unsafe { std::mem::zeroed() }
-    };
-    // SAFETY: valid prog fd and opts; the returned fd is owned at once.
-    let fd = unsafe { sys::bpf_link_create(prog.as_raw_fd(), ifindex as i32, sys::BPF_XDP, &opts) };
+    let mut fd = link_create(prog, ifindex, mode.flags());
+    // ERANGE: the driver refuses native XDP at this MTU for a program without
+    // multi-buffer (frags) support, as veth does above about 4 KB. Generic
+    // mode copes with any MTU.
+    if fd == -(nix::errno::Errno::ERANGE as i32) && mode != XdpMode::Generic {
+        let mtu = mtu(ifname).map_or("its MTU".to_string(), |m| format!("MTU {m}"));
+        if mode == XdpMode::Native {
+            let msg = format!(
+                "{ifname}: {mtu} is too large for native XDP (udplb's program has no \
+                 multi-buffer support); lower the MTU or use --xdp-mode generic or auto"
+            );
+            return Err(UsageError(msg).into());
+        }
+        crate::say!(
+            "udplb: {ifname}: native XDP refused at {mtu} (udplb's program has no multi-buffer \
+             support); using generic mode"
+        );
+        fd = link_create(prog, ifindex, XdpMode::Generic.flags());
+    }
     if fd < 0 {
         let err = errno(fd);
         let code = nix::errno::Errno::from_raw(-fd);
@@ -223,6 +234,40 @@ pub fn attach(
     }
     let link = unsafe { OwnedFd::from_raw_fd(fd) };
     described(link, ifname, ifindex)
+}
+
+/// Creates an XDP bpf_link with mode `flags`: the link fd, or -errno.
+fn link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> i32 {
+    let opts = sys::bpf_link_create_opts {
+        sz: size_of::<sys::bpf_link_create_opts>() as _,
+        flags,
+        // SAFETY: all-zero is a valid value for the remaining plain fields.
+        ..unsafe { std::mem::zeroed() }
+    };
+    // SAFETY: valid prog fd and opts; the caller owns the returned fd.
+    unsafe { sys::bpf_link_create(prog.as_raw_fd(), ifindex as i32, sys::BPF_XDP, &opts) }
+}
+
+/// The MTU of `ifname` in this network namespace (SIOCGIFMTU; /sys/class/net
+/// may show another namespace's devices under `nsenter --net`).
+fn mtu(ifname: &str) -> Option<i32> {
+    use nix::libc;
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
+    // SAFETY: an all-zero ifreq is valid; the name fits (checked to be at
+    // most 15 bytes) and stays NUL-terminated.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(ifname.bytes().take(15)) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: valid socket and ifreq; SIOCGIFMTU fills ifru_mtu.
+    let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut req) };
+    (ret == 0).then(|| unsafe { req.ifr_ifru.ifru_mtu })
 }
 
 /// An attachment record for a link now holding our program on `ifindex`.
