@@ -241,3 +241,98 @@ fn jumbo_mtu_falls_back_to_generic() {
     let (status, out) = lb.stop(Signal::SIGTERM);
     assert!(status.success(), "{out}");
 }
+
+/// Sends one datagram from `client` to `to`; the backend socket answers it;
+/// returns the port the reply came from, as the client sees it.
+fn reply_port(client: &std::net::UdpSocket, to: &str, backend: &std::net::UdpSocket) -> u16 {
+    client.send_to(b"ping", to).expect("send");
+    let mut buf = [0u8; 64];
+    let (_, from) = backend
+        .recv_from(&mut buf)
+        .expect("datagram at the backend");
+    backend.send_to(b"pong", from).expect("reply");
+    let (_, from) = client.recv_from(&mut buf).expect("reply at the client");
+    from.port()
+}
+
+/// `--force` replaces both programs of the udplb it replaces: the old
+/// instance's egress program (tcx) must not go on rewriting replies to its
+/// frontend, whether that instance still runs or left its links pinned.
+#[test]
+fn force_replaces_the_egress_program_too() {
+    let client_ns = Netns::new("forcec");
+    let lbns = Netns::new("forceb");
+    veth_pair(&client_ns, &lbns);
+    let dev = unique_dev("ufrc");
+    lbns.ip(&["link", "set", "veth-b", "down"]);
+    lbns.ip(&["link", "set", "veth-b", "name", &dev]);
+    lbns.ip(&["link", "set", &dev, "up"]);
+    resolve_neighbour(&client_ns, "198.18.0.2");
+    let _unpin = Unpin(vec![dev.clone()]);
+    let backend = lbns.udp_bind("0.0.0.0:9876");
+    let client = client_ns.udp_bind("0.0.0.0:0");
+
+    // A running first instance.
+    let first = Udplb::start(&lbns, &[&dev, "9875=9876"]);
+    assert_eq!(reply_port(&client, "198.18.0.2:9875", &backend), 9875);
+    let second = Udplb::start(&lbns, &["--force", &dev, "9999=9876"]);
+    assert_eq!(
+        reply_port(&client, "198.18.0.2:9999", &backend),
+        9999,
+        "the replaced instance's egress program still rewrites replies"
+    );
+    let (status, out) = second.stop(Signal::SIGTERM);
+    assert!(status.success(), "{out}");
+    let (status, out) = first.stop(Signal::SIGTERM);
+    assert!(status.success(), "{out}");
+
+    // A pinned first instance that has exited.
+    let first = Udplb::start(&lbns, &["--pin", &dev, "9875=9876"]);
+    let (status, out) = first.stop(Signal::SIGTERM);
+    assert!(status.success() && out.contains("left attached"), "{out}");
+    assert_eq!(reply_port(&client, "198.18.0.2:9875", &backend), 9875);
+    let second = Udplb::start(&lbns, &["--force", &dev, "9999=9876"]);
+    assert_eq!(reply_port(&client, "198.18.0.2:9999", &backend), 9999);
+    let (status, out) = second.stop(Signal::SIGTERM);
+    assert!(status.success(), "{out}");
+    // Nothing of either instance is left: a reply straight from the backend
+    // keeps its own port.
+    assert_eq!(lbns.xdp_on(&dev), "");
+    assert_eq!(reply_port(&client, "198.18.0.2:9876", &backend), 9876);
+}
+
+/// `--unpin` detaches both pinned programs, even while the udplb that
+/// pinned them still runs.
+#[test]
+fn unpin_detaches_both_programs() {
+    let client_ns = Netns::new("unpinc");
+    let lbns = Netns::new("unpinb");
+    veth_pair(&client_ns, &lbns);
+    let dev = unique_dev("uunp");
+    lbns.ip(&["link", "set", "veth-b", "down"]);
+    lbns.ip(&["link", "set", "veth-b", "name", &dev]);
+    lbns.ip(&["link", "set", &dev, "up"]);
+    resolve_neighbour(&client_ns, "198.18.0.2");
+    let _unpin = Unpin(vec![dev.clone()]);
+    let backend = lbns.udp_bind("0.0.0.0:9876");
+    let client = client_ns.udp_bind("0.0.0.0:0");
+
+    let mut lb = Udplb::start(&lbns, &["--pin", &dev, "9875=9876"]);
+    // The frontend lines come once everything is pinned.
+    lb.wait_for("9875 -> 9876", Duration::from_secs(5));
+    assert_eq!(reply_port(&client, "198.18.0.2:9875", &backend), 9875);
+    let out = Command::new(BIN).args(["--unpin", &dev]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lbns.xdp_on(&dev), "", "XDP left after --unpin");
+    assert_eq!(
+        reply_port(&client, "198.18.0.2:9876", &backend),
+        9876,
+        "the egress program is still attached after --unpin"
+    );
+    let (status, out) = lb.stop(Signal::SIGTERM);
+    assert!(status.success(), "{out}");
+}

@@ -3,6 +3,8 @@
 //! (unless `--pin` keeps it).
 
 use anyhow::{Context, Result};
+use std::os::fd::AsFd;
+
 use libbpf_rs::PrintLevel;
 
 use super::reload::{self, Reloaded};
@@ -139,6 +141,15 @@ impl Balancer {
         };
         if ifindex != LOOPBACK_IFINDEX {
             self.datapath.add_tx_port(ifindex)?;
+        }
+        // --force replaces a udplb: both its programs. Its XDP program went
+        // above; its egress program, left alone, would go on rewriting
+        // replies to its own frontends (and, pinned, outlive us).
+        if args.force && egress.is_some() {
+            let ours = attach::prog_id(dp.egress_prog().as_fd());
+            for what in attach::remove_udplb_egress(ifindex, ours)? {
+                say!("udplb: {name}: removed the replaced udplb's {what}");
+            }
         }
         let replies = egress.as_ref().map_or("XDP", |e| e.kind());
         let pinned = match self.pin {

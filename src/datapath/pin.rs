@@ -8,7 +8,7 @@
 //! without a balancer, and the pinned maps are replaced by the new ones.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -110,8 +110,9 @@ pub fn open(path: &Path) -> Result<Option<OwnedFd>> {
     Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
-/// `udplb --unpin IFACE`: removes every pin of IFACE. The links detach when
-/// the last reference goes (at once, unless a udplb still runs there).
+/// `udplb --unpin IFACE`: detaches the pinned programs of IFACE (XDP and
+/// egress, even while the udplb that pinned them still runs) and removes
+/// every pin.
 pub fn unpin(iface: &str) -> Result<Vec<String>> {
     // The name becomes a path: `..` would empty /sys/fs/bpf, and
     // `../../../../srv/data` any directory on the host.
@@ -126,6 +127,23 @@ pub fn unpin(iface: &str) -> Result<Vec<String>> {
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
     };
+    // Detach the pinned links first: removing a pin detaches only when no
+    // one else holds the link, and a udplb --pin may still run.
+    let mut tcx_pinned = false;
+    for name in [XDP_LINK, EGRESS_LINK] {
+        if let Some(link) = open(&dir.join(name))? {
+            super::attach::detach_link(link.as_fd())
+                .with_context(|| format!("detaching {}", dir.join(name).display()))?;
+            tcx_pinned |= name == EGRESS_LINK;
+        }
+    }
+    // Without tcx the egress program was a clsact filter, which cannot be
+    // pinned: remove it from IFACE in this namespace.
+    if !tcx_pinned {
+        if let Ok(ifindex) = nix::net::if_::if_nametoindex(iface) {
+            super::attach::remove_clsact_egress(ifindex, None)?;
+        }
+    }
     let mut removed = Vec::new();
     for entry in entries {
         let path = entry?.path();
