@@ -167,3 +167,46 @@ fn missing_capabilities_are_named() {
     );
     assert_eq!(ns.xdp_on("lo"), "");
 }
+
+/// `ip netns exec` mounts /sys afresh for its command: a BPF filesystem
+/// there is private to that command, and pins in it vanish when udplb exits.
+/// `--pin` must be refused there, not claimed.
+#[test]
+fn pin_under_ip_netns_exec_is_refused() {
+    let ns = Netns::new("pinexec");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name, BIN, "--pin", "lo", "9875=9876"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "udplb --pin ran under ip netns exec: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("mount namespace of its own") && stderr.contains("ip netns exec"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(ns.xdp_on("lo"), "");
+}

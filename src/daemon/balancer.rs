@@ -57,6 +57,9 @@ impl Balancer {
             }
         };
         let ifaces = datapath::interfaces(&iface)?;
+        if args.pin {
+            pin::check_shared_bpffs()?;
+        }
         privileges::check_self(match args.force {
             true => privileges::Task::Force,
             false => privileges::Task::Start,

@@ -29,17 +29,59 @@ fn cpath(path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_bytes()).context("path with a NUL byte")
 }
 
+/// Whether /sys/fs/bpf here is the BPF filesystem the host's init (PID 1)
+/// sees, so that pins made in it outlive udplb. `ip netns exec` runs its
+/// command in a mount namespace of its own with /sys mounted afresh: a BPF
+/// filesystem there (none is, until someone mounts one) is private to that
+/// command and its pins vanish with it. `None`: cannot tell (/proc/1 not
+/// readable without CAP_SYS_PTRACE-level access).
+fn bpffs_shared_with_init() -> Option<bool> {
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    if ns("self")? == ns("1")? {
+        return Some(true);
+    }
+    // Another mount namespace (a container, ip netns exec): shared only if
+    // its /sys/fs/bpf is the very filesystem init has there.
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &str| std::fs::metadata(p).map(|m| m.dev()).ok();
+    let here = Path::new("/sys/fs/bpf");
+    Some(is_bpffs(here) && dev("/sys/fs/bpf") == dev("/proc/1/root/sys/fs/bpf"))
+}
+
+/// `--pin` and `--unpin` must work on the host's BPF filesystem: refuses
+/// them rather than claim pins that will not last. When PID 1's mount
+/// namespace cannot be read, a BPF filesystem already on /sys/fs/bpf is
+/// trusted, but udplb will not mount one itself: in a mount namespace of its
+/// own that mount would be private.
+pub fn check_shared_bpffs() -> Result<(), UsageError> {
+    let shared = match bpffs_shared_with_init() {
+        Some(shared) => shared,
+        None => is_bpffs(Path::new("/sys/fs/bpf")),
+    };
+    match shared {
+        true => Ok(()),
+        false => Err(UsageError(
+            "--pin/--unpin: /sys/fs/bpf here is not the host's BPF filesystem (udplb runs in a \
+             mount namespace of its own, as under `ip netns exec`): pins would vanish when \
+             udplb exits; enter only the network namespace (nsenter --net=/run/netns/NAME \
+             udplb ...)"
+                .into(),
+        )),
+    }
+}
+
+fn is_bpffs(p: &Path) -> bool {
+    nix::sys::statfs::statfs(p)
+        .map(|s| s.filesystem_type())
+        .ok()
+        == Some(nix::sys::statfs::BPF_FS_MAGIC)
+}
+
 /// Makes sure `dir` exists on a BPF filesystem, mounting one at
 /// /sys/fs/bpf if nothing is mounted there (as bpftool does). Returns the
 /// directories it created, parents first, for [`remove_created`].
 pub fn prepare(dir: &Path) -> Result<Vec<PathBuf>> {
     let bpffs = Path::new("/sys/fs/bpf");
-    let is_bpffs = |p: &Path| {
-        nix::sys::statfs::statfs(p)
-            .map(|s| s.filesystem_type())
-            .ok()
-            == Some(nix::sys::statfs::BPF_FS_MAGIC)
-    };
     if !is_bpffs(bpffs) {
         nix::mount::mount(
             Some("bpf"),
@@ -49,10 +91,7 @@ pub fn prepare(dir: &Path) -> Result<Vec<PathBuf>> {
             None::<&str>,
         )
         .context("mounting a BPF filesystem on /sys/fs/bpf for --pin")?;
-        println!(
-            "udplb: mounted a BPF filesystem on /sys/fs/bpf (in a private mount namespace, as \
-             under `ip netns exec`, pins last only as long as that namespace)"
-        );
+        crate::say!("udplb: mounted a BPF filesystem on /sys/fs/bpf");
     }
     let mut created = Vec::new();
     for d in [Path::new(ROOT), dir] {
@@ -117,6 +156,7 @@ pub fn unpin(iface: &str) -> Result<Vec<String>> {
     // The name becomes a path: `..` would empty /sys/fs/bpf, and
     // `../../../../srv/data` any directory on the host.
     check_interface_name(iface)?;
+    check_shared_bpffs()?;
     let dir = dir(iface);
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
