@@ -336,3 +336,44 @@ fn unpin_detaches_both_programs() {
     let (status, out) = lb.stop(Signal::SIGTERM);
     assert!(status.success(), "{out}");
 }
+
+/// `udplb --stats 1 ... | head -3`: stdout is a pipe whose reader goes away
+/// after three lines. Nothing udplb prints may stop it: it keeps balancing,
+/// a SIGHUP afterwards does not kill it, and SIGTERM still exits 0.
+#[test]
+fn closed_stdout_does_not_stop_the_balancer() {
+    let ns = Netns::new("pipe");
+    let backend = ns.udp_bind("127.0.0.1:9876");
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", ns.name))
+        .args([BIN, "--stats", "1", "lo", "9875=9876"]);
+    let mut lb = Spawned::new(cmd);
+    // Like head -3: three lines (attached, the frontend, the first
+    // counters), then the reader closes.
+    let (lines, reader) = lb.read_until("attached to lo");
+    let mut lines = lines;
+    let mut reader = reader;
+    while lines.len() < 3 {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "{lines:?}");
+        lines.push(line);
+    }
+    drop(reader);
+    // Two more --stats ticks write into the closed pipe.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        lb.alive(),
+        "udplb died writing to a closed pipe: {:?}",
+        lb.stderr_now()
+    );
+    balanced(&ns, "127.0.0.1:9875", &backend, 10, 100);
+
+    nix::sys::signal::kill(lb.pid(), Signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(lb.alive(), "udplb died after SIGHUP: {:?}", lb.stderr_now());
+    balanced(&ns, "127.0.0.1:9875", &backend, 10, 100);
+
+    let status = lb.stop(Signal::SIGTERM);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert_eq!(ns.xdp_on("lo"), "");
+}
