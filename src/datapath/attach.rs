@@ -280,7 +280,8 @@ fn mtu(ifname: &str) -> Option<i32> {
     }
     // SAFETY: valid socket and ifreq; SIOCGIFMTU fills ifru_mtu.
     let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut req) };
-    (ret == 0).then(|| unsafe { req.ifr_ifru.ifru_mtu })
+    // SAFETY: ifru_mtu is plain data, read only when the ioctl filled it.
+    (ret == 0).then_some(unsafe { req.ifr_ifru.ifru_mtu })
 }
 
 /// An attachment record for a link now holding our program on `ifindex`.
