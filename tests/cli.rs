@@ -165,7 +165,10 @@ fn no_privileges() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("must run as root, or with CAP_BPF and CAP_NET_ADMIN"),
+        stderr.contains(
+            "udplb needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (missing: CAP_BPF, \
+             CAP_NET_ADMIN, CAP_PERFMON); run as root"
+        ),
         "{stderr}"
     );
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");

@@ -20,7 +20,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::{
-    parse_backend, parse_listen, parse_table_size, Config, Defaults, FrontendConfig, Sched,
+    check_interface_name, parse_backend, parse_listen, parse_table_size, Config, Defaults,
+    FrontendConfig, Sched,
 };
 use crate::error::UsageError;
 
@@ -119,13 +120,8 @@ pub fn parse(text: &str, path: &str) -> Result<FileConfig, UsageError> {
         defaults.table_size = table_size(t, "table_size", &at)?;
     }
     let interface = raw.interface.get_ref().trim().to_string();
-    let bad_name = |n: &str| n.trim().is_empty() || n.trim().len() > 15 || n.contains(['/', ' ']);
-    if interface.split(',').any(bad_name) {
-        return Err(at.error(
-            raw.interface.span(),
-            "interface",
-            format!("'{interface}' is not an interface name"),
-        ));
+    for name in interface.split(',').map(str::trim) {
+        check_interface_name(name).map_err(|e| at.error(raw.interface.span(), "interface", e))?;
     }
     if raw.frontend.is_empty() {
         return Err(UsageError(format!("{path}: no [[frontend]] sections")));
@@ -280,6 +276,23 @@ sched = "maglev"
             "{e}"
         );
         assert_eq!(e.lines().count(), 1, "one line: {e}");
+    }
+
+    #[test]
+    fn unusable_addresses_name_file_line_and_field() {
+        let e = err("interface = \"lo\"\n[[frontend]]\nlisten = \"[::ffff:198.18.0.1]:53\"\nbackends = [9876]\n");
+        assert!(
+            e.starts_with("lb.toml:2: frontend: frontend [::ffff:198.18.0.1]:53"),
+            "{e}"
+        );
+        assert!(e.contains("IPv4-mapped"), "{e}");
+        let e = err("interface = \"lo\"\n[[frontend]]\nlisten = \"198.18.0.1:53\"\nbackends = [\"255.255.255.255:53\"]\n");
+        assert!(
+            e.starts_with(
+                "lb.toml:2: frontend: frontend 198.18.0.1:53: backend 255.255.255.255:53"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -206,6 +206,60 @@ fn parse_port(s: &str, what: &str) -> Result<u16, UsageError> {
     }
 }
 
+/// A frontend address must be one a packet can carry. An IPv4-mapped IPv6
+/// address (`::ffff:a.b.c.d`) never is: IPv4 datagrams arrive as IPv4, so
+/// such a frontend would never match.
+fn check_frontend_addr(addr: IpAddr) -> Result<(), String> {
+    match addr {
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => Err(format!(
+                "an IPv4-mapped address never appears in a packet, so this frontend could \
+                 never match; write {v4}:PORT"
+            )),
+            None => Ok(()),
+        },
+        IpAddr::V4(_) => Ok(()),
+    }
+}
+
+/// A remote backend is one other host the datapath forwards to. A group
+/// (multicast, broadcast), this host (loopback), no host (unspecified) or an
+/// IPv4-mapped IPv6 address cannot be one.
+fn check_remote_backend_addr(addr: IpAddr) -> Result<(), &'static str> {
+    let v4_mapped = matches!(addr, IpAddr::V6(a) if a.to_ipv4_mapped().is_some());
+    let broadcast = matches!(addr, IpAddr::V4(a) if a.is_broadcast());
+    match () {
+        _ if addr.is_unspecified() => Err("is not a host address (a wildcard)"),
+        _ if addr.is_multicast() => Err("is a multicast address: a backend is one host"),
+        _ if broadcast => Err("is the broadcast address: a backend is one host"),
+        _ if addr.is_loopback() => {
+            Err("is a loopback address, which is this host: write a local backend as PORT")
+        }
+        _ if v4_mapped => Err("is an IPv4-mapped address: write it as IPv4:PORT"),
+        _ => Ok(()),
+    }
+}
+
+/// An interface name as the kernel accepts one (`dev_valid_name`): 1-15
+/// bytes, not `.` or `..`, no `/`, `:`, whitespace or NUL. udplb joins the
+/// name to /sys/fs/bpf/udplb/ for `--pin` and `--unpin`, so a name that
+/// passes here can never reach outside that directory.
+pub fn check_interface_name(name: &str) -> Result<(), UsageError> {
+    let valid = (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace());
+    match valid {
+        true => Ok(()),
+        false => Err(usage!(
+            "'{}' is not an interface name (1-15 bytes, no '/', ':' or spaces, not '.' or '..')",
+            name.escape_debug()
+        )),
+    }
+}
+
 /// `PORT`, `IPv4:PORT` or `[IPv6]:PORT`.
 pub fn parse_listen(s: &str) -> Result<Listen, UsageError> {
     if let Some(rest) = s.strip_prefix('[') {
@@ -337,6 +391,9 @@ impl Config {
         let mut keys: HashMap<Endpoint, Listen> = HashMap::new();
         let mut frontend_ports: HashMap<u16, Listen> = HashMap::new();
         for (i, fe) in frontends.iter().enumerate() {
+            if let Some(Err(why)) = fe.listen.addr.map(check_frontend_addr) {
+                fail!(Some(i), "frontend {}: {why}", fe.listen);
+            }
             for key in fe.listen.endpoints() {
                 if let Some(other) = keys.insert(key, fe.listen) {
                     fail!(
@@ -363,6 +420,9 @@ impl Config {
             for b in &fe.backends {
                 let port = b.port;
                 if let Some(addr) = b.addr {
+                    if let Err(why) = check_remote_backend_addr(addr) {
+                        fail!(Some(i), "frontend {}: backend {b} {why}", fe.listen);
+                    }
                     let same_family = fe
                         .listen
                         .addr
@@ -609,6 +669,56 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(e.contains("cannot hold 7 backends"), "{e}");
+    }
+
+    #[test]
+    fn addresses_that_can_never_work() {
+        let e = err(&["[::ffff:198.18.0.1]:53=9876"]);
+        assert!(
+            e.contains("frontend [::ffff:198.18.0.1]:53") && e.contains("IPv4-mapped"),
+            "{e}"
+        );
+        for (spec, why) in [
+            ("198.18.0.1:53=224.0.0.1:53", "multicast"),
+            ("198.18.0.1:53=239.1.2.3:53", "multicast"),
+            ("198.18.0.1:53=255.255.255.255:53", "broadcast"),
+            ("198.18.0.1:53=127.0.0.2:53", "loopback"),
+            ("[2001:2::1]:53=[ff02::1]:53", "multicast"),
+            ("[2001:2::1]:53=[::1]:53", "loopback"),
+            ("[2001:2::1]:53=[::ffff:198.18.1.2]:53", "IPv4-mapped"),
+        ] {
+            let e = err(&[spec]);
+            let (front, back) = spec.split_once('=').unwrap();
+            assert!(
+                e.contains(&format!("frontend {front}: backend {back}")) && e.contains(why),
+                "{spec}: {e}"
+            );
+        }
+        // A loopback frontend is fine: it is local.
+        Config::from_specs(&["127.0.0.1:53=9876"]).unwrap();
+    }
+
+    #[test]
+    fn interface_names() {
+        for ok in ["lo", "eth0", "veth-b", "fifteen-bytes-x", "br0.100", "a..b"] {
+            check_interface_name(ok).unwrap();
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../../srv",
+            "a/b",
+            "eth0:1",
+            "eth 0",
+            " lo",
+            "lo\t",
+            "a\0b",
+            "sixteen-bytes-xx",
+        ] {
+            let e = check_interface_name(bad).unwrap_err().0;
+            assert!(e.contains("is not an interface name"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

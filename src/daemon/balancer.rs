@@ -3,6 +3,8 @@
 //! (unless `--pin` keeps it).
 
 use anyhow::{Context, Result};
+use std::os::fd::AsFd;
+
 use libbpf_rs::PrintLevel;
 
 use super::reload::{self, Reloaded};
@@ -31,6 +33,8 @@ pub struct Balancer {
     state: State,
     datapath: Datapath,
     attached: Vec<Attached>,
+    /// Pin directories this start created, removed again if it fails.
+    created_dirs: Vec<std::path::PathBuf>,
 }
 
 fn libbpf_print(_level: PrintLevel, msg: String) {
@@ -53,7 +57,13 @@ impl Balancer {
             }
         };
         let ifaces = datapath::interfaces(&iface)?;
-        privileges::check_self()?;
+        if args.pin {
+            pin::check_shared_bpffs()?;
+        }
+        privileges::check_self(match args.force {
+            true => privileges::Task::Force,
+            false => privileges::Task::Start,
+        })?;
 
         let level = match args.verbose {
             0 => PrintLevel::Warn,
@@ -74,12 +84,18 @@ impl Balancer {
             state,
             datapath,
             attached: Vec::new(),
+            created_dirs: Vec::new(),
         };
-        for (name, ifindex) in &ifaces {
-            lb.attach(args, name, *ifindex)?;
-        }
-        if lb.pin {
-            lb.pin_all()?;
+        let attached = ifaces
+            .iter()
+            .try_for_each(|(name, ifindex)| lb.attach(args, name, *ifindex))
+            .and_then(|()| if lb.pin { lb.pin_all() } else { Ok(()) });
+        if let Err(e) = attached {
+            // Detach first (dropping the attachments), then remove the pin
+            // directories this start made: a failed start leaves nothing.
+            lb.attached.clear();
+            pin::remove_created(&lb.created_dirs);
+            return Err(e);
         }
         for fe in &lb.config.frontends {
             let backends: Vec<String> = fe.backends.iter().map(|b| b.to_string()).collect();
@@ -99,7 +115,8 @@ impl Balancer {
     fn attach(&mut self, args: &Args, name: &str, ifindex: u32) -> Result<()> {
         let dir = pin::dir(name);
         if self.pin {
-            pin::prepare(&dir)?;
+            let created = pin::prepare(&dir)?;
+            self.created_dirs.extend(created);
         }
         let dp = &self.datapath;
         let adopted = match self.pin {
@@ -127,6 +144,15 @@ impl Balancer {
         };
         if ifindex != LOOPBACK_IFINDEX {
             self.datapath.add_tx_port(ifindex)?;
+        }
+        // --force replaces a udplb: both its programs. Its XDP program went
+        // above; its egress program, left alone, would go on rewriting
+        // replies to its own frontends (and, pinned, outlive us).
+        if args.force && egress.is_some() {
+            let ours = attach::prog_id(dp.egress_prog().as_fd());
+            for what in attach::remove_udplb_egress(ifindex, ours)? {
+                say!("udplb: {name}: removed the replaced udplb's {what}");
+            }
         }
         let replies = egress.as_ref().map_or("XDP", |e| e.kind());
         let pinned = match self.pin {

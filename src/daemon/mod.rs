@@ -50,7 +50,7 @@ pub fn run(args: &Args) -> Result<()> {
 
 /// `udplb --unpin IFACE`.
 pub fn unpin(iface: &str) -> Result<()> {
-    privileges::check_self()?;
+    privileges::check_self(privileges::Task::Unpin)?;
     let removed = pin::unpin(iface)?;
     say!(
         "udplb: unpinned {iface} ({}); its programs are detached",

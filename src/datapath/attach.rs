@@ -82,22 +82,35 @@ fn query(ifindex: u32) -> Result<sys::bpf_xdp_query_opts> {
     Ok(opts)
 }
 
-fn prog_name(prog_id: u32) -> String {
-    // SAFETY: plain syscall wrappers; the fd is owned right after.
-    let fd = unsafe { sys::bpf_prog_get_fd_by_id(prog_id) };
-    if fd < 0 {
-        return "name unknown".into();
-    }
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+/// Id and name of a loaded program.
+fn prog_info(fd: BorrowedFd<'_>) -> Option<(u32, String)> {
     let mut info = sys::bpf_prog_info::default();
     let mut len = size_of::<sys::bpf_prog_info>() as u32;
     // SAFETY: info is a valid bpf_prog_info of len bytes.
     if unsafe { sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) } < 0 {
-        return "name unknown".into();
+        return None;
     }
     // SAFETY: the kernel NUL-terminates the 16-byte name.
     let name = unsafe { CStr::from_ptr(info.name.as_ptr()) };
-    format!("name {}", name.to_string_lossy())
+    Some((info.id, name.to_string_lossy().into_owned()))
+}
+
+/// The name of program `prog_id` (opening it by id needs CAP_SYS_ADMIN).
+fn prog_name_of(prog_id: u32) -> Option<String> {
+    // SAFETY: plain syscall wrapper; the fd is owned right after.
+    let fd = unsafe { sys::bpf_prog_get_fd_by_id(prog_id) };
+    if fd < 0 {
+        return None;
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    prog_info(fd.as_fd()).map(|(_, name)| name)
+}
+
+fn prog_name(prog_id: u32) -> String {
+    match prog_name_of(prog_id) {
+        Some(name) => format!("name {name}"),
+        None => "name unknown".into(),
+    }
 }
 
 /// The bpf_link that holds XDP program `prog_id` on `ifindex`, if any,
@@ -195,14 +208,25 @@ pub fn attach(
         }
         remove_existing(ifindex, &other)?;
     }
-    let opts = sys::bpf_link_create_opts {
-        sz: size_of::<sys::bpf_link_create_opts>() as _,
-        flags: mode.flags(),
-        // SAFETY: all-zero is a valid value for the remaining plain fields.
-        ..unsafe { std::mem::zeroed() }
-    };
-    // SAFETY: valid prog fd and opts; the returned fd is owned at once.
-    let fd = unsafe { sys::bpf_link_create(prog.as_raw_fd(), ifindex as i32, sys::BPF_XDP, &opts) };
+    let mut fd = link_create(prog, ifindex, mode.flags());
+    // ERANGE: the driver refuses native XDP at this MTU for a program without
+    // multi-buffer (frags) support, as veth does above about 4 KB. Generic
+    // mode copes with any MTU.
+    if fd == -(nix::errno::Errno::ERANGE as i32) && mode != XdpMode::Generic {
+        let mtu = mtu(ifname).map_or("its MTU".to_string(), |m| format!("MTU {m}"));
+        if mode == XdpMode::Native {
+            let msg = format!(
+                "{ifname}: {mtu} is too large for native XDP (udplb's program has no \
+                 multi-buffer support); lower the MTU or use --xdp-mode generic or auto"
+            );
+            return Err(UsageError(msg).into());
+        }
+        crate::say!(
+            "udplb: {ifname}: native XDP refused at {mtu} (udplb's program has no multi-buffer \
+             support); using generic mode"
+        );
+        fd = link_create(prog, ifindex, XdpMode::Generic.flags());
+    }
     if fd < 0 {
         let err = errno(fd);
         let code = nix::errno::Errno::from_raw(-fd);
@@ -212,7 +236,7 @@ pub fn attach(
         }
         let why = match (code, mode) {
             (nix::errno::Errno::EPERM, _) => {
-                "permission denied: attaching XDP needs root, or CAP_NET_ADMIN and CAP_BPF".into()
+                "permission denied: attaching XDP needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON".into()
             }
             (nix::errno::Errno::EBUSY | nix::errno::Errno::EEXIST, _) => {
                 format!("another XDP program was attached to {ifname} meanwhile ({err})")
@@ -223,6 +247,41 @@ pub fn attach(
     }
     let link = unsafe { OwnedFd::from_raw_fd(fd) };
     described(link, ifname, ifindex)
+}
+
+/// Creates an XDP bpf_link with mode `flags`: the link fd, or -errno.
+fn link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> i32 {
+    let opts = sys::bpf_link_create_opts {
+        sz: size_of::<sys::bpf_link_create_opts>() as _,
+        flags,
+        // SAFETY: all-zero is a valid value for the remaining plain fields.
+        ..unsafe { std::mem::zeroed() }
+    };
+    // SAFETY: valid prog fd and opts; the caller owns the returned fd.
+    unsafe { sys::bpf_link_create(prog.as_raw_fd(), ifindex as i32, sys::BPF_XDP, &opts) }
+}
+
+/// The MTU of `ifname` in this network namespace (SIOCGIFMTU; /sys/class/net
+/// may show another namespace's devices under `nsenter --net`).
+fn mtu(ifname: &str) -> Option<i32> {
+    use nix::libc;
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
+    // SAFETY: an all-zero ifreq is valid; the name fits (checked to be at
+    // most 15 bytes) and stays NUL-terminated.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(ifname.bytes().take(15)) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: valid socket and ifreq; SIOCGIFMTU fills ifru_mtu.
+    let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut req) };
+    // SAFETY: ifru_mtu is plain data, read only when the ioctl filled it.
+    (ret == 0).then_some(unsafe { req.ifr_ifru.ifru_mtu })
 }
 
 /// An attachment record for a link now holding our program on `ifindex`.
@@ -395,4 +454,109 @@ pub fn attach_egress(
     Ok(EgressAttachment {
         hook: EgressHook::Clsact(hook),
     })
+}
+
+/// The name udplb's reply program has in the kernel (`bpf/udplb.bpf.c`).
+const EGRESS_PROG_NAME: &str = "udplb_egress";
+
+/// Detaches a bpf_link, whoever holds it (a running udplb, a pin): it stays
+/// open for them but attaches nothing any more.
+pub fn detach_link(link: BorrowedFd<'_>) -> Result<()> {
+    // SAFETY: valid link fd.
+    let ret = unsafe { sys::bpf_link_detach(link.as_raw_fd()) };
+    if ret < 0 {
+        bail!("detaching a bpf_link: {}", errno(ret));
+    }
+    Ok(())
+}
+
+/// Detaches every udplb reply program on the egress of `ifindex` except
+/// program `keep` (ours): the one a replaced udplb left, which would go on
+/// rewriting replies to its own frontends. Looks at tcx links (the
+/// interface's list, so only this namespace's device) and at the clsact
+/// filter udplb uses (handle 1, priority 1). Returns what it removed.
+pub fn remove_udplb_egress(ifindex: u32, keep: Option<u32>) -> Result<Vec<String>> {
+    let ours = |id: u32| Some(id) != keep && prog_name_of(id).as_deref() == Some(EGRESS_PROG_NAME);
+    let mut removed = Vec::new();
+
+    let mut prog_ids = [0u32; 64];
+    let mut link_ids = [0u32; 64];
+    let mut q = sys::bpf_prog_query_opts {
+        sz: size_of::<sys::bpf_prog_query_opts>() as _,
+        prog_ids: prog_ids.as_mut_ptr(),
+        link_ids: link_ids.as_mut_ptr(),
+        // SAFETY: all-zero is a valid value for the remaining plain fields.
+        ..unsafe { std::mem::zeroed() }
+    };
+    q.__bindgen_anon_1.count = prog_ids.len() as u32;
+    // SAFETY: q points at arrays of `count` entries that outlive the call.
+    let ret = unsafe { sys::bpf_prog_query_opts(ifindex as i32, sys::BPF_TCX_EGRESS, &mut q) };
+    // No tcx on this kernel (EINVAL) or nothing attached: only clsact is left.
+    if ret == 0 {
+        // SAFETY: the kernel set count to the number of entries it wrote.
+        let n = (unsafe { q.__bindgen_anon_1.count } as usize).min(prog_ids.len());
+        for (&prog, &link) in prog_ids[..n].iter().zip(&link_ids[..n]) {
+            if link == 0 || !ours(prog) {
+                continue;
+            }
+            // SAFETY: plain syscall wrapper; the fd is owned right after.
+            let fd = unsafe { sys::bpf_link_get_fd_by_id(link) };
+            if fd < 0 {
+                bail!("opening tcx link id {link}: {}", errno(fd));
+            }
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            detach_link(fd.as_fd())?;
+            removed.push(format!("tcx link id {link} (program id {prog})"));
+        }
+    }
+    removed.extend(remove_clsact_egress(ifindex, keep)?);
+    Ok(removed)
+}
+
+/// The clsact half of [`remove_udplb_egress`]: the filter at udplb's handle
+/// and priority on the egress of `ifindex`, if it runs udplb's reply program
+/// other than `keep`. (A clsact filter is not a link: it outlives udplb and
+/// cannot be pinned.)
+pub fn remove_clsact_egress(ifindex: u32, keep: Option<u32>) -> Result<Option<String>> {
+    let hook = sys::bpf_tc_hook {
+        sz: size_of::<sys::bpf_tc_hook>() as _,
+        ifindex: ifindex as i32,
+        attach_point: sys::BPF_TC_EGRESS,
+        // SAFETY: all-zero is a valid value for the remaining plain fields.
+        ..unsafe { std::mem::zeroed() }
+    };
+    let mut opts = sys::bpf_tc_opts {
+        sz: size_of::<sys::bpf_tc_opts>() as _,
+        handle: 1,
+        priority: 1,
+        // SAFETY: as above.
+        ..unsafe { std::mem::zeroed() }
+    };
+    // SAFETY: valid hook and opts; ENOENT (no clsact, no filter) is fine.
+    let found = unsafe { sys::bpf_tc_query(&hook, &mut opts) } == 0;
+    if found
+        && Some(opts.prog_id) != keep
+        && prog_name_of(opts.prog_id).as_deref() == Some(EGRESS_PROG_NAME)
+    {
+        let prog = opts.prog_id;
+        let del = sys::bpf_tc_opts {
+            sz: size_of::<sys::bpf_tc_opts>() as _,
+            handle: 1,
+            priority: 1,
+            // SAFETY: as above (bpf_tc_detach wants no prog fd, id or flags).
+            ..unsafe { std::mem::zeroed() }
+        };
+        // SAFETY: valid hook and opts.
+        let ret = unsafe { sys::bpf_tc_detach(&hook, &del) };
+        if ret < 0 {
+            bail!("removing the clsact egress filter: {}", errno(ret));
+        }
+        return Ok(Some(format!("clsact egress filter (program id {prog})")));
+    }
+    Ok(None)
+}
+
+/// The id of a loaded program (to tell ours apart from a replaced one).
+pub fn prog_id(prog: BorrowedFd<'_>) -> Option<u32> {
+    prog_info(prog).map(|(id, _)| id)
 }

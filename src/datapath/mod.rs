@@ -22,7 +22,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject};
 
 use crate::abi::{self, bytes_of, Counter, REASON_COUNT};
 use crate::bpf::{UdplbSkel, UdplbSkelBuilder};
-use crate::config::Config;
+use crate::config::{check_interface_name, Config};
 use crate::error::UsageError;
 use crate::plan::{Layout, Plan, State};
 
@@ -53,7 +53,7 @@ impl Datapath {
             .context("opening the BPF object")?;
         let skel = open.load().map_err(|e| {
             let hint = if is_eperm(&e) {
-                " (loading BPF programs needs root, or CAP_BPF and CAP_NET_ADMIN)"
+                " (loading udplb needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
             } else {
                 ""
             };
@@ -287,6 +287,7 @@ pub fn interfaces(list: &str) -> Result<Vec<(String, u32)>, UsageError> {
         if name.is_empty() {
             return Err(UsageError(format!("empty interface name in '{list}'")));
         }
+        check_interface_name(name)?;
         let ifindex = nix::net::if_::if_nametoindex(name)
             .map_err(|_| UsageError(format!("unknown interface '{name}'")))?;
         if out.iter().any(|(n, _)| n == name) {

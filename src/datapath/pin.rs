@@ -8,12 +8,13 @@
 //! without a balancer, and the pinned maps are replaced by the new ones.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::config::check_interface_name;
 use crate::error::UsageError;
 
 pub const ROOT: &str = "/sys/fs/bpf/udplb";
@@ -28,16 +29,59 @@ fn cpath(path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_bytes()).context("path with a NUL byte")
 }
 
-/// Makes sure `dir` exists on a BPF filesystem, mounting one at
-/// /sys/fs/bpf if nothing is mounted there (as bpftool does).
-pub fn prepare(dir: &Path) -> Result<()> {
-    let bpffs = Path::new("/sys/fs/bpf");
-    let is_bpffs = |p: &Path| {
-        nix::sys::statfs::statfs(p)
-            .map(|s| s.filesystem_type())
-            .ok()
-            == Some(nix::sys::statfs::BPF_FS_MAGIC)
+/// Whether /sys/fs/bpf here is the BPF filesystem the host's init (PID 1)
+/// sees, so that pins made in it outlive udplb. `ip netns exec` runs its
+/// command in a mount namespace of its own with /sys mounted afresh: a BPF
+/// filesystem there (none is, until someone mounts one) is private to that
+/// command and its pins vanish with it. `None`: cannot tell (/proc/1 not
+/// readable without CAP_SYS_PTRACE-level access).
+fn bpffs_shared_with_init() -> Option<bool> {
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    if ns("self")? == ns("1")? {
+        return Some(true);
+    }
+    // Another mount namespace (a container, ip netns exec): shared only if
+    // its /sys/fs/bpf is the very filesystem init has there.
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &str| std::fs::metadata(p).map(|m| m.dev()).ok();
+    let here = Path::new("/sys/fs/bpf");
+    Some(is_bpffs(here) && dev("/sys/fs/bpf") == dev("/proc/1/root/sys/fs/bpf"))
+}
+
+/// `--pin` and `--unpin` must work on the host's BPF filesystem: refuses
+/// them rather than claim pins that will not last. When PID 1's mount
+/// namespace cannot be read, a BPF filesystem already on /sys/fs/bpf is
+/// trusted, but udplb will not mount one itself: in a mount namespace of its
+/// own that mount would be private.
+pub fn check_shared_bpffs() -> Result<(), UsageError> {
+    let shared = match bpffs_shared_with_init() {
+        Some(shared) => shared,
+        None => is_bpffs(Path::new("/sys/fs/bpf")),
     };
+    match shared {
+        true => Ok(()),
+        false => Err(UsageError(
+            "--pin/--unpin: /sys/fs/bpf here is not the host's BPF filesystem (udplb runs in a \
+             mount namespace of its own, as under `ip netns exec`): pins would vanish when \
+             udplb exits; enter only the network namespace (nsenter --net=/run/netns/NAME \
+             udplb ...)"
+                .into(),
+        )),
+    }
+}
+
+fn is_bpffs(p: &Path) -> bool {
+    nix::sys::statfs::statfs(p)
+        .map(|s| s.filesystem_type())
+        .ok()
+        == Some(nix::sys::statfs::BPF_FS_MAGIC)
+}
+
+/// Makes sure `dir` exists on a BPF filesystem, mounting one at
+/// /sys/fs/bpf if nothing is mounted there (as bpftool does). Returns the
+/// directories it created, parents first, for [`remove_created`].
+pub fn prepare(dir: &Path) -> Result<Vec<PathBuf>> {
+    let bpffs = Path::new("/sys/fs/bpf");
     if !is_bpffs(bpffs) {
         nix::mount::mount(
             Some("bpf"),
@@ -47,12 +91,30 @@ pub fn prepare(dir: &Path) -> Result<()> {
             None::<&str>,
         )
         .context("mounting a BPF filesystem on /sys/fs/bpf for --pin")?;
-        println!(
-            "udplb: mounted a BPF filesystem on /sys/fs/bpf (in a private mount namespace, as \
-             under `ip netns exec`, pins last only as long as that namespace)"
-        );
+        crate::say!("udplb: mounted a BPF filesystem on /sys/fs/bpf");
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+    let mut created = Vec::new();
+    for d in [Path::new(ROOT), dir] {
+        match std::fs::create_dir(d) {
+            Ok(()) => created.push(d.to_path_buf()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("creating {}", d.display())),
+        }
+    }
+    Ok(created)
+}
+
+/// Undoes [`prepare`] after a start that failed: removes the directories
+/// it created (with the pins made in them since), children first, so that
+/// no empty pin directory is left behind.
+pub fn remove_created(created: &[PathBuf]) {
+    for d in created.iter().rev() {
+        if d == Path::new(ROOT) {
+            let _ = std::fs::remove_dir(d); // only if no one else's pins are there
+        } else {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
 }
 
 /// Pins a BPF object (link or map) fd at `path`, replacing an old pin.
@@ -87,9 +149,14 @@ pub fn open(path: &Path) -> Result<Option<OwnedFd>> {
     Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
-/// `udplb --unpin IFACE`: removes every pin of IFACE. The links detach when
-/// the last reference goes (at once, unless a udplb still runs there).
+/// `udplb --unpin IFACE`: detaches the pinned programs of IFACE (XDP and
+/// egress, even while the udplb that pinned them still runs) and removes
+/// every pin.
 pub fn unpin(iface: &str) -> Result<Vec<String>> {
+    // The name becomes a path: `..` would empty /sys/fs/bpf, and
+    // `../../../../srv/data` any directory on the host.
+    check_interface_name(iface)?;
+    check_shared_bpffs()?;
     let dir = dir(iface);
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
@@ -100,6 +167,23 @@ pub fn unpin(iface: &str) -> Result<Vec<String>> {
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
     };
+    // Detach the pinned links first: removing a pin detaches only when no
+    // one else holds the link, and a udplb --pin may still run.
+    let mut tcx_pinned = false;
+    for name in [XDP_LINK, EGRESS_LINK] {
+        if let Some(link) = open(&dir.join(name))? {
+            super::attach::detach_link(link.as_fd())
+                .with_context(|| format!("detaching {}", dir.join(name).display()))?;
+            tcx_pinned |= name == EGRESS_LINK;
+        }
+    }
+    // Without tcx the egress program was a clsact filter, which cannot be
+    // pinned: remove it from IFACE in this namespace.
+    if !tcx_pinned {
+        if let Ok(ifindex) = nix::net::if_::if_nametoindex(iface) {
+            super::attach::remove_clsact_egress(ifindex, None)?;
+        }
+    }
     let mut removed = Vec::new();
     for entry in entries {
         let path = entry?.path();

@@ -259,7 +259,9 @@ pub enum Outcome {
 /// Fails, loudly, without the privileges BPF_PROG_TEST_RUN needs: a
 /// datapath test that passes because it did not run would be a lie.
 pub fn require_privileges() {
-    if let Err(e) = udplb::datapath::privileges::check_self() {
+    if let Err(e) =
+        udplb::datapath::privileges::check_self(udplb::datapath::privileges::Task::Start)
+    {
         panic!(
             "datapath tests need root (CAP_BPF): run `sudo make test` \
              or `sudo cargo test --test <name>` ({e})"
