@@ -39,7 +39,8 @@ fn big_ipv6_reply(tx_csum: bool) {
     let lb = Udplb::start(&lbns, &["veth-b", "9875=9876"]);
     let backend = lbns.udp_bind("[::]:9876");
     let sock = client.udp_bind("[::]:0");
-    sock.connect("[2001:2::2]:9875").expect("connect to the frontend");
+    sock.connect("[2001:2::2]:9875")
+        .expect("connect to the frontend");
 
     let reply: Vec<u8> = (0..REPLY_LEN).map(|i| (i % 251) as u8).collect();
     for round in 0..3u8 {
@@ -69,8 +70,16 @@ fn big_ipv6_reply(tx_csum: bool) {
         snmp6(&client, "Ip6ReasmOKs") >= 3,
         "the replies were not fragmented: the test tests nothing"
     );
-    assert_eq!(snmp6(&client, "Udp6InCsumErrors"), 0, "client checksum errors");
-    assert_eq!(snmp6(&lbns, "Udp6InCsumErrors"), 0, "balancer checksum errors");
+    assert_eq!(
+        snmp6(&client, "Udp6InCsumErrors"),
+        0,
+        "client checksum errors"
+    );
+    assert_eq!(
+        snmp6(&lbns, "Udp6InCsumErrors"),
+        0,
+        "balancer checksum errors"
+    );
 
     let (status, out) = lb.stop(Signal::SIGINT);
     assert!(status.success(), "{out}");
