@@ -1,17 +1,25 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * csum.h - incremental Internet checksum updates (RFC 1624, eqn. 3).
+ * csum.h - Internet checksum arithmetic for the XDP side of the rewrite.
+ *
+ * Contract: pure functions on values (nothing here writes to the packet).
+ * Incremental updates follow RFC 1624, eqn. 3:
  *
  *     HC' = ~(~HC + ~m + m')
  *
  * One's-complement sums do not depend on byte order, so the 16-bit words are
- * used exactly as they sit in the packet (network order); no swaps.
+ * used exactly as they sit in the packet (network order); no swaps. The
+ * pseudo-header sum (RFC 768, RFC 8200 8.1) is what tells a partial
+ * (CHECKSUM_PARTIAL) UDP checksum from a full one, which XDP cannot see
+ * otherwise (ctx.h, forward.h).
  */
 #ifndef UDPLB_CSUM_H
 #define UDPLB_CSUM_H
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "parsing.h"
 
 /* Fold a 32-bit one's-complement accumulator to 16 bits. Two folds always
  * suffice for a sum of up to 65537 16-bit words. */
@@ -22,6 +30,14 @@ static __always_inline __u16 csum_fold32(__u32 sum)
 	return (__u16)sum;
 }
 
+/* 32-bit one's-complement addition. */
+static __always_inline __u32 csum_add32(__u32 a, __u32 b)
+{
+	__u32 s = a + b;
+
+	return s + (s < a);
+}
+
 /* Checksum after one 16-bit word of the covered data changes from old to new. */
 static __always_inline __u16 csum_replace16(__u16 check, __u16 old, __u16 new)
 {
@@ -30,21 +46,64 @@ static __always_inline __u16 csum_replace16(__u16 check, __u16 old, __u16 new)
 	return (__u16)~csum_fold32(sum);
 }
 
-/*
- * Update a UDP checksum for a 16-bit word change in the header or the
- * pseudo-header. For IPv4 a checksum of 0 means "none" and stays 0; IPv6 has
- * no such value and is always updated. A computed 0 is sent as 0xFFFF
- * (RFC 768), which the receiver reads as the same one's-complement zero.
- */
-static __always_inline void udp_csum_replace16(struct udphdr *udp, __u16 old, __u16 new,
-					       bool ipv6)
+/* Checksum after `size` bytes (a multiple of 4) of covered data change from
+ * `from` to `to`. */
+static __always_inline __u16 csum_update(__u16 check, __be32 *from, __be32 *to, __u32 size)
 {
-	__u16 check = udp->check;
+	return (__u16)~csum_fold32(bpf_csum_diff(from, size, to, size, (__u16)~check));
+}
 
-	if (!ipv6 && check == 0)
-		return;
-	check = csum_replace16(check, old, new);
-	udp->check = check ? check : 0xffff;
+struct pseudo_hdr4 {
+	__be32 saddr;
+	__be32 daddr;
+	__u8 zero;
+	__u8 proto;
+	__be16 len;
+};
+
+struct pseudo_hdr6 {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__be32 len;
+	__u8 zero[3];
+	__u8 nexthdr;
+};
+
+/* Unfolded sum of the packet's UDP pseudo-header. Its length is the
+ * datagram's (p->ulen: udp.len, or for an IPv6 udp.len of 0 the length
+ * the IP header gives). */
+static __always_inline __u32 pseudo_sum(struct udp_packet *p)
+{
+	if (p->ipv6) {
+		struct ipv6hdr *ip6 = p->l3;
+		struct pseudo_hdr6 ph = {};
+
+		__builtin_memcpy(ph.saddr, &ip6->saddr, 16);
+		__builtin_memcpy(ph.daddr, &ip6->daddr, 16);
+		ph.len = bpf_htonl(p->ulen);
+		ph.nexthdr = IPPROTO_UDP;
+		return bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	}
+	struct iphdr *ip = p->l3;
+	struct pseudo_hdr4 ph = {
+		.saddr = ip->saddr,
+		.daddr = ip->daddr,
+		.proto = IPPROTO_UDP,
+		.len = bpf_htons(p->ulen),
+	};
+
+	return bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+}
+
+/*
+ * Whether the UDP checksum field holds only the pseudo-header sum: a
+ * checksum the sender's stack left for the device to finish
+ * (CHECKSUM_PARTIAL). A full checksum equal to its pseudo-header sum (1 in
+ * 65536) is taken for a partial one; forward.h says what that costs.
+ */
+static __always_inline bool is_partial_csum(struct udp_packet *p)
+{
+	return p->udp->check == csum_fold32(pseudo_sum(p));
 }
 
 #endif /* UDPLB_CSUM_H */

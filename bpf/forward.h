@@ -2,11 +2,12 @@
 /*
  * forward.h - datagrams to and from backends on other hosts, entirely in XDP.
  *
- * A request for a remote backend has its destination address and port
- * rewritten to the backend's; a reply from a remote backend has its source
- * rewritten to the frontend's. Then bpf_fib_lookup finds the next hop, the
- * TTL / hop limit is decremented, the Ethernet addresses are set and the
- * frame leaves by XDP_REDIRECT. When the lookup cannot finish (no neighbour
+ * Contract: forward() takes a packet that rewrite_endpoint() (rewrite.h)
+ * has already rewritten: a request to a remote backend's address and port,
+ * or a reply from one back to its frontend's. Then bpf_fib_lookup finds the
+ * next hop, the TTL / hop limit is decremented, the Ethernet addresses are
+ * set and the frame leaves by XDP_REDIRECT (only to an interface in
+ * tx_ports). When the lookup cannot finish (no neighbour
  * entry yet, forwarding disabled, the route's MTU exceeded, no route, the TTL
  * expiring) the rewritten packet goes to the kernel with XDP_PASS, which
  * forwards it or answers as it would for any forwarded packet (ICMP), and
@@ -15,7 +16,8 @@
  * Checksums. XDP cannot see whether the stack left the UDP checksum to be
  * finished later (CHECKSUM_PARTIAL: a sender on this host behind a veth with
  * checksum offload on), in which case the field holds only the sum of the
- * pseudo-header. udplb recognises that value:
+ * pseudo-header. The rewrite recognises that value (csum.h) and reports it;
+ * here:
  *   - a field equal to the pseudo-header sum is a partial checksum. If the
  *     frame is redirected, nothing downstream would finish it, so it is
  *     completed here from scratch over the whole datagram; if the packet
@@ -49,59 +51,6 @@
  * 512 bytes is the most bpf_csum_diff takes at once. */
 #define CSUM_CHUNK 512
 #define CSUM_MAX_CHUNKS 18
-
-struct pseudo_hdr4 {
-	__be32 saddr;
-	__be32 daddr;
-	__u8 zero;
-	__u8 proto;
-	__be16 len;
-};
-
-struct pseudo_hdr6 {
-	__u32 saddr[4];
-	__u32 daddr[4];
-	__be32 len;
-	__u8 zero[3];
-	__u8 nexthdr;
-};
-
-/* 32-bit one's-complement addition. */
-static __always_inline __u32 csum_add32(__u32 a, __u32 b)
-{
-	__u32 s = a + b;
-
-	return s + (s < a);
-}
-
-static __always_inline bool endpoint_is_local(const struct udplb_endpoint *ep)
-{
-	return !(ep->addr_be[0] | ep->addr_be[1] | ep->addr_be[2] | ep->addr_be[3]);
-}
-
-/* Unfolded sum of the packet's UDP pseudo-header. */
-static __always_inline __u32 pseudo_sum(struct udp_packet *p)
-{
-	if (p->ipv6) {
-		struct ipv6hdr *ip6 = p->l3;
-		struct pseudo_hdr6 ph = {};
-
-		__builtin_memcpy(ph.saddr, &ip6->saddr, 16);
-		__builtin_memcpy(ph.daddr, &ip6->daddr, 16);
-		ph.len = bpf_htonl(bpf_ntohs(p->udp->len));
-		ph.nexthdr = IPPROTO_UDP;
-		return bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
-	}
-	struct iphdr *ip = p->l3;
-	struct pseudo_hdr4 ph = {
-		.saddr = ip->saddr,
-		.daddr = ip->daddr,
-		.proto = IPPROTO_UDP,
-		.len = p->udp->len,
-	};
-
-	return bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
-}
 
 /* Adds `len` bytes at pos to the sum s in chunks of `chunk` (at most `max`
  * of them), advancing pos and len. */
@@ -147,64 +96,15 @@ __noinline long packet_sum(struct xdp_md *ctx, __u32 off, __u32 len)
 	return s;
 }
 
-/* Checksum after `size` bytes of covered data change from `from` to `to`. */
-static __always_inline __u16 csum_update(__u16 check, __be32 *from, __be32 *to, __u32 size)
-{
-	return (__u16)~csum_fold32(bpf_csum_diff(from, size, to, size, (__u16)~check));
-}
-
-/*
- * Rewrites the destination (request) or the source (reply) of the packet to
- * `to`. Returns true if the UDP checksum was a partial (pseudo-header) sum,
- * which the caller finishes once it knows where the packet goes.
- */
-static __always_inline bool rewrite_remote(struct udp_packet *p, bool source,
-					   struct udplb_endpoint *to)
-{
-	struct udphdr *udp = p->udp;
-	__u16 check = udp->check;
-	bool has_csum = p->ipv6 || check != 0;
-	bool partial = has_csum && check == csum_fold32(pseudo_sum(p));
-	bool update = has_csum && !partial;
-	__be16 *port = source ? &udp->source : &udp->dest;
-	__be16 old_port = *port;
-
-	if (p->ipv6) {
-		struct ipv6hdr *ip6 = p->l3;
-		struct in6_addr *addr = source ? &ip6->saddr : &ip6->daddr;
-		__be32 old[4];
-
-		__builtin_memcpy(old, addr, sizeof(old));
-		__builtin_memcpy(addr, to->addr_be, sizeof(old));
-		if (update)
-			check = csum_update(check, old, to->addr_be, sizeof(old));
-	} else {
-		struct iphdr *ip = p->l3;
-		__be32 *addr = source ? &ip->saddr : &ip->daddr;
-		__be32 old = *addr;
-
-		*addr = to->addr_be[0];
-		ip->check = csum_update(ip->check, &old, &to->addr_be[0], sizeof(old));
-		if (update)
-			check = csum_update(check, &old, &to->addr_be[0], sizeof(old));
-	}
-	*port = to->port_be;
-	if (update) {
-		check = csum_replace16(check, old_port, to->port_be);
-		udp->check = check ? check : 0xffff;
-	}
-	return partial;
-}
-
 /* A partial checksum, finished for a frame nobody downstream will finish. */
 static __always_inline int complete_csum(struct xdp_md *ctx, struct udp_packet *p)
 {
-	__u32 off = (void *)p->udp - (void *)(long)ctx->data;
+	__u32 off = p->l4_off;
 	long sum;
 	__u16 check;
 
 	p->udp->check = 0;
-	sum = packet_sum(ctx, off, bpf_ntohs(p->udp->len));
+	sum = packet_sum(ctx, off, p->ulen);
 	if (sum < 0)
 		return -1;
 	check = ~csum_fold32(csum_add32(sum, pseudo_sum(p)));

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * maps.h - the udplb maps. Keys and values are defined in include/udplb.h;
- * every map is BTF-typed so `bpftool map dump name <map>` shows fields.
- * Userspace (src/maps.rs) is the only writer of the configuration maps; the
- * datapath only writes counters and round-robin cursors, all per-CPU.
+ * maps.h - the udplb maps, shared by the XDP and TC programs. Keys and
+ * values are defined in include/udplb.h; every map is BTF-typed so
+ * `bpftool map dump name <map>` shows fields.
+ * Contract: userspace (src/datapath.rs, Datapath::apply) is the only writer
+ * of the configuration maps; the datapath only writes counters and
+ * round-robin cursors, all per-CPU.
  */
 #ifndef UDPLB_MAPS_H
 #define UDPLB_MAPS_H

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * parsing.h - bounds-checked header parsing for the udplb datapath.
+ * parsing.h - bounds-checked header parsing for both programs.
  *
  * Contract: every helper reads a header only after a `ptr + 1 > data_end`
  * (or `ptr + len > data_end`) check, advances the cursor past what it parsed,
- * and returns the next protocol or a udplb_reason saying why parsing stopped.
+ * and returns PARSE_OK or a udplb_reason saying why parsing stopped.
  * Nothing here writes to the packet and no packet length is assumed.
  *
  * Lengths in the headers are checked against `pkt_len`, the packet's full
@@ -20,8 +20,19 @@
  *         8 <= udp.len <= tot_len - IHL*4 (not checked on a first fragment,
  *         whose datagram continues in later fragments)
  *   IPv6: 40 bytes present, version 6, 40 + payload_len bytes present,
+ *         then, if the next header is Fragment (44): payload_len >= 8 and
+ *         the 8-byte Fragment header present, its next header taken in
+ *         place of the IPv6 header's, and (after the two checks below)
+ *         fragment offset 0;
  *         next header not an extension header, next header UDP,
- *         8 <= udp.len <= payload_len
+ *         8 bytes of UDP within the rest of the payload (payload_len, less
+ *         8 behind a Fragment header), udp.len 0 read as that rest (as
+ *         Linux does: the jumbogram form), 8 <= udp.len <= that rest (not
+ *         checked on a first fragment with M set)
+ * A first fragment (IPv4 MF with offset 0, or any IPv6 Fragment header with
+ * offset 0) holds the whole UDP header and sets first_fragment: a local
+ * rewrite of it is right, because the UDP checksum covers the whole datagram
+ * and incremental updates do not need the rest.
  */
 #ifndef UDPLB_PARSING_H
 #define UDPLB_PARSING_H
@@ -36,6 +47,9 @@
 #define ETH_P_8021AD 0x88A8
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1FFF
+#define IPV6_FRAGMENT 44
+#define IP6_MF 0x0001
+#define IP6_OFFSET 0xFFF8
 #define VLAN_MAX_DEPTH 2
 
 /* Returned by the parse helpers when the header is fine. */
@@ -50,8 +64,12 @@ struct udp_packet {
 	struct ethhdr *eth;
 	void *l3;            /* struct iphdr or struct ipv6hdr, as ipv6 says */
 	struct udphdr *udp;
+	__u32 l3_off;        /* offsets from the packet start, for helpers that */
+	__u32 l4_off;        /* take offsets (TC) rather than pointers */
+	__u32 ulen;          /* the datagram's length (host order): udp.len, or
+			      * for an IPv6 udp.len of 0 the rest of the payload */
 	bool ipv6;
-	bool more_fragments; /* IPv4 first fragment: the datagram continues */
+	bool first_fragment; /* the datagram continues in later fragments */
 	__u8 vlans;          /* VLAN tags between Ethernet and IP */
 };
 
@@ -129,8 +147,11 @@ static __always_inline int parse_ipv4_udp(struct hdr_cursor *c, void *data_end,
 
 	p->l3 = ip;
 	p->udp = udp;
+	p->l3_off = l3_off;
+	p->l4_off = l3_off + hlen;
+	p->ulen = ulen;
 	p->ipv6 = false;
-	p->more_fragments = frag & IP_MF;
+	p->first_fragment = frag & IP_MF;
 	c->pos = udp + 1;
 	return PARSE_OK;
 }
@@ -159,8 +180,12 @@ static __always_inline int parse_ipv6_udp(struct hdr_cursor *c, void *data_end,
 					  struct udp_packet *p, __u32 l3_off, __u32 pkt_len)
 {
 	struct ipv6hdr *ip6 = c->pos;
+	struct frag_hdr *frag;
 	struct udphdr *udp;
 	__u32 plen, ulen;
+	__u16 frag_off = 0;
+	bool fragment = false;
+	__u8 nexthdr;
 
 	if ((void *)(ip6 + 1) > data_end)
 		return UDPLB_REASON_MALFORMED;
@@ -169,27 +194,50 @@ static __always_inline int parse_ipv6_udp(struct hdr_cursor *c, void *data_end,
 	plen = bpf_ntohs(ip6->payload_len);
 	if (l3_off + sizeof(*ip6) + plen > pkt_len)
 		return UDPLB_REASON_MALFORMED;
-	if (is_ipv6_ext(ip6->nexthdr))
-		return UDPLB_REASON_IPV6_EXT;
-	if (ip6->nexthdr != IPPROTO_UDP)
-		return UDPLB_REASON_NOT_UDP;
-
+	nexthdr = ip6->nexthdr;
 	udp = (void *)(ip6 + 1);
+	/* The one extension header parsed: a datagram larger than the path
+	 * MTU leaves its sender in fragments, and the first holds the UDP
+	 * header. */
+	if (nexthdr == IPV6_FRAGMENT) {
+		frag = (void *)(ip6 + 1);
+		if ((void *)(frag + 1) > data_end || plen < sizeof(*frag))
+			return UDPLB_REASON_MALFORMED;
+		nexthdr = frag->nexthdr;
+		frag_off = bpf_ntohs(frag->frag_off);
+		fragment = true;
+		plen -= sizeof(*frag);
+		udp = (void *)(frag + 1);
+	}
+	if (is_ipv6_ext(nexthdr))
+		return UDPLB_REASON_IPV6_EXT;
+	if (nexthdr != IPPROTO_UDP)
+		return UDPLB_REASON_NOT_UDP;
+	if (frag_off & IP6_OFFSET)
+		return UDPLB_REASON_FRAGMENT;
+
 	if ((void *)(udp + 1) > data_end || plen < sizeof(*udp))
 		return UDPLB_REASON_MALFORMED;
 	ulen = bpf_ntohs(udp->len);
-	/* ulen 0 would be a jumbogram, which needs a Hop-by-Hop header. */
-	if (ulen < sizeof(*udp) || ulen > plen)
+	/* Linux reads udp.len 0 as "the rest of the packet" (RFC 2675). */
+	if (ulen == 0)
+		ulen = plen;
+	if (ulen < sizeof(*udp))
+		return UDPLB_REASON_MALFORMED;
+	if (!(frag_off & IP6_MF) && ulen > plen)
 		return UDPLB_REASON_MALFORMED;
 
 	p->l3 = ip6;
 	p->udp = udp;
+	p->l3_off = l3_off;
+	p->l4_off = l3_off + sizeof(*ip6) + (fragment ? sizeof(*frag) : 0);
+	p->ulen = ulen;
 	p->ipv6 = true;
+	p->first_fragment = fragment;
 	c->pos = udp + 1;
 	return PARSE_OK;
 }
 
-/* Ethernet .. UDP. On PARSE_OK, p holds the IP and UDP headers. */
 /* Ethernet .. UDP. On PARSE_OK, p holds the IP and UDP headers. `pkt_len`
  * is the length of the whole packet, starting at c->pos. */
 static __always_inline int parse_udp_packet(struct hdr_cursor *c, void *data_end,

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * udplb.h - the ABI between the XDP datapath and the udplb binary.
+ * udplb.h - the ABI between the datapath (XDP and TC programs) and the
+ * udplb binary.
  *
  * Every map key and value, every limit and every counter index is defined
  * here and only here. The Rust side mirrors these structs in src/abi.rs and a
@@ -14,20 +15,13 @@
 #ifndef UDPLB_H
 #define UDPLB_H
 
-/* Limits. Each can be overridden at build time with -D. Memory per limit is
- * documented in README.md ("Limits"). */
-#ifndef UDPLB_MAX_FRONTENDS
-#define UDPLB_MAX_FRONTENDS 256 /* frontends per balancer */
-#endif
-#ifndef UDPLB_MAX_BACKENDS
-#define UDPLB_MAX_BACKENDS 1024 /* backends per frontend */
-#endif
-#ifndef UDPLB_MAX_BACKEND_SLOTS
-#define UDPLB_MAX_BACKEND_SLOTS 8192 /* backends over all frontends */
-#endif
-#ifndef UDPLB_MAX_RING
-#define UDPLB_MAX_RING 1048573 /* largest scheduling ring (a prime) */
-#endif
+/* Limits. build.rs turns these lines into Rust constants, so they are fixed
+ * here and nowhere else (no -D overrides: userspace would not see them).
+ * Memory per limit is documented in README.md ("Limits"). */
+#define UDPLB_MAX_FRONTENDS 256        /* frontends per balancer */
+#define UDPLB_MAX_BACKENDS 1024        /* backends per frontend */
+#define UDPLB_MAX_BACKEND_SLOTS 8192   /* backends over all frontends */
+#define UDPLB_MAX_RING 1048573         /* largest scheduling ring (a prime) */
 #define UDPLB_MAX_WEIGHT 1000
 #define UDPLB_DEFAULT_MAGLEV_SIZE 65537
 /* A reload that replaces every frontend and backend keeps the old ones
@@ -59,17 +53,20 @@
 /*
  * Why a packet got the verdict it got. One per-CPU counter per reason,
  * recorded at the program's single exit point. UDPLB_REASON_COUNT sizes the
- * counter map; userspace names come from src/abi.rs::REASON_NAMES.
+ * counter map; build.rs generates the userspace names (abi::REASON_NAMES)
+ * from this enum.
  */
 enum udplb_reason {
 	UDPLB_REASON_BALANCED = 0,     /* request to a local backend       */
-	UDPLB_REASON_REPLY = 1,        /* local backend's reply rewritten  */
+	UDPLB_REASON_REPLY = 1,        /* local backend's reply rewritten (XDP, on lo) */
 	UDPLB_REASON_NOT_IP = 2,       /* not IPv4/IPv6, or > 2 VLAN tags  */
 	UDPLB_REASON_NOT_UDP = 3,      /* IP but not UDP                   */
 	UDPLB_REASON_NO_FRONTEND = 4,  /* UDP, no frontend and no backend  */
-	UDPLB_REASON_FRAGMENT = 5,     /* IPv4 fragment that cannot be balanced */
+	UDPLB_REASON_FRAGMENT = 5,     /* a later fragment (no UDP header), or a
+					* first fragment for a remote backend */
 	UDPLB_REASON_MALFORMED = 6,    /* truncated or inconsistent header */
-	UDPLB_REASON_IPV6_EXT = 7,     /* IPv6 with extension headers      */
+	UDPLB_REASON_IPV6_EXT = 7,     /* IPv6 extension header other than one
+					* Fragment header                  */
 	UDPLB_REASON_NO_BACKEND = 8,   /* frontend with an empty table     */
 	/* Remote backends: the packet was rewritten (destination for a
 	 * request, source for a reply), then one of: */

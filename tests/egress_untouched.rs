@@ -32,13 +32,6 @@ fn everything_else_is_untouched() {
         ext.extend_from_slice(&dg);
         ip_frame(&[], H6, "2001:db8::10", 0, &ext)
     };
-    let frag6 = {
-        // IPv6 Fragment header (offset 0, M=1) then UDP from 9876.
-        let dg = udp(&v6(H6, 9876), C6).datagram();
-        let mut ext = vec![IPPROTO_UDP, 0, 0, 1, 0, 0, 0, 42];
-        ext.extend_from_slice(&dg);
-        ip_frame(&[], H6, "2001:db8::10", 44, &ext)
-    };
     let three_tags = udp(&v4(H4, 9876), C4)
         .vlans(&[(TPID_8021AD, 1), (TPID_8021Q, 2), (TPID_8021Q, 3)])
         .frame();
@@ -78,7 +71,8 @@ fn everything_else_is_untouched() {
             icmp_like_port(H6, "2001:db8::10", IPPROTO_ICMPV6),
         ),
         Case::egress_untouched("IPv6 Hop-by-Hop header, then UDP from 9876", hbh),
-        Case::egress_untouched("IPv6 Fragment header, then UDP from 9876", frag6),
+        // An IPv6 first fragment (Fragment header, offset 0) is rewritten:
+        // tests/datapath_hooks.rs, ipv6_fragments.
         Case::egress_untouched(
             "IPv4 middle fragment (offset 1480, MF) whose data reads as UDP from 9876",
             udp(&v4(H4, 9876), C4).frag_field(185 | IP_MF).frame(),
@@ -164,10 +158,8 @@ fn malformed_headers_are_untouched() {
             "IPv6 payload length 7",
             patched(r6.clone(), 18, &7u16.to_be_bytes()),
         ),
-        Case::egress_untouched(
-            "IPv6 UDP length 0 (jumbogram without Hop-by-Hop)",
-            patched(r6.clone(), 58, &0u16.to_be_bytes()),
-        ),
+        // IPv6 UDP length 0 is read as payload_len, as Linux does:
+        // tests/datapath_hooks.rs, ipv6_udp_length_zero.
         Case::egress_untouched(
             "IPv6 UDP length 7",
             patched(r6.clone(), 58, &7u16.to_be_bytes()),

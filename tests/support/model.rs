@@ -331,6 +331,8 @@ const IPPROTO_UDP: u8 = 17;
 const UDP_HLEN: usize = 8;
 const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_FRAG_HLEN: usize = 8;
 
 /// IANA "IPv6 Extension Header Types" (RFC 7045 and its registry): Hop-by-Hop
 /// Options, Routing, Fragment, ESP, AH, Destination Options, Mobility, HIP,
@@ -451,21 +453,46 @@ fn parse_ipv6(frame: &[u8], l3: usize) -> Result<Datagram, Stop> {
             "IPv6: 40 + payload_len bytes not present",
         );
     }
-    let next = ip[6];
+    // The one extension header parsed: Fragment (44), whose first fragment
+    // (offset 0) holds the UDP header.
+    let (mut next, mut at, mut rest, mut more) = (ip[6], IPV6_HLEN, payload_len, false);
+    let mut offset = 0;
+    if next == IPV6_FRAGMENT {
+        if payload_len < IPV6_FRAG_HLEN {
+            return stop(
+                reason::MALFORMED,
+                "IPv6: Fragment header not within payload_len",
+            );
+        }
+        next = ip[IPV6_HLEN];
+        let field = be16(ip, IPV6_HLEN + 2);
+        offset = field & 0xfff8;
+        more = field & 1 != 0;
+        at += IPV6_FRAG_HLEN;
+        rest -= IPV6_FRAG_HLEN;
+    }
     if IPV6_EXTENSION_HEADERS.contains(&next) {
         return stop(reason::IPV6_EXT, "IPv6: next header is an extension header");
     }
     if next != IPPROTO_UDP {
         return stop(reason::NOT_UDP, "IPv6: next header is not UDP");
     }
-    if payload_len < UDP_HLEN {
+    if offset != 0 {
+        return stop(reason::FRAGMENT, "IPv6: fragment offset is not 0");
+    }
+    if rest < UDP_HLEN {
         return stop(reason::MALFORMED, "IPv6: UDP header not within payload_len");
     }
-    let udp_len = usize::from(be16(ip, IPV6_HLEN + 4));
+    // Linux reads udp.len 0 as the rest of the payload (RFC 2675's form).
+    let udp_len = match usize::from(be16(ip, at + 4)) {
+        0 => rest,
+        n => n,
+    };
     if udp_len < UDP_HLEN {
         return stop(reason::MALFORMED, "IPv6: udp.len < 8");
     }
-    if udp_len > payload_len {
+    // A first fragment's datagram continues in later fragments.
+    if !more && udp_len > rest {
         return stop(reason::MALFORMED, "IPv6: udp.len > payload_len");
     }
     let addr = |at: usize| {
@@ -474,7 +501,7 @@ fn parse_ipv6(frame: &[u8], l3: usize) -> Result<Datagram, Stop> {
         IpAddr::V6(Ipv6Addr::from(o))
     };
     Ok(Datagram {
-        udp: l3 + IPV6_HLEN,
+        udp: l3 + at,
         ipv6: true,
         src: addr(8),
         dst: addr(24),

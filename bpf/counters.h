@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * counters.h - the per-CPU counters the datapath moves (maps.h defines them,
+ * userspace sums them over every possible CPU).
+ *
+ * Contract: XDP moves exactly one reason counter per packet, at its single
+ * exit point (record_reason), and at most one packet/byte counter (a backend
+ * for a request, a frontend's replies for a reply) once the packet is known
+ * to be rewritten. TC egress moves only the reply counter of a reply it
+ * rewrote.
+ */
+#ifndef UDPLB_COUNTERS_H
+#define UDPLB_COUNTERS_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "udplb.h"
+#include "maps.h"
+
+/* One packet of `bytes` for entry `key` of backend_counters or reply_counters. */
+static __always_inline void count(void *map, __u32 key, __u64 bytes)
+{
+	struct udplb_counter *c = bpf_map_lookup_elem(map, &key);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline void record_reason(__u32 reason)
+{
+	__u64 *n = bpf_map_lookup_elem(&reason_counters, &reason);
+
+	if (n)
+		(*n)++;
+}
+
+#endif /* UDPLB_COUNTERS_H */
