@@ -11,7 +11,7 @@ use crate::cli::Args;
 use crate::config::{file, Config};
 use crate::datapath::attach::{self, EgressAttachment, XdpAttachment};
 use crate::datapath::{self, pin, privileges, Datapath, LOOPBACK_IFINDEX};
-use crate::plan::State;
+use crate::plan::Tables;
 use crate::{say, warn};
 
 /// One interface's programs.
@@ -28,7 +28,7 @@ pub struct Balancer {
     iface: String,
     pin: bool,
     config: Config,
-    state: State,
+    tables: Tables,
     datapath: Datapath,
     attached: Vec<Attached>,
 }
@@ -63,15 +63,16 @@ impl Balancer {
         libbpf_rs::set_print(Some((level, libbpf_print)));
 
         let datapath = Datapath::load()?;
-        let state = datapath
-            .configure(&config)
+        let mut tables = Tables::default();
+        tables
+            .apply(&datapath, &config)
             .context("writing the backend tables")?;
         let mut lb = Balancer {
             config_path: args.config.clone(),
             iface,
             pin: args.pin,
             config,
-            state,
+            tables,
             datapath,
             attached: Vec::new(),
         };
@@ -160,7 +161,10 @@ impl Balancer {
     /// `--stats`: the counters now. A failed read is reported, not fatal: the
     /// datapath runs on.
     pub fn print_counters(&self) {
-        match self.datapath.counters(&self.state.layout(&self.config)) {
+        match self
+            .datapath
+            .counters(&self.tables.state().layout(&self.config))
+        {
             Ok(c) => say!("{}", report::render(&self.config, &c).trim_end()),
             Err(e) => warn!("udplb: reading counters: {e:#}"),
         }
@@ -176,7 +180,7 @@ impl Balancer {
             path,
             &self.iface,
             &self.datapath,
-            &mut self.state,
+            &mut self.tables,
             &mut self.config,
         );
         match result {
@@ -194,7 +198,9 @@ impl Balancer {
     /// Detaches (or, with `--pin`, leaves attached) and prints the final
     /// counters.
     pub fn stop(self) -> Result<()> {
-        let counters = self.datapath.counters(&self.state.layout(&self.config))?;
+        let counters = self
+            .datapath
+            .counters(&self.tables.state().layout(&self.config))?;
         for Attached { xdp, egress } in self.attached {
             let name = xdp.ifname.clone();
             if self.pin {

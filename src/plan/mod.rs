@@ -72,6 +72,132 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
     }
+
+    /// The plan as single map writes, in the order they must be applied:
+    /// counters and backends, reply entries, the new rings and port flags,
+    /// then the frontend entries (the switch), and only then deletions.
+    pub fn ops(&self) -> impl Iterator<Item = Op<'_>> {
+        let p = self;
+        (p.zero_counters.iter().map(|&s| Op::ZeroCounters(s)))
+            .chain(p.new_frontend_ids.iter().map(|&id| Op::ResetFrontend(id)))
+            .chain(p.backends.iter().map(|(s, b)| Op::Backend(*s, *b)))
+            .chain(p.replies.iter().map(|(k, t)| Op::Reply(*k, *t)))
+            .chain(p.rings.iter().map(|(t, r)| Op::Ring(*t, r)))
+            .chain(p.port_flags.iter().map(|&(p, f)| Op::PortFlags(p, f)))
+            .chain(p.frontends.iter().map(|(k, f)| Op::Frontend(*k, *f)))
+            .chain(p.delete_frontends.iter().map(|&k| Op::DeleteFrontend(k)))
+            .chain(p.delete_replies.iter().map(|&k| Op::DeleteReply(k)))
+            .chain(p.port_flags_after.iter().map(|&(p, f)| Op::PortFlags(p, f)))
+            .chain(p.delete_rings.iter().map(|&t| Op::DeleteRing(t)))
+    }
+}
+
+/// One map write of a [`Plan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op<'a> {
+    /// Zero a backend slot's per-CPU counters.
+    ZeroCounters(u32),
+    /// Zero a new frontend id's round-robin cursors and reply counters.
+    ResetFrontend(u32),
+    Backend(u32, Backend),
+    Reply(Endpoint, ReplyTarget),
+    /// Install a new ring (a fresh inner map) as table `.0`.
+    Ring(u32, &'a [u32]),
+    PortFlags(u16, u8),
+    Frontend(Endpoint, Frontend),
+    /// Deletions tolerate a missing key.
+    DeleteFrontend(Endpoint),
+    DeleteReply(Endpoint),
+    DeleteRing(u32),
+}
+
+/// Whatever carries out [`Op`]s: the real maps (`datapath::Datapath`), or
+/// a model of them in tests.
+pub trait Maps {
+    fn write(&self, op: Op<'_>) -> anyhow::Result<()>;
+}
+
+/// A plan that stopped part-way: `step` (an index into [`Plan::ops`])
+/// failed, every step before it was written.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub step: usize,
+    pub error: anyhow::Error,
+}
+
+/// Applies `plan`'s ops from `from` on, in order, stopping at the first
+/// that fails.
+pub fn apply_from(maps: &impl Maps, plan: &Plan, from: usize) -> Result<(), Interrupted> {
+    for (step, op) in plan.ops().enumerate().skip(from) {
+        maps.write(op)
+            .map_err(|error| Interrupted { step, error })?;
+    }
+    Ok(())
+}
+
+/// The tables as userspace wrote them: the [`State`] that plans start from,
+/// kept in step with the maps whatever happens to a plan.
+///
+/// A plan that fails part-way leaves the maps between two states: some
+/// frontends may already read their new table, whose twin the old state
+/// calls idle. Planning again from the old state would write a ring that
+/// packets are reading. So the state moves to the plan's target at once,
+/// and the rest of the failed plan (from the step that failed; every write
+/// is idempotent) is finished before anything else is written. Then no
+/// plan ever writes a ring a frontend entry points to, and the maps end up
+/// exactly as a clean apply would leave them.
+#[derive(Debug, Default)]
+pub struct Tables {
+    state: State,
+    /// A plan that stopped part-way, and the step to resume at.
+    unfinished: Option<(Plan, usize)>,
+}
+
+impl Tables {
+    /// The state the maps hold, or are on their way to if a plan failed.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Finishes a plan that failed earlier, then plans the change to
+    /// `config` and applies it. Returns the changes made, one line each
+    /// (none: the maps already held `config`). On error the tables are
+    /// on their way to `config`, and the next call finishes the job.
+    pub fn apply(&mut self, maps: &impl Maps, config: &Config) -> anyhow::Result<Vec<String>> {
+        let mut changes = self.finish(maps)?;
+        let (plan, next) = self.state.plan(config);
+        changes.extend(self.run(maps, plan, next)?);
+        Ok(changes)
+    }
+
+    /// Writes the rest of a plan that failed part-way, if there is one;
+    /// returns its changes.
+    pub fn finish(&mut self, maps: &impl Maps) -> anyhow::Result<Vec<String>> {
+        let Some((plan, step)) = self.unfinished.take() else {
+            return Ok(Vec::new());
+        };
+        match apply_from(maps, &plan, step) {
+            Ok(()) => Ok(plan.changes),
+            Err(i) => {
+                self.unfinished = Some((plan, i.step));
+                Err(i
+                    .error
+                    .context("finishing the previous, interrupted change"))
+            }
+        }
+    }
+
+    /// Applies `plan`, which takes the maps to `next`; returns its changes.
+    fn run(&mut self, maps: &impl Maps, plan: Plan, next: State) -> anyhow::Result<Vec<String>> {
+        self.state = next;
+        match apply_from(maps, &plan, 0) {
+            Ok(()) => Ok(plan.changes),
+            Err(i) => {
+                self.unfinished = Some((plan, i.step));
+                Err(i.error)
+            }
+        }
+    }
 }
 
 /// Where each frontend's counters are, in configuration order.
@@ -534,10 +660,167 @@ mod tests {
         assert_eq!(plan.delete_frontends, vec![Endpoint::ipv6(None, 9875)]);
     }
 
+    /// Three configurations that flip tables, add, remove and move
+    /// frontends and backends, with wildcard frontends (two keys each, so a
+    /// switch can stop between them).
+    fn o_n_c() -> [Config; 3] {
+        [
+            cfg(&["9875=9876,9877", "53=5353", "0.0.0.0:7000=7001"]),
+            cfg(&["9875=9876@3,9878", "54=5454", "0.0.0.0:7000=7001,7002"]),
+            cfg(&["9875=9876,9879", "53=5353", "0.0.0.0:7000=7002"]),
+        ]
+    }
+
+    #[test]
+    fn a_plan_that_fails_at_any_step_leaves_the_next_one_safe() {
+        use fake::FakeMaps;
+        let [o, n, c] = o_n_c();
+        let clean = FakeMaps::default();
+        let mut t = Tables::default();
+        for config in [&o, &c] {
+            t.apply(&clean, config).unwrap();
+        }
+        let steps = State::default().plan(&o).1.plan(&n).0.ops().count();
+        let mut failures = Vec::new();
+        for k in 0..steps {
+            let maps = FakeMaps::default();
+            let mut t = Tables::default();
+            t.apply(&maps, &o).unwrap();
+            maps.fail_at.set(Some(maps.written.get() + k));
+            assert!(t.apply(&maps, &n).is_err(), "step {k} did not fail");
+            maps.fail_at.set(None);
+            t.apply(&maps, &c).unwrap();
+            let violations = maps.violations.borrow();
+            if !violations.is_empty() {
+                failures.push(format!("failure at step {k}: {}", violations.join("; ")));
+            } else if maps.view() != clean.view() {
+                failures.push(format!(
+                    "failure at step {k}: the maps differ from a clean apply"
+                ));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of {steps} cases:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+
     #[test]
     fn all_drained_means_an_empty_ring() {
         let (plan, _) = State::default().plan(&cfg(&["9875=9876@0"]));
         assert_eq!(plan.rings, vec![(0, vec![])]);
         assert!(plan.frontends.iter().all(|(_, f)| f.ring_size == 0));
+    }
+}
+
+/// The maps in memory, for the tests of the apply order: each op is checked
+/// against what a packet could be reading at that moment.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::cell::{Cell, RefCell};
+    use std::collections::BTreeMap;
+
+    use super::{Maps, Op};
+    use crate::abi::{Backend, Endpoint, Frontend, ReplyTarget};
+
+    #[derive(Debug, Default, Clone)]
+    pub struct Contents {
+        pub frontends: BTreeMap<Endpoint, Frontend>,
+        pub rings: BTreeMap<u32, Vec<u32>>,
+        pub backends: BTreeMap<u32, Backend>,
+        pub replies: BTreeMap<Endpoint, ReplyTarget>,
+        pub port_flags: BTreeMap<u16, u8>,
+    }
+
+    /// What a packet sees: per frontend key its scheduler and ring as
+    /// backend endpoints; per reply key the frontend it answers for; the
+    /// ports with flags. (Ids, tables and slots are the plan's business.)
+    pub type View = (
+        BTreeMap<Endpoint, (u32, Vec<Endpoint>)>,
+        BTreeMap<Endpoint, Endpoint>,
+        BTreeMap<u16, u8>,
+    );
+
+    #[derive(Default)]
+    pub struct FakeMaps {
+        pub contents: RefCell<Contents>,
+        /// Ops written so far; the one numbered `fail_at` fails instead.
+        pub written: Cell<usize>,
+        pub fail_at: Cell<Option<usize>>,
+        /// Writes that a packet could have seen half-done.
+        pub violations: RefCell<Vec<String>>,
+    }
+
+    impl FakeMaps {
+        pub fn view(&self) -> View {
+            let c = self.contents.borrow();
+            let fronts = c
+                .frontends
+                .iter()
+                .map(|(k, f)| {
+                    let ring = &c.rings[&f.table];
+                    assert_eq!(ring.len(), f.ring_size as usize, "{k:?}: ring size");
+                    let eps = ring.iter().map(|s| c.backends[s].ep).collect();
+                    (*k, (f.sched, eps))
+                })
+                .collect();
+            let replies = c.replies.iter().map(|(k, t)| (*k, t.frontend)).collect();
+            let flags = c
+                .port_flags
+                .iter()
+                .filter(|(_, f)| **f != 0)
+                .map(|(p, f)| (*p, *f))
+                .collect();
+            (fronts, replies, flags)
+        }
+
+        fn violation(&self, what: String) {
+            self.violations.borrow_mut().push(what);
+        }
+    }
+
+    impl Maps for FakeMaps {
+        fn write(&self, op: Op<'_>) -> anyhow::Result<()> {
+            let n = self.written.get();
+            if self.fail_at.get() == Some(n) {
+                anyhow::bail!("simulated failure at op {n}: {op:?}");
+            }
+            self.written.set(n + 1);
+            let mut c = self.contents.borrow_mut();
+            let live_tables: Vec<u32> = c.frontends.values().map(|f| f.table).collect();
+            let live_slots: Vec<u32> = live_tables
+                .iter()
+                .flat_map(|t| c.rings.get(t).cloned().unwrap_or_default())
+                .collect();
+            match op {
+                Op::Ring(t, _) | Op::DeleteRing(t) if live_tables.contains(&t) => {
+                    self.violation(format!("{op:?} while a frontend reads table {t}"))
+                }
+                Op::Backend(s, b)
+                    if live_slots.contains(&s)
+                        && c.backends.get(&s).is_some_and(|o| o.ep != b.ep) =>
+                {
+                    self.violation(format!("{op:?}: slot {s} is in a live ring"))
+                }
+                Op::Frontend(k, f) if !c.rings.contains_key(&f.table) => {
+                    self.violation(format!("{op:?}: {k:?} switched to a missing ring"))
+                }
+                _ => {}
+            }
+            match op {
+                Op::ZeroCounters(_) | Op::ResetFrontend(_) => {}
+                Op::Backend(s, b) => drop(c.backends.insert(s, b)),
+                Op::Reply(k, t) => drop(c.replies.insert(k, t)),
+                Op::Ring(t, r) => drop(c.rings.insert(t, r.to_vec())),
+                Op::PortFlags(p, f) => drop(c.port_flags.insert(p, f)),
+                Op::Frontend(k, f) => drop(c.frontends.insert(k, f)),
+                Op::DeleteFrontend(k) => drop(c.frontends.remove(&k)),
+                Op::DeleteReply(k) => drop(c.replies.remove(&k)),
+                Op::DeleteRing(t) => drop(c.rings.remove(&t)),
+            }
+            Ok(())
+        }
     }
 }
