@@ -2,11 +2,14 @@
 //! into the maps, and the attachments. Dropping it detaches everything
 //! (unless `--pin` keeps it).
 
+use std::collections::{BTreeSet, VecDeque};
+
 use anyhow::{Context, Result};
 use libbpf_rs::PrintLevel;
 
 use super::reload::{self, Reloaded};
 use super::{report, warnings};
+use crate::abi::Endpoint;
 use crate::cli::Args;
 use crate::config::{file, Config};
 use crate::datapath::attach::{self, EgressAttachment, XdpAttachment};
@@ -31,6 +34,9 @@ pub struct Balancer {
     tables: Tables,
     datapath: Datapath,
     attached: Vec<Attached>,
+    /// Reply keys that each reload left lingering, oldest first: each
+    /// expires one grace period after its reload (one timer each).
+    expiring: VecDeque<BTreeSet<Endpoint>>,
 }
 
 fn libbpf_print(_level: PrintLevel, msg: String) {
@@ -75,6 +81,7 @@ impl Balancer {
             tables,
             datapath,
             attached: Vec::new(),
+            expiring: VecDeque::new(),
         };
         for (name, ifindex) in &ifaces {
             lb.attach(args, name, *ifindex)?;
@@ -171,11 +178,14 @@ impl Balancer {
     }
 
     /// SIGHUP: re-read the configuration file; a bad one changes nothing.
-    pub fn reload(&mut self) {
+    /// True if it left reply entries of removed backends lingering: call
+    /// [`expire_replies`](Self::expire_replies) once the grace period is over.
+    pub fn reload(&mut self) -> bool {
         let Some(path) = &self.config_path else {
             warn!("udplb: SIGHUP ignored: started without --config, there is no file to re-read");
-            return;
+            return false;
         };
+        let before = self.tables.state().lingering().clone();
         let result = reload::reload(
             path,
             &self.iface,
@@ -192,6 +202,26 @@ impl Balancer {
                 }
             }
             Err(e) => warn!("udplb: {e}"),
+        }
+        let new: BTreeSet<Endpoint> = (self.tables.state().lingering())
+            .difference(&before)
+            .copied()
+            .collect();
+        if new.is_empty() {
+            return false;
+        }
+        self.expiring.push_back(new);
+        true
+    }
+
+    /// The oldest reload's grace period is over: delete the reply entries it
+    /// left (but those a later configuration uses again).
+    pub fn expire_replies(&mut self) {
+        let Some(keys) = self.expiring.pop_front() else {
+            return;
+        };
+        if let Err(e) = self.tables.expire(&self.datapath, &keys) {
+            warn!("udplb: removing the reply entries of removed backends: {e:#}");
         }
     }
 

@@ -26,7 +26,16 @@ use event_loop::{Event, EventLoop};
 enum Token {
     /// `--stats SECS`: print the counters.
     Stats,
+    /// A reload's grace period for removed backends' replies is over.
+    ExpireReplies,
 }
+
+/// How long the reply entries of a removed backend stay after a reload, so
+/// that replies already sent (or sent while the backend winds down) still
+/// come from the frontend. Longer than any round trip worth waiting for;
+/// short enough that a port reused by something else soon stops being
+/// translated.
+pub const REPLY_GRACE: Duration = Duration::from_secs(3);
 
 /// Runs the balancer until SIGINT or SIGTERM.
 pub fn run(args: &Args) -> Result<()> {
@@ -40,7 +49,12 @@ pub fn run(args: &Args) -> Result<()> {
     loop {
         match events.wait()? {
             Event::Stop(_) => break,
-            Event::Reload => lb.reload(),
+            Event::Reload => {
+                if lb.reload() {
+                    events.after(Token::ExpireReplies, REPLY_GRACE);
+                }
+            }
+            Event::Timer(Token::ExpireReplies) => lb.expire_replies(),
             Event::Timer(Token::Stats) => lb.print_counters(),
             Event::Readable(_) => {}
         }

@@ -40,6 +40,10 @@ struct Live {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
     frontends: BTreeMap<Listen, Live>,
+    /// Reply entries of removed backends, kept (with their port flags) so
+    /// that replies already on their way are still translated; the daemon
+    /// removes them a grace period later with [`State::expire`].
+    lingering: BTreeSet<Endpoint>,
 }
 
 /// Map operations, applied in field order (see `Datapath::apply`).
@@ -60,6 +64,8 @@ pub struct Plan {
     /// The switch: each frontend entry is replaced in one update.
     pub frontends: Vec<(Endpoint, Frontend)>,
     pub delete_frontends: Vec<Endpoint>,
+    /// Only [`State::expire`] deletes reply entries; a reload leaves those of
+    /// removed backends lingering.
     pub delete_replies: Vec<Endpoint>,
     pub delete_rings: Vec<u32>,
     /// ...and the new configuration's alone, written after it.
@@ -168,6 +174,14 @@ impl Tables {
         let (plan, next) = self.state.plan(config);
         changes.extend(self.run(maps, plan, next)?);
         Ok(changes)
+    }
+
+    /// Deletes the lingering reply entries `keys` (see [`State::expire`]),
+    /// after finishing a plan that failed earlier.
+    pub fn expire(&mut self, maps: &impl Maps, keys: &BTreeSet<Endpoint>) -> anyhow::Result<()> {
+        self.finish(maps)?;
+        let (plan, next) = self.state.expire(keys);
+        self.run(maps, plan, next).map(drop)
     }
 
     /// Writes the rest of a plan that failed part-way, if there is one;
@@ -298,6 +312,8 @@ impl State {
     pub fn plan(&self, config: &Config) -> (Plan, State) {
         let mut plan = Plan::default();
         let mut next = State::default();
+        // Reply keys of the backends this plan removes.
+        let mut removed = BTreeSet::new();
 
         let mut ids = Allocator {
             taken: BTreeSet::new(),
@@ -371,8 +387,7 @@ impl State {
             if let Some(old) = old {
                 for b in &old.config.backends {
                     if !live.slots.contains_key(&b.id()) {
-                        plan.delete_replies
-                            .extend(reply_entries(&keys, b, id).map(|(k, _)| k));
+                        removed.extend(reply_entries(&keys, b, id).map(|(k, _)| k));
                     }
                 }
             }
@@ -386,35 +401,44 @@ impl State {
             let keys = listen.endpoints();
             plan.delete_frontends.extend(keys.iter().copied());
             for b in &old.config.backends {
-                plan.delete_replies
-                    .extend(reply_entries(&keys, b, old.id).map(|(k, _)| k));
+                removed.extend(reply_entries(&keys, b, old.id).map(|(k, _)| k));
             }
             plan.delete_rings.extend([2 * old.id, 2 * old.id + 1]);
             plan.changes.push(format!("removed frontend {listen}"));
         }
-        let old_flags = port_flags(self.frontends.values().map(|l| &l.config));
-        let new_flags = port_flags(config.frontends.iter());
-        let ports: BTreeSet<u16> = old_flags.keys().chain(new_flags.keys()).copied().collect();
-        for port in ports {
-            let (old, new) = (
-                old_flags.get(&port).copied().unwrap_or(0),
-                new_flags.get(&port).copied().unwrap_or(0),
-            );
-            if old | new != old {
-                plan.port_flags.push((port, old | new));
-            }
-            if new != old | new {
-                plan.port_flags_after.push((port, new));
-            }
-        }
-        // A backend port that moved to another frontend: its new reply entry
-        // was written above and must not be deleted.
+        // Removed backends' reply keys linger, old ones stay lingering,
+        // unless the new configuration uses the key again (a backend that
+        // moved to another frontend, or came back): its new reply entry was
+        // written above and must not be deleted.
         let rewritten: BTreeSet<Endpoint> = plan.replies.iter().map(|(k, _)| *k).collect();
-        plan.delete_replies.retain(|k| !rewritten.contains(k));
-        // Likewise a key that moved from a removed frontend to a new one
-        // (a port-only frontend rewritten as 0.0.0.0:PORT, say).
+        next.lingering = (self.lingering.iter().chain(&removed))
+            .filter(|k| !rewritten.contains(k))
+            .copied()
+            .collect();
+        // A key that moved from a removed frontend to a new one (a port-only
+        // frontend rewritten as 0.0.0.0:PORT, say) is not deleted either.
         let switched: BTreeSet<Endpoint> = plan.frontends.iter().map(|(k, _)| *k).collect();
         plan.delete_frontends.retain(|k| !switched.contains(k));
+        (plan.port_flags, plan.port_flags_after) = port_flag_changes(self, &next);
+        (plan, next)
+    }
+
+    /// Reply keys of removed backends not yet expired.
+    pub fn lingering(&self) -> &BTreeSet<Endpoint> {
+        &self.lingering
+    }
+
+    /// The plan that deletes the lingering reply entries `keys` (those
+    /// reused since are not lingering any more, and stay), and clears
+    /// their ports' flags where nothing else uses them.
+    pub fn expire(&self, keys: &BTreeSet<Endpoint>) -> (Plan, State) {
+        let mut next = self.clone();
+        next.lingering.retain(|k| !keys.contains(k));
+        let mut plan = Plan {
+            delete_replies: self.lingering.intersection(keys).copied().collect(),
+            ..Plan::default()
+        };
+        (plan.port_flags, plan.port_flags_after) = port_flag_changes(self, &next);
         (plan, next)
     }
 
@@ -436,14 +460,15 @@ impl State {
     }
 }
 
-/// The UDPLB_PORT_* flags of every port a configuration uses.
-fn port_flags<'a>(frontends: impl Iterator<Item = &'a FrontendConfig>) -> BTreeMap<u16, u8> {
+/// The UDPLB_PORT_* flags of every port a state uses: its frontends and
+/// their backends' reply keys, and its lingering reply keys.
+fn port_flags(state: &State) -> BTreeMap<u16, u8> {
     let mut flags = BTreeMap::new();
     let mut set = |ep: &Endpoint, exact: u32, any: u32| {
         let bit = if ep.addr_be == [0; 4] { any } else { exact };
         *flags.entry(ep.port()).or_insert(0) |= bit as u8;
     };
-    for fe in frontends {
+    for fe in state.frontends.values().map(|l| &l.config) {
         let keys = fe.listen.endpoints();
         for key in &keys {
             set(key, UDPLB_PORT_FRONTEND_EXACT, UDPLB_PORT_FRONTEND_ANY);
@@ -454,7 +479,33 @@ fn port_flags<'a>(frontends: impl Iterator<Item = &'a FrontendConfig>) -> BTreeM
             }
         }
     }
+    for key in &state.lingering {
+        set(key, UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_BACKEND_ANY);
+    }
     flags
+}
+
+type PortFlags = Vec<(u16, u8)>;
+
+/// Port flags to write from `old` to `new`: the union of both before the
+/// switch, so no packet of either is skipped, and `new`'s alone after it.
+fn port_flag_changes(old: &State, new: &State) -> (PortFlags, PortFlags) {
+    let (old_flags, new_flags) = (port_flags(old), port_flags(new));
+    let ports: BTreeSet<u16> = old_flags.keys().chain(new_flags.keys()).copied().collect();
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for port in ports {
+        let (old, new) = (
+            old_flags.get(&port).copied().unwrap_or(0),
+            new_flags.get(&port).copied().unwrap_or(0),
+        );
+        if old | new != old {
+            before.push((port, old | new));
+        }
+        if new != old | new {
+            after.push((port, new));
+        }
+    }
+    (before, after)
 }
 
 fn describe(old: Option<&FrontendConfig>, new: &FrontendConfig) -> String {
@@ -584,18 +635,29 @@ mod tests {
     fn removed_backends_and_frontends_are_cleaned_up_and_not_reused_at_once() {
         let (_, s1) = State::default().plan(&cfg(&["9875=9876,9877", "53=5353"]));
         let (plan, s2) = s1.plan(&cfg(&["9875=9876,9878"]));
-        // 9877 gone: its reply keys go after the switch; 9878 gets a new slot
-        // (not 9877's, nor 53's, freed in this same plan).
+        // 9877 gone: its reply keys linger; 9878 gets a new slot (not
+        // 9877's, nor 53's, freed in this same plan).
         assert_eq!(plan.zero_counters, vec![3]);
-        assert!(plan.delete_replies.iter().any(|k| k.port() == 9877));
-        assert!(plan.delete_replies.iter().any(|k| k.port() == 5353));
+        assert!(plan.delete_replies.is_empty());
+        let mut lingering: Vec<u16> = s2.lingering().iter().map(|k| k.port()).collect();
+        lingering.sort();
+        assert_eq!(
+            lingering,
+            vec![5353, 5353, 9877, 9877],
+            "IPv4 and IPv6 keys"
+        );
         assert_eq!(plan.delete_frontends.len(), 2);
         assert_eq!(plan.delete_rings, vec![2, 3]);
         assert!(plan.changes.iter().any(|c| c == "removed frontend *:53"));
-        // Ports still in use keep their flags; freed ones are cleared after
-        // the switch, new ones set before it.
+        // Ports still in use keep their flags (lingering reply keys too);
+        // freed ones are cleared after the switch, new ones set before it.
         assert_eq!(plan.port_flags, vec![(9878, UDPLB_PORT_BACKEND_ANY as u8)]);
-        assert_eq!(plan.port_flags_after, vec![(53, 0), (5353, 0), (9877, 0)]);
+        assert_eq!(plan.port_flags_after, vec![(53, 0)]);
+        // The grace period over, they go, and so do their ports' flags.
+        let (expiry, s2) = s2.expire(&s2.lingering().clone());
+        assert_eq!(expiry.delete_replies.len(), 4);
+        assert_eq!(expiry.port_flags_after, vec![(5353, 0), (9877, 0)]);
+        assert!(expiry.port_flags.is_empty() && s2.lingering().is_empty());
         // The next plan may reuse them.
         let (plan, _) = s2.plan(&cfg(&["9875=9876,9878", "54=5454,5455"]));
         assert_eq!(plan.new_frontend_ids, vec![1]);
@@ -611,6 +673,26 @@ mod tests {
             .iter()
             .any(|(k, t)| k.port() == 9877 && t.frontend.port() == 53));
         assert!(!plan.delete_replies.iter().any(|k| k.port() == 9877));
+    }
+
+    #[test]
+    fn removed_backends_reply_entries_linger_until_expired_unless_reused() {
+        let (_, s1) = State::default().plan(&cfg(&["9875=9876,9877"]));
+        let (_, s2) = s1.plan(&cfg(&["9875=9876"]));
+        let gone = s2.lingering().clone();
+        assert_eq!(gone.len(), 2, "{gone:?}");
+        // Another reload within the grace period keeps them lingering...
+        let (plan, s3) = s2.plan(&cfg(&["9875=9876", "53=5353"]));
+        assert_eq!(s3.lingering(), &gone);
+        assert!(plan.delete_replies.is_empty() && plan.port_flags_after.is_empty());
+        // ...until a configuration uses 9877 again: then it is live, and
+        // expiring the old keys leaves it alone.
+        let (plan, s4) = s3.plan(&cfg(&["9875=9876", "53=5353,9877"]));
+        assert!(plan.replies.iter().any(|(k, _)| k.port() == 9877));
+        assert!(s4.lingering().is_empty());
+        let (expiry, _) = s4.expire(&gone);
+        assert!(expiry.delete_replies.is_empty(), "{expiry:?}");
+        assert!(expiry.port_flags_after.is_empty(), "{expiry:?}");
     }
 
     #[test]
@@ -680,6 +762,7 @@ mod tests {
         for config in [&o, &c] {
             t.apply(&clean, config).unwrap();
         }
+        t.expire(&clean, &t.state().lingering().clone()).unwrap();
         let steps = State::default().plan(&o).1.plan(&n).0.ops().count();
         let mut failures = Vec::new();
         for k in 0..steps {
@@ -690,6 +773,7 @@ mod tests {
             assert!(t.apply(&maps, &n).is_err(), "step {k} did not fail");
             maps.fail_at.set(None);
             t.apply(&maps, &c).unwrap();
+            t.expire(&maps, &t.state().lingering().clone()).unwrap();
             let violations = maps.violations.borrow();
             if !violations.is_empty() {
                 failures.push(format!("failure at step {k}: {}", violations.join("; ")));
