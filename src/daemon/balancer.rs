@@ -13,6 +13,7 @@ use crate::abi::Endpoint;
 use crate::cli::Args;
 use crate::config::{file, Config};
 use crate::datapath::attach::{self, EgressAttachment, XdpAttachment};
+use crate::datapath::links::LinkEvent;
 use crate::datapath::{self, pin, privileges, Datapath, LOOPBACK_IFINDEX};
 use crate::plan::Tables;
 use crate::{say, warn};
@@ -30,6 +31,11 @@ pub struct Balancer {
     /// The interface list as given (a reload may not change it).
     iface: String,
     pin: bool,
+    xdp_mode: datapath::XdpMode,
+    force: bool,
+    /// The interfaces to be attached to, by name: one that is deleted and
+    /// created again gets the programs again.
+    ifnames: Vec<String>,
     config: Config,
     tables: Tables,
     datapath: Datapath,
@@ -77,6 +83,9 @@ impl Balancer {
             config_path: args.config.clone(),
             iface,
             pin: args.pin,
+            xdp_mode: args.xdp_mode,
+            force: args.force,
+            ifnames: ifaces.iter().map(|(n, _)| n.clone()).collect(),
             config,
             tables,
             datapath,
@@ -84,7 +93,7 @@ impl Balancer {
             expiring: VecDeque::new(),
         };
         for (name, ifindex) in &ifaces {
-            lb.attach(args, name, *ifindex)?;
+            lb.attach(name, *ifindex, true)?;
         }
         if lb.pin {
             lb.pin_all()?;
@@ -103,20 +112,21 @@ impl Balancer {
     }
 
     /// Attaches XDP (and, except on lo, the egress program), or with `--pin`
-    /// takes over the links a previous `udplb --pin` left.
-    fn attach(&mut self, args: &Args, name: &str, ifindex: u32) -> Result<()> {
+    /// and `adopt` takes over the links a previous `udplb --pin` left.
+    fn attach(&mut self, name: &str, ifindex: u32, adopt: bool) -> Result<()> {
         let dir = pin::dir(name);
-        if self.pin {
+        let adopt = adopt && self.pin;
+        if adopt {
             pin::prepare(&dir)?;
         }
         let dp = &self.datapath;
-        let adopted = match self.pin {
+        let adopted = match adopt {
             true => attach::adopt_xdp(&dir.join(pin::XDP_LINK), dp.xdp_prog(), name, ifindex)?,
             false => None,
         };
         let xdp = match adopted {
             Some(x) => x,
-            None => attach::attach(dp.xdp_prog(), name, ifindex, args.xdp_mode, args.force)?,
+            None => attach::attach(dp.xdp_prog(), name, ifindex, self.xdp_mode, self.force)?,
         };
         // On lo, replies from local backends come back in through the
         // receive path and XDP rewrites them; elsewhere they leave through
@@ -124,7 +134,7 @@ impl Balancer {
         let egress = if ifindex == LOOPBACK_IFINDEX {
             None
         } else {
-            let adopted = match self.pin {
+            let adopted = match adopt {
                 true => attach::adopt_egress(&dir.join(pin::EGRESS_LINK), dp.egress_prog())?,
                 false => None,
             };
@@ -163,6 +173,69 @@ impl Balancer {
             self.datapath.pin_maps(&dir)?;
         }
         Ok(())
+    }
+
+    /// Link events: an interface we are attached to went away (its links
+    /// went with it), or one of ours came back under a new ifindex.
+    pub fn link_events(&mut self, events: Vec<LinkEvent>) {
+        for event in events {
+            match event {
+                LinkEvent::Gone { name, ifindex } => {
+                    let Some(i) = (self.attached.iter())
+                        .position(|a| a.xdp.ifindex == ifindex && a.xdp.ifname == name)
+                    else {
+                        continue;
+                    };
+                    drop(self.attached.remove(i));
+                    self.datapath.remove_tx_port(ifindex);
+                    warn!(
+                        "udplb: interface {name} (ifindex {ifindex}) went away; \
+                         attaching again when it comes back"
+                    );
+                }
+                LinkEvent::New { name, ifindex } => self.reattach(&name, Some(ifindex)),
+                LinkEvent::Lost => {
+                    // Some events were dropped: look at every interface.
+                    for name in self.ifnames.clone() {
+                        self.reattach(&name, None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Attaches to `name` if it is one of ours and not attached at its
+    /// current ifindex (`None`: look it up).
+    fn reattach(&mut self, name: &str, ifindex: Option<u32>) {
+        if !self.ifnames.iter().any(|n| n == name) {
+            return;
+        }
+        let Some(ifindex) = ifindex.or_else(|| nix::net::if_::if_nametoindex(name).ok()) else {
+            return;
+        };
+        let current = self.attached.iter().position(|a| a.xdp.ifname == name);
+        if let Some(i) = current {
+            if self.attached[i].xdp.ifindex == ifindex {
+                return;
+            }
+            // Deleted and created again before we read the deletion.
+            let old = self.attached.remove(i);
+            self.datapath.remove_tx_port(old.xdp.ifindex);
+            warn!(
+                "udplb: interface {name} (ifindex {}) went away",
+                old.xdp.ifindex
+            );
+        }
+        say!("udplb: interface {name} is back (ifindex {ifindex}); attaching");
+        let pinned = self
+            .attach(name, ifindex, false)
+            .and_then(|()| match self.pin {
+                true => self.pin_all(),
+                false => Ok(()),
+            });
+        if let Err(e) = pinned {
+            warn!("udplb: attaching to {name} again: {e:#}");
+        }
     }
 
     /// `--stats`: the counters now. A failed read is reported, not fatal: the

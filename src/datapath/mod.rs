@@ -8,6 +8,7 @@
 //! the maps and reads the per-CPU counters back.
 
 pub mod attach;
+pub mod links;
 pub mod pin;
 pub mod privileges;
 
@@ -108,6 +109,13 @@ impl Datapath {
             .tx_ports
             .update(&key, &key, MapFlags::ANY)
             .with_context(|| format!("adding ifindex {ifindex} to the redirect targets"))
+    }
+
+    /// The interface `ifindex` is gone: no more redirects to it. (The
+    /// kernel drops it from the devmap itself when it unregisters; this only
+    /// makes sure.)
+    pub fn remove_tx_port(&self, ifindex: u32) {
+        let _ = delete(&self.skel.maps.tx_ports, &ifindex.to_ne_bytes());
     }
 
     /// Pins every map under `dir` (for `--pin`), replacing older pins.
