@@ -24,6 +24,14 @@
 #define UDPLB_MAX_RING 1048573         /* largest scheduling ring (a prime) */
 #define UDPLB_MAX_WEIGHT 1000
 #define UDPLB_DEFAULT_MAGLEV_SIZE 65537
+/* Ring entries (round-robin cycles plus Maglev tables) over all frontends.
+ * The kernel charges 8 B per entry (array values are rounded up to 8 B), and
+ * a reload that rebuilds every ring holds two for a moment: at this limit
+ * 128 MiB live, 256 MiB during such a reload. It lets every frontend have a
+ * table of the default size. */
+#ifndef UDPLB_MAX_RING_ENTRIES
+#define UDPLB_MAX_RING_ENTRIES (UDPLB_MAX_FRONTENDS * UDPLB_DEFAULT_MAGLEV_SIZE)
+#endif
 /* A reload that replaces every frontend and backend keeps the old ones
  * until the new ones are live, so ids and slots go to twice the limits. */
 #define UDPLB_FRONTEND_IDS (2 * UDPLB_MAX_FRONTENDS)

@@ -20,7 +20,8 @@ use crate::error::UsageError;
 use crate::usage;
 
 use crate::abi::{
-    Endpoint, MAX_BACKENDS, MAX_BACKEND_SLOTS, MAX_FRONTENDS, UDPLB_MAX_RING, UDPLB_MAX_WEIGHT,
+    Endpoint, MAX_BACKENDS, MAX_BACKEND_SLOTS, MAX_FRONTENDS, UDPLB_MAX_RING,
+    UDPLB_MAX_RING_ENTRIES, UDPLB_MAX_WEIGHT,
 };
 
 // A round-robin cycle (sum of weights) always fits in the largest ring.
@@ -497,6 +498,17 @@ impl Config {
                 "{total} backends over all frontends; the limit is {MAX_BACKEND_SLOTS}"
             );
         }
+        // Every ring entry costs kernel memory and time to write: cap the
+        // sum, not just each table.
+        let entries: u64 = frontends.iter().map(ring_len).sum();
+        if entries > UDPLB_MAX_RING_ENTRIES as u64 {
+            fail!(
+                None,
+                "the frontends' tables hold {entries} entries in all; the limit is \
+                 {UDPLB_MAX_RING_ENTRIES} (8 bytes of kernel memory each): use smaller \
+                 --table-size values or fewer frontends"
+            );
+        }
         Ok(Config { frontends })
     }
 
@@ -515,6 +527,26 @@ impl Config {
             .map(|s| parse_frontend(s.as_ref(), defaults))
             .collect::<Result<Vec<_>, _>>()?;
         Config::new(frontends)
+    }
+}
+
+/// The number of entries of a frontend's ring: its Maglev table, or one
+/// round-robin cycle (the weights divided by their gcd; see plan::rr).
+pub fn ring_len(fe: &FrontendConfig) -> u64 {
+    fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    match fe.sched {
+        Sched::Maglev => fe.table_size as u64,
+        Sched::Rr => {
+            let w: Vec<u64> = fe.backends.iter().map(|b| b.weight as u64).collect();
+            let g = w.iter().copied().fold(0, gcd);
+            w.iter().map(|x| x / g.max(1)).sum()
+        }
     }
 }
 
@@ -748,5 +780,33 @@ mod tests {
         let refs: Vec<&str> = fronts.iter().map(String::as_str).collect();
         assert!(err(&refs).contains(&format!("the limit is {MAX_FRONTENDS}")));
         Config::from_specs(&refs[..MAX_FRONTENDS]).unwrap();
+    }
+
+    #[test]
+    fn ring_entries_over_all_frontends_are_capped() {
+        let maglev = |n: usize, table_size: u32| {
+            let specs: Vec<String> = (0..n)
+                .map(|i| format!("{}={}", 1000 + i, 30000 + i))
+                .collect();
+            let defaults = Defaults {
+                sched: Sched::Maglev,
+                table_size,
+            };
+            Config::from_specs_with(&specs, defaults)
+        };
+        // Every frontend at the default size fits...
+        maglev(MAX_FRONTENDS, crate::abi::UDPLB_DEFAULT_MAGLEV_SIZE).unwrap();
+        // ...but not 17 of the largest tables (2.1 GB at 256 of them).
+        let e = maglev(17, UDPLB_MAX_RING).unwrap_err().to_string();
+        let total = 17 * UDPLB_MAX_RING as u64;
+        assert!(
+            e.contains(&format!(
+                "{total} entries in all; the limit is {UDPLB_MAX_RING_ENTRIES}"
+            )),
+            "{e}"
+        );
+        // Round-robin cycles count too.
+        let rr = Config::from_specs(&["9875=9876@1000,9877@999"]).unwrap();
+        assert_eq!(ring_len(&rr.frontends[0]), 1999);
     }
 }

@@ -2,6 +2,8 @@
 //! into the maps, and the attachments. Dropping it detaches everything
 //! (unless `--pin` keeps it).
 
+use std::collections::{BTreeSet, VecDeque};
+
 use anyhow::{Context, Result};
 use std::os::fd::AsFd;
 
@@ -9,11 +11,13 @@ use libbpf_rs::PrintLevel;
 
 use super::reload::{self, Reloaded};
 use super::{report, warnings};
+use crate::abi::Endpoint;
 use crate::cli::Args;
 use crate::config::{file, Config};
 use crate::datapath::attach::{self, EgressAttachment, XdpAttachment};
+use crate::datapath::links::LinkEvent;
 use crate::datapath::{self, pin, privileges, Datapath, LOOPBACK_IFINDEX};
-use crate::plan::State;
+use crate::plan::Tables;
 use crate::{say, warn};
 
 /// One interface's programs.
@@ -29,12 +33,20 @@ pub struct Balancer {
     /// The interface list as given (a reload may not change it).
     iface: String,
     pin: bool,
+    xdp_mode: datapath::XdpMode,
+    force: bool,
+    /// The interfaces to be attached to, by name: one that is deleted and
+    /// created again gets the programs again.
+    ifnames: Vec<String>,
     config: Config,
-    state: State,
+    tables: Tables,
     datapath: Datapath,
     attached: Vec<Attached>,
     /// Pin directories this start created, removed again if it fails.
     created_dirs: Vec<std::path::PathBuf>,
+    /// Reply keys that each reload left lingering, oldest first: each
+    /// expires one grace period after its reload (one timer each).
+    expiring: VecDeque<BTreeSet<Endpoint>>,
 }
 
 fn libbpf_print(_level: PrintLevel, msg: String) {
@@ -73,22 +85,27 @@ impl Balancer {
         libbpf_rs::set_print(Some((level, libbpf_print)));
 
         let datapath = Datapath::load()?;
-        let state = datapath
-            .configure(&config)
+        let mut tables = Tables::default();
+        tables
+            .apply(&datapath, &config)
             .context("writing the backend tables")?;
         let mut lb = Balancer {
             config_path: args.config.clone(),
             iface,
             pin: args.pin,
+            xdp_mode: args.xdp_mode,
+            force: args.force,
+            ifnames: ifaces.iter().map(|(n, _)| n.clone()).collect(),
             config,
-            state,
+            tables,
             datapath,
             attached: Vec::new(),
             created_dirs: Vec::new(),
+            expiring: VecDeque::new(),
         };
         let attached = ifaces
             .iter()
-            .try_for_each(|(name, ifindex)| lb.attach(args, name, *ifindex))
+            .try_for_each(|(name, ifindex)| lb.attach(name, *ifindex, true))
             .and_then(|()| if lb.pin { lb.pin_all() } else { Ok(()) });
         if let Err(e) = attached {
             // Detach first (dropping the attachments), then remove the pin
@@ -111,21 +128,22 @@ impl Balancer {
     }
 
     /// Attaches XDP (and, except on lo, the egress program), or with `--pin`
-    /// takes over the links a previous `udplb --pin` left.
-    fn attach(&mut self, args: &Args, name: &str, ifindex: u32) -> Result<()> {
+    /// and `adopt` takes over the links a previous `udplb --pin` left.
+    fn attach(&mut self, name: &str, ifindex: u32, adopt: bool) -> Result<()> {
         let dir = pin::dir(name);
-        if self.pin {
+        let adopt = adopt && self.pin;
+        if adopt {
             let created = pin::prepare(&dir)?;
             self.created_dirs.extend(created);
         }
         let dp = &self.datapath;
-        let adopted = match self.pin {
+        let adopted = match adopt {
             true => attach::adopt_xdp(&dir.join(pin::XDP_LINK), dp.xdp_prog(), name, ifindex)?,
             false => None,
         };
         let xdp = match adopted {
             Some(x) => x,
-            None => attach::attach(dp.xdp_prog(), name, ifindex, args.xdp_mode, args.force)?,
+            None => attach::attach(dp.xdp_prog(), name, ifindex, self.xdp_mode, self.force)?,
         };
         // On lo, replies from local backends come back in through the
         // receive path and XDP rewrites them; elsewhere they leave through
@@ -133,7 +151,7 @@ impl Balancer {
         let egress = if ifindex == LOOPBACK_IFINDEX {
             None
         } else {
-            let adopted = match self.pin {
+            let adopted = match adopt {
                 true => attach::adopt_egress(&dir.join(pin::EGRESS_LINK), dp.egress_prog())?,
                 false => None,
             };
@@ -148,7 +166,7 @@ impl Balancer {
         // --force replaces a udplb: both its programs. Its XDP program went
         // above; its egress program, left alone, would go on rewriting
         // replies to its own frontends (and, pinned, outlive us).
-        if args.force && egress.is_some() {
+        if self.force && egress.is_some() {
             let ours = attach::prog_id(dp.egress_prog().as_fd());
             for what in attach::remove_udplb_egress(ifindex, ours)? {
                 say!("udplb: {name}: removed the replaced udplb's {what}");
@@ -183,26 +201,95 @@ impl Balancer {
         Ok(())
     }
 
+    /// Link events: an interface we are attached to went away (its links
+    /// went with it), or one of ours came back under a new ifindex.
+    pub fn link_events(&mut self, events: Vec<LinkEvent>) {
+        for event in events {
+            match event {
+                LinkEvent::Gone { name, ifindex } => {
+                    let Some(i) = (self.attached.iter())
+                        .position(|a| a.xdp.ifindex == ifindex && a.xdp.ifname == name)
+                    else {
+                        continue;
+                    };
+                    drop(self.attached.remove(i));
+                    self.datapath.remove_tx_port(ifindex);
+                    warn!(
+                        "udplb: interface {name} (ifindex {ifindex}) went away; \
+                         attaching again when it comes back"
+                    );
+                }
+                LinkEvent::New { name, ifindex } => self.reattach(&name, Some(ifindex)),
+                LinkEvent::Lost => {
+                    // Some events were dropped: look at every interface.
+                    for name in self.ifnames.clone() {
+                        self.reattach(&name, None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Attaches to `name` if it is one of ours and not attached at its
+    /// current ifindex (`None`: look it up).
+    fn reattach(&mut self, name: &str, ifindex: Option<u32>) {
+        if !self.ifnames.iter().any(|n| n == name) {
+            return;
+        }
+        let Some(ifindex) = ifindex.or_else(|| nix::net::if_::if_nametoindex(name).ok()) else {
+            return;
+        };
+        let current = self.attached.iter().position(|a| a.xdp.ifname == name);
+        if let Some(i) = current {
+            if self.attached[i].xdp.ifindex == ifindex {
+                return;
+            }
+            // Deleted and created again before we read the deletion.
+            let old = self.attached.remove(i);
+            self.datapath.remove_tx_port(old.xdp.ifindex);
+            warn!(
+                "udplb: interface {name} (ifindex {}) went away",
+                old.xdp.ifindex
+            );
+        }
+        say!("udplb: interface {name} is back (ifindex {ifindex}); attaching");
+        let pinned = self
+            .attach(name, ifindex, false)
+            .and_then(|()| match self.pin {
+                true => self.pin_all(),
+                false => Ok(()),
+            });
+        if let Err(e) = pinned {
+            warn!("udplb: attaching to {name} again: {e:#}");
+        }
+    }
+
     /// `--stats`: the counters now. A failed read is reported, not fatal: the
     /// datapath runs on.
     pub fn print_counters(&self) {
-        match self.datapath.counters(&self.state.layout(&self.config)) {
+        match self
+            .datapath
+            .counters(&self.tables.state().layout(&self.config))
+        {
             Ok(c) => say!("{}", report::render(&self.config, &c).trim_end()),
             Err(e) => warn!("udplb: reading counters: {e:#}"),
         }
     }
 
     /// SIGHUP: re-read the configuration file; a bad one changes nothing.
-    pub fn reload(&mut self) {
+    /// True if it left reply entries of removed backends lingering: call
+    /// [`expire_replies`](Self::expire_replies) once the grace period is over.
+    pub fn reload(&mut self) -> bool {
         let Some(path) = &self.config_path else {
             warn!("udplb: SIGHUP ignored: started without --config, there is no file to re-read");
-            return;
+            return false;
         };
+        let before = self.tables.state().lingering().clone();
         let result = reload::reload(
             path,
             &self.iface,
             &self.datapath,
-            &mut self.state,
+            &mut self.tables,
             &mut self.config,
         );
         match result {
@@ -215,12 +302,34 @@ impl Balancer {
             }
             Err(e) => warn!("udplb: {e}"),
         }
+        let new: BTreeSet<Endpoint> = (self.tables.state().lingering())
+            .difference(&before)
+            .copied()
+            .collect();
+        if new.is_empty() {
+            return false;
+        }
+        self.expiring.push_back(new);
+        true
+    }
+
+    /// The oldest reload's grace period is over: delete the reply entries it
+    /// left (but those a later configuration uses again).
+    pub fn expire_replies(&mut self) {
+        let Some(keys) = self.expiring.pop_front() else {
+            return;
+        };
+        if let Err(e) = self.tables.expire(&self.datapath, &keys) {
+            warn!("udplb: removing the reply entries of removed backends: {e:#}");
+        }
     }
 
     /// Detaches (or, with `--pin`, leaves attached) and prints the final
     /// counters.
     pub fn stop(self) -> Result<()> {
-        let counters = self.datapath.counters(&self.state.layout(&self.config))?;
+        let counters = self
+            .datapath
+            .counters(&self.tables.state().layout(&self.config))?;
         for Attached { xdp, egress } in self.attached {
             let name = xdp.ifname.clone();
             if self.pin {

@@ -22,7 +22,7 @@ pub enum Event<T> {
     Stop(Signal),
     /// SIGHUP: re-read the configuration.
     Reload,
-    /// A timer set with [`EventLoop::every`] is due.
+    /// A timer set with [`EventLoop::every`] or [`EventLoop::after`] is due.
     Timer(T),
     /// A descriptor registered with [`EventLoop::watch`] is readable.
     Readable(T),
@@ -30,7 +30,8 @@ pub enum Event<T> {
 
 struct Timer<T> {
     token: T,
-    every: Duration,
+    /// None: fires once.
+    every: Option<Duration>,
     due: Instant,
 }
 
@@ -70,8 +71,18 @@ impl<T: Copy + PartialEq> EventLoop<T> {
     pub fn every(&mut self, token: T, every: Duration) {
         self.timers.push(Timer {
             token,
-            every,
+            every: Some(every),
             due: Instant::now() + every,
+        });
+    }
+
+    /// A timer that fires once, after `delay`. Several may share a token;
+    /// each fires on its own.
+    pub fn after(&mut self, token: T, delay: Duration) {
+        self.timers.push(Timer {
+            token,
+            every: None,
+            due: Instant::now() + delay,
         });
     }
 
@@ -96,14 +107,24 @@ impl<T: Copy + PartialEq> EventLoop<T> {
                 return Ok(e);
             }
             let now = Instant::now();
-            let due = self.timers.iter_mut().filter(|t| t.due <= now);
-            if let Some(t) = due.min_by_key(|t| t.due) {
-                // Periods that passed while the loop was busy are skipped,
-                // not fired in a burst.
-                while t.due <= now {
-                    t.due += t.every;
+            let due = (self.timers.iter().enumerate())
+                .filter(|(_, t)| t.due <= now)
+                .min_by_key(|(_, t)| t.due)
+                .map(|(i, _)| i);
+            if let Some(i) = due {
+                let t = &mut self.timers[i];
+                let token = t.token;
+                match t.every {
+                    // Periods that passed while the loop was busy are
+                    // skipped, not fired in a burst.
+                    Some(every) => {
+                        while t.due <= now {
+                            t.due += every;
+                        }
+                    }
+                    None => drop(self.timers.remove(i)),
                 }
-                return Ok(Event::Timer(t.token));
+                return Ok(Event::Timer(token));
             }
             let timeout = match self.timers.iter().map(|t| t.due).min() {
                 // Rounded up: waking a little late beats spinning early.
@@ -207,6 +228,18 @@ mod tests {
         let t = Instant::now();
         assert_eq!(ev.wait().unwrap(), Event::Timer(Tok::Fast));
         assert!(t.elapsed() >= Duration::from_millis(5), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn one_shot_timers_fire_once_each_in_order() {
+        let mut ev = EventLoop::<Tok>::new().unwrap();
+        ev.after(Tok::Slow, Duration::from_millis(30));
+        ev.after(Tok::Fast, Duration::from_millis(10));
+        ev.every(Tok::Sock, Duration::from_millis(100));
+        assert_eq!(ev.wait().unwrap(), Event::Timer(Tok::Fast));
+        assert_eq!(ev.wait().unwrap(), Event::Timer(Tok::Slow));
+        assert_eq!(ev.wait().unwrap(), Event::Timer(Tok::Sock));
+        assert_eq!(ev.wait().unwrap(), Event::Timer(Tok::Sock));
     }
 
     #[test]

@@ -16,8 +16,8 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::cli::Args;
-use crate::datapath::{pin, privileges};
-use crate::say;
+use crate::datapath::{links, pin, privileges};
+use crate::{say, warn};
 use balancer::Balancer;
 use event_loop::{Event, EventLoop};
 
@@ -26,13 +26,27 @@ use event_loop::{Event, EventLoop};
 enum Token {
     /// `--stats SECS`: print the counters.
     Stats,
+    /// A reload's grace period for removed backends' replies is over.
+    ExpireReplies,
+    /// The netlink socket of link events is readable.
+    Links,
 }
+
+/// How long the reply entries of a removed backend stay after a reload, so
+/// that replies already sent (or sent while the backend winds down) still
+/// come from the frontend. Longer than any round trip worth waiting for;
+/// short enough that a port reused by something else soon stops being
+/// translated.
+pub const REPLY_GRACE: Duration = Duration::from_secs(3);
 
 /// Runs the balancer until SIGINT or SIGTERM.
 pub fn run(args: &Args) -> Result<()> {
     // First: from here on a SIGTERM or SIGINT waits in the signalfd, so one
     // that arrives while the datapath is loading still ends in a clean stop.
     let mut events = EventLoop::new()?;
+    // Subscribed before attaching: an interface deleted in between is
+    // still noticed.
+    events.watch(links::link_events()?, Token::Links);
     let mut lb = Balancer::start(args)?;
     if let Some(secs) = args.stats {
         events.every(Token::Stats, Duration::from_secs(secs));
@@ -40,9 +54,22 @@ pub fn run(args: &Args) -> Result<()> {
     loop {
         match events.wait()? {
             Event::Stop(_) => break,
-            Event::Reload => lb.reload(),
+            Event::Reload => {
+                if lb.reload() {
+                    events.after(Token::ExpireReplies, REPLY_GRACE);
+                }
+            }
+            Event::Timer(Token::ExpireReplies) => lb.expire_replies(),
             Event::Timer(Token::Stats) => lb.print_counters(),
-            Event::Readable(_) => {}
+            Event::Readable(Token::Links) => {
+                let read = events.fd(Token::Links).map(links::read_link_events);
+                match read {
+                    Some(Ok(changes)) => lb.link_events(changes),
+                    Some(Err(e)) => warn!("udplb: {e:#}"),
+                    None => {}
+                }
+            }
+            Event::Readable(_) | Event::Timer(Token::Links) => {}
         }
     }
     lb.stop()

@@ -7,7 +7,7 @@ use anyhow::anyhow;
 
 use crate::config::{file, Config};
 use crate::datapath::Datapath;
-use crate::plan::State;
+use crate::plan::Tables;
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub enum Reloaded {
 pub enum ReloadError {
     /// The file is bad: nothing was touched.
     Rejected(anyhow::Error),
-    /// Writing the maps failed part-way.
+    /// Writing the maps failed part-way: the next reload finishes it.
     Failed(anyhow::Error),
 }
 
@@ -33,18 +33,22 @@ impl fmt::Display for ReloadError {
             ReloadError::Rejected(e) => {
                 write!(f, "reload rejected, configuration unchanged: {e:#}")
             }
-            ReloadError::Failed(e) => write!(f, "reload failed while writing the maps: {e:#}"),
+            ReloadError::Failed(e) => write!(
+                f,
+                "reload failed while writing the maps: {e:#}; the next reload finishes it"
+            ),
         }
     }
 }
 
-/// Re-reads `path` and applies it. On success `state` and `config` describe
-/// the new configuration; on any error they are untouched.
+/// Re-reads `path` and applies it. A file that is rejected changes nothing.
+/// Otherwise `tables` and `config` describe the new configuration, even if
+/// writing the maps failed part-way: the next reload finishes that first.
 pub fn reload(
     path: &str,
     iface: &str,
     datapath: &Datapath,
-    state: &mut State,
+    tables: &mut Tables,
     config: &mut Config,
 ) -> Result<Reloaded, ReloadError> {
     let f = file::load(path).map_err(|e| ReloadError::Rejected(e.into()))?;
@@ -54,14 +58,12 @@ pub fn reload(
             f.interface
         )));
     }
-    let (plan, next) = state.plan(&f.config);
-    if plan.is_empty() {
-        return Ok(Reloaded::Unchanged);
-    }
-    datapath.apply(&plan).map_err(ReloadError::Failed)?;
-    *state = next;
+    // Whatever happens now, the maps are on their way to the new
+    // configuration (see `Tables`): the counters are laid out by it.
+    let result = tables.apply(datapath, &f.config);
     *config = f.config;
-    Ok(Reloaded::Changed(
-        plan.changes.iter().map(|c| c.to_string()).collect(),
-    ))
+    match result.map_err(ReloadError::Failed)? {
+        changes if changes.is_empty() => Ok(Reloaded::Unchanged),
+        changes => Ok(Reloaded::Changed(changes)),
+    }
 }

@@ -8,6 +8,7 @@
 //! the maps and reads the per-CPU counters back.
 
 pub mod attach;
+pub mod links;
 pub mod pin;
 pub mod privileges;
 
@@ -24,7 +25,7 @@ use crate::abi::{self, bytes_of, Counter, REASON_COUNT};
 use crate::bpf::{UdplbSkel, UdplbSkelBuilder};
 use crate::config::{check_interface_name, Config};
 use crate::error::UsageError;
-use crate::plan::{Layout, Plan, State};
+use crate::plan::{self, Layout, Op, Plan, State};
 
 /// Counters summed over every possible CPU.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub struct Counters {
 
 pub struct Datapath {
     skel: UdplbSkel<'static>,
+    /// Possible CPUs: the number of values in a per-CPU map entry.
+    cpus: usize,
 }
 
 impl Datapath {
@@ -59,7 +62,8 @@ impl Datapath {
             };
             anyhow::anyhow!("loading the BPF programs into the kernel failed: {e}{hint}")
         })?;
-        Ok(Datapath { skel })
+        let cpus = libbpf_rs::num_possible_cpus().context("counting possible CPUs")?;
+        Ok(Datapath { skel, cpus })
     }
 
     pub fn xdp_prog(&self) -> BorrowedFd<'_> {
@@ -83,72 +87,9 @@ impl Datapath {
     }
 
     /// Applies a plan in the order that keeps every packet on a consistent
-    /// backend set: counters and backends, reply entries, the new rings, then
-    /// the frontend entries (the switch), and only then deletions.
+    /// backend set (see [`Plan::ops`]).
     pub fn apply(&self, plan: &Plan) -> Result<()> {
-        let maps = &self.skel.maps;
-        let cpus = libbpf_rs::num_possible_cpus()?;
-        let zero = vec![vec![0u8; size_of::<Counter>()]; cpus];
-        for slot in &plan.zero_counters {
-            maps.backend_counters
-                .update_percpu(&slot.to_ne_bytes(), &zero, MapFlags::ANY)
-                .with_context(|| format!("clearing the counters of backend slot {slot}"))?;
-        }
-        let zero_cursor = vec![vec![0u8; 4]; cpus];
-        for id in &plan.new_frontend_ids {
-            let key = id.to_ne_bytes();
-            maps.rr_cursors
-                .update_percpu(&key, &zero_cursor, MapFlags::ANY)
-                .context("resetting a cursor")?;
-            maps.reply_counters
-                .update_percpu(&key, &zero, MapFlags::ANY)
-                .context("clearing reply counters")?;
-        }
-        for (slot, backend) in &plan.backends {
-            maps.backends
-                .update(&slot.to_ne_bytes(), bytes_of(backend), MapFlags::ANY)
-                .with_context(|| format!("writing backend slot {slot}"))?;
-        }
-        for (key, target) in &plan.replies {
-            maps.replies
-                .update(bytes_of(key), bytes_of(target), MapFlags::ANY)
-                .context("writing the reply map")?;
-        }
-        for (table, ring) in &plan.rings {
-            let inner = new_ring(*table, ring)?;
-            maps.rings
-                .update(
-                    &table.to_ne_bytes(),
-                    &inner.as_fd().as_raw_fd().to_ne_bytes(),
-                    MapFlags::ANY,
-                )
-                .with_context(|| format!("installing ring {table}"))?;
-        }
-        for (port, flags) in &plan.port_flags {
-            write_port_flags(&maps.port_flags, *port, *flags)?;
-        }
-        for (key, fe) in &plan.frontends {
-            maps.frontends
-                .update(bytes_of(key), bytes_of(fe), MapFlags::ANY)
-                .context("writing the frontend map")?;
-        }
-        // Deletions tolerate a missing key, so that a plan can be applied
-        // again after one that failed part-way (the next SIGHUP converges).
-        for key in &plan.delete_frontends {
-            delete(&maps.frontends, bytes_of(key)).context("removing a frontend")?;
-        }
-        for key in &plan.delete_replies {
-            delete(&maps.replies, bytes_of(key)).context("removing a reply entry")?;
-        }
-        for (port, flags) in &plan.port_flags_after {
-            write_port_flags(&maps.port_flags, *port, *flags)?;
-        }
-        for table in &plan.delete_rings {
-            // A frontend that never changed has only one of its two rings.
-            delete(&maps.rings, &table.to_ne_bytes())
-                .with_context(|| format!("removing ring {table}"))?;
-        }
-        Ok(())
+        plan::apply_from(self, plan, 0).map_err(|i| i.error)
     }
 
     /// Writes `config` into freshly loaded maps; returns the state for
@@ -168,6 +109,13 @@ impl Datapath {
             .tx_ports
             .update(&key, &key, MapFlags::ANY)
             .with_context(|| format!("adding ifindex {ifindex} to the redirect targets"))
+    }
+
+    /// The interface `ifindex` is gone: no more redirects to it. (The
+    /// kernel drops it from the devmap itself when it unregisters; this only
+    /// makes sure.)
+    pub fn remove_tx_port(&self, ifindex: u32) {
+        let _ = delete(&self.skel.maps.tx_ports, &ifindex.to_ne_bytes());
     }
 
     /// Pins every map under `dir` (for `--pin`), replacing older pins.
@@ -199,6 +147,67 @@ impl Datapath {
             }
         }
         Ok(c)
+    }
+}
+
+/// Each op is one map update (a ring: a new inner map, then one update of
+/// the outer map), so a packet sees a map entry either before or after it.
+impl plan::Maps for Datapath {
+    fn write(&self, op: Op<'_>) -> Result<()> {
+        let maps = &self.skel.maps;
+        let zeros = |len: usize| vec![vec![0u8; len]; self.cpus];
+        match op {
+            Op::ZeroCounters(slot) => maps
+                .backend_counters
+                .update_percpu(
+                    &slot.to_ne_bytes(),
+                    &zeros(size_of::<Counter>()),
+                    MapFlags::ANY,
+                )
+                .with_context(|| format!("clearing the counters of backend slot {slot}")),
+            Op::ResetFrontend(id) => {
+                let key = id.to_ne_bytes();
+                maps.rr_cursors
+                    .update_percpu(&key, &zeros(4), MapFlags::ANY)
+                    .context("resetting a cursor")?;
+                maps.reply_counters
+                    .update_percpu(&key, &zeros(size_of::<Counter>()), MapFlags::ANY)
+                    .context("clearing reply counters")
+            }
+            Op::Backend(slot, backend) => maps
+                .backends
+                .update(&slot.to_ne_bytes(), bytes_of(&backend), MapFlags::ANY)
+                .with_context(|| format!("writing backend slot {slot}")),
+            Op::Reply(key, target) => maps
+                .replies
+                .update(bytes_of(&key), bytes_of(&target), MapFlags::ANY)
+                .context("writing the reply map"),
+            Op::Ring(table, ring) => {
+                let inner = new_ring(table, ring)?;
+                maps.rings
+                    .update(
+                        &table.to_ne_bytes(),
+                        &inner.as_fd().as_raw_fd().to_ne_bytes(),
+                        MapFlags::ANY,
+                    )
+                    .with_context(|| format!("installing ring {table}"))
+            }
+            Op::PortFlags(port, flags) => write_port_flags(&maps.port_flags, port, flags),
+            Op::Frontend(key, fe) => maps
+                .frontends
+                .update(bytes_of(&key), bytes_of(&fe), MapFlags::ANY)
+                .context("writing the frontend map"),
+            // Deletions tolerate a missing key: a frontend that never changed
+            // has only one of its two rings, and a plan may be applied again.
+            Op::DeleteFrontend(key) => {
+                delete(&maps.frontends, bytes_of(&key)).context("removing a frontend")
+            }
+            Op::DeleteReply(key) => {
+                delete(&maps.replies, bytes_of(&key)).context("removing a reply entry")
+            }
+            Op::DeleteRing(table) => delete(&maps.rings, &table.to_ne_bytes())
+                .with_context(|| format!("removing ring {table}")),
+        }
     }
 }
 

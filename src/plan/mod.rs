@@ -40,6 +40,10 @@ struct Live {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
     frontends: BTreeMap<Listen, Live>,
+    /// Reply entries of removed backends, kept (with their port flags) so
+    /// that replies already on their way are still translated; the daemon
+    /// removes them a grace period later with [`State::expire`].
+    lingering: BTreeSet<Endpoint>,
 }
 
 /// Map operations, applied in field order (see `Datapath::apply`).
@@ -60,6 +64,8 @@ pub struct Plan {
     /// The switch: each frontend entry is replaced in one update.
     pub frontends: Vec<(Endpoint, Frontend)>,
     pub delete_frontends: Vec<Endpoint>,
+    /// Only [`State::expire`] deletes reply entries; a reload leaves those of
+    /// removed backends lingering.
     pub delete_replies: Vec<Endpoint>,
     pub delete_rings: Vec<u32>,
     /// ...and the new configuration's alone, written after it.
@@ -71,6 +77,140 @@ pub struct Plan {
 impl Plan {
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
+    }
+
+    /// The plan as single map writes, in the order they must be applied:
+    /// counters and backends, reply entries, the new rings and port flags,
+    /// then the frontend entries (the switch), and only then deletions.
+    pub fn ops(&self) -> impl Iterator<Item = Op<'_>> {
+        let p = self;
+        (p.zero_counters.iter().map(|&s| Op::ZeroCounters(s)))
+            .chain(p.new_frontend_ids.iter().map(|&id| Op::ResetFrontend(id)))
+            .chain(p.backends.iter().map(|(s, b)| Op::Backend(*s, *b)))
+            .chain(p.replies.iter().map(|(k, t)| Op::Reply(*k, *t)))
+            .chain(p.rings.iter().map(|(t, r)| Op::Ring(*t, r)))
+            .chain(p.port_flags.iter().map(|&(p, f)| Op::PortFlags(p, f)))
+            .chain(p.frontends.iter().map(|(k, f)| Op::Frontend(*k, *f)))
+            .chain(p.delete_frontends.iter().map(|&k| Op::DeleteFrontend(k)))
+            .chain(p.delete_replies.iter().map(|&k| Op::DeleteReply(k)))
+            .chain(p.port_flags_after.iter().map(|&(p, f)| Op::PortFlags(p, f)))
+            .chain(p.delete_rings.iter().map(|&t| Op::DeleteRing(t)))
+    }
+}
+
+/// One map write of a [`Plan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op<'a> {
+    /// Zero a backend slot's per-CPU counters.
+    ZeroCounters(u32),
+    /// Zero a new frontend id's round-robin cursors and reply counters.
+    ResetFrontend(u32),
+    Backend(u32, Backend),
+    Reply(Endpoint, ReplyTarget),
+    /// Install a new ring (a fresh inner map) as table `.0`.
+    Ring(u32, &'a [u32]),
+    PortFlags(u16, u8),
+    Frontend(Endpoint, Frontend),
+    /// Deletions tolerate a missing key.
+    DeleteFrontend(Endpoint),
+    DeleteReply(Endpoint),
+    DeleteRing(u32),
+}
+
+/// Whatever carries out [`Op`]s: the real maps (`datapath::Datapath`), or
+/// a model of them in tests.
+pub trait Maps {
+    fn write(&self, op: Op<'_>) -> anyhow::Result<()>;
+}
+
+/// A plan that stopped part-way: `step` (an index into [`Plan::ops`])
+/// failed, every step before it was written.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub step: usize,
+    pub error: anyhow::Error,
+}
+
+/// Applies `plan`'s ops from `from` on, in order, stopping at the first
+/// that fails.
+pub fn apply_from(maps: &impl Maps, plan: &Plan, from: usize) -> Result<(), Interrupted> {
+    for (step, op) in plan.ops().enumerate().skip(from) {
+        maps.write(op)
+            .map_err(|error| Interrupted { step, error })?;
+    }
+    Ok(())
+}
+
+/// The tables as userspace wrote them: the [`State`] that plans start from,
+/// kept in step with the maps whatever happens to a plan.
+///
+/// A plan that fails part-way leaves the maps between two states: some
+/// frontends may already read their new table, whose twin the old state
+/// calls idle. Planning again from the old state would write a ring that
+/// packets are reading. So the state moves to the plan's target at once,
+/// and the rest of the failed plan (from the step that failed; every write
+/// is idempotent) is finished before anything else is written. Then no
+/// plan ever writes a ring a frontend entry points to, and the maps end up
+/// exactly as a clean apply would leave them.
+#[derive(Debug, Default)]
+pub struct Tables {
+    state: State,
+    /// A plan that stopped part-way, and the step to resume at.
+    unfinished: Option<(Plan, usize)>,
+}
+
+impl Tables {
+    /// The state the maps hold, or are on their way to if a plan failed.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Finishes a plan that failed earlier, then plans the change to
+    /// `config` and applies it. Returns the changes made, one line each
+    /// (none: the maps already held `config`). On error the tables are
+    /// on their way to `config`, and the next call finishes the job.
+    pub fn apply(&mut self, maps: &impl Maps, config: &Config) -> anyhow::Result<Vec<String>> {
+        let mut changes = self.finish(maps)?;
+        let (plan, next) = self.state.plan(config);
+        changes.extend(self.run(maps, plan, next)?);
+        Ok(changes)
+    }
+
+    /// Deletes the lingering reply entries `keys` (see [`State::expire`]),
+    /// after finishing a plan that failed earlier.
+    pub fn expire(&mut self, maps: &impl Maps, keys: &BTreeSet<Endpoint>) -> anyhow::Result<()> {
+        self.finish(maps)?;
+        let (plan, next) = self.state.expire(keys);
+        self.run(maps, plan, next).map(drop)
+    }
+
+    /// Writes the rest of a plan that failed part-way, if there is one;
+    /// returns its changes.
+    pub fn finish(&mut self, maps: &impl Maps) -> anyhow::Result<Vec<String>> {
+        let Some((plan, step)) = self.unfinished.take() else {
+            return Ok(Vec::new());
+        };
+        match apply_from(maps, &plan, step) {
+            Ok(()) => Ok(plan.changes),
+            Err(i) => {
+                self.unfinished = Some((plan, i.step));
+                Err(i
+                    .error
+                    .context("finishing the previous, interrupted change"))
+            }
+        }
+    }
+
+    /// Applies `plan`, which takes the maps to `next`; returns its changes.
+    fn run(&mut self, maps: &impl Maps, plan: Plan, next: State) -> anyhow::Result<Vec<String>> {
+        self.state = next;
+        match apply_from(maps, &plan, 0) {
+            Ok(()) => Ok(plan.changes),
+            Err(i) => {
+                self.unfinished = Some((plan, i.step));
+                Err(i.error)
+            }
+        }
     }
 }
 
@@ -172,6 +312,8 @@ impl State {
     pub fn plan(&self, config: &Config) -> (Plan, State) {
         let mut plan = Plan::default();
         let mut next = State::default();
+        // Reply keys of the backends this plan removes.
+        let mut removed = BTreeSet::new();
 
         let mut ids = Allocator {
             taken: BTreeSet::new(),
@@ -245,8 +387,7 @@ impl State {
             if let Some(old) = old {
                 for b in &old.config.backends {
                     if !live.slots.contains_key(&b.id()) {
-                        plan.delete_replies
-                            .extend(reply_entries(&keys, b, id).map(|(k, _)| k));
+                        removed.extend(reply_entries(&keys, b, id).map(|(k, _)| k));
                     }
                 }
             }
@@ -260,35 +401,44 @@ impl State {
             let keys = listen.endpoints();
             plan.delete_frontends.extend(keys.iter().copied());
             for b in &old.config.backends {
-                plan.delete_replies
-                    .extend(reply_entries(&keys, b, old.id).map(|(k, _)| k));
+                removed.extend(reply_entries(&keys, b, old.id).map(|(k, _)| k));
             }
             plan.delete_rings.extend([2 * old.id, 2 * old.id + 1]);
             plan.changes.push(format!("removed frontend {listen}"));
         }
-        let old_flags = port_flags(self.frontends.values().map(|l| &l.config));
-        let new_flags = port_flags(config.frontends.iter());
-        let ports: BTreeSet<u16> = old_flags.keys().chain(new_flags.keys()).copied().collect();
-        for port in ports {
-            let (old, new) = (
-                old_flags.get(&port).copied().unwrap_or(0),
-                new_flags.get(&port).copied().unwrap_or(0),
-            );
-            if old | new != old {
-                plan.port_flags.push((port, old | new));
-            }
-            if new != old | new {
-                plan.port_flags_after.push((port, new));
-            }
-        }
-        // A backend port that moved to another frontend: its new reply entry
-        // was written above and must not be deleted.
+        // Removed backends' reply keys linger, old ones stay lingering,
+        // unless the new configuration uses the key again (a backend that
+        // moved to another frontend, or came back): its new reply entry was
+        // written above and must not be deleted.
         let rewritten: BTreeSet<Endpoint> = plan.replies.iter().map(|(k, _)| *k).collect();
-        plan.delete_replies.retain(|k| !rewritten.contains(k));
-        // Likewise a key that moved from a removed frontend to a new one
-        // (a port-only frontend rewritten as 0.0.0.0:PORT, say).
+        next.lingering = (self.lingering.iter().chain(&removed))
+            .filter(|k| !rewritten.contains(k))
+            .copied()
+            .collect();
+        // A key that moved from a removed frontend to a new one (a port-only
+        // frontend rewritten as 0.0.0.0:PORT, say) is not deleted either.
         let switched: BTreeSet<Endpoint> = plan.frontends.iter().map(|(k, _)| *k).collect();
         plan.delete_frontends.retain(|k| !switched.contains(k));
+        (plan.port_flags, plan.port_flags_after) = port_flag_changes(self, &next);
+        (plan, next)
+    }
+
+    /// Reply keys of removed backends not yet expired.
+    pub fn lingering(&self) -> &BTreeSet<Endpoint> {
+        &self.lingering
+    }
+
+    /// The plan that deletes the lingering reply entries `keys` (those
+    /// reused since are not lingering any more, and stay), and clears
+    /// their ports' flags where nothing else uses them.
+    pub fn expire(&self, keys: &BTreeSet<Endpoint>) -> (Plan, State) {
+        let mut next = self.clone();
+        next.lingering.retain(|k| !keys.contains(k));
+        let mut plan = Plan {
+            delete_replies: self.lingering.intersection(keys).copied().collect(),
+            ..Plan::default()
+        };
+        (plan.port_flags, plan.port_flags_after) = port_flag_changes(self, &next);
         (plan, next)
     }
 
@@ -310,14 +460,15 @@ impl State {
     }
 }
 
-/// The UDPLB_PORT_* flags of every port a configuration uses.
-fn port_flags<'a>(frontends: impl Iterator<Item = &'a FrontendConfig>) -> BTreeMap<u16, u8> {
+/// The UDPLB_PORT_* flags of every port a state uses: its frontends and
+/// their backends' reply keys, and its lingering reply keys.
+fn port_flags(state: &State) -> BTreeMap<u16, u8> {
     let mut flags = BTreeMap::new();
     let mut set = |ep: &Endpoint, exact: u32, any: u32| {
         let bit = if ep.addr_be == [0; 4] { any } else { exact };
         *flags.entry(ep.port()).or_insert(0) |= bit as u8;
     };
-    for fe in frontends {
+    for fe in state.frontends.values().map(|l| &l.config) {
         let keys = fe.listen.endpoints();
         for key in &keys {
             set(key, UDPLB_PORT_FRONTEND_EXACT, UDPLB_PORT_FRONTEND_ANY);
@@ -328,7 +479,33 @@ fn port_flags<'a>(frontends: impl Iterator<Item = &'a FrontendConfig>) -> BTreeM
             }
         }
     }
+    for key in &state.lingering {
+        set(key, UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_BACKEND_ANY);
+    }
     flags
+}
+
+type PortFlags = Vec<(u16, u8)>;
+
+/// Port flags to write from `old` to `new`: the union of both before the
+/// switch, so no packet of either is skipped, and `new`'s alone after it.
+fn port_flag_changes(old: &State, new: &State) -> (PortFlags, PortFlags) {
+    let (old_flags, new_flags) = (port_flags(old), port_flags(new));
+    let ports: BTreeSet<u16> = old_flags.keys().chain(new_flags.keys()).copied().collect();
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for port in ports {
+        let (old, new) = (
+            old_flags.get(&port).copied().unwrap_or(0),
+            new_flags.get(&port).copied().unwrap_or(0),
+        );
+        if old | new != old {
+            before.push((port, old | new));
+        }
+        if new != old | new {
+            after.push((port, new));
+        }
+    }
+    (before, after)
 }
 
 fn describe(old: Option<&FrontendConfig>, new: &FrontendConfig) -> String {
@@ -458,18 +635,29 @@ mod tests {
     fn removed_backends_and_frontends_are_cleaned_up_and_not_reused_at_once() {
         let (_, s1) = State::default().plan(&cfg(&["9875=9876,9877", "53=5353"]));
         let (plan, s2) = s1.plan(&cfg(&["9875=9876,9878"]));
-        // 9877 gone: its reply keys go after the switch; 9878 gets a new slot
-        // (not 9877's, nor 53's, freed in this same plan).
+        // 9877 gone: its reply keys linger; 9878 gets a new slot (not
+        // 9877's, nor 53's, freed in this same plan).
         assert_eq!(plan.zero_counters, vec![3]);
-        assert!(plan.delete_replies.iter().any(|k| k.port() == 9877));
-        assert!(plan.delete_replies.iter().any(|k| k.port() == 5353));
+        assert!(plan.delete_replies.is_empty());
+        let mut lingering: Vec<u16> = s2.lingering().iter().map(|k| k.port()).collect();
+        lingering.sort();
+        assert_eq!(
+            lingering,
+            vec![5353, 5353, 9877, 9877],
+            "IPv4 and IPv6 keys"
+        );
         assert_eq!(plan.delete_frontends.len(), 2);
         assert_eq!(plan.delete_rings, vec![2, 3]);
         assert!(plan.changes.iter().any(|c| c == "removed frontend *:53"));
-        // Ports still in use keep their flags; freed ones are cleared after
-        // the switch, new ones set before it.
+        // Ports still in use keep their flags (lingering reply keys too);
+        // freed ones are cleared after the switch, new ones set before it.
         assert_eq!(plan.port_flags, vec![(9878, UDPLB_PORT_BACKEND_ANY as u8)]);
-        assert_eq!(plan.port_flags_after, vec![(53, 0), (5353, 0), (9877, 0)]);
+        assert_eq!(plan.port_flags_after, vec![(53, 0)]);
+        // The grace period over, they go, and so do their ports' flags.
+        let (expiry, s2) = s2.expire(&s2.lingering().clone());
+        assert_eq!(expiry.delete_replies.len(), 4);
+        assert_eq!(expiry.port_flags_after, vec![(5353, 0), (9877, 0)]);
+        assert!(expiry.port_flags.is_empty() && s2.lingering().is_empty());
         // The next plan may reuse them.
         let (plan, _) = s2.plan(&cfg(&["9875=9876,9878", "54=5454,5455"]));
         assert_eq!(plan.new_frontend_ids, vec![1]);
@@ -485,6 +673,26 @@ mod tests {
             .iter()
             .any(|(k, t)| k.port() == 9877 && t.frontend.port() == 53));
         assert!(!plan.delete_replies.iter().any(|k| k.port() == 9877));
+    }
+
+    #[test]
+    fn removed_backends_reply_entries_linger_until_expired_unless_reused() {
+        let (_, s1) = State::default().plan(&cfg(&["9875=9876,9877"]));
+        let (_, s2) = s1.plan(&cfg(&["9875=9876"]));
+        let gone = s2.lingering().clone();
+        assert_eq!(gone.len(), 2, "{gone:?}");
+        // Another reload within the grace period keeps them lingering...
+        let (plan, s3) = s2.plan(&cfg(&["9875=9876", "53=5353"]));
+        assert_eq!(s3.lingering(), &gone);
+        assert!(plan.delete_replies.is_empty() && plan.port_flags_after.is_empty());
+        // ...until a configuration uses 9877 again: then it is live, and
+        // expiring the old keys leaves it alone.
+        let (plan, s4) = s3.plan(&cfg(&["9875=9876", "53=5353,9877"]));
+        assert!(plan.replies.iter().any(|(k, _)| k.port() == 9877));
+        assert!(s4.lingering().is_empty());
+        let (expiry, _) = s4.expire(&gone);
+        assert!(expiry.delete_replies.is_empty(), "{expiry:?}");
+        assert!(expiry.port_flags_after.is_empty(), "{expiry:?}");
     }
 
     #[test]
@@ -534,10 +742,169 @@ mod tests {
         assert_eq!(plan.delete_frontends, vec![Endpoint::ipv6(None, 9875)]);
     }
 
+    /// Three configurations that flip tables, add, remove and move
+    /// frontends and backends, with wildcard frontends (two keys each, so a
+    /// switch can stop between them).
+    fn o_n_c() -> [Config; 3] {
+        [
+            cfg(&["9875=9876,9877", "53=5353", "0.0.0.0:7000=7001"]),
+            cfg(&["9875=9876@3,9878", "54=5454", "0.0.0.0:7000=7001,7002"]),
+            cfg(&["9875=9876,9879", "53=5353", "0.0.0.0:7000=7002"]),
+        ]
+    }
+
+    #[test]
+    fn a_plan_that_fails_at_any_step_leaves_the_next_one_safe() {
+        use fake::FakeMaps;
+        let [o, n, c] = o_n_c();
+        let clean = FakeMaps::default();
+        let mut t = Tables::default();
+        for config in [&o, &c] {
+            t.apply(&clean, config).unwrap();
+        }
+        t.expire(&clean, &t.state().lingering().clone()).unwrap();
+        let steps = State::default().plan(&o).1.plan(&n).0.ops().count();
+        let mut failures = Vec::new();
+        for k in 0..steps {
+            let maps = FakeMaps::default();
+            let mut t = Tables::default();
+            t.apply(&maps, &o).unwrap();
+            maps.fail_at.set(Some(maps.written.get() + k));
+            assert!(t.apply(&maps, &n).is_err(), "step {k} did not fail");
+            maps.fail_at.set(None);
+            t.apply(&maps, &c).unwrap();
+            t.expire(&maps, &t.state().lingering().clone()).unwrap();
+            let violations = maps.violations.borrow();
+            if !violations.is_empty() {
+                failures.push(format!("failure at step {k}: {}", violations.join("; ")));
+            } else if maps.view() != clean.view() {
+                failures.push(format!(
+                    "failure at step {k}: the maps differ from a clean apply"
+                ));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of {steps} cases:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+
     #[test]
     fn all_drained_means_an_empty_ring() {
         let (plan, _) = State::default().plan(&cfg(&["9875=9876@0"]));
         assert_eq!(plan.rings, vec![(0, vec![])]);
         assert!(plan.frontends.iter().all(|(_, f)| f.ring_size == 0));
+    }
+}
+
+/// The maps in memory, for the tests of the apply order: each op is checked
+/// against what a packet could be reading at that moment.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::cell::{Cell, RefCell};
+    use std::collections::BTreeMap;
+
+    use super::{Maps, Op};
+    use crate::abi::{Backend, Endpoint, Frontend, ReplyTarget};
+
+    #[derive(Debug, Default, Clone)]
+    pub struct Contents {
+        pub frontends: BTreeMap<Endpoint, Frontend>,
+        pub rings: BTreeMap<u32, Vec<u32>>,
+        pub backends: BTreeMap<u32, Backend>,
+        pub replies: BTreeMap<Endpoint, ReplyTarget>,
+        pub port_flags: BTreeMap<u16, u8>,
+    }
+
+    /// What a packet sees: per frontend key its scheduler and ring as
+    /// backend endpoints; per reply key the frontend it answers for; the
+    /// ports with flags. (Ids, tables and slots are the plan's business.)
+    pub type View = (
+        BTreeMap<Endpoint, (u32, Vec<Endpoint>)>,
+        BTreeMap<Endpoint, Endpoint>,
+        BTreeMap<u16, u8>,
+    );
+
+    #[derive(Default)]
+    pub struct FakeMaps {
+        pub contents: RefCell<Contents>,
+        /// Ops written so far; the one numbered `fail_at` fails instead.
+        pub written: Cell<usize>,
+        pub fail_at: Cell<Option<usize>>,
+        /// Writes that a packet could have seen half-done.
+        pub violations: RefCell<Vec<String>>,
+    }
+
+    impl FakeMaps {
+        pub fn view(&self) -> View {
+            let c = self.contents.borrow();
+            let fronts = c
+                .frontends
+                .iter()
+                .map(|(k, f)| {
+                    let ring = &c.rings[&f.table];
+                    assert_eq!(ring.len(), f.ring_size as usize, "{k:?}: ring size");
+                    let eps = ring.iter().map(|s| c.backends[s].ep).collect();
+                    (*k, (f.sched, eps))
+                })
+                .collect();
+            let replies = c.replies.iter().map(|(k, t)| (*k, t.frontend)).collect();
+            let flags = c
+                .port_flags
+                .iter()
+                .filter(|(_, f)| **f != 0)
+                .map(|(p, f)| (*p, *f))
+                .collect();
+            (fronts, replies, flags)
+        }
+
+        fn violation(&self, what: String) {
+            self.violations.borrow_mut().push(what);
+        }
+    }
+
+    impl Maps for FakeMaps {
+        fn write(&self, op: Op<'_>) -> anyhow::Result<()> {
+            let n = self.written.get();
+            if self.fail_at.get() == Some(n) {
+                anyhow::bail!("simulated failure at op {n}: {op:?}");
+            }
+            self.written.set(n + 1);
+            let mut c = self.contents.borrow_mut();
+            let live_tables: Vec<u32> = c.frontends.values().map(|f| f.table).collect();
+            let live_slots: Vec<u32> = live_tables
+                .iter()
+                .flat_map(|t| c.rings.get(t).cloned().unwrap_or_default())
+                .collect();
+            match op {
+                Op::Ring(t, _) | Op::DeleteRing(t) if live_tables.contains(&t) => {
+                    self.violation(format!("{op:?} while a frontend reads table {t}"))
+                }
+                Op::Backend(s, b)
+                    if live_slots.contains(&s)
+                        && c.backends.get(&s).is_some_and(|o| o.ep != b.ep) =>
+                {
+                    self.violation(format!("{op:?}: slot {s} is in a live ring"))
+                }
+                Op::Frontend(k, f) if !c.rings.contains_key(&f.table) => {
+                    self.violation(format!("{op:?}: {k:?} switched to a missing ring"))
+                }
+                _ => {}
+            }
+            match op {
+                Op::ZeroCounters(_) | Op::ResetFrontend(_) => {}
+                Op::Backend(s, b) => drop(c.backends.insert(s, b)),
+                Op::Reply(k, t) => drop(c.replies.insert(k, t)),
+                Op::Ring(t, r) => drop(c.rings.insert(t, r.to_vec())),
+                Op::PortFlags(p, f) => drop(c.port_flags.insert(p, f)),
+                Op::Frontend(k, f) => drop(c.frontends.insert(k, f)),
+                Op::DeleteFrontend(k) => drop(c.frontends.remove(&k)),
+                Op::DeleteReply(k) => drop(c.replies.remove(&k)),
+                Op::DeleteRing(t) => drop(c.rings.remove(&t)),
+            }
+            Ok(())
+        }
     }
 }
