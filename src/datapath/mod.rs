@@ -10,6 +10,7 @@
 pub mod attach;
 pub mod pin;
 pub mod privileges;
+pub mod sockets;
 
 pub use attach::XdpMode;
 

@@ -210,6 +210,11 @@ impl Drop for TempFile {
 impl Udplb {
     /// Starts `udplb <args>` in `ns` and waits until it says it is attached.
     pub fn start(ns: &Netns, args: &[&str]) -> Udplb {
+        Udplb::start_with_env(ns, args, &[])
+    }
+
+    /// As [`start`](Self::start), with extra environment variables.
+    pub fn start_with_env(ns: &Netns, args: &[&str], env: &[(&str, &str)]) -> Udplb {
         // nsenter execs the program, so the child's PID is udplb's; unlike
         // `ip netns exec` it keeps the mount namespace, so /sys/fs/bpf (for
         // --pin) is the host's BPF filesystem.
@@ -217,6 +222,7 @@ impl Udplb {
             .arg(format!("--net=/run/netns/{}", ns.name))
             .arg(BIN)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -283,6 +289,14 @@ impl Udplb {
                 ),
             }
         }
+    }
+
+    /// The first line printed so far that contains `needle`.
+    pub fn line_with(&self, needle: &str) -> &str {
+        self.output
+            .iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in:\n{}", self.output.join("\n")))
     }
 
     /// The next line udplb prints, waiting at most `timeout`.
