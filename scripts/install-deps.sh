@@ -7,11 +7,13 @@
 #   tests: iproute2 (ip netns, veth), ethtool (checksum offload on/off),
 #          util-linux (setpriv, taskset), bpftool (map dumps), and a real DNS
 #          server and client (dnsmasq-base, bind9-dnsutils for dig), procps
-#          (sysctl, for forwarding in the test balancers)
+#          (sysctl, for forwarding in the test balancers); python3 and
+#          pip, for the real Prometheus parser (prometheus-client, PyPI) that
+#          reads /metrics in the tests
 set -euo pipefail
 
 packages=(clang make pkg-config gcc libelf-dev zlib1g-dev iproute2 ethtool util-linux bpftool
-          dnsmasq-base bind9-dnsutils procps)
+          dnsmasq-base bind9-dnsutils procps python3)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -26,6 +28,19 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Test dependencies from PyPI, for whichever python3 comes first on PATH.
+pypi=(prometheus-client)
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        echo "install-deps: installing python3-pip"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-pip >/dev/null
+    fi
+    echo "install-deps: installing ${pypi[*]} (PyPI)"
+    # Debian's python3 is "externally managed"; these are test tools only.
+    python3 -m pip install -q --break-system-packages "${pypi[@]}" 2>/dev/null ||
+        python3 -m pip install -q "${pypi[@]}"
 fi
 
 # libbpf-rs 0.27 needs Rust 1.82 or newer; distribution cargo is often older.

@@ -1,7 +1,9 @@
 //! The command line. `udplb [OPTIONS] <IFACE> <FRONTEND=BACKENDS>...`
 
+use std::net::SocketAddr;
+
 use clap::builder::PossibleValue;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::abi::UDPLB_DEFAULT_MAGLEV_SIZE;
 use crate::config::{parse_table_size, Defaults, Sched};
@@ -15,8 +17,12 @@ use crate::datapath::XdpMode;
 ///
 /// Example: udplb lo 9875=9876,9877,9878
 #[derive(Debug, Parser)]
-#[command(name = "udplb", version, about, long_about = None, after_help = GRAMMAR)]
+#[command(name = "udplb", version, about, long_about = None, after_help = GRAMMAR,
+          args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Interface(s) to attach to, e.g. lo, eth0, or eth0,eth1
     #[arg(value_name = "IFACE", required_unless_present_any = ["config", "unpin"],
           conflicts_with_all = ["config", "unpin"])]
@@ -63,9 +69,36 @@ pub struct Args {
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub stats: Option<u64>,
 
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (e.g.
+    /// 127.0.0.1:9100); overrides `metrics` in the config file
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
+
     /// More output: -v shows libbpf warnings, -vv libbpf debug output
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+/// Talking to a running balancer over its control socket (/run/udplb).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show a running balancer: frontends, backends, counters and rates
+    Status {
+        /// The interfaces it was started on, as given (default: the only
+        /// balancer in this network namespace)
+        #[arg(value_name = "IFACE")]
+        iface: Option<String>,
+        /// Print the snapshot as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a running balancer to re-read its config file; prints what changed
+    Reload {
+        /// The interfaces it was started on, as given (default: the only
+        /// balancer in this network namespace)
+        #[arg(value_name = "IFACE")]
+        iface: Option<String>,
+    },
 }
 
 impl Args {
@@ -124,7 +157,8 @@ Backends:
   198.18.1.2:53         a port on another host, forwarded in XDP
   [2001:2::2]:53        the same over IPv6
   Each backend belongs to one frontend.
-Signals: SIGINT/SIGTERM stop (detach unless --pin); SIGHUP re-reads --config.";
+Signals: SIGINT/SIGTERM stop (detach unless --pin); SIGHUP re-reads --config.
+A running balancer answers `udplb status` and `udplb reload` (root).";
 
 #[cfg(test)]
 mod tests {

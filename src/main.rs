@@ -8,15 +8,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use udplb::cli::Args;
+use udplb::cli::{Args, Command};
 use udplb::error::UsageError;
 use udplb::{daemon, warn};
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let result = match &args.unpin {
-        Some(iface) => daemon::unpin(iface),
-        None => daemon::run(&args),
+    let result = match (&args.command, &args.unpin) {
+        (Some(Command::Status { iface, json }), _) => daemon::status(iface.as_deref(), *json),
+        (Some(Command::Reload { iface }), _) => daemon::reload(iface.as_deref()),
+        (None, Some(iface)) => daemon::unpin(iface),
+        (None, None) => daemon::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -208,11 +208,9 @@ fn across_veth(tx_csum: bool, ipv6: bool) {
         "{}",
         lbns.xdp_on("veth-b")
     );
-    assert!(
-        lb.output[0].contains("replies: tcx egress"),
-        "{}",
-        lb.output[0]
-    );
+    // Warnings on stderr may come before it: find the line.
+    let attached = lb.line_with("attached to");
+    assert!(attached.contains("replies: tcx egress"), "{attached}");
     let backends = bind_backends(&lbns, bind);
     let frontend: SocketAddr = if ipv6 {
         "[2001:2::2]:9875".parse().unwrap()
@@ -336,7 +334,8 @@ fn xdp_mode_generic_on_a_veth() {
         &lbns,
         &["--xdp-mode", "generic", "veth-b", "9875=9876,9877,9878"],
     );
-    assert!(lb.output[0].contains("generic XDP"), "{}", lb.output[0]);
+    let attached = lb.line_with("attached to");
+    assert!(attached.contains("generic XDP"), "{attached}");
     assert!(
         lbns.xdp_on("veth-b").contains("xdpgeneric"),
         "{}",

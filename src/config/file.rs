@@ -30,6 +30,8 @@ use crate::error::UsageError;
 pub struct FileConfig {
     pub interface: String,
     pub config: Config,
+    /// `metrics = "ADDR:PORT"`: where to serve /metrics.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// A port may be written as a number or a string (`9876` or `"9876@2"`).
@@ -55,6 +57,7 @@ struct RawFile {
     interface: Spanned<String>,
     sched: Option<Spanned<String>>,
     table_size: Option<Spanned<i64>>,
+    metrics: Option<Spanned<String>>,
     #[serde(default)]
     frontend: Vec<Spanned<RawFrontend>>,
 }
@@ -123,6 +126,19 @@ pub fn parse(text: &str, path: &str) -> Result<FileConfig, UsageError> {
     for name in interface.split(',').map(str::trim) {
         check_interface_name(name).map_err(|e| at.error(raw.interface.span(), "interface", e))?;
     }
+    let metrics = match &raw.metrics {
+        None => None,
+        Some(m) => Some(m.get_ref().parse().map_err(|_| {
+            at.error(
+                m.span(),
+                "metrics",
+                format!(
+                    "'{}' is not ADDRESS:PORT (e.g. 127.0.0.1:9100 or [::1]:9100)",
+                    m.get_ref()
+                ),
+            )
+        })?),
+    };
     if raw.frontend.is_empty() {
         return Err(UsageError(format!("{path}: no [[frontend]] sections")));
     }
@@ -169,7 +185,11 @@ pub fn parse(text: &str, path: &str) -> Result<FileConfig, UsageError> {
         Some(i) => at.error(raw.frontend[i].span(), "frontend", e),
         None => UsageError(format!("{path}: {e}")),
     })?;
-    Ok(FileConfig { interface, config })
+    Ok(FileConfig {
+        interface,
+        config,
+        metrics,
+    })
 }
 
 /// Reads and parses `path`.

@@ -88,6 +88,14 @@ impl Sched {
         }
     }
 
+    /// As written in the configuration: "rr" or "maglev".
+    pub fn code(self) -> &'static str {
+        match self {
+            Sched::Rr => "rr",
+            Sched::Maglev => "maglev",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Sched::Rr => "round robin",
@@ -125,7 +133,9 @@ impl BackendConfig {
         }
     }
 
-    fn name(&self) -> String {
+    /// `9876` (a local port) or `198.18.1.2:53`: the backend without its
+    /// weight.
+    pub fn name(&self) -> String {
         match self.addr {
             None => self.port.to_string(),
             Some(IpAddr::V4(a)) => format!("{a}:{}", self.port),

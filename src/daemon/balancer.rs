@@ -2,23 +2,72 @@
 //! into the maps, and the attachments. Dropping it detaches everything
 //! (unless `--pin` keeps it).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use std::os::fd::AsFd;
-
 use libbpf_rs::PrintLevel;
 
-use super::reload::{self, Reloaded};
-use super::{report, warnings};
-use crate::abi::Endpoint;
+use super::control::Answer;
+use super::reload::{self, ReloadError, Reloaded};
+use super::report::{self, Removed};
+use super::status::{BackendStatus, FrontendStatus, ReloadStats, Status, Traffic};
+use super::{notify, warnings};
+use crate::abi::{Endpoint, REASON_NAMES};
 use crate::cli::Args;
 use crate::config::{file, Config};
 use crate::datapath::attach::{self, EgressAttachment, XdpAttachment};
 use crate::datapath::links::LinkEvent;
-use crate::datapath::{self, pin, privileges, Datapath, LOOPBACK_IFINDEX};
+use crate::datapath::{self, pin, privileges, sockets, Counters, Datapath, LOOPBACK_IFINDEX};
 use crate::plan::Tables;
 use crate::{say, warn};
+/// What udplb runs, from the command line or the file.
+pub struct Settings {
+    /// The interface list as given.
+    pub iface: String,
+    pub config: Config,
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Settings {
+    /// Reads and checks the command line or the config file; touches
+    /// nothing.
+    pub fn from_args(args: &Args) -> Result<Settings> {
+        let (iface, config, metrics) = match &args.config {
+            Some(path) => {
+                let f = file::load(path)?;
+                (f.interface, f.config, f.metrics)
+            }
+            None => {
+                let iface = args.iface.clone().context("no interface given")?;
+                let config = Config::from_specs_with(&args.frontends, args.defaults())?;
+                (iface, config, None)
+            }
+        };
+        Ok(Settings {
+            iface,
+            config,
+            metrics: args.metrics.or(metrics),
+        })
+    }
+}
+
+/// Packets and bytes per (frontend, backend name), and replies per
+/// frontend: what rates are computed from, whatever reloads did to the
+/// counter layout in between.
+#[derive(Default)]
+struct Sample {
+    backends: BTreeMap<(String, String), (u64, u64)>,
+    replies: BTreeMap<String, (u64, u64)>,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
 
 /// One interface's programs.
 struct Attached {
@@ -47,6 +96,13 @@ pub struct Balancer {
     /// Reply keys that each reload left lingering, oldest first: each
     /// expires one grace period after its reload (one timer each).
     expiring: VecDeque<BTreeSet<Endpoint>>,
+    started: Instant,
+    reloads: ReloadStats,
+    /// Backends reloads removed, with their last counters.
+    removed: Vec<Removed>,
+    /// The last two samples (oldest first), taken every second: status
+    /// rates are over the interval between them.
+    samples: Vec<(Instant, Sample)>,
 }
 
 fn libbpf_print(_level: PrintLevel, msg: String) {
@@ -56,18 +112,8 @@ fn libbpf_print(_level: PrintLevel, msg: String) {
 impl Balancer {
     /// Reads the configuration, loads the datapath, writes the tables and
     /// attaches to every interface. An error leaves nothing attached.
-    pub fn start(args: &Args) -> Result<Balancer> {
-        let (iface, config) = match &args.config {
-            Some(path) => {
-                let f = file::load(path)?;
-                (f.interface, f.config)
-            }
-            None => {
-                let iface = args.iface.clone().context("no interface given")?;
-                let config = Config::from_specs_with(&args.frontends, args.defaults())?;
-                (iface, config)
-            }
-        };
+    pub fn start(args: &Args, settings: Settings) -> Result<Balancer> {
+        let Settings { iface, config, .. } = settings;
         let ifaces = datapath::interfaces(&iface)?;
         if args.pin {
             pin::check_shared_bpffs()?;
@@ -102,6 +148,10 @@ impl Balancer {
             attached: Vec::new(),
             created_dirs: Vec::new(),
             expiring: VecDeque::new(),
+            started: Instant::now(),
+            reloads: ReloadStats::default(),
+            removed: Vec::new(),
+            samples: Vec::new(),
         };
         let attached = ifaces
             .iter()
@@ -124,6 +174,7 @@ impl Balancer {
             );
         }
         warnings::forwarding(&lb.config);
+        lb.warn_about_sockets();
         Ok(lb)
     }
 
@@ -271,46 +322,93 @@ impl Balancer {
             .datapath
             .counters(&self.tables.state().layout(&self.config))
         {
-            Ok(c) => say!("{}", report::render(&self.config, &c).trim_end()),
+            Ok(c) => say!(
+                "{}",
+                report::render(&self.config, &c, &self.removed).trim_end()
+            ),
             Err(e) => warn!("udplb: reading counters: {e:#}"),
         }
     }
 
-    /// SIGHUP: re-read the configuration file; a bad one changes nothing.
-    /// True if it left reply entries of removed backends lingering: call
-    /// [`expire_replies`](Self::expire_replies) once the grace period is over.
-    pub fn reload(&mut self) -> bool {
-        let Some(path) = &self.config_path else {
-            warn!("udplb: SIGHUP ignored: started without --config, there is no file to re-read");
-            return false;
+    /// Warnings about the sockets and addresses of this host, at start and
+    /// after each reload.
+    fn warn_about_sockets(&self) {
+        let (bound, own) = (sockets::bound_udp(), sockets::own_addresses());
+        for w in warnings::sockets(&self.config, &bound, &own) {
+            warn!("{w}");
+        }
+    }
+
+    /// SIGHUP or `udplb reload`: re-read the configuration file; a bad one
+    /// changes nothing. Logs the outcome and returns it as the control
+    /// socket's answer, and whether it left reply entries of removed
+    /// backends lingering: call [`expire_replies`](Self::expire_replies)
+    /// once the grace period is over.
+    pub fn reload(&mut self) -> (Answer, bool) {
+        let Some(path) = self.config_path.clone() else {
+            let msg = "started without --config, there is no file to re-read";
+            warn!("udplb: reload ignored: {msg}");
+            return (Answer::error(msg), false);
         };
-        let before = self.tables.state().lingering().clone();
+        notify::reloading();
+        let lingering = self.tables.state().lingering().clone();
+        let before = self
+            .datapath
+            .counters(&self.tables.state().layout(&self.config));
+        let old = self.config.clone();
         let result = reload::reload(
-            path,
+            &path,
             &self.iface,
             &self.datapath,
             &mut self.tables,
             &mut self.config,
         );
-        match result {
-            Ok(Reloaded::Unchanged) => say!("udplb: reloaded {path}: no change"),
+        let answer = match result {
+            Ok(Reloaded::Unchanged) => {
+                say!("udplb: reloaded {path}: no change");
+                Answer::changes(Vec::new())
+            }
             Ok(Reloaded::Changed(changes)) => {
                 say!("udplb: reloaded {path}:");
-                for change in changes {
+                for change in &changes {
                     say!("  {change}");
                 }
+                if let Ok(c) = before {
+                    self.keep_removed(&old, &c);
+                }
+                self.warn_about_sockets();
+                Answer::changes(changes)
             }
-            Err(e) => warn!("udplb: {e}"),
+            Err(e) => {
+                warn!("udplb: {e}");
+                let refused = matches!(e, ReloadError::Rejected(_));
+                Answer {
+                    refused,
+                    ..Answer::error(e.to_string())
+                }
+            }
+        };
+        match answer.ok {
+            true => {
+                self.reloads.succeeded += 1;
+                self.reloads.last_success_unix = Some(unix_now());
+                self.reloads.last_result = "ok".into();
+            }
+            false => {
+                self.reloads.failed += 1;
+                self.reloads.last_result = answer.error.clone().unwrap_or_default();
+            }
         }
+        notify::ready(&self.summary());
         let new: BTreeSet<Endpoint> = (self.tables.state().lingering())
-            .difference(&before)
+            .difference(&lingering)
             .copied()
             .collect();
-        if new.is_empty() {
-            return false;
+        let grace = !new.is_empty();
+        if grace {
+            self.expiring.push_back(new);
         }
-        self.expiring.push_back(new);
-        true
+        (answer, grace)
     }
 
     /// The oldest reload's grace period is over: delete the reply entries it
@@ -322,6 +420,155 @@ impl Balancer {
         if let Err(e) = self.tables.expire(&self.datapath, &keys) {
             warn!("udplb: removing the reply entries of removed backends: {e:#}");
         }
+    }
+
+    /// After a reload from `old`: backends that are gone keep their
+    /// counters (read just before) in the reports; backends that came back
+    /// start a new line.
+    fn keep_removed(&mut self, old: &Config, before: &Counters) {
+        for (i, fe) in old.frontends.iter().enumerate() {
+            let now = self.config.frontends.iter().find(|f| f.listen == fe.listen);
+            for (j, b) in fe.backends.iter().enumerate() {
+                if now.is_some_and(|f| f.backends.iter().any(|x| x.id() == b.id())) {
+                    continue;
+                }
+                let counter = before.backends[i][j];
+                self.removed.push(Removed {
+                    frontend: fe.listen,
+                    backend: *b,
+                    counter,
+                });
+            }
+        }
+        let config = &self.config;
+        self.removed.retain(|r| {
+            !config.frontends.iter().any(|f| {
+                f.listen == r.frontend && f.backends.iter().any(|b| b.id() == r.backend.id())
+            })
+        });
+    }
+
+    /// One line for the service manager's status.
+    pub fn summary(&self) -> String {
+        let backends: usize = self.config.frontends.iter().map(|f| f.backends.len()).sum();
+        format!(
+            "balancing {} frontends over {backends} backends on {}",
+            self.config.frontends.len(),
+            self.iface
+        )
+    }
+
+    /// Every second: a sample for the rates in `status`.
+    pub fn sample(&mut self) {
+        let Ok(c) = self
+            .datapath
+            .counters(&self.tables.state().layout(&self.config))
+        else {
+            return;
+        };
+        let mut s = Sample::default();
+        for (i, fe) in self.config.frontends.iter().enumerate() {
+            let listen = fe.listen.to_string();
+            for (j, b) in fe.backends.iter().enumerate() {
+                let v = c.backends[i][j];
+                let key = (listen.clone(), b.name());
+                s.backends.insert(key, (v.packets, v.bytes));
+            }
+            let r = c.replies[i];
+            s.replies.insert(listen, (r.packets, r.bytes));
+        }
+        self.samples.push((Instant::now(), s));
+        if self.samples.len() > 2 {
+            self.samples.remove(0);
+        }
+    }
+
+    /// The snapshot `udplb status` and `/metrics` show.
+    pub fn status(&self) -> Result<Status> {
+        let c = self
+            .datapath
+            .counters(&self.tables.state().layout(&self.config))?;
+        let fingerprints = self.tables.state().fingerprints(&self.config);
+        let rings = self.tables.state().ring_sizes(&self.config);
+        // Rates: counters now against the older sample, over its age, so
+        // the rate covers at least one full sampling period.
+        let (base, secs) = match self.samples.first() {
+            Some((t, s)) if self.samples.len() == 2 => (Some(s), t.elapsed().as_secs_f64()),
+            _ => (None, 0.0),
+        };
+        let mut frontends = Vec::new();
+        for (i, fe) in self.config.frontends.iter().enumerate() {
+            let listen = fe.listen.to_string();
+            let mut backends: Vec<BackendStatus> = fe
+                .backends
+                .iter()
+                .enumerate()
+                .map(|(j, b)| {
+                    let v = c.backends[i][j];
+                    let then = base.and_then(|s| s.backends.get(&(listen.clone(), b.name())));
+                    BackendStatus {
+                        name: b.name(),
+                        weight: b.weight,
+                        state: "active".into(),
+                        traffic: Traffic::since(v.packets, v.bytes, then.copied(), secs),
+                    }
+                })
+                .collect();
+            backends.extend(self.removed_of(&fe.listen));
+            let r = c.replies[i];
+            let then = base.and_then(|s| s.replies.get(&listen)).copied();
+            frontends.push(FrontendStatus {
+                listen,
+                sched: fe.sched.code().into(),
+                table_fingerprint: format!("{:016x}", fingerprints[i]),
+                ring_size: rings[i],
+                replies: Traffic::since(r.packets, r.bytes, then, secs),
+                backends,
+            });
+        }
+        let mut gone: Vec<_> = self.removed.iter().map(|r| r.frontend).collect();
+        gone.retain(|l| self.config.frontends.iter().all(|f| f.listen != *l));
+        gone.dedup();
+        for listen in gone {
+            frontends.push(FrontendStatus {
+                listen: listen.to_string(),
+                sched: "removed".into(),
+                backends: self.removed_of(&listen),
+                ..FrontendStatus::default()
+            });
+        }
+        Ok(Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            interfaces: self.iface.clone(),
+            pid: std::process::id(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            rate_interval_seconds: secs,
+            frontends,
+            verdicts: REASON_NAMES
+                .iter()
+                .zip(c.reasons)
+                .map(|(n, v)| (n.to_string(), v))
+                .collect(),
+            reloads: self.reloads.clone(),
+        })
+    }
+
+    fn removed_of(&self, listen: &crate::config::Listen) -> Vec<BackendStatus> {
+        self.removed
+            .iter()
+            .filter(|r| r.frontend == *listen)
+            .map(|r| BackendStatus {
+                name: r.backend.name(),
+                weight: r.backend.weight,
+                state: "removed".into(),
+                traffic: Traffic::since(r.counter.packets, r.counter.bytes, None, 0.0),
+            })
+            .collect()
+    }
+
+    /// The interfaces as given.
+    pub fn interfaces(&self) -> &str {
+        &self.iface
     }
 
     /// Detaches (or, with `--pin`, leaves attached) and prints the final
@@ -348,7 +595,10 @@ impl Balancer {
             }
         }
         say!("udplb: final counters:");
-        say!("{}", report::render(&self.config, &counters).trim_end());
+        say!(
+            "{}",
+            report::render(&self.config, &counters, &self.removed).trim_end()
+        );
         Ok(())
     }
 }

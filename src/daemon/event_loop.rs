@@ -102,6 +102,12 @@ impl<T: Copy + PartialEq> EventLoop<T> {
     /// Waits for the next event. Signals come first, then due timers, then
     /// descriptors, so that a busy socket cannot delay a stop.
     pub fn wait(&mut self) -> Result<Event<T>> {
+        self.wait_with(&[])
+    }
+
+    /// As [`wait`](Self::wait), also watching `extra`: descriptors owned
+    /// elsewhere (a server's listener and its short-lived clients).
+    pub fn wait_with(&mut self, extra: &[(BorrowedFd<'_>, T)]) -> Result<Event<T>> {
         loop {
             if let Some(e) = self.signal()? {
                 return Ok(e);
@@ -135,8 +141,15 @@ impl<T: Copy + PartialEq> EventLoop<T> {
                 }
                 None => PollTimeout::NONE,
             };
+            let tokens: Vec<T> = self
+                .fds
+                .iter()
+                .map(|(_, t)| *t)
+                .chain(extra.iter().map(|(_, t)| *t))
+                .collect();
             let mut pfds: Vec<PollFd<'_>> = std::iter::once(self.signals.as_fd())
                 .chain(self.fds.iter().map(|(fd, _)| fd.as_fd()))
+                .chain(extra.iter().map(|(fd, _)| *fd))
                 .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
                 .collect();
             match poll(&mut pfds, timeout) {
@@ -148,7 +161,7 @@ impl<T: Copy + PartialEq> EventLoop<T> {
                 continue; // read at the top
             }
             if let Some(i) = pfds[1..].iter().position(ready) {
-                return Ok(Event::Readable(self.fds[i].1));
+                return Ok(Event::Readable(tokens[i]));
             }
         }
     }

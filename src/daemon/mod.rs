@@ -1,14 +1,20 @@
 //! The running balancer: one event loop ([`event_loop`]) that owns the
 //! [`Balancer`](balancer::Balancer) (datapath, tables, attachments) and
-//! wakes for signals and timers — and, as they come, for health probes,
-//! the metrics listener and the control socket, each a descriptor or a timer
+//! wakes for signals, timers, and the clients of its two listeners
+//! ([`server`]): the metrics endpoint and the control socket. Health probes
+//! and netlink events plug in the same way, as descriptors or timers
 //! registered with the loop.
 
 pub mod balancer;
+pub mod control;
 pub mod event_loop;
 pub mod log;
+pub mod metrics;
+pub mod notify;
 pub mod reload;
 pub mod report;
+pub mod server;
+pub mod status;
 pub mod warnings;
 
 use std::time::Duration;
@@ -18,14 +24,20 @@ use anyhow::Result;
 use crate::cli::Args;
 use crate::datapath::{links, pin, privileges};
 use crate::{say, warn};
-use balancer::Balancer;
+use balancer::{Balancer, Settings};
+use control::Answer;
 use event_loop::{Event, EventLoop};
+use server::{Kind, Server, Source};
 
 /// What the loop's timers and descriptors stand for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Token {
     /// `--stats SECS`: print the counters.
     Stats,
+    /// Every second: a counter sample for rates; drop stalled clients.
+    Tick,
+    /// A listener or a client of the server.
+    Server(Source),
     /// A reload's grace period for removed backends' replies is over.
     ExpireReplies,
     /// The netlink socket of link events is readable.
@@ -44,23 +56,42 @@ pub fn run(args: &Args) -> Result<()> {
     // First: from here on a SIGTERM or SIGINT waits in the signalfd, so one
     // that arrives while the datapath is loading still ends in a clean stop.
     let mut events = EventLoop::new()?;
+    let settings = Settings::from_args(args)?;
     // Subscribed before attaching: an interface deleted in between is
     // still noticed.
     events.watch(links::link_events()?, Token::Links);
-    let mut lb = Balancer::start(args)?;
+    // The listeners before anything is attached: a port already taken is
+    // an error that leaves nothing behind.
+    let mut server = Server::default();
+    if let Some(addr) = settings.metrics {
+        server.listen_metrics(addr)?;
+        say!("udplb: metrics on http://{addr}/metrics");
+    }
+    let control = control::socket_path(&settings.iface);
+    let mut lb = Balancer::start(args, settings)?;
+    server.listen_control(&control)?;
+    notify::ready(&lb.summary());
     if let Some(secs) = args.stats {
         events.every(Token::Stats, Duration::from_secs(secs));
     }
+    events.every(Token::Tick, Duration::from_secs(1));
+    lb.sample();
     loop {
-        match events.wait()? {
+        let sources: Vec<_> = server
+            .sources()
+            .into_iter()
+            .map(|(fd, s)| (fd, Token::Server(s)))
+            .collect();
+        let event = events.wait_with(&sources)?;
+        drop(sources);
+        match event {
             Event::Stop(_) => break,
             Event::Reload => {
-                if lb.reload() {
+                if lb.reload().1 {
                     events.after(Token::ExpireReplies, REPLY_GRACE);
                 }
             }
             Event::Timer(Token::ExpireReplies) => lb.expire_replies(),
-            Event::Timer(Token::Stats) => lb.print_counters(),
             Event::Readable(Token::Links) => {
                 let read = events.fd(Token::Links).map(links::read_link_events);
                 match read {
@@ -69,10 +100,82 @@ pub fn run(args: &Args) -> Result<()> {
                     None => {}
                 }
             }
-            Event::Readable(_) | Event::Timer(Token::Links) => {}
+            Event::Timer(Token::Stats) => lb.print_counters(),
+            Event::Timer(Token::Tick) => {
+                lb.sample();
+                server.expire();
+            }
+            Event::Readable(Token::Server(source)) => {
+                let mut grace = false;
+                server.ready(source, |kind, request| {
+                    answer(&mut lb, kind, request, &mut grace)
+                });
+                if grace {
+                    events.after(Token::ExpireReplies, REPLY_GRACE);
+                }
+            }
+            Event::Timer(_) | Event::Readable(_) => {}
         }
     }
+    notify::stopping();
+    drop(server);
     lb.stop()
+}
+
+/// The answer to one request from the metrics endpoint or the control
+/// socket.
+fn answer(lb: &mut Balancer, kind: Kind, request: &str, grace: &mut bool) -> Vec<u8> {
+    match kind {
+        Kind::Metrics => http(lb, request),
+        Kind::Control => match request.trim() {
+            "status" => match lb.status() {
+                Ok(s) => Answer::status(s),
+                Err(e) => Answer {
+                    refused: false,
+                    ..Answer::error(format!("reading counters: {e:#}"))
+                },
+            },
+            "reload" => {
+                let (a, g) = lb.reload();
+                *grace = g;
+                a
+            }
+            other => Answer::error(format!("unknown request '{other}': status or reload")),
+        }
+        .to_line(),
+    }
+}
+
+/// `GET /metrics`; anything else gets the status code it deserves.
+fn http(lb: &Balancer, request: &str) -> Vec<u8> {
+    let line = request.lines().next().unwrap_or("");
+    let mut words = line.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let (code, kind, body) = match (method, path.split('?').next().unwrap_or("")) {
+        ("GET", "/metrics") => match lb.status() {
+            Ok(s) => ("200 OK", metrics::CONTENT_TYPE, metrics::render(&s)),
+            Err(e) => (
+                "500 Internal Server Error",
+                "text/plain",
+                format!("reading counters: {e:#}\n"),
+            ),
+        },
+        ("GET", _) => (
+            "404 Not Found",
+            "text/plain",
+            "udplb: see /metrics\n".into(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "udplb: GET /metrics\n".into(),
+        ),
+    };
+    format!(
+        "HTTP/1.1 {code}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// `udplb --unpin IFACE`.
@@ -83,5 +186,41 @@ pub fn unpin(iface: &str) -> Result<()> {
         "udplb: unpinned {iface} ({}); its programs are detached",
         removed.join(", ")
     );
+    Ok(())
+}
+
+/// `udplb status [IFACE] [--json]`.
+pub fn status(iface: Option<&str>, json: bool) -> Result<()> {
+    let a = control::ask(iface, "status", Duration::from_secs(10))?;
+    match (a.status, json) {
+        (Some(s), true) => say!("{}", serde_json::to_string_pretty(&s)?),
+        (Some(s), false) => say!("{}", status::render_table(&s).trim_end()),
+        (None, _) => anyhow::bail!("{}", a.error.unwrap_or_else(|| "no status".into())),
+    }
+    Ok(())
+}
+
+/// `udplb reload [IFACE]`: what changed, or the error (exit 2 for a bad
+/// file, 1 for a failure while writing the maps).
+pub fn reload(iface: Option<&str>) -> Result<()> {
+    // A reload to the largest tables takes seconds; give it a minute.
+    let a = control::ask(iface, "reload", Duration::from_secs(60))?;
+    match (a.ok, a.changes) {
+        (true, Some(c)) if c.is_empty() => say!("udplb: reloaded: no change"),
+        (true, Some(c)) => {
+            say!("udplb: reloaded:");
+            for line in c {
+                say!("  {line}");
+            }
+        }
+        _ => {
+            let msg = a.error.unwrap_or_else(|| "reload failed".into());
+            if a.refused {
+                return Err(crate::error::UsageError(msg).into());
+            }
+            warn!("udplb: {msg}");
+            anyhow::bail!("the running configuration may be partly applied");
+        }
+    }
     Ok(())
 }

@@ -2,12 +2,33 @@
 
 use std::fmt::Write;
 
-use crate::abi::REASON_NAMES;
-use crate::config::Config;
+use crate::abi::{Counter, REASON_NAMES};
+use crate::config::{BackendConfig, Config, Listen};
 use crate::datapath::Counters;
 
-pub fn render(config: &Config, c: &Counters) -> String {
+/// A backend a reload took away, with its counters as they were then: they
+/// stay in the reports until udplb exits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    pub frontend: Listen,
+    pub backend: BackendConfig,
+    pub counter: Counter,
+}
+
+pub fn render(config: &Config, c: &Counters, removed: &[Removed]) -> String {
     let mut s = String::new();
+    let line = |s: &mut String, name: String, b: Counter, note: &str| {
+        let _ = writeln!(
+            s,
+            "  backend {name:<5}  packets {:>12}  bytes {:>14}{note}",
+            b.packets, b.bytes
+        );
+    };
+    let gone = |s: &mut String, listen: &Listen| {
+        for r in removed.iter().filter(|r| r.frontend == *listen) {
+            line(s, r.backend.to_string(), r.counter, "  (removed)");
+        }
+    };
     for (i, fe) in config.frontends.iter().enumerate() {
         let _ = writeln!(s, "frontend {}", fe.listen);
         for (j, port) in fe.backends.iter().enumerate() {
@@ -17,19 +38,25 @@ pub fn render(config: &Config, c: &Counters) -> String {
                 .and_then(|v| v.get(j))
                 .copied()
                 .unwrap_or_default();
-            let port = port.to_string(); // "9876" or "9876@3"
-            let _ = writeln!(
-                s,
-                "  backend {port:<5}  packets {:>12}  bytes {:>14}",
-                b.packets, b.bytes
-            );
+            line(&mut s, port.to_string(), b, ""); // "9876" or "9876@3"
         }
+        gone(&mut s, &fe.listen);
         let r = c.replies.get(i).copied().unwrap_or_default();
         let _ = writeln!(
             s,
             "  replies        packets {:>12}  bytes {:>14}",
             r.packets, r.bytes
         );
+    }
+    let mut away: Vec<&Listen> = removed
+        .iter()
+        .map(|r| &r.frontend)
+        .filter(|l| config.frontends.iter().all(|f| f.listen != **l))
+        .collect();
+    away.dedup();
+    for listen in away {
+        let _ = writeln!(s, "frontend {listen} (removed)");
+        gone(&mut s, listen);
     }
     let reasons: Vec<String> = REASON_NAMES
         .iter()
@@ -66,7 +93,7 @@ mod tests {
             reasons: [0; REASON_COUNT],
         };
         c.reasons[0] = 3;
-        let text = render(&config, &c);
+        let text = render(&config, &c, &[]);
         assert!(text.contains("frontend *:9875"), "{text}");
         assert!(
             text.contains("backend 9876   packets            2  bytes            100"),
@@ -82,6 +109,39 @@ mod tests {
         );
         assert!(
             text.contains("verdicts: balanced 3, reply 0, not_ip 0"),
+            "{text}"
+        );
+
+        // Backends and frontends a reload removed keep their line.
+        let old = Config::from_specs(&["9875=9876,9877,9878", "53=5353"]).unwrap();
+        let removed = [
+            Removed {
+                frontend: old.frontends[0].listen,
+                backend: old.frontends[0].backends[2],
+                counter: Counter {
+                    packets: 4,
+                    bytes: 40,
+                },
+            },
+            Removed {
+                frontend: old.frontends[1].listen,
+                backend: old.frontends[1].backends[0],
+                counter: Counter {
+                    packets: 5,
+                    bytes: 50,
+                },
+            },
+        ];
+        let text = render(&config, &c, &removed);
+        assert!(
+            text.contains(
+                "  backend 9877   packets            1  bytes             50\n  backend 9878   \
+                 packets            4  bytes             40  (removed)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("frontend *:53 (removed)\n  backend 5353   packets            5"),
             "{text}"
         );
     }

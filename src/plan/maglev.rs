@@ -13,12 +13,20 @@
 //! proportional share of M to within a couple of entries. Weight 0 claims
 //! nothing (drained).
 
-/// FNV-1a, 64-bit: small, fixed for all time (unlike std's hasher), which is
-/// what lets independent balancers agree.
+/// FNV-1a's 64-bit offset basis: the hash of no bytes.
+pub const FNV1A64_START: u64 = 0xcbf29ce484222325;
+
+/// FNV-1a, 64-bit, continued from `h` over `bytes`: small, fixed for all
+/// time (unlike std's hasher), which is what lets independent balancers
+/// agree.
+pub fn fnv1a64_from(h: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(h, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
 fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
+    fnv1a64_from(FNV1A64_START, bytes)
 }
 
 /// SplitMix64's finaliser: spreads FNV's output over all 64 bits.

@@ -34,6 +34,10 @@ struct Live {
     config: FrontendConfig,
     /// Backend (address, port) -> slot.
     slots: BTreeMap<BackendId, u32>,
+    /// The ring's fingerprint (see [`ring`]).
+    fingerprint: u64,
+    /// Entries in the ring.
+    ring_size: u32,
 }
 
 /// The maps' contents as userspace last wrote them.
@@ -267,23 +271,34 @@ fn sched_code(s: Sched) -> u32 {
     }
 }
 
-/// The ring of backend slots for a frontend's configuration.
-fn ring(fe: &FrontendConfig, slots: &BTreeMap<BackendId, u32>) -> Vec<u32> {
+/// The ring of backend slots for a frontend's configuration, and its
+/// fingerprint: FNV-1a over the identities of the backends in ring order.
+/// Slots differ from balancer to balancer; the fingerprint is the same on
+/// every balancer that sends each flow where this one does, which is what
+/// operators compare across an ECMP group.
+fn ring(fe: &FrontendConfig, slots: &BTreeMap<BackendId, u32>) -> (Vec<u32>, u64) {
+    let keys: Vec<Vec<u8>> = fe.backends.iter().map(maglev_key).collect();
     let picks = match fe.sched {
         Sched::Rr => rr::ring(&weights(fe)),
         Sched::Maglev => {
             let keyed: Vec<(Vec<u8>, u32)> = fe
                 .backends
                 .iter()
-                .map(|b| (maglev_key(b), b.weight))
+                .zip(&keys)
+                .map(|(b, k)| (k.clone(), b.weight))
                 .collect();
             maglev::table(&keyed, fe.table_size)
         }
     };
-    picks
+    let mut fingerprint = maglev::FNV1A64_START;
+    let ring = picks
         .into_iter()
-        .map(|i| slots[&fe.backends[i as usize].id()])
-        .collect()
+        .map(|i| {
+            fingerprint = maglev::fnv1a64_from(fingerprint, &keys[i as usize]);
+            slots[&fe.backends[i as usize].id()]
+        })
+        .collect();
+    (ring, fingerprint)
 }
 
 /// Lowest numbers in 0..limit that are in none of `taken`.
@@ -351,6 +366,8 @@ impl State {
                 table,
                 config: fe.clone(),
                 slots: BTreeMap::new(),
+                fingerprint: 0,
+                ring_size: 0,
             };
             let keys = fe.listen.endpoints();
             for b in &fe.backends {
@@ -373,7 +390,9 @@ impl State {
                     ));
                 }
             }
-            let ring = ring(fe, &live.slots);
+            let (ring, fingerprint) = ring(fe, &live.slots);
+            live.fingerprint = fingerprint;
+            live.ring_size = ring.len() as u32;
             let value = Frontend {
                 id,
                 table,
@@ -440,6 +459,25 @@ impl State {
         };
         (plan.port_flags, plan.port_flags_after) = port_flag_changes(self, &next);
         (plan, next)
+    }
+
+    /// Each frontend's ring fingerprint, in the order of `config` (which
+    /// must be the one this state was planned for).
+    pub fn fingerprints(&self, config: &Config) -> Vec<u64> {
+        config
+            .frontends
+            .iter()
+            .map(|fe| self.frontends[&fe.listen].fingerprint)
+            .collect()
+    }
+
+    /// Each frontend's ring size, in the order of `config`.
+    pub fn ring_sizes(&self, config: &Config) -> Vec<u32> {
+        config
+            .frontends
+            .iter()
+            .map(|fe| self.frontends[&fe.listen].ring_size)
+            .collect()
     }
 
     /// Counter locations for `config` (which must be the one this state was
@@ -556,6 +594,28 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    #[test]
+    fn fingerprints_follow_the_ring_not_the_slots_or_the_listing() {
+        let fp = |c: &Config| State::default().plan(c).1.fingerprints(c);
+        let a = maglev(&["53=9876,9877,9878"]);
+        let b = maglev(&["53=9878,9876,9877"]);
+        assert_eq!(fp(&a), fp(&b), "Maglev: any listing order");
+        // Other slots (a frontend planned before this one), same ring.
+        let shifted = maglev(&["54=5454", "53=9876,9877,9878"]);
+        assert_eq!(fp(&shifted)[1], fp(&a)[0]);
+        assert_ne!(fp(&maglev(&["53=9876@2,9877,9878"])), fp(&a), "a weight");
+        assert_ne!(fp(&maglev(&["53=9876,9877"])), fp(&a), "a backend");
+        // Round robin follows the listing order, and so does its ring.
+        assert_ne!(fp(&cfg(&["53=1,2"])), fp(&cfg(&["53=2,1"])));
+        // A reload that changes nothing keeps it; one that changes the ring
+        // changes it.
+        let (_, s1) = State::default().plan(&a);
+        let (_, s2) = s1.plan(&a);
+        assert_eq!(s2.fingerprints(&a), fp(&a));
+        let c = maglev(&["53=9876,9877,9878@0"]);
+        assert_ne!(s2.plan(&c).1.fingerprints(&c), fp(&a));
     }
 
     #[test]

@@ -54,6 +54,11 @@ impl Drop for TempFile {
 impl Udplb {
     /// Starts `udplb <args>` in `ns` and waits until it says it is attached.
     pub fn start(ns: &super::netns::Netns, args: &[&str]) -> Udplb {
+        Udplb::start_with_env(ns, args, &[])
+    }
+
+    /// As [`start`](Self::start), with extra environment variables.
+    pub fn start_with_env(ns: &super::netns::Netns, args: &[&str], env: &[(&str, &str)]) -> Udplb {
         // nsenter execs the program, so the child's PID is udplb's; unlike
         // `ip netns exec` it keeps the mount namespace, so /sys/fs/bpf (for
         // --pin) is the host's BPF filesystem.
@@ -61,6 +66,7 @@ impl Udplb {
             .arg(format!("--net=/run/netns/{}", ns.name))
             .arg(BIN)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -132,6 +138,14 @@ impl Udplb {
     /// The next line udplb prints, waiting at most `timeout`.
     pub fn next_line(&mut self, timeout: Duration) -> Option<String> {
         self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// The first line printed so far that contains `needle`.
+    pub fn line_with(&self, needle: &str) -> &str {
+        self.output
+            .iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in:\n{}", self.output.join("\n")))
     }
 
     pub fn pid(&self) -> nix::unistd::Pid {

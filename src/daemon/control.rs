@@ -1,0 +1,199 @@
+//! The control socket: where it lives, what it says, and the client side of
+//! `udplb status` and `udplb reload`.
+//!
+//! One socket per running balancer, `/run/udplb/IFACES@NETNS.sock` (IFACES
+//! as given on its command line or in its file, e.g. `eth0` or `eth0,eth1`;
+//! NETNS the inode of its network namespace, as `ip netns identify` and
+//! `ls -l /proc/PID/ns/net` show it), mode 0600 in a 0700 directory: root
+//! only. Balancers on the `lo` of two namespaces do not collide, and
+//! `udplb status` run in a namespace finds the balancer of that namespace.
+//!
+//! Protocol: one line in (`status` or `reload`), one JSON document out, then
+//! the connection closes.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::status::Status;
+
+pub const DIR: &str = "/run/udplb";
+
+/// The answer to a control request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    pub ok: bool,
+    /// `status`: the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// `reload`: one line per change (empty: the file changed nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Vec<String>>,
+    /// Why not, when `ok` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The request was refused for input the user must fix (a bad file):
+    /// `udplb reload` exits 2 rather than 1.
+    #[serde(default)]
+    pub refused: bool,
+}
+
+impl Answer {
+    pub fn error(msg: impl Into<String>) -> Answer {
+        Answer {
+            ok: false,
+            status: None,
+            changes: None,
+            error: Some(msg.into()),
+            refused: true,
+        }
+    }
+
+    pub fn changes(changes: Vec<String>) -> Answer {
+        Answer {
+            ok: true,
+            status: None,
+            changes: Some(changes),
+            error: None,
+            refused: false,
+        }
+    }
+
+    pub fn status(status: Status) -> Answer {
+        Answer {
+            status: Some(status),
+            changes: None,
+            ..Answer::changes(Vec::new())
+        }
+    }
+
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+        v.push(b'\n');
+        v
+    }
+}
+
+/// The inode of this process's network namespace (0 without /proc).
+fn own_netns() -> u64 {
+    std::fs::metadata("/proc/self/ns/net").map_or(0, |m| m.ino())
+}
+
+/// The socket of the balancer on `ifaces` in this network namespace.
+pub fn socket_path(ifaces: &str) -> PathBuf {
+    Path::new(DIR).join(format!("{ifaces}@{}.sock", own_netns()))
+}
+
+/// `udplb status|reload [IFACES]`: the socket to talk to. Without IFACES,
+/// the one balancer of this namespace; more than one is a usage error.
+fn find(ifaces: Option<&str>) -> Result<PathBuf> {
+    if let Some(i) = ifaces {
+        return Ok(socket_path(i));
+    }
+    let suffix = format!("@{}.sock", own_netns());
+    let mut found: Vec<PathBuf> = std::fs::read_dir(DIR)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    n.ends_with(&suffix)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    match found.len() {
+        0 => Err(anyhow!(NotRunning(format!(
+            "no udplb is running in this network namespace (no control socket under {DIR})"
+        )))),
+        1 => Ok(found.remove(0)),
+        _ => {
+            let names: Vec<String> = found
+                .iter()
+                .filter_map(|p| {
+                    p.file_stem()?
+                        .to_str()
+                        .map(|s| s.split('@').next().unwrap_or(s).to_string())
+                })
+                .collect();
+            Err(crate::usage!(
+                "several udplb instances are running ({}): name one, e.g. `udplb status {}`",
+                names.join(", "),
+                names[0]
+            )
+            .into())
+        }
+    }
+}
+
+/// No balancer to talk to: `udplb status` exits 1 with this.
+#[derive(Debug)]
+pub struct NotRunning(pub String);
+
+impl std::fmt::Display for NotRunning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotRunning {}
+
+/// Sends `request` to the balancer on `ifaces` and returns its answer.
+pub fn ask(ifaces: Option<&str>, request: &str, timeout: Duration) -> Result<Answer> {
+    let path = find(ifaces)?;
+    let mut s = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(crate::usage!(
+                "{}: permission denied: the control socket is root's (sudo udplb ...)",
+                path.display()
+            )
+            .into())
+        }
+        Err(e) => {
+            return Err(anyhow!(NotRunning(format!(
+                "no udplb answers on {} ({e})",
+                path.display()
+            ))))
+        }
+    };
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(format!("{request}\n").as_bytes())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .with_context(|| format!("reading the answer from {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("a garbled answer from {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_round_trip_as_one_json_line() {
+        let a = Answer::changes(vec!["frontend *:53: backends 1 -> 2".into()]);
+        let line = a.to_line();
+        assert_eq!(line.last(), Some(&b'\n'));
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert_eq!(serde_json::from_slice::<Answer>(&line).unwrap(), a);
+        let e = Answer::error("lb.toml:3: backends: bad");
+        assert!(String::from_utf8(e.to_line())
+            .unwrap()
+            .contains("\"ok\":false"));
+    }
+
+    #[test]
+    fn socket_names_carry_the_interfaces() {
+        let p = socket_path("eth0,eth1");
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert!(p.starts_with(DIR));
+        assert!(name.starts_with("eth0,eth1"), "{name}");
+        assert!(name.ends_with(".sock"), "{name}");
+    }
+}

@@ -1,0 +1,245 @@
+//! `/metrics` in the Prometheus text format (0.0.4), encoded by the
+//! Prometheus organisation's `prometheus-client` crate from a [`Status`]
+//! snapshot. Names follow Prometheus conventions: `udplb_` prefix, base
+//! units, `_total` for counters (the encoder appends it), frontend and
+//! backend as labels, no per-packet label values.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::status::Status;
+
+/// The `Content-Type` of what [`render`] returns.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// The exposition of one snapshot.
+pub fn render(status: &Status) -> String {
+    let mut registry = Registry::with_prefix("udplb");
+    registry.register_collector(Box::new(Snapshot(status.clone())));
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_text::encode(&mut out, &registry);
+    out
+}
+
+#[derive(Debug)]
+struct Snapshot(Status);
+
+/// A metric of one sample, without labels.
+fn single<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    v: M,
+) -> Result<(), std::fmt::Error> {
+    v.encode(enc.encode_descriptor(name, help, None, kind)?)
+}
+
+/// One metric family: a descriptor, then one sample per label set.
+fn family<M: EncodeMetric, L: prometheus_client::encoding::EncodeLabelSet>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (L, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, v) in samples {
+        v.encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = &self.0;
+        let (counter, gauge) = (MetricType::Counter, MetricType::Gauge);
+        family(
+            &mut enc,
+            "build_info",
+            "udplb's version (always 1)",
+            gauge,
+            [([("version", s.version.clone())], ConstGauge::new(1i64))],
+        )?;
+        single(
+            &mut enc,
+            "uptime_seconds",
+            "Seconds since udplb started",
+            gauge,
+            ConstGauge::new(s.uptime_seconds),
+        )?;
+        let backends = || {
+            s.frontends.iter().flat_map(|fe| {
+                fe.backends.iter().map(move |b| {
+                    (
+                        [("frontend", fe.listen.clone()), ("backend", b.name.clone())],
+                        b,
+                    )
+                })
+            })
+        };
+        family(
+            &mut enc,
+            "backend_packets",
+            "Datagrams sent to the backend",
+            counter,
+            backends().map(|(l, b)| (l, ConstCounter::new(b.traffic.packets))),
+        )?;
+        family(
+            &mut enc,
+            "backend_bytes",
+            "Bytes of the frames sent to the backend",
+            counter,
+            backends().map(|(l, b)| (l, ConstCounter::new(b.traffic.bytes))),
+        )?;
+        family(
+            &mut enc,
+            "backend_weight",
+            "The backend's configured weight (0: drained)",
+            gauge,
+            backends().map(|(l, b)| (l, ConstGauge::new(i64::from(b.weight)))),
+        )?;
+        family(
+            &mut enc,
+            "backend_configured",
+            "1 while the backend is configured, 0 once a reload removed it",
+            gauge,
+            backends().map(|(l, b)| (l, ConstGauge::new(i64::from(b.state != "removed")))),
+        )?;
+        let frontends = || {
+            s.frontends
+                .iter()
+                .map(|fe| ([("frontend", fe.listen.clone())], fe))
+        };
+        family(
+            &mut enc,
+            "frontend_reply_packets",
+            "Replies rewritten back to the frontend",
+            counter,
+            frontends().map(|(l, fe)| (l, ConstCounter::new(fe.replies.packets))),
+        )?;
+        family(
+            &mut enc,
+            "frontend_reply_bytes",
+            "Bytes of the replies rewritten back to the frontend",
+            counter,
+            frontends().map(|(l, fe)| (l, ConstCounter::new(fe.replies.bytes))),
+        )?;
+        family(
+            &mut enc,
+            "frontend_ring_entries",
+            "Entries in the frontend's scheduling ring",
+            gauge,
+            frontends().map(|(l, fe)| (l, ConstGauge::new(i64::from(fe.ring_size)))),
+        )?;
+        family(
+            &mut enc,
+            "frontend_table_fingerprint_info",
+            "Hash of the ring's backends in order: equal on balancers that send \
+             each flow to the same backend (always 1)",
+            gauge,
+            s.frontends.iter().map(|fe| {
+                (
+                    [
+                        ("frontend", fe.listen.clone()),
+                        ("fingerprint", fe.table_fingerprint.clone()),
+                    ],
+                    ConstGauge::new(1i64),
+                )
+            }),
+        )?;
+        family(
+            &mut enc,
+            "packets",
+            "Packets seen by the datapath, by verdict reason",
+            counter,
+            s.verdicts
+                .iter()
+                .map(|(r, n)| ([("verdict", r.clone())], ConstCounter::new(*n))),
+        )?;
+        family(
+            &mut enc,
+            "reloads",
+            "Reloads by result: success, or failure (a bad file or a failed map write)",
+            counter,
+            [
+                (
+                    [("result", "success")],
+                    ConstCounter::new(s.reloads.succeeded),
+                ),
+                ([("result", "failure")], ConstCounter::new(s.reloads.failed)),
+            ],
+        )?;
+        single(
+            &mut enc,
+            "reload_last_success_timestamp_seconds",
+            "Unix time of the last successful reload (0: none yet)",
+            gauge,
+            ConstGauge::new(s.reloads.last_success_unix.unwrap_or(0.0)),
+        )?;
+        single(
+            &mut enc,
+            "reload_last_ok",
+            "1 if the last reload (or, before any, the start) succeeded",
+            gauge,
+            ConstGauge::new(i64::from(
+                s.reloads.last_result.is_empty() || s.reloads.last_result == "ok",
+            )),
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::status::{BackendStatus, FrontendStatus, ReloadStats, Traffic};
+
+    #[test]
+    fn names_labels_and_values() {
+        let s = Status {
+            version: "9.9.9".into(),
+            frontends: vec![FrontendStatus {
+                listen: "[2001:2::1]:53".into(),
+                sched: "maglev".into(),
+                table_fingerprint: "0123456789abcdef".into(),
+                ring_size: 13,
+                replies: Traffic::since(5, 500, None, 1.0),
+                backends: vec![BackendStatus {
+                    name: "198.18.1.2:5353".into(),
+                    weight: 3,
+                    state: "active".into(),
+                    traffic: Traffic::since(7, 700, None, 1.0),
+                }],
+            }],
+            verdicts: [("balanced".to_string(), 7)].into(),
+            reloads: ReloadStats {
+                succeeded: 1,
+                failed: 2,
+                last_success_unix: Some(1700000000.5),
+                last_result: "rejected: x".into(),
+            },
+            ..Status::default()
+        };
+        let text = render(&s);
+        for line in [
+            "udplb_build_info{version=\"9.9.9\"} 1",
+            "# TYPE udplb_backend_packets_total counter",
+            "udplb_backend_packets_total{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 7",
+            "udplb_backend_bytes_total{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 700",
+            "udplb_backend_weight{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 3",
+            "udplb_frontend_reply_packets_total{frontend=\"[2001:2::1]:53\"} 5",
+            "udplb_frontend_table_fingerprint_info{frontend=\"[2001:2::1]:53\",fingerprint=\"0123456789abcdef\"} 1",
+            "udplb_packets_total{verdict=\"balanced\"} 7",
+            "udplb_reloads_total{result=\"failure\"} 2",
+            "udplb_reload_last_ok 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
+    }
+}

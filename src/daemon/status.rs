@@ -1,0 +1,218 @@
+//! What a running balancer reports about itself: the one snapshot that
+//! `udplb status` prints, `/metrics` exports and the control socket sends as
+//! JSON. Built by the balancer from its configuration and the datapath's
+//! counters; pure from here on.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    /// The interfaces as given (`eth0` or `eth0,eth1`).
+    pub interfaces: String,
+    pub pid: u32,
+    pub uptime_seconds: f64,
+    /// The rates are over this many seconds before the snapshot (0: no
+    /// interval yet, rates are 0).
+    pub rate_interval_seconds: f64,
+    pub frontends: Vec<FrontendStatus>,
+    /// Packets per verdict reason, by reason name.
+    pub verdicts: BTreeMap<String, u64>,
+    pub reloads: ReloadStats,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FrontendStatus {
+    /// `*:9875`, `198.18.0.1:53`, `[2001:2::1]:53`.
+    pub listen: String,
+    /// "rr" or "maglev".
+    pub sched: String,
+    /// FNV-1a 64 of the backends in ring order, as 16 hex digits: equal on
+    /// balancers that send each flow to the same backend.
+    pub table_fingerprint: String,
+    pub ring_size: u32,
+    pub replies: Traffic,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    /// `9876` (a local port) or `198.18.1.2:53`.
+    pub name: String,
+    pub weight: u32,
+    /// "active", or "removed" for a backend a reload took away (its
+    /// counters stay until udplb exits).
+    pub state: String,
+    pub traffic: Traffic,
+}
+
+/// Packets and bytes, with their rates over the last interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+    pub packets_per_second: f64,
+    pub bytes_per_second: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReloadStats {
+    /// Reloads that applied (a file with no change counts too).
+    pub succeeded: u64,
+    /// Reloads refused (bad file) or failed (map writes).
+    pub failed: u64,
+    /// Unix time of the last successful reload, if any.
+    pub last_success_unix: Option<f64>,
+    /// "ok", "rejected: ..." or "failed: ..."; empty before the first.
+    pub last_result: String,
+}
+
+impl Traffic {
+    /// `now` with rates against `before`, `secs` seconds earlier.
+    pub fn since(packets: u64, bytes: u64, before: Option<(u64, u64)>, secs: f64) -> Traffic {
+        let rate = |now: u64, then: u64| match secs > 0.0 {
+            true => now.saturating_sub(then) as f64 / secs,
+            false => 0.0,
+        };
+        let (p0, b0) = before.unwrap_or((packets, bytes));
+        Traffic {
+            packets,
+            bytes,
+            packets_per_second: rate(packets, p0),
+            bytes_per_second: rate(bytes, b0),
+        }
+    }
+}
+
+/// `udplb status`: a table in the manner of `ipvsadm -Ln --stats --rate`.
+pub fn render_table(s: &Status) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "udplb {} on {} (pid {}), up {:.0} s; rates over the last {:.1} s",
+        s.version, s.interfaces, s.pid, s.uptime_seconds, s.rate_interval_seconds
+    );
+    let _ = writeln!(
+        out,
+        "{:<28} {:>6} {:>9} {:>14} {:>16} {:>10} {:>12}",
+        "frontend / backend", "weight", "state", "packets", "bytes", "pkt/s", "bytes/s"
+    );
+    for fe in &s.frontends {
+        let _ = writeln!(out, "{} ({})", fe.listen, fe.sched);
+        for b in &fe.backends {
+            let _ = writeln!(
+                out,
+                "  -> {:<23} {:>6} {:>9} {:>14} {:>16} {:>10.0} {:>12.0}",
+                b.name,
+                b.weight,
+                b.state,
+                b.traffic.packets,
+                b.traffic.bytes,
+                b.traffic.packets_per_second,
+                b.traffic.bytes_per_second
+            );
+        }
+        let r = &fe.replies;
+        let _ = writeln!(
+            out,
+            "  <- {:<23} {:>6} {:>9} {:>14} {:>16} {:>10.0} {:>12.0}",
+            "replies", "", "", r.packets, r.bytes, r.packets_per_second, r.bytes_per_second
+        );
+        let _ = writeln!(
+            out,
+            "     ring {} entries, fingerprint {}",
+            fe.ring_size, fe.table_fingerprint
+        );
+    }
+    let verdicts: Vec<String> = s
+        .verdicts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let _ = writeln!(out, "verdicts: {}", verdicts.join(", "));
+    let r = &s.reloads;
+    let _ = writeln!(
+        out,
+        "reloads: {} applied, {} refused or failed{}",
+        r.succeeded,
+        r.failed,
+        match r.last_result.as_str() {
+            "" => String::new(),
+            last => format!("; last: {last}"),
+        }
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_differences_over_the_interval() {
+        let t = Traffic::since(300, 3000, Some((100, 1000)), 2.0);
+        assert_eq!((t.packets_per_second, t.bytes_per_second), (100.0, 1000.0));
+        let first = Traffic::since(300, 3000, None, 2.0);
+        assert_eq!(first.packets_per_second, 0.0);
+        let zero = Traffic::since(300, 3000, Some((100, 1000)), 0.0);
+        assert_eq!(zero.bytes_per_second, 0.0);
+        // Counters that went back (a backend's slot reused) give 0, not a
+        // huge rate.
+        assert_eq!(
+            Traffic::since(5, 5, Some((9, 9)), 1.0).packets_per_second,
+            0.0
+        );
+    }
+
+    #[test]
+    fn the_table_shows_every_backend_and_what_changed() {
+        let s = Status {
+            version: "0.1.0".into(),
+            interfaces: "lo".into(),
+            pid: 42,
+            uptime_seconds: 12.0,
+            rate_interval_seconds: 1.0,
+            frontends: vec![FrontendStatus {
+                listen: "*:9875".into(),
+                sched: "maglev".into(),
+                table_fingerprint: "00112233aabbccdd".into(),
+                ring_size: 13,
+                replies: Traffic::since(7, 700, None, 1.0),
+                backends: vec![
+                    BackendStatus {
+                        name: "9876".into(),
+                        weight: 1,
+                        state: "active".into(),
+                        traffic: Traffic::since(10, 1000, Some((5, 500)), 1.0),
+                    },
+                    BackendStatus {
+                        name: "9877".into(),
+                        weight: 2,
+                        state: "removed".into(),
+                        traffic: Traffic::default(),
+                    },
+                ],
+            }],
+            verdicts: [("balanced".to_string(), 10), ("reply".to_string(), 0)].into(),
+            reloads: ReloadStats {
+                succeeded: 2,
+                failed: 1,
+                last_success_unix: Some(1.0),
+                last_result: "rejected: lb.toml:3: backends: bad".into(),
+            },
+        };
+        let t = render_table(&s);
+        assert!(t.contains("*:9875 (maglev)"), "{t}");
+        assert!(t.contains("-> 9876"), "{t}");
+        assert!(t.contains("removed"), "{t}");
+        assert!(t.contains("fingerprint 00112233aabbccdd"), "{t}");
+        assert!(t.contains("verdicts: balanced 10\n"), "{t}");
+        assert!(t.contains("last: rejected: lb.toml:3"), "{t}");
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
+    }
+}
