@@ -43,9 +43,11 @@ bench: deps
 	@[ "$$(id -u)" -eq 0 ] || { echo "make bench needs root (XDP, network namespaces): sudo make bench" >&2; exit 1; }
 	$(CARGO) bench --bench bench
 
-lint:
+# Rust formatting and clippy with warnings as errors; the C side is compiled
+# with clang -Wall -Werror by build.rs on every build.
+lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --release --all-targets -- -D warnings
 
 vmlinux:
 	scripts/gen-vmlinux.sh
