@@ -2,7 +2,7 @@
 /*
  * flow_hash.h - the flow hash Maglev indexes its ring with: MurmurHash3
  * (x86_32) over the 32-bit words of source address, destination address and
- * the two ports, as they sit in the packet. src/flow_hash.rs is the same
+ * the two ports, as they sit in the packet. src/plan/flow_hash.rs is the same
  * function; tests/maglev_datapath.rs holds the two together.
  */
 #ifndef UDPLB_FLOW_HASH_H

@@ -3,7 +3,7 @@
  * maps.h - the udplb maps, shared by the XDP and TC programs. Keys and
  * values are defined in include/udplb.h; every map is BTF-typed so
  * `bpftool map dump name <map>` shows fields.
- * Contract: userspace (src/datapath.rs, Datapath::apply) is the only writer
+ * Contract: userspace (src/datapath/mod.rs, Datapath::apply) is the only writer
  * of the configuration maps; the datapath only writes counters and
  * round-robin cursors, all per-CPU.
  */

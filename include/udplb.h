@@ -50,7 +50,7 @@
 #define UDPLB_SCHED_RR 0     /* per-CPU cursor over the ring */
 #define UDPLB_SCHED_MAGLEV 1 /* flow hash modulo the ring size */
 
-/* Seed of the flow hash (src/flow_hash.rs computes the same function), fixed
+/* Seed of the flow hash (src/plan/flow_hash.rs computes the same function), fixed
  * so that every balancer with the same backends picks the same one. */
 #define UDPLB_HASH_SEED 0x75646c62
 

@@ -1,5 +1,5 @@
 //! Maglev in the datapath, through BPF_PROG_TEST_RUN: the program's flow
-//! hash and ring lookup agree with the Rust ones (src/flow_hash.rs and the
+//! hash and ring lookup agree with the Rust ones (src/plan/flow_hash.rs and the
 //! ring the plan wrote), the same 4-tuple always picks the same backend,
 //! and different flows spread over all backends.
 

@@ -205,7 +205,7 @@ fn maglev_keeps_each_flow_on_one_remote_backend() {
     let net = private_topology();
     register_tx_ports(&dp, &net);
 
-    // The backend the Rust side predicts: src/flow_hash.rs over the ring the
+    // The backend the Rust side predicts: src/plan/flow_hash.rs over the ring the
     // plan wrote for the frontend.
     let predict = |fe: usize, f: &Frame| -> usize {
         let key = config.frontends[fe].listen.endpoints()[0];

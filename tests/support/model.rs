@@ -577,7 +577,7 @@ pub fn run(
         let f = &config.frontends[fe];
         let n = f.ring.len();
         // Round robin walks the ring; Maglev indexes it with the flow hash
-        // (src/flow_hash.rs: the function the datapath computes).
+        // (src/plan/flow_hash.rs: the function the datapath computes).
         let position = match (n, f.maglev) {
             (0, _) => None,
             (_, true) => Some(flow.hash() as usize % n),
