@@ -120,8 +120,8 @@ pub fn remove_created(created: &[PathBuf]) {
 /// Pins a link fd at `path`, replacing an old pin.
 pub fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
     let _ = std::fs::remove_file(path);
-    // Raw: libbpf-rs pins only a `Link` it made itself, and udplb's XDP link
-    // comes from bpf_link_create (see attach.rs).
+    // Raw: libbpf-rs pins only a `Link` not pinned yet; udplb's XDP link is a
+    // bare fd from bpf_link_create, its adopted tcx link was opened from a pin.
     let ret = unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), cpath(path)?.as_ptr()) };
     if ret < 0 {
         bail!(
