@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -189,12 +188,12 @@ impl Balancer {
         }
         let dp = &self.datapath;
         let adopted = match adopt {
-            true => attach::adopt_xdp(&dir.join(pin::XDP_LINK), dp.xdp_prog(), name, ifindex)?,
+            true => attach::adopt_xdp(&dir.join(pin::XDP_LINK), dp.xdp_program(), name, ifindex)?,
             false => None,
         };
         let xdp = match adopted {
             Some(x) => x,
-            None => attach::attach(dp.xdp_prog(), name, ifindex, self.xdp_mode, self.force)?,
+            None => attach::attach(dp.xdp_program(), name, ifindex, self.xdp_mode, self.force)?,
         };
         // On lo, replies from local backends come back in through the
         // receive path and XDP rewrites them; elsewhere they leave through
@@ -218,8 +217,7 @@ impl Balancer {
         // above; its egress program, left alone, would go on rewriting
         // replies to its own frontends (and, pinned, outlive us).
         if self.force && egress.is_some() {
-            let ours = attach::prog_id(dp.egress_prog().as_fd());
-            for what in attach::remove_udplb_egress(ifindex, ours)? {
+            for what in attach::remove_udplb_egress(ifindex, dp.egress_prog())? {
                 say!("udplb: {name}: removed the replaced udplb's {what}");
             }
         }
@@ -241,10 +239,10 @@ impl Balancer {
     /// `--pin`: pins links and maps under each interface's directory, once
     /// every interface is attached (an error before leaves nothing pinned).
     fn pin_all(&mut self) -> Result<()> {
-        for a in &self.attached {
+        for a in &mut self.attached {
             let dir = pin::dir(&a.xdp.ifname);
             a.xdp.pin(&dir.join(pin::XDP_LINK))?;
-            if let Some(e) = &a.egress {
+            if let Some(e) = &mut a.egress {
                 e.pin(&dir.join(pin::EGRESS_LINK))?;
             }
             self.datapath.pin_maps(&dir)?;

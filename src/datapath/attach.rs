@@ -4,15 +4,19 @@
 //! exits (even SIGKILL), the kernel closes the descriptor and detaches the
 //! program. Nothing is left behind unless pinning is asked for.
 //!
-//! libbpf-rs's `attach_xdp` cannot choose native or generic mode, so the
-//! link is created with libbpf's `bpf_link_create` and the mode flags.
+//! Everything goes through libbpf-rs's safe API except what it lacks: an XDP
+//! link with a chosen mode, a tcx link, the list of tcx programs on one
+//! device, and detaching a link known only by its id.
 
-use std::ffi::CStr;
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
+use libbpf_rs::query::{LinkInfoIter, LinkTypeInfo, XdpLinkInfo};
+use libbpf_rs::{ErrorKind, Link, Program, ProgramHandle, TcHook, TcHookBuilder, Xdp, XdpFlags};
 use libbpf_sys as sys;
+use nix::errno::Errno;
 
 use crate::error::UsageError;
 
@@ -27,11 +31,11 @@ pub enum XdpMode {
 }
 
 impl XdpMode {
-    fn flags(self) -> u32 {
+    fn flags(self) -> XdpFlags {
         match self {
-            XdpMode::Auto => 0,
-            XdpMode::Native => sys::XDP_FLAGS_DRV_MODE,
-            XdpMode::Generic => sys::XDP_FLAGS_SKB_MODE,
+            XdpMode::Auto => XdpFlags::NONE,
+            XdpMode::Native => XdpFlags::DRV_MODE,
+            XdpMode::Generic => XdpFlags::SKB_MODE,
         }
     }
 }
@@ -69,41 +73,17 @@ fn errno(ret: i32) -> std::io::Error {
     std::io::Error::from_raw_os_error(ret.abs())
 }
 
-fn query(ifindex: u32) -> Result<sys::bpf_xdp_query_opts> {
-    let mut opts = sys::bpf_xdp_query_opts {
-        sz: size_of::<sys::bpf_xdp_query_opts>() as _,
-        ..Default::default()
-    };
-    // SAFETY: opts is a valid, sized bpf_xdp_query_opts.
-    let ret = unsafe { sys::bpf_xdp_query(ifindex as i32, 0, &mut opts) };
-    if ret < 0 {
-        bail!("querying XDP on ifindex {ifindex}: {}", errno(ret));
-    }
-    Ok(opts)
-}
-
-/// Id and name of a loaded program.
-fn prog_info(fd: BorrowedFd<'_>) -> Option<(u32, String)> {
-    let mut info = sys::bpf_prog_info::default();
-    let mut len = size_of::<sys::bpf_prog_info>() as u32;
-    // SAFETY: info is a valid bpf_prog_info of len bytes.
-    if unsafe { sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) } < 0 {
-        return None;
-    }
-    // SAFETY: the kernel NUL-terminates the 16-byte name.
-    let name = unsafe { CStr::from_ptr(info.name.as_ptr()) };
-    Some((info.id, name.to_string_lossy().into_owned()))
+/// What netlink reports about XDP on `ifindex`. (`Xdp` wants a program fd;
+/// queries and detaches never use it.)
+fn query(xdp: &Xdp<'_>, ifindex: u32) -> Result<sys::bpf_xdp_query_opts> {
+    xdp.query(ifindex as i32, XdpFlags::NONE)
+        .map_err(|e| anyhow!("querying XDP on ifindex {ifindex}: {e}"))
 }
 
 /// The name of program `prog_id` (opening it by id needs CAP_SYS_ADMIN).
 fn prog_name_of(prog_id: u32) -> Option<String> {
-    // SAFETY: plain syscall wrapper; the fd is owned right after.
-    let fd = unsafe { sys::bpf_prog_get_fd_by_id(prog_id) };
-    if fd < 0 {
-        return None;
-    }
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    prog_info(fd.as_fd()).map(|(_, name)| name)
+    let prog = ProgramHandle::from_prog_id(prog_id).ok()?;
+    Some(prog.name().to_string_lossy().into_owned())
 }
 
 fn prog_name(prog_id: u32) -> String {
@@ -113,37 +93,43 @@ fn prog_name(prog_id: u32) -> String {
     }
 }
 
-/// The bpf_link that holds XDP program `prog_id` on `ifindex`, if any,
-/// opened. Links of every namespace are listed, and ifindexes repeat across
+/// The id of the bpf_link that holds XDP program `prog_id` on `ifindex`, if
+/// any. Links of every namespace are listed, and ifindexes repeat across
 /// namespaces: the program id tells ours apart.
-fn find_xdp_link(ifindex: u32, prog_id: u32) -> Option<(u32, OwnedFd)> {
-    let mut id = 0u32;
-    // SAFETY: syscall wrappers with valid out-pointers; fds are owned at once.
-    while unsafe { sys::bpf_link_get_next_id(id, &mut id) } == 0 {
-        let fd = unsafe { sys::bpf_link_get_fd_by_id(id) };
-        if fd < 0 {
-            continue;
-        }
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut info: sys::bpf_link_info = unsafe { std::mem::zeroed() };
-        let mut len = size_of::<sys::bpf_link_info>() as u32;
-        if unsafe { sys::bpf_link_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) } < 0 {
-            continue;
-        }
-        // SAFETY: the xdp member is the valid one for BPF_LINK_TYPE_XDP.
-        if info.type_ == sys::BPF_LINK_TYPE_XDP
-            && info.prog_id == prog_id
-            && unsafe { info.__bindgen_anon_1.xdp.ifindex } == ifindex
-        {
-            return Some((id, fd));
-        }
+fn find_xdp_link(ifindex: u32, prog_id: u32) -> Option<u32> {
+    LinkInfoIter::default()
+        .find(|l| {
+            l.prog_id == prog_id
+                && matches!(l.info, LinkTypeInfo::Xdp(XdpLinkInfo { ifindex: i, .. }) if i == ifindex)
+        })
+        .map(|l| l.id)
+}
+
+/// Opens the bpf_link with id `id`.
+fn link_fd_by_id(id: u32) -> std::io::Result<OwnedFd> {
+    // Raw: libbpf-rs opens a link only from a pin, not by id.
+    let fd = unsafe { sys::bpf_link_get_fd_by_id(id) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    None
+    // SAFETY: the kernel just returned this fd to us; no one else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Detaches a bpf_link, whoever holds it (a running udplb, a pin): it stays
+/// open for them but attaches nothing any more.
+fn detach_link_fd(link: &OwnedFd) -> std::io::Result<()> {
+    // Raw: libbpf-rs detaches only a `Link` it made or opened from a pin.
+    let ret = unsafe { sys::bpf_link_detach(link.as_raw_fd()) };
+    match ret < 0 {
+        true => Err(errno(ret)),
+        false => Ok(()),
+    }
 }
 
 /// The XDP program already attached to `ifindex`, if there is one.
-pub fn existing(ifindex: u32) -> Result<Option<Existing>> {
-    let q = query(ifindex)?;
+fn existing(xdp: &Xdp<'_>, ifindex: u32) -> Result<Option<Existing>> {
+    let q = query(xdp, ifindex)?;
     if q.attach_mode as u32 == sys::XDP_ATTACHED_NONE {
         return Ok(None);
     }
@@ -154,65 +140,61 @@ pub fn existing(ifindex: u32) -> Result<Option<Existing>> {
     Ok(Some(Existing {
         prog_id,
         name: prog_name(prog_id),
-        link_id: find_xdp_link(ifindex, prog_id).map(|(id, _)| id),
+        link_id: find_xdp_link(ifindex, prog_id),
     }))
 }
 
 /// Removes whatever XDP program is on `ifindex` (for `--force`).
-fn remove_existing(ifindex: u32, other: &Existing) -> Result<()> {
-    if let Some((id, fd)) = other
+fn remove_existing(xdp: &Xdp<'_>, ifindex: u32, other: &Existing) -> Result<()> {
+    if let Some(id) = other
         .link_id
         .and_then(|_| find_xdp_link(ifindex, other.prog_id))
     {
-        // SAFETY: fd is a valid link fd.
-        let ret = unsafe { sys::bpf_link_detach(fd.as_raw_fd()) };
-        if ret < 0 {
-            bail!("detaching bpf_link id {id}: {}", errno(ret));
-        }
+        // A link gone since the search (ENOENT) needs no detaching.
+        let detached = match link_fd_by_id(id) {
+            Err(e) if e.raw_os_error() == Some(Errno::ENOENT as i32) => Ok(()),
+            fd => fd.and_then(|fd| detach_link_fd(&fd)),
+        };
+        detached.map_err(|e| anyhow!("detaching bpf_link id {id}: {e}"))?;
     }
-    for flags in [sys::XDP_FLAGS_SKB_MODE, sys::XDP_FLAGS_DRV_MODE] {
-        if query(ifindex)?.attach_mode as u32 == sys::XDP_ATTACHED_NONE {
+    for flags in [XdpFlags::SKB_MODE, XdpFlags::DRV_MODE] {
+        if query(xdp, ifindex)?.attach_mode as u32 == sys::XDP_ATTACHED_NONE {
             break;
         }
-        // SAFETY: a NULL opts pointer is allowed.
-        let ret = unsafe { sys::bpf_xdp_detach(ifindex as i32, flags, std::ptr::null()) };
-        if ret < 0 && ret != -libc_enoent() {
-            bail!(
-                "detaching the XDP program from ifindex {ifindex}: {}",
-                errno(ret)
-            );
+        match xdp.detach(ifindex as i32, flags) {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                bail!("detaching the XDP program from ifindex {ifindex}: {e}")
+            }
+            _ => {}
         }
     }
     Ok(())
 }
 
-fn libc_enoent() -> i32 {
-    nix::errno::Errno::ENOENT as i32
-}
-
 /// Attaches `prog` to `ifname`. Without `force`, refuses if another XDP
 /// program is there; with it, detaches that program first.
 pub fn attach(
-    prog: BorrowedFd<'_>,
+    prog: &Program<'_>,
     ifname: &str,
     ifindex: u32,
     mode: XdpMode,
     force: bool,
 ) -> Result<XdpAttachment> {
-    if let Some(other) = existing(ifindex)? {
+    let xdp = Xdp::new(prog.as_fd());
+    if let Some(other) = existing(&xdp, ifindex)? {
         if !force {
             return Err(UsageError(format!(
                 "{ifname} already has {other}; use --force to replace it"
             ))
             .into());
         }
-        remove_existing(ifindex, &other)?;
+        remove_existing(&xdp, ifindex, &other)?;
     }
     let mut fd = link_create(prog, ifindex, mode.flags());
     // ERANGE: the driver refuses native XDP at this MTU for a program without
     // multi-buffer (frags) support, as veth does above about 4 KB. Generic
     // mode copes with any MTU.
-    if fd == -(nix::errno::Errno::ERANGE as i32) && mode != XdpMode::Generic {
+    if fd == -(Errno::ERANGE as i32) && mode != XdpMode::Generic {
         let mtu = mtu(ifname).map_or("its MTU".to_string(), |m| format!("MTU {m}"));
         if mode == XdpMode::Native {
             let msg = format!(
@@ -229,36 +211,43 @@ pub fn attach(
     }
     if fd < 0 {
         let err = errno(fd);
-        let code = nix::errno::Errno::from_raw(-fd);
-        if code == nix::errno::Errno::EOPNOTSUPP && mode == XdpMode::Native {
+        let code = Errno::from_raw(-fd);
+        if code == Errno::EOPNOTSUPP && mode == XdpMode::Native {
             let msg = format!("{ifname} has no native XDP support; use --xdp-mode generic or auto");
             return Err(UsageError(msg).into());
         }
         let why = match (code, mode) {
-            (nix::errno::Errno::EPERM, _) => {
+            (Errno::EPERM, _) => {
                 "permission denied: attaching XDP needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON".into()
             }
-            (nix::errno::Errno::EBUSY | nix::errno::Errno::EEXIST, _) => {
+            (Errno::EBUSY | Errno::EEXIST, _) => {
                 format!("another XDP program was attached to {ifname} meanwhile ({err})")
             }
             _ => err.to_string(),
         };
         bail!("attaching XDP to {ifname}: {why}");
     }
+    // SAFETY: link_create returned a new fd that no one else owns.
     let link = unsafe { OwnedFd::from_raw_fd(fd) };
-    described(link, ifname, ifindex)
+    described(&xdp, link, ifname, ifindex)
 }
 
 /// Creates an XDP bpf_link with mode `flags`: the link fd, or -errno.
-fn link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> i32 {
+fn link_create(prog: &Program<'_>, ifindex: u32, flags: XdpFlags) -> i32 {
     let opts = sys::bpf_link_create_opts {
         sz: size_of::<sys::bpf_link_create_opts>() as _,
-        flags,
-        // SAFETY: all-zero is a valid value for the remaining plain fields.
-        ..unsafe { std::mem::zeroed() }
+        flags: flags.bits(),
+        ..Default::default()
     };
-    // SAFETY: valid prog fd and opts; the caller owns the returned fd.
-    unsafe { sys::bpf_link_create(prog.as_raw_fd(), ifindex as i32, sys::BPF_XDP, &opts) }
+    // Raw: libbpf-rs's attach_xdp cannot choose native or generic mode.
+    unsafe {
+        sys::bpf_link_create(
+            prog.as_fd().as_raw_fd(),
+            ifindex as i32,
+            sys::BPF_XDP,
+            &opts,
+        )
+    }
 }
 
 /// The MTU of `ifname` in this network namespace (SIOCGIFMTU; /sys/class/net
@@ -285,8 +274,8 @@ fn mtu(ifname: &str) -> Option<i32> {
 }
 
 /// An attachment record for a link now holding our program on `ifindex`.
-fn described(link: OwnedFd, ifname: &str, ifindex: u32) -> Result<XdpAttachment> {
-    let q = query(ifindex)?;
+fn described(xdp: &Xdp<'_>, link: OwnedFd, ifname: &str, ifindex: u32) -> Result<XdpAttachment> {
+    let q = query(xdp, ifindex)?;
     let mode = match q.attach_mode as u32 {
         sys::XDP_ATTACHED_DRV => "native",
         sys::XDP_ATTACHED_SKB => "generic",
@@ -302,60 +291,71 @@ fn described(link: OwnedFd, ifname: &str, ifindex: u32) -> Result<XdpAttachment>
     })
 }
 
+/// Opens the link an earlier `udplb --pin` left at `path`, if there is one.
+fn open_pinned(path: &Path) -> Result<Option<Link>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    // Below libbpf-rs's "failed to open link" context is the OS error.
+    let os_error = |e: libbpf_rs::Error| match std::error::Error::source(&e) {
+        Some(source) => source.to_string(),
+        None => e.to_string(),
+    };
+    let link =
+        Link::open(path).map_err(|e| anyhow!("opening {}: {}", path.display(), os_error(e)))?;
+    Ok(Some(link))
+}
+
 /// Swaps `prog` into a link (bpf_link_update): atomic, no packet sees no
 /// program.
-fn update_link(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> Result<()> {
-    // SAFETY: valid fds; NULL opts.
-    let ret = unsafe { sys::bpf_link_update(link.as_raw_fd(), prog.as_raw_fd(), std::ptr::null()) };
-    if ret < 0 {
-        bail!("replacing the program in a pinned link: {}", errno(ret));
-    }
-    Ok(())
+fn update_link(link: &mut Link, prog: &Program<'_>) -> Result<()> {
+    link.update_prog(prog)
+        .map_err(|e| anyhow!("replacing the program in a pinned link: {e}"))
 }
 
 /// Takes over the XDP link that an earlier `udplb --pin` left at `path`,
 /// swapping `prog` in. The link must hold XDP on `ifindex`.
 pub fn adopt_xdp(
-    path: &std::path::Path,
-    prog: BorrowedFd<'_>,
+    path: &Path,
+    prog: &Program<'_>,
     ifname: &str,
     ifindex: u32,
 ) -> Result<Option<XdpAttachment>> {
-    let Some(link) = super::pin::open(path)? else {
+    let Some(mut link) = open_pinned(path)? else {
         return Ok(None);
     };
-    let mut info: sys::bpf_link_info = unsafe { std::mem::zeroed() };
-    let mut len = size_of::<sys::bpf_link_info>() as u32;
-    // SAFETY: valid link fd and info buffer.
-    let ok = unsafe { sys::bpf_link_get_info_by_fd(link.as_raw_fd(), &mut info, &mut len) } == 0;
-    // SAFETY: the xdp member is the valid one for BPF_LINK_TYPE_XDP.
-    let on_ifindex = ok
-        && info.type_ == sys::BPF_LINK_TYPE_XDP
-        && unsafe { info.__bindgen_anon_1.xdp.ifindex } == ifindex;
+    let on_ifindex = matches!(link.info(), Ok(info)
+        if matches!(info.info, LinkTypeInfo::Xdp(XdpLinkInfo { ifindex: i, .. }) if i == ifindex));
     if !on_ifindex {
         bail!(
             "{} is not an XDP link on {ifname}; remove it with udplb --unpin {ifname}",
             path.display()
         );
     }
-    update_link(link.as_fd(), prog)?;
-    Ok(Some(described(link, ifname, ifindex)?))
+    update_link(&mut link, prog)?;
+    // Our own descriptor of the link: it is pinned again from it.
+    let fd = link.as_fd().try_clone_to_owned()?;
+    Ok(Some(described(
+        &Xdp::new(prog.as_fd()),
+        fd,
+        ifname,
+        ifindex,
+    )?))
 }
 
 impl XdpAttachment {
-    pub fn pin(&self, path: &std::path::Path) -> Result<()> {
+    pub fn pin(&self, path: &Path) -> Result<()> {
         super::pin::pin_fd(self.link.as_fd(), path)
     }
 }
 
 /// How the TC egress program is attached.
 enum EgressHook {
-    /// A tcx bpf_link (Linux 6.6+): detached when udplb exits, even by SIGKILL.
-    Tcx { _link: libbpf_rs::Link },
+    /// A tcx bpf_link (Linux 6.6+), made here or adopted from an earlier
+    /// `udplb --pin`: detached when udplb exits, even by SIGKILL, unless pinned.
+    Tcx(Link),
     /// A clsact filter (older kernels): detached on a clean exit only.
-    Clsact(libbpf_rs::TcHook),
-    /// A tcx link pinned by an earlier `udplb --pin`, now running our program.
-    Adopted(OwnedFd),
+    Clsact(TcHook),
 }
 
 /// The reply-rewriting program on an interface's egress; dropping detaches.
@@ -366,19 +366,25 @@ pub struct EgressAttachment {
 impl EgressAttachment {
     pub fn kind(&self) -> &'static str {
         match self.hook {
-            EgressHook::Tcx { .. } | EgressHook::Adopted(_) => "tcx egress",
+            EgressHook::Tcx(_) => "tcx egress",
             EgressHook::Clsact(_) => "clsact egress",
         }
     }
 
     /// Pins the link (tcx only: a clsact filter outlives udplb anyway, and
     /// the next udplb replaces it in place).
-    pub fn pin(&self, path: &std::path::Path) -> Result<()> {
-        match &self.hook {
-            EgressHook::Tcx { _link } => super::pin::pin_fd(_link.as_fd(), path),
-            EgressHook::Adopted(fd) => super::pin::pin_fd(fd.as_fd(), path),
-            EgressHook::Clsact(_) => Ok(()),
+    pub fn pin(&mut self, path: &Path) -> Result<()> {
+        let EgressHook::Tcx(link) = &mut self.hook else {
+            return Ok(());
+        };
+        if link.pin_path().is_some() {
+            // Adopted from a pin: libbpf pins a link it opened from one
+            // only there (EBUSY elsewhere), so pin its fd.
+            return super::pin::pin_fd(link.as_fd(), path);
         }
+        let _ = std::fs::remove_file(path);
+        link.pin(path)
+            .map_err(|e| anyhow!("pinning {}: {e}", path.display()))
     }
 
     /// Leaves the program attached when udplb exits (`--pin`).
@@ -396,61 +402,61 @@ impl Drop for EgressAttachment {
 }
 
 /// Takes over the tcx link an earlier `udplb --pin` left at `path`.
-pub fn adopt_egress(
-    path: &std::path::Path,
-    prog: &libbpf_rs::ProgramMut<'_>,
-) -> Result<Option<EgressAttachment>> {
-    let Some(link) = super::pin::open(path)? else {
+pub fn adopt_egress(path: &Path, prog: &Program<'_>) -> Result<Option<EgressAttachment>> {
+    let Some(mut link) = open_pinned(path)? else {
         return Ok(None);
     };
-    update_link(link.as_fd(), prog.as_fd())?;
+    update_link(&mut link, prog)?;
     Ok(Some(EgressAttachment {
-        hook: EgressHook::Adopted(link),
+        hook: EgressHook::Tcx(link),
     }))
+}
+
+/// udplb's clsact filter on the egress of `ifindex`: handle 1, priority 1.
+/// (`fd` is the program to attach; query and detach do not use it.)
+fn clsact_egress(fd: std::os::fd::BorrowedFd<'_>, ifindex: u32) -> TcHook {
+    TcHookBuilder::new(fd)
+        .ifindex(ifindex as i32)
+        .replace(true)
+        .handle(1)
+        .priority(1)
+        .hook(libbpf_rs::TC_EGRESS)
 }
 
 /// Attaches `prog` to the egress of `ifindex`: tcx where the kernel has it,
 /// else a clsact filter.
-pub fn attach_egress(
-    prog: &libbpf_rs::ProgramMut<'_>,
-    ifname: &str,
-    ifindex: u32,
-) -> Result<EgressAttachment> {
+pub fn attach_egress(prog: &Program<'_>, ifname: &str, ifindex: u32) -> Result<EgressAttachment> {
     use libbpf_rs::AsRawLibbpf;
     let opts = sys::bpf_tcx_opts {
         sz: size_of::<sys::bpf_tcx_opts>() as _,
         ..Default::default()
     };
-    // SAFETY: valid loaded program and opts; libbpf returns NULL and sets
-    // errno on failure, else a link we own from here on.
-    let ptr = unsafe {
-        sys::bpf_program__attach_tcx(prog.as_libbpf_object().as_ptr(), ifindex as i32, &opts)
+    // Raw: libbpf-rs 0.27 has no attach_tcx. libbpf returns NULL and sets
+    // errno on failure, else a link that the `Link` owns from here on.
+    let link = unsafe {
+        let ptr =
+            sys::bpf_program__attach_tcx(prog.as_libbpf_object().as_ptr(), ifindex as i32, &opts);
+        std::ptr::NonNull::new(ptr).map(|ptr| Link::from_ptr(ptr))
     };
-    if let Some(ptr) = std::ptr::NonNull::new(ptr) {
-        let link = unsafe { libbpf_rs::Link::from_ptr(ptr) };
+    if let Some(link) = link {
         return Ok(EgressAttachment {
-            hook: EgressHook::Tcx { _link: link },
+            hook: EgressHook::Tcx(link),
         });
     }
     let tcx_err = std::io::Error::last_os_error();
-    let no_tcx = matches!(tcx_err.raw_os_error(), Some(e) if e == nix::errno::Errno::EINVAL as i32
-        || e == nix::errno::Errno::EOPNOTSUPP as i32);
+    let no_tcx = matches!(tcx_err.raw_os_error(), Some(e) if e == Errno::EINVAL as i32
+        || e == Errno::EOPNOTSUPP as i32);
     if !no_tcx {
         bail!("attaching the reply program to {ifname} egress (tcx): {tcx_err}");
     }
-    let mut hook = libbpf_rs::TcHookBuilder::new(prog.as_fd())
-        .ifindex(ifindex as i32)
-        .replace(true)
-        .handle(1)
-        .priority(1)
-        .hook(libbpf_rs::TC_EGRESS);
+    let mut hook = clsact_egress(prog.as_fd(), ifindex);
     if let Err(e) = hook.create() {
-        if e.kind() != libbpf_rs::ErrorKind::AlreadyExists {
+        if e.kind() != ErrorKind::AlreadyExists {
             bail!("creating a clsact qdisc on {ifname} (no tcx: {tcx_err}): {e}");
         }
     }
     hook.attach()
-        .map_err(|e| anyhow::anyhow!("attaching the reply program to {ifname} egress: {e}"))?;
+        .map_err(|e| anyhow!("attaching the reply program to {ifname} egress: {e}"))?;
     Ok(EgressAttachment {
         hook: EgressHook::Clsact(hook),
     })
@@ -459,24 +465,27 @@ pub fn attach_egress(
 /// The name udplb's reply program has in the kernel (`bpf/udplb.bpf.c`).
 const EGRESS_PROG_NAME: &str = "udplb_egress";
 
-/// Detaches a bpf_link, whoever holds it (a running udplb, a pin): it stays
-/// open for them but attaches nothing any more.
-pub fn detach_link(link: BorrowedFd<'_>) -> Result<()> {
-    // SAFETY: valid link fd.
-    let ret = unsafe { sys::bpf_link_detach(link.as_raw_fd()) };
-    if ret < 0 {
-        bail!("detaching a bpf_link: {}", errno(ret));
-    }
-    Ok(())
+/// Detaches the bpf_link pinned at `path`, whoever holds it (a running
+/// udplb, the pin): it stays open for them but attaches nothing any more.
+/// Returns whether there was one.
+pub fn detach_pinned(path: &Path) -> Result<bool> {
+    let Some(link) = open_pinned(path)? else {
+        return Ok(false);
+    };
+    link.detach()
+        .map_err(|e| anyhow!("detaching a bpf_link: {e}"))?;
+    Ok(true)
 }
 
 /// Detaches every udplb reply program on the egress of `ifindex` except
-/// program `keep` (ours): the one a replaced udplb left, which would go on
-/// rewriting replies to its own frontends. Looks at tcx links (the
-/// interface's list, so only this namespace's device) and at the clsact
-/// filter udplb uses (handle 1, priority 1). Returns what it removed.
-pub fn remove_udplb_egress(ifindex: u32, keep: Option<u32>) -> Result<Vec<String>> {
-    let ours = |id: u32| Some(id) != keep && prog_name_of(id).as_deref() == Some(EGRESS_PROG_NAME);
+/// `ours`: the one a replaced udplb left, which would go on rewriting
+/// replies to its own frontends. Looks at tcx links (the interface's list,
+/// so only this namespace's device) and at the clsact filter udplb uses
+/// (handle 1, priority 1). Returns what it removed.
+pub fn remove_udplb_egress(ifindex: u32, ours: &Program<'_>) -> Result<Vec<String>> {
+    let keep = Program::id_from_fd(ours.as_fd()).ok();
+    let theirs =
+        |id: u32| Some(id) != keep && prog_name_of(id).as_deref() == Some(EGRESS_PROG_NAME);
     let mut removed = Vec::new();
 
     let mut prog_ids = [0u32; 64];
@@ -485,27 +494,22 @@ pub fn remove_udplb_egress(ifindex: u32, keep: Option<u32>) -> Result<Vec<String
         sz: size_of::<sys::bpf_prog_query_opts>() as _,
         prog_ids: prog_ids.as_mut_ptr(),
         link_ids: link_ids.as_mut_ptr(),
-        // SAFETY: all-zero is a valid value for the remaining plain fields.
-        ..unsafe { std::mem::zeroed() }
+        ..Default::default()
     };
     q.__bindgen_anon_1.count = prog_ids.len() as u32;
-    // SAFETY: q points at arrays of `count` entries that outlive the call.
+    // Raw: libbpf-rs has no query of the tcx programs on one device (a walk
+    // of every link would also find other namespaces' devices).
     let ret = unsafe { sys::bpf_prog_query_opts(ifindex as i32, sys::BPF_TCX_EGRESS, &mut q) };
     // No tcx on this kernel (EINVAL) or nothing attached: only clsact is left.
     if ret == 0 {
-        // SAFETY: the kernel set count to the number of entries it wrote.
-        let n = (unsafe { q.__bindgen_anon_1.count } as usize).min(prog_ids.len());
-        for (&prog, &link) in prog_ids[..n].iter().zip(&link_ids[..n]) {
-            if link == 0 || !ours(prog) {
+        // Program ids are never 0: the entries the kernel wrote come first.
+        let attached = prog_ids.iter().zip(&link_ids).take_while(|&(&p, _)| p != 0);
+        for (&prog, &link) in attached {
+            if link == 0 || !theirs(prog) {
                 continue;
             }
-            // SAFETY: plain syscall wrapper; the fd is owned right after.
-            let fd = unsafe { sys::bpf_link_get_fd_by_id(link) };
-            if fd < 0 {
-                bail!("opening tcx link id {link}: {}", errno(fd));
-            }
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            detach_link(fd.as_fd())?;
+            let fd = link_fd_by_id(link).map_err(|e| anyhow!("opening tcx link id {link}: {e}"))?;
+            detach_link_fd(&fd).map_err(|e| anyhow!("detaching a bpf_link: {e}"))?;
             removed.push(format!("tcx link id {link} (program id {prog})"));
         }
     }
@@ -518,45 +522,18 @@ pub fn remove_udplb_egress(ifindex: u32, keep: Option<u32>) -> Result<Vec<String
 /// other than `keep`. (A clsact filter is not a link: it outlives udplb and
 /// cannot be pinned.)
 pub fn remove_clsact_egress(ifindex: u32, keep: Option<u32>) -> Result<Option<String>> {
-    let hook = sys::bpf_tc_hook {
-        sz: size_of::<sys::bpf_tc_hook>() as _,
-        ifindex: ifindex as i32,
-        attach_point: sys::BPF_TC_EGRESS,
-        // SAFETY: all-zero is a valid value for the remaining plain fields.
-        ..unsafe { std::mem::zeroed() }
+    // TcHook wants a program fd, which query and detach never use; --unpin
+    // has no program, so any open descriptor stands in.
+    let stdin = std::io::stdin();
+    let mut hook = clsact_egress(stdin.as_fd(), ifindex);
+    // ENOENT (no clsact, no filter) is fine.
+    let Ok(prog) = hook.query() else {
+        return Ok(None);
     };
-    let mut opts = sys::bpf_tc_opts {
-        sz: size_of::<sys::bpf_tc_opts>() as _,
-        handle: 1,
-        priority: 1,
-        // SAFETY: as above.
-        ..unsafe { std::mem::zeroed() }
-    };
-    // SAFETY: valid hook and opts; ENOENT (no clsact, no filter) is fine.
-    let found = unsafe { sys::bpf_tc_query(&hook, &mut opts) } == 0;
-    if found
-        && Some(opts.prog_id) != keep
-        && prog_name_of(opts.prog_id).as_deref() == Some(EGRESS_PROG_NAME)
-    {
-        let prog = opts.prog_id;
-        let del = sys::bpf_tc_opts {
-            sz: size_of::<sys::bpf_tc_opts>() as _,
-            handle: 1,
-            priority: 1,
-            // SAFETY: as above (bpf_tc_detach wants no prog fd, id or flags).
-            ..unsafe { std::mem::zeroed() }
-        };
-        // SAFETY: valid hook and opts.
-        let ret = unsafe { sys::bpf_tc_detach(&hook, &del) };
-        if ret < 0 {
-            bail!("removing the clsact egress filter: {}", errno(ret));
-        }
-        return Ok(Some(format!("clsact egress filter (program id {prog})")));
+    if Some(prog) == keep || prog_name_of(prog).as_deref() != Some(EGRESS_PROG_NAME) {
+        return Ok(None);
     }
-    Ok(None)
-}
-
-/// The id of a loaded program (to tell ours apart from a replaced one).
-pub fn prog_id(prog: BorrowedFd<'_>) -> Option<u32> {
-    prog_info(prog).map(|(id, _)| id)
+    hook.detach()
+        .map_err(|e| anyhow!("removing the clsact egress filter: {e}"))?;
+    Ok(Some(format!("clsact egress filter (program id {prog})")))
 }

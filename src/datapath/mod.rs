@@ -16,7 +16,7 @@ pub mod sockets;
 pub use attach::XdpMode;
 
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd};
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
@@ -65,10 +65,6 @@ impl Datapath {
         })?;
         let cpus = libbpf_rs::num_possible_cpus().context("counting possible CPUs")?;
         Ok(Datapath { skel, cpus })
-    }
-
-    pub fn xdp_prog(&self) -> BorrowedFd<'_> {
-        self.skel.progs.udplb_xdp.as_fd()
     }
 
     /// The XDP program (ingress), for attaching and for BPF_PROG_TEST_RUN.

@@ -8,7 +8,7 @@
 //! without a balancer, and the pinned maps are replaced by the new ones.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -117,10 +117,11 @@ pub fn remove_created(created: &[PathBuf]) {
     }
 }
 
-/// Pins a BPF object (link or map) fd at `path`, replacing an old pin.
+/// Pins a link fd at `path`, replacing an old pin.
 pub fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
     let _ = std::fs::remove_file(path);
-    // SAFETY: valid fd and NUL-terminated path.
+    // Raw: libbpf-rs pins only a `Link` not pinned yet; udplb's XDP link is a
+    // bare fd from bpf_link_create, its adopted tcx link was opened from a pin.
     let ret = unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), cpath(path)?.as_ptr()) };
     if ret < 0 {
         bail!(
@@ -130,23 +131,6 @@ pub fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Opens a pinned object, if `path` exists.
-pub fn open(path: &Path) -> Result<Option<OwnedFd>> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    // SAFETY: NUL-terminated path; the fd is owned at once.
-    let fd = unsafe { libbpf_sys::bpf_obj_get(cpath(path)?.as_ptr()) };
-    if fd < 0 {
-        bail!(
-            "opening {}: {}",
-            path.display(),
-            std::io::Error::from_raw_os_error(-fd)
-        );
-    }
-    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// `udplb --unpin IFACE`: detaches the pinned programs of IFACE (XDP and
@@ -171,11 +155,10 @@ pub fn unpin(iface: &str) -> Result<Vec<String>> {
     // one else holds the link, and a udplb --pin may still run.
     let mut tcx_pinned = false;
     for name in [XDP_LINK, EGRESS_LINK] {
-        if let Some(link) = open(&dir.join(name))? {
-            super::attach::detach_link(link.as_fd())
-                .with_context(|| format!("detaching {}", dir.join(name).display()))?;
-            tcx_pinned |= name == EGRESS_LINK;
-        }
+        let path = dir.join(name);
+        let detached = super::attach::detach_pinned(&path)
+            .with_context(|| format!("detaching {}", path.display()))?;
+        tcx_pinned |= detached && name == EGRESS_LINK;
     }
     // Without tcx the egress program was a clsact filter, which cannot be
     // pinned: remove it from IFACE in this namespace.
