@@ -28,11 +28,13 @@ pub struct Settings {
     pub iface: String,
     pub config: Config,
     pub metrics: Option<SocketAddr>,
+    /// The interfaces' names and indexes.
+    pub ifaces: Vec<(String, u32)>,
 }
 
 impl Settings {
-    /// Reads and checks the command line or the config file; touches
-    /// nothing.
+    /// Reads and checks the command line or the config file, the
+    /// interfaces and the privileges; touches nothing.
     pub fn from_args(args: &Args) -> Result<Settings> {
         let (iface, config, metrics) = match &args.config {
             Some(path) => {
@@ -45,10 +47,19 @@ impl Settings {
                 (iface, config, None)
             }
         };
+        let ifaces = datapath::interfaces(&iface)?;
+        if args.pin {
+            pin::check_shared_bpffs()?;
+        }
+        privileges::check_self(match args.force {
+            true => privileges::Task::Force,
+            false => privileges::Task::Start,
+        })?;
         Ok(Settings {
             iface,
             config,
             metrics: args.metrics.or(metrics),
+            ifaces,
         })
     }
 }
@@ -112,15 +123,13 @@ impl Balancer {
     /// Reads the configuration, loads the datapath, writes the tables and
     /// attaches to every interface. An error leaves nothing attached.
     pub fn start(args: &Args, settings: Settings) -> Result<Balancer> {
-        let Settings { iface, config, .. } = settings;
-        let ifaces = datapath::interfaces(&iface)?;
-        if args.pin {
-            pin::check_shared_bpffs()?;
-        }
-        privileges::check_self(match args.force {
-            true => privileges::Task::Force,
-            false => privileges::Task::Start,
-        })?;
+        let Settings {
+            iface,
+            config,
+            ifaces: settings_ifaces,
+            ..
+        } = settings;
+        let ifaces = settings_ifaces;
 
         let level = match args.verbose {
             0 => PrintLevel::Warn,

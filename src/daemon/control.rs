@@ -84,6 +84,11 @@ fn own_netns() -> u64 {
     std::fs::metadata("/proc/self/ns/net").map_or(0, |m| m.ino())
 }
 
+/// True if a udplb listens on `path`.
+pub fn answers(path: &Path) -> bool {
+    UnixStream::connect(path).is_ok()
+}
+
 /// The socket of the balancer on `ifaces` in this network namespace.
 pub fn socket_path(ifaces: &str) -> PathBuf {
     Path::new(DIR).join(format!("{ifaces}@{}.sock", own_netns()))
@@ -101,7 +106,9 @@ fn find(ifaces: Option<&str>) -> Result<PathBuf> {
             d.filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| {
                     let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                    n.ends_with(&suffix)
+                    // A socket nobody listens on was left by a udplb that
+                    // was killed (SIGKILL leaves its file behind).
+                    n.ends_with(&suffix) && answers(p)
                 })
                 .collect()
         })
@@ -109,7 +116,7 @@ fn find(ifaces: Option<&str>) -> Result<PathBuf> {
     found.sort();
     match found.len() {
         0 => Err(anyhow!(NotRunning(format!(
-            "no udplb is running in this network namespace (no control socket under {DIR})"
+            "no udplb is running in this network namespace (no control socket under {DIR} answers)"
         )))),
         1 => Ok(found.remove(0)),
         _ => {

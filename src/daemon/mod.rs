@@ -68,8 +68,18 @@ pub fn run(args: &Args) -> Result<()> {
         say!("udplb: metrics on http://{addr}/metrics");
     }
     let control = control::socket_path(&settings.iface);
+    // The control socket before attaching, so that it answers as soon as
+    // udplb says it is attached (and READY=1 follows). One that answers
+    // belongs to a running udplb on these interfaces: only --force takes it
+    // over; without, the attach below fails anyway and leaves it alone.
+    let taken = control::answers(&control);
+    if !taken || args.force {
+        server.listen_control(&control)?;
+    }
     let mut lb = Balancer::start(args, settings)?;
-    server.listen_control(&control)?;
+    if taken && !args.force {
+        server.listen_control(&control)?;
+    }
     notify::ready(&lb.summary());
     if let Some(secs) = args.stats {
         events.every(Token::Stats, Duration::from_secs(secs));
