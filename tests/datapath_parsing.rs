@@ -10,7 +10,7 @@ use support::configs::xdp::*;
 use support::packets::{
     arp, ethertype, non_udp, udp, udp6_behind_ext, Frame, Transport, TPID_8021AD, TPID_8021Q,
 };
-use support::runner::{Case, Fixture};
+use support::runner::{assert_reasons, Case, Fixture};
 use udplb::abi::{
     Counter, REASON_COUNT, UDPLB_REASON_BALANCED, UDPLB_REASON_FRAGMENT, UDPLB_REASON_IPV6_EXT,
     UDPLB_REASON_MALFORMED, UDPLB_REASON_NOT_IP, UDPLB_REASON_NOT_UDP, UDPLB_REASON_NO_FRONTEND,

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use support::cpu::pin_to_one_cpu;
 use support::forwarding::*;
 use support::packets::{udp, Frame};
-use support::runner::{require_privileges, Fixture};
+use support::runner::{assert_reasons, require_privileges, Fixture};
 use udplb::abi::{
     UDPLB_REASON_FIB_FRAG_NEEDED, UDPLB_REASON_FIB_FWD_DISABLED, UDPLB_REASON_FIB_NO_NEIGH,
     UDPLB_REASON_FIB_OTHER, UDPLB_REASON_FIB_UNREACHABLE, UDPLB_REASON_FORWARDED,

@@ -13,6 +13,7 @@ mod support;
 
 use support::forwarding::*;
 use support::packets::{udp, Frame, TPID_8021AD, TPID_8021Q};
+use support::runner::assert_reasons;
 use udplb::abi::{
     Counter, UDPLB_REASON_BACKEND_TO_FRONTEND, UDPLB_REASON_FIB_NO_NEIGH, UDPLB_REASON_FIB_OTHER,
     UDPLB_REASON_FORWARDED, UDPLB_REASON_FRAGMENT, UDPLB_REASON_NO_FRONTEND,

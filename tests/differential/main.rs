@@ -3,16 +3,25 @@
 //!
 //! Random valid configurations (1-4 frontends: port-only, IPv4 or IPv6
 //! address; 1-5 backends each; through `Config::from_specs`, so validation
-//! applies and rejected configurations are skipped), each loaded into a fresh
-//! datapath, then a sequence of random frames: valid IPv4/IPv6 UDP (0-2 VLAN
-//! tags, IPv4 options, first and later fragments, checksum 0, short udp.len,
-//! Ethernet padding, ports and addresses of the configuration or not) and
-//! mutations of them (truncation, bit flips, header fields overwritten with
-//! random or nearby values, extra VLAN tags, IPv6 extension headers). Each
-//! frame arrives with no test-run context (the kernel runs it on lo), with
-//! an xdp_md naming lo or ifindex 0, or naming a veth in a private network
-//! namespace. Model and program must agree on the verdict, the output bytes
-//! and every counter delta (reasons, per backend, replies), frame by frame.
+//! applies and rejected configurations are skipped), each written into one
+//! datapath loaded once per test (by the plan a reload applies, then the
+//! expiry of lingering reply entries, so the maps hold that configuration
+//! and nothing else), then batches of random frames: valid IPv4/IPv6 UDP
+//! (0-2 VLAN tags, IPv4 options, first and later fragments, checksum 0,
+//! short udp.len, Ethernet padding, ports and addresses of the configuration
+//! or not) and mutations of them (truncation, bit flips, header fields
+//! overwritten with random or nearby values, extra VLAN tags, IPv6 extension
+//! headers). Each frame arrives with no test-run context (the kernel runs it
+//! on lo), with an xdp_md naming lo or ifindex 0, or naming a veth in a
+//! private network namespace. Model and program must agree on the verdict
+//! and the output bytes of every frame, and on every counter (reasons, per
+//! backend, replies): each batch (1-48 frames) starts from reset round-robin
+//! cursors and a fresh model, its counters are read before and after it and
+//! compared with the sum of the model's deltas, and on any mismatch the batch
+//! runs again frame by frame, counters read around each frame, so that the
+//! report names the frame that diverged. A configuration serves
+//! `frames_per_configuration` frames (100 of the default 10 000; 3 333 of a
+//! million, 300 configurations).
 //!
 //! Frames checked per run: `UDPLB_FUZZ_CASES` (or `PROPTEST_CASES`), default
 //! 10 000; `make fuzz CASES=N` runs N. The seed is random unless
@@ -71,7 +80,7 @@ mod program {
     use udplb::abi::REASON_COUNT;
     use udplb::config::Config;
     use udplb::datapath::Datapath;
-    use udplb::plan::Layout;
+    use udplb::plan::{Layout, Maps as _, Op, State};
 
     /// Counters summed over CPUs: reasons, (packets, bytes) per backend per
     /// frontend, (packets, bytes) of replies per frontend.
@@ -88,6 +97,23 @@ mod program {
                 reasons: vec![0; REASON_COUNT],
                 backends: shape.iter().map(|&n| vec![(0, 0); n]).collect(),
                 replies: vec![(0, 0); shape.len()],
+            }
+        }
+
+        /// Adds `o` to `self`, counter by counter.
+        pub fn add(&mut self, o: &Counts) {
+            for (a, b) in self.reasons.iter_mut().zip(&o.reasons) {
+                *a += b;
+            }
+            for (x, y) in self.backends.iter_mut().zip(&o.backends) {
+                for (a, b) in x.iter_mut().zip(y) {
+                    a.0 += b.0;
+                    a.1 += b.1;
+                }
+            }
+            for (a, b) in self.replies.iter_mut().zip(&o.replies) {
+                a.0 += b.0;
+                a.1 += b.1;
             }
         }
 
@@ -118,20 +144,63 @@ mod program {
 
     pub struct Program {
         dp: Datapath,
+        /// What the maps hold, for the next reload plan.
+        state: State,
         layout: Layout,
         pub shape: Vec<usize>,
+        /// The configuration the maps hold, as (specs, maglev).
+        pub holds: Option<(Vec<String>, bool)>,
+        /// How many configurations this datapath has held.
+        pub configurations: u64,
     }
 
     impl Program {
-        /// A freshly loaded datapath (zero counters and cursors) holding `config`.
-        pub fn load(config: &Config) -> Program {
-            let dp = Datapath::load().expect("loading the datapath");
-            let state = dp.configure(config).expect("writing the tables");
-            let shape = config.frontends.iter().map(|f| f.backends.len()).collect();
+        /// A freshly loaded datapath holding no configuration. It is loaded
+        /// once and reconfigured for each configuration ([`Program::hold`]).
+        pub fn load() -> Program {
             Program {
-                layout: state.layout(config),
-                dp,
-                shape,
+                dp: Datapath::load().expect("loading the datapath"),
+                state: State::default(),
+                layout: Layout { frontends: vec![] },
+                shape: vec![],
+                holds: None,
+                configurations: 0,
+            }
+        }
+
+        /// Makes the maps hold `config` (parsed from `specs`, `maglev`),
+        /// unless they already do: the plan a reload applies, from whatever
+        /// they held before, then the expiry of the removed backends'
+        /// lingering reply entries, so that the maps hold `config` and
+        /// nothing else, as a fresh load would (frontend ids and backend
+        /// slots may differ; counters are compared as deltas).
+        pub fn hold(&mut self, specs: &[String], maglev: bool, config: &Config) {
+            if self
+                .holds
+                .as_ref()
+                .is_some_and(|(s, m)| s == specs && *m == maglev)
+            {
+                return;
+            }
+            let (plan, next) = self.state.plan(config);
+            self.dp.apply(&plan).expect("writing the tables");
+            let (expiry, next) = next.expire(&next.lingering().clone());
+            self.dp.apply(&expiry).expect("expiring lingering replies");
+            self.layout = next.layout(config);
+            self.shape = config.frontends.iter().map(|f| f.backends.len()).collect();
+            self.state = next;
+            self.holds = Some((specs.to_vec(), maglev));
+            self.configurations += 1;
+        }
+
+        /// Round-robin cursors back to zero (and reply counters, which are
+        /// compared as deltas), as in a freshly loaded datapath: each batch
+        /// of frames starts where the model's fresh state does.
+        pub fn reset_cursors(&self) {
+            for (id, _) in &self.layout.frontends {
+                self.dp
+                    .write(Op::ResetFrontend(*id))
+                    .expect("resetting a round-robin cursor");
             }
         }
 
@@ -262,19 +331,69 @@ impl std::fmt::Display for Stats {
     }
 }
 
-/// Runs a scenario through a fresh datapath and the model, frame by frame;
-/// the error is the full report of the first divergence.
-pub(crate) fn check(env: &Env, sc: &Scenario, stats: &RefCell<Stats>) -> Result<(), String> {
+/// Runs a scenario's frames through `program` (made to hold the scenario's
+/// configuration, its round-robin cursors reset) and through a fresh model.
+/// Verdict and output bytes are compared frame by frame; the counters are
+/// read once before and once after the batch and compared with the sum of
+/// the model's deltas. On any mismatch the batch runs again frame by frame
+/// ([`check_frame_by_frame`]), reading the counters around every frame, so
+/// that the report names the first frame that diverged. The error is that
+/// report.
+pub(crate) fn check(
+    env: &Env,
+    program: &mut Program,
+    sc: &Scenario,
+    stats: &RefCell<Stats>,
+) -> Result<(), String> {
     let config = sc.config();
+    program.hold(&sc.specs, sc.maglev, &config);
     let model_config = ModelConfig::from_config(&config);
     let mut state = ModelState::round_robin();
-    let program = Program::load(&config);
+    program.reset_cursors();
+    let before = program.counters();
+    let mut want_total = Counts::zero(&program.shape);
+    let mut outcomes = Vec::with_capacity(sc.shots.len());
+    for shot in &sc.shots {
+        let want = model::run(
+            &shot.frame,
+            &model_config,
+            &mut state,
+            shot.ingress.on_loopback(),
+        );
+        let (verdict, output) = program.run(shot.ingress.ifindex(env), &shot.frame);
+        if verdict != want.verdict || output != want.output {
+            return Err(check_frame_by_frame(env, program, sc, &model_config));
+        }
+        want_total.add(&expected_delta(&want, &program.shape));
+        outcomes.push(want);
+    }
+    if program.counters().minus(&before) != want_total {
+        return Err(check_frame_by_frame(env, program, sc, &model_config));
+    }
+    let mut stats = stats.borrow_mut();
+    for (shot, want) in sc.shots.iter().zip(&outcomes) {
+        stats.count(shot, want);
+    }
+    Ok(())
+}
+
+/// The batch of [`check`] again, from reset cursors and a fresh model,
+/// with the counters read around every frame: the report of the first frame
+/// whose verdict, bytes or counter deltas differ.
+fn check_frame_by_frame(
+    env: &Env,
+    program: &Program,
+    sc: &Scenario,
+    model_config: &ModelConfig,
+) -> String {
+    let mut state = ModelState::round_robin();
+    program.reset_cursors();
     let mut before = program.counters();
     let mut outcomes = Vec::with_capacity(sc.shots.len());
     for (i, shot) in sc.shots.iter().enumerate() {
         let want = model::run(
             &shot.frame,
-            &model_config,
+            model_config,
             &mut state,
             shot.ingress.on_loopback(),
         );
@@ -284,12 +403,17 @@ pub(crate) fn check(env: &Env, sc: &Scenario, stats: &RefCell<Stats>) -> Result<
         let want_delta = expected_delta(&want, &program.shape);
         outcomes.push(want.clone());
         if verdict != want.verdict || output != want.output || got != want_delta {
-            return Err(report(env, sc, i, &outcomes, verdict, &output, &got));
+            return report(env, sc, i, &outcomes, verdict, &output, &got);
         }
-        stats.borrow_mut().count(shot, &want);
         before = after;
     }
-    Ok(())
+    format!(
+        "the batch of {} frames diverged from the model (configuration {:?}, maglev {}), \
+         but every frame agreed when it ran again alone with its counters read around it",
+        sc.shots.len(),
+        sc.specs,
+        sc.maglev
+    )
 }
 // ===========================================================================
 // Driving.
@@ -337,7 +461,7 @@ pub(crate) fn runner(seed: u64) -> TestRunner {
     let config = RunnerConfig {
         failure_persistence: None,
         max_local_rejects: u32::MAX,
-        // Each shrink step loads a datapath (~40 ms): shrink for 30 s at most.
+        // Shrink steps reuse the loaded datapath; shrink for 30 s at most.
         max_shrink_iters: env_number("PROPTEST_MAX_SHRINK_ITERS").map_or(2000, |n| n as u32),
         max_shrink_time: 30_000,
         ..RunnerConfig::default()
@@ -345,34 +469,61 @@ pub(crate) fn runner(seed: u64) -> TestRunner {
     TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
 }
 
-/// Runs scenarios from `strategy` until `frames` frames have been checked.
+/// Frames checked per configuration: enough that a configuration's map
+/// writes are paid for by many frames, few enough that a run covers a few
+/// hundred configurations (10 000 frames: 100 configurations of 100;
+/// 1 000 000: 300 of 3 333).
+pub(crate) fn frames_per_configuration(frames: u64) -> u64 {
+    (frames / 300).clamp(100, 5_000)
+}
+
+/// Runs random configurations, each loaded into the one datapath (by a
+/// reload plan) and checked on batches of random frames, until `frames`
+/// frames have been checked. A failing batch is shrunk (its frames, then
+/// its configuration) and reported.
 pub(crate) fn run_differential(env: &Env, frames: u64, seed: u64) {
     let mut runner = runner(seed);
-    let strategy = scenario();
+    let configurations = configuration();
+    let per_configuration = frames_per_configuration(frames);
+    let program = RefCell::new(Program::load());
     let start = Instant::now();
     let mut last_note = start;
     let (mut done, mut configs) = (0u64, 0u64);
     let stats = RefCell::new(Stats::default());
     while done < frames {
-        let tree = strategy
+        let config_tree = configurations
             .new_tree(&mut runner)
-            .unwrap_or_else(|e| panic!("generating a scenario: {e}"));
-        let n = tree.current().shots.len() as u64;
-        match runner.run_one(tree, |sc| {
-            check(env, &sc, &stats).map_err(TestCaseError::fail)
-        }) {
-            Ok(_) => {}
-            Err(TestError::Fail(why, minimal)) => panic!(
-                "{why}\n(shrunk to {} frame(s); found in configuration #{} after {done} frames \
-                 that agreed)\nreproduce: UDPLB_FUZZ_SEED={seed:#x} UDPLB_FUZZ_CASES={frames} \
-                 cargo test --release --test differential -- --nocapture\n",
-                minimal.shots.len(),
-                configs + 1
-            ),
-            Err(TestError::Abort(why)) => panic!("proptest aborted: {why}"),
-        }
-        done += n;
+            .unwrap_or_else(|e| panic!("generating a configuration: {e}"));
+        let (specs, maglev, config) = config_tree.current();
+        let batches = batch(specs, maglev, &Aims::of(&ModelConfig::from_config(&config)));
         configs += 1;
+        let mut in_configuration = 0u64;
+        while in_configuration < per_configuration && done < frames {
+            let tree = batches
+                .new_tree(&mut runner)
+                .unwrap_or_else(|e| panic!("generating a batch of frames: {e}"));
+            let n = tree.current().shots.len() as u64;
+            match runner.run_one(tree, |sc| {
+                check(env, &mut program.borrow_mut(), &sc, &stats).map_err(TestCaseError::fail)
+            }) {
+                Ok(_) => {}
+                Err(TestError::Fail(why, minimal)) => {
+                    let (why, minimal) =
+                        shrink_configuration(env, &program, config_tree, minimal, why.to_string());
+                    panic!(
+                        "{why}\n(shrunk to {} frame(s); found in configuration #{configs} after \
+                         {done} frames that agreed; the datapath was loaded once and \
+                         reconfigured by reload plans)\nreproduce: UDPLB_FUZZ_SEED={seed:#x} \
+                         UDPLB_FUZZ_CASES={frames} cargo test --release --test differential -- \
+                         --nocapture\n",
+                        minimal.shots.len(),
+                    )
+                }
+                Err(TestError::Abort(why)) => panic!("proptest aborted: {why}"),
+            }
+            done += n;
+            in_configuration += n;
+        }
         if last_note.elapsed() > Duration::from_secs(30) {
             last_note = Instant::now();
             eprintln!(
@@ -381,12 +532,52 @@ pub(crate) fn run_differential(env: &Env, frames: u64, seed: u64) {
             );
         }
     }
+    let elapsed = start.elapsed();
     println!(
-        "differential: {done} frames in {configs} configurations agreed, {:.1?} (seed {seed:#x})\n\
-         by the model's verdict reason: {}",
-        start.elapsed(),
+        "differential: {done} frames in {configs} configurations agreed, {elapsed:.1?}, \
+         {:.0} frames/s (seed {seed:#x})\nby the model's verdict reason: {}",
+        done as f64 / elapsed.as_secs_f64(),
         stats.borrow()
     );
+}
+
+/// Shrinks the configuration of a failing batch whose frames proptest
+/// already shrank: simpler configurations are kept while the frames still
+/// diverge on them (30 s at most). Returns the report and the scenario.
+fn shrink_configuration(
+    env: &Env,
+    program: &RefCell<Program>,
+    mut tree: impl ValueTree<Value = (Vec<String>, bool, Config)>,
+    mut minimal: Scenario,
+    mut why: String,
+) -> (String, Scenario) {
+    let start = Instant::now();
+    let stats = RefCell::new(Stats::default());
+    if !tree.simplify() {
+        return (why, minimal);
+    }
+    while start.elapsed() < Duration::from_secs(30) {
+        let (specs, maglev, _) = tree.current();
+        let sc = Scenario {
+            specs,
+            maglev,
+            shots: minimal.shots.clone(),
+        };
+        match check(env, &mut program.borrow_mut(), &sc, &stats) {
+            Err(w) => {
+                (why, minimal) = (w, sc);
+                if !tree.simplify() {
+                    break;
+                }
+            }
+            Ok(()) => {
+                if !tree.complicate() {
+                    break;
+                }
+            }
+        }
+    }
+    (why, minimal)
 }
 
 #[test]
@@ -437,9 +628,10 @@ pub(crate) fn v6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> 
 /// Runs fixed scenarios; panics with every divergence report.
 pub(crate) fn check_fixed(env: &Env, scenarios: &[Scenario]) {
     let stats = RefCell::new(Stats::default());
+    let mut program = Program::load();
     let failures: Vec<String> = scenarios
         .iter()
-        .filter_map(|sc| check(env, sc, &stats).err())
+        .filter_map(|sc| check(env, &mut program, sc, &stats).err())
         .collect();
     assert!(
         failures.is_empty(),

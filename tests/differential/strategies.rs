@@ -290,15 +290,19 @@ pub(crate) fn config_of(specs: &[String], maglev: bool) -> Option<Config> {
     .ok()
 }
 
+/// Frames per batch: each batch starts from reset round-robin cursors and a
+/// fresh model, and its counters are compared once.
 pub(crate) const MAX_SHOTS: usize = 48;
 
-pub(crate) fn scenario() -> impl Strategy<Value = Scenario> {
-    configuration().prop_flat_map(|(specs, maglev, config)| {
-        let aims = Aims::of(&ModelConfig::from_config(&config));
-        vec(shot(&aims), 1..=MAX_SHOTS).prop_map(move |shots| Scenario {
-            specs: specs.clone(),
-            maglev,
-            shots,
-        })
+/// Batches of frames aimed at one configuration (`specs`, `maglev`).
+pub(crate) fn batch(
+    specs: Vec<String>,
+    maglev: bool,
+    aims: &Aims,
+) -> impl Strategy<Value = Scenario> {
+    vec(shot(aims), 1..=MAX_SHOTS).prop_map(move |shots| Scenario {
+        specs: specs.clone(),
+        maglev,
+        shots,
     })
 }

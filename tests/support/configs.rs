@@ -3,10 +3,7 @@
 
 /// The XDP fixtures (tests/datapath_balancing.rs, tests/datapath_parsing.rs).
 pub mod xdp {
-    use udplb::abi::REASON_COUNT;
-
     use super::super::packets::Frame;
-    use super::super::runner::Fixture;
 
     /// The configuration every test loads. Frontend indices (config order):
     pub const SPECS: &[&str] = &[
@@ -39,15 +36,6 @@ pub mod xdp {
 
     pub fn frame_len(frames: &[&Frame]) -> u64 {
         frames.iter().map(|f| f.len() as u64).sum()
-    }
-
-    /// Only the given reasons have counted, this many times each.
-    pub fn assert_reasons(fx: &Fixture, expected: &[(u32, u64)]) {
-        let mut want = [0u64; REASON_COUNT];
-        for &(r, n) in expected {
-            want[r as usize] = n;
-        }
-        assert_eq!(fx.counters().reasons, want, "reason counters");
     }
 }
 

@@ -23,7 +23,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use udplb::abi::{Counter, REASON_COUNT, UDPLB_REASON_FORWARDED, UDPLB_REASON_REPLY_FORWARDED};
+use udplb::abi::{Counter, UDPLB_REASON_FORWARDED, UDPLB_REASON_REPLY_FORWARDED};
 use udplb::datapath::Datapath;
 
 use super::checksum::{self, udp_checksum_computed};
@@ -526,14 +526,6 @@ pub fn fixture() -> (Fixture, Net) {
 }
 
 /// Only the given reasons have counted, this many times each.
-pub fn assert_reasons(fx: &Fixture, expected: &[(u32, u64)]) {
-    let mut want = [0u64; REASON_COUNT];
-    for &(r, n) in expected {
-        want[r as usize] += n;
-    }
-    assert_eq!(fx.counters().reasons, want, "reason counters");
-}
-
 pub fn counter(frames: &[&Frame]) -> Counter {
     Counter {
         packets: frames.len() as u64,

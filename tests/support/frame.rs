@@ -123,6 +123,18 @@ impl Frame {
         self
     }
 
+    /// 0 in the UDP length field and the checksum recomputed from scratch
+    /// over the datagram's real length, the rest of the frame (build it
+    /// before any trailer).
+    pub fn udp_len_zero(mut self) -> Self {
+        let l4 = self.l4();
+        self.set16(l4 + 4, 0);
+        let addrs = checksum::addrs_at(&self.bytes, self.l3, self.ipv6);
+        let c = checksum::udp(addrs, &self.bytes[l4..], self.ipv6);
+        self.set16(l4 + 6, c);
+        self
+    }
+
     /// Trailing bytes after the IP packet (Ethernet padding).
     pub fn pad_to(mut self, len: usize) -> Self {
         assert!(len >= self.bytes.len());

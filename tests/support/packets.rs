@@ -139,6 +139,10 @@ pub struct Udp {
     /// Keep only this many bytes of the UDP datagram in the IP packet (a
     /// first fragment); the checksum still covers the whole datagram.
     keep_l4: Option<usize>,
+    /// IPv6: a Fragment header in front of UDP (offset in 8-byte units, M).
+    frag6: Option<(u16, bool)>,
+    /// Write 0 in the UDP length field (the IPv6 jumbogram form).
+    udp_len_zero: bool,
 }
 
 /// A UDP datagram from `src` to `dst` ("a.b.c.d:port" or "[v6]:port").
@@ -155,8 +159,13 @@ pub fn udp(src: &str, dst: &str) -> Udp {
         ip_trailer: Vec::new(),
         eth_trailer: Vec::new(),
         keep_l4: None,
+        frag6: None,
+        udp_len_zero: false,
     }
 }
+
+/// The identification field of the IPv6 Fragment headers the builder writes.
+pub const FRAG6_ID: u32 = 0x0bad_cafe;
 
 impl Udp {
     /// VLAN tags, outermost first (802.1ad 0x88A8 or 802.1Q 0x8100), with
@@ -230,6 +239,37 @@ impl Udp {
         self
     }
 
+    /// IPv6: a Fragment header (identification [`FRAG6_ID`]) between the
+    /// IPv6 header and UDP, `offset` in 8-byte units, `more` the M flag.
+    /// With [`Udp::keep_l4`] it makes a first fragment.
+    pub fn frag6(mut self, offset: u16, more: bool) -> Self {
+        assert!(self.src.is_ipv6(), "test bug: IPv6 Fragment header on IPv4");
+        self.frag6 = Some((offset, more));
+        self
+    }
+
+    /// 0 in the UDP length field, as Linux accepts for IPv6 (the jumbogram
+    /// form: the datagram is the rest of the IP payload); the checksum
+    /// covers the real length.
+    pub fn udp_len_zero(mut self) -> Self {
+        self.udp_len_zero = true;
+        self
+    }
+
+    /// The same datagram from another source ("address:port").
+    pub fn with_src(&self, src: &str) -> Self {
+        let mut u = self.clone();
+        u.src = src.parse().expect("source address:port");
+        u
+    }
+
+    /// The same datagram to another destination ("address:port").
+    pub fn with_dst(&self, dst: &str) -> Self {
+        let mut u = self.clone();
+        u.dst = dst.parse().expect("destination address:port");
+        u
+    }
+
     /// The same datagram from another source port.
     pub fn with_sport(&self, sport: u16) -> Self {
         let mut u = self.clone();
@@ -259,7 +299,9 @@ impl Udp {
         let ipv6 = self.src.is_ipv6();
         let (net, ethertype, ip_len) = if ipv6 {
             let h = ipv6_header(self.src.ip(), self.dst.ip());
-            (IpHeaders::Ipv6(h, Default::default()), ETH_P_IPV6, 40)
+            let exts = fragment_extension(self.frag6);
+            let len = 40 + exts.header_len();
+            (IpHeaders::Ipv6(h, exts), ETH_P_IPV6, len)
         } else {
             let h = ipv4_header(self.src.ip(), self.dst.ip(), &self.options);
             let len = h.header_len();
@@ -284,6 +326,11 @@ impl Udp {
             udp_checksum(&frame.bytes, l3, l3 + ip_len, ipv6),
             "test bug: etherparse and the RFC 1071 helper disagree"
         );
+        let frame = if self.udp_len_zero {
+            frame.udp_len_zero()
+        } else {
+            frame
+        };
         match self.csum {
             Csum::Computed => frame,
             Csum::Fixed(c) => frame.udp_checksum_field(c),
@@ -312,6 +359,22 @@ impl Udp {
         f.bytes.extend_from_slice(&self.eth_trailer);
         f
     }
+}
+
+/// The IPv6 extension headers of a datagram: a Fragment header (offset in
+/// 8-byte units, M flag, identification [`FRAG6_ID`]) or none.
+fn fragment_extension(frag6: Option<(u16, bool)>) -> Ipv6Extensions {
+    let mut exts = Ipv6Extensions::default();
+    if let Some((offset, more)) = frag6 {
+        let offset = IpFragOffset::try_new(offset).expect("fragment offset < 8192");
+        exts.fragment = Some(Ipv6FragmentHeader::new(
+            IpNumber::UDP,
+            offset,
+            more,
+            FRAG6_ID,
+        ));
+    }
+    exts
 }
 
 /// An IP packet of protocol `proto` whose payload (first transport bytes

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use libbpf_rs::{ProgramInput, ProgramMut};
-use udplb::abi::{REASON_NAMES, UDPLB_REASON_BALANCED, UDPLB_REASON_REPLY};
+use udplb::abi::{REASON_COUNT, REASON_NAMES, UDPLB_REASON_BALANCED, UDPLB_REASON_REPLY};
 use udplb::config::Config;
 use udplb::datapath::{Counters, Datapath};
 use udplb::plan::Layout;
@@ -189,6 +189,42 @@ impl Case {
             verdict: XDP_DROP,
             ..Case::untouched(name, input, reason)
         }
+    }
+
+    /// `input` leaves as `output`, both built from scratch by the packet
+    /// builder (a rewrite of addresses or ports whose checksum covers bytes
+    /// the frame does not carry, as in a first fragment, or a UDP length of
+    /// 0). XDP passes it; TC answers TC_ACT_UNSPEC. No counter moves unless
+    /// [`Case::counted`] and [`Case::hits`] say so.
+    pub fn rebuilt(name: impl Into<String>, prog: Prog, input: &Udp, output: &Udp) -> Case {
+        let (input, output) = (input.frame(), output.frame());
+        let name = name.into();
+        assert_eq!(input.len(), output.len(), "test bug: {name}");
+        Case {
+            name,
+            prog,
+            verdict: match prog {
+                Prog::Xdp => XDP_PASS,
+                Prog::Egress => TC_ACT_UNSPEC,
+            },
+            input,
+            output,
+            ingress_ifindex: None,
+            reason: None,
+            hit: Hit::Nothing,
+        }
+    }
+
+    /// The reason counter that moves by one (XDP).
+    pub fn counted(mut self, reason: u32) -> Case {
+        self.reason = Some(reason);
+        self
+    }
+
+    /// The backend or reply counter that moves by one packet.
+    pub fn hits(mut self, hit: Hit) -> Case {
+        self.hit = hit;
+        self
     }
 
     /// Runs the case with an xdp_md context arriving on `ifindex`.
@@ -427,6 +463,16 @@ impl Fixture {
             );
         }
     }
+}
+
+/// Only the given reasons have counted since `fx` was loaded, this many
+/// times each (a reason listed twice counts the sum).
+pub fn assert_reasons(fx: &Fixture, expected: &[(u32, u64)]) {
+    let mut want = [0u64; REASON_COUNT];
+    for &(r, n) in expected {
+        want[r as usize] += n;
+    }
+    assert_eq!(fx.counters().reasons, want, "reason counters");
 }
 
 /// Nonzero counter changes from `a` to `b`, by name.
