@@ -338,6 +338,7 @@ impl Fixture {
             Hit::Reply(f) => {
                 want.replies[f].packets += 1;
                 want.replies[f].bytes += bytes;
+                support::runner::reply_seen(&before, &after, &mut want, f);
             }
         }
         let mut err = Vec::new();
