@@ -98,13 +98,29 @@ fn dead_local_backend_refuses_at_once_across_a_veth() {
     veth_pair(&client, &lbns);
     resolve_neighbour(&client, "198.18.0.2");
     resolve_neighbour(&client, "2001:2::2");
+    // The neighbour probes above (to port 9) draw port unreachables from
+    // the same per-host ICMP rate limit the test's own error needs; seen
+    // exhausted under load (OutRateLimitHost). No limit in this namespace.
+    lbns.exec(&[
+        "sysctl",
+        "-qw",
+        "net.ipv4.icmp_ratelimit=0",
+        "net.ipv6.icmp.ratelimit=0",
+    ]);
     let lb = Udplb::start(&lbns, &["veth-b", "9875=9876", "9885=9886"]);
     let attached = lb.line_with("attached to");
     assert!(attached.contains("replies: tcx egress"), "{attached}");
 
+    let r = connected_recv(&client, "0.0.0.0:0", "198.18.0.2:9875");
+    let diag = ["OutDestUnreachs", "OutRateLimitGlobal", "OutRateLimitHost"]
+        .map(|f| format!("{f} {:?}", lbns.try_snmp("Icmp", f).ok()))
+        .join(", ");
+    let cdiag = ["InDestUnreachs", "InErrors"]
+        .map(|f| format!("{f} {:?}", client.try_snmp("Icmp", f).ok()))
+        .join(", ");
     assert_refused(
-        connected_recv(&client, "0.0.0.0:0", "198.18.0.2:9875"),
-        "IPv4 across veth",
+        r,
+        &format!("IPv4 across veth (balancer: {diag}; client: {cdiag})"),
     );
     assert_refused(
         connected_recv(&client, "[::]:0", "[2001:2::2]:9875"),
