@@ -6,8 +6,10 @@
  * Contract: XDP moves exactly one reason counter per packet, at its single
  * exit point (record_reason), and at most one packet/byte counter (a backend
  * for a request, a frontend's replies for a reply) once the packet is known
- * to be rewritten. TC egress moves only the reply counter of a reply it
- * rewrote.
+ * to be rewritten, plus the passive signal of the backend a reply came
+ * from or an ICMP error was about. TC egress moves only the reply and
+ * passive counters of a reply it rewrote, and the passive counter of an
+ * ICMP error it translated.
  */
 #ifndef UDPLB_COUNTERS_H
 #define UDPLB_COUNTERS_H
@@ -26,6 +28,20 @@ static __always_inline void count(void *map, __u32 key, __u64 bytes)
 		c->packets++;
 		c->bytes += bytes;
 	}
+}
+
+/* A passive signal of backend `slot`: an ICMP error about a datagram sent
+ * to it (error = true) or a reply seen from it. */
+static __always_inline void count_passive(__u32 slot, bool error)
+{
+	struct udplb_passive *c = bpf_map_lookup_elem(&passive_counters, &slot);
+
+	if (!c)
+		return;
+	if (error)
+		c->icmp_errors++;
+	else
+		c->replies++;
 }
 
 static __always_inline void record_reason(__u32 reason)

@@ -37,27 +37,39 @@ static __always_inline __u32 murmur_final(__u32 h, __u32 len)
 	return h ^ (h >> 16);
 }
 
-static __always_inline __u32 flow_hash(struct udp_packet *p)
+/* The hash of p's flow; `reverse` hashes the flow p answers (source and
+ * destination swapped): a reply quoted in an ICMP error hashes as the
+ * requests of its flow did. */
+static __always_inline __u32 flow_hash_dir(struct udp_packet *p, bool reverse)
 {
 	__u32 h = UDPLB_HASH_SEED, ports;
+	__be16 sport = reverse ? p->udp->dest : p->udp->source;
+	__be16 dport = reverse ? p->udp->source : p->udp->dest;
 
-	ports = (__u32)p->udp->source | ((__u32)p->udp->dest << 16);
+	ports = (__u32)sport | ((__u32)dport << 16);
 	if (p->ipv6) {
 		struct ipv6hdr *ip6 = p->l3;
+		struct in6_addr *s = reverse ? &ip6->daddr : &ip6->saddr;
+		struct in6_addr *d = reverse ? &ip6->saddr : &ip6->daddr;
 
 #pragma unroll
 		for (int i = 0; i < 4; i++)
-			h = murmur_round(h, ip6->saddr.in6_u.u6_addr32[i]);
+			h = murmur_round(h, s->in6_u.u6_addr32[i]);
 #pragma unroll
 		for (int i = 0; i < 4; i++)
-			h = murmur_round(h, ip6->daddr.in6_u.u6_addr32[i]);
+			h = murmur_round(h, d->in6_u.u6_addr32[i]);
 		return murmur_final(murmur_round(h, ports), 36);
 	}
 	struct iphdr *ip = p->l3;
 
-	h = murmur_round(h, ip->saddr);
-	h = murmur_round(h, ip->daddr);
+	h = murmur_round(h, reverse ? ip->daddr : ip->saddr);
+	h = murmur_round(h, reverse ? ip->saddr : ip->daddr);
 	return murmur_final(murmur_round(h, ports), 12);
+}
+
+static __always_inline __u32 flow_hash(struct udp_packet *p)
+{
+	return flow_hash_dir(p, false);
 }
 
 #endif /* UDPLB_FLOW_HASH_H */

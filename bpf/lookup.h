@@ -78,26 +78,12 @@ static __always_inline void *lookup_endpoint(void *map, struct udp_packet *p, bo
 	return bpf_map_lookup_elem(map, &ep);
 }
 
-/* The backend slot for this packet (round robin: the per-CPU cursor; Maglev:
- * the flow hash), or -1 if the frontend has none. */
-static __always_inline long pick_slot(struct udplb_frontend *fe, struct udp_packet *p)
+/* The backend slot at position pos of the frontend's ring (pos < ring_size). */
+static __always_inline long slot_at(struct udplb_frontend *fe, __u32 pos)
 {
-	__u32 n = fe->ring_size, pos, *cursor, *slot;
+	__u32 *slot;
 	void *ring;
 
-	if (n == 0)
-		return -1;
-	if (fe->sched == UDPLB_SCHED_MAGLEV) {
-		pos = flow_hash(p) % n;
-	} else {
-		cursor = bpf_map_lookup_elem(&rr_cursors, &fe->id);
-		if (!cursor)
-			return -1;
-		pos = *cursor;
-		if (pos >= n)
-			pos = 0;
-		*cursor = pos + 1;
-	}
 	ring = bpf_map_lookup_elem(&rings, &fe->table);
 	if (!ring)
 		return -1;
@@ -105,6 +91,37 @@ static __always_inline long pick_slot(struct udplb_frontend *fe, struct udp_pack
 	if (!slot)
 		return -1;
 	return *slot;
+}
+
+/* The backend slot a flow hash picks (as Maglev does), or -1 if the
+ * frontend has none. */
+static __always_inline long ring_slot(struct udplb_frontend *fe, __u32 hash)
+{
+	__u32 n = fe->ring_size;
+
+	if (n == 0)
+		return -1;
+	return slot_at(fe, hash % n);
+}
+
+/* The backend slot for this packet (round robin: the per-CPU cursor; Maglev:
+ * the flow hash), or -1 if the frontend has none. */
+static __always_inline long pick_slot(struct udplb_frontend *fe, struct udp_packet *p)
+{
+	__u32 n = fe->ring_size, pos, *cursor;
+
+	if (n == 0)
+		return -1;
+	if (fe->sched == UDPLB_SCHED_MAGLEV)
+		return slot_at(fe, flow_hash(p) % n);
+	cursor = bpf_map_lookup_elem(&rr_cursors, &fe->id);
+	if (!cursor)
+		return -1;
+	pos = *cursor;
+	if (pos >= n)
+		pos = 0;
+	*cursor = pos + 1;
+	return slot_at(fe, pos);
 }
 
 #endif /* UDPLB_LOOKUP_H */

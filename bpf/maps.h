@@ -96,6 +96,15 @@ struct {
 	__type(value, struct udplb_counter);
 } backend_counters SEC(".maps");
 
+/* Passive signals (ICMP errors about datagrams sent to it, replies seen
+ * from it) per backend slot, for the daemon's health checks. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, UDPLB_BACKEND_SLOTS);
+	__type(key, __u32);
+	__type(value, struct udplb_passive);
+} passive_counters SEC(".maps");
+
 /* Replies rewritten back to each frontend. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

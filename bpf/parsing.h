@@ -15,7 +15,8 @@
  * tests/support/model.rs follows it):
  *   Ethernet (14 bytes) -> up to two 802.1Q/802.1ad tags -> EtherType
  *   IPv4: 20 bytes present, version 4, IHL >= 5, whole header present,
- *         IHL*4 <= tot_len, tot_len bytes present, protocol UDP,
+ *         IHL*4 <= tot_len, tot_len bytes present, protocol UDP (protocol
+ *         ICMP with MF clear and offset 0: PARSE_ICMP, see icmp.h),
  *         fragment offset 0, 8 bytes of UDP within tot_len,
  *         8 <= udp.len <= tot_len - IHL*4 (not checked on a first fragment,
  *         whose datagram continues in later fragments)
@@ -24,7 +25,8 @@
  *         the 8-byte Fragment header present, its next header taken in
  *         place of the IPv6 header's, and (after the two checks below)
  *         fragment offset 0;
- *         next header not an extension header, next header UDP,
+ *         next header ICMPv6 (58) with no Fragment header: PARSE_ICMP
+ *         (icmp.h); next header not an extension header, next header UDP,
  *         8 bytes of UDP within the rest of the payload (payload_len, less
  *         8 behind a Fragment header), udp.len 0 read as that rest (as
  *         Linux does: the jumbogram form), 8 <= udp.len <= that rest (not
@@ -54,6 +56,12 @@
 
 /* Returned by the parse helpers when the header is fine. */
 #define PARSE_OK -1
+/* parse_udp_packet: not UDP but an ICMP message (IPv4 protocol 1 not
+ * fragmented, IPv6 next header 58 with no extension header), for icmp.h;
+ * l3, l3_off, l4_off (the ICMP header) and ulen (the ICMP message's length,
+ * from the IP header) are set, udp is not. */
+#define PARSE_ICMP -2
+#define IPPROTO_ICMPV6_NR 58
 
 struct hdr_cursor {
 	void *pos;
@@ -130,9 +138,18 @@ static __always_inline int parse_ipv4_udp(struct hdr_cursor *c, void *data_end,
 		return UDPLB_REASON_MALFORMED;
 	if (l3_off + tot_len > pkt_len)
 		return UDPLB_REASON_MALFORMED;
-	if (ip->protocol != IPPROTO_UDP)
-		return UDPLB_REASON_NOT_UDP;
 	frag = bpf_ntohs(ip->frag_off);
+	if (ip->protocol != IPPROTO_UDP) {
+		if (ip->protocol != IPPROTO_ICMP || (frag & (IP_OFFSET | IP_MF)))
+			return UDPLB_REASON_NOT_UDP;
+		p->l3 = ip;
+		p->l3_off = l3_off;
+		p->l4_off = l3_off + hlen;
+		p->ulen = tot_len - hlen;
+		p->ipv6 = false;
+		c->pos = c->pos + hlen;
+		return PARSE_ICMP;
+	}
 	if (frag & IP_OFFSET)
 		return UDPLB_REASON_FRAGMENT;
 
@@ -208,6 +225,15 @@ static __always_inline int parse_ipv6_udp(struct hdr_cursor *c, void *data_end,
 		fragment = true;
 		plen -= sizeof(*frag);
 		udp = (void *)(frag + 1);
+	}
+	if (nexthdr == IPPROTO_ICMPV6_NR && !fragment) {
+		p->l3 = ip6;
+		p->l3_off = l3_off;
+		p->l4_off = l3_off + sizeof(*ip6);
+		p->ulen = plen;
+		p->ipv6 = true;
+		c->pos = ip6 + 1;
+		return PARSE_ICMP;
 	}
 	if (is_ipv6_ext(nexthdr))
 		return UDPLB_REASON_IPV6_EXT;

@@ -26,6 +26,11 @@
  * on this host leave through egress, where XDP cannot see them: the same
  * rewrite of the source back to the frontend (address too, if the
  * frontend has one), with the skb checksum helpers.
+ *
+ * ICMP errors about balanced datagrams (icmp.h) are translated in both
+ * programs: toward the client (XDP on lo and on the interfaces where a
+ * remote backend's errors arrive; egress for the errors this host sends),
+ * and a packet-too-big for a frontend on to the backend (XDP).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -37,6 +42,7 @@
 #include "rewrite.h"
 #include "forward.h"
 #include "counters.h"
+#include "icmp.h"
 
 /* Loopback is ifindex 1 in every network namespace. */
 #define LOOPBACK_IFINDEX 1
@@ -63,6 +69,11 @@ int udplb_xdp(struct xdp_md *ctx)
 	int reason;
 
 	reason = parse_udp_packet(&cur, data_end, &p, bytes);
+	if (reason == PARSE_ICMP) {
+		/* Only ICMP pays for this: the UDP path above is unchanged. */
+		reason = icmp_translate(&cur, data_end, &p, on_lo, true);
+		goto out;
+	}
 	if (reason != PARSE_OK)
 		goto out;
 
@@ -114,6 +125,7 @@ int udplb_xdp(struct xdp_md *ctx)
 		if (endpoint_is_local(to)) {
 			rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &p, true, to, false);
 			count(&reply_counters, rt->frontend_id, bytes);
+			count_passive(rt->backend_slot, false);
 			reason = UDPLB_REASON_REPLY;
 			goto out;
 		}
@@ -133,6 +145,7 @@ int udplb_xdp(struct xdp_md *ctx)
 			goto out;
 		}
 		reply_id = rt->frontend_id;
+		slot = rt->backend_slot;
 		sent = UDPLB_REASON_REPLY_FORWARDED;
 		goto forward;
 	}
@@ -147,8 +160,10 @@ forward:
 				     to, true);
 	action = forward(ctx, &p, rewritten == REWRITE_PARTIAL, sent, &reason);
 	/* Replies count once forward() has not refused them. */
-	if (sent == UDPLB_REASON_REPLY_FORWARDED && action != XDP_DROP)
+	if (sent == UDPLB_REASON_REPLY_FORWARDED && action != XDP_DROP) {
 		count(&reply_counters, reply_id, bytes);
+		count_passive(slot, false);
+	}
 out:
 	record_reason(reason);
 	return action;
@@ -160,6 +175,9 @@ out:
 /* Enough to reach the UDP header behind two VLAN tags and IPv4 options
  * (the IPv6 header and a Fragment header are shorter). */
 #define TC_HEADROOM (14 + 2 * 4 + 60 + 8)
+/* The same for an ICMP error: outer IP (options too), ICMP header, the
+ * quoted IP header (with options) and UDP header. */
+#define TC_ICMP_HEADROOM (14 + 2 * 4 + 60 + 8 + 60 + 8)
 
 SEC("tcx/egress")
 int udplb_egress(struct __sk_buff *skb)
@@ -167,7 +185,8 @@ int udplb_egress(struct __sk_buff *skb)
 	struct udplb_reply_target *rt;
 	struct udp_packet p = {};
 	struct hdr_cursor cur;
-	__u32 want, len = skb->len;
+	__u32 want, len = skb->len, slot, id;
+	int ret;
 
 	/* Only datagrams this host sends: forwarded traffic has no socket. */
 	if (!skb->sk)
@@ -178,7 +197,21 @@ int udplb_egress(struct __sk_buff *skb)
 	bpf_skb_pull_data(skb, want);
 
 	cur.pos = ctx_data(skb, UDPLB_HOOK_TC);
-	if (parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len) != PARSE_OK)
+	ret = parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len);
+	if (ret == PARSE_ICMP) {
+		/* An ICMP error this host sends (the kernel's port unreachable
+		 * for a datagram to a dead local backend, its fragmentation
+		 * needed for one to a remote backend): the same translation
+		 * as in XDP, toward the client only. Parsed again after the
+		 * pull, which moves the data. */
+		want = len < TC_ICMP_HEADROOM ? len : TC_ICMP_HEADROOM;
+		bpf_skb_pull_data(skb, want);
+		cur.pos = ctx_data(skb, UDPLB_HOOK_TC);
+		if (parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len) == PARSE_ICMP)
+			icmp_translate(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, true, false);
+		return TC_ACT_UNSPEC;
+	}
+	if (ret != PARSE_OK)
 		return TC_ACT_UNSPEC;
 	rt = lookup_endpoint(&replies, &p, true, true, UDPLB_PORT_BACKEND_EXACT,
 			     UDPLB_PORT_BACKEND_ANY);
@@ -189,8 +222,12 @@ int udplb_egress(struct __sk_buff *skb)
 	 * client could not reassemble the datagram. As in udplb_xdp. */
 	if (p.first_fragment && !endpoint_is_local(&rt->frontend))
 		return TC_ACT_UNSPEC;
-	if (rewrite_endpoint(skb, UDPLB_HOOK_TC, &p, true, &rt->frontend, false) == REWRITE_OK)
-		count(&reply_counters, rt->frontend_id, len);
+	slot = rt->backend_slot;
+	id = rt->frontend_id;
+	if (rewrite_endpoint(skb, UDPLB_HOOK_TC, &p, true, &rt->frontend, false) == REWRITE_OK) {
+		count(&reply_counters, id, len);
+		count_passive(slot, false);
+	}
 	return TC_ACT_UNSPEC;
 }
 

@@ -93,7 +93,14 @@ enum udplb_reason {
 					    * does not lead to that backend */
 	UDPLB_REASON_REPLY_TO_LOCAL = 19,  /* a reply to this host, or to a broadcast
 					    * or multicast address */
-	UDPLB_REASON_COUNT = 20,
+	/* ICMP errors about balanced datagrams (bpf/icmp.h), rewritten and
+	 * passed: */
+	UDPLB_REASON_ICMP_TRANSLATED = 20, /* toward the client: the quoted
+					    * datagram names the frontend again */
+	UDPLB_REASON_ICMP_TO_BACKEND = 21, /* a packet-too-big about a reply,
+					    * sent on to the backend (Maglev: the one
+					    * the flow hashes to; rr: a guess) */
+	UDPLB_REASON_COUNT = 22,
 };
 
 /*
@@ -138,12 +145,22 @@ struct udplb_backend {
 struct udplb_reply_target {
 	struct udplb_endpoint frontend;
 	__u32 frontend_id;   /* index into reply_counters */
+	__u32 backend_slot;  /* the backend's slot: index into passive_counters */
 };
 
 /* Per-CPU packet and byte counter (per backend, per frontend for replies). */
 struct udplb_counter {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* Passive signals per backend slot (per-CPU), for the daemon's health
+ * checks: what the datapath sees without sending anything. */
+struct udplb_passive {
+	__u64 icmp_errors; /* ICMP destination unreachable (IPv4 type 3 but
+			    * fragmentation needed, IPv6 type 1) about a
+			    * datagram sent to the backend */
+	__u64 replies;     /* replies seen from the backend (rewritten) */
 };
 
 #endif /* UDPLB_H */

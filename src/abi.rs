@@ -52,6 +52,20 @@ pub struct Backend {
 pub struct ReplyTarget {
     pub frontend: Endpoint,
     pub frontend_id: u32,
+    /// The backend's slot: where its passive counters are.
+    pub backend_slot: u32,
+}
+
+/// `struct udplb_passive`: what the datapath saw of one backend without
+/// sending anything (per backend slot).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Passive {
+    /// ICMP destination unreachable (not fragmentation needed) about a
+    /// datagram sent to the backend.
+    pub icmp_errors: u64,
+    /// Replies seen from the backend.
+    pub replies: u64,
 }
 
 /// `struct udplb_counter`.
@@ -69,6 +83,7 @@ unsafe impl plain::Plain for Frontend {}
 unsafe impl plain::Plain for Backend {}
 unsafe impl plain::Plain for ReplyTarget {}
 unsafe impl plain::Plain for Counter {}
+unsafe impl plain::Plain for Passive {}
 
 /// The bytes of a value as the kernel sees them (map keys and values).
 pub fn bytes_of<T: plain::Plain>(v: &T) -> &[u8] {
@@ -161,7 +176,16 @@ mod tests {
         same_layout!(
             ReplyTarget,
             types::udplb_reply_target,
-            [frontend = frontend, frontend_id = frontend_id]
+            [
+                frontend = frontend,
+                frontend_id = frontend_id,
+                backend_slot = backend_slot
+            ]
+        );
+        same_layout!(
+            Passive,
+            types::udplb_passive,
+            [icmp_errors = icmp_errors, replies = replies]
         );
         same_layout!(
             Counter,

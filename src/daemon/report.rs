@@ -38,7 +38,17 @@ pub fn render(config: &Config, c: &Counters, removed: &[Removed]) -> String {
                 .and_then(|v| v.get(j))
                 .copied()
                 .unwrap_or_default();
-            line(&mut s, port.to_string(), b, ""); // "9876" or "9876@3"
+            let pa = c
+                .passive
+                .get(i)
+                .and_then(|v| v.get(j))
+                .copied()
+                .unwrap_or_default();
+            let note = format!(
+                "  replies seen {:>10}  icmp errors {:>8}",
+                pa.replies, pa.icmp_errors
+            );
+            line(&mut s, port.to_string(), b, &note); // "9876" or "9876@3"
         }
         gone(&mut s, &fe.listen);
         let r = c.replies.get(i).copied().unwrap_or_default();
@@ -70,7 +80,7 @@ pub fn render(config: &Config, c: &Counters, removed: &[Removed]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::abi::{Counter, REASON_COUNT};
+    use crate::abi::{Counter, Passive, REASON_COUNT};
 
     #[test]
     fn renders_every_backend_and_reason() {
@@ -90,13 +100,30 @@ mod tests {
                 packets: 3,
                 bytes: 150,
             }],
+            passive: vec![vec![
+                Passive {
+                    icmp_errors: 0,
+                    replies: 3,
+                },
+                Passive {
+                    icmp_errors: 2,
+                    replies: 0,
+                },
+            ]],
             reasons: [0; REASON_COUNT],
         };
         c.reasons[0] = 3;
         let text = render(&config, &c, &[]);
         assert!(text.contains("frontend *:9875"), "{text}");
         assert!(
-            text.contains("backend 9876   packets            2  bytes            100"),
+            text.contains(
+                "backend 9876   packets            2  bytes            100  replies seen          3  \
+                 icmp errors        0"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("bytes             50  replies seen          0  icmp errors        2"),
             "{text}"
         );
         assert!(
@@ -135,8 +162,9 @@ mod tests {
         let text = render(&config, &c, &removed);
         assert!(
             text.contains(
-                "  backend 9877   packets            1  bytes             50\n  backend 9878   \
-                 packets            4  bytes             40  (removed)\n"
+                "  backend 9877   packets            1  bytes             50  replies seen          0  \
+                 icmp errors        2\n  backend 9878   packets            4  bytes             40  \
+                 (removed)\n"
             ),
             "{text}"
         );

@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject};
 
-use crate::abi::{self, bytes_of, Counter, REASON_COUNT};
+use crate::abi::{self, bytes_of, Counter, Passive, REASON_COUNT};
 use crate::bpf::{UdplbSkel, UdplbSkelBuilder};
 use crate::config::{check_interface_name, Config};
 use crate::error::UsageError;
@@ -35,6 +35,9 @@ pub struct Counters {
     pub backends: Vec<Vec<Counter>>,
     /// Replies rewritten, per frontend.
     pub replies: Vec<Counter>,
+    /// Passive signals, indexed like `backends`: ICMP errors about
+    /// datagrams sent to each backend and replies seen from it.
+    pub passive: Vec<Vec<Passive>>,
     /// Packets per verdict reason, indexed by reason code.
     pub reasons: [u64; REASON_COUNT],
 }
@@ -136,6 +139,11 @@ impl Datapath {
                 .map(|s| sum_counter(&maps.backend_counters, *s))
                 .collect::<Result<Vec<_>>>()?;
             c.backends.push(per_backend);
+            let passive = slots
+                .iter()
+                .map(|s| sum_passive(&maps.passive_counters, *s))
+                .collect::<Result<Vec<_>>>()?;
+            c.passive.push(passive);
             c.replies.push(sum_counter(&maps.reply_counters, *id)?);
         }
         for (reason, total) in c.reasons.iter_mut().enumerate() {
@@ -154,14 +162,24 @@ impl plan::Maps for Datapath {
         let maps = &self.skel.maps;
         let zeros = |len: usize| vec![vec![0u8; len]; self.cpus];
         match op {
-            Op::ZeroCounters(slot) => maps
-                .backend_counters
-                .update_percpu(
-                    &slot.to_ne_bytes(),
-                    &zeros(size_of::<Counter>()),
-                    MapFlags::ANY,
-                )
-                .with_context(|| format!("clearing the counters of backend slot {slot}")),
+            Op::ZeroCounters(slot) => {
+                maps.backend_counters
+                    .update_percpu(
+                        &slot.to_ne_bytes(),
+                        &zeros(size_of::<Counter>()),
+                        MapFlags::ANY,
+                    )
+                    .with_context(|| format!("clearing the counters of backend slot {slot}"))?;
+                maps.passive_counters
+                    .update_percpu(
+                        &slot.to_ne_bytes(),
+                        &zeros(size_of::<Passive>()),
+                        MapFlags::ANY,
+                    )
+                    .with_context(|| {
+                        format!("clearing the passive counters of backend slot {slot}")
+                    })
+            }
             Op::ResetFrontend(id) => {
                 let key = id.to_ne_bytes();
                 maps.rr_cursors
@@ -279,6 +297,16 @@ fn sum_counter(map: &impl MapCore, key: u32) -> Result<Counter> {
         let v: Counter = abi::from_bytes(&cpu).context("short counter value")?;
         sum.packets += v.packets;
         sum.bytes += v.bytes;
+    }
+    Ok(sum)
+}
+
+fn sum_passive(map: &impl MapCore, key: u32) -> Result<Passive> {
+    let mut sum = Passive::default();
+    for cpu in percpu(map, key)? {
+        let v: Passive = abi::from_bytes(&cpu).context("short passive counter value")?;
+        sum.icmp_errors += v.icmp_errors;
+        sum.replies += v.replies;
     }
     Ok(sum)
 }

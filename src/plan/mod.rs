@@ -241,6 +241,7 @@ fn reply_entries<'a>(
     keys: &'a [Endpoint],
     b: &'a BackendConfig,
     frontend_id: u32,
+    backend_slot: u32,
 ) -> impl Iterator<Item = (Endpoint, ReplyTarget)> + 'a {
     keys.iter().map(move |key| match b.addr {
         None => {
@@ -251,6 +252,7 @@ fn reply_entries<'a>(
                 ReplyTarget {
                     frontend,
                     frontend_id,
+                    backend_slot,
                 },
             )
         }
@@ -259,6 +261,7 @@ fn reply_entries<'a>(
             ReplyTarget {
                 frontend: *key,
                 frontend_id,
+                backend_slot,
             },
         ),
     })
@@ -378,7 +381,7 @@ impl State {
                     old.and_then(|o| o.config.backends.iter().find(|x| x.id() == b.id()));
                 if kept.is_none() {
                     plan.zero_counters.push(slot);
-                    plan.replies.extend(reply_entries(&keys, b, id));
+                    plan.replies.extend(reply_entries(&keys, b, id, slot));
                 }
                 if old_weight.map(|x| x.weight) != Some(b.weight) {
                     plan.backends.push((
@@ -406,7 +409,7 @@ impl State {
             if let Some(old) = old {
                 for b in &old.config.backends {
                     if !live.slots.contains_key(&b.id()) {
-                        removed.extend(reply_entries(&keys, b, id).map(|(k, _)| k));
+                        removed.extend(reply_entries(&keys, b, id, 0).map(|(k, _)| k));
                     }
                 }
             }
@@ -420,7 +423,7 @@ impl State {
             let keys = listen.endpoints();
             plan.delete_frontends.extend(keys.iter().copied());
             for b in &old.config.backends {
-                removed.extend(reply_entries(&keys, b, old.id).map(|(k, _)| k));
+                removed.extend(reply_entries(&keys, b, old.id, 0).map(|(k, _)| k));
             }
             plan.delete_rings.extend([2 * old.id, 2 * old.id + 1]);
             plan.changes.push(format!("removed frontend {listen}"));
@@ -512,7 +515,7 @@ fn port_flags(state: &State) -> BTreeMap<u16, u8> {
             set(key, UDPLB_PORT_FRONTEND_EXACT, UDPLB_PORT_FRONTEND_ANY);
         }
         for b in &fe.backends {
-            for (key, _) in reply_entries(&keys, b, 0) {
+            for (key, _) in reply_entries(&keys, b, 0, 0) {
                 set(&key, UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_BACKEND_ANY);
             }
         }

@@ -89,6 +89,18 @@ pub(crate) struct FrameDesc {
     pub(crate) csum: Csum,
     /// Bytes after the IP packet (Ethernet padding or trailer).
     pub(crate) trailer: Vec<u8>,
+    /// `Some`: the datagram is not sent but quoted, cut short, in an ICMP
+    /// message (bpf/icmp.h) from its destination back to its source.
+    pub(crate) icmp: Option<IcmpWrap>,
+}
+
+/// An ICMP message quoting the frame's IP packet.
+#[derive(Clone, Debug)]
+pub(crate) struct IcmpWrap {
+    /// (type, code): ICMPv4 for IPv4, ICMPv6 for IPv6.
+    pub(crate) kind: (u8, u8),
+    /// How much of the IP packet is quoted (0..=all of it); `None`: all.
+    pub(crate) quote: Option<Index>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -242,6 +254,10 @@ pub(crate) fn build(d: &FrameDesc) -> Built {
             bytes.extend_from_slice(&udp);
         }
     }
+    let l4 = match &d.icmp {
+        None => l4,
+        Some(w) => wrap_in_icmp(&mut bytes, l3, ipv6, w),
+    };
     bytes.extend_from_slice(&d.trailer);
     Built {
         bytes,
@@ -250,6 +266,48 @@ pub(crate) fn build(d: &FrameDesc) -> Built {
         l4,
         ipv6,
     }
+}
+
+/// Replaces the IP packet at l3 (to the end of `bytes`) by an ICMP error
+/// from its destination to its source quoting part of it; returns where
+/// the ICMP message starts.
+fn wrap_in_icmp(bytes: &mut Vec<u8>, l3: usize, ipv6: bool, w: &IcmpWrap) -> usize {
+    let packet = bytes.split_off(l3);
+    let n = w
+        .quote
+        .as_ref()
+        .map_or(packet.len(), |i| i.index(packet.len() + 1));
+    let quote = &packet[..n];
+    let mut m = vec![w.kind.0, w.kind.1, 0, 0, 0, 0, 0x05, 0x00];
+    m.extend_from_slice(quote);
+    let mut h;
+    if ipv6 {
+        let (src, dst) = (&packet[24..40], &packet[8..24]);
+        let mut pseudo = [src, dst].concat();
+        pseudo.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 58]);
+        let c = !checksum::add(checksum::sum(&pseudo), checksum::sum(&m));
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+        h = packet[..8].to_vec();
+        h[4..6].copy_from_slice(&(m.len() as u16).to_be_bytes());
+        h[6] = 58;
+        h.extend_from_slice(src);
+        h.extend_from_slice(dst);
+    } else {
+        let c = !checksum::sum(&m);
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+        h = vec![0x45, 0xc0];
+        h.extend_from_slice(&((20 + m.len()) as u16).to_be_bytes());
+        h.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
+        h.extend_from_slice(&packet[16..20]);
+        h.extend_from_slice(&packet[12..16]);
+        let hc = !checksum::sum(&h);
+        h[10..12].copy_from_slice(&hc.to_be_bytes());
+    }
+    bytes.extend_from_slice(&h);
+    let at = bytes.len();
+    bytes.extend_from_slice(&m);
+    at
 }
 
 pub(crate) fn mutate(b: &mut Built, m: &Mutation) {

@@ -89,6 +89,8 @@ mod program {
         pub reasons: Vec<u64>,
         pub backends: Vec<Vec<(u64, u64)>>,
         pub replies: Vec<(u64, u64)>,
+        /// Passive signals per backend per frontend: (icmp_errors, replies).
+        pub passive: Vec<Vec<(u64, u64)>>,
     }
 
     impl Counts {
@@ -97,6 +99,7 @@ mod program {
                 reasons: vec![0; REASON_COUNT],
                 backends: shape.iter().map(|&n| vec![(0, 0); n]).collect(),
                 replies: vec![(0, 0); shape.len()],
+                passive: shape.iter().map(|&n| vec![(0, 0); n]).collect(),
             }
         }
 
@@ -114,6 +117,12 @@ mod program {
             for (a, b) in self.replies.iter_mut().zip(&o.replies) {
                 a.0 += b.0;
                 a.1 += b.1;
+            }
+            for (x, y) in self.passive.iter_mut().zip(&o.passive) {
+                for (a, b) in x.iter_mut().zip(y) {
+                    a.0 += b.0;
+                    a.1 += b.1;
+                }
             }
         }
 
@@ -137,6 +146,12 @@ mod program {
                     .iter()
                     .zip(&o.replies)
                     .map(|(a, b)| d(*a, *b))
+                    .collect(),
+                passive: self
+                    .passive
+                    .iter()
+                    .zip(&o.passive)
+                    .map(|(x, y)| x.iter().zip(y).map(|(a, b)| d(*a, *b)).collect())
                     .collect(),
             }
         }
@@ -214,6 +229,11 @@ mod program {
                     .map(|f| f.iter().map(|b| (b.packets, b.bytes)).collect())
                     .collect(),
                 replies: c.replies.iter().map(|r| (r.packets, r.bytes)).collect(),
+                passive: c
+                    .passive
+                    .iter()
+                    .map(|f| f.iter().map(|p| (p.icmp_errors, p.replies)).collect())
+                    .collect(),
             }
         }
 
@@ -293,6 +313,12 @@ pub(crate) fn expected_delta(o: &Outcome, shape: &[usize]) -> Counts {
     }
     if let Some(f) = o.reply {
         c.replies[f] = (1, o.counted_bytes);
+    }
+    if let Some((f, b)) = o.reply_from {
+        c.passive[f][b].1 = 1;
+    }
+    if let Some((f, b)) = o.icmp_error {
+        c.passive[f][b].0 = 1;
     }
     c
 }
@@ -610,6 +636,7 @@ pub(crate) fn v4_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> 
         short_udp_len: None,
         csum: Csum::Valid,
         trailer: vec![],
+        icmp: None,
     }
 }
 

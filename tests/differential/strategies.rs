@@ -197,6 +197,29 @@ pub(crate) fn frame(a: &Aims) -> impl Strategy<Value = FrameDesc> {
         m.copy_from_slice(&filler(12, seed));
         m
     });
+    // ICMP errors quoting the datagram: the kinds udplb translates (port
+    // unreachable, fragmentation needed / packet too big, time exceeded)
+    // and some it does not; quoted whole or cut anywhere.
+    let kinds = vec![
+        (3, 3),
+        (3, 4),
+        (3, 1),
+        (11, 0),
+        (1, 4),
+        (2, 0),
+        (3, 0),
+        (5, 1),
+        (8, 0),
+        (12, 0),
+    ];
+    let icmp = prop::option::weighted(
+        0.15,
+        (
+            select(kinds),
+            prop_oneof![3 => Just(None), 1 => any::<Index>().prop_map(Some)],
+        )
+            .prop_map(|(kind, quote)| IcmpWrap { kind, quote }),
+    );
     (
         macs,
         tags,
@@ -205,19 +228,22 @@ pub(crate) fn frame(a: &Aims) -> impl Strategy<Value = FrameDesc> {
         payload,
         prop::option::weighted(0.1, any::<Index>()),
         csum,
-        trailer,
+        (trailer, icmp),
     )
         .prop_map(
-            |(macs, tags, ip, (sport, dport), payload, short_udp_len, csum, trailer)| FrameDesc {
-                macs,
-                tags,
-                ip,
-                sport,
-                dport,
-                payload,
-                short_udp_len,
-                csum,
-                trailer,
+            |(macs, tags, ip, (sport, dport), payload, short_udp_len, csum, (trailer, icmp))| {
+                FrameDesc {
+                    macs,
+                    tags,
+                    ip,
+                    sport,
+                    dport,
+                    payload,
+                    short_udp_len,
+                    csum,
+                    trailer,
+                    icmp,
+                }
             },
         )
 }

@@ -413,6 +413,7 @@ impl Fwd {
             verdict,
             reason: Some(reason),
             hit: self.hit,
+            passive: None,
         }
     }
 

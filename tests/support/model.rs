@@ -49,6 +49,8 @@ pub mod reason {
     pub const IPV6_EXT: usize = abi::UDPLB_REASON_IPV6_EXT as usize;
     pub const NO_BACKEND: usize = abi::UDPLB_REASON_NO_BACKEND as usize;
     pub const BACKEND_TO_FRONTEND: usize = abi::UDPLB_REASON_BACKEND_TO_FRONTEND as usize;
+    pub const ICMP_TRANSLATED: usize = abi::UDPLB_REASON_ICMP_TRANSLATED as usize;
+    pub const ICMP_TO_BACKEND: usize = abi::UDPLB_REASON_ICMP_TO_BACKEND as usize;
 }
 
 /// The name of a reason code, as the CLI prints it.
@@ -295,6 +297,12 @@ pub struct Outcome {
     pub reply: Option<usize>,
     /// Bytes added to that backend or reply counter: the whole frame.
     pub counted_bytes: u64,
+    /// (frontend, backend index) whose passive reply counter counts this
+    /// reply (the backend that sent it).
+    pub reply_from: Option<(usize, usize)>,
+    /// (frontend, backend index) whose passive ICMP error counter counts
+    /// this destination unreachable.
+    pub icmp_error: Option<(usize, usize)>,
     /// The rule of the specification that decided (for reports only).
     pub why: &'static str,
 }
@@ -328,6 +336,8 @@ const ETHERTYPE_IPV6: u16 = 0x86dd;
 const TPID_8021Q: u16 = 0x8100;
 const TPID_8021AD: u16 = 0x88a8;
 const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
 const UDP_HLEN: usize = 8;
 const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
@@ -352,6 +362,22 @@ struct Datagram {
 /// Why parsing stopped: a reason code and the rule that fired.
 type Stop = (usize, &'static str);
 
+/// An ICMP message (IPv4 protocol 1 not fragmented, IPv6 next header 58
+/// right after the IPv6 header): where it starts and how long the IP header
+/// says it is (bpf/icmp.h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Icmp {
+    at: usize,
+    len: usize,
+    ipv6: bool,
+}
+
+/// What parsing found: a UDP datagram or an ICMP message.
+enum Parsed {
+    Udp(Datagram),
+    Icmp(Icmp),
+}
+
 fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
@@ -360,7 +386,7 @@ fn stop<T>(code: usize, why: &'static str) -> Result<T, Stop> {
     Err((code, why))
 }
 
-fn parse(frame: &[u8]) -> Result<Datagram, Stop> {
+fn parse(frame: &[u8]) -> Result<Parsed, Stop> {
     // Ethernet (14 bytes) -> up to two 802.1Q/802.1ad tags -> EtherType.
     if frame.len() < ETH_HLEN {
         return stop(reason::MALFORMED, "Ethernet: fewer than 14 bytes");
@@ -387,7 +413,7 @@ fn parse(frame: &[u8]) -> Result<Datagram, Stop> {
     }
 }
 
-fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Datagram, Stop> {
+fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Parsed, Stop> {
     let ip = &frame[l3..];
     if ip.len() < IPV4_MIN_HLEN {
         return stop(reason::MALFORMED, "IPv4: fewer than 20 bytes");
@@ -409,10 +435,17 @@ fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Datagram, Stop> {
     if ip.len() < tot_len {
         return stop(reason::MALFORMED, "IPv4: tot_len bytes not present");
     }
+    let frag = be16(ip, 6);
+    if ip[9] == IPPROTO_ICMP && frag & 0x3fff == 0 {
+        return Ok(Parsed::Icmp(Icmp {
+            at: l3 + hlen,
+            len: tot_len - hlen,
+            ipv6: false,
+        }));
+    }
     if ip[9] != IPPROTO_UDP {
         return stop(reason::NOT_UDP, "IPv4: protocol is not UDP");
     }
-    let frag = be16(ip, 6);
     let more_fragments = frag & 0x2000 != 0;
     if frag & 0x1fff != 0 {
         return stop(reason::FRAGMENT, "IPv4: fragment offset is not 0");
@@ -430,15 +463,15 @@ fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Datagram, Stop> {
         return stop(reason::MALFORMED, "IPv4: udp.len > tot_len - IHL*4");
     }
     let addr = |at: usize| IpAddr::V4(Ipv4Addr::new(ip[at], ip[at + 1], ip[at + 2], ip[at + 3]));
-    Ok(Datagram {
+    Ok(Parsed::Udp(Datagram {
         udp: l3 + hlen,
         ipv6: false,
         src: addr(12),
         dst: addr(16),
-    })
+    }))
 }
 
-fn parse_ipv6(frame: &[u8], l3: usize) -> Result<Datagram, Stop> {
+fn parse_ipv6(frame: &[u8], l3: usize) -> Result<Parsed, Stop> {
     let ip = &frame[l3..];
     if ip.len() < IPV6_HLEN {
         return stop(reason::MALFORMED, "IPv6: fewer than 40 bytes");
@@ -471,6 +504,13 @@ fn parse_ipv6(frame: &[u8], l3: usize) -> Result<Datagram, Stop> {
         at += IPV6_FRAG_HLEN;
         rest -= IPV6_FRAG_HLEN;
     }
+    if next == IPPROTO_ICMPV6 && at == IPV6_HLEN {
+        return Ok(Parsed::Icmp(Icmp {
+            at: l3 + at,
+            len: rest,
+            ipv6: true,
+        }));
+    }
     if IPV6_EXTENSION_HEADERS.contains(&next) {
         return stop(reason::IPV6_EXT, "IPv6: next header is an extension header");
     }
@@ -500,12 +540,12 @@ fn parse_ipv6(frame: &[u8], l3: usize) -> Result<Datagram, Stop> {
         o.copy_from_slice(&ip[at..at + 16]);
         IpAddr::V6(Ipv6Addr::from(o))
     };
-    Ok(Datagram {
+    Ok(Parsed::Udp(Datagram {
         udp: l3 + at,
         ipv6: true,
         src: addr(8),
         dst: addr(24),
-    })
+    }))
 }
 
 /// Sets the UDP port at `field` (0: source, 2: destination) and updates the
@@ -545,10 +585,18 @@ pub fn run(
         backend: None,
         reply: None,
         counted_bytes: frame.len() as u64,
+        reply_from: None,
+        icmp_error: None,
         why: "",
     };
     let d = match parse(frame) {
-        Ok(d) => d,
+        Ok(Parsed::Udp(d)) => d,
+        Ok(Parsed::Icmp(m)) => {
+            let (code, why) = icmp(&mut out, m, config, on_loopback);
+            out.reason = code;
+            out.why = why;
+            return out;
+        }
         Err((code, why)) => {
             out.reason = code;
             out.why = why;
@@ -601,9 +649,158 @@ pub fn run(
         set_port(&mut out.output, &d, 0, config.frontends[fe].port);
         out.reason = reason::REPLY;
         out.reply = Some(fe);
+        let b = config.frontends[fe]
+            .backends
+            .iter()
+            .position(|&p| p == flow.sport);
+        out.reply_from = b.map(|b| (fe, b));
         out.why = "source is a backend";
         return out;
     }
     out.why = "UDP, neither to a frontend nor from a backend";
     out
+}
+
+// ---------------------------------------------------------------------------
+// ICMP errors about balanced datagrams (bpf/icmp.h's contract, in its parse
+// order). The model's backends are local: only ports change.
+
+/// Sets the 16-bit word at `at` and returns the old value.
+fn put16(frame: &mut [u8], at: usize, v: u16) -> u16 {
+    let old = be16(frame, at);
+    frame[at..at + 2].copy_from_slice(&v.to_be_bytes());
+    old
+}
+
+/// Rewrites the quoted datagram's port at `field` (0 source, 2
+/// destination) to `port`: the quoted UDP checksum as for any port change
+/// (IPv4 0 stays 0), and the ICMP checksum for both changed words.
+fn icmp_set_port(frame: &mut [u8], m: Icmp, quoted: &Datagram, field: usize, port: u16) {
+    let at = quoted.udp + field;
+    let check_at = quoted.udp + 6;
+    let old_port = be16(frame, at);
+    let old_check = be16(frame, check_at);
+    set_port(frame, quoted, field, port);
+    let new_check = be16(frame, check_at);
+    let mut c = be16(frame, m.at + 2);
+    c = checksum::update(c, old_port, port);
+    if new_check != old_check {
+        c = checksum::update(c, old_check, new_check);
+    }
+    put16(frame, m.at + 2, c);
+}
+
+fn icmp(out: &mut Outcome, m: Icmp, config: &ModelConfig, on_loopback: bool) -> Stop {
+    let f = out.output.clone();
+    let end = m.at + m.len;
+    if m.len < 8 {
+        return (reason::MALFORMED, "ICMP: header not within the message");
+    }
+    let (typ, code) = (f[m.at], f[m.at + 1]);
+    let translated = if m.ipv6 {
+        matches!(typ, 1..=3)
+    } else {
+        matches!(typ, 3 | 11)
+    };
+    if !translated {
+        return (reason::NOT_UDP, "ICMP: not an error udplb translates");
+    }
+    let too_big = if m.ipv6 {
+        typ == 2
+    } else {
+        typ == 3 && code == 4
+    };
+    let unreachable = if m.ipv6 {
+        typ == 1
+    } else {
+        typ == 3 && code != 4
+    };
+    let off = m.at + 8;
+    let (udp, src, dst) = if m.ipv6 {
+        if off + IPV6_HLEN > end {
+            return (reason::MALFORMED, "ICMP: quoted IPv6 header cut");
+        }
+        if f[off] >> 4 != 6 {
+            return (reason::MALFORMED, "ICMP: quoted version is not 6");
+        }
+        if f[off + 6] != IPPROTO_UDP {
+            return (reason::NOT_UDP, "ICMP: quoted next header is not UDP");
+        }
+        let a = |at: usize| {
+            let o: [u8; 16] = f[at..at + 16].try_into().unwrap();
+            IpAddr::V6(Ipv6Addr::from(o))
+        };
+        (off + IPV6_HLEN, a(off + 8), a(off + 24))
+    } else {
+        if off + IPV4_MIN_HLEN > end {
+            return (reason::MALFORMED, "ICMP: quoted IPv4 header cut");
+        }
+        if f[off] >> 4 != 4 {
+            return (reason::MALFORMED, "ICMP: quoted version is not 4");
+        }
+        let hlen = usize::from(f[off] & 0x0f) * 4;
+        if hlen < IPV4_MIN_HLEN {
+            return (reason::MALFORMED, "ICMP: quoted IHL < 5");
+        }
+        if off + hlen > end {
+            return (reason::MALFORMED, "ICMP: quoted IPv4 options cut");
+        }
+        if f[off + 9] != IPPROTO_UDP {
+            return (reason::NOT_UDP, "ICMP: quoted protocol is not UDP");
+        }
+        if be16(&f, off + 6) & 0x1fff != 0 {
+            return (reason::NOT_UDP, "ICMP: quoted later fragment");
+        }
+        let a = |at: usize| IpAddr::V4(Ipv4Addr::new(f[at], f[at + 1], f[at + 2], f[at + 3]));
+        (off + hlen, a(off + 12), a(off + 16))
+    };
+    if udp + UDP_HLEN > end {
+        return (reason::MALFORMED, "ICMP: quoted UDP header cut");
+    }
+    let quoted = Datagram {
+        udp,
+        ipv6: m.ipv6,
+        src,
+        dst,
+    };
+    let (sport, dport) = (be16(&f, udp), be16(&f, udp + 2));
+    // Toward the client: the quoted destination is a backend (matched as a
+    // reply's source is).
+    if let Some(fe) = config.reply_for(dst, dport, on_loopback) {
+        icmp_set_port(&mut out.output, m, &quoted, 2, config.frontends[fe].port);
+        if unreachable {
+            let b = config.frontends[fe]
+                .backends
+                .iter()
+                .position(|&p| p == dport);
+            out.icmp_error = b.map(|b| (fe, b));
+        }
+        return (
+            reason::ICMP_TRANSLATED,
+            "ICMP error about a datagram to a backend",
+        );
+    }
+    // Packet too big about a reply from a frontend: to the backend the
+    // flow's requests hash to.
+    if too_big {
+        if let Some(fe) = config.frontend_for(src, sport) {
+            let fr = &config.frontends[fe];
+            if fr.ring.is_empty() {
+                return (
+                    reason::NO_BACKEND,
+                    "ICMP packet too big, frontend without backends",
+                );
+            }
+            let request = Flow {
+                src: dst,
+                dst: src,
+                sport: dport,
+                dport: sport,
+            };
+            let b = fr.ring[request.hash() as usize % fr.ring.len()];
+            icmp_set_port(&mut out.output, m, &quoted, 0, fr.backends[b]);
+            return (reason::ICMP_TO_BACKEND, "packet too big about a reply");
+        }
+    }
+    (reason::NOT_UDP, "ICMP error not about a balanced datagram")
 }

@@ -595,3 +595,49 @@ fn plain_addr(f: &Frame, source: bool) -> IpAddr {
         IpAddr::from(<[u8; 4]>::try_from(&b[r]).unwrap())
     }
 }
+
+/// An ICMP error from `src` to `dst` (addresses without ports): ICMPv4 or,
+/// for IPv6 addresses, ICMPv6, of `kind` (type, code), with `rest` in the
+/// four bytes after the checksum (unused, or the MTU), quoting the first
+/// `quote` bytes of `quoted`'s IP packet (IP header and on), as a kernel
+/// quotes the datagram that caused it. Lengths and every checksum (outer
+/// IPv4 header, ICMP, with ICMPv6's pseudo-header) computed from scratch.
+pub fn icmp_error(
+    src: &str,
+    dst: &str,
+    kind: (u8, u8),
+    rest: u32,
+    quoted: &Frame,
+    quote: usize,
+) -> Vec<u8> {
+    let ip = &quoted.bytes[quoted.l3..];
+    let mut m = vec![kind.0, kind.1, 0, 0];
+    m.extend_from_slice(&rest.to_be_bytes());
+    m.extend_from_slice(&ip[..quote.min(ip.len())]);
+    icmp_message(src, dst, m, None)
+}
+
+/// An ICMP message `m` (its checksum field computed here) from `src` to
+/// `dst`, cut to its first `keep` bytes (the IP length saying so) when set.
+pub fn icmp_message(src: &str, dst: &str, mut m: Vec<u8>, keep: Option<usize>) -> Vec<u8> {
+    let s: IpAddr = src.parse().expect("source address");
+    let d: IpAddr = dst.parse().expect("destination address");
+    let (proto, pseudo) = match (s, d) {
+        (IpAddr::V6(s6), IpAddr::V6(d6)) => {
+            let mut p = Vec::new();
+            p.extend_from_slice(&s6.octets());
+            p.extend_from_slice(&d6.octets());
+            p.extend_from_slice(&(m.len() as u32).to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, IPPROTO_ICMPV6]);
+            (IPPROTO_ICMPV6, super::checksum::sum(&p))
+        }
+        _ => (IPPROTO_ICMP, 0),
+    };
+    m[2..4].copy_from_slice(&[0, 0]);
+    let c = !super::checksum::add(super::checksum::sum(&m), pseudo);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    if let Some(k) = keep {
+        m.truncate(k);
+    }
+    ip_frame(&[], src, dst, proto, &m)
+}

@@ -138,6 +138,16 @@ pub struct Case {
     /// (the egress program counts no reasons).
     pub reason: Option<u32>,
     pub hit: Hit,
+    /// A passive signal besides the reply seen that `Hit::Reply` implies.
+    pub passive: Option<PassiveHit>,
+}
+
+/// The passive counter of one backend (frontend and backend index) that a
+/// case moves by one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PassiveHit {
+    IcmpError(usize, usize),
+    Reply(usize, usize),
 }
 
 impl Case {
@@ -153,6 +163,7 @@ impl Case {
             output: input.to_vec(),
             reason: Some(reason),
             hit: Hit::Nothing,
+            passive: None,
         }
     }
 
@@ -212,6 +223,7 @@ impl Case {
             ingress_ifindex: None,
             reason: None,
             hit: Hit::Nothing,
+            passive: None,
         }
     }
 
@@ -245,6 +257,7 @@ impl Case {
             ingress_ifindex: None,
             reason: None,
             hit: Hit::Nothing,
+            passive: None,
         }
     }
 
@@ -395,7 +408,13 @@ impl Fixture {
             Hit::Reply(f) => {
                 want.replies[f].packets += 1;
                 want.replies[f].bytes += frame_len;
+                reply_seen(&before, &after, &mut want, f);
             }
+        }
+        match case.passive {
+            None => {}
+            Some(PassiveHit::IcmpError(f, b)) => want.passive[f][b].icmp_errors += 1,
+            Some(PassiveHit::Reply(f, b)) => want.passive[f][b].replies += 1,
         }
 
         let mut err = String::new();
@@ -475,8 +494,21 @@ pub fn assert_reasons(fx: &Fixture, expected: &[(u32, u64)]) {
     assert_eq!(fx.counters().reasons, want, "reason counters");
 }
 
+/// A reply of frontend `f` counts one reply seen from the backend that
+/// sent it; the cases say which frontend, not which backend: expects
+/// exactly one backend of `f` to have moved by one (and no other change,
+/// which the caller's comparison of every counter checks).
+pub fn reply_seen(before: &Counters, after: &Counters, want: &mut Counters, f: usize) {
+    let moved: Vec<usize> = (0..before.passive[f].len())
+        .filter(|&j| after.passive[f][j].replies == before.passive[f][j].replies + 1)
+        .collect();
+    // None moved: expect the first, so the mismatch shows.
+    let j = if moved.len() == 1 { moved[0] } else { 0 };
+    want.passive[f][j].replies += 1;
+}
+
 /// Nonzero counter changes from `a` to `b`, by name.
-fn delta(a: &Counters, b: &Counters) -> String {
+pub fn delta(a: &Counters, b: &Counters) -> String {
     let mut parts = Vec::new();
     for (i, (x, y)) in a.reasons.iter().zip(&b.reasons).enumerate() {
         if x != y {
@@ -501,6 +533,17 @@ fn delta(a: &Counters, b: &Counters) -> String {
                 y.packets as i64 - x.packets as i64,
                 y.bytes as i64 - x.bytes as i64
             ));
+        }
+    }
+    for (f, (xs, ys)) in a.passive.iter().zip(&b.passive).enumerate() {
+        for (i, (x, y)) in xs.iter().zip(ys).enumerate() {
+            if x != y {
+                parts.push(format!(
+                    "passive[{f}][{i}] icmp_errors {:+} replies {:+}",
+                    y.icmp_errors as i64 - x.icmp_errors as i64,
+                    y.replies as i64 - x.replies as i64
+                ));
+            }
         }
     }
     if parts.is_empty() {

@@ -1,0 +1,302 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * icmp.h - ICMP errors about balanced datagrams, translated statelessly as
+ * NAT translates them (RFC 5508 section 4.2, Linux nf_nat_icmp_reply_translation),
+ * for both programs.
+ *
+ * Contract. An ICMP error quotes the IP header and at least the first 8
+ * bytes of the datagram that caused it. Two directions are translated;
+ * everything else passes untouched:
+ *
+ *   Toward the client (IPv4 type 3 destination unreachable, 11 time
+ *   exceeded; IPv6 type 1 destination unreachable, 2 packet too big, 3 time
+ *   exceeded): the quoted datagram went from a client to a backend (the
+ *   kernel's port unreachable for a datagram to a dead local backend, a
+ *   remote backend's, a router's between here and a backend, this host's
+ *   own fragmentation needed). Its destination is looked up in the replies
+ *   map exactly as a reply's source is (port alone only where a reply may
+ *   be matched by port alone: on lo and in egress). The quoted destination
+ *   becomes the frontend (address if the frontend has one, and port), so a
+ *   connected client's socket, which Linux finds by the quoted 4-tuple,
+ *   gets the error: ECONNREFUSED at once, or its path MTU. Where the
+ *   frontend has an address, the outer source becomes it too (the client
+ *   does not know the backend's or this host's address; NAT does the same).
+ *   A destination unreachable other than fragmentation needed counts as a
+ *   passive ICMP error of that backend.
+ *
+ *   Toward a backend (IPv4 type 3 code 4 fragmentation needed, IPv6 type 2
+ *   packet too big), XDP only: the quoted datagram is a reply udplb
+ *   rewrote (from the frontend to the client) that a link on the client's
+ *   path could not take. The frontend is found from the quoted source; the
+ *   backend is the one the flow's requests go to: the ring entry at the
+ *   flow hash of the quoted datagram reversed (the request's 4-tuple).
+ *   For Maglev that is the backend that served the flow (as long as the
+ *   ring has not changed since). For round robin no stateless answer
+ *   exists; the same hash picks one backend, a guess: for local backends it
+ *   does not matter (the kernel caches the path MTU per destination for
+ *   the whole host, whichever socket gets the error), for remote backends
+ *   it reaches the right host one time in N. (Katran resolves it the same
+ *   way, by hashing the quoted packet as the flow; IPVS looks up its
+ *   connection table.) The quoted source becomes the backend, and for a
+ *   remote backend the outer destination its address, and the kernel
+ *   forwards it there.
+ *
+ * Checksums, all incremental (RFC 1624) and written straight into the
+ * packet in both hooks (an ICMP error is never CHECKSUM_PARTIAL: the
+ * kernel sums it in software): the quoted UDP checksum as NAT updates it
+ * (address in its pseudo-header and port; a quoted IPv4 checksum of 0 stays
+ * 0, a computed 0 is written 0xFFFF), the quoted IPv4 header checksum, the
+ * outer IPv4 header checksum, and the ICMP checksum over every changed word
+ * of its payload (and, for ICMPv6, of the pseudo-header).
+ *
+ * Parse order (the reference model, tests/support/model.rs, follows it),
+ * after parsing.h's PARSE_ICMP:
+ *   the 8-byte ICMP header within the ICMP message and present, else
+ *   malformed; a type above, else not_udp;
+ *   quoted IPv4: 20 bytes, version 4, IHL >= 5, IHL*4 bytes (malformed),
+ *   protocol UDP, fragment offset 0 (else not_udp), 8 bytes of UDP
+ *   (malformed); quoted IPv6: 40 bytes, version 6 (malformed), next header
+ *   UDP (else not_udp), 8 bytes of UDP (malformed). "Present" means within
+ *   the ICMP message as the outer IP header gives its length, and readable.
+ *   The quoted lengths are not checked: the quote is cut short by design.
+ *   Then: destination in the replies map -> icmp_translated; packet too
+ *   big whose source is a frontend -> icmp_to_backend (no_backend if its
+ *   ring is empty); otherwise not_udp.
+ */
+#ifndef UDPLB_ICMP_H
+#define UDPLB_ICMP_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "udplb.h"
+#include "parsing.h"
+#include "csum.h"
+#include "maps.h"
+#include "lookup.h"
+#include "counters.h"
+
+#define ICMP_HLEN 8
+#define ICMP_DEST_UNREACH 3
+#define ICMP_FRAG_NEEDED 4
+#define ICMP_TIME_EXCEEDED 11
+#define ICMPV6_DEST_UNREACH 1
+#define ICMPV6_PKT_TOOBIG 2
+#define ICMPV6_TIME_EXCEED 3
+
+/* An ICMP error and the UDP datagram it quotes. */
+struct icmp_error {
+	__u8 *icmp;              /* type, code, checksum, 4 more bytes */
+	struct udp_packet inner; /* l3, udp, ipv6 of the quoted datagram */
+	__u8 type;
+	__u8 code;
+};
+
+static __always_inline bool icmp_translated_type(bool ipv6, __u8 type)
+{
+	if (ipv6)
+		return type == ICMPV6_DEST_UNREACH || type == ICMPV6_PKT_TOOBIG ||
+		       type == ICMPV6_TIME_EXCEED;
+	return type == ICMP_DEST_UNREACH || type == ICMP_TIME_EXCEEDED;
+}
+
+static __always_inline bool icmp_too_big(struct icmp_error *e)
+{
+	if (e->inner.ipv6)
+		return e->type == ICMPV6_PKT_TOOBIG;
+	return e->type == ICMP_DEST_UNREACH && e->code == ICMP_FRAG_NEEDED;
+}
+
+/* A passive signal: the backend is not there (port, host, network ...). */
+static __always_inline bool icmp_unreachable(struct icmp_error *e)
+{
+	if (e->inner.ipv6)
+		return e->type == ICMPV6_DEST_UNREACH;
+	return e->type == ICMP_DEST_UNREACH && e->code != ICMP_FRAG_NEEDED;
+}
+
+/*
+ * Parses the ICMP message at c->pos (p as parse_udp_packet left it with
+ * PARSE_ICMP). PARSE_OK: e holds the quoted IP and UDP headers.
+ */
+static __always_inline int parse_icmp_error(struct hdr_cursor *c, void *data_end,
+					    struct udp_packet *p, struct icmp_error *e)
+{
+	__u8 *icmp = c->pos;
+	__u32 end = p->l4_off + p->ulen; /* where the ICMP message ends */
+	__u32 off = p->l4_off + ICMP_HLEN, l4_off;
+	struct udphdr *udp;
+	void *l3 = icmp + ICMP_HLEN;
+
+	if ((void *)(icmp + ICMP_HLEN) > data_end || p->ulen < ICMP_HLEN)
+		return UDPLB_REASON_MALFORMED;
+	e->icmp = icmp;
+	e->type = icmp[0];
+	e->code = icmp[1];
+	if (!icmp_translated_type(p->ipv6, e->type))
+		return UDPLB_REASON_NOT_UDP;
+	if (p->ipv6) {
+		struct ipv6hdr *ip6 = l3;
+
+		if ((void *)(ip6 + 1) > data_end || off + sizeof(*ip6) > end)
+			return UDPLB_REASON_MALFORMED;
+		if (ip6->version != 6)
+			return UDPLB_REASON_MALFORMED;
+		if (ip6->nexthdr != IPPROTO_UDP)
+			return UDPLB_REASON_NOT_UDP;
+		udp = (void *)(ip6 + 1);
+		l4_off = off + sizeof(*ip6);
+	} else {
+		struct iphdr *ip = l3;
+		__u32 hlen;
+
+		if ((void *)(ip + 1) > data_end || off + sizeof(*ip) > end)
+			return UDPLB_REASON_MALFORMED;
+		if (ip->version != 4)
+			return UDPLB_REASON_MALFORMED;
+		hlen = ip->ihl * 4;
+		if (hlen < sizeof(*ip))
+			return UDPLB_REASON_MALFORMED;
+		if (l3 + hlen > data_end || off + hlen > end)
+			return UDPLB_REASON_MALFORMED;
+		if (ip->protocol != IPPROTO_UDP)
+			return UDPLB_REASON_NOT_UDP;
+		if (bpf_ntohs(ip->frag_off) & IP_OFFSET)
+			return UDPLB_REASON_NOT_UDP;
+		udp = l3 + hlen;
+		l4_off = off + hlen;
+	}
+	if ((void *)(udp + 1) > data_end || l4_off + sizeof(*udp) > end)
+		return UDPLB_REASON_MALFORMED;
+	e->inner.eth = p->eth;
+	e->inner.l3 = l3;
+	e->inner.udp = udp;
+	e->inner.l3_off = off;
+	e->inner.l4_off = l4_off;
+	e->inner.ulen = 0; /* unknown: the quote is cut short */
+	e->inner.ipv6 = p->ipv6;
+	e->inner.first_fragment = false;
+	e->inner.vlans = p->vlans;
+	return PARSE_OK;
+}
+
+/* Writes `words` 16-bit words `to` over `field`; returns d plus their
+ * one's-complement difference (~old + new per word), unfolded. A few dozen
+ * words stay far below 2^32. */
+static __always_inline __u32 put_words(void *field, const void *to, int words, __u32 d)
+{
+	__u16 *f = field;
+	const __u16 *t = to;
+
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		if (i >= words)
+			break;
+		d += (__u16)~f[i] + (__u32)t[i];
+		f[i] = t[i];
+	}
+	return d;
+}
+
+/* A checksum after covered data changed by the difference d (RFC 1624, eqn. 3). */
+static __always_inline __u16 csum_apply(__u16 check, __u32 d)
+{
+	return (__u16)~csum_fold32((__u32)(__u16)~check + csum_fold32(d));
+}
+
+/*
+ * Rewrites one side of the quoted datagram to `to`: its destination
+ * (inner_source false: an error going back to the client) or its source
+ * (a packet-too-big going on to a backend). If `to` has an address, the
+ * other side of the outer header gets it too: the outer source (toward the
+ * client) or destination (toward the backend). Every checksum follows.
+ */
+static __always_inline void icmp_rewrite(struct udp_packet *p, struct icmp_error *e,
+					 bool inner_source, const struct udplb_endpoint *to)
+{
+	struct udp_packet *in = &e->inner;
+	struct udphdr *udp = in->udp;
+	__u32 icmp_d = 0, udp_d = 0;
+	bool has_addr = !endpoint_is_local(to);
+	__u16 check;
+
+	if (has_addr) {
+		if (p->ipv6) {
+			struct ipv6hdr *oip = p->l3, *iip = in->l3;
+
+			udp_d = put_words(inner_source ? &iip->saddr : &iip->daddr, to->addr_be, 8, 0);
+			/* The quoted address is ICMP payload; the outer one is in
+			 * ICMPv6's pseudo-header. */
+			icmp_d = put_words(inner_source ? &oip->daddr : &oip->saddr, to->addr_be, 8,
+					   udp_d);
+		} else {
+			struct iphdr *oip = p->l3, *iip = in->l3;
+			__u32 outer_d;
+
+			udp_d = put_words(inner_source ? &iip->saddr : &iip->daddr, to->addr_be, 2, 0);
+			icmp_d = put_words(&iip->check, &(__u16){ csum_apply(iip->check, udp_d) }, 1,
+					   udp_d);
+			outer_d = put_words(inner_source ? &oip->daddr : &oip->saddr, to->addr_be, 2, 0);
+			oip->check = csum_apply(oip->check, outer_d);
+		}
+	}
+	{
+		__u32 pd = put_words(inner_source ? &udp->source : &udp->dest, &to->port_be, 1, 0);
+
+		udp_d += pd;
+		icmp_d += pd;
+	}
+	/* The quoted UDP checksum, as NAT updates it: IPv4's 0 stays 0. */
+	if (p->ipv6 || udp->check) {
+		check = csum_apply(udp->check, udp_d);
+		icmp_d = put_words(&udp->check, &(__u16){ check ? check : 0xffff }, 1, icmp_d);
+	}
+	*(__u16 *)(e->icmp + 2) = csum_apply(*(__u16 *)(e->icmp + 2), icmp_d);
+}
+
+/*
+ * The ICMP message at c->pos (after PARSE_ICMP): translated if it is an
+ * error about a balanced datagram. port_alone: reply keys by port alone
+ * may match (lo, egress). to_backend: packet-too-big toward a backend may
+ * be translated (XDP: the kernel routes it after the outer destination
+ * changed). Returns the reason to count.
+ */
+static __always_inline int icmp_translate(struct hdr_cursor *c, void *data_end,
+					  struct udp_packet *p, bool port_alone, bool to_backend)
+{
+	struct udplb_reply_target *rt;
+	struct udplb_frontend *fe;
+	struct udplb_backend *be;
+	struct icmp_error e = {};
+	__u32 slot;
+	long picked;
+	int reason;
+
+	reason = parse_icmp_error(c, data_end, p, &e);
+	if (reason != PARSE_OK)
+		return reason;
+	rt = lookup_endpoint(&replies, &e.inner, false, port_alone, UDPLB_PORT_BACKEND_EXACT,
+			     UDPLB_PORT_BACKEND_ANY);
+	if (rt) {
+		slot = rt->backend_slot;
+		icmp_rewrite(p, &e, false, &rt->frontend);
+		if (icmp_unreachable(&e))
+			count_passive(slot, true);
+		return UDPLB_REASON_ICMP_TRANSLATED;
+	}
+	if (!to_backend || !icmp_too_big(&e))
+		return UDPLB_REASON_NOT_UDP;
+	fe = lookup_endpoint(&frontends, &e.inner, true, true, UDPLB_PORT_FRONTEND_EXACT,
+			     UDPLB_PORT_FRONTEND_ANY);
+	if (!fe)
+		return UDPLB_REASON_NOT_UDP;
+	picked = ring_slot(fe, flow_hash_dir(&e.inner, true));
+	slot = picked;
+	be = picked < 0 ? NULL : bpf_map_lookup_elem(&backends, &slot);
+	if (!be)
+		return UDPLB_REASON_NO_BACKEND;
+	icmp_rewrite(p, &e, true, &be->ep);
+	return UDPLB_REASON_ICMP_TO_BACKEND;
+}
+
+#endif /* UDPLB_ICMP_H */
