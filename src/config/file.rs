@@ -583,6 +583,124 @@ sched = "maglev"
         );
     }
 
+    const HEALTH: &str = "interface = \"lo\"\n[[frontend]]\nlisten = 53\nbackends = [5301, 5302]\n[frontend.health]\n";
+
+    #[test]
+    fn health_sections() {
+        let f = parse(
+            &format!(
+                "{HEALTH}check = \"dns\"\nname = \"example.org\"\ntype = \"SOA\"\nrcode = \"noerror\"\n\
+                 interval = \"200ms\"\nrise = 1\nfall = 2\non_all_down = \"drop\"\nsockets = false\n\
+                 [frontend.health.backend.\"5302\"]\ncheck = \"http\"\nport = 8080\npath = \"/health\"\n"
+            ),
+            "x",
+        )
+        .unwrap();
+        let h = &f.config.frontends[0].health;
+        assert_eq!(
+            h.check,
+            Check {
+                kind: CheckKind::Dns {
+                    name: "example.org".into(),
+                    qtype: "SOA".into(),
+                    noerror: true
+                },
+                interval: std::time::Duration::from_millis(200),
+                // The default timeout (500ms) comes down to the interval.
+                timeout: std::time::Duration::from_millis(200),
+                rise: 1,
+                fall: 2,
+            }
+        );
+        assert_eq!((h.on_all_down, h.sockets), (OnAllDown::Drop, false));
+        let b = h.check_of("5302");
+        assert_eq!(
+            b.kind,
+            CheckKind::Http {
+                port: Some(8080),
+                path: "/health".into()
+            }
+        );
+        assert_eq!((b.interval, b.fall), (h.check.interval, 2), "inherited");
+        assert_eq!(h.check_of("5301"), &h.check);
+        // No section: no active check, socket liveness on, fail open.
+        let f = parse(EXAMPLE, "x").unwrap();
+        assert_eq!(
+            f.config.frontends[0].health,
+            FrontendHealth::new(Check::default())
+        );
+    }
+
+    #[test]
+    fn bad_health_sections_name_file_line_and_field() {
+        for (body, start) in [
+            (
+                "check = \"icmp\"\n",
+                "lb.toml:6: check: 'icmp' is not none, udp, dns, tcp or http",
+            ),
+            ("interval = 200\n", "lb.toml:6: interval: 200 needs a unit"),
+            (
+                "interval = \"5ms\"\n",
+                "lb.toml:6: interval: 5ms is out of range",
+            ),
+            (
+                "check = \"udp\"\ntimeout = \"2s\"\n",
+                "lb.toml:7: timeout: 2s must be more than 0",
+            ),
+            ("rise = 0\n", "lb.toml:6: rise: 0 is out of range"),
+            ("fall = 1000\n", "lb.toml:6: fall: 1000 is out of range"),
+            (
+                "on_all_down = \"close\"\n",
+                "lb.toml:6: on_all_down: 'close' is not open or drop",
+            ),
+            (
+                "check = \"dns\"\nname = \"a..b\"\n",
+                "lb.toml:7: name: 'a..b' is not a DNS name",
+            ),
+            (
+                "check = \"dns\"\ntype = \"XX\"\n",
+                "lb.toml:7: type: 'XX' is not a DNS record type",
+            ),
+            (
+                "check = \"dns\"\nrcode = \"some\"\n",
+                "lb.toml:7: rcode: 'some' is not any or noerror",
+            ),
+            (
+                "check = \"tcp\"\nport = 70000\n",
+                "lb.toml:7: port: 70000 is out of range",
+            ),
+            (
+                "check = \"tcp\"\npath = \"/\"\n",
+                "lb.toml:7: path: is not a setting of a tcp check",
+            ),
+            (
+                "check = \"http\"\npath = \"x\"\n",
+                "lb.toml:7: path: 'x' is not a URL path",
+            ),
+            (
+                "[frontend.health.backend.\"5303\"]\nrise = 1\n",
+                "lb.toml:6: backend: '5303' is not a backend of frontend *:53",
+            ),
+            (
+                "[frontend.health.backend.\"5302\"]\non_all_down = \"drop\"\n",
+                "lb.toml:7: on_all_down: is a setting of the frontend",
+            ),
+            (
+                "[frontend.health.backend.\"5302\"]\nfall = 0\n",
+                "lb.toml:7: fall: 0 is out of range",
+            ),
+        ] {
+            let e = err(&format!("{HEALTH}{body}"));
+            assert!(e.starts_with(start), "{body:?}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        let e = err(&format!("{HEALTH}bogus = 1\n"));
+        assert!(
+            e.starts_with("lb.toml:") && e.contains("unknown field `bogus`"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn unreadable_file() {
         let e = load("/nonexistent/udplb.toml").unwrap_err().0;
