@@ -225,10 +225,15 @@ impl Balancer {
         if ts.is_empty() {
             return;
         }
+        // The plan first, then the lines: a backend logged down is out of
+        // its ring.
+        let down = self.health.down();
+        if let Err(e) = self.tables.apply_with(&self.datapath, &self.config, &down) {
+            warn!("udplb: applying health changes: {e:#}");
+        }
         for t in &ts {
             say!("{t}");
         }
-        let down = self.health.down();
         for fe in &self.config.frontends {
             let all = crate::plan::all_down(fe, &down);
             if all && self.all_down.insert(fe.listen) {
@@ -246,9 +251,6 @@ impl Balancer {
                 say!("udplb: {}: a backend is up again", fe.listen);
             }
         }
-        if let Err(e) = self.tables.apply_with(&self.datapath, &self.config, &down) {
-            warn!("udplb: applying health changes: {e:#}");
-        }
     }
 
     /// Every 100 ms: the socket table, for local backends' liveness.
@@ -265,7 +267,7 @@ impl Balancer {
                 for p in self.prober.own_udp_ports() {
                     ports.remove(&p);
                 }
-                let ts = self.health.socket_table(&ports);
+                let ts = self.health.socket_table(&ports, Instant::now());
                 self.transitions(ts);
             }
             Err(e) => warn!("udplb: {e:#}"),

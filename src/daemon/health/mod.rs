@@ -23,6 +23,11 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::{BackendConfig, Check, CheckKind, Config, Listen};
 use crate::plan::{BackendId, Down};
 
+/// How long a local backend that was never seen bound (since udplb started,
+/// or since a reload added it) may take to bind before the socket table
+/// counts against it.
+pub const SOCKET_GRACE: Duration = Duration::from_secs(1);
+
 /// keepalived's and HAProxy's rise/fall: a state that flips only after
 /// enough results in a row say the other thing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +119,10 @@ pub struct BackendHealth {
     /// Why the probes of the current streak failed, for the log line.
     failures: Vec<String>,
     socket_bound: bool,
+    /// Until when a socket that was never seen bound does not count: a
+    /// backend started just after udplb (or added by a reload) gets a
+    /// moment to bind.
+    socket_grace: Option<Instant>,
     passive_last: Option<PassiveSample>,
     passive_down_until: Option<Instant>,
     /// The verdict, since when, how often it changed, and why last.
@@ -132,6 +141,7 @@ impl BackendHealth {
             active: Hysteresis::default(),
             failures: Vec::new(),
             socket_bound: true,
+            socket_grace: Some(Instant::now() + SOCKET_GRACE),
             passive_last: None,
             passive_down_until: None,
             up: true,
@@ -253,10 +263,15 @@ impl Health {
 
     /// The UDP ports with a socket bound in this namespace, from one dump
     /// of the socket table.
-    pub fn socket_table(&mut self, bound: &BTreeSet<u16>) -> Vec<Transition> {
+    pub fn socket_table(&mut self, bound: &BTreeSet<u16>, now: Instant) -> Vec<Transition> {
         let mut out = Vec::new();
         for ((listen, _), h) in &mut self.backends {
             let Some(port) = h.socket_port else { continue };
+            if bound.contains(&port) {
+                h.socket_grace = None;
+            } else if h.socket_grace.is_some_and(|t| now < t) {
+                continue;
+            }
             h.socket_bound = bound.contains(&port);
             let cause = || match bound.contains(&port) {
                 true => format!("a UDP socket is bound to port {port}"),
@@ -419,7 +434,10 @@ fall = 2
         h.configure(&c);
         assert!(h.wants_socket_table());
         let fe = c.frontends[0].listen;
-        let t = h.socket_table(&[5301].into());
+        // Not bound yet, but udplb just started: it may be on its way.
+        assert!(h.socket_table(&[5301].into(), Instant::now()).is_empty());
+        let later = Instant::now() + SOCKET_GRACE;
+        let t = h.socket_table(&[5301].into(), later);
         assert_eq!(t.len(), 1, "{t:?}");
         assert_eq!(
             t[0].to_string(),
@@ -427,14 +445,14 @@ fall = 2
         );
         // A remote backend is not judged by this host's sockets.
         assert!(h.get(fe, ("198.18.1.2".parse().ok(), 53)).unwrap().up);
-        let t = h.socket_table(&[5301, 5302].into());
+        let t = h.socket_table(&[5301, 5302].into(), later);
         assert_eq!(t[0].cause, "a UDP socket is bound to port 5302");
         // Both sources must agree: bound but failing probes stays down.
         h.probe_result(fe, (None, 5301), Err("timed out".into()));
         h.probe_result(fe, (None, 5301), Err("timed out".into()));
-        let t = h.socket_table(&[5302].into());
+        let t = h.socket_table(&[5302].into(), later);
         assert!(t.iter().all(|t| t.backend != "5301"), "already down");
-        let t = h.socket_table(&[5301, 5302].into());
+        let t = h.socket_table(&[5301, 5302].into(), later);
         assert!(t.is_empty(), "bound, but its probes still fail: {t:?}");
         // `sockets = false` turns it off.
         let off = config(&DNS.replace("fall = 2", "fall = 2\nsockets = false"));
@@ -449,7 +467,7 @@ fall = 2
         let mut h = Health::default();
         h.configure(&c);
         let fe = c.frontends[0].listen;
-        h.socket_table(&[5301].into());
+        h.socket_table(&[5301].into(), Instant::now() + SOCKET_GRACE);
         h.configure(&config(&DNS.replace("5301, 5302,", "5302, 5303,")));
         assert_eq!(h.down(), [(fe, (None, 5302))].into());
         assert!(h.get(fe, (None, 5301)).is_none());
