@@ -48,6 +48,16 @@ pub struct Args {
           value_parser = |s: &str| parse_table_size(s).map_err(|e| e.0))]
     pub table_size: u32,
 
+    /// Active health checks of every backend, with the default timing
+    /// (interval 1s, timeout 500ms, rise 2, fall 3): dns (a `. NS` query),
+    /// udp (a datagram, any reply), tcp (a connect to the backend's port),
+    /// http (GET / on the backend's port, 2xx) or none. Local backends are
+    /// also down while no UDP socket is bound to their port. The config
+    /// file sets checks per frontend and per backend
+    #[arg(long, value_name = "KIND", conflicts_with = "config",
+          value_parser = ["none", "udp", "dns", "tcp", "http"])]
+    pub health: Option<String>,
+
     /// XDP attach mode
     #[arg(long, value_enum, default_value_t = XdpMode::Auto, value_name = "MODE")]
     pub xdp_mode: XdpMode,
@@ -224,6 +234,27 @@ mod tests {
         );
         let a = parse(&["--unpin", "eth0"]).unwrap();
         assert_eq!(a.unpin.as_deref(), Some("eth0"));
+    }
+
+    #[test]
+    fn health_flag() {
+        assert_eq!(parse(&["lo", "1=2"]).unwrap().health, None);
+        for kind in ["none", "udp", "dns", "tcp", "http"] {
+            let a = parse(&["--health", kind, "lo", "53=5301"]).unwrap();
+            assert_eq!(a.health.as_deref(), Some(kind));
+        }
+        assert_eq!(
+            parse(&["--health", "icmp", "lo", "1=2"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidValue
+        );
+        assert_eq!(
+            parse(&["--health", "dns", "--config", "x.toml"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::ArgumentConflict
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod datapath;
+pub mod dns;
 pub mod error;
 pub mod plan;
 

@@ -10,6 +10,15 @@
 //! listen = "9875"             # PORT, "IPv4:PORT" or "[IPv6]:PORT"
 //! backends = ["9876", "9877@2", 9878]
 //! sched = "rr"                # optional, per frontend
+//!
+//! [frontend.health]           # optional; see README "Health checks"
+//! check = "dns"               # none, udp, dns, tcp or http
+//! interval = "1s"             # timeout = "500ms", rise = 2, fall = 3
+//! on_all_down = "open"        # or "drop"
+//! sockets = true              # local backends: down with no socket bound
+//! [frontend.health.backend."9877"]
+//! check = "tcp"               # a backend's own check (same keys)
+//! port = 8080
 //! ```
 //!
 //! Every error names the file, the line and the field. Pure: no kernel access.
@@ -19,6 +28,7 @@ use std::ops::Range;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::config::health::{self, parse_duration, Check, CheckKind, FrontendHealth, OnAllDown};
 use crate::config::{
     check_interface_name, parse_backend, parse_listen, parse_table_size, Config, Defaults,
     FrontendConfig, Sched,
@@ -69,6 +79,34 @@ struct RawFrontend {
     backends: Spanned<Vec<Spanned<Text>>>,
     sched: Option<Spanned<String>>,
     table_size: Option<Spanned<i64>>,
+    health: Option<Spanned<RawCheck>>,
+}
+
+/// `[frontend.health]`: the frontend's check, what to do when all are down,
+/// and per-backend overrides (`[frontend.health.backend."PORT"]`) with the
+/// check keys only.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    on_all_down: Option<Spanned<String>>,
+    sockets: Option<Spanned<bool>>,
+    backend: Option<std::collections::BTreeMap<String, Spanned<RawCheck>>>,
+    check: Option<Spanned<String>>,
+    interval: Option<Spanned<Text>>,
+    timeout: Option<Spanned<Text>>,
+    rise: Option<Spanned<i64>>,
+    fall: Option<Spanned<i64>>,
+    /// udp
+    payload: Option<Spanned<String>>,
+    expect: Option<Spanned<String>>,
+    /// dns
+    name: Option<Spanned<String>>,
+    #[serde(rename = "type")]
+    qtype: Option<Spanned<String>>,
+    rcode: Option<Spanned<String>>,
+    /// tcp, http
+    port: Option<Spanned<i64>>,
+    path: Option<Spanned<String>>,
 }
 
 /// Line numbers (1-based) of byte offsets in the file.
@@ -102,6 +140,231 @@ fn sched(value: &Spanned<String>, field: &str, at: &Lines) -> Result<Sched, Usag
 
 fn table_size(value: &Spanned<i64>, field: &str, at: &Lines) -> Result<u32, UsageError> {
     parse_table_size(&value.get_ref().to_string()).map_err(|e| at.error(value.span(), field, e))
+}
+
+fn duration(
+    value: &Spanned<Text>,
+    field: &str,
+    at: &Lines,
+) -> Result<std::time::Duration, UsageError> {
+    match value.get_ref() {
+        Text::Str(s) => parse_duration(s).map_err(|e| at.error(value.span(), field, e)),
+        Text::Number(n) => Err(at.error(
+            value.span(),
+            field,
+            format!("{n} needs a unit: write \"{n}ms\" or \"{n}s\""),
+        )),
+    }
+}
+
+fn count(value: &Spanned<i64>, field: &str, at: &Lines) -> Result<u32, UsageError> {
+    u32::try_from(*value.get_ref())
+        .ok()
+        .filter(|v| (1..=health::MAX_RISE_FALL).contains(v))
+        .ok_or_else(|| {
+            at.error(
+                value.span(),
+                field,
+                format!(
+                    "{} is out of range: 1 to {}",
+                    value.get_ref(),
+                    health::MAX_RISE_FALL
+                ),
+            )
+        })
+}
+
+/// A check: `raw`'s keys over `base` (the frontend's check, or the
+/// defaults). Keys that belong to another kind are refused.
+fn check(
+    raw: &RawCheck,
+    base: &Check,
+    whole: Range<usize>,
+    at: &Lines,
+) -> Result<Check, UsageError> {
+    let mut c = base.clone();
+    if let Some(k) = &raw.check {
+        c.kind = match CheckKind::with_defaults(k.get_ref()) {
+            // The same kind keeps the settings it inherited.
+            Some(kind) if kind.code() == base.kind.code() => base.kind.clone(),
+            Some(kind) => kind,
+            None => {
+                return Err(at.error(
+                    k.span(),
+                    "check",
+                    format!("'{}' is not none, udp, dns, tcp or http", k.get_ref()),
+                ))
+            }
+        };
+    }
+    if let Some(v) = &raw.interval {
+        c.interval = duration(v, "interval", at)?;
+        // A shorter interval brings the default timeout down with it.
+        if raw.timeout.is_none() && c.timeout > c.interval {
+            c.timeout = c.interval;
+        }
+    }
+    if let Some(v) = &raw.timeout {
+        c.timeout = duration(v, "timeout", at)?;
+    }
+    if let Some(v) = &raw.rise {
+        c.rise = count(v, "rise", at)?;
+    }
+    if let Some(v) = &raw.fall {
+        c.fall = count(v, "fall", at)?;
+    }
+    let code = c.kind.code();
+    let wrong = |field: &str, span: Range<usize>| {
+        at.error(span, field, format!("is not a setting of a {code} check"))
+    };
+    let port = |v: &Spanned<i64>| {
+        u16::try_from(*v.get_ref())
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                at.error(
+                    v.span(),
+                    "port",
+                    format!("{} is out of range: ports are 1-65535", v.get_ref()),
+                )
+            })
+    };
+    match &mut c.kind {
+        CheckKind::Udp { payload, expect } => {
+            if let Some(v) = &raw.payload {
+                *payload = v.get_ref().clone().into_bytes();
+            }
+            if let Some(v) = &raw.expect {
+                *expect = v.get_ref().clone().into_bytes();
+            }
+        }
+        CheckKind::Dns {
+            name,
+            qtype,
+            noerror,
+        } => {
+            if let Some(v) = &raw.name {
+                *name = v.get_ref().clone();
+                crate::dns::query(0, name, "A").map_err(|e| at.error(v.span(), "name", e))?;
+            }
+            if let Some(v) = &raw.qtype {
+                *qtype = v.get_ref().clone();
+                crate::dns::query(0, ".", qtype).map_err(|e| at.error(v.span(), "type", e))?;
+            }
+            if let Some(v) = &raw.rcode {
+                *noerror = match v.get_ref().to_ascii_lowercase().as_str() {
+                    "any" => false,
+                    "noerror" => true,
+                    other => {
+                        return Err(at.error(
+                            v.span(),
+                            "rcode",
+                            format!("'{other}' is not any or noerror"),
+                        ))
+                    }
+                };
+            }
+        }
+        CheckKind::Tcp { port: p } => {
+            if let Some(v) = &raw.port {
+                *p = Some(port(v)?);
+            }
+        }
+        CheckKind::Http { port: p, path } => {
+            if let Some(v) = &raw.port {
+                *p = Some(port(v)?);
+            }
+            if let Some(v) = &raw.path {
+                *path = v.get_ref().clone();
+            }
+        }
+        CheckKind::None => {}
+    }
+    let fields: [(&str, Option<Range<usize>>); 7] = [
+        ("payload", raw.payload.as_ref().map(|v| v.span())),
+        ("expect", raw.expect.as_ref().map(|v| v.span())),
+        ("name", raw.name.as_ref().map(|v| v.span())),
+        ("type", raw.qtype.as_ref().map(|v| v.span())),
+        ("rcode", raw.rcode.as_ref().map(|v| v.span())),
+        ("port", raw.port.as_ref().map(|v| v.span())),
+        ("path", raw.path.as_ref().map(|v| v.span())),
+    ];
+    let allowed: &[&str] = match code {
+        "udp" => &["payload", "expect"],
+        "dns" => &["name", "type", "rcode"],
+        "tcp" => &["port"],
+        "http" => &["port", "path"],
+        _ => &[],
+    };
+    for (field, span) in fields {
+        if let Some(span) = span.filter(|_| !allowed.contains(&field)) {
+            return Err(wrong(field, span));
+        }
+    }
+    health::validate(&c).map_err(|(field, e)| {
+        let span = match field {
+            "interval" => raw.interval.as_ref().map(|v| v.span()),
+            "timeout" => raw.timeout.as_ref().map(|v| v.span()),
+            "path" => raw.path.as_ref().map(|v| v.span()),
+            "payload" => raw.payload.as_ref().map(|v| v.span()),
+            _ => None,
+        };
+        at.error(span.unwrap_or(whole), field, e)
+    })?;
+    Ok(c)
+}
+
+fn frontend_health(
+    h: &Spanned<RawCheck>,
+    backends: &[crate::config::BackendConfig],
+    frontend: &str,
+    at: &Lines,
+) -> Result<FrontendHealth, UsageError> {
+    let raw = h.get_ref();
+    let mut out = FrontendHealth::new(check(raw, &Check::default(), h.span(), at)?);
+    if let Some(v) = &raw.on_all_down {
+        out.on_all_down = match v.get_ref().as_str() {
+            "open" => OnAllDown::Open,
+            "drop" => OnAllDown::Drop,
+            other => {
+                return Err(at.error(
+                    v.span(),
+                    "on_all_down",
+                    format!("'{other}' is not open or drop"),
+                ))
+            }
+        };
+    }
+    if let Some(v) = &raw.sockets {
+        out.sockets = *v.get_ref();
+    }
+    for (name, b) in raw.backend.iter().flatten() {
+        let r = b.get_ref();
+        let frontend_only = [
+            ("on_all_down", r.on_all_down.as_ref().map(|v| v.span())),
+            ("sockets", r.sockets.as_ref().map(|v| v.span())),
+            ("backend", r.backend.as_ref().map(|_| b.span())),
+        ];
+        for (field, span) in frontend_only {
+            if let Some(span) = span {
+                return Err(at.error(
+                    span,
+                    field,
+                    "is a setting of the frontend, not of one backend",
+                ));
+            }
+        }
+        let Some(backend) = backends.iter().find(|x| x.name() == *name) else {
+            return Err(at.error(
+                b.span(),
+                "backend",
+                format!("'{name}' is not a backend of frontend {frontend}"),
+            ));
+        };
+        let c = check(b.get_ref(), &out.check, b.span(), at)?;
+        out.backends.insert(backend.name(), c);
+    }
+    Ok(out)
 }
 
 /// Parses and validates the text of a configuration file named `path`.
@@ -174,11 +437,16 @@ pub fn parse(text: &str, path: &str) -> Result<FileConfig, UsageError> {
             Some(t) => table_size(t, "table_size", &at)?,
             None => defaults.table_size,
         };
+        let health = match &f.health {
+            None => FrontendHealth::new(Check::default()),
+            Some(h) => frontend_health(h, &backends, &name, &at)?,
+        };
         frontends.push(FrontendConfig {
             listen,
             backends,
             sched,
             table_size,
+            health,
         });
     }
     let config = Config::check(frontends).map_err(|(i, e)| match i {
@@ -311,6 +579,124 @@ sched = "maglev"
             e.starts_with(
                 "lb.toml:2: frontend: frontend 198.18.0.1:53: backend 255.255.255.255:53"
             ),
+            "{e}"
+        );
+    }
+
+    const HEALTH: &str = "interface = \"lo\"\n[[frontend]]\nlisten = 53\nbackends = [5301, 5302]\n[frontend.health]\n";
+
+    #[test]
+    fn health_sections() {
+        let f = parse(
+            &format!(
+                "{HEALTH}check = \"dns\"\nname = \"example.org\"\ntype = \"SOA\"\nrcode = \"noerror\"\n\
+                 interval = \"200ms\"\nrise = 1\nfall = 2\non_all_down = \"drop\"\nsockets = false\n\
+                 [frontend.health.backend.\"5302\"]\ncheck = \"http\"\nport = 8080\npath = \"/health\"\n"
+            ),
+            "x",
+        )
+        .unwrap();
+        let h = &f.config.frontends[0].health;
+        assert_eq!(
+            h.check,
+            Check {
+                kind: CheckKind::Dns {
+                    name: "example.org".into(),
+                    qtype: "SOA".into(),
+                    noerror: true
+                },
+                interval: std::time::Duration::from_millis(200),
+                // The default timeout (500ms) comes down to the interval.
+                timeout: std::time::Duration::from_millis(200),
+                rise: 1,
+                fall: 2,
+            }
+        );
+        assert_eq!((h.on_all_down, h.sockets), (OnAllDown::Drop, false));
+        let b = h.check_of("5302");
+        assert_eq!(
+            b.kind,
+            CheckKind::Http {
+                port: Some(8080),
+                path: "/health".into()
+            }
+        );
+        assert_eq!((b.interval, b.fall), (h.check.interval, 2), "inherited");
+        assert_eq!(h.check_of("5301"), &h.check);
+        // No section: no active check, socket liveness on, fail open.
+        let f = parse(EXAMPLE, "x").unwrap();
+        assert_eq!(
+            f.config.frontends[0].health,
+            FrontendHealth::new(Check::default())
+        );
+    }
+
+    #[test]
+    fn bad_health_sections_name_file_line_and_field() {
+        for (body, start) in [
+            (
+                "check = \"icmp\"\n",
+                "lb.toml:6: check: 'icmp' is not none, udp, dns, tcp or http",
+            ),
+            ("interval = 200\n", "lb.toml:6: interval: 200 needs a unit"),
+            (
+                "interval = \"5ms\"\n",
+                "lb.toml:6: interval: 5ms is out of range",
+            ),
+            (
+                "check = \"udp\"\ntimeout = \"2s\"\n",
+                "lb.toml:7: timeout: 2s must be more than 0",
+            ),
+            ("rise = 0\n", "lb.toml:6: rise: 0 is out of range"),
+            ("fall = 1000\n", "lb.toml:6: fall: 1000 is out of range"),
+            (
+                "on_all_down = \"close\"\n",
+                "lb.toml:6: on_all_down: 'close' is not open or drop",
+            ),
+            (
+                "check = \"dns\"\nname = \"a..b\"\n",
+                "lb.toml:7: name: 'a..b' is not a DNS name",
+            ),
+            (
+                "check = \"dns\"\ntype = \"XX\"\n",
+                "lb.toml:7: type: 'XX' is not a DNS record type",
+            ),
+            (
+                "check = \"dns\"\nrcode = \"some\"\n",
+                "lb.toml:7: rcode: 'some' is not any or noerror",
+            ),
+            (
+                "check = \"tcp\"\nport = 70000\n",
+                "lb.toml:7: port: 70000 is out of range",
+            ),
+            (
+                "check = \"tcp\"\npath = \"/\"\n",
+                "lb.toml:7: path: is not a setting of a tcp check",
+            ),
+            (
+                "check = \"http\"\npath = \"x\"\n",
+                "lb.toml:7: path: 'x' is not a URL path",
+            ),
+            (
+                "[frontend.health.backend.\"5303\"]\nrise = 1\n",
+                "lb.toml:6: backend: '5303' is not a backend of frontend *:53",
+            ),
+            (
+                "[frontend.health.backend.\"5302\"]\non_all_down = \"drop\"\n",
+                "lb.toml:7: on_all_down: is a setting of the frontend",
+            ),
+            (
+                "[frontend.health.backend.\"5302\"]\nfall = 0\n",
+                "lb.toml:7: fall: 0 is out of range",
+            ),
+        ] {
+            let e = err(&format!("{HEALTH}{body}"));
+            assert!(e.starts_with(start), "{body:?}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        let e = err(&format!("{HEALTH}bogus = 1\n"));
+        assert!(
+            e.starts_with("lb.toml:") && e.contains("unknown field `bogus`"),
             "{e}"
         );
     }

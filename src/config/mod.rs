@@ -15,6 +15,9 @@ use std::fmt;
 use std::net::IpAddr;
 
 pub mod file;
+pub mod health;
+
+pub use health::{Check, CheckKind, FrontendHealth, OnAllDown};
 
 use crate::error::UsageError;
 use crate::usage;
@@ -161,6 +164,9 @@ pub struct FrontendConfig {
     pub sched: Sched,
     /// Maglev table size (a prime); unused by round robin.
     pub table_size: u32,
+    /// Checks and what to do when every backend is down. The plan ignores
+    /// it: it takes the checks' verdicts instead.
+    pub health: FrontendHealth,
 }
 
 /// A configuration that passed every check in [`Config::new`].
@@ -374,6 +380,7 @@ pub fn parse_frontend(spec: &str, defaults: Defaults) -> Result<FrontendConfig, 
         backends,
         sched: defaults.sched,
         table_size: defaults.table_size,
+        health: FrontendHealth::new(Check::default()),
     })
 }
 
@@ -520,6 +527,14 @@ impl Config {
             );
         }
         Ok(Config { frontends })
+    }
+
+    /// The command line's `--health KIND`: every frontend checks its
+    /// backends with KIND at the default timing.
+    pub fn set_check(&mut self, kind: &CheckKind) {
+        for fe in &mut self.frontends {
+            fe.health.check.kind = kind.clone();
+        }
     }
 
     /// Parses and checks a list of `FRONTEND=BACKENDS` arguments with the

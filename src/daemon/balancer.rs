@@ -4,24 +4,33 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use libbpf_rs::PrintLevel;
 
 use super::control::Answer;
+use super::health::probe::{Prober, Target};
+use super::health::{self, Health, Transition};
 use super::reload::{self, ReloadError, Reloaded};
 use super::report::{self, Removed};
-use super::status::{BackendStatus, FrontendStatus, ReloadStats, Status, Traffic};
+use super::status::{BackendStatus, FrontendStatus, HealthStatus, ReloadStats, Status, Traffic};
 use super::{notify, warnings};
 use crate::abi::{Endpoint, REASON_NAMES};
 use crate::cli::Args;
+use crate::config::health::CheckKind;
 use crate::config::{file, Config};
 use crate::datapath::attach::{self, EgressAttachment, XdpAttachment};
 use crate::datapath::links::LinkEvent;
+use crate::datapath::sock_diag::SocketTable;
 use crate::datapath::{self, pin, privileges, sockets, Counters, Datapath, LOOPBACK_IFINDEX};
 use crate::plan::Tables;
 use crate::{say, warn};
+/// How often the passive signals are read, and how long errors with no
+/// replies keep a backend down before it is back on trial.
+pub const PASSIVE_INTERVAL: Duration = Duration::from_millis(500);
+pub const PASSIVE_HOLD: Duration = Duration::from_secs(5);
+
 /// What udplb runs, from the command line or the file.
 pub struct Settings {
     /// The interface list as given.
@@ -43,7 +52,12 @@ impl Settings {
             }
             None => {
                 let iface = args.iface.clone().context("no interface given")?;
-                let config = Config::from_specs_with(&args.frontends, args.defaults())?;
+                let mut config = Config::from_specs_with(&args.frontends, args.defaults())?;
+                if let Some(kind) = &args.health {
+                    let kind = crate::config::CheckKind::with_defaults(kind)
+                        .context("unknown --health kind")?;
+                    config.set_check(&kind);
+                }
                 (iface, config, None)
             }
         };
@@ -113,6 +127,13 @@ pub struct Balancer {
     /// The last two samples (oldest first), taken every second: status
     /// rates are over the interval between them.
     samples: Vec<(Instant, Sample)>,
+    /// Every backend's health, and the active checks that feed it.
+    health: Health,
+    prober: Prober,
+    /// The socket table (sock_diag), opened at start.
+    socket_table: Option<SocketTable>,
+    /// Frontends whose backends are all down, as last logged.
+    all_down: BTreeSet<crate::config::Listen>,
 }
 
 fn libbpf_print(_level: PrintLevel, msg: String) {
@@ -160,7 +181,16 @@ impl Balancer {
             reloads: ReloadStats::default(),
             removed: Vec::new(),
             samples: Vec::new(),
+            health: Health::default(),
+            prober: Prober::default(),
+            socket_table: None,
+            all_down: BTreeSet::new(),
         };
+        lb.health.configure(&lb.config);
+        lb.prober.set_targets(lb.probe_targets(), Instant::now());
+        if lb.health.wants_socket_table() {
+            lb.socket_table = Some(SocketTable::open()?);
+        }
         let attached = ifaces
             .iter()
             .try_for_each(|(name, ifindex)| lb.attach(name, *ifindex, true))
@@ -183,7 +213,146 @@ impl Balancer {
         }
         warnings::forwarding(&lb.config);
         lb.warn_about_sockets();
+        for fe in &lb.config.frontends {
+            for b in &fe.backends {
+                let check = fe.health.check_of(&b.name());
+                if check.kind != crate::config::CheckKind::None {
+                    say!("  {} -> {} health: {check}", fe.listen, b.name());
+                }
+            }
+        }
+        // A local backend with no socket is down from the start.
+        lb.poll_sockets();
         Ok(lb)
+    }
+
+    /// The active checks of the configuration.
+    fn probe_targets(&self) -> Vec<Target> {
+        (self.config.frontends.iter())
+            .flat_map(|fe| fe.backends.iter().filter_map(move |b| Target::of(fe, b)))
+            .collect()
+    }
+
+    /// Logs health transitions and, if there are any, applies the plan
+    /// that takes the down backends out of their rings.
+    fn transitions(&mut self, ts: Vec<Transition>) {
+        if ts.is_empty() {
+            return;
+        }
+        // The plan first, then the lines: a backend logged down is out of
+        // its ring.
+        let down = self.health.down();
+        if let Err(e) = self.tables.apply_with(&self.datapath, &self.config, &down) {
+            warn!("udplb: applying health changes: {e:#}");
+        }
+        for t in &ts {
+            say!("{t}");
+        }
+        for fe in &self.config.frontends {
+            let all = crate::plan::all_down(fe, &down);
+            if all && self.all_down.insert(fe.listen) {
+                match fe.health.on_all_down {
+                    crate::config::OnAllDown::Open => warn!(
+                        "udplb: {}: every backend is down; sending to all of them                          (fail open; on_all_down = \"drop\" drops instead)",
+                        fe.listen
+                    ),
+                    crate::config::OnAllDown::Drop => warn!(
+                        "udplb: {}: every backend is down; dropping its datagrams                          (on_all_down = \"drop\")",
+                        fe.listen
+                    ),
+                }
+            } else if !all && self.all_down.remove(&fe.listen) {
+                say!("udplb: {}: a backend is up again", fe.listen);
+            }
+        }
+    }
+
+    /// Every 100 ms: the socket table, for local backends' liveness.
+    pub fn poll_sockets(&mut self) {
+        if !self.health.wants_socket_table() {
+            return;
+        }
+        let Some(table) = self.socket_table.as_mut() else {
+            return;
+        };
+        match table.udp_ports() {
+            Ok(mut ports) => {
+                // Our own probe sockets are not backends.
+                for p in self.prober.own_udp_ports() {
+                    ports.remove(&p);
+                }
+                let ts = self.health.socket_table(&ports, Instant::now());
+                self.transitions(ts);
+            }
+            Err(e) => warn!("udplb: {e:#}"),
+        }
+    }
+
+    /// Sends due probes and expires late ones.
+    pub fn run_probes(&mut self) {
+        let outcomes = self.prober.run(Instant::now());
+        let ts = (outcomes.into_iter())
+            .filter_map(|o| self.health.probe_result(o.frontend, o.backend, o.result))
+            .collect();
+        self.transitions(ts);
+    }
+
+    /// Probe `id`'s socket is ready.
+    pub fn probe_ready(&mut self, id: u64) {
+        if let Some(o) = self.prober.ready(id) {
+            let t = self.health.probe_result(o.frontend, o.backend, o.result);
+            self.transitions(t.into_iter().collect());
+        }
+    }
+
+    /// When the probes next need [`run_probes`](Self::run_probes).
+    pub fn probe_deadline(&self) -> Option<Instant> {
+        self.prober.next_deadline()
+    }
+
+    /// The probes' sockets, for the event loop.
+    pub fn probe_sources(&self) -> Vec<(std::os::fd::BorrowedFd<'_>, u64, nix::poll::PollFlags)> {
+        self.prober.sources()
+    }
+
+    /// Whether the socket table needs polling.
+    pub fn wants_socket_table(&self) -> bool {
+        self.socket_table.is_some() && self.health.wants_socket_table()
+    }
+
+    /// Every [`PASSIVE_INTERVAL`]: the datapath's passive signals (ICMP
+    /// errors about datagrams sent to each backend, replies seen from it)
+    /// into the health state; errors and no replies over an interval take a
+    /// backend down for [`PASSIVE_HOLD`], then it is back on trial. Only for
+    /// backends without an active check: where probes run, they decide, and
+    /// a backend that answers them again comes back at once.
+    pub fn passive_tick(&mut self) {
+        let Ok(c) = self
+            .datapath
+            .counters(&self.tables.state().layout(&self.config))
+        else {
+            return;
+        };
+        let mut samples = BTreeMap::new();
+        for (i, fe) in self.config.frontends.iter().enumerate() {
+            for (j, b) in fe.backends.iter().enumerate() {
+                if fe.health.check_of(&b.name()).kind != CheckKind::None {
+                    continue;
+                }
+                let Some(p) = c.passive.get(i).and_then(|v| v.get(j)) else {
+                    continue;
+                };
+                let sample = health::PassiveSample {
+                    icmp_errors: p.icmp_errors,
+                    replies: p.replies,
+                };
+                samples.insert((fe.listen, b.id()), sample);
+            }
+        }
+        let ts = self
+            .health
+            .passive(&samples, PASSIVE_INTERVAL, PASSIVE_HOLD, Instant::now());
+        self.transitions(ts);
     }
 
     /// Attaches XDP (and, except on lo, the egress program), or with `--pin`
@@ -331,7 +500,7 @@ impl Balancer {
         {
             Ok(c) => say!(
                 "{}",
-                report::render(&self.config, &c, &self.removed).trim_end()
+                report::render(&self.config, &c, &self.removed, &self.health).trim_end()
             ),
             Err(e) => warn!("udplb: reading counters: {e:#}"),
         }
@@ -363,13 +532,28 @@ impl Balancer {
             .datapath
             .counters(&self.tables.state().layout(&self.config));
         let old = self.config.clone();
+        let down = self.health.down();
         let result = reload::reload(
             &path,
             &self.iface,
             &self.datapath,
             &mut self.tables,
             &mut self.config,
+            &down,
         );
+        if !matches!(result, Err(ReloadError::Rejected(_))) {
+            self.health.configure(&self.config);
+            self.prober
+                .set_targets(self.probe_targets(), Instant::now());
+            if self.health.wants_socket_table() && self.socket_table.is_none() {
+                match SocketTable::open() {
+                    Ok(t) => self.socket_table = Some(t),
+                    Err(e) => warn!("udplb: {e:#}"),
+                }
+            }
+            self.all_down
+                .retain(|l| self.config.frontends.iter().any(|f| f.listen == *l));
+        }
         let answer = match result {
             Ok(Reloaded::Unchanged) => {
                 say!("udplb: reloaded {path}: no change");
@@ -513,11 +697,15 @@ impl Balancer {
                 .map(|(j, b)| {
                     let v = c.backends[i][j];
                     let then = base.and_then(|s| s.backends.get(&(listen.clone(), b.name())));
+                    let h = self.health.get(fe.listen, b.id());
                     BackendStatus {
                         name: b.name(),
                         weight: b.weight,
                         state: "active".into(),
                         traffic: Traffic::since(v.packets, v.bytes, then.copied(), secs),
+                        health: h
+                            .map(|h| HealthStatus::of(h, fe.health.check_of(&b.name())))
+                            .unwrap_or_default(),
                     }
                 })
                 .collect();
@@ -569,6 +757,7 @@ impl Balancer {
                 weight: r.backend.weight,
                 state: "removed".into(),
                 traffic: Traffic::since(r.counter.packets, r.counter.bytes, None, 0.0),
+                health: HealthStatus::default(),
             })
             .collect()
     }
@@ -604,7 +793,7 @@ impl Balancer {
         say!("udplb: final counters:");
         say!(
             "{}",
-            report::render(&self.config, &counters, &self.removed).trim_end()
+            report::render(&self.config, &counters, &self.removed, &self.health).trim_end()
         );
         Ok(())
     }

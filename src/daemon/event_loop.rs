@@ -106,8 +106,10 @@ impl<T: Copy + PartialEq> EventLoop<T> {
     }
 
     /// As [`wait`](Self::wait), also watching `extra`: descriptors owned
-    /// elsewhere (a server's listener and its short-lived clients).
-    pub fn wait_with(&mut self, extra: &[(BorrowedFd<'_>, T)]) -> Result<Event<T>> {
+    /// elsewhere (a server's listener and its short-lived clients, health
+    /// probes), each for what its flags say (POLLIN, or POLLOUT for a
+    /// connect under way); either readiness is reported as `Readable`.
+    pub fn wait_with(&mut self, extra: &[(BorrowedFd<'_>, T, PollFlags)]) -> Result<Event<T>> {
         loop {
             if let Some(e) = self.signal()? {
                 return Ok(e);
@@ -145,12 +147,12 @@ impl<T: Copy + PartialEq> EventLoop<T> {
                 .fds
                 .iter()
                 .map(|(_, t)| *t)
-                .chain(extra.iter().map(|(_, t)| *t))
+                .chain(extra.iter().map(|(_, t, _)| *t))
                 .collect();
             let mut pfds: Vec<PollFd<'_>> = std::iter::once(self.signals.as_fd())
                 .chain(self.fds.iter().map(|(fd, _)| fd.as_fd()))
-                .chain(extra.iter().map(|(fd, _)| *fd))
                 .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+                .chain(extra.iter().map(|(fd, _, f)| PollFd::new(*fd, *f)))
                 .collect();
             match poll(&mut pfds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}

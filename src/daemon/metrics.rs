@@ -111,6 +111,33 @@ impl Collector for Snapshot {
             gauge,
             backends().map(|(l, b)| (l, ConstGauge::new(i64::from(b.state != "removed")))),
         )?;
+        family(
+            &mut enc,
+            "backend_up",
+            "1 while the health checks hold the backend up, 0 while down",
+            gauge,
+            backends()
+                .filter(|(_, b)| b.state != "removed")
+                .map(|(l, b)| (l, ConstGauge::new(i64::from(b.health.state == "up")))),
+        )?;
+        family(
+            &mut enc,
+            "backend_health_transitions",
+            "Changes of the backend's health (up to down or down to up)",
+            counter,
+            backends()
+                .filter(|(_, b)| b.state != "removed")
+                .map(|(l, b)| (l, ConstCounter::new(b.health.transitions))),
+        )?;
+        family(
+            &mut enc,
+            "backend_health_since_timestamp_seconds",
+            "Unix time of the backend's last health change (or of the start)",
+            gauge,
+            backends()
+                .filter(|(_, b)| b.state != "removed")
+                .map(|(l, b)| (l, ConstGauge::new(b.health.since_unix))),
+        )?;
         let frontends = || {
             s.frontends
                 .iter()
@@ -215,6 +242,11 @@ mod tests {
                     weight: 3,
                     state: "active".into(),
                     traffic: Traffic::since(7, 700, None, 1.0),
+                    health: crate::daemon::status::HealthStatus {
+                        state: "down".into(),
+                        transitions: 3,
+                        ..Default::default()
+                    },
                 }],
             }],
             verdicts: [("balanced".to_string(), 7)].into(),
@@ -236,6 +268,8 @@ mod tests {
             "udplb_frontend_reply_packets_total{frontend=\"[2001:2::1]:53\"} 5",
             "udplb_frontend_table_fingerprint_info{frontend=\"[2001:2::1]:53\",fingerprint=\"0123456789abcdef\"} 1",
             "udplb_packets_total{verdict=\"balanced\"} 7",
+            "udplb_backend_up{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 0",
+            "udplb_backend_health_transitions_total{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 3",
             "udplb_reloads_total{result=\"failure\"} 2",
             "udplb_reload_last_ok 0",
         ] {

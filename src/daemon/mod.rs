@@ -8,6 +8,7 @@
 pub mod balancer;
 pub mod control;
 pub mod event_loop;
+pub mod health;
 pub mod log;
 pub mod metrics;
 pub mod notify;
@@ -42,7 +43,19 @@ enum Token {
     ExpireReplies,
     /// The netlink socket of link events is readable.
     Links,
+    /// Every 100 ms: the socket table (local backends' liveness).
+    Sockets,
+    /// A health probe is due, or one times out.
+    Probes,
+    /// Health probe `.0`'s socket is ready.
+    Probe(u64),
+    /// Read the datapath's passive signals into the health state.
+    Passive,
 }
+
+/// How often the socket table is read: a local backend whose socket went
+/// is down within this (plus the time of one dump).
+pub const SOCKET_POLL: Duration = Duration::from_millis(100);
 
 /// How long the reply entries of a removed backend stay after a reload, so
 /// that replies already sent (or sent while the backend winds down) still
@@ -85,12 +98,32 @@ pub fn run(args: &Args) -> Result<()> {
         events.every(Token::Stats, Duration::from_secs(secs));
     }
     events.every(Token::Tick, Duration::from_secs(1));
+    events.every(Token::Sockets, SOCKET_POLL);
+    events.every(Token::Passive, balancer::PASSIVE_INTERVAL);
     lb.sample();
+    // The probe timer: one pending at a time, at the prober's next deadline
+    // (a later one may still fire; it finds nothing due).
+    let mut armed: Option<std::time::Instant> = None;
     loop {
+        if let Some(due) = lb.probe_deadline() {
+            if armed.is_none_or(|a| due < a) {
+                events.after(
+                    Token::Probes,
+                    due.saturating_duration_since(std::time::Instant::now()),
+                );
+                armed = Some(due);
+            }
+        }
+        let pollin = nix::poll::PollFlags::POLLIN;
         let sources: Vec<_> = server
             .sources()
             .into_iter()
-            .map(|(fd, s)| (fd, Token::Server(s)))
+            .map(|(fd, s)| (fd, Token::Server(s), pollin))
+            .chain(
+                lb.probe_sources()
+                    .into_iter()
+                    .map(|(fd, id, flags)| (fd, Token::Probe(id), flags)),
+            )
             .collect();
         let event = events.wait_with(&sources)?;
         drop(sources);
@@ -111,6 +144,19 @@ pub fn run(args: &Args) -> Result<()> {
                 }
             }
             Event::Timer(Token::Stats) => lb.print_counters(),
+            Event::Timer(Token::Passive) => lb.passive_tick(),
+            Event::Timer(Token::Sockets) => {
+                if lb.wants_socket_table() {
+                    lb.poll_sockets();
+                }
+            }
+            Event::Timer(Token::Probes) => {
+                if armed.is_some_and(|a| a <= std::time::Instant::now()) {
+                    armed = None;
+                }
+                lb.run_probes();
+            }
+            Event::Readable(Token::Probe(id)) => lb.probe_ready(id),
             Event::Timer(Token::Tick) => {
                 lb.sample();
                 server.expire();

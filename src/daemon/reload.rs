@@ -41,7 +41,8 @@ impl fmt::Display for ReloadError {
     }
 }
 
-/// Re-reads `path` and applies it. A file that is rejected changes nothing.
+/// Re-reads `path` and applies it, with the backends in `down` (health)
+/// out of their rings; new backends start up. A file that is rejected changes nothing.
 /// Otherwise `tables` and `config` describe the new configuration, even if
 /// writing the maps failed part-way: the next reload finishes that first.
 pub fn reload(
@@ -50,6 +51,7 @@ pub fn reload(
     datapath: &Datapath,
     tables: &mut Tables,
     config: &mut Config,
+    down: &crate::plan::Down,
 ) -> Result<Reloaded, ReloadError> {
     let f = file::load(path).map_err(|e| ReloadError::Rejected(e.into()))?;
     if f.interface != iface {
@@ -60,10 +62,33 @@ pub fn reload(
     }
     // Whatever happens now, the maps are on their way to the new
     // configuration (see `Tables`): the counters are laid out by it.
-    let result = tables.apply(datapath, &f.config);
+    let result = tables.apply_with(datapath, &f.config, down);
+    let health = health_changes(config, &f.config);
     *config = f.config;
-    match result.map_err(ReloadError::Failed)? {
+    match result
+        .map_err(ReloadError::Failed)?
+        .into_iter()
+        .chain(health)
+        .collect::<Vec<_>>()
+    {
         changes if changes.is_empty() => Ok(Reloaded::Unchanged),
         changes => Ok(Reloaded::Changed(changes)),
     }
+}
+
+/// One line per frontend whose health settings changed (the plan does not
+/// see them: they change no ring by themselves).
+fn health_changes(old: &Config, new: &Config) -> Vec<String> {
+    new.frontends
+        .iter()
+        .filter_map(|fe| {
+            let before = old.frontends.iter().find(|o| o.listen == fe.listen)?;
+            (before.health != fe.health).then(|| {
+                format!(
+                    "frontend {}: health check {} -> {}",
+                    fe.listen, before.health.check, fe.health.check
+                )
+            })
+        })
+        .collect()
 }

@@ -6,6 +6,9 @@ use crate::abi::{Counter, REASON_NAMES};
 use crate::config::{BackendConfig, Config, Listen};
 use crate::datapath::Counters;
 
+use super::health::Health;
+use super::status::{health_line, HealthStatus};
+
 /// A backend a reload took away, with its counters as they were then: they
 /// stay in the reports until udplb exits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,8 +18,11 @@ pub struct Removed {
     pub counter: Counter,
 }
 
-pub fn render(config: &Config, c: &Counters, removed: &[Removed]) -> String {
+pub fn render(config: &Config, c: &Counters, removed: &[Removed], health: &Health) -> String {
     let mut s = String::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     let line = |s: &mut String, name: String, b: Counter, note: &str| {
         let _ = writeln!(
             s,
@@ -44,11 +50,18 @@ pub fn render(config: &Config, c: &Counters, removed: &[Removed]) -> String {
                 .and_then(|v| v.get(j))
                 .copied()
                 .unwrap_or_default();
+            // "9876" or "9876@3", its passive signals, then its health.
+            let h = health.get(fe.listen, port.id()).map(|h| {
+                let st = HealthStatus::of(h, fe.health.check_of(&port.name()));
+                format!("  {}", health_line(&st, now))
+            });
             let note = format!(
-                "  replies seen {:>10}  icmp errors {:>8}",
-                pa.replies, pa.icmp_errors
+                "  replies seen {:>10}  icmp errors {:>8}{}",
+                pa.replies,
+                pa.icmp_errors,
+                h.unwrap_or_default()
             );
-            line(&mut s, port.to_string(), b, &note); // "9876" or "9876@3"
+            line(&mut s, port.to_string(), b, &note);
         }
         gone(&mut s, &fe.listen);
         let r = c.replies.get(i).copied().unwrap_or_default();
@@ -113,7 +126,7 @@ mod tests {
             reasons: [0; REASON_COUNT],
         };
         c.reasons[0] = 3;
-        let text = render(&config, &c, &[]);
+        let text = render(&config, &c, &[], &Health::default());
         assert!(text.contains("frontend *:9875"), "{text}");
         assert!(
             text.contains(
@@ -159,7 +172,7 @@ mod tests {
                 },
             },
         ];
-        let text = render(&config, &c, &removed);
+        let text = render(&config, &c, &removed, &Health::default());
         assert!(
             text.contains(
                 "  backend 9877   packets            1  bytes             50  replies seen          0  \

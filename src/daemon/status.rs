@@ -47,6 +47,64 @@ pub struct BackendStatus {
     /// counters stay until udplb exits).
     pub state: String,
     pub traffic: Traffic,
+    #[serde(default)]
+    pub health: HealthStatus,
+}
+
+/// A backend's health as the checks see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthStatus {
+    /// "up" or "down".
+    pub state: String,
+    /// Unix time of the last transition (or of the start).
+    pub since_unix: f64,
+    pub transitions: u64,
+    /// Why it is in this state: "starting up", "2 dns probes timed out"...
+    pub cause: String,
+    /// Its active check: "none", or "dns every 200ms, ...".
+    pub check: String,
+}
+
+impl Default for HealthStatus {
+    fn default() -> Self {
+        HealthStatus {
+            state: "up".into(),
+            since_unix: 0.0,
+            transitions: 0,
+            cause: String::new(),
+            check: "none".into(),
+        }
+    }
+}
+
+impl HealthStatus {
+    pub fn of(h: &super::health::BackendHealth, check: &crate::config::Check) -> HealthStatus {
+        HealthStatus {
+            state: if h.up { "up" } else { "down" }.into(),
+            since_unix: h
+                .since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            transitions: h.transitions,
+            cause: h.cause.clone(),
+            check: check.to_string(),
+        }
+    }
+}
+
+/// "up 12s (since 09:51:02 UTC: starting up)".
+pub fn health_line(h: &HealthStatus, now_unix: f64) -> String {
+    let secs = h.since_unix as u64;
+    let ago = (now_unix - h.since_unix).max(0.0);
+    format!(
+        "{} {:.0}s (since {:02}:{:02}:{:02} UTC: {})",
+        h.state,
+        ago,
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60,
+        h.cause
+    )
 }
 
 /// Packets and bytes, with their rates over the last interval.
@@ -87,6 +145,12 @@ impl Traffic {
     }
 }
 
+fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// `udplb status`: a table in the manner of `ipvsadm -Ln --stats --rate`.
 pub fn render_table(s: &Status) -> String {
     let mut out = String::new();
@@ -114,6 +178,14 @@ pub fn render_table(s: &Status) -> String {
                 b.traffic.packets_per_second,
                 b.traffic.bytes_per_second
             );
+            if b.state != "removed" {
+                let _ = writeln!(
+                    out,
+                    "     health {}; check {}",
+                    health_line(&b.health, now_unix()),
+                    b.health.check
+                );
+            }
         }
         let r = &fe.replies;
         let _ = writeln!(
@@ -188,12 +260,20 @@ mod tests {
                         weight: 1,
                         state: "active".into(),
                         traffic: Traffic::since(10, 1000, Some((5, 500)), 1.0),
+                        health: HealthStatus {
+                            state: "down".into(),
+                            since_unix: 3600.0 + 62.0,
+                            transitions: 1,
+                            cause: "2 dns probes timed out".into(),
+                            check: "dns every 200ms".into(),
+                        },
                     },
                     BackendStatus {
                         name: "9877".into(),
                         weight: 2,
                         state: "removed".into(),
                         traffic: Traffic::default(),
+                        health: HealthStatus::default(),
                     },
                 ],
             }],
@@ -210,6 +290,13 @@ mod tests {
         assert!(t.contains("-> 9876"), "{t}");
         assert!(t.contains("removed"), "{t}");
         assert!(t.contains("fingerprint 00112233aabbccdd"), "{t}");
+        assert!(
+            t.contains("health down ")
+                && t.contains(
+                    "(since 01:01:02 UTC: 2 dns probes timed out); check dns every 200ms"
+                ),
+            "{t}"
+        );
         assert!(t.contains("verdicts: balanced 10\n"), "{t}");
         assert!(t.contains("last: rejected: lb.toml:3"), "{t}");
         let json = serde_json::to_string(&s).unwrap();

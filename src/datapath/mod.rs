@@ -11,6 +11,7 @@ pub mod attach;
 pub mod links;
 pub mod pin;
 pub mod privileges;
+pub mod sock_diag;
 pub mod sockets;
 
 pub use attach::XdpMode;

@@ -174,8 +174,19 @@ impl Tables {
     /// (none: the maps already held `config`). On error the tables are
     /// on their way to `config`, and the next call finishes the job.
     pub fn apply(&mut self, maps: &impl Maps, config: &Config) -> anyhow::Result<Vec<String>> {
+        self.apply_with(maps, config, &Down::new())
+    }
+
+    /// As [`apply`](Self::apply), with the backends in `down` out of their
+    /// rings: a health transition is a plan like a reload's.
+    pub fn apply_with(
+        &mut self,
+        maps: &impl Maps,
+        config: &Config,
+        down: &Down,
+    ) -> anyhow::Result<Vec<String>> {
         let mut changes = self.finish(maps)?;
-        let (plan, next) = self.state.plan(config);
+        let (plan, next) = self.state.plan_with(config, down);
         changes.extend(self.run(maps, plan, next)?);
         Ok(changes)
     }
@@ -224,7 +235,42 @@ pub struct Layout {
     pub frontends: Vec<(u32, Vec<u32>)>,
 }
 
-type BackendId = (Option<std::net::IpAddr>, u16);
+/// A backend's identity within its frontend: (address, port).
+pub type BackendId = (Option<std::net::IpAddr>, u16);
+
+/// The backends the health checks hold down.
+pub type Down = BTreeSet<(Listen, BackendId)>;
+
+/// Whether frontend `fe` has backends with weight and every one of them
+/// is in `down`.
+pub fn all_down(fe: &FrontendConfig, down: &Down) -> bool {
+    let mut weighted = fe.backends.iter().filter(|b| b.weight > 0).peekable();
+    weighted.peek().is_some() && weighted.all(|b| down.contains(&(fe.listen, b.id())))
+}
+
+/// What the rings are built from: `config` with every backend in `down`
+/// at weight 0 in the ring, as a drained backend (its slot, counters and
+/// reply entries stay, so its replies are still translated, and Maglev
+/// moves only its own flows). A frontend whose backends are all down keeps
+/// them all (fail open), unless its `on_all_down` is `drop`: then its ring
+/// is empty. Health settings are cleared: they are the daemon's, and a
+/// change to them alone must not rebuild a ring.
+pub fn effective(config: &Config, down: &Down) -> Config {
+    let mut out = config.clone();
+    for fe in &mut out.frontends {
+        let all = all_down(fe, down);
+        if !all || fe.health.on_all_down == crate::config::OnAllDown::Drop {
+            let listen = fe.listen;
+            for b in &mut fe.backends {
+                if all || down.contains(&(listen, b.id())) {
+                    b.weight = 0;
+                }
+            }
+        }
+        fe.health = Default::default();
+    }
+    out
+}
 
 /// The identity a backend is hashed by in the Maglev table: the same on
 /// every balancer with the same configuration.
@@ -326,8 +372,16 @@ impl Allocator {
 }
 
 impl State {
-    /// The plan from this state to `config`, and the state after it.
+    /// The plan from this state to `config` with every backend up, and
+    /// the state after it.
     pub fn plan(&self, config: &Config) -> (Plan, State) {
+        self.plan_with(config, &Down::new())
+    }
+
+    /// The plan from this state to `config` with the backends in `down`
+    /// out of their rings (see [`effective`]), and the state after it.
+    pub fn plan_with(&self, config: &Config, down: &Down) -> (Plan, State) {
+        let config = &effective(config, down);
         let mut plan = Plan::default();
         let mut next = State::default();
         // Reply keys of the backends this plan removes.
@@ -859,6 +913,79 @@ mod tests {
         let (plan, _) = State::default().plan(&cfg(&["9875=9876@0"]));
         assert_eq!(plan.rings, vec![(0, vec![])]);
         assert!(plan.frontends.iter().all(|(_, f)| f.ring_size == 0));
+    }
+
+    fn down(c: &Config, fe: usize, ports: &[u16]) -> Down {
+        let listen = c.frontends[fe].listen;
+        ports.iter().map(|&p| (listen, (None, p))).collect()
+    }
+
+    #[test]
+    fn a_down_backend_leaves_the_ring_and_keeps_its_slot_and_replies() {
+        let c = cfg(&["9875=9876,9877,9878"]);
+        let (_, up) = State::default().plan(&c);
+        let (plan, state) = up.plan_with(&c, &down(&c, 0, &[9877]));
+        // Only a new ring and the switch: no slot, counter or reply entry
+        // is touched, so replies from 9877 are still translated.
+        assert_eq!(plan.rings, vec![(1, vec![0, 2])]);
+        assert!(plan.zero_counters.is_empty() && plan.replies.is_empty());
+        assert!(plan.delete_replies.is_empty() && state.lingering().is_empty());
+        assert_eq!(state.layout(&c), up.layout(&c), "same slots");
+        // Back up: the original ring again.
+        let (plan, back) = state.plan_with(&c, &Down::new());
+        assert_eq!(plan.rings, vec![(0, vec![0, 1, 2])]);
+        assert_eq!(back.fingerprints(&c), up.fingerprints(&c));
+    }
+
+    #[test]
+    fn maglev_moves_only_the_down_backends_flows() {
+        let c = Config::from_specs_with(
+            &["53=1,2,3,4,5"],
+            Defaults {
+                sched: Sched::Maglev,
+                table_size: 65537,
+            },
+        )
+        .unwrap();
+        let (p0, s0) = State::default().plan(&c);
+        let (p1, _) = s0.plan_with(&c, &down(&c, 0, &[3]));
+        let (before, after) = (&p0.rings[0].1, &p1.rings[0].1);
+        let down_slot = s0.layout(&c).frontends[0].1[2];
+        let moved = (before.iter().zip(after))
+            .filter(|(a, b)| a != b && **a != down_slot)
+            .count();
+        assert!(after.iter().all(|s| *s != down_slot));
+        // Maglev's disruption beyond the removed backend's own share is
+        // small (a few percent of the table).
+        assert!(
+            moved * 100 < before.len() * 3,
+            "{moved} of {}",
+            before.len()
+        );
+    }
+
+    #[test]
+    fn all_down_fails_open_or_drops_as_configured() {
+        let mut c = cfg(&["9875=9876,9877,9878@0"]);
+        let (_, up) = State::default().plan(&c);
+        let all = down(&c, 0, &[9876, 9877]);
+        assert!(all_down(&c.frontends[0], &all));
+        assert!(!all_down(&c.frontends[0], &down(&c, 0, &[9876])));
+        // Open: the ring as if all were up (the drained one stays drained).
+        let (plan, _) = up.plan_with(&c, &all);
+        assert!(plan.is_empty(), "{:?}", plan.changes);
+        c.frontends[0].health.on_all_down = crate::config::OnAllDown::Drop;
+        let (plan, _) = up.plan_with(&c, &all);
+        assert_eq!(plan.rings, vec![(1, vec![])]);
+    }
+
+    #[test]
+    fn health_settings_alone_change_no_ring() {
+        let c = cfg(&["9875=9876,9877"]);
+        let (_, s) = State::default().plan(&c);
+        let mut d = c.clone();
+        d.set_check(&crate::config::CheckKind::Tcp { port: Some(80) });
+        assert!(s.plan(&d).0.is_empty());
     }
 }
 

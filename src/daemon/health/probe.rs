@@ -1,0 +1,534 @@
+//! Active checks on the event loop: every probe is a non-blocking socket
+//! whose readiness the loop waits for, with a deadline the loop's timer
+//! brings; nothing here ever blocks. All probes due at one moment go out
+//! together, so one interval's probes are all in flight at once.
+//!
+//! The probe exemption. udplb rewrites every datagram from a backend port
+//! into one from its frontend: on `lo` the same XDP program sees the
+//! backend's answer to a probe from this host, so a reply from
+//! 127.0.0.1:5302 arrives as one from 127.0.0.1:53. A connected UDP socket
+//! would drop it (the kernel matches a connected socket's peer port), and
+//! a prober that insisted on the backend's port would declare every local
+//! backend dead. So a `udp` or `dns` probe uses an *unconnected* socket of
+//! its own, on an ephemeral port that nothing else uses, and accepts a reply
+//! from the backend's address on either the backend's port or the
+//! frontend's: on that socket, only the probed backend (or the datapath on
+//! its behalf) can be answering. This needs nothing from the datapath and
+//! holds on every hook (lo, veth, TC egress) and for remote backends, whose
+//! replies to the balancer's own address are not rewritten at all. DNS
+//! probes still match the query ID, and `expect` the payload prefix.
+
+use std::collections::BTreeSet;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::poll::PollFlags;
+use nix::sys::socket::{
+    connect, getsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
+};
+
+use crate::config::{BackendConfig, Check, CheckKind, FrontendConfig, Listen};
+use crate::plan::BackendId;
+
+/// One backend to probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub frontend: Listen,
+    pub backend: BackendId,
+    /// Where the probe goes (a local backend: on this host's loopback, or
+    /// the frontend's own address if it has one).
+    pub addr: SocketAddr,
+    /// The frontend's port: a reply the datapath rewrote comes from it.
+    pub frontend_port: u16,
+    pub check: Check,
+}
+
+impl Target {
+    /// The target of backend `b` of `fe`, unless its check is `none`.
+    pub fn of(fe: &FrontendConfig, b: &BackendConfig) -> Option<Target> {
+        let check = fe.health.check_of(&b.name()).clone();
+        let ip = match (b.addr, fe.listen.addr) {
+            (Some(a), _) => a,
+            (None, Some(a)) if !a.is_unspecified() => a,
+            (None, Some(IpAddr::V6(_))) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            (None, _) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        };
+        let port = match &check.kind {
+            CheckKind::None => return None,
+            CheckKind::Tcp { port } | CheckKind::Http { port, .. } => port.unwrap_or(b.port),
+            _ => b.port,
+        };
+        Some(Target {
+            frontend: fe.listen,
+            backend: b.id(),
+            addr: SocketAddr::new(ip, port),
+            frontend_port: fe.listen.port,
+            check,
+        })
+    }
+}
+
+/// A finished probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub frontend: Listen,
+    pub backend: BackendId,
+    /// Why it failed: "timed out", "connection refused", "HTTP 503"...
+    pub result: Result<(), String>,
+}
+
+enum Wait {
+    /// A datagram from the target, starting with `prefix`, or a DNS
+    /// response with `id`.
+    Datagram(UdpSocket, Expect),
+    /// A TCP connection being opened; `request`: then send it (http).
+    Connect(OwnedFd, Option<Vec<u8>>),
+    /// The HTTP status line.
+    Response(TcpStream, Vec<u8>),
+}
+
+enum Expect {
+    Prefix(Vec<u8>),
+    Dns { id: u16, noerror: bool },
+}
+
+struct InFlight {
+    id: u64,
+    target: usize,
+    deadline: Instant,
+    wait: Wait,
+}
+
+struct Slot {
+    target: Target,
+    next: Instant,
+}
+
+/// Every active check of the balancer.
+#[derive(Default)]
+pub struct Prober {
+    slots: Vec<Slot>,
+    inflight: Vec<InFlight>,
+    next_id: u64,
+    /// For DNS IDs (xorshift; unpredictable enough for a health check).
+    seed: u64,
+}
+
+impl Prober {
+    /// The targets now (at start and after each reload). A target that
+    /// stays keeps its schedule; probes in flight for ones that went are
+    /// dropped. New targets are probed at once.
+    pub fn set_targets(&mut self, targets: Vec<Target>, now: Instant) {
+        let old = std::mem::take(&mut self.slots);
+        self.slots = targets
+            .into_iter()
+            .map(|t| {
+                let next = (old.iter()).find(|s| s.target == t).map_or(now, |s| s.next);
+                Slot { target: t, next }
+            })
+            .collect();
+        let slots = &self.slots;
+        self.inflight.retain_mut(|p| {
+            let target = &old[p.target].target;
+            match slots.iter().position(|s| s.target == *target) {
+                Some(i) => {
+                    p.target = i;
+                    true
+                }
+                None => false,
+            }
+        });
+        if self.seed == 0 {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64);
+            self.seed = (t ^ (u64::from(std::process::id()) << 32)) | 1;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// When [`run`](Self::run) next has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let due = self.slots.iter().map(|s| s.next);
+        let timeouts = self.inflight.iter().map(|p| p.deadline);
+        due.chain(timeouts).min()
+    }
+
+    /// Expires probes past their timeout and sends those that are due.
+    pub fn run(&mut self, now: Instant) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        let (expired, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.inflight)
+            .into_iter()
+            .partition(|p| p.deadline <= now);
+        self.inflight = live;
+        for p in expired {
+            out.push(self.outcome(p.target, Err("timed out".into())));
+        }
+        for i in 0..self.slots.len() {
+            if self.slots[i].next > now {
+                continue;
+            }
+            let interval = self.slots[i].target.check.interval;
+            let slot = &mut self.slots[i];
+            while slot.next <= now {
+                slot.next += interval;
+            }
+            // A probe still out when the next is due: it times out first
+            // (timeout <= interval), so this only happens on a late loop.
+            if self.inflight.iter().any(|p| p.target == i) {
+                continue;
+            }
+            match self.start(i, now) {
+                Ok(p) => self.inflight.push(p),
+                Err(why) => out.push(self.outcome(i, Err(why))),
+            }
+        }
+        out
+    }
+
+    /// The descriptors to wait on, with the probe's id and what to wait for.
+    pub fn sources(&self) -> Vec<(BorrowedFd<'_>, u64, PollFlags)> {
+        (self.inflight.iter())
+            .map(|p| match &p.wait {
+                Wait::Datagram(s, _) => (s.as_fd(), p.id, PollFlags::POLLIN),
+                Wait::Connect(fd, _) => (fd.as_fd(), p.id, PollFlags::POLLOUT),
+                Wait::Response(s, _) => (s.as_fd(), p.id, PollFlags::POLLIN),
+            })
+            .collect()
+    }
+
+    /// The local ports of the UDP probe sockets now open: not backends.
+    pub fn own_udp_ports(&self) -> BTreeSet<u16> {
+        (self.inflight.iter())
+            .filter_map(|p| match &p.wait {
+                Wait::Datagram(s, _) => s.local_addr().ok().map(|a| a.port()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Probe `id`'s socket is ready: its outcome, if it has one now.
+    pub fn ready(&mut self, id: u64) -> Option<Outcome> {
+        let i = self.inflight.iter().position(|p| p.id == id)?;
+        let p = &mut self.inflight[i];
+        let target = &self.slots[p.target].target;
+        let result = match &mut p.wait {
+            Wait::Datagram(sock, expect) => datagram(sock, expect, target)?,
+            Wait::Connect(fd, request) => match getsockopt(&*fd, sockopt::SocketError) {
+                Ok(0) => match request.take() {
+                    None => Ok(()),
+                    Some(req) => {
+                        let fd = std::mem::replace(fd, dup_placeholder()?);
+                        let mut stream = TcpStream::from(fd);
+                        match stream.write(&req) {
+                            Ok(n) if n == req.len() => {
+                                p.wait = Wait::Response(stream, Vec::new());
+                                return None;
+                            }
+                            Ok(_) => Err("could not send the request".into()),
+                            Err(e) => Err(words(e)),
+                        }
+                    }
+                },
+                Ok(e) => Err(words(std::io::Error::from_raw_os_error(e))),
+                Err(e) => Err(words(e.into())),
+            },
+            Wait::Response(stream, buf) => http_status(stream, buf)?,
+        };
+        let p = self.inflight.remove(i);
+        Some(self.outcome(p.target, result))
+    }
+
+    fn outcome(&self, target: usize, result: Result<(), String>) -> Outcome {
+        let t = &self.slots[target].target;
+        Outcome {
+            frontend: t.frontend,
+            backend: t.backend,
+            result,
+        }
+    }
+
+    fn start(&mut self, target: usize, now: Instant) -> Result<InFlight, String> {
+        self.next_id += 1;
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let dns_id = self.seed as u16;
+        let t = &self.slots[target].target;
+        let wait = match &t.check.kind {
+            CheckKind::None => return Err("no check".into()),
+            CheckKind::Udp { payload, expect } => {
+                let sock = udp_send(t.addr, payload)?;
+                Wait::Datagram(sock, Expect::Prefix(expect.clone()))
+            }
+            CheckKind::Dns {
+                name,
+                qtype,
+                noerror,
+            } => {
+                let query = crate::dns::query(dns_id, name, qtype).map_err(|e| e.0)?;
+                let sock = udp_send(t.addr, &query)?;
+                let expect = Expect::Dns {
+                    id: dns_id,
+                    noerror: *noerror,
+                };
+                Wait::Datagram(sock, expect)
+            }
+            CheckKind::Tcp { .. } => Wait::Connect(tcp_connect(t.addr)?, None),
+            CheckKind::Http { path, .. } => {
+                let host = match t.addr {
+                    SocketAddr::V4(a) => a.to_string(),
+                    SocketAddr::V6(a) => a.to_string(),
+                };
+                let request = format!(
+                    "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: udplb-health\r\nConnection: close\r\n\r\n"
+                );
+                Wait::Connect(tcp_connect(t.addr)?, Some(request.into_bytes()))
+            }
+        };
+        Ok(InFlight {
+            id: self.next_id,
+            target,
+            deadline: now + t.check.timeout,
+            wait,
+        })
+    }
+}
+
+fn words(e: std::io::Error) -> String {
+    match e.kind() {
+        ErrorKind::ConnectionRefused => "connection refused".into(),
+        _ => {
+            let s = e.to_string();
+            // "Connection reset by peer (os error 104)" -> "connection reset by peer"
+            let s = s.split(" (os error").next().unwrap_or(&s).to_string();
+            let mut c = s.chars();
+            c.next()
+                .map(|f| f.to_lowercase().collect::<String>() + c.as_str())
+                .unwrap_or(s)
+        }
+    }
+}
+
+/// A probe's own unconnected UDP socket (see the module comment), the
+/// probe sent.
+fn udp_send(to: SocketAddr, payload: &[u8]) -> Result<UdpSocket, String> {
+    let any: SocketAddr = match to {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let sock = UdpSocket::bind(any).map_err(words)?;
+    sock.set_nonblocking(true).map_err(words)?;
+    sock.send_to(payload, to).map_err(words)?;
+    Ok(sock)
+}
+
+/// Reads what arrived; `None` while nothing that counts has.
+fn datagram(sock: &UdpSocket, expect: &Expect, t: &Target) -> Option<Result<(), String>> {
+    let mut buf = [0u8; 4096];
+    let mut last = None;
+    loop {
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                let ports = [t.addr.port(), t.frontend_port];
+                if from.ip() != t.addr.ip() || !ports.contains(&from.port()) {
+                    continue; // not from the backend: ignore
+                }
+                let reply = &buf[..n];
+                let verdict = match expect {
+                    Expect::Prefix(p) if reply.starts_with(p) => Ok(()),
+                    Expect::Prefix(_) => Err("answered without the expected prefix".to_string()),
+                    Expect::Dns { id, noerror } => crate::dns::check_response(reply, *id, *noerror),
+                };
+                match verdict {
+                    Ok(()) => return Some(Ok(())),
+                    // A stray datagram: wait on for the right one, but
+                    // remember it for the log.
+                    Err(why) => last = Some(why),
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                return last.map(Err);
+            }
+            Err(e) => return Some(Err(words(e))),
+        }
+    }
+}
+
+/// A non-blocking TCP connect under way.
+fn tcp_connect(to: SocketAddr) -> Result<OwnedFd, String> {
+    let family = match to {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| words(e.into()))?;
+    use std::os::fd::AsRawFd;
+    match connect(fd.as_raw_fd(), &SockaddrStorage::from(to)) {
+        Ok(()) | Err(Errno::EINPROGRESS) => Ok(fd),
+        Err(e) => Err(words(e.into())),
+    }
+}
+
+/// A stand-in descriptor for a moment's swap (a closed-on-drop /dev/null
+/// would do; an eventless pipe end is cheaper to explain).
+fn dup_placeholder() -> Option<OwnedFd> {
+    nix::unistd::pipe().ok().map(|(r, _w)| r)
+}
+
+/// Reads an HTTP response's status line: 2xx is up.
+fn http_status(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Result<(), String>> {
+    let mut chunk = [0u8; 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.windows(2).any(|w| w == b"\r\n") || buf.len() > 4096 {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
+            Err(e) => return Some(Err(words(e))),
+        }
+    }
+    let line = String::from_utf8_lossy(buf);
+    let line = line.lines().next().unwrap_or("");
+    let mut words_ = line.split_whitespace();
+    match (words_.next(), words_.next()) {
+        (Some(v), Some(code)) if v.starts_with("HTTP/") => match code.starts_with('2') {
+            true => Some(Ok(())),
+            false => Some(Err(format!("HTTP {code}"))),
+        },
+        _ if buf.is_empty() => Some(Err("closed without a response".into())),
+        _ => Some(Err("not an HTTP response".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn target(kind: &str, addr: SocketAddr, frontend_port: u16) -> Target {
+        Target {
+            frontend: Listen {
+                addr: None,
+                port: frontend_port,
+            },
+            backend: (None, addr.port()),
+            addr,
+            frontend_port,
+            check: Check {
+                kind: CheckKind::with_defaults(kind).unwrap(),
+                timeout: Duration::from_millis(300),
+                ..Check::default()
+            },
+        }
+    }
+
+    /// Runs the prober until it has `n` outcomes (a bounded loop of polls).
+    fn outcomes(p: &mut Prober, n: usize) -> Vec<Outcome> {
+        let mut out = p.run(Instant::now());
+        let start = Instant::now();
+        while out.len() < n && start.elapsed() < Duration::from_secs(3) {
+            let ids: Vec<u64> = p.sources().iter().map(|s| s.1).collect();
+            for id in ids {
+                out.extend(p.ready(id));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            let now = Instant::now();
+            if p.inflight.iter().any(|f| f.deadline <= now) {
+                out.extend(p.run(now));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn udp_replies_count_from_the_backend_or_its_frontend_port() {
+        // A "backend" that answers from another socket on the frontend's
+        // port, as the datapath makes it look on lo.
+        let backend = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let frontend = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let t = target(
+            "udp",
+            backend.local_addr().unwrap(),
+            frontend.local_addr().unwrap().port(),
+        );
+        let mut p = Prober::default();
+        p.set_targets(vec![t], Instant::now());
+        let sent = p.run(Instant::now());
+        assert!(sent.is_empty(), "{sent:?}");
+        let mut buf = [0u8; 64];
+        backend
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let (n, from) = backend.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], crate::config::health::DEFAULT_UDP_PAYLOAD);
+        frontend.send_to(b"pong", from).unwrap();
+        let out = outcomes(&mut p, 1);
+        assert_eq!(out[0].result, Ok(()), "{out:?}");
+    }
+
+    #[test]
+    fn silence_times_out_and_a_refused_tcp_connect_says_so() {
+        let quiet = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_addr = closed.local_addr().unwrap();
+        drop(closed);
+        let mut p = Prober::default();
+        p.set_targets(
+            vec![
+                target("dns", quiet.local_addr().unwrap(), 1),
+                target("tcp", closed_addr, 2),
+            ],
+            Instant::now(),
+        );
+        let mut out = outcomes(&mut p, 2);
+        out.sort_by_key(|o| o.frontend.port);
+        assert_eq!(out[0].result, Err("timed out".into()));
+        assert_eq!(out[1].result, Err("connection refused".into()));
+    }
+
+    #[test]
+    fn tcp_and_http_against_a_listener() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            for (i, s) in l.incoming().take(2).enumerate() {
+                let mut s = s.unwrap();
+                if i == 1 {
+                    let mut req = [0u8; 512];
+                    let n = s.read(&mut req).unwrap();
+                    assert!(req[..n].starts_with(b"GET /health HTTP/1.0\r\n"));
+                    s.write_all(b"HTTP/1.0 503 Service Unavailable\r\n\r\n")
+                        .unwrap();
+                }
+            }
+        });
+        let mut p = Prober::default();
+        p.set_targets(vec![target("tcp", addr, 1)], Instant::now());
+        assert_eq!(outcomes(&mut p, 1)[0].result, Ok(()));
+        let mut http = target("http", addr, 2);
+        http.check.kind = CheckKind::Http {
+            port: None,
+            path: "/health".into(),
+        };
+        let mut p = Prober::default();
+        p.set_targets(vec![http], Instant::now());
+        assert_eq!(outcomes(&mut p, 1)[0].result, Err("HTTP 503".into()));
+        server.join().unwrap();
+    }
+}

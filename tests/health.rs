@@ -1,0 +1,517 @@
+//! Health checks end to end, with real servers in namespaces made here:
+//! dnsmasq behind udplb with `dns` checks (loss window and recovery
+//! measured), socket-table liveness of local backends, `udp` probes on
+//! `lo` (the probe exemption), fail open and `on_all_down = "drop"`, and
+//! `tcp` / `http` checks against a backend host.
+
+mod support;
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use support::netns::*;
+use support::process::*;
+use support::topology::*;
+
+/// `udplb status IFACE --json` in `ns`.
+fn status(ns: &Netns, iface: &str) -> serde_json::Value {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", ns.name))
+        .args([BIN, "status", iface, "--json"])
+        .output()
+        .expect("udplb status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+fn backend_packets(s: &serde_json::Value, name: &str) -> u64 {
+    s["frontends"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == name)
+        .unwrap_or_else(|| panic!("no backend {name} in {s}"))["traffic"]["packets"]
+        .as_u64()
+        .unwrap()
+}
+
+/// A process started in `ns` (`ip netns exec` execs it: its PID is the
+/// server's), stopped by that PID.
+struct Server(Child);
+
+impl Server {
+    fn start(ns: &Netns, args: &[&str]) -> Server {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start server");
+        Server(child)
+    }
+
+    fn kill(&mut self) {
+        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn dnsmasq(ns: &Netns, port: u16) -> Server {
+    let port = format!("--port={port}");
+    Server::start(
+        ns,
+        &[
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--pid-file=",
+            "--user=root",
+            "--address=/health.udplb/198.18.9.9",
+            &port,
+        ],
+    )
+}
+
+/// Waits (bounded) until `ns` has a UDP socket on `port`.
+fn wait_bound(ns: &Netns, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let needle = format!(":{port} ");
+    while !ns.exec(&["ss", "-Hulnp"]).contains(&needle) {
+        assert!(Instant::now() < deadline, "nothing bound to port {port}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A DNS query for health.udplb A with `id`.
+fn query(id: u16) -> Vec<u8> {
+    let mut q = vec![(id >> 8) as u8, id as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["health", "udplb"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+#[test]
+fn dns_checks_take_a_dead_dnsmasq_out_and_bring_it_back() {
+    let (client, lb) = (Netns::new("hc"), Netns::new("hl"));
+    veth_pair(&client, &lb);
+    let mut servers: Vec<Server> = [5301, 5302, 5303]
+        .iter()
+        .map(|&p| dnsmasq(&lb, p))
+        .collect();
+    for p in [5301, 5302, 5303] {
+        wait_bound(&lb, p);
+    }
+    let (interval, fall, rise) = (200u64, 2u64, 2u64);
+    // sockets = false: the figures below are the dns probes' alone (the
+    // socket table would see the dead dnsmasq's port close first).
+    let file = TempFile::new(
+        "lb.toml",
+        &format!(
+            r#"
+interface = "veth-b"
+[[frontend]]
+listen = "198.18.0.2:53"
+backends = [5301, 5302, 5303]
+[frontend.health]
+check = "dns"
+name = "health.udplb"
+type = "A"
+rcode = "noerror"
+interval = "{interval}ms"
+timeout = "150ms"
+rise = {rise}
+fall = {fall}
+sockets = false
+"#
+        ),
+    );
+    let mut u = Udplb::start(&lb, &["--config", file.path()]);
+    u.wait_for("5303 health: dns every 200ms", Duration::from_secs(2));
+
+    // The client: a query every 20 ms (bounded: 300 queries, 6 s), each
+    // with its own ID; a reader records which were answered.
+    const N: usize = 300;
+    const EVERY: Duration = Duration::from_millis(20);
+    let sock = client.enter(|| {
+        let s = UdpSocket::bind("198.18.0.1:0").unwrap();
+        s.connect("198.18.0.2:53").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        s
+    });
+    let reader = sock.try_clone().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let reading = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut answered = vec![false; N];
+            let mut buf = [0u8; 512];
+            while !done.load(Ordering::SeqCst) {
+                if let Ok(n) = reader.recv(&mut buf) {
+                    let id = u16::from_be_bytes([buf[0], buf[1]]) as usize;
+                    if n > 12 && id < N {
+                        answered[id] = true;
+                    }
+                }
+            }
+            answered
+        })
+    };
+    let start = Instant::now();
+    let sending = std::thread::spawn(move || {
+        let mut sent = Vec::with_capacity(N);
+        for i in 0..N {
+            let at = start + EVERY * i as u32;
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            sent.push(Instant::now());
+            let _ = sock.send(&query(i as u16));
+        }
+        sent
+    });
+
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = Instant::now();
+    servers[1].kill();
+    u.wait_for("5302 down: 2 dns probes", Duration::from_secs(3));
+    let down_after = killed.elapsed();
+    std::thread::sleep(Duration::from_millis(1500));
+    let before_restart = backend_packets(&status(&lb, "veth-b"), "5302");
+    let restarted = Instant::now();
+    servers[1] = dnsmasq(&lb, 5302);
+    let up = u.wait_for("5302 up: 2 dns probes answered", Duration::from_secs(3));
+    let back_after = restarted.elapsed();
+
+    let sent = sending.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    done.store(true, Ordering::SeqCst);
+    let answered = reading.join().unwrap();
+    let after_up = backend_packets(&status(&lb, "veth-b"), "5302");
+
+    let lost: Vec<usize> = (0..N).filter(|&i| !answered[i]).collect();
+    let window = match (lost.first(), lost.last()) {
+        (Some(&a), Some(&b)) => sent[b] - sent[a],
+        _ => Duration::ZERO,
+    };
+    let limit = Duration::from_millis(interval * fall + 200);
+    let recovery_limit = Duration::from_millis(rise * interval + 200);
+    println!(
+        "dns checks (interval {interval} ms, fall {fall}, rise {rise}): {} of {N} queries lost, \
+         loss window {window:?} (limit {limit:?}); down logged {down_after:?} after the kill; \
+         back {back_after:?} after the restart (limit {recovery_limit:?}): {up}",
+        lost.len()
+    );
+    assert!(
+        !lost.is_empty(),
+        "the kill lost nothing: was 5302 in the ring?"
+    );
+    assert!(
+        window <= limit,
+        "loss window {window:?} > {limit:?}: lost {lost:?}"
+    );
+    // Every loss falls between the kill and the down transition (logged
+    // once the ring is switched; 20 ms for the log line's trip): nothing
+    // reached the dead backend afterwards.
+    let (first, last) = (sent[lost[0]], sent[*lost.last().unwrap()]);
+    assert!(
+        first + Duration::from_millis(5) >= killed,
+        "a loss before the kill: {lost:?}"
+    );
+    assert!(
+        last <= killed + down_after + Duration::from_millis(20),
+        "a loss after the down transition: {lost:?}"
+    );
+    assert!(back_after <= recovery_limit, "back after {back_after:?}");
+    assert!(
+        after_up > before_restart,
+        "5302 got no queries after it came back"
+    );
+    let (_, out) = u.stop(Signal::SIGTERM);
+    assert!(out.contains("backend 5302 "), "{out}");
+}
+
+#[test]
+fn local_backends_without_a_socket_are_down_without_any_probe() {
+    let ns = Netns::new("hs");
+    let b1 = ns.udp_bind("127.0.0.1:9876");
+    let b2 = ns.udp_bind("127.0.0.1:9877");
+    let mut u = Udplb::start(&ns, &["lo", "9875=9876,9877"]);
+    let client = ns.udp_bind("127.0.0.1:0");
+    let send = |n: usize| {
+        for i in 0..n {
+            client
+                .send_to(format!("d{i}").as_bytes(), "127.0.0.1:9875")
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    send(10);
+    b1.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    while b1.recv(&mut buf).is_ok() {
+        got += 1;
+    }
+    assert!((4..=6).contains(&got), "round robin before: {got} of 10");
+
+    let closed = Instant::now();
+    drop(b2);
+    let line = u.wait_for("9877 down", Duration::from_secs(2));
+    let detected = closed.elapsed();
+    assert!(
+        line.ends_with("9877 down: no UDP socket is bound to port 9877"),
+        "{line}"
+    );
+    // From 200 ms after the close on, nothing goes to 9877's port: the
+    // kernel would count each such datagram as NoPorts.
+    std::thread::sleep(Duration::from_millis(200).saturating_sub(closed.elapsed()));
+    let noports = ns.snmp("Udp", "NoPorts");
+    send(40);
+    assert_eq!(
+        ns.snmp("Udp", "NoPorts"),
+        noports,
+        "datagrams still go to 9877"
+    );
+    let mut got = 0;
+    while b1.recv(&mut buf).is_ok() {
+        got += 1;
+    }
+    assert_eq!(got, 40, "all to 9876");
+    println!("socket liveness: 9877 down {detected:?} after its socket closed");
+
+    let b2 = ns.udp_bind("127.0.0.1:9877");
+    u.wait_for(
+        "9877 up: a UDP socket is bound to port 9877",
+        Duration::from_secs(2),
+    );
+    send(10);
+    b2.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut got = 0;
+    while b2.recv(&mut buf).is_ok() {
+        got += 1;
+    }
+    // Per-CPU round-robin cursors: about half, whatever CPU sent.
+    assert!((3..=7).contains(&got), "9877 back in the ring: {got} of 10");
+    let (_, out) = u.stop(Signal::SIGTERM);
+    assert!(out.contains("backend 9877 "), "{out}");
+}
+
+/// Echo servers on 127.0.0.1 in `ns` that answer while their flag is set.
+fn echoes(ns: &Netns, ports: &[u16]) -> Vec<(Arc<AtomicBool>, std::thread::JoinHandle<usize>)> {
+    ports
+        .iter()
+        .map(|&p| {
+            let s = ns.udp_bind(&format!("127.0.0.1:{p}"));
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            let on = Arc::new(AtomicBool::new(true));
+            let flag = on.clone();
+            let t = std::thread::spawn(move || {
+                let mut buf = [0u8; 512];
+                let mut seen = 0;
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while Instant::now() < deadline && Arc::strong_count(&flag) > 1 {
+                    if let Ok((n, from)) = s.recv_from(&mut buf) {
+                        seen += 1;
+                        if flag.load(Ordering::SeqCst) {
+                            let _ = s.send_to(&buf[..n], from);
+                        }
+                    }
+                }
+                seen
+            });
+            (on, t)
+        })
+        .collect()
+}
+
+const LO_UDP: &str = r#"
+interface = "lo"
+[[frontend]]
+listen = "9875"
+backends = [9876, 9877]
+[frontend.health]
+check = "udp"
+payload = "ping"
+interval = "100ms"
+timeout = "80ms"
+rise = 2
+fall = 2
+sockets = false
+"#;
+
+#[test]
+fn udp_probes_on_lo_are_exempt_from_the_reply_rewrite() {
+    let ns = Netns::new("hp");
+    let servers = echoes(&ns, &[9876, 9877]);
+    let file = TempFile::new("lb.toml", LO_UDP);
+    let mut u = Udplb::start(&ns, &["--config", file.path()]);
+    // Ten intervals: a probe whose rewritten reply did not count would
+    // have taken both down after two.
+    std::thread::sleep(Duration::from_millis(1000));
+    let s = status(&ns, "lo");
+    for b in s["frontends"][0]["backends"].as_array().unwrap() {
+        assert_eq!(b["health"]["state"], "up", "{b}");
+    }
+    servers[1].0.store(false, Ordering::SeqCst);
+    let line = u.wait_for("9877 down", Duration::from_secs(2));
+    assert!(
+        line.ends_with("9877 down: 2 udp probes timed out"),
+        "{line}"
+    );
+    servers[1].0.store(true, Ordering::SeqCst);
+    u.wait_for("9877 up: 2 udp probes answered", Duration::from_secs(2));
+    let (_, out) = u.stop(Signal::SIGTERM);
+    assert!(!out.contains("9876 down"), "{out}");
+    for (on, t) in servers {
+        drop(on);
+        assert!(t.join().unwrap() >= 10, "probes reached the backends");
+    }
+}
+
+#[test]
+fn all_down_fails_open_unless_told_to_drop() {
+    for drop_all in [false, true] {
+        let ns = Netns::new("ha");
+        let servers = echoes(&ns, &[9876, 9877]);
+        let text = match drop_all {
+            false => LO_UDP.to_string(),
+            true => LO_UDP.replace("sockets = false", "sockets = false\non_all_down = \"drop\""),
+        };
+        let file = TempFile::new("lb.toml", &text);
+        let mut u = Udplb::start(&ns, &["--config", file.path()]);
+        for (on, _) in &servers {
+            on.store(false, Ordering::SeqCst);
+        }
+        let line = u.wait_for("every backend is down", Duration::from_secs(2));
+        assert_eq!(line.contains("fail open"), !drop_all, "{line}");
+        let before = status(&ns, "lo");
+        let client = ns.udp_bind("127.0.0.1:0");
+        for i in 0..10 {
+            client
+                .send_to(format!("d{i}").as_bytes(), "127.0.0.1:9875")
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let after = status(&ns, "lo");
+        let sent: u64 = ["9876", "9877"]
+            .iter()
+            .map(|b| backend_packets(&after, b) - backend_packets(&before, b))
+            .sum();
+        // Probes go to the backends' ports directly: not counted here.
+        assert_eq!(sent, if drop_all { 0 } else { 10 }, "drop: {drop_all}");
+        let up = u.stop(Signal::SIGTERM);
+        drop(up);
+        for (on, t) in servers {
+            drop(on);
+            t.join().unwrap();
+        }
+    }
+}
+
+#[test]
+fn tcp_and_http_checks_against_a_backend_host() {
+    let t = triangle();
+    let file = TempFile::new(
+        "lb.toml",
+        &format!(
+            r#"
+interface = "l0,l1,l2"
+[[frontend]]
+listen = "{VIP4}:53"
+backends = ["198.18.1.2:53", "198.18.2.2:53"]
+[frontend.health]
+check = "tcp"
+port = 7000
+interval = "100ms"
+timeout = "80ms"
+[frontend.health.backend."198.18.2.2:53"]
+check = "http"
+port = 8000
+path = "/"
+"#
+        ),
+    );
+    let listener: TcpListener = t.srv[0].enter(|| TcpListener::bind("198.18.1.2:7000").unwrap());
+    let mut http = Server::start(
+        &t.srv[1],
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "8000",
+            "--bind",
+            "198.18.2.2",
+            "--directory",
+            "/",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !t.srv[1].exec(&["ss", "-Htln"]).contains(":8000 ") {
+        assert!(Instant::now() < deadline, "http.server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut u = Udplb::start(&t.lb, &["--config", file.path()]);
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        !u.output.iter().any(|l| l.contains(" down:")),
+        "{:?}",
+        u.output
+    );
+
+    drop(listener);
+    let line = u.wait_for("198.18.1.2:53 down", Duration::from_secs(2));
+    assert!(line.contains("3 tcp probes"), "{line}");
+    http.kill();
+    let line = u.wait_for("198.18.2.2:53 down", Duration::from_secs(2));
+    assert!(line.contains("3 http probes"), "{line}");
+    u.wait_for("every backend is down", Duration::from_secs(1));
+
+    let _listener = t.srv[0].enter(|| TcpListener::bind("198.18.1.2:7000").unwrap());
+    u.wait_for(
+        "198.18.1.2:53 up: 2 tcp probes connected",
+        Duration::from_secs(2),
+    );
+    let _http = Server::start(
+        &t.srv[1],
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "8000",
+            "--bind",
+            "198.18.2.2",
+            "--directory",
+            "/",
+        ],
+    );
+    u.wait_for(
+        "198.18.2.2:53 up: 2 http probes returned 2xx",
+        Duration::from_secs(10),
+    );
+    let s = status(&t.lb, "l0,l1,l2");
+    assert_eq!(s["frontends"][0]["backends"][1]["health"]["transitions"], 2);
+    let _ = SocketAddr::from(([0, 0, 0, 0], 0));
+    u.stop(Signal::SIGTERM);
+}
