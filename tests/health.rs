@@ -430,6 +430,24 @@ fn all_down_fails_open_unless_told_to_drop() {
     }
 }
 
+/// python3's http.server on 198.18.2.2:8000 in `ns`: the health check's
+/// real HTTP server.
+fn http_server(ns: &Netns) -> Server {
+    Server::start(
+        ns,
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "8000",
+            "--bind",
+            "198.18.2.2",
+            "--directory",
+            "/",
+        ],
+    )
+}
+
 #[test]
 fn tcp_and_http_checks_against_a_backend_host() {
     let t = triangle();
@@ -454,19 +472,7 @@ path = "/"
         ),
     );
     let listener: TcpListener = t.srv[0].enter(|| TcpListener::bind("198.18.1.2:7000").unwrap());
-    let mut http = Server::start(
-        &t.srv[1],
-        &[
-            "python3",
-            "-m",
-            "http.server",
-            "8000",
-            "--bind",
-            "198.18.2.2",
-            "--directory",
-            "/",
-        ],
-    );
+    let mut http = http_server(&t.srv[1]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !t.srv[1].exec(&["ss", "-Htln"]).contains(":8000 ") {
         assert!(Instant::now() < deadline, "http.server did not start");
@@ -493,19 +499,7 @@ path = "/"
         "198.18.1.2:53 up: 2 tcp probes connected",
         Duration::from_secs(2),
     );
-    let _http = Server::start(
-        &t.srv[1],
-        &[
-            "python3",
-            "-m",
-            "http.server",
-            "8000",
-            "--bind",
-            "198.18.2.2",
-            "--directory",
-            "/",
-        ],
-    );
+    let _http = http_server(&t.srv[1]);
     u.wait_for(
         "198.18.2.2:53 up: 2 http probes returned 2xx",
         Duration::from_secs(10),

@@ -257,22 +257,55 @@ fn reply_port(client: &std::net::UdpSocket, to: &str, backend: &std::net::UdpSoc
     from.port()
 }
 
+/// A client namespace and a balancer namespace joined by a veth whose
+/// balancer end has a name of its own (pins are by interface name), a
+/// backend socket on 9876, a client socket, and the pins removed at the end.
+struct Pinnable {
+    client_ns: Netns,
+    lbns: Netns,
+    dev: String,
+    _unpin: Unpin,
+    backend: std::net::UdpSocket,
+    client: std::net::UdpSocket,
+}
+
+impl Pinnable {
+    fn new(client_tag: &str, lb_tag: &str, dev_prefix: &str) -> Pinnable {
+        let client_ns = Netns::new(client_tag);
+        let lbns = Netns::new(lb_tag);
+        veth_pair(&client_ns, &lbns);
+        let dev = unique_dev(dev_prefix);
+        lbns.ip(&["link", "set", "veth-b", "down"]);
+        lbns.ip(&["link", "set", "veth-b", "name", &dev]);
+        lbns.ip(&["link", "set", &dev, "up"]);
+        resolve_neighbour(&client_ns, "198.18.0.2");
+        let _unpin = Unpin(vec![dev.clone()]);
+        let backend = lbns.udp_bind("0.0.0.0:9876");
+        let client = client_ns.udp_bind("0.0.0.0:0");
+        Pinnable {
+            client_ns,
+            lbns,
+            dev,
+            _unpin,
+            backend,
+            client,
+        }
+    }
+}
+
 /// `--force` replaces both programs of the udplb it replaces: the old
 /// instance's egress program (tcx) must not go on rewriting replies to its
 /// frontend, whether that instance still runs or left its links pinned.
 #[test]
 fn force_replaces_the_egress_program_too() {
-    let client_ns = Netns::new("forcec");
-    let lbns = Netns::new("forceb");
-    veth_pair(&client_ns, &lbns);
-    let dev = unique_dev("ufrc");
-    lbns.ip(&["link", "set", "veth-b", "down"]);
-    lbns.ip(&["link", "set", "veth-b", "name", &dev]);
-    lbns.ip(&["link", "set", &dev, "up"]);
-    resolve_neighbour(&client_ns, "198.18.0.2");
-    let _unpin = Unpin(vec![dev.clone()]);
-    let backend = lbns.udp_bind("0.0.0.0:9876");
-    let client = client_ns.udp_bind("0.0.0.0:0");
+    let Pinnable {
+        client_ns: _client_ns,
+        lbns,
+        dev,
+        _unpin,
+        backend,
+        client,
+    } = Pinnable::new("forcec", "forceb", "ufrc");
 
     // A running first instance.
     let first = Udplb::start(&lbns, &[&dev, "9875=9876"]);
@@ -307,17 +340,14 @@ fn force_replaces_the_egress_program_too() {
 /// pinned them still runs.
 #[test]
 fn unpin_detaches_both_programs() {
-    let client_ns = Netns::new("unpinc");
-    let lbns = Netns::new("unpinb");
-    veth_pair(&client_ns, &lbns);
-    let dev = unique_dev("uunp");
-    lbns.ip(&["link", "set", "veth-b", "down"]);
-    lbns.ip(&["link", "set", "veth-b", "name", &dev]);
-    lbns.ip(&["link", "set", &dev, "up"]);
-    resolve_neighbour(&client_ns, "198.18.0.2");
-    let _unpin = Unpin(vec![dev.clone()]);
-    let backend = lbns.udp_bind("0.0.0.0:9876");
-    let client = client_ns.udp_bind("0.0.0.0:0");
+    let Pinnable {
+        client_ns: _client_ns,
+        lbns,
+        dev,
+        _unpin,
+        backend,
+        client,
+    } = Pinnable::new("unpinc", "unpinb", "uunp");
 
     let mut lb = Udplb::start(&lbns, &["--pin", &dev, "9875=9876"]);
     // The frontend lines come once everything is pinned.
