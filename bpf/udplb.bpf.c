@@ -2,7 +2,7 @@
 /*
  * udplb.bpf.c - the entry points of the datapath. Helpers live in headers by
  * concern: parsing.h, csum.h, ctx.h (the XDP/TC shim), maps.h, lookup.h,
- * flow_hash.h, rewrite.h, forward.h, counters.h.
+ * flow_hash.h, flows.h (the flow table), rewrite.h, forward.h, counters.h.
  *
  * udplb_xdp (XDP, ingress). Parse Ethernet/VLAN/IP/UDP, then
  *   - destination is a frontend -> pick a backend (round robin or Maglev)
@@ -37,6 +37,7 @@
 #include "rewrite.h"
 #include "forward.h"
 #include "counters.h"
+#include "flows.h"
 
 /* Loopback is ifindex 1 in every network namespace. */
 #define LOOPBACK_IFINDEX 1
@@ -78,7 +79,7 @@ int udplb_xdp(struct xdp_md *ctx)
 			action = XDP_DROP;
 			goto out;
 		}
-		picked = pick_slot(fe, &p);
+		picked = flow_pick_slot(fe, &p);
 		slot = picked;
 		be = picked < 0 ? NULL : bpf_map_lookup_elem(&backends, &slot);
 		if (!be) {
@@ -112,6 +113,7 @@ int udplb_xdp(struct xdp_md *ctx)
 	if (rt) {
 		to = &rt->frontend;
 		if (endpoint_is_local(to)) {
+			flow_learn(&p, rt);
 			rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &p, true, to, false);
 			count(&reply_counters, rt->frontend_id, bytes);
 			reason = UDPLB_REASON_REPLY;
@@ -132,6 +134,7 @@ int udplb_xdp(struct xdp_md *ctx)
 			action = XDP_DROP;
 			goto out;
 		}
+		flow_learn(&p, rt);
 		reply_id = rt->frontend_id;
 		sent = UDPLB_REASON_REPLY_FORWARDED;
 		goto forward;
@@ -189,6 +192,7 @@ int udplb_egress(struct __sk_buff *skb)
 	 * client could not reassemble the datagram. As in udplb_xdp. */
 	if (p.first_fragment && !endpoint_is_local(&rt->frontend))
 		return TC_ACT_UNSPEC;
+	flow_learn(&p, rt);
 	if (rewrite_endpoint(skb, UDPLB_HOOK_TC, &p, true, &rt->frontend, false) == REWRITE_OK)
 		count(&reply_counters, rt->frontend_id, len);
 	return TC_ACT_UNSPEC;

@@ -5,11 +5,13 @@
 //! interface = "lo"
 //! sched = "maglev"            # default for every frontend: "rr" or "maglev"
 //! table_size = 65537          # Maglev table size (a prime)
+//! flow_timeout = 60           # Maglev flow table idle timeout, seconds (0: none)
 //!
 //! [[frontend]]
 //! listen = "9875"             # PORT, "IPv4:PORT" or "[IPv6]:PORT"
 //! backends = ["9876", "9877@2", 9878]
 //! sched = "rr"                # optional, per frontend
+//! flow_timeout = 300          # optional, per frontend
 //! ```
 //!
 //! Every error names the file, the line and the field. Pure: no kernel access.
@@ -20,7 +22,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::{
-    check_interface_name, parse_backend, parse_listen, parse_table_size, Config, Defaults,
+    check_interface_name, parse_backend, parse_flow_timeout, parse_listen, parse_table_size, Config, Defaults,
     FrontendConfig, Sched,
 };
 use crate::error::UsageError;
@@ -57,6 +59,7 @@ struct RawFile {
     interface: Spanned<String>,
     sched: Option<Spanned<String>>,
     table_size: Option<Spanned<i64>>,
+    flow_timeout: Option<Spanned<i64>>,
     metrics: Option<Spanned<String>>,
     #[serde(default)]
     frontend: Vec<Spanned<RawFrontend>>,
@@ -69,6 +72,7 @@ struct RawFrontend {
     backends: Spanned<Vec<Spanned<Text>>>,
     sched: Option<Spanned<String>>,
     table_size: Option<Spanned<i64>>,
+    flow_timeout: Option<Spanned<i64>>,
 }
 
 /// Line numbers (1-based) of byte offsets in the file.
@@ -104,6 +108,10 @@ fn table_size(value: &Spanned<i64>, field: &str, at: &Lines) -> Result<u32, Usag
     parse_table_size(&value.get_ref().to_string()).map_err(|e| at.error(value.span(), field, e))
 }
 
+fn flow_timeout(value: &Spanned<i64>, field: &str, at: &Lines) -> Result<u32, UsageError> {
+    parse_flow_timeout(&value.get_ref().to_string()).map_err(|e| at.error(value.span(), field, e))
+}
+
 /// Parses and validates the text of a configuration file named `path`.
 pub fn parse(text: &str, path: &str) -> Result<FileConfig, UsageError> {
     let at = Lines { path, text };
@@ -121,6 +129,9 @@ pub fn parse(text: &str, path: &str) -> Result<FileConfig, UsageError> {
     }
     if let Some(t) = &raw.table_size {
         defaults.table_size = table_size(t, "table_size", &at)?;
+    }
+    if let Some(t) = &raw.flow_timeout {
+        defaults.flow_timeout = flow_timeout(t, "flow_timeout", &at)?;
     }
     let interface = raw.interface.get_ref().trim().to_string();
     for name in interface.split(',').map(str::trim) {
@@ -174,11 +185,16 @@ pub fn parse(text: &str, path: &str) -> Result<FileConfig, UsageError> {
             Some(t) => table_size(t, "table_size", &at)?,
             None => defaults.table_size,
         };
+        let flow_timeout = match &f.flow_timeout {
+            Some(t) => flow_timeout(t, "flow_timeout", &at)?,
+            None => defaults.flow_timeout,
+        };
         frontends.push(FrontendConfig {
             listen,
             backends,
             sched,
             table_size,
+            flow_timeout,
         });
     }
     let config = Config::check(frontends).map_err(|(i, e)| match i {

@@ -161,6 +161,9 @@ pub struct FrontendConfig {
     pub sched: Sched,
     /// Maglev table size (a prime); unused by round robin.
     pub table_size: u32,
+    /// Idle timeout of pinned flows in seconds (Maglev only; 0: no flow
+    /// table for this frontend).
+    pub flow_timeout: u32,
 }
 
 /// A configuration that passed every check in [`Config::new`].
@@ -174,6 +177,7 @@ pub struct Config {
 pub struct Defaults {
     pub sched: Sched,
     pub table_size: u32,
+    pub flow_timeout: u32,
 }
 
 impl Default for Defaults {
@@ -181,6 +185,7 @@ impl Default for Defaults {
         Defaults {
             sched: Sched::Rr,
             table_size: crate::abi::UDPLB_DEFAULT_MAGLEV_SIZE,
+            flow_timeout: crate::abi::UDPLB_DEFAULT_FLOW_TIMEOUT,
         }
     }
 }
@@ -204,6 +209,28 @@ pub fn parse_table_size(s: &str) -> Result<u32, UsageError> {
         ));
     }
     Ok(n)
+}
+
+/// A flow idle timeout in seconds: 0 (no flow table) to UDPLB_MAX_FLOW_TIMEOUT.
+pub fn parse_flow_timeout(s: &str) -> Result<u32, UsageError> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if n <= crate::abi::UDPLB_MAX_FLOW_TIMEOUT => Ok(n),
+        _ => Err(usage!(
+            "flow timeout '{s}' must be a number of seconds from 0 (no flow table) to {}",
+            crate::abi::UDPLB_MAX_FLOW_TIMEOUT
+        )),
+    }
+}
+
+/// A flow table size: 1 to UDPLB_MAX_FLOW_TABLE_SIZE entries.
+pub fn parse_flow_table_size(s: &str) -> Result<u32, UsageError> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if (1..=crate::abi::UDPLB_MAX_FLOW_TABLE_SIZE).contains(&n) => Ok(n),
+        _ => Err(usage!(
+            "flow table size '{s}' must be a number of entries from 1 to {}",
+            crate::abi::UDPLB_MAX_FLOW_TABLE_SIZE
+        )),
+    }
 }
 
 fn parse_port(s: &str, what: &str) -> Result<u16, UsageError> {
@@ -374,6 +401,7 @@ pub fn parse_frontend(spec: &str, defaults: Defaults) -> Result<FrontendConfig, 
         backends,
         sched: defaults.sched,
         table_size: defaults.table_size,
+        flow_timeout: defaults.flow_timeout,
     })
 }
 
@@ -701,6 +729,7 @@ mod tests {
         let maglev = Defaults {
             sched: Sched::Maglev,
             table_size: 7,
+            ..Defaults::default()
         };
         let c = Config::from_specs_with(&["9875=9876,9877"], maglev).unwrap();
         assert_eq!(

@@ -111,6 +111,14 @@ impl Collector for Snapshot {
             gauge,
             backends().map(|(l, b)| (l, ConstGauge::new(i64::from(b.state != "removed")))),
         )?;
+        family(
+            &mut enc,
+            "backend_live_flows",
+            "Flows pinned to the backend and answered within the flow timeout \
+             (Maglev frontends with a flow table; 0 on a drained backend: safe to remove)",
+            gauge,
+            backends().filter_map(|(l, b)| Some((l, ConstGauge::new(b.live_flows? as i64)))),
+        )?;
         let frontends = || {
             s.frontends
                 .iter()
@@ -161,6 +169,23 @@ impl Collector for Snapshot {
             s.verdicts
                 .iter()
                 .map(|(r, n)| ([("verdict", r.clone())], ConstCounter::new(*n))),
+        )?;
+        family(
+            &mut enc,
+            "flow_events",
+            "Flow table events: hit, miss, expired, stale (requests); pin_created, \
+             pin_refreshed, pin_moved, pin_failed (replies)",
+            counter,
+            s.flow_events
+                .iter()
+                .map(|(e, n)| ([("event", e.clone())], ConstCounter::new(*n))),
+        )?;
+        single(
+            &mut enc,
+            "flow_table_entries",
+            "Entries in the flow table at its last walk, live or idle",
+            gauge,
+            ConstGauge::new(s.flow_entries as i64),
         )?;
         family(
             &mut enc,

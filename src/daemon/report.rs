@@ -2,8 +2,8 @@
 
 use std::fmt::Write;
 
-use crate::abi::{Counter, REASON_NAMES};
-use crate::config::{BackendConfig, Config, Listen};
+use crate::abi::{Counter, FLOW_COUNTER_NAMES, REASON_NAMES};
+use crate::config::{BackendConfig, Config, Listen, Sched};
 use crate::datapath::Counters;
 
 /// A backend a reload took away, with its counters as they were then: they
@@ -24,6 +24,10 @@ pub fn render(config: &Config, c: &Counters, removed: &[Removed]) -> String {
             b.packets, b.bytes
         );
     };
+    let flows = |i: usize, j: usize| match c.live_flows.get(i).and_then(|v| v.get(j)) {
+        Some(n) => format!("  flows {n:>8}"),
+        None => String::new(),
+    };
     let gone = |s: &mut String, listen: &Listen| {
         for r in removed.iter().filter(|r| r.frontend == *listen) {
             line(s, r.backend.to_string(), r.counter, "  (removed)");
@@ -38,7 +42,7 @@ pub fn render(config: &Config, c: &Counters, removed: &[Removed]) -> String {
                 .and_then(|v| v.get(j))
                 .copied()
                 .unwrap_or_default();
-            line(&mut s, port.to_string(), b, ""); // "9876" or "9876@3"
+            line(&mut s, port.to_string(), b, &flows(i, j)); // "9876" or "9876@3"
         }
         gone(&mut s, &fe.listen);
         let r = c.replies.get(i).copied().unwrap_or_default();
@@ -64,6 +68,19 @@ pub fn render(config: &Config, c: &Counters, removed: &[Removed]) -> String {
         .map(|(n, v)| format!("{n} {v}"))
         .collect();
     let _ = writeln!(s, "verdicts: {}", reasons.join(", "));
+    if config.frontends.iter().any(|f| f.flow_timeout > 0 && f.sched == Sched::Maglev) {
+        let events: Vec<String> = FLOW_COUNTER_NAMES
+            .iter()
+            .zip(c.flow_events)
+            .map(|(n, v)| format!("{n} {v}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "flow table: {} entries; {}",
+            c.flow_entries,
+            events.join(", ")
+        );
+    }
     s
 }
 
@@ -91,6 +108,7 @@ mod tests {
                 bytes: 150,
             }],
             reasons: [0; REASON_COUNT],
+            ..Counters::default()
         };
         c.reasons[0] = 3;
         let text = render(&config, &c, &[]);

@@ -21,7 +21,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::abi::bytes_of;
 use crate::abi::{
-    Backend, Endpoint, Frontend, ReplyTarget, UDPLB_BACKEND_SLOTS, UDPLB_FRONTEND_IDS,
+    Backend, Endpoint, Frontend, ReplyTarget, UDPLB_BACKEND_F_PINNED, UDPLB_BACKEND_SLOTS,
+    UDPLB_FRONTEND_IDS,
     UDPLB_PORT_BACKEND_ANY, UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_FRONTEND_ANY,
     UDPLB_PORT_FRONTEND_EXACT, UDPLB_SCHED_MAGLEV, UDPLB_SCHED_RR,
 };
@@ -241,6 +242,7 @@ fn reply_entries<'a>(
     keys: &'a [Endpoint],
     b: &'a BackendConfig,
     frontend_id: u32,
+    backend_slot: u32,
 ) -> impl Iterator<Item = (Endpoint, ReplyTarget)> + 'a {
     keys.iter().map(move |key| match b.addr {
         None => {
@@ -251,6 +253,7 @@ fn reply_entries<'a>(
                 ReplyTarget {
                     frontend,
                     frontend_id,
+                    backend_slot,
                 },
             )
         }
@@ -259,9 +262,44 @@ fn reply_entries<'a>(
             ReplyTarget {
                 frontend: *key,
                 frontend_id,
+                backend_slot,
             },
         ),
     })
+}
+
+/// The backends-map value of backend `b` of frontend `fe`. It takes pinned
+/// flows (UDPLB_BACKEND_F_PINNED) on a Maglev frontend with a flow table;
+/// this is also where a health check would clear the flag for a backend that
+/// is down. `ident` names who holds the slot, the same on every start, so a
+/// pin to a slot since reused by another backend is not followed.
+fn backend_value(fe: &FrontendConfig, b: &BackendConfig) -> Backend {
+    let pinned = fe.sched == Sched::Maglev && fe.flow_timeout > 0;
+    Backend {
+        ep: b.endpoint(),
+        weight: b.weight,
+        flags: if pinned { UDPLB_BACKEND_F_PINNED } else { 0 },
+        ident: backend_ident(&fe.listen, b),
+    }
+}
+
+/// FNV-1a of the frontend's keys and the backend's endpoint, folded to 32 bits.
+pub fn backend_ident(listen: &Listen, b: &BackendConfig) -> u32 {
+    let mut h = maglev::FNV1A64_START;
+    for key in listen.endpoints() {
+        h = maglev::fnv1a64_from(h, bytes_of(&key));
+    }
+    h = maglev::fnv1a64_from(h, bytes_of(&b.endpoint()));
+    (h ^ (h >> 32)) as u32
+}
+
+/// A removed backend's slot: no more pinned flows to it (nor pins learned
+/// from its lingering replies).
+fn retired_value(fe: &FrontendConfig, b: &BackendConfig) -> Backend {
+    Backend {
+        flags: 0,
+        ..backend_value(fe, b)
+    }
 }
 
 fn sched_code(s: Sched) -> u32 {
@@ -378,16 +416,12 @@ impl State {
                     old.and_then(|o| o.config.backends.iter().find(|x| x.id() == b.id()));
                 if kept.is_none() {
                     plan.zero_counters.push(slot);
-                    plan.replies.extend(reply_entries(&keys, b, id));
+                    plan.replies.extend(reply_entries(&keys, b, id, slot));
                 }
-                if old_weight.map(|x| x.weight) != Some(b.weight) {
-                    plan.backends.push((
-                        slot,
-                        Backend {
-                            ep: b.endpoint(),
-                            weight: b.weight,
-                        },
-                    ));
+                let value = backend_value(fe, b);
+                let old_value = old_weight.zip(old).map(|(x, o)| backend_value(&o.config, x));
+                if old_value != Some(value) {
+                    plan.backends.push((slot, value));
                 }
             }
             let (ring, fingerprint) = ring(fe, &live.slots);
@@ -398,6 +432,10 @@ impl State {
                 table,
                 ring_size: ring.len() as u32,
                 sched: sched_code(fe.sched),
+                flow_timeout_s: match fe.sched {
+                    Sched::Maglev => fe.flow_timeout,
+                    Sched::Rr => 0,
+                },
             };
             plan.rings.push((table, ring));
             plan.frontends.extend(keys.iter().map(|k| (*k, value)));
@@ -406,7 +444,9 @@ impl State {
             if let Some(old) = old {
                 for b in &old.config.backends {
                     if !live.slots.contains_key(&b.id()) {
-                        removed.extend(reply_entries(&keys, b, id).map(|(k, _)| k));
+                        let slot = old.slots[&b.id()];
+                        removed.extend(reply_entries(&keys, b, id, slot).map(|(k, _)| k));
+                        plan.backends.push((slot, retired_value(&old.config, b)));
                     }
                 }
             }
@@ -420,7 +460,9 @@ impl State {
             let keys = listen.endpoints();
             plan.delete_frontends.extend(keys.iter().copied());
             for b in &old.config.backends {
-                removed.extend(reply_entries(&keys, b, old.id).map(|(k, _)| k));
+                let slot = old.slots[&b.id()];
+                removed.extend(reply_entries(&keys, b, old.id, slot).map(|(k, _)| k));
+                plan.backends.push((slot, retired_value(&old.config, b)));
             }
             plan.delete_rings.extend([2 * old.id, 2 * old.id + 1]);
             plan.changes.push(format!("removed frontend {listen}"));
@@ -512,7 +554,7 @@ fn port_flags(state: &State) -> BTreeMap<u16, u8> {
             set(key, UDPLB_PORT_FRONTEND_EXACT, UDPLB_PORT_FRONTEND_ANY);
         }
         for b in &fe.backends {
-            for (key, _) in reply_entries(&keys, b, 0) {
+            for (key, _) in reply_entries(&keys, b, 0, 0) {
                 set(&key, UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_BACKEND_ANY);
             }
         }
@@ -591,6 +633,7 @@ mod tests {
             Defaults {
                 sched: Sched::Maglev,
                 table_size: 13,
+                ..Defaults::default()
             },
         )
         .unwrap()
