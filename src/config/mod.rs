@@ -830,6 +830,7 @@ mod tests {
             let defaults = Defaults {
                 sched: Sched::Maglev,
                 table_size,
+                ..Defaults::default()
             };
             Config::from_specs_with(&specs, defaults)
         };

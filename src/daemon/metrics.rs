@@ -240,9 +240,12 @@ mod tests {
                     weight: 3,
                     state: "active".into(),
                     traffic: Traffic::since(7, 700, None, 1.0),
+                    live_flows: Some(4),
                 }],
             }],
             verdicts: [("balanced".to_string(), 7)].into(),
+            flow_events: [("hit".to_string(), 9)].into(),
+            flow_entries: 5,
             reloads: ReloadStats {
                 succeeded: 1,
                 failed: 2,
@@ -261,6 +264,9 @@ mod tests {
             "udplb_frontend_reply_packets_total{frontend=\"[2001:2::1]:53\"} 5",
             "udplb_frontend_table_fingerprint_info{frontend=\"[2001:2::1]:53\",fingerprint=\"0123456789abcdef\"} 1",
             "udplb_packets_total{verdict=\"balanced\"} 7",
+            "udplb_backend_live_flows{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 4",
+            "udplb_flow_events_total{event=\"hit\"} 9",
+            "udplb_flow_table_entries 5",
             "udplb_reloads_total{result=\"failure\"} 2",
             "udplb_reload_last_ok 0",
         ] {

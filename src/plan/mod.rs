@@ -678,7 +678,8 @@ mod tests {
                     id: 0,
                     table: 0,
                     ring_size: 3,
-                    sched: UDPLB_SCHED_RR
+                    sched: UDPLB_SCHED_RR,
+                    flow_timeout_s: 0,
                 }
             );
         }
