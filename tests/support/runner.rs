@@ -361,6 +361,9 @@ impl Fixture {
                 want.replies[f].bytes += frame_len;
             }
         }
+        // Flow table events (Maglev frontends only) have fixtures of their
+        // own, in tests/flows_datapath.rs.
+        want.flow_events = after.flow_events;
 
         let mut err = String::new();
         if verdict != case.verdict {
