@@ -84,7 +84,10 @@ fn abi_constants(header: &str) -> Result<String> {
             bail!("{ABI_HEADER}: flow counters must be 0..N without gaps");
         }
     }
-    let names: Vec<String> = flow_counters.iter().map(|(_, n)| format!("{n:?}")).collect();
+    let names: Vec<String> = flow_counters
+        .iter()
+        .map(|(_, n)| format!("{n:?}"))
+        .collect();
     out += &format!(
         "/// Flow table counter names, indexed by counter.\npub const FLOW_COUNTER_NAMES: [&str; {}] = [{}];\n",
         names.len(),

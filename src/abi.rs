@@ -237,7 +237,10 @@ mod tests {
         assert_eq!(REASON_NAMES[UDPLB_REASON_BALANCED as usize], "balanced");
         assert_eq!(REASON_NAMES[UDPLB_REASON_IPV6_EXT as usize], "ipv6_ext");
         assert_eq!(FLOW_COUNTER_NAMES.len(), FLOW_COUNTER_COUNT);
-        assert_eq!(FLOW_COUNTER_NAMES[UDPLB_FLOW_PIN_CREATED as usize], "pin_created");
+        assert_eq!(
+            FLOW_COUNTER_NAMES[UDPLB_FLOW_PIN_CREATED as usize],
+            "pin_created"
+        );
     }
 
     #[test]

@@ -6,9 +6,7 @@ use clap::builder::PossibleValue;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::abi::UDPLB_DEFAULT_MAGLEV_SIZE;
-use crate::config::{
-    parse_flow_table_size, parse_flow_timeout, parse_table_size, Defaults, Sched,
-};
+use crate::config::{parse_flow_table_size, parse_flow_timeout, parse_table_size, Defaults, Sched};
 use crate::datapath::XdpMode;
 
 /// UDP load balancer with an XDP datapath.

@@ -154,7 +154,11 @@ fn pinned_flows_stay_across_removal_addition_and_drain() {
 
     let first = round(&socks, client_cpu);
     for r in 0..2 {
-        assert_eq!(moved(&first, &round(&socks, client_cpu), None), 0, "round {r}");
+        assert_eq!(
+            moved(&first, &round(&socks, client_cpu), None),
+            0,
+            "round {r}"
+        );
     }
     let on = |m: &BTreeMap<usize, u16>, p: u16| m.values().filter(|b| **b == p).count();
     for p in [9876, 9877, 9878] {
@@ -187,12 +191,13 @@ fn pinned_flows_stay_across_removal_addition_and_drain() {
     eprintln!("draining 9876: {n} flows moved, {on_9876} stay on it");
     assert_eq!(n, 0, "flows moved when 9876 was drained");
     let newer = clients(&ns, FIRST_SPORT + 2000, 100);
-    assert_eq!(on(&round(&newer, client_cpu), 9876), 0, "new flows on a drained backend");
-    let status = lb_status(&ns);
-    assert!(
-        live_flows(&status, "9876").is_some(),
-        "{status}"
+    assert_eq!(
+        on(&round(&newer, client_cpu), 9876),
+        0,
+        "new flows on a drained backend"
     );
+    let status = lb_status(&ns);
+    assert!(live_flows(&status, "9876").is_some(), "{status}");
     // ... and move once idle for the timeout (2 s).
     std::thread::sleep(Duration::from_millis(2600));
     let idle = round(&socks, client_cpu);
@@ -266,7 +271,10 @@ fn a_spoofed_flood_moves_no_pinned_flow() {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
-            let pkt = spoofed([198, 19, (x >> 8) as u8, x as u8], 1024 + (x >> 16) as u16 % 60000);
+            let pkt = spoofed(
+                [198, 19, (x >> 8) as u8, x as u8],
+                1024 + (x >> 16) as u16 % 60000,
+            );
             // SAFETY: pkt and dst outlive the call.
             let n = unsafe {
                 libc::sendto(
@@ -298,7 +306,10 @@ fn a_spoofed_flood_moves_no_pinned_flow() {
         .and_then(|l| l.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(u64::MAX);
-    assert!(entries <= FLOWS as u64, "{entries} entries: the flood pinned flows\n{status}");
+    assert!(
+        entries <= FLOWS as u64,
+        "{entries} entries: the flood pinned flows\n{status}"
+    );
     let (status, out) = lb.stop(Signal::SIGTERM);
     assert!(status.success(), "{out}");
 }

@@ -154,7 +154,11 @@ fn a_pin_to_a_removed_backend_falls_through_to_the_ring() {
     // Its lingering replies pin nothing to the retired slot either.
     let before = lb.events();
     lb.reply(9877, sport);
-    assert_eq!(lb.events(), before, "a retired backend's reply pins nothing");
+    assert_eq!(
+        lb.events(),
+        before,
+        "a retired backend's reply pins nothing"
+    );
 }
 
 #[test]
@@ -167,7 +171,11 @@ fn a_drained_backend_keeps_its_pinned_flows_and_gets_no_new_ones() {
     }
     lb.reload(&["9875=9876@0,9877,9878"]);
     for s in &pinned {
-        assert_eq!(lb.request(*s), 9876, "pinned flow {s} stays on the drained backend");
+        assert_eq!(
+            lb.request(*s),
+            9876,
+            "pinned flow {s} stays on the drained backend"
+        );
     }
     for s in 43000..43300 {
         assert_ne!(lb.request(s), 9876, "new flow {s} on the drained backend");
@@ -253,7 +261,12 @@ fn round_robin_and_timeout_zero_have_no_table() {
 fn replies_leaving_through_tc_egress_pin_too() {
     let f = Fixture::with_config(&config(&["9875=9876,9877,9878"], 60));
     let reply = udp("198.18.0.2:9876", "198.18.0.1:40000");
-    let outcome = f.check(&Case::egress_reply("a local reply leaves eth0", &reply, 9875, 0));
+    let outcome = f.check(&Case::egress_reply(
+        "a local reply leaves eth0",
+        &reply,
+        9875,
+        0,
+    ));
     assert!(outcome.is_ok(), "{outcome:?}");
     let e = f.dp.flow_counters().unwrap();
     assert_eq!(ev(&e, "pin_created"), 1);

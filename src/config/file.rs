@@ -22,8 +22,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::{
-    check_interface_name, parse_backend, parse_flow_timeout, parse_listen, parse_table_size, Config, Defaults,
-    FrontendConfig, Sched,
+    check_interface_name, parse_backend, parse_flow_timeout, parse_listen, parse_table_size,
+    Config, Defaults, FrontendConfig, Sched,
 };
 use crate::error::UsageError;
 

@@ -68,7 +68,11 @@ pub fn render(config: &Config, c: &Counters, removed: &[Removed]) -> String {
         .map(|(n, v)| format!("{n} {v}"))
         .collect();
     let _ = writeln!(s, "verdicts: {}", reasons.join(", "));
-    if config.frontends.iter().any(|f| f.flow_timeout > 0 && f.sched == Sched::Maglev) {
+    if config
+        .frontends
+        .iter()
+        .any(|f| f.flow_timeout > 0 && f.sched == Sched::Maglev)
+    {
         let events: Vec<String> = FLOW_COUNTER_NAMES
             .iter()
             .zip(c.flow_events)

@@ -95,7 +95,10 @@ impl Datapath {
             .flows
             .set_max_entries(size)
             .context("sizing the flow table")?;
-        let pinned = opts.reuse_flows.as_deref().and_then(|p| pinned_flows(p, size));
+        let pinned = opts
+            .reuse_flows
+            .as_deref()
+            .and_then(|p| pinned_flows(p, size));
         if let Some(old) = &pinned {
             open.maps
                 .flows

@@ -22,8 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::abi::bytes_of;
 use crate::abi::{
     Backend, Endpoint, Frontend, ReplyTarget, UDPLB_BACKEND_F_PINNED, UDPLB_BACKEND_SLOTS,
-    UDPLB_FRONTEND_IDS,
-    UDPLB_PORT_BACKEND_ANY, UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_FRONTEND_ANY,
+    UDPLB_FRONTEND_IDS, UDPLB_PORT_BACKEND_ANY, UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_FRONTEND_ANY,
     UDPLB_PORT_FRONTEND_EXACT, UDPLB_SCHED_MAGLEV, UDPLB_SCHED_RR,
 };
 use crate::config::{weights, BackendConfig, Config, FrontendConfig, Listen, Sched};
@@ -419,7 +418,9 @@ impl State {
                     plan.replies.extend(reply_entries(&keys, b, id, slot));
                 }
                 let value = backend_value(fe, b);
-                let old_value = old_weight.zip(old).map(|(x, o)| backend_value(&o.config, x));
+                let old_value = old_weight
+                    .zip(old)
+                    .map(|(x, o)| backend_value(&o.config, x));
                 if old_value != Some(value) {
                     plan.backends.push((slot, value));
                 }
