@@ -2,7 +2,7 @@
 /*
  * udplb.bpf.c - the entry points of the datapath. Helpers live in headers by
  * concern: parsing.h, csum.h, ctx.h (the XDP/TC shim), maps.h, lookup.h,
- * flow_hash.h, rewrite.h, forward.h, counters.h.
+ * flow_hash.h, flows.h (the flow table), rewrite.h, forward.h, counters.h.
  *
  * udplb_xdp (XDP, ingress). Parse Ethernet/VLAN/IP/UDP, then
  *   - destination is a frontend -> pick a backend (round robin or Maglev)
@@ -43,6 +43,7 @@
 #include "forward.h"
 #include "counters.h"
 #include "icmp.h"
+#include "flows.h"
 
 /* Loopback is ifindex 1 in every network namespace. */
 #define LOOPBACK_IFINDEX 1
@@ -89,7 +90,7 @@ int udplb_xdp(struct xdp_md *ctx)
 			action = XDP_DROP;
 			goto out;
 		}
-		picked = pick_slot(fe, &p);
+		picked = flow_pick_slot(fe, &p);
 		slot = picked;
 		be = picked < 0 ? NULL : bpf_map_lookup_elem(&backends, &slot);
 		if (!be) {
@@ -123,6 +124,7 @@ int udplb_xdp(struct xdp_md *ctx)
 	if (rt) {
 		to = &rt->frontend;
 		if (endpoint_is_local(to)) {
+			flow_learn(&p, rt);
 			rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &p, true, to, false);
 			count(&reply_counters, rt->frontend_id, bytes);
 			count_passive(rt->backend_slot, false);
@@ -144,6 +146,7 @@ int udplb_xdp(struct xdp_md *ctx)
 			action = XDP_DROP;
 			goto out;
 		}
+		flow_learn(&p, rt);
 		reply_id = rt->frontend_id;
 		slot = rt->backend_slot;
 		sent = UDPLB_REASON_REPLY_FORWARDED;
@@ -224,6 +227,7 @@ int udplb_egress(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	slot = rt->backend_slot;
 	id = rt->frontend_id;
+	flow_learn(&p, rt);
 	if (rewrite_endpoint(skb, UDPLB_HOOK_TC, &p, true, &rt->frontend, false) == REWRITE_OK) {
 		count(&reply_counters, id, len);
 		count_passive(slot, false);

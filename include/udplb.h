@@ -24,6 +24,13 @@
 #define UDPLB_MAX_RING 1048573         /* largest scheduling ring (a prime) */
 #define UDPLB_MAX_WEIGHT 1000
 #define UDPLB_DEFAULT_MAGLEV_SIZE 65537
+/* Flow table (bpf/flows.h): entries by default (--flow-table-size), the
+ * most it may have, and the default idle timeout of a pin in seconds
+ * (flow_timeout, --flow-timeout). README "Flow table" states the memory. */
+#define UDPLB_DEFAULT_FLOW_TABLE_SIZE 131072
+#define UDPLB_MAX_FLOW_TABLE_SIZE 16777216
+#define UDPLB_DEFAULT_FLOW_TIMEOUT 60
+#define UDPLB_MAX_FLOW_TIMEOUT 86400
 /* Ring entries (round-robin cycles plus Maglev tables) over all frontends.
  * The kernel charges 8 B per entry (array values are rounded up to 8 B), and
  * a reload that rebuilds every ring holds two for a moment: at this limit
@@ -104,6 +111,26 @@ enum udplb_reason {
 };
 
 /*
+ * Flow table events (bpf/flows.h), one per-CPU counter each in the
+ * flow_counters map. build.rs generates abi::FLOW_COUNTER_NAMES.
+ * The kernel does not report LRU evictions: an evicted pin shows up later
+ * as a MISS (request) and a PIN_CREATED (its next reply).
+ */
+enum udplb_flow_counter {
+	UDPLB_FLOW_HIT = 0,           /* request sent to its pinned backend     */
+	UDPLB_FLOW_MISS = 1,          /* request of a Maglev frontend, no pin   */
+	UDPLB_FLOW_EXPIRED = 2,       /* a pin idle longer than the timeout     */
+	UDPLB_FLOW_STALE = 3,         /* a pin to a backend removed, replaced or
+				       * not accepting pinned flows          */
+	UDPLB_FLOW_PIN_CREATED = 4,   /* a reply pinned a flow that had no pin  */
+	UDPLB_FLOW_PIN_REFRESHED = 5, /* a reply found its pin right (time only) */
+	UDPLB_FLOW_PIN_MOVED = 6,     /* a reply came from another backend than
+				       * the pin's: the pin now says this one */
+	UDPLB_FLOW_PIN_FAILED = 7,    /* the map update failed                  */
+	UDPLB_FLOW_COUNTER_COUNT = 8,
+};
+
+/*
  * A UDP endpoint: the key of the frontend map and of the reply map.
  * addr_be all zero is the wildcard ("every local address"); an IPv4
  * address lives in addr_be[0]. pad must be zero (keys are hashed as bytes).
@@ -128,6 +155,7 @@ struct udplb_frontend {
 	__u32 table;     /* which ring is live, < UDPLB_TABLES */
 	__u32 ring_size; /* entries in that ring; 0: no backend takes traffic */
 	__u32 sched;     /* UDPLB_SCHED_* */
+	__u32 flow_timeout_s; /* idle timeout of pinned flows; 0: no flow table */
 };
 
 /* A backend, at a slot of the backends map. The slot is also the index of
@@ -137,7 +165,17 @@ struct udplb_frontend {
 struct udplb_backend {
 	struct udplb_endpoint ep;
 	__u32 weight;    /* informational: the ring already reflects it */
+	__u32 flags;     /* UDPLB_BACKEND_F_* */
+	__u32 ident;     /* who holds the slot: a hash of (frontend, backend)
+			  * that userspace computes the same way on every
+			  * start, so a pin to a slot since given to another
+			  * backend is not followed */
 };
+
+/* The backend takes pinned flows (the flow table): configured, on a Maglev
+ * frontend with a flow table, and (once health checks exist) up. Cleared
+ * when it is removed; replies from it then pin nothing either. */
+#define UDPLB_BACKEND_F_PINNED 1
 
 /* Reverse translation: a datagram whose source is a backend (the key of the
  * reply map) gets its source rewritten to the frontend it belongs to. An
@@ -145,7 +183,29 @@ struct udplb_backend {
 struct udplb_reply_target {
 	struct udplb_endpoint frontend;
 	__u32 frontend_id;   /* index into reply_counters */
-	__u32 backend_slot;  /* the backend's slot: index into passive_counters */
+	__u32 backend_slot;  /* the backend's slot: index into passive_counters,
+			      * and what a reply pins its flow to */
+};
+
+/*
+ * The flow table (bpf/flows.h): a flow as the request carries it, client
+ * to frontend. pad must be zero (keys are hashed as bytes).
+ */
+struct udplb_flow_key {
+	__u8 family;
+	__u8 pad;
+	__u16 client_port_be;
+	__u16 frontend_port_be;
+	__u16 pad2;
+	__u32 client_addr_be[4];
+	__u32 frontend_addr_be[4];
+};
+
+/* A pin: the backend that answered the flow, and when it last did. */
+struct udplb_flow {
+	__u32 slot;          /* backend slot */
+	__u32 ident;         /* struct udplb_backend.ident when pinned */
+	__u64 last_seen_ns;  /* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC) */
 };
 
 /* Per-CPU packet and byte counter (per backend, per frontend for replies). */

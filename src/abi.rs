@@ -17,6 +17,7 @@ pub const MAX_FRONTENDS: usize = UDPLB_MAX_FRONTENDS as usize;
 pub const MAX_BACKENDS: usize = UDPLB_MAX_BACKENDS as usize;
 pub const MAX_BACKEND_SLOTS: usize = UDPLB_MAX_BACKEND_SLOTS as usize;
 pub const REASON_COUNT: usize = UDPLB_REASON_COUNT as usize;
+pub const FLOW_COUNTER_COUNT: usize = UDPLB_FLOW_COUNTER_COUNT as usize;
 
 /// `struct udplb_endpoint`: (family, address or wildcard, port).
 #[repr(C)]
@@ -36,6 +37,7 @@ pub struct Frontend {
     pub table: u32,
     pub ring_size: u32,
     pub sched: u32,
+    pub flow_timeout_s: u32,
 }
 
 /// `struct udplb_backend`.
@@ -44,6 +46,8 @@ pub struct Frontend {
 pub struct Backend {
     pub ep: Endpoint,
     pub weight: u32,
+    pub flags: u32,
+    pub ident: u32,
 }
 
 /// `struct udplb_reply_target`.
@@ -68,6 +72,28 @@ pub struct Passive {
     pub replies: u64,
 }
 
+/// `struct udplb_flow_key`: a flow, client to frontend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub family: u8,
+    pub pad: u8,
+    pub client_port_be: u16,
+    pub frontend_port_be: u16,
+    pub pad2: u16,
+    pub client_addr_be: [u32; 4],
+    pub frontend_addr_be: [u32; 4],
+}
+
+/// `struct udplb_flow`: a pin.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flow {
+    pub slot: u32,
+    pub ident: u32,
+    pub last_seen_ns: u64,
+}
+
 /// `struct udplb_counter`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -84,6 +110,8 @@ unsafe impl plain::Plain for Backend {}
 unsafe impl plain::Plain for ReplyTarget {}
 unsafe impl plain::Plain for Counter {}
 unsafe impl plain::Plain for Passive {}
+unsafe impl plain::Plain for FlowKey {}
+unsafe impl plain::Plain for Flow {}
 
 /// The bytes of a value as the kernel sees them (map keys and values).
 pub fn bytes_of<T: plain::Plain>(v: &T) -> &[u8] {
@@ -170,9 +198,19 @@ mod tests {
         same_layout!(
             Frontend,
             types::udplb_frontend,
-            [id = id, table = table, ring_size = ring_size, sched = sched]
+            [
+                id = id,
+                table = table,
+                ring_size = ring_size,
+                sched = sched,
+                flow_timeout_s = flow_timeout_s
+            ]
         );
-        same_layout!(Backend, types::udplb_backend, [ep = ep, weight = weight]);
+        same_layout!(
+            Backend,
+            types::udplb_backend,
+            [ep = ep, weight = weight, flags = flags, ident = ident]
+        );
         same_layout!(
             ReplyTarget,
             types::udplb_reply_target,
@@ -188,6 +226,24 @@ mod tests {
             [icmp_errors = icmp_errors, replies = replies]
         );
         same_layout!(
+            FlowKey,
+            types::udplb_flow_key,
+            [
+                family = family,
+                pad = pad,
+                client_port_be = client_port_be,
+                frontend_port_be = frontend_port_be,
+                pad2 = pad2,
+                client_addr_be = client_addr_be,
+                frontend_addr_be = frontend_addr_be
+            ]
+        );
+        same_layout!(
+            Flow,
+            types::udplb_flow,
+            [slot = slot, ident = ident, last_seen_ns = last_seen_ns]
+        );
+        same_layout!(
             Counter,
             types::udplb_counter,
             [packets = packets, bytes = bytes]
@@ -199,6 +255,11 @@ mod tests {
         assert_eq!(REASON_NAMES.len(), REASON_COUNT);
         assert_eq!(REASON_NAMES[UDPLB_REASON_BALANCED as usize], "balanced");
         assert_eq!(REASON_NAMES[UDPLB_REASON_IPV6_EXT as usize], "ipv6_ext");
+        assert_eq!(FLOW_COUNTER_NAMES.len(), FLOW_COUNTER_COUNT);
+        assert_eq!(
+            FLOW_COUNTER_NAMES[UDPLB_FLOW_PIN_CREATED as usize],
+            "pin_created"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use clap::builder::PossibleValue;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::abi::UDPLB_DEFAULT_MAGLEV_SIZE;
-use crate::config::{parse_table_size, Defaults, Sched};
+use crate::config::{parse_flow_table_size, parse_flow_timeout, parse_table_size, Defaults, Sched};
 use crate::datapath::XdpMode;
 
 /// UDP load balancer with an XDP datapath.
@@ -36,7 +36,7 @@ pub struct Args {
     pub frontends: Vec<String>,
 
     /// Read interface and frontends from a TOML file; SIGHUP re-reads it
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["sched", "table_size"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["sched", "table_size", "flow_timeout"])]
     pub config: Option<String>,
 
     /// Scheduler: rr (per-datagram round robin) or maglev (a flow sticks to a backend)
@@ -57,6 +57,18 @@ pub struct Args {
     #[arg(long, value_name = "KIND", conflicts_with = "config",
           value_parser = ["none", "udp", "dns", "tcp", "http"])]
     pub health: Option<String>,
+
+    /// Maglev flow table: seconds a flow stays pinned to the backend that
+    /// answered it after its last reply (0: no flow table)
+    #[arg(long, value_name = "SECS", default_value_t = crate::abi::UDPLB_DEFAULT_FLOW_TIMEOUT,
+          value_parser = |s: &str| parse_flow_timeout(s).map_err(|e| e.0))]
+    pub flow_timeout: u32,
+
+    /// Flow table entries, shared by all Maglev frontends (about 120 bytes
+    /// each: the default 131072 takes about 16 MiB); LRU beyond that
+    #[arg(long, value_name = "N", default_value_t = crate::abi::UDPLB_DEFAULT_FLOW_TABLE_SIZE,
+          value_parser = |s: &str| parse_flow_table_size(s).map_err(|e| e.0))]
+    pub flow_table_size: u32,
 
     /// XDP attach mode
     #[arg(long, value_enum, default_value_t = XdpMode::Auto, value_name = "MODE")]
@@ -117,6 +129,7 @@ impl Args {
         Defaults {
             sched: self.sched,
             table_size: self.table_size,
+            flow_timeout: self.flow_timeout,
         }
     }
 }
@@ -224,7 +237,8 @@ mod tests {
             a.defaults(),
             Defaults {
                 sched: Sched::Maglev,
-                table_size: 16381
+                table_size: 16381,
+                flow_timeout: 60,
             }
         );
         let a = parse(&["--config", "lb.toml", "--pin"]).unwrap();

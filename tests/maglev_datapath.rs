@@ -49,6 +49,7 @@ fn setup(spec: &str, table_size: u32) -> Setup {
         Defaults {
             sched: Sched::Maglev,
             table_size,
+            ..Defaults::default()
         },
     )
     .expect("config");

@@ -195,6 +195,7 @@ fn maglev_keeps_each_flow_on_one_remote_backend() {
         Defaults {
             sched: Sched::Maglev,
             table_size: 65537,
+            ..Defaults::default()
         },
     )
     .expect("test configuration");

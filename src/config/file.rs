@@ -5,6 +5,7 @@
 //! interface = "lo"
 //! sched = "maglev"            # default for every frontend: "rr" or "maglev"
 //! table_size = 65537          # Maglev table size (a prime)
+//! flow_timeout = 60           # Maglev flow table idle timeout, seconds (0: none)
 //!
 //! [[frontend]]
 //! listen = "9875"             # PORT, "IPv4:PORT" or "[IPv6]:PORT"
@@ -19,6 +20,7 @@
 //! [frontend.health.backend."9877"]
 //! check = "tcp"               # a backend's own check (same keys)
 //! port = 8080
+//! flow_timeout = 300          # optional, per frontend
 //! ```
 //!
 //! Every error names the file, the line and the field. Pure: no kernel access.
@@ -30,8 +32,8 @@ use toml::Spanned;
 
 use crate::config::health::{self, parse_duration, Check, CheckKind, FrontendHealth, OnAllDown};
 use crate::config::{
-    check_interface_name, parse_backend, parse_listen, parse_table_size, Config, Defaults,
-    FrontendConfig, Sched,
+    check_interface_name, parse_backend, parse_flow_timeout, parse_listen, parse_table_size,
+    Config, Defaults, FrontendConfig, Sched,
 };
 use crate::error::UsageError;
 
@@ -67,6 +69,7 @@ struct RawFile {
     interface: Spanned<String>,
     sched: Option<Spanned<String>>,
     table_size: Option<Spanned<i64>>,
+    flow_timeout: Option<Spanned<i64>>,
     metrics: Option<Spanned<String>>,
     #[serde(default)]
     frontend: Vec<Spanned<RawFrontend>>,
@@ -79,6 +82,7 @@ struct RawFrontend {
     backends: Spanned<Vec<Spanned<Text>>>,
     sched: Option<Spanned<String>>,
     table_size: Option<Spanned<i64>>,
+    flow_timeout: Option<Spanned<i64>>,
     health: Option<Spanned<RawCheck>>,
 }
 
@@ -367,6 +371,10 @@ fn frontend_health(
     Ok(out)
 }
 
+fn flow_timeout(value: &Spanned<i64>, field: &str, at: &Lines) -> Result<u32, UsageError> {
+    parse_flow_timeout(&value.get_ref().to_string()).map_err(|e| at.error(value.span(), field, e))
+}
+
 /// Parses and validates the text of a configuration file named `path`.
 pub fn parse(text: &str, path: &str) -> Result<FileConfig, UsageError> {
     let at = Lines { path, text };
@@ -384,6 +392,9 @@ pub fn parse(text: &str, path: &str) -> Result<FileConfig, UsageError> {
     }
     if let Some(t) = &raw.table_size {
         defaults.table_size = table_size(t, "table_size", &at)?;
+    }
+    if let Some(t) = &raw.flow_timeout {
+        defaults.flow_timeout = flow_timeout(t, "flow_timeout", &at)?;
     }
     let interface = raw.interface.get_ref().trim().to_string();
     for name in interface.split(',').map(str::trim) {
@@ -441,12 +452,17 @@ pub fn parse(text: &str, path: &str) -> Result<FileConfig, UsageError> {
             None => FrontendHealth::new(Check::default()),
             Some(h) => frontend_health(h, &backends, &name, &at)?,
         };
+        let flow_timeout = match &f.flow_timeout {
+            Some(t) => flow_timeout(t, "flow_timeout", &at)?,
+            None => defaults.flow_timeout,
+        };
         frontends.push(FrontendConfig {
             listen,
             backends,
             sched,
             table_size,
             health,
+            flow_timeout,
         });
     }
     let config = Config::check(frontends).map_err(|(i, e)| match i {

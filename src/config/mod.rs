@@ -167,6 +167,9 @@ pub struct FrontendConfig {
     /// Checks and what to do when every backend is down. The plan ignores
     /// it: it takes the checks' verdicts instead.
     pub health: FrontendHealth,
+    /// Idle timeout of pinned flows in seconds (Maglev only; 0: no flow
+    /// table for this frontend).
+    pub flow_timeout: u32,
 }
 
 /// A configuration that passed every check in [`Config::new`].
@@ -180,6 +183,7 @@ pub struct Config {
 pub struct Defaults {
     pub sched: Sched,
     pub table_size: u32,
+    pub flow_timeout: u32,
 }
 
 impl Default for Defaults {
@@ -187,6 +191,7 @@ impl Default for Defaults {
         Defaults {
             sched: Sched::Rr,
             table_size: crate::abi::UDPLB_DEFAULT_MAGLEV_SIZE,
+            flow_timeout: crate::abi::UDPLB_DEFAULT_FLOW_TIMEOUT,
         }
     }
 }
@@ -210,6 +215,28 @@ pub fn parse_table_size(s: &str) -> Result<u32, UsageError> {
         ));
     }
     Ok(n)
+}
+
+/// A flow idle timeout in seconds: 0 (no flow table) to UDPLB_MAX_FLOW_TIMEOUT.
+pub fn parse_flow_timeout(s: &str) -> Result<u32, UsageError> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if n <= crate::abi::UDPLB_MAX_FLOW_TIMEOUT => Ok(n),
+        _ => Err(usage!(
+            "flow timeout '{s}' must be a number of seconds from 0 (no flow table) to {}",
+            crate::abi::UDPLB_MAX_FLOW_TIMEOUT
+        )),
+    }
+}
+
+/// A flow table size: 1 to UDPLB_MAX_FLOW_TABLE_SIZE entries.
+pub fn parse_flow_table_size(s: &str) -> Result<u32, UsageError> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if (1..=crate::abi::UDPLB_MAX_FLOW_TABLE_SIZE).contains(&n) => Ok(n),
+        _ => Err(usage!(
+            "flow table size '{s}' must be a number of entries from 1 to {}",
+            crate::abi::UDPLB_MAX_FLOW_TABLE_SIZE
+        )),
+    }
 }
 
 fn parse_port(s: &str, what: &str) -> Result<u16, UsageError> {
@@ -381,6 +408,7 @@ pub fn parse_frontend(spec: &str, defaults: Defaults) -> Result<FrontendConfig, 
         sched: defaults.sched,
         table_size: defaults.table_size,
         health: FrontendHealth::new(Check::default()),
+        flow_timeout: defaults.flow_timeout,
     })
 }
 
@@ -716,6 +744,7 @@ mod tests {
         let maglev = Defaults {
             sched: Sched::Maglev,
             table_size: 7,
+            ..Defaults::default()
         };
         let c = Config::from_specs_with(&["9875=9876,9877"], maglev).unwrap();
         assert_eq!(
@@ -816,6 +845,7 @@ mod tests {
             let defaults = Defaults {
                 sched: Sched::Maglev,
                 table_size,
+                ..Defaults::default()
             };
             Config::from_specs_with(&specs, defaults)
         };

@@ -16,7 +16,7 @@ use super::reload::{self, ReloadError, Reloaded};
 use super::report::{self, Removed};
 use super::status::{BackendStatus, FrontendStatus, HealthStatus, ReloadStats, Status, Traffic};
 use super::{notify, warnings};
-use crate::abi::{Endpoint, REASON_NAMES};
+use crate::abi::{Endpoint, FLOW_COUNTER_NAMES, REASON_NAMES};
 use crate::cli::Args;
 use crate::config::health::CheckKind;
 use crate::config::{file, Config};
@@ -103,6 +103,10 @@ struct Attached {
 pub struct Balancer {
     /// `--config FILE`: the file a reload re-reads.
     config_path: Option<String>,
+    /// The last walk of the flow table, and how old it may get before the
+    /// next (the `--stats` interval): walking it costs a syscall per batch.
+    flow_walk: std::cell::RefCell<Option<(Instant, datapath::FlowTable)>>,
+    flow_walk_every: std::time::Duration,
     /// The interface list as given (a reload may not change it).
     iface: String,
     pin: bool,
@@ -159,13 +163,24 @@ impl Balancer {
         };
         libbpf_rs::set_print(Some((level, libbpf_print)));
 
-        let datapath = Datapath::load()?;
+        let datapath = Datapath::load_with(&datapath::LoadOptions {
+            flow_table_size: Some(args.flow_table_size),
+            reuse_flows: match args.pin {
+                true => ifaces.first().map(|(name, _)| pin::dir(name).join("flows")),
+                false => None,
+            },
+        })?;
+        if datapath.flows_reused() {
+            say!("udplb: keeping the pinned flow table");
+        }
         let mut tables = Tables::default();
         tables
             .apply(&datapath, &config)
             .context("writing the backend tables")?;
         let mut lb = Balancer {
             config_path: args.config.clone(),
+            flow_walk: Default::default(),
+            flow_walk_every: std::time::Duration::from_secs(args.stats.unwrap_or(5)),
             iface,
             pin: args.pin,
             xdp_mode: args.xdp_mode,
@@ -497,6 +512,7 @@ impl Balancer {
         match self
             .datapath
             .counters(&self.tables.state().layout(&self.config))
+            .map(|c| self.with_flows(c))
         {
             Ok(c) => say!(
                 "{}",
@@ -676,9 +692,10 @@ impl Balancer {
 
     /// The snapshot `udplb status` and `/metrics` show.
     pub fn status(&self) -> Result<Status> {
-        let c = self
-            .datapath
-            .counters(&self.tables.state().layout(&self.config))?;
+        let c = self.with_flows(
+            self.datapath
+                .counters(&self.tables.state().layout(&self.config))?,
+        );
         let fingerprints = self.tables.state().fingerprints(&self.config);
         let rings = self.tables.state().ring_sizes(&self.config);
         // Rates: counters now against the older sample, over its age, so
@@ -706,6 +723,7 @@ impl Balancer {
                         health: h
                             .map(|h| HealthStatus::of(h, fe.health.check_of(&b.name())))
                             .unwrap_or_default(),
+                        live_flows: c.live_flows.get(i).and_then(|f| f.get(j)).copied(),
                     }
                 })
                 .collect();
@@ -744,6 +762,12 @@ impl Balancer {
                 .zip(c.reasons)
                 .map(|(n, v)| (n.to_string(), v))
                 .collect(),
+            flow_events: FLOW_COUNTER_NAMES
+                .iter()
+                .zip(c.flow_events)
+                .map(|(n, v)| (n.to_string(), v))
+                .collect(),
+            flow_entries: c.flow_entries,
             reloads: self.reloads.clone(),
         })
     }
@@ -758,8 +782,55 @@ impl Balancer {
                 state: "removed".into(),
                 traffic: Traffic::since(r.counter.packets, r.counter.bytes, None, 0.0),
                 health: HealthStatus::default(),
+                live_flows: None,
             })
             .collect()
+    }
+
+    /// `c` with the live flows per backend of Maglev frontends with a flow
+    /// table, from a walk of the table at most once per `--stats` interval.
+    fn with_flows(&self, mut c: Counters) -> Counters {
+        let uses_flows = |fe: &crate::config::FrontendConfig| {
+            fe.sched == crate::config::Sched::Maglev && fe.flow_timeout > 0
+        };
+        if !self.config.frontends.iter().any(uses_flows) {
+            return c;
+        }
+        let layout = self.tables.state().layout(&self.config);
+        let mut slots = BTreeMap::new();
+        for ((_, fe_slots), fe) in layout.frontends.iter().zip(&self.config.frontends) {
+            for (slot, b) in fe_slots.iter().zip(&fe.backends) {
+                let ident = crate::plan::backend_ident(&fe.listen, b);
+                slots.insert(*slot, (fe.flow_timeout, ident));
+            }
+        }
+        let mut walk = self.flow_walk.borrow_mut();
+        let stale = walk
+            .as_ref()
+            .is_none_or(|(t, _)| t.elapsed() >= self.flow_walk_every);
+        if stale {
+            match self.datapath.flows(|slot| slots.get(&slot).copied()) {
+                Ok(table) => *walk = Some((Instant::now(), table)),
+                Err(e) => warn!("udplb: reading the flow table: {e:#}"),
+            }
+        }
+        let Some((_, table)) = walk.as_ref() else {
+            return c;
+        };
+        c.flow_entries = table.entries;
+        c.live_flows = layout
+            .frontends
+            .iter()
+            .zip(&self.config.frontends)
+            .map(|((_, fe_slots), fe)| match uses_flows(fe) {
+                true => fe_slots
+                    .iter()
+                    .map(|s| table.live.get(s).copied().unwrap_or(0))
+                    .collect(),
+                false => Vec::new(),
+            })
+            .collect();
+        c
     }
 
     /// The interfaces as given.
@@ -770,9 +841,11 @@ impl Balancer {
     /// Detaches (or, with `--pin`, leaves attached) and prints the final
     /// counters.
     pub fn stop(self) -> Result<()> {
-        let counters = self
-            .datapath
-            .counters(&self.tables.state().layout(&self.config))?;
+        *self.flow_walk.borrow_mut() = None; // the final figures are fresh
+        let counters = self.with_flows(
+            self.datapath
+                .counters(&self.tables.state().layout(&self.config))?,
+        );
         for Attached { xdp, egress } in self.attached {
             let name = xdp.ifname.clone();
             if self.pin {

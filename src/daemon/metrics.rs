@@ -138,6 +138,14 @@ impl Collector for Snapshot {
                 .filter(|(_, b)| b.state != "removed")
                 .map(|(l, b)| (l, ConstGauge::new(b.health.since_unix))),
         )?;
+        family(
+            &mut enc,
+            "backend_live_flows",
+            "Flows pinned to the backend and answered within the flow timeout \
+             (Maglev frontends with a flow table; 0 on a drained backend: safe to remove)",
+            gauge,
+            backends().filter_map(|(l, b)| Some((l, ConstGauge::new(b.live_flows? as i64)))),
+        )?;
         let frontends = || {
             s.frontends
                 .iter()
@@ -188,6 +196,23 @@ impl Collector for Snapshot {
             s.verdicts
                 .iter()
                 .map(|(r, n)| ([("verdict", r.clone())], ConstCounter::new(*n))),
+        )?;
+        family(
+            &mut enc,
+            "flow_events",
+            "Flow table events: hit, miss, expired, stale (requests); pin_created, \
+             pin_refreshed, pin_moved, pin_failed (replies)",
+            counter,
+            s.flow_events
+                .iter()
+                .map(|(e, n)| ([("event", e.clone())], ConstCounter::new(*n))),
+        )?;
+        single(
+            &mut enc,
+            "flow_table_entries",
+            "Entries in the flow table at its last walk, live or idle",
+            gauge,
+            ConstGauge::new(s.flow_entries as i64),
         )?;
         family(
             &mut enc,
@@ -247,9 +272,12 @@ mod tests {
                         transitions: 3,
                         ..Default::default()
                     },
+                    live_flows: Some(4),
                 }],
             }],
             verdicts: [("balanced".to_string(), 7)].into(),
+            flow_events: [("hit".to_string(), 9)].into(),
+            flow_entries: 5,
             reloads: ReloadStats {
                 succeeded: 1,
                 failed: 2,
@@ -270,6 +298,9 @@ mod tests {
             "udplb_packets_total{verdict=\"balanced\"} 7",
             "udplb_backend_up{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 0",
             "udplb_backend_health_transitions_total{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 3",
+            "udplb_backend_live_flows{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 4",
+            "udplb_flow_events_total{event=\"hit\"} 9",
+            "udplb_flow_table_entries 5",
             "udplb_reloads_total{result=\"failure\"} 2",
             "udplb_reload_last_ok 0",
         ] {

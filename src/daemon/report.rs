@@ -2,8 +2,8 @@
 
 use std::fmt::Write;
 
-use crate::abi::{Counter, REASON_NAMES};
-use crate::config::{BackendConfig, Config, Listen};
+use crate::abi::{Counter, FLOW_COUNTER_NAMES, REASON_NAMES};
+use crate::config::{BackendConfig, Config, Listen, Sched};
 use crate::datapath::Counters;
 
 use super::health::Health;
@@ -29,6 +29,10 @@ pub fn render(config: &Config, c: &Counters, removed: &[Removed], health: &Healt
             "  backend {name:<5}  packets {:>12}  bytes {:>14}{note}",
             b.packets, b.bytes
         );
+    };
+    let flows = |i: usize, j: usize| match c.live_flows.get(i).and_then(|v| v.get(j)) {
+        Some(n) => format!("  flows {n:>8}"),
+        None => String::new(),
     };
     let gone = |s: &mut String, listen: &Listen| {
         for r in removed.iter().filter(|r| r.frontend == *listen) {
@@ -56,9 +60,10 @@ pub fn render(config: &Config, c: &Counters, removed: &[Removed], health: &Healt
                 format!("  {}", health_line(&st, now))
             });
             let note = format!(
-                "  replies seen {:>10}  icmp errors {:>8}{}",
+                "  replies seen {:>10}  icmp errors {:>8}{}{}",
                 pa.replies,
                 pa.icmp_errors,
+                flows(i, j),
                 h.unwrap_or_default()
             );
             line(&mut s, port.to_string(), b, &note);
@@ -87,6 +92,23 @@ pub fn render(config: &Config, c: &Counters, removed: &[Removed], health: &Healt
         .map(|(n, v)| format!("{n} {v}"))
         .collect();
     let _ = writeln!(s, "verdicts: {}", reasons.join(", "));
+    if config
+        .frontends
+        .iter()
+        .any(|f| f.flow_timeout > 0 && f.sched == Sched::Maglev)
+    {
+        let events: Vec<String> = FLOW_COUNTER_NAMES
+            .iter()
+            .zip(c.flow_events)
+            .map(|(n, v)| format!("{n} {v}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "flow table: {} entries; {}",
+            c.flow_entries,
+            events.join(", ")
+        );
+    }
     s
 }
 
@@ -124,6 +146,7 @@ mod tests {
                 },
             ]],
             reasons: [0; REASON_COUNT],
+            ..Counters::default()
         };
         c.reasons[0] = 3;
         let text = render(&config, &c, &[], &Health::default());

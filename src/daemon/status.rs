@@ -21,6 +21,12 @@ pub struct Status {
     pub frontends: Vec<FrontendStatus>,
     /// Packets per verdict reason, by reason name.
     pub verdicts: BTreeMap<String, u64>,
+    /// Flow table events by name (abi::FLOW_COUNTER_NAMES).
+    #[serde(default)]
+    pub flow_events: BTreeMap<String, u64>,
+    /// Entries in the flow table at its last walk, live or idle.
+    #[serde(default)]
+    pub flow_entries: u64,
     pub reloads: ReloadStats,
 }
 
@@ -49,6 +55,10 @@ pub struct BackendStatus {
     pub traffic: Traffic,
     #[serde(default)]
     pub health: HealthStatus,
+    /// Flows pinned to it whose last reply is within the flow timeout (Maglev
+    /// frontends with a flow table): a drained backend is empty at 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_flows: Option<u64>,
 }
 
 /// A backend's health as the checks see it.
@@ -161,22 +171,23 @@ pub fn render_table(s: &Status) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<28} {:>6} {:>9} {:>14} {:>16} {:>10} {:>12}",
-        "frontend / backend", "weight", "state", "packets", "bytes", "pkt/s", "bytes/s"
+        "{:<28} {:>6} {:>9} {:>14} {:>16} {:>10} {:>12} {:>8}",
+        "frontend / backend", "weight", "state", "packets", "bytes", "pkt/s", "bytes/s", "flows"
     );
     for fe in &s.frontends {
         let _ = writeln!(out, "{} ({})", fe.listen, fe.sched);
         for b in &fe.backends {
             let _ = writeln!(
                 out,
-                "  -> {:<23} {:>6} {:>9} {:>14} {:>16} {:>10.0} {:>12.0}",
+                "  -> {:<23} {:>6} {:>9} {:>14} {:>16} {:>10.0} {:>12.0} {:>8}",
                 b.name,
                 b.weight,
                 b.state,
                 b.traffic.packets,
                 b.traffic.bytes,
                 b.traffic.packets_per_second,
-                b.traffic.bytes_per_second
+                b.traffic.bytes_per_second,
+                b.live_flows.map_or("-".to_string(), |n| n.to_string())
             );
             if b.state != "removed" {
                 let _ = writeln!(
@@ -206,6 +217,19 @@ pub fn render_table(s: &Status) -> String {
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
     let _ = writeln!(out, "verdicts: {}", verdicts.join(", "));
+    if s.flow_events.values().any(|n| *n > 0) || s.flow_entries > 0 {
+        let events: Vec<String> = s
+            .flow_events
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "flow table: {} entries; {}",
+            s.flow_entries,
+            events.join(", ")
+        );
+    }
     let r = &s.reloads;
     let _ = writeln!(
         out,
@@ -267,6 +291,7 @@ mod tests {
                             cause: "2 dns probes timed out".into(),
                             check: "dns every 200ms".into(),
                         },
+                        live_flows: Some(3),
                     },
                     BackendStatus {
                         name: "9877".into(),
@@ -274,10 +299,13 @@ mod tests {
                         state: "removed".into(),
                         traffic: Traffic::default(),
                         health: HealthStatus::default(),
+                        live_flows: None,
                     },
                 ],
             }],
             verdicts: [("balanced".to_string(), 10), ("reply".to_string(), 0)].into(),
+            flow_events: Default::default(),
+            flow_entries: 0,
             reloads: ReloadStats {
                 succeeded: 2,
                 failed: 1,

@@ -41,24 +41,74 @@ pub struct Counters {
     pub passive: Vec<Vec<Passive>>,
     /// Packets per verdict reason, indexed by reason code.
     pub reasons: [u64; REASON_COUNT],
+    /// Flow table events, indexed by enum udplb_flow_counter.
+    pub flow_events: [u64; abi::FLOW_COUNTER_COUNT],
+    /// Live pinned flows per frontend, per backend (config order); empty
+    /// when the table was not walked (see [`Datapath::flows`]).
+    pub live_flows: Vec<Vec<u64>>,
+    /// Entries in the flow table (live or idle) at the last walk.
+    pub flow_entries: u64,
 }
 
 pub struct Datapath {
     skel: UdplbSkel<'static>,
     /// Possible CPUs: the number of values in a per-CPU map entry.
     cpus: usize,
+    /// Whether the flow table came from a pin (`--pin` restart).
+    flows_reused: bool,
+}
+
+/// What [`Datapath::load_with`] may change before load.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Flow table entries (`None`: UDPLB_DEFAULT_FLOW_TABLE_SIZE).
+    pub flow_table_size: Option<u32>,
+    /// A pinned flow table to keep using (a `--pin` restart), if one is
+    /// there and has the same shape and size.
+    pub reuse_flows: Option<std::path::PathBuf>,
+}
+
+/// The flow table: pins summed per backend slot (see [`Datapath::flows`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowTable {
+    /// Entries in the map, live or not.
+    pub entries: u64,
+    /// Live pins (last reply within the frontend's timeout) per backend slot.
+    pub live: std::collections::BTreeMap<u32, u64>,
 }
 
 impl Datapath {
     /// Opens and loads the program and creates its maps. Nothing is attached.
     pub fn load() -> Result<Datapath> {
+        Datapath::load_with(&LoadOptions::default())
+    }
+
+    /// [`Datapath::load`] with a flow table size and a pinned table to reuse.
+    pub fn load_with(opts: &LoadOptions) -> Result<Datapath> {
         // The skeleton borrows its object storage for as long as it lives;
         // one small allocation per load, owned by the skeleton in practice.
         let storage: &'static mut MaybeUninit<OpenObject> =
             Box::leak(Box::new(MaybeUninit::uninit()));
-        let open = UdplbSkelBuilder::default()
+        let mut open = UdplbSkelBuilder::default()
             .open(storage)
             .context("opening the BPF object")?;
+        let size = opts
+            .flow_table_size
+            .unwrap_or(abi::UDPLB_DEFAULT_FLOW_TABLE_SIZE);
+        open.maps
+            .flows
+            .set_max_entries(size)
+            .context("sizing the flow table")?;
+        let pinned = opts
+            .reuse_flows
+            .as_deref()
+            .and_then(|p| pinned_flows(p, size));
+        if let Some(old) = &pinned {
+            open.maps
+                .flows
+                .reuse_fd(old.as_fd())
+                .context("reusing the pinned flow table")?;
+        }
         let skel = open.load().map_err(|e| {
             let hint = if is_eperm(&e) {
                 " (loading udplb needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
@@ -68,7 +118,62 @@ impl Datapath {
             anyhow::anyhow!("loading the BPF programs into the kernel failed: {e}{hint}")
         })?;
         let cpus = libbpf_rs::num_possible_cpus().context("counting possible CPUs")?;
-        Ok(Datapath { skel, cpus })
+        Ok(Datapath {
+            skel,
+            cpus,
+            flows_reused: pinned.is_some(),
+        })
+    }
+
+    /// Whether the flow table is the one a previous `udplb --pin` left.
+    pub fn flows_reused(&self) -> bool {
+        self.flows_reused
+    }
+
+    /// The flow table map (tests read and write pins through it).
+    pub fn flows_map(&self) -> &libbpf_rs::MapMut<'static> {
+        &self.skel.maps.flows
+    }
+
+    /// Flow table events (enum udplb_flow_counter), summed over all CPUs.
+    pub fn flow_counters(&self) -> Result<[u64; abi::FLOW_COUNTER_COUNT]> {
+        let mut out = [0u64; abi::FLOW_COUNTER_COUNT];
+        for (i, total) in out.iter_mut().enumerate() {
+            for cpu in percpu(&self.skel.maps.flow_counters, i as u32)? {
+                *total += abi::from_bytes::<u64>(&cpu).unwrap_or(0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Walks the flow table once: entries, and live pins per backend slot.
+    /// `slot_info(slot)` is the idle timeout (seconds) of the frontend the
+    /// slot belongs to and the ident of the backend in it, `None` for a slot
+    /// no frontend uses now. A pin is live if its last reply is within that
+    /// timeout and the slot still holds the backend it was pinned to.
+    pub fn flows(&self, slot_info: impl Fn(u32) -> Option<(u32, u32)>) -> Result<FlowTable> {
+        let map = &self.skel.maps.flows;
+        let now = monotonic_coarse_ns();
+        let mut table = FlowTable::default();
+        // One syscall per 4096 entries. A hash map that changes during the
+        // walk may skip or repeat a few entries: these are estimates.
+        let batches = map
+            .lookup_batch(4096, MapFlags::ANY, MapFlags::ANY)
+            .context("walking the flow table")?;
+        for (_, bytes) in batches {
+            table.entries += 1;
+            let Some(flow) = abi::from_bytes::<abi::Flow>(&bytes) else {
+                continue;
+            };
+            let Some((timeout, ident)) = slot_info(flow.slot) else {
+                continue;
+            };
+            let age = now.saturating_sub(flow.last_seen_ns);
+            if ident == flow.ident && age <= timeout as u64 * 1_000_000_000 {
+                *table.live.entry(flow.slot).or_default() += 1;
+            }
+        }
+        Ok(table)
     }
 
     /// The XDP program (ingress), for attaching and for BPF_PROG_TEST_RUN.
@@ -152,6 +257,7 @@ impl Datapath {
                 *total += abi::from_bytes::<u64>(&cpu).unwrap_or(0);
             }
         }
+        c.flow_events = self.flow_counters()?;
         Ok(c)
     }
 }
@@ -225,6 +331,33 @@ impl plan::Maps for Datapath {
                 .with_context(|| format!("removing ring {table}")),
         }
     }
+}
+
+/// The pinned flow table at `path` if it can serve as this one: an LRU hash
+/// with the same key and value sizes and `size` entries. Anything else
+/// (another size, an older udplb) starts a new table, and says so.
+fn pinned_flows(path: &std::path::Path, size: u32) -> Option<MapHandle> {
+    let old = MapHandle::from_pinned_path(path).ok()?;
+    let same = old.map_type() == MapType::LruHash
+        && old.key_size() as usize == size_of::<abi::FlowKey>()
+        && old.value_size() as usize == size_of::<abi::Flow>()
+        && old.max_entries() == size;
+    if !same {
+        crate::say!(
+            "udplb: the pinned flow table ({} entries) does not fit this one ({size}): \
+             starting with an empty one",
+            old.max_entries()
+        );
+        return None;
+    }
+    Some(old)
+}
+
+/// CLOCK_MONOTONIC_COARSE, the clock of bpf_ktime_get_coarse_ns().
+fn monotonic_coarse_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 /// Deletes `key`; a key that is already gone is fine.

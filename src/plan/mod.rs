@@ -21,8 +21,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::abi::bytes_of;
 use crate::abi::{
-    Backend, Endpoint, Frontend, ReplyTarget, UDPLB_BACKEND_SLOTS, UDPLB_FRONTEND_IDS,
-    UDPLB_PORT_BACKEND_ANY, UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_FRONTEND_ANY,
+    Backend, Endpoint, Frontend, ReplyTarget, UDPLB_BACKEND_F_PINNED, UDPLB_BACKEND_SLOTS,
+    UDPLB_FRONTEND_IDS, UDPLB_PORT_BACKEND_ANY, UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_FRONTEND_ANY,
     UDPLB_PORT_FRONTEND_EXACT, UDPLB_SCHED_MAGLEV, UDPLB_SCHED_RR,
 };
 use crate::config::{weights, BackendConfig, Config, FrontendConfig, Listen, Sched};
@@ -38,6 +38,8 @@ struct Live {
     fingerprint: u64,
     /// Entries in the ring.
     ring_size: u32,
+    /// Its backends the health checks hold down: they take no pinned flows.
+    down: BTreeSet<BackendId>,
 }
 
 /// The maps' contents as userspace last wrote them.
@@ -313,6 +315,41 @@ fn reply_entries<'a>(
     })
 }
 
+/// The backends-map value of backend `b` of frontend `fe`. It takes pinned
+/// flows (UDPLB_BACKEND_F_PINNED) on a Maglev frontend with a flow table,
+/// unless the health checks hold it `down`: its flows move, as if it were
+/// removed (a drained backend, weight 0 but up, keeps its pinned flows).
+/// `ident` names who holds the slot, the same on every start, so a pin to a
+/// slot since reused by another backend is not followed.
+fn backend_value(fe: &FrontendConfig, b: &BackendConfig, down: bool) -> Backend {
+    let pinned = fe.sched == Sched::Maglev && fe.flow_timeout > 0 && !down;
+    Backend {
+        ep: b.endpoint(),
+        weight: b.weight,
+        flags: if pinned { UDPLB_BACKEND_F_PINNED } else { 0 },
+        ident: backend_ident(&fe.listen, b),
+    }
+}
+
+/// FNV-1a of the frontend's keys and the backend's endpoint, folded to 32 bits.
+pub fn backend_ident(listen: &Listen, b: &BackendConfig) -> u32 {
+    let mut h = maglev::FNV1A64_START;
+    for key in listen.endpoints() {
+        h = maglev::fnv1a64_from(h, bytes_of(&key));
+    }
+    h = maglev::fnv1a64_from(h, bytes_of(&b.endpoint()));
+    (h ^ (h >> 32)) as u32
+}
+
+/// A removed backend's slot: no more pinned flows to it (nor pins learned
+/// from its lingering replies).
+fn retired_value(fe: &FrontendConfig, b: &BackendConfig) -> Backend {
+    Backend {
+        flags: 0,
+        ..backend_value(fe, b, true)
+    }
+}
+
 fn sched_code(s: Sched) -> u32 {
     match s {
         Sched::Rr => UDPLB_SCHED_RR,
@@ -406,7 +443,13 @@ impl State {
 
         for fe in &config.frontends {
             let old = self.frontends.get(&fe.listen);
-            if let Some(old) = old.filter(|o| o.config == *fe) {
+            // Down matters beyond the ring only where flows are pinned.
+            let pins = fe.sched == Sched::Maglev && fe.flow_timeout > 0;
+            let here: BTreeSet<BackendId> = (fe.backends.iter())
+                .map(|b| b.id())
+                .filter(|id| pins && down.contains(&(fe.listen, *id)))
+                .collect();
+            if let Some(old) = old.filter(|o| o.config == *fe && o.down == here) {
                 next.frontends.insert(fe.listen, old.clone());
                 continue;
             }
@@ -425,6 +468,7 @@ impl State {
                 slots: BTreeMap::new(),
                 fingerprint: 0,
                 ring_size: 0,
+                down: here,
             };
             let keys = fe.listen.endpoints();
             for b in &fe.backends {
@@ -437,14 +481,12 @@ impl State {
                     plan.zero_counters.push(slot);
                     plan.replies.extend(reply_entries(&keys, b, id, slot));
                 }
-                if old_weight.map(|x| x.weight) != Some(b.weight) {
-                    plan.backends.push((
-                        slot,
-                        Backend {
-                            ep: b.endpoint(),
-                            weight: b.weight,
-                        },
-                    ));
+                let value = backend_value(fe, b, live.down.contains(&b.id()));
+                let old_value = old_weight
+                    .zip(old)
+                    .map(|(x, o)| backend_value(&o.config, x, o.down.contains(&x.id())));
+                if old_value != Some(value) {
+                    plan.backends.push((slot, value));
                 }
             }
             let (ring, fingerprint) = ring(fe, &live.slots);
@@ -455,6 +497,10 @@ impl State {
                 table,
                 ring_size: ring.len() as u32,
                 sched: sched_code(fe.sched),
+                flow_timeout_s: match fe.sched {
+                    Sched::Maglev => fe.flow_timeout,
+                    Sched::Rr => 0,
+                },
             };
             plan.rings.push((table, ring));
             plan.frontends.extend(keys.iter().map(|k| (*k, value)));
@@ -463,7 +509,9 @@ impl State {
             if let Some(old) = old {
                 for b in &old.config.backends {
                     if !live.slots.contains_key(&b.id()) {
-                        removed.extend(reply_entries(&keys, b, id, 0).map(|(k, _)| k));
+                        let slot = old.slots[&b.id()];
+                        removed.extend(reply_entries(&keys, b, id, slot).map(|(k, _)| k));
+                        plan.backends.push((slot, retired_value(&old.config, b)));
                     }
                 }
             }
@@ -477,7 +525,9 @@ impl State {
             let keys = listen.endpoints();
             plan.delete_frontends.extend(keys.iter().copied());
             for b in &old.config.backends {
-                removed.extend(reply_entries(&keys, b, old.id, 0).map(|(k, _)| k));
+                let slot = old.slots[&b.id()];
+                removed.extend(reply_entries(&keys, b, old.id, slot).map(|(k, _)| k));
+                plan.backends.push((slot, retired_value(&old.config, b)));
             }
             plan.delete_rings.extend([2 * old.id, 2 * old.id + 1]);
             plan.changes.push(format!("removed frontend {listen}"));
@@ -648,6 +698,7 @@ mod tests {
             Defaults {
                 sched: Sched::Maglev,
                 table_size: 13,
+                ..Defaults::default()
             },
         )
         .unwrap()
@@ -692,7 +743,8 @@ mod tests {
                     id: 0,
                     table: 0,
                     ring_size: 3,
-                    sched: UDPLB_SCHED_RR
+                    sched: UDPLB_SCHED_RR,
+                    flow_timeout_s: 0,
                 }
             );
         }
@@ -944,6 +996,7 @@ mod tests {
             Defaults {
                 sched: Sched::Maglev,
                 table_size: 65537,
+                ..Defaults::default()
             },
         )
         .unwrap();
@@ -977,6 +1030,28 @@ mod tests {
         c.frontends[0].health.on_all_down = crate::config::OnAllDown::Drop;
         let (plan, _) = up.plan_with(&c, &all);
         assert_eq!(plan.rings, vec![(1, vec![])]);
+    }
+
+    #[test]
+    fn a_down_backend_takes_no_pinned_flows_a_drained_one_keeps_them() {
+        let pinned = |plan: &Plan, port: u16| {
+            let b = plan.backends.iter().find(|(_, b)| b.ep.port() == port);
+            b.map(|(_, b)| b.flags & UDPLB_BACKEND_F_PINNED != 0)
+        };
+        let c = maglev(&["53=9876,9877,9878@0"]);
+        let (first, up) = State::default().plan(&c);
+        assert_eq!(pinned(&first, 9878), Some(true), "drained: pins stay");
+        // Down: its pins are no longer followed (its flows move); the others
+        // are not rewritten.
+        let (plan, st) = up.plan_with(&c, &down(&c, 0, &[9877]));
+        assert_eq!(pinned(&plan, 9877), Some(false));
+        assert_eq!((pinned(&plan, 9876), pinned(&plan, 9878)), (None, None));
+        // Drained and then down: the ring does not change, the flag does.
+        let (plan, _) = st.plan_with(&c, &down(&c, 0, &[9877, 9878]));
+        assert_eq!(pinned(&plan, 9878), Some(false));
+        // Up again: pins are followed again.
+        let (plan, _) = st.plan_with(&c, &Down::new());
+        assert_eq!(pinned(&plan, 9877), Some(true));
     }
 
     #[test]

@@ -311,6 +311,7 @@ pub(crate) fn config_of(specs: &[String], maglev: bool) -> Option<Config> {
         Defaults {
             sched,
             table_size: 7,
+            ..Defaults::default()
         },
     )
     .ok()

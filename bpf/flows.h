@@ -1,0 +1,179 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * flows.h - the flow table of Maglev frontends: a cache of which backend
+ * answered each flow, so that backend changes move no live flow.
+ *
+ * Contract:
+ * - Learned from replies only (flow_learn): a flow is pinned to the backend
+ *   whose reply udplb rewrote (XDP on lo or for remote backends, TC egress
+ *   for local replies leaving an interface). Requests never write the
+ *   table, so spoofed sources that never get an answer cannot fill it.
+ * - Requests (flow_pick_slot) follow a pin only if it is younger than the
+ *   frontend's flow_timeout_s and its slot still holds the same backend
+ *   (ident) and accepts pinned flows (UDPLB_BACKEND_F_PINNED, set by the
+ *   plan). Anything else goes by the ring (pick_slot). It stays a cache:
+ *   losing an entry only costs stickiness.
+ * - One shared LRU hash (not per-CPU): a reply handled on another CPU than
+ *   its requests pins for all of them. A reply that finds its pin right only
+ *   stores the time into it (a relaxed store, and only when the coarse clock
+ *   moved); the map is written only for a missing pin or another backend.
+ * - One flow_counters event per request of a frontend with a table, and one
+ *   per reply from a backend that accepts pins.
+ */
+#ifndef UDPLB_FLOWS_H
+#define UDPLB_FLOWS_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "udplb.h"
+#include "parsing.h"
+#include "maps.h"
+#include "lookup.h"
+
+#define NSEC_PER_SEC 1000000000ULL
+
+/* (client, frontend) -> the backend that answered. Userspace sets the size
+ * (--flow-table-size) before load, and reuses the pinned map on --pin. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, UDPLB_DEFAULT_FLOW_TABLE_SIZE);
+	__type(key, struct udplb_flow_key);
+	__type(value, struct udplb_flow);
+} flows SEC(".maps");
+
+/* Flow table events (enum udplb_flow_counter). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, UDPLB_FLOW_COUNTER_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} flow_counters SEC(".maps");
+
+static __always_inline void flow_count(__u32 event)
+{
+	__u64 *n = bpf_map_lookup_elem(&flow_counters, &event);
+
+	if (n)
+		(*n)++;
+}
+
+/* The flow of a packet: the client is the source of a request and the
+ * destination of a reply. The frontend's address and port are filled in by
+ * the caller. */
+static __always_inline void flow_key_client(struct udp_packet *p, bool reply,
+					    struct udplb_flow_key *k)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->client_port_be = reply ? p->udp->dest : p->udp->source;
+	if (p->ipv6) {
+		struct ipv6hdr *ip6 = p->l3;
+
+		k->family = UDPLB_FAMILY_IPV6;
+		__builtin_memcpy(k->client_addr_be, reply ? &ip6->daddr : &ip6->saddr,
+				 sizeof(k->client_addr_be));
+	} else {
+		struct iphdr *ip = p->l3;
+
+		k->family = UDPLB_FAMILY_IPV4;
+		k->client_addr_be[0] = reply ? ip->daddr : ip->saddr;
+	}
+}
+
+/* The backend slot for a request: its pin if it has a valid one, else the
+ * ring's choice (pick_slot). */
+static __always_inline long flow_pick_slot(struct udplb_frontend *fe, struct udp_packet *p)
+{
+	struct udplb_flow_key key;
+	struct udplb_backend *be;
+	struct udplb_flow *f;
+	__u64 now, last;
+	__u32 slot;
+
+	if (fe->sched != UDPLB_SCHED_MAGLEV || !fe->flow_timeout_s)
+		return pick_slot(fe, p);
+	flow_key_client(p, false, &key);
+	key.frontend_port_be = p->udp->dest;
+	if (p->ipv6) {
+		struct ipv6hdr *ip6 = p->l3;
+
+		__builtin_memcpy(key.frontend_addr_be, &ip6->daddr, sizeof(key.frontend_addr_be));
+	} else {
+		struct iphdr *ip = p->l3;
+
+		key.frontend_addr_be[0] = ip->daddr;
+	}
+	f = bpf_map_lookup_elem(&flows, &key);
+	if (!f) {
+		flow_count(UDPLB_FLOW_MISS);
+		return pick_slot(fe, p);
+	}
+	now = bpf_ktime_get_coarse_ns();
+	last = *(volatile __u64 *)&f->last_seen_ns;
+	/* Signed: another CPU may have stored a slightly later time. */
+	if ((__s64)(now - last) > (__s64)(fe->flow_timeout_s * NSEC_PER_SEC)) {
+		flow_count(UDPLB_FLOW_EXPIRED);
+		return pick_slot(fe, p);
+	}
+	slot = f->slot;
+	be = bpf_map_lookup_elem(&backends, &slot);
+	if (!be || !(be->flags & UDPLB_BACKEND_F_PINNED) || be->ident != f->ident) {
+		flow_count(UDPLB_FLOW_STALE);
+		return pick_slot(fe, p);
+	}
+	flow_count(UDPLB_FLOW_HIT);
+	return slot;
+}
+
+/* A reply from the backend at rt->backend_slot to a client, seen before its
+ * source is rewritten back to the frontend: pin the flow to that backend. */
+static __always_inline void flow_learn(struct udp_packet *p, struct udplb_reply_target *rt)
+{
+	struct udplb_flow_key key;
+	struct udplb_backend *be;
+	struct udplb_flow *f;
+	struct udplb_flow v;
+	__u32 slot = rt->backend_slot;
+	__u64 now;
+
+	be = bpf_map_lookup_elem(&backends, &slot);
+	if (!be || !(be->flags & UDPLB_BACKEND_F_PINNED))
+		return;
+	flow_key_client(p, true, &key);
+	key.frontend_port_be = rt->frontend.port_be;
+	if (endpoint_is_local(&rt->frontend)) {
+		/* A local backend answers from the address the client used. */
+		if (p->ipv6) {
+			struct ipv6hdr *ip6 = p->l3;
+
+			__builtin_memcpy(key.frontend_addr_be, &ip6->saddr,
+					 sizeof(key.frontend_addr_be));
+		} else {
+			struct iphdr *ip = p->l3;
+
+			key.frontend_addr_be[0] = ip->saddr;
+		}
+	} else {
+		__builtin_memcpy(key.frontend_addr_be, rt->frontend.addr_be,
+				 sizeof(key.frontend_addr_be));
+	}
+	now = bpf_ktime_get_coarse_ns();
+	f = bpf_map_lookup_elem(&flows, &key);
+	if (f && f->slot == slot && f->ident == be->ident) {
+		/* Already right: refresh the time in place, and only when the
+		 * coarse clock moved, so busy flows do not keep the cache line
+		 * bouncing between CPUs. */
+		if (*(volatile __u64 *)&f->last_seen_ns != now)
+			*(volatile __u64 *)&f->last_seen_ns = now;
+		flow_count(UDPLB_FLOW_PIN_REFRESHED);
+		return;
+	}
+	v.slot = slot;
+	v.ident = be->ident;
+	v.last_seen_ns = now;
+	if (bpf_map_update_elem(&flows, &key, &v, BPF_ANY))
+		flow_count(UDPLB_FLOW_PIN_FAILED);
+	else
+		flow_count(f ? UDPLB_FLOW_PIN_MOVED : UDPLB_FLOW_PIN_CREATED);
+}
+
+#endif /* UDPLB_FLOWS_H */
