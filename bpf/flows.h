@@ -9,9 +9,10 @@
  *   for local replies leaving an interface). Requests never write the
  *   table, so spoofed sources that never get an answer cannot fill it.
  * - Requests (flow_pick_slot) follow a pin only if it is younger than the
- *   frontend's flow_timeout_s and its slot still holds the same backend
- *   (ident) and accepts pinned flows (UDPLB_BACKEND_F_PINNED, set by the
- *   plan). Anything else goes by the ring (pick_slot). It stays a cache:
+ *   frontend's flow_timeout_s, was learned for this frontend, and its slot
+ *   still holds the same backend (ident) and accepts pinned flows
+ *   (UDPLB_BACKEND_F_PINNED, set by the plan: not for a backend removed or
+ *   down). Anything else goes by the ring (pick_slot). It stays a cache:
  *   losing an entry only costs stickiness.
  * - One shared LRU hash (not per-CPU): a reply handled on another CPU than
  *   its requests pins for all of them. A reply that finds its pin right only
@@ -116,7 +117,8 @@ static __always_inline long flow_pick_slot(struct udplb_frontend *fe, struct udp
 	}
 	slot = f->slot;
 	be = bpf_map_lookup_elem(&backends, &slot);
-	if (!be || !(be->flags & UDPLB_BACKEND_F_PINNED) || be->ident != f->ident) {
+	if (!be || !(be->flags & UDPLB_BACKEND_F_PINNED) || be->ident != f->ident ||
+	    f->frontend_id != fe->id) {
 		flow_count(UDPLB_FLOW_STALE);
 		return pick_slot(fe, p);
 	}
@@ -158,7 +160,7 @@ static __always_inline void flow_learn(struct udp_packet *p, struct udplb_reply_
 	}
 	now = bpf_ktime_get_coarse_ns();
 	f = bpf_map_lookup_elem(&flows, &key);
-	if (f && f->slot == slot && f->ident == be->ident) {
+	if (f && f->slot == slot && f->ident == be->ident && f->frontend_id == rt->frontend_id) {
 		/* Already right: refresh the time in place, and only when the
 		 * coarse clock moved, so busy flows do not keep the cache line
 		 * bouncing between CPUs. */
@@ -167,8 +169,10 @@ static __always_inline void flow_learn(struct udp_packet *p, struct udplb_reply_
 		flow_count(UDPLB_FLOW_PIN_REFRESHED);
 		return;
 	}
+	__builtin_memset(&v, 0, sizeof(v));
 	v.slot = slot;
 	v.ident = be->ident;
+	v.frontend_id = rt->frontend_id;
 	v.last_seen_ns = now;
 	if (bpf_map_update_elem(&flows, &key, &v, BPF_ANY))
 		flow_count(UDPLB_FLOW_PIN_FAILED);

@@ -205,6 +205,10 @@ struct udplb_flow_key {
 struct udplb_flow {
 	__u32 slot;          /* backend slot */
 	__u32 ident;         /* struct udplb_backend.ident when pinned */
+	__u32 frontend_id;   /* the frontend whose reply pinned it: a request
+			      * to another frontend (an exact address beside
+			      * a port-only one) does not follow it */
+	__u32 pad;
 	__u64 last_seen_ns;  /* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC) */
 };
 

@@ -91,6 +91,8 @@ pub struct FlowKey {
 pub struct Flow {
     pub slot: u32,
     pub ident: u32,
+    pub frontend_id: u32,
+    pub pad: u32,
     pub last_seen_ns: u64,
 }
 
@@ -241,7 +243,13 @@ mod tests {
         same_layout!(
             Flow,
             types::udplb_flow,
-            [slot = slot, ident = ident, last_seen_ns = last_seen_ns]
+            [
+                slot = slot,
+                ident = ident,
+                frontend_id = frontend_id,
+                pad = pad,
+                last_seen_ns = last_seen_ns
+            ]
         );
         same_layout!(
             Counter,

@@ -64,7 +64,7 @@ pub struct Args {
           value_parser = |s: &str| parse_flow_timeout(s).map_err(|e| e.0))]
     pub flow_timeout: u32,
 
-    /// Flow table entries, shared by all Maglev frontends (about 120 bytes
+    /// Flow table entries, shared by all Maglev frontends (about 128 bytes
     /// each: the default 131072 takes about 16 MiB); LRU beyond that
     #[arg(long, value_name = "N", default_value_t = crate::abi::UDPLB_DEFAULT_FLOW_TABLE_SIZE,
           value_parser = |s: &str| parse_flow_table_size(s).map_err(|e| e.0))]

@@ -292,3 +292,24 @@ fn ipv6_flows_pin_too() {
     run_once(lb.dp.xdp_program(), &frame, Some(LOOPBACK)).unwrap();
     assert_eq!(req(47000), answered);
 }
+
+#[test]
+fn a_pin_learned_for_one_frontend_is_not_followed_by_another() {
+    // 9876 belongs to the port-only frontend; a reply from it on lo
+    // carrying 127.0.0.2 (its client wrote to 127.0.0.2:9876 directly) is
+    // that frontend's reply, and pins (client, 127.0.0.2:9875) to 9876. A
+    // request to 127.0.0.2:9875 is the exact frontend's: its only backend is
+    // 9877, whatever the table says.
+    let lb = Lb::new(&["9875=9876", "127.0.0.2:9875=9877"]);
+    let frame = udp("127.0.0.2:9876", &format!("{CLIENT}:40000")).frame();
+    run_once(lb.dp.xdp_program(), &frame, Some(LOOPBACK)).unwrap();
+    assert_eq!(ev(&lb.events(), "pin_created"), 1);
+    let frame = udp(&format!("{CLIENT}:40000"), "127.0.0.2:9875").frame();
+    let (_, out) = run_once(lb.dp.xdp_program(), &frame, None).unwrap();
+    assert_eq!(
+        u16::from_be_bytes([out[14 + 20 + 2], out[14 + 20 + 3]]),
+        9877,
+        "a request followed another frontend's pin"
+    );
+    assert_eq!(ev(&lb.events(), "stale"), 1);
+}

@@ -146,6 +146,9 @@ pub(crate) fn expected_delta(o: &Outcome, shape: &[usize]) -> Counts {
     if let Some((f, b)) = o.icmp_error {
         c.passive[f][b].0 = 1;
     }
+    if let Some(e) = o.flow_event {
+        c.flow_events[e] += 1;
+    }
     c
 }
 
@@ -153,6 +156,7 @@ pub(crate) fn expected_delta(o: &Outcome, shape: &[usize]) -> Counts {
 #[derive(Default)]
 pub(crate) struct Stats {
     pub(crate) reasons: Vec<u64>,
+    pub(crate) flow_events: [u64; udplb::abi::FLOW_COUNTER_COUNT],
     pub(crate) on_veth: u64,
     pub(crate) mutated: u64,
 }
@@ -163,6 +167,9 @@ impl Stats {
             self.reasons.resize(o.reason + 1, 0);
         }
         self.reasons[o.reason] += 1;
+        if let Some(e) = o.flow_event {
+            self.flow_events[e] += 1;
+        }
         self.on_veth += u64::from(shot.ingress == Ingress::Veth);
         self.mutated += u64::from(!shot.mutations.is_empty());
     }
@@ -173,10 +180,15 @@ impl std::fmt::Display for Stats {
         let r: Vec<String> = (0..udplb::abi::REASON_NAMES.len())
             .map(|i| format!("{} {}", reason_name(i), self.reasons.get(i).unwrap_or(&0)))
             .collect();
+        let e: Vec<String> = (udplb::abi::FLOW_COUNTER_NAMES.iter())
+            .zip(self.flow_events)
+            .map(|(n, v)| format!("{n} {v}"))
+            .collect();
         write!(
             f,
-            "{}; {} mutated, {} on a veth",
+            "{}; flow table: {}; {} mutated, {} on a veth",
             r.join(", "),
+            e.join(", "),
             self.mutated,
             self.on_veth
         )
@@ -201,7 +213,7 @@ pub(crate) fn check(
     program.hold(&sc.specs, sc.maglev, &config);
     let model_config = ModelConfig::from_config(&config);
     let mut state = ModelState::round_robin();
-    program.reset_cursors();
+    program.reset();
     let before = program.counters();
     let mut want_total = Counts::zero(&program.shape);
     let mut outcomes = Vec::with_capacity(sc.shots.len());
@@ -239,7 +251,7 @@ fn check_frame_by_frame(
     model_config: &ModelConfig,
 ) -> String {
     let mut state = ModelState::round_robin();
-    program.reset_cursors();
+    program.reset();
     let mut before = program.counters();
     let mut outcomes = Vec::with_capacity(sc.shots.len());
     for (i, shot) in sc.shots.iter().enumerate() {

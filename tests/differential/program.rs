@@ -5,7 +5,8 @@
 //! module or the model's adapter and nothing else.
 
 use super::support::runner::run_once;
-use udplb::abi::REASON_COUNT;
+use libbpf_rs::MapCore;
+use udplb::abi::{FLOW_COUNTER_COUNT, REASON_COUNT};
 use udplb::config::Config;
 use udplb::datapath::Datapath;
 use udplb::plan::{Layout, Maps as _, Op, State};
@@ -19,6 +20,8 @@ pub struct Counts {
     pub replies: Vec<(u64, u64)>,
     /// Passive signals per backend per frontend: (icmp_errors, replies).
     pub passive: Vec<Vec<(u64, u64)>>,
+    /// Flow table events (`enum udplb_flow_counter`).
+    pub flow_events: Vec<u64>,
 }
 
 impl Counts {
@@ -28,6 +31,7 @@ impl Counts {
             backends: shape.iter().map(|&n| vec![(0, 0); n]).collect(),
             replies: vec![(0, 0); shape.len()],
             passive: shape.iter().map(|&n| vec![(0, 0); n]).collect(),
+            flow_events: vec![0; FLOW_COUNTER_COUNT],
         }
     }
 
@@ -51,6 +55,9 @@ impl Counts {
                 a.0 += b.0;
                 a.1 += b.1;
             }
+        }
+        for (a, b) in self.flow_events.iter_mut().zip(&o.flow_events) {
+            *a += b;
         }
     }
 
@@ -80,6 +87,9 @@ impl Counts {
                 .iter()
                 .zip(&o.passive)
                 .map(|(x, y)| x.iter().zip(y).map(|(a, b)| d(*a, *b)).collect())
+                .collect(),
+            flow_events: (self.flow_events.iter().zip(&o.flow_events))
+                .map(|(a, b)| a.wrapping_sub(*b))
                 .collect(),
         }
     }
@@ -137,13 +147,18 @@ impl Program {
     }
 
     /// Round-robin cursors back to zero (and reply counters, which are
-    /// compared as deltas), as in a freshly loaded datapath: each batch
-    /// of frames starts where the model's fresh state does.
-    pub fn reset_cursors(&self) {
+    /// compared as deltas) and an empty flow table, as in a freshly loaded
+    /// datapath: each batch of frames starts where the model's fresh state
+    /// does.
+    pub fn reset(&self) {
         for (id, _) in &self.layout.frontends {
             self.dp
                 .write(Op::ResetFrontend(*id))
                 .expect("resetting a round-robin cursor");
+        }
+        let flows = self.dp.flows_map();
+        for key in flows.keys().collect::<Vec<_>>() {
+            flows.delete(&key).expect("emptying the flow table");
         }
     }
 
@@ -162,6 +177,11 @@ impl Program {
                 .iter()
                 .map(|f| f.iter().map(|p| (p.icmp_errors, p.replies)).collect())
                 .collect(),
+            flow_events: self
+                .dp
+                .flow_counters()
+                .expect("reading flow counters")
+                .to_vec(),
         }
     }
 

@@ -321,15 +321,64 @@ pub(crate) fn config_of(specs: &[String], maglev: bool) -> Option<Config> {
 /// fresh model, and its counters are compared once.
 pub(crate) const MAX_SHOTS: usize = 48;
 
-/// Batches of frames aimed at one configuration (`specs`, `maglev`).
+/// A frame that continues the conversation of the one before it, so that
+/// the flow table sees its flows again: the other direction (a request
+/// after a reply, to a frontend port) or the same direction from another
+/// port (a reply from another backend).
+#[derive(Clone, Debug)]
+pub(crate) enum Echo {
+    Reverse(u16),
+    Again(u16),
+}
+
+impl Echo {
+    fn follow(&self, shot: &Shot) -> Shot {
+        let mut d = shot.desc.clone();
+        match *self {
+            Echo::Reverse(dport) => {
+                match &mut d.ip {
+                    Ip::V4 { src, dst, .. } => std::mem::swap(src, dst),
+                    Ip::V6 { src, dst, .. } => std::mem::swap(src, dst),
+                }
+                (d.sport, d.dport) = (d.dport, dport);
+            }
+            Echo::Again(sport) => d.sport = sport,
+        }
+        Shot::new(shot.ingress, d, vec![])
+    }
+}
+
+fn echo(a: &Aims) -> impl Strategy<Value = Echo> {
+    prop_oneof![
+        2 => select(a.frontend_ports.clone()).prop_map(Echo::Reverse),
+        1 => select(a.backend_ports.clone()).prop_map(Echo::Reverse),
+        2 => select(a.backend_ports.clone()).prop_map(Echo::Again),
+    ]
+}
+
+/// Batches of frames aimed at one configuration (`specs`, `maglev`); half
+/// the frames are followed by up to four echoes.
 pub(crate) fn batch(
     specs: Vec<String>,
     maglev: bool,
     aims: &Aims,
 ) -> impl Strategy<Value = Scenario> {
-    vec(shot(aims), 1..=MAX_SHOTS).prop_map(move |shots| Scenario {
-        specs: specs.clone(),
-        maglev,
-        shots,
+    let echoes = vec(echo(aims), 1..=4);
+    let echoes = prop_oneof![1 => Just(vec![]), 1 => echoes];
+    vec((shot(aims), echoes), 1..=MAX_SHOTS / 2).prop_map(move |runs| {
+        let mut shots = Vec::new();
+        for (shot, echoes) in runs {
+            let mut last = shot;
+            for e in echoes {
+                let next = e.follow(&last);
+                shots.push(std::mem::replace(&mut last, next));
+            }
+            shots.push(last);
+        }
+        Scenario {
+            specs: specs.clone(),
+            maglev,
+            shots,
+        }
     })
 }

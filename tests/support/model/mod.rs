@@ -21,8 +21,13 @@
 //! - [`ModelConfig::from_config`] is the only place that reads
 //!   [`udplb::config::Config`];
 //! - backend choice: the ring userspace writes (from the plan), walked by
-//!   the [`Scheduler`] ([`RoundRobin`]) or indexed by [`Flow::hash`] (Maglev).
+//!   the [`Scheduler`] ([`RoundRobin`]) or indexed by [`Flow::hash`] (Maglev),
+//!   after the flow table (README "Flow table") of a Maglev frontend: a
+//!   reply pins its flow (client, frontend address and port) to the backend
+//!   that sent it, and a request to the same frontend follows the pin.
+//!   Pins never expire here: the model runs well inside the timeout.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -103,6 +108,8 @@ pub struct ModelFrontend {
     pub ring: Vec<usize>,
     /// Maglev: the ring is indexed by the flow hash, not walked in turn.
     pub maglev: bool,
+    /// Maglev with a flow timeout: replies pin flows, requests follow pins.
+    pub pins: bool,
 }
 
 /// What the model needs of a configuration. Frontend `i` is the i-th of the
@@ -159,6 +166,7 @@ impl ModelConfig {
                     backends: fe.backends.iter().map(|b| b.port).collect(),
                     ring,
                     maglev: fe.sched == udplb::config::Sched::Maglev,
+                    pins: fe.sched == udplb::config::Sched::Maglev && fe.flow_timeout > 0,
                 }
             })
             .collect();
@@ -263,10 +271,27 @@ impl Scheduler for RoundRobin {
     }
 }
 
+/// A flow as the table keys it: the client's address and port, and the
+/// frontend address and port it wrote to.
+pub type PinKey = (IpAddr, u16, IpAddr, u16);
+
+/// Flow table events (include/udplb.h, `enum udplb_flow_counter`).
+pub mod flow_event {
+    use udplb::abi;
+    pub const HIT: usize = abi::UDPLB_FLOW_HIT as usize;
+    pub const MISS: usize = abi::UDPLB_FLOW_MISS as usize;
+    pub const STALE: usize = abi::UDPLB_FLOW_STALE as usize;
+    pub const PIN_CREATED: usize = abi::UDPLB_FLOW_PIN_CREATED as usize;
+    pub const PIN_REFRESHED: usize = abi::UDPLB_FLOW_PIN_REFRESHED as usize;
+    pub const PIN_MOVED: usize = abi::UDPLB_FLOW_PIN_MOVED as usize;
+}
+
 /// What the datapath remembers between packets.
 #[derive(Debug)]
 pub struct ModelState {
     pub scheduler: Box<dyn Scheduler + Send>,
+    /// The flow table: pin -> (frontend, backend index).
+    pub flows: HashMap<PinKey, (usize, usize)>,
 }
 
 impl ModelState {
@@ -277,6 +302,7 @@ impl ModelState {
     pub fn with_scheduler(s: impl Scheduler + Send + 'static) -> ModelState {
         ModelState {
             scheduler: Box::new(s),
+            flows: HashMap::new(),
         }
     }
 }
@@ -309,6 +335,8 @@ pub struct Outcome {
     /// (frontend, backend index) whose passive ICMP error counter counts
     /// this destination unreachable.
     pub icmp_error: Option<(usize, usize)>,
+    /// The flow table event this packet counts (see [`flow_event`]).
+    pub flow_event: Option<usize>,
     /// The rule of the specification that decided (for reports only).
     pub why: &'static str,
 }
@@ -351,6 +379,7 @@ pub fn run(
         counted_bytes: frame.len() as u64,
         reply_from: None,
         icmp_error: None,
+        flow_event: None,
         why: "",
     };
     let d = match parse(frame) {
@@ -388,14 +417,37 @@ pub fn run(
         }
         let f = &config.frontends[fe];
         let n = f.ring.len();
+        // The flow table first: a pin this frontend learned wins, even over
+        // an empty ring (a drained backend keeps its pinned flows).
+        let pinned = match f.pins {
+            false => None,
+            true => match state
+                .flows
+                .get(&(flow.src, flow.sport, flow.dst, flow.dport))
+            {
+                None => {
+                    out.flow_event = Some(flow_event::MISS);
+                    None
+                }
+                Some(&(pf, b)) if pf == fe => {
+                    out.flow_event = Some(flow_event::HIT);
+                    Some(b)
+                }
+                Some(_) => {
+                    out.flow_event = Some(flow_event::STALE);
+                    None
+                }
+            },
+        };
         // Round robin walks the ring; Maglev indexes it with the flow hash
         // (src/plan/flow_hash.rs: the function the datapath computes).
         let position = match (n, f.maglev) {
+            _ if pinned.is_some() => None,
             (0, _) => None,
             (_, true) => Some(flow.hash() as usize % n),
             (_, false) => state.scheduler.pick(fe, n, &flow),
         };
-        match position.filter(|&p| p < n).map(|p| f.ring[p]) {
+        match pinned.or(position.filter(|&p| p < n).map(|p| f.ring[p])) {
             None => {
                 out.reason = reason::NO_BACKEND;
                 out.why = "frontend without backends";
@@ -418,6 +470,16 @@ pub fn run(
             .iter()
             .position(|&p| p == flow.sport);
         out.reply_from = b.map(|b| (fe, b));
+        // The reply pins its flow: the client is its destination, and a
+        // local backend answers from the address the client wrote to.
+        if let Some(b) = b.filter(|_| config.frontends[fe].pins) {
+            let key = (flow.dst, flow.dport, flow.src, config.frontends[fe].port);
+            out.flow_event = Some(match state.flows.insert(key, (fe, b)) {
+                None => flow_event::PIN_CREATED,
+                Some(old) if old == (fe, b) => flow_event::PIN_REFRESHED,
+                Some(_) => flow_event::PIN_MOVED,
+            });
+        }
         out.why = "source is a backend";
         return out;
     }
