@@ -24,9 +24,10 @@
 
 use anyhow::{bail, Result};
 use libbpf_rs::ProgramMut;
+use libbpf_rs::{MapCore, MapFlags};
 use udplb::abi::{
-    MAX_BACKENDS, MAX_FRONTENDS, UDPLB_REASON_BALANCED, UDPLB_REASON_NOT_UDP,
-    UDPLB_REASON_NO_FRONTEND, UDPLB_REASON_REPLY,
+    bytes_of, Flow, FlowKey, MAX_BACKENDS, MAX_FRONTENDS, UDPLB_FAMILY_IPV4, UDPLB_FLOW_HIT,
+    UDPLB_REASON_BALANCED, UDPLB_REASON_NOT_UDP, UDPLB_REASON_NO_FRONTEND, UDPLB_REASON_REPLY,
 };
 use udplb::config::{Config, Defaults, Sched};
 use udplb::datapath::Datapath;
@@ -87,6 +88,9 @@ struct Case {
     /// call often took 16 ms). It includes the system call's own cost,
     /// ~1 µs, which is 0.001 ns per run at repeat = 1e6.
     cpu: Samples,
+    /// A flow-table pin the packet must hit: written again (fresh time)
+    /// before every sample, and every run must count as a hit.
+    pin: Option<(FlowKey, Flow)>,
 }
 
 impl Case {
@@ -100,6 +104,7 @@ impl Case {
             method: Method::Repeat,
             samples: Samples::default(),
             cpu: Samples::default(),
+            pin: None,
         }
     }
 }
@@ -131,10 +136,22 @@ pub fn self_loop(plan: &mut Plan) {
 }
 
 /// A loaded datapath with `specs` and scheduler `sched`, self-looped or as
-/// udplb writes it.
+/// udplb writes it (Maglev with the default flow table).
 fn datapath(specs: &[String], looped: bool, sched: Sched) -> Result<Datapath> {
+    Ok(datapath_with(specs, looped, sched, Defaults::default().flow_timeout)?.0)
+}
+
+/// The same with the flow timeout `flow_timeout` (0: no flow table), and
+/// the plan written.
+fn datapath_with(
+    specs: &[String],
+    looped: bool,
+    sched: Sched,
+    flow_timeout: u32,
+) -> Result<(Datapath, Plan)> {
     let defaults = Defaults {
         sched,
+        flow_timeout,
         ..Defaults::default()
     };
     let config =
@@ -145,7 +162,33 @@ fn datapath(specs: &[String], looped: bool, sched: Sched) -> Result<Datapath> {
     }
     let dp = Datapath::load()?;
     dp.apply(&plan)?;
-    Ok(dp)
+    Ok((dp, plan))
+}
+
+/// A pin for IPv4 `packet` (to the first frontend of `plan`) to the first
+/// slot of its ring, as a reply from that backend would write it.
+fn pin_for(packet: &[u8], plan: &Plan) -> (FlowKey, Flow) {
+    let ip = 14;
+    let word = |at: usize| u32::from_ne_bytes(packet[at..at + 4].try_into().unwrap());
+    let port = |at: usize| u16::from_ne_bytes([packet[at], packet[at + 1]]);
+    let mut key = FlowKey {
+        family: UDPLB_FAMILY_IPV4 as u8,
+        client_port_be: port(ip + 20),
+        frontend_port_be: port(ip + 22),
+        ..FlowKey::default()
+    };
+    key.client_addr_be[0] = word(ip + 12);
+    key.frontend_addr_be[0] = word(ip + 16);
+    let fe = plan.frontends[0].1;
+    let slot = plan.rings.iter().find(|(t, _)| *t == fe.table).unwrap().1[0];
+    let backend = plan.backends.iter().find(|(s, _)| *s == slot).unwrap().1;
+    let flow = Flow {
+        slot,
+        ident: backend.ident,
+        frontend_id: fe.id,
+        ..Flow::default()
+    };
+    (key, flow)
 }
 
 /// `n` port-only frontends 10000.. with 3 backends each from 20000.
@@ -171,8 +214,14 @@ fn cases(dps: &mut Vec<Datapath>, skipped: &mut Vec<String>) -> Result<Vec<Case>
     dps.push(datapath(&example, true, Sched::Rr)?); // 0: self-loop
     dps.push(datapath(&example, false, Sched::Rr)?); // 1: as udplb writes them
     dps.push(datapath(&example, true, Sched::Maglev)?); // 2: Maglev, self-loop
-    let (looped, real, maglev) = (Prog::Udplb(0), Prog::Udplb(1), Prog::Udplb(2));
+    dps.push(datapath_with(&example, true, Sched::Maglev, 0)?.0); // 3: no flow table
     let balanced4 = packets::udp4(CLIENT_PORT, FRONTEND);
+    // 4: Maglev whose flow table holds the packet's flow.
+    let (dp, plan) = datapath_with(&example, true, Sched::Maglev, 60)?;
+    dps.push(dp);
+    let pin = pin_for(&balanced4, &plan);
+    let (looped, real, maglev) = (Prog::Udplb(0), Prog::Udplb(1), Prog::Udplb(2));
+    let (no_table, pinned) = (Prog::Udplb(3), Prog::Udplb(4));
     let (balanced, reply) = (UDPLB_REASON_BALANCED, UDPLB_REASON_REPLY);
     let mut cases = vec![
         Case::new(
@@ -204,12 +253,29 @@ fn cases(dps: &mut Vec<Datapath>, skipped: &mut Vec<String>) -> Result<Vec<Case>
             Some(balanced),
         ),
         Case::new(
+            "balanced_v4_maglev_no_table",
+            "balanced IPv4, Maglev, no flow table",
+            no_table,
+            balanced4.clone(),
+            Some(balanced),
+        ),
+        Case::new(
             "balanced_v4_maglev",
-            "balanced IPv4, Maglev (self-loop)",
+            "balanced IPv4, Maglev, flow table miss",
             maglev,
             balanced4.clone(),
             Some(balanced),
         ),
+        Case {
+            pin: Some(pin),
+            ..Case::new(
+                "balanced_v4_maglev_hit",
+                "balanced IPv4, Maglev, flow table hit",
+                pinned,
+                balanced4.clone(),
+                Some(balanced),
+            )
+        },
         Case::new(
             "balanced_v6",
             "balanced IPv6 (self-loop)",
@@ -221,6 +287,22 @@ fn cases(dps: &mut Vec<Datapath>, skipped: &mut Vec<String>) -> Result<Vec<Case>
             "reply_v4",
             "reply IPv4 (self-loop)",
             looped,
+            packets::reply4(9876),
+            Some(reply),
+        ),
+        Case::new(
+            "reply_v4_maglev_no_table",
+            "reply IPv4, Maglev, no flow table",
+            no_table,
+            packets::reply4(9876),
+            Some(reply),
+        ),
+        // The first run pins the flow; the other 999,999 find the pin right
+        // and refresh its time in place: the steady state of a live flow.
+        Case::new(
+            "reply_v4_maglev",
+            "reply IPv4, Maglev, pin refreshed",
+            maglev,
             packets::reply4(9876),
             Some(reply),
         ),
@@ -313,6 +395,18 @@ pub fn run(report: &mut Report) -> Result<()> {
 /// reason.
 fn measure(case: &Case, prog: &ProgramMut<'_>, dp: Option<&Datapath>) -> Result<(f64, f64)> {
     let before = dp.map(reasons).transpose()?;
+    let hits = |dp: &Datapath| dp.flow_counters().map(|c| c[UDPLB_FLOW_HIT as usize]);
+    let mut hits_before = 0;
+    if let (Some((key, flow)), Some(dp)) = (&case.pin, dp) {
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)?;
+        let fresh = Flow {
+            last_seen_ns: now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64,
+            ..*flow
+        };
+        dp.flows_map()
+            .update(bytes_of(key), bytes_of(&fresh), MapFlags::ANY)?;
+        hits_before = hits(dp)?;
+    }
     let cpu_start = thread_secs();
     let (ns, runs) = match case.method {
         Method::Repeat => {
@@ -333,6 +427,9 @@ fn measure(case: &Case, prog: &ProgramMut<'_>, dp: Option<&Datapath>) -> Result<
     let cpu = (thread_secs() - cpu_start) * 1e9 / runs as f64;
     if let (Some(dp), Some(before), Some(reason)) = (dp, before, case.reason) {
         check_path(&case.key, &before, &reasons(dp)?, reason, runs)?;
+        if case.pin.is_some() && hits(dp)? - hits_before != runs {
+            bail!("{}: not every run hit the flow table's pin", case.key);
+        }
     }
     Ok((ns, cpu))
 }
