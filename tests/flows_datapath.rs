@@ -313,3 +313,26 @@ fn a_pin_learned_for_one_frontend_is_not_followed_by_another() {
     );
     assert_eq!(ev(&lb.events(), "stale"), 1);
 }
+
+#[test]
+fn a_backend_going_down_loses_its_pinned_flows_and_gets_them_back_up() {
+    let mut lb = Lb::new(&["9875=9876,9877,9878"]);
+    let pinned: Vec<u16> = (48000..48300).filter(|s| lb.request(*s) == 9876).collect();
+    assert!(pinned.len() > 50, "{} flows on 9876", pinned.len());
+    for s in &pinned {
+        lb.reply(9876, *s);
+    }
+    let c = config(&["9875=9876,9877,9878"], 60);
+    let down: udplb::plan::Down = [(c.frontends[0].listen, (None, 9876))].into();
+    lb.tables.apply_with(&lb.dp, &c, &down).expect("applying");
+    for s in &pinned {
+        assert_ne!(lb.request(*s), 9876, "flow {s} stayed on a down backend");
+    }
+    // Up again before the pins are idle: they are followed again.
+    lb.tables
+        .apply_with(&lb.dp, &c, &Default::default())
+        .expect("applying");
+    for s in &pinned {
+        assert_eq!(lb.request(*s), 9876, "flow {s} did not come back");
+    }
+}
