@@ -21,7 +21,7 @@
 //! port = 8080
 //! ```
 //!
-//! Announcing frontend addresses (README "Scaling out"): top-level
+//! Announcing frontend addresses (README "Several balancers behind ECMP"): top-level
 //! `announce_interface = "udplb0"`, `announce_grace = "2s"`,
 //! `announce_lease = "10s"`; `announce = false` in a frontend leaves it out.
 //!
