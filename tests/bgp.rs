@@ -271,3 +271,56 @@ fn a_restart_announces_once_attached_and_healthy_and_a_killed_one_does_not_linge
     }
     t.wait_hops(F1, &[], Duration::from_secs(5));
 }
+
+#[test]
+fn addresses_udplb_did_not_add_stay_and_a_reload_can_stop_announcing() {
+    let ns = support::netns::Netns::new("ban");
+    // Someone else's address, which is also a frontend's.
+    ns.ip(&["addr", "add", &format!("{F2}/32"), "dev", "lo"]);
+    let _backends: Vec<_> = ["0.0.0.0:5301", "0.0.0.0:5302", "[::]:5303"]
+        .iter()
+        .map(|a| ns.udp_bind(a))
+        .collect();
+    let text = |last: &str| {
+        format!(
+            "interface = \"lo\"\nannounce_interface = \"lo\"\nannounce_grace = \"0s\"\n\
+             [[frontend]]\nlisten = \"{F1}:53\"\nbackends = [5301]\n\
+             [[frontend]]\nlisten = \"{F2}:53\"\nbackends = [5302]\n\
+             [[frontend]]\nlisten = \"[2001:2:100::1]:53\"\nbackends = [5303]\n{last}"
+        )
+    };
+    let conf = TempFile::new("lb.toml", &text(""));
+    let mut u = Udplb::start(&ns, &["--config", conf.path()]);
+    u.wait_for(
+        &format!("announcing {F1} on lo: {F1}:53 has 1 backend up"),
+        WAIT,
+    );
+    u.wait_for("announcing 2001:2:100::1 on lo", WAIT);
+    u.wait_for(
+        &format!("{F2} is on lo already and udplb did not add it"),
+        WAIT,
+    );
+    let v4 = ns.ip(&["-4", "addr", "show", "dev", "lo"]);
+    assert!(
+        v4.contains(&format!("{F1}/32 scope global dynamic")),
+        "{v4}"
+    );
+    let v6 = ns.ip(&["-6", "addr", "show", "dev", "lo"]);
+    assert!(v6.contains("2001:2:100::1/128"), "{v6}");
+
+    // A reload that stops announcing the IPv6 frontend withdraws it.
+    conf.write(&text("announce = false\n"));
+    u.signal(Signal::SIGHUP);
+    u.wait_for("[2001:2:100::1]:53: no longer announced", WAIT);
+    u.wait_for(
+        "withdrew 2001:2:100::1 from lo: no frontend announces it any more",
+        WAIT,
+    );
+    let (status, out) = u.stop(Signal::SIGTERM);
+    assert!(status.success(), "{out}");
+    assert!(!out.contains("detaching in"), "grace 0: no wait\n{out}");
+    let left = ns.ip(&["addr", "show", "dev", "lo"]);
+    assert!(!left.contains(&format!("{F1}/")), "{left}");
+    assert!(!left.contains("2001:2:100::1"), "{left}");
+    assert!(left.contains(&format!("{F2}/32")), "not udplb's: {left}");
+}

@@ -92,7 +92,8 @@ pub struct Announcer {
     netlink: Addresses,
     /// Ours on the interface, as far as we know.
     announced: BTreeSet<IpAddr>,
-    /// Found there and not ours: said once, never touched.
+    /// Found there and not ours: said once, never touched, and not tried
+    /// again while it is there.
     foreign: BTreeSet<IpAddr>,
 }
 
@@ -133,7 +134,10 @@ impl Announcer {
     /// Brings the interface to the rule; logs each change. A failure is
     /// logged and tried again at the next call.
     pub fn sync(&mut self, settings: &Announce, frontends: &[Serving], attached: bool) {
-        let want = wanted(frontends, &self.announced, attached);
+        // A foreign address is tried again only after a refresh finds it
+        // gone: not on every event.
+        let mut want = wanted(frontends, &self.announced, attached);
+        want.retain(|a| !self.foreign.contains(a));
         if want == self.announced {
             return;
         }
@@ -192,6 +196,7 @@ impl Announcer {
             Ok(p) => p,
             Err(e) => return warn!("udplb: reading the addresses of {}: {e:#}", self.iface),
         };
+        (self.foreign).retain(|a| present.iter().any(|p| p.addr == *a && !p.ours));
         for addr in self.announced.clone() {
             let host = addresses::host_prefix(addr);
             let here = present
