@@ -7,13 +7,14 @@
 #   tests: iproute2 (ip netns, veth), ethtool (checksum offload on/off),
 #          util-linux (setpriv, taskset), bpftool (map dumps), and a real DNS
 #          server and client (dnsmasq-base, bind9-dnsutils for dig), procps
-#          (sysctl, for forwarding in the test balancers); python3 and
+#          (sysctl, for forwarding in the test balancers), bird2 (real BGP
+#          sessions between test balancers and a test router); python3 and
 #          pip, for the real Prometheus parser (prometheus-client, PyPI) that
 #          reads /metrics in the tests
 set -euo pipefail
 
 packages=(clang make pkg-config gcc libelf-dev zlib1g-dev iproute2 ethtool util-linux bpftool
-          dnsmasq-base bind9-dnsutils procps python3)
+          dnsmasq-base bind9-dnsutils procps bird2 python3)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -96,6 +96,27 @@ pub struct Args {
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<SocketAddr>,
 
+    /// Add each frontend's address to IFACE (a dummy interface, or lo) while
+    /// udplb is attached and the frontend has a backend up, for a routing
+    /// daemon to announce (BIRD `protocol direct`, FRR `redistribute
+    /// connected`); removed when its last backend goes down and on
+    /// SIGINT/SIGTERM. Every frontend needs an address. In the file:
+    /// `announce_interface`
+    #[arg(long, value_name = "IFACE", conflicts_with = "config")]
+    pub announce: Option<String>,
+
+    /// With --announce: seconds between withdrawing the addresses and
+    /// detaching, on SIGINT/SIGTERM, for routers to converge [default: 2]
+    #[arg(long, value_name = "SECONDS", requires = "announce",
+          value_parser = |s: &str| crate::config::announce::parse_grace(s).map_err(|e| e.0))]
+    pub announce_grace: Option<std::time::Duration>,
+
+    /// With --announce: lifetime of the addresses, refreshed while udplb
+    /// runs; after a SIGKILL they expire within it [default: 10]
+    #[arg(long, value_name = "SECONDS", requires = "announce",
+          value_parser = |s: &str| crate::config::announce::parse_lease(s).map_err(|e| e.0))]
+    pub announce_lease: Option<std::time::Duration>,
+
     /// More output: -v shows libbpf warnings, -vv libbpf debug output
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -180,7 +201,8 @@ Backends:
   198.18.1.2:53         a port on another host, forwarded in XDP
   [2001:2::2]:53        the same over IPv6
   Each backend belongs to one frontend.
-Signals: SIGINT/SIGTERM stop (detach unless --pin); SIGHUP re-reads --config.
+Signals: SIGINT/SIGTERM stop (withdraw --announce addresses, wait the grace,
+detach unless --pin); SIGHUP re-reads --config.
 A running balancer answers `udplb status` and `udplb reload` (root).";
 
 #[cfg(test)]
@@ -268,6 +290,43 @@ mod tests {
                 .unwrap_err()
                 .kind(),
             ErrorKind::ArgumentConflict
+        );
+    }
+
+    #[test]
+    fn announce_flags() {
+        let a = parse(&[
+            "--announce",
+            "udplb0",
+            "--announce-grace",
+            "0.5",
+            "eth0",
+            "198.18.100.1:53=5301",
+        ])
+        .unwrap();
+        assert_eq!(a.announce.as_deref(), Some("udplb0"));
+        assert_eq!(
+            a.announce_grace,
+            Some(std::time::Duration::from_millis(500))
+        );
+        assert_eq!(a.announce_lease, None);
+        assert_eq!(
+            parse(&["--announce-grace", "1", "eth0", "1=2"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            parse(&["--announce", "d0", "--config", "x.toml"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            parse(&["--announce", "d0", "--announce-lease", "1", "eth0", "1=2"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::ValueValidation
         );
     }
 

@@ -406,6 +406,7 @@ fn all_down_fails_open_unless_told_to_drop() {
         }
         let line = u.wait_for("every backend is down", Duration::from_secs(2));
         assert_eq!(line.contains("fail open"), !drop_all, "{line}");
+        assert!(!line.contains("  "), "one line, no run of spaces: {line}");
         let before = status(&ns, "lo");
         let client = ns.udp_bind("127.0.0.1:0");
         for i in 0..10 {

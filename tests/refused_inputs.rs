@@ -212,3 +212,17 @@ fn pin_under_ip_netns_exec_is_refused() {
     );
     assert_eq!(ns.xdp_on("lo"), "");
 }
+
+#[test]
+fn announcing_what_cannot_be_announced() {
+    let ns = Netns::new("ann");
+    refused(
+        udplb_in(&ns, &["--announce", "udplb9", "lo", "198.18.100.1:53=5301"]),
+        "announce interface udplb9: no such interface; create it first",
+    );
+    refused(
+        udplb_in(&ns, &["--announce", "lo", "lo", "53=5301"]),
+        "--announce: frontend *:53 has no address to announce",
+    );
+    assert_eq!(ns.xdp_on("lo"), "", "nothing attached");
+}

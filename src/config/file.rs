@@ -23,6 +23,10 @@
 //! flow_timeout = 300          # optional, per frontend
 //! ```
 //!
+//! Announcing frontend addresses (README "Several balancers behind ECMP"): top-level
+//! `announce_interface = "udplb0"`, `announce_grace = "2s"`,
+//! `announce_lease = "10s"`; `announce = false` in a frontend leaves it out.
+//!
 //! Every error names the file, the line and the field. Pure: no kernel access.
 
 use std::ops::Range;
@@ -30,6 +34,7 @@ use std::ops::Range;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::config::announce::{self, Announce};
 use crate::config::health::{self, parse_duration, Check, CheckKind, FrontendHealth, OnAllDown};
 use crate::config::{
     check_interface_name, parse_backend, parse_flow_timeout, parse_listen, parse_table_size,
@@ -44,6 +49,8 @@ pub struct FileConfig {
     pub config: Config,
     /// `metrics = "ADDR:PORT"`: where to serve /metrics.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `announce_interface` and friends; off when absent.
+    pub announce: Announce,
 }
 
 /// A port may be written as a number or a string (`9876` or `"9876@2"`).
@@ -71,6 +78,9 @@ struct RawFile {
     table_size: Option<Spanned<i64>>,
     flow_timeout: Option<Spanned<i64>>,
     metrics: Option<Spanned<String>>,
+    announce_interface: Option<Spanned<String>>,
+    announce_grace: Option<Spanned<Text>>,
+    announce_lease: Option<Spanned<Text>>,
     #[serde(default)]
     frontend: Vec<Spanned<RawFrontend>>,
 }
@@ -84,6 +94,7 @@ struct RawFrontend {
     table_size: Option<Spanned<i64>>,
     flow_timeout: Option<Spanned<i64>>,
     health: Option<Spanned<RawCheck>>,
+    announce: Option<Spanned<bool>>,
 }
 
 /// `[frontend.health]`: the frontend's check, what to do when all are down,
@@ -469,11 +480,63 @@ pub fn parse(text: &str, path: &str) -> Result<FileConfig, UsageError> {
         Some(i) => at.error(raw.frontend[i].span(), "frontend", e),
         None => UsageError(format!("{path}: {e}")),
     })?;
+    let announce = announcements(&raw, &config, &at)?;
     Ok(FileConfig {
         interface,
         config,
         metrics,
+        announce,
     })
+}
+
+/// The announce settings: every frontend with an address unless it says
+/// `announce = false`; one without an address must say so.
+fn announcements(raw: &RawFile, config: &Config, at: &Lines) -> Result<Announce, UsageError> {
+    let mut out = Announce::default();
+    type Parse = fn(&str) -> Result<std::time::Duration, UsageError>;
+    let delay = |v: &Option<Spanned<Text>>, field: &str, parse: Parse| match v {
+        None => Ok(None),
+        Some(v) => parse(&v.get_ref().as_string())
+            .map(Some)
+            .map_err(|e| at.error(v.span(), field, e)),
+    };
+    if let Some(g) = delay(&raw.announce_grace, "announce_grace", announce::parse_grace)? {
+        out.grace = g;
+    }
+    if let Some(l) = delay(&raw.announce_lease, "announce_lease", announce::parse_lease)? {
+        out.lease = l;
+    }
+    let Some(iface) = &raw.announce_interface else {
+        if let Some(a) = raw
+            .frontend
+            .iter()
+            .find_map(|f| f.get_ref().announce.as_ref())
+        {
+            return Err(at.error(
+                a.span(),
+                "announce",
+                "needs announce_interface at the top of the file (the interface the addresses go on)",
+            ));
+        }
+        return Ok(out);
+    };
+    let name = iface.get_ref().trim();
+    check_interface_name(name).map_err(|e| at.error(iface.span(), "announce_interface", e))?;
+    out.interface = Some(name.to_string());
+    // `Config::check` keeps the frontends in the file's order.
+    for (f, fe) in raw.frontend.iter().zip(&config.frontends) {
+        let wanted = f.get_ref().announce.as_ref();
+        if wanted.is_some_and(|a| !*a.get_ref()) {
+            continue;
+        }
+        if announce::address(&fe.listen).is_none() {
+            let span = wanted.map_or(f.get_ref().listen.span(), |a| a.span());
+            let msg = announce::no_address(&fe.listen, "set announce = false");
+            return Err(at.error(span, "announce", msg));
+        }
+        out.frontends.insert(fe.listen);
+    }
+    Ok(out)
 }
 
 /// Reads and parses `path`.
@@ -715,6 +778,57 @@ sched = "maglev"
             e.starts_with("lb.toml:") && e.contains("unknown field `bogus`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn announce_settings() {
+        let f = parse(EXAMPLE, "x").unwrap();
+        assert!(!f.announce.on(), "off unless asked");
+        let text = "interface = \"eth0\"\nannounce_interface = \"udplb0\"\nannounce_grace = \"500ms\"\n\
+                    announce_lease = 4\n[[frontend]]\nlisten = \"198.18.100.1:53\"\nbackends = [5301]\n\
+                    [[frontend]]\nlisten = \"198.18.100.2:53\"\nbackends = [5302]\nannounce = false\n\
+                    [[frontend]]\nlisten = 54\nbackends = [5303]\nannounce = false\n";
+        let a = parse(text, "x").unwrap().announce;
+        assert_eq!(a.interface.as_deref(), Some("udplb0"));
+        assert_eq!(a.grace, std::time::Duration::from_millis(500));
+        assert_eq!(a.lease, std::time::Duration::from_secs(4));
+        let listed: Vec<String> = a.frontends.iter().map(|l| l.to_string()).collect();
+        assert_eq!(listed, ["198.18.100.1:53"]);
+    }
+
+    #[test]
+    fn bad_announce_settings_name_file_line_and_field() {
+        const TOP: &str = "interface = \"eth0\"\nannounce_interface = \"udplb0\"\n";
+        for (text, start) in [
+            (
+                format!("{TOP}[[frontend]]\nlisten = 53\nbackends = [5301]\n"),
+                "lb.toml:4: announce: frontend *:53 has no address to announce",
+            ),
+            (
+                format!("{TOP}[[frontend]]\nlisten = \"0.0.0.0:53\"\nbackends = [5301]\nannounce = true\n"),
+                "lb.toml:6: announce: frontend 0.0.0.0:53 has no address to announce",
+            ),
+            (
+                "interface = \"eth0\"\n[[frontend]]\nlisten = \"198.18.100.1:53\"\nbackends = [5301]\nannounce = true\n".into(),
+                "lb.toml:5: announce: needs announce_interface",
+            ),
+            (
+                "interface = \"eth0\"\nannounce_interface = \"a/b\"\n[[frontend]]\nlisten = 1\nbackends = [2]\n".into(),
+                "lb.toml:2: announce_interface: 'a/b' is not an interface name",
+            ),
+            (
+                format!("{TOP}announce_grace = \"1h\"\n[[frontend]]\nlisten = \"198.18.100.1:53\"\nbackends = [5301]\n"),
+                "lb.toml:3: announce_grace: '1h' is not a number of seconds",
+            ),
+            (
+                format!("{TOP}announce_lease = 1\n[[frontend]]\nlisten = \"198.18.100.1:53\"\nbackends = [5301]\n"),
+                "lb.toml:3: announce_lease: 1 is out of range",
+            ),
+        ] {
+            let e = err(&text);
+            assert!(e.starts_with(start), "{text:?}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
     }
 
     #[test]

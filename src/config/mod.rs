@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
+pub mod announce;
 pub mod file;
 pub mod health;
 

@@ -18,6 +18,7 @@ use super::status::{BackendStatus, FrontendStatus, HealthStatus, ReloadStats, St
 use super::{notify, warnings};
 use crate::abi::{Endpoint, FLOW_COUNTER_NAMES, REASON_NAMES};
 use crate::cli::Args;
+use crate::config::announce::{self, Announce};
 use crate::config::health::CheckKind;
 use crate::config::{file, Config};
 use crate::datapath::attach::{self, EgressAttachment, XdpAttachment};
@@ -39,16 +40,18 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// The interfaces' names and indexes.
     pub ifaces: Vec<(String, u32)>,
+    /// `--announce` or `announce_interface`: off unless asked.
+    pub announce: Announce,
 }
 
 impl Settings {
     /// Reads and checks the command line or the config file, the
     /// interfaces and the privileges; touches nothing.
     pub fn from_args(args: &Args) -> Result<Settings> {
-        let (iface, config, metrics) = match &args.config {
+        let (iface, config, metrics, mut announce) = match &args.config {
             Some(path) => {
                 let f = file::load(path)?;
-                (f.interface, f.config, f.metrics)
+                (f.interface, f.config, f.metrics, f.announce)
             }
             None => {
                 let iface = args.iface.clone().context("no interface given")?;
@@ -58,9 +61,14 @@ impl Settings {
                         .context("unknown --health kind")?;
                     config.set_check(&kind);
                 }
-                (iface, config, None)
+                (iface, config, None, Announce::default())
             }
         };
+        if let Some(a) = &args.announce {
+            let grace = args.announce_grace.unwrap_or(announce::DEFAULT_GRACE);
+            let lease = args.announce_lease.unwrap_or(announce::DEFAULT_LEASE);
+            announce = Announce::every(&config, a, grace, lease)?;
+        }
         let ifaces = datapath::interfaces(&iface)?;
         if args.pin {
             pin::check_shared_bpffs()?;
@@ -74,6 +82,7 @@ impl Settings {
             config,
             metrics: args.metrics.or(metrics),
             ifaces,
+            announce,
         })
     }
 }
@@ -138,6 +147,8 @@ pub struct Balancer {
     socket_table: Option<SocketTable>,
     /// Frontends whose backends are all down, as last logged.
     all_down: BTreeSet<crate::config::Listen>,
+    /// What to announce (`super::announce` does it); a reload updates it.
+    announce: Announce,
 }
 
 fn libbpf_print(_level: PrintLevel, msg: String) {
@@ -152,6 +163,7 @@ impl Balancer {
             iface,
             config,
             ifaces: settings_ifaces,
+            announce,
             ..
         } = settings;
         let ifaces = settings_ifaces;
@@ -200,6 +212,7 @@ impl Balancer {
             prober: Prober::default(),
             socket_table: None,
             all_down: BTreeSet::new(),
+            announce,
         };
         lb.health.configure(&lb.config);
         lb.prober.set_targets(lb.probe_targets(), Instant::now());
@@ -268,11 +281,11 @@ impl Balancer {
             if all && self.all_down.insert(fe.listen) {
                 match fe.health.on_all_down {
                     crate::config::OnAllDown::Open => warn!(
-                        "udplb: {}: every backend is down; sending to all of them                          (fail open; on_all_down = \"drop\" drops instead)",
+                        "udplb: {}: every backend is down; sending to all of them (fail open; on_all_down = \"drop\" drops instead)",
                         fe.listen
                     ),
                     crate::config::OnAllDown::Drop => warn!(
-                        "udplb: {}: every backend is down; dropping its datagrams                          (on_all_down = \"drop\")",
+                        "udplb: {}: every backend is down; dropping its datagrams (on_all_down = \"drop\")",
                         fe.listen
                     ),
                 }
@@ -556,6 +569,7 @@ impl Balancer {
             &mut self.tables,
             &mut self.config,
             &down,
+            &mut self.announce,
         );
         if !matches!(result, Err(ReloadError::Rejected(_))) {
             self.health.configure(&self.config);
@@ -831,6 +845,37 @@ impl Balancer {
             })
             .collect();
         c
+    }
+
+    /// What to announce.
+    pub fn announce(&self) -> &Announce {
+        &self.announce
+    }
+
+    /// The announced frontends' backends that are up and proven (weight 0
+    /// is not up: a drained backend serves no new flow).
+    pub fn serving(&self) -> Vec<super::announce::Serving> {
+        let fes = self.config.frontends.iter();
+        fes.filter(|fe| self.announce.frontends.contains(&fe.listen))
+            .map(|fe| {
+                let weighted = fe.backends.iter().filter(|b| b.weight > 0);
+                let up =
+                    weighted.filter(|b| self.health.get(fe.listen, b.id()).is_some_and(|h| h.up));
+                let up: Vec<_> = up.collect();
+                super::announce::Serving {
+                    listen: fe.listen,
+                    up: up.len(),
+                    proven: (up.iter())
+                        .filter(|b| self.health.proven(fe.listen, b.id()))
+                        .count(),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether the programs are attached to every interface.
+    pub fn attached_everywhere(&self) -> bool {
+        (self.ifnames.iter()).all(|n| self.attached.iter().any(|a| a.xdp.ifname == *n))
     }
 
     /// The interfaces as given.

@@ -3,8 +3,11 @@
 //! wakes for signals, timers, and the clients of its two listeners
 //! ([`server`]): the metrics endpoint and the control socket. Health probes
 //! and netlink events plug in the same way, as descriptors or timers
-//! registered with the loop.
+//! registered with the loop. With `--announce`, [`announce`] keeps the
+//! frontend addresses on the announce interface while this balancer can
+//! serve them, and withdraws them before the datapath goes.
 
+pub mod announce;
 pub mod balancer;
 pub mod control;
 pub mod event_loop;
@@ -51,6 +54,10 @@ enum Token {
     Probe(u64),
     /// Read the datapath's passive signals into the health state.
     Passive,
+    /// Renew the lease of the announced addresses.
+    Announce,
+    /// Stopping: the routers have had the grace to move traffic away.
+    Grace,
 }
 
 /// How often the socket table is read: a local backend whose socket went
@@ -70,6 +77,10 @@ pub fn run(args: &Args) -> Result<()> {
     // that arrives while the datapath is loading still ends in a clean stop.
     let mut events = EventLoop::new()?;
     let settings = Settings::from_args(args)?;
+    // Before attaching: addresses a killed udplb left are removed, and an
+    // announce interface that does not exist is an error that leaves
+    // nothing behind.
+    let mut announcer = announce::Announcer::open(&settings.announce)?;
     // Subscribed before attaching: an interface deleted in between is
     // still noticed.
     events.watch(links::link_events()?, Token::Links);
@@ -100,11 +111,20 @@ pub fn run(args: &Args) -> Result<()> {
     events.every(Token::Tick, Duration::from_secs(1));
     events.every(Token::Sockets, SOCKET_POLL);
     events.every(Token::Passive, balancer::PASSIVE_INTERVAL);
+    if announcer.is_some() {
+        let every = announce::Announcer::refresh_every(lb.announce());
+        events.every(Token::Announce, every);
+    }
     lb.sample();
     // The probe timer: one pending at a time, at the prober's next deadline
     // (a later one may still fire; it finds nothing due).
     let mut armed: Option<std::time::Instant> = None;
     loop {
+        // After every event: whatever it changed (health, a reload, an
+        // interface) may change what is announced.
+        if let Some(a) = announcer.as_mut() {
+            a.sync(lb.announce(), &lb.serving(), lb.attached_everywhere());
+        }
         if let Some(due) = lb.probe_deadline() {
             if armed.is_none_or(|a| due < a) {
                 events.after(
@@ -145,6 +165,11 @@ pub fn run(args: &Args) -> Result<()> {
             }
             Event::Timer(Token::Stats) => lb.print_counters(),
             Event::Timer(Token::Passive) => lb.passive_tick(),
+            Event::Timer(Token::Announce) => {
+                if let Some(a) = announcer.as_mut() {
+                    a.refresh(lb.announce());
+                }
+            }
             Event::Timer(Token::Sockets) => {
                 if lb.wants_socket_table() {
                     lb.poll_sockets();
@@ -175,7 +200,33 @@ pub fn run(args: &Args) -> Result<()> {
     }
     notify::stopping();
     drop(server);
+    if let Some(a) = announcer.as_mut() {
+        if a.withdraw_all() && !args.pin {
+            grace(&mut events, lb.announce().grace)?;
+        }
+    }
     lb.stop()
+}
+
+/// Withdrawn, still attached: waits `grace` for the routers to move the
+/// traffic to other balancers before the datapath goes. A second SIGINT or
+/// SIGTERM cuts it short.
+fn grace(events: &mut EventLoop<Token>, grace: Duration) -> Result<()> {
+    if grace.is_zero() {
+        return Ok(());
+    }
+    say!("udplb: detaching in {grace:?}, once routers have moved the traffic away");
+    events.after(Token::Grace, grace);
+    loop {
+        match events.wait()? {
+            Event::Stop(_) | Event::Timer(Token::Grace) => return Ok(()),
+            Event::Readable(Token::Links) => {
+                // Drained, or the loop would wake for them at once again.
+                let _ = events.fd(Token::Links).map(links::read_link_events);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The answer to one request from the metrics endpoint or the control

@@ -52,6 +52,7 @@ pub fn reload(
     tables: &mut Tables,
     config: &mut Config,
     down: &crate::plan::Down,
+    announce: &mut crate::config::announce::Announce,
 ) -> Result<Reloaded, ReloadError> {
     let f = file::load(path).map_err(|e| ReloadError::Rejected(e.into()))?;
     if f.interface != iface {
@@ -60,6 +61,16 @@ pub fn reload(
             f.interface
         )));
     }
+    if f.announce.interface != announce.interface {
+        let name = |i: &Option<String>| i.clone().unwrap_or_else(|| "none".into());
+        return Err(ReloadError::Rejected(anyhow!(
+            "{path}: announce_interface changed from {} to {}; that needs a restart",
+            name(&announce.interface),
+            name(&f.announce.interface)
+        )));
+    }
+    let announced = announce_changes(announce, &f.announce);
+    *announce = f.announce;
     // Whatever happens now, the maps are on their way to the new
     // configuration (see `Tables`): the counters are laid out by it.
     let result = tables.apply_with(datapath, &f.config, down);
@@ -69,11 +80,34 @@ pub fn reload(
         .map_err(ReloadError::Failed)?
         .into_iter()
         .chain(health)
+        .chain(announced)
         .collect::<Vec<_>>()
     {
         changes if changes.is_empty() => Ok(Reloaded::Unchanged),
         changes => Ok(Reloaded::Changed(changes)),
     }
+}
+
+/// One line per frontend that starts or stops being announced, and one
+/// for new delays.
+fn announce_changes(
+    old: &crate::config::announce::Announce,
+    new: &crate::config::announce::Announce,
+) -> Vec<String> {
+    let mut out: Vec<String> = (new.frontends.difference(&old.frontends))
+        .map(|l| format!("frontend {l}: announced"))
+        .chain(
+            (old.frontends.difference(&new.frontends))
+                .map(|l| format!("frontend {l}: no longer announced")),
+        )
+        .collect();
+    if (old.grace, old.lease) != (new.grace, new.lease) {
+        out.push(format!(
+            "announce: grace {:?}, lease {:?}",
+            new.grace, new.lease
+        ));
+    }
+    out
 }
 
 /// One line per frontend whose health settings changed (the plan does not

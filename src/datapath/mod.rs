@@ -7,6 +7,7 @@
 //! This file opens and loads the libbpf-cargo skeleton, applies [`Plan`]s to
 //! the maps and reads the per-CPU counters back.
 
+pub mod addresses;
 pub mod attach;
 pub mod links;
 pub mod pin;

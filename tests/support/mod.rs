@@ -13,6 +13,7 @@
 //! - [`forwarding`]: the remote-backend fixture (a private routing topology
 //!   and the expected output of a forwarded frame);
 //! - [`netns`]: namespaces and veths the test creates and removes;
+//! - [`bgp`]: BIRD 2 daemons, echo servers and the BGP topology;
 //! - [`process`]: a udplb started in a namespace and stopped by PID;
 //! - [`sockets`]: real datagrams, bounded in count and time;
 //! - [`cpu`]: CPU pinning;
@@ -22,6 +23,7 @@
 //! Not every test file uses every helper.
 #![allow(dead_code)]
 
+pub mod bgp;
 pub mod checksum;
 pub mod configs;
 pub mod cpu;

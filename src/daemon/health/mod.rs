@@ -125,6 +125,9 @@ pub struct BackendHealth {
     socket_grace: Option<Instant>,
     passive_last: Option<PassiveSample>,
     passive_down_until: Option<Instant>,
+    /// An active probe has succeeded since udplb started (or a reload
+    /// added the backend): its being up is seen, not assumed.
+    answered: bool,
     /// The verdict, since when, how often it changed, and why last.
     pub up: bool,
     pub since: SystemTime,
@@ -144,6 +147,7 @@ impl BackendHealth {
             socket_grace: Some(Instant::now() + SOCKET_GRACE),
             passive_last: None,
             passive_down_until: None,
+            answered: false,
             up: true,
             since: SystemTime::now(),
             transitions: 0,
@@ -251,6 +255,18 @@ impl Health {
         self.backends.get(&(frontend, backend))
     }
 
+    /// Whether a backend is up and that is known rather than assumed: its
+    /// active check (if any) has answered, and its socket (a local backend
+    /// with socket liveness) has been seen bound. Announcing a frontend
+    /// waits for this; every backend starts up only so that traffic is not
+    /// refused while the checks have not run yet.
+    pub fn proven(&self, frontend: Listen, backend: BackendId) -> bool {
+        self.get(frontend, backend).is_some_and(|h| {
+            h.up && (h.answered || h.check.kind == CheckKind::None)
+                && (h.socket_port.is_none() || h.socket_grace.is_none())
+        })
+    }
+
     /// Every backend with its health.
     pub fn iter(&self) -> impl Iterator<Item = (&(Listen, BackendId), &BackendHealth)> {
         self.backends.iter()
@@ -293,6 +309,7 @@ impl Health {
         let h = self.backends.get_mut(&(frontend, backend))?;
         let (rise, fall) = (h.check.rise, h.check.fall);
         let ok = result.is_ok();
+        h.answered |= ok;
         match result {
             Ok(()) => h.failures.clear(),
             Err(why) => h.failures.push(why),
@@ -459,6 +476,34 @@ fall = 2
         let mut h = Health::default();
         h.configure(&off);
         assert!(!h.wants_socket_table());
+    }
+
+    #[test]
+    fn up_is_proven_by_an_answer_or_a_bound_socket_not_assumed() {
+        let c = config(DNS);
+        let mut h = Health::default();
+        h.configure(&c);
+        let fe = c.frontends[0].listen;
+        let (local, remote) = ((None, 5301), ("198.18.1.2".parse().ok(), 53));
+        assert!(h.get(fe, remote).unwrap().up, "starts up");
+        assert!(!h.proven(fe, remote), "but no probe has answered");
+        h.probe_result(fe, remote, Ok(()));
+        assert!(h.proven(fe, remote));
+        h.probe_result(fe, local, Ok(()));
+        assert!(!h.proven(fe, local), "its socket has not been seen");
+        h.socket_table(&[5301].into(), Instant::now());
+        assert!(h.proven(fe, local));
+        h.probe_result(fe, remote, Err("timed out".into()));
+        h.probe_result(fe, remote, Err("timed out".into()));
+        assert!(!h.proven(fe, remote), "down");
+        // No active check and no socket: nothing to wait for.
+        let none = config(
+            &DNS.replace("check = \"dns\"", "check = \"none\"")
+                .replace("fall = 2", "fall = 2\nsockets = false"),
+        );
+        let mut h = Health::default();
+        h.configure(&none);
+        assert!(h.proven(fe, local) && h.proven(fe, remote));
     }
 
     #[test]
