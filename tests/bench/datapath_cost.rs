@@ -16,6 +16,11 @@
 //! call is checked against the reason counters: all `REPEAT` runs must be
 //! counted under the expected reason.
 //!
+//! Cases: the floor, the no-frontend and non-UDP paths, the balanced packet
+//! (round robin on a port-only frontend, Maglev, an exact-address frontend,
+//! IPv6), a reply, and the balanced packet with many frontends and backends
+//! (flatness). targets.rs judges them against the per-case budgets.
+//!
 //! Cross-check with unedited tables: `SYSCALL_RUNS` separate test runs with
 //! repeat = 1 (each on a fresh copy of the packet), averaging the kernel's
 //! per-call figure, for the balanced packet and for the floor measured the
@@ -56,6 +61,9 @@ pub const BACKEND_COUNTS: &[usize] = &[1, 10, 100, 256, 1024];
 
 const FRONTEND: u16 = 9875;
 const EXAMPLE: &str = "9875=9876,9877,9878";
+/// The example with an exact-address frontend (the balancer's address in
+/// packets.rs), which the program looks up before the port-only one.
+const EXACT: &str = "198.18.0.2:9875=9876,9877,9878";
 
 #[derive(Clone, Copy)]
 enum Prog {
@@ -171,7 +179,9 @@ fn cases(dps: &mut Vec<Datapath>, skipped: &mut Vec<String>) -> Result<Vec<Case>
     dps.push(datapath(&example, true, Sched::Rr)?); // 0: self-loop
     dps.push(datapath(&example, false, Sched::Rr)?); // 1: as udplb writes them
     dps.push(datapath(&example, true, Sched::Maglev)?); // 2: Maglev, self-loop
+    dps.push(datapath(&[EXACT.to_string()], true, Sched::Rr)?); // 3: exact address
     let (looped, real, maglev) = (Prog::Udplb(0), Prog::Udplb(1), Prog::Udplb(2));
+    let exact = Prog::Udplb(3);
     let balanced4 = packets::udp4(CLIENT_PORT, FRONTEND);
     let (balanced, reply) = (UDPLB_REASON_BALANCED, UDPLB_REASON_REPLY);
     let mut cases = vec![
@@ -207,6 +217,13 @@ fn cases(dps: &mut Vec<Datapath>, skipped: &mut Vec<String>) -> Result<Vec<Case>
             "balanced_v4_maglev",
             "balanced IPv4, Maglev (self-loop)",
             maglev,
+            balanced4.clone(),
+            Some(balanced),
+        ),
+        Case::new(
+            "balanced_v4_exact",
+            "balanced IPv4, exact-address frontend",
+            exact,
             balanced4.clone(),
             Some(balanced),
         ),
