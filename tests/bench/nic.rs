@@ -404,6 +404,7 @@ struct Collected {
     rate: Samples,
     ns_per_datagram: Samples,
     core_busy: Samples,
+    core_waited: Samples,
     cpu1_busy: Samples,
     reached: Samples,
     offered: Samples,
@@ -417,6 +418,7 @@ impl Collected {
         self.rate.push(done / r.secs / 1e3);
         self.ns_per_datagram.push(r.core_secs * 1e9 / done);
         self.core_busy.push(100.0 * r.core_secs / r.secs);
+        self.core_waited.push(100.0 * r.core_wait / r.secs);
         self.cpu1_busy.push(100.0 * r.cpu1_busy);
         self.reached.push(100.0 * r.reached as f64 / done);
         self.offered.push(r.generated as f64 / r.secs / 1e3);
@@ -545,6 +547,9 @@ fn sections(
         r.extra
             .push(("ns per datagram".into(), c.ns_per_datagram.median()));
         r.extra.push(("core busy %".into(), c.core_busy.median()));
+        // Runnable but waiting for CPU 1: other processes on a shared machine.
+        r.extra
+            .push(("core waited %".into(), c.core_waited.median()));
         per_core.push(r);
         let mut w = row(kind, c, "kdgram/s", |c| &c.rate);
         w.extra.push(("reached %".into(), c.reached.median()));
