@@ -38,9 +38,10 @@ fuzz:
 unit:
 	$(CARGO) test --release --lib
 
-# Benchmarks: datapath cost (BPF_PROG_TEST_RUN), control plane, and end to
-# end through veths in namespaces it makes and removes. Needs root; writes
-# target/bench/results.json. See BENCHMARKS.md.
+# Benchmarks: datapath cost (BPF_PROG_TEST_RUN), control plane, end to end
+# through veths from a socket sender, and at NIC speed (an XDP generator, the
+# balancer on a core of its own), in namespaces it makes and removes. Needs
+# root; writes target/bench/results.json; under 10 minutes. See BENCHMARKS.md.
 bench: deps
 	@[ "$$(id -u)" -eq 0 ] || { echo "make bench needs root (XDP, network namespaces): sudo make bench" >&2; exit 1; }
 	$(CARGO) bench --bench bench

@@ -1,7 +1,10 @@
 //! Compiles the XDP datapath and generates two files in OUT_DIR:
 //! - `udplb.skel.rs`: the libbpf-cargo skeleton for bpf/udplb.bpf.c;
 //! - `udplb_abi.rs`: the limits and reason codes of include/udplb.h as Rust
-//!   constants, so each is defined once, in the header.
+//!   constants, so each is defined once, in the header;
+//! - `bench_nic.skel.rs`: the skeleton of the bench's own programs
+//!   (tests/bench/bpf/bench_nic.bpf.c: traffic generator, sink, bare
+//!   forwarder), included only by `make bench`.
 
 use std::{env, fs, path::PathBuf};
 
@@ -10,11 +13,12 @@ use libbpf_cargo::SkeletonBuilder;
 
 const SRC: &str = "bpf/udplb.bpf.c";
 const ABI_HEADER: &str = "include/udplb.h";
+const BENCH_SRC: &str = "tests/bench/bpf/bench_nic.bpf.c";
 
 fn main() -> Result<()> {
     let out = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
 
-    for dir in ["bpf", "include"] {
+    for dir in ["bpf", "include", "tests/bench/bpf"] {
         for entry in fs::read_dir(dir).with_context(|| format!("reading {dir}/"))? {
             let path = entry?.path();
             if matches!(path.extension().and_then(|e| e.to_str()), Some("c" | "h")) {
@@ -29,6 +33,12 @@ fn main() -> Result<()> {
         .clang_args(["-Iinclude", "-Ibpf", "-mcpu=v3", "-Wall", "-Werror"])
         .build_and_generate(out.join("udplb.skel.rs"))
         .with_context(|| format!("compiling {SRC} (is clang installed? see README)"))?;
+    SkeletonBuilder::new()
+        .source(BENCH_SRC)
+        .obj(out.join("bench_nic.bpf.o"))
+        .clang_args(["-Iinclude", "-mcpu=v3", "-Wall", "-Werror"])
+        .build_and_generate(out.join("bench_nic.skel.rs"))
+        .with_context(|| format!("compiling {BENCH_SRC}"))?;
 
     let header = fs::read_to_string(ABI_HEADER).with_context(|| format!("reading {ABI_HEADER}"))?;
     fs::write(out.join("udplb_abi.rs"), abi_constants(&header)?)?;

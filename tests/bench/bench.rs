@@ -10,12 +10,15 @@
 //!   direct vs udplb vs nftables vs nginx (end_to_end.rs);
 //! - `remote`: datagrams per second forwarded through a balancer namespace
 //!   to backends on another host, plain routing vs nftables DNAT vs udplb
-//!   (e2e_remote.rs).
+//!   (e2e_remote.rs);
+//! - `nic`: the balancer on a core of its own, fed by an XDP traffic
+//!   generator as a NIC would feed it, local and remote backends (nic.rs).
 //!
 //! Prints a table and writes target/bench/results.json; BENCHMARKS.md says
 //! how each figure is taken. Run some sections only with
 //! `cargo bench --bench bench -- datapath e2e`, or some end-to-end cases
-//! only with `cargo bench --bench bench -- direct udplb remote_udplb`.
+//! only with `cargo bench --bench bench -- direct udplb remote_udplb
+//! nic_udplb`.
 //!
 //! Everything it makes (namespaces, processes, temporary files) is removed
 //! on the way out, by drop guards, also after Ctrl-C; what a killed run left
@@ -30,7 +33,10 @@ mod e2e_remote;
 mod end_to_end;
 mod json;
 mod machine;
+mod napi;
 mod netns;
+mod nic;
+mod nic_progs;
 mod packets;
 mod priority;
 mod prog_test_run;
@@ -58,7 +64,7 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
-const SECTIONS: &[&str] = &["datapath", "control", "e2e", "remote"];
+const SECTIONS: &[&str] = &["datapath", "control", "e2e", "remote", "nic"];
 
 fn main() -> ExitCode {
     match run() {
@@ -78,7 +84,8 @@ fn run() -> Result<()> {
         .context("installing the signal handler")?;
     // cargo passes `--bench`; other words choose sections or end-to-end
     // cases (which imply their section, e2e or remote).
-    let (mut chosen, mut cases, mut remote_cases) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut chosen, mut cases, mut remote_cases, mut nic_cases) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for a in std::env::args().skip(1).filter(|a| !a.starts_with('-')) {
         if SECTIONS.contains(&a.as_str()) {
             chosen.push(a);
@@ -86,12 +93,15 @@ fn run() -> Result<()> {
             cases.push(a);
         } else if e2e_remote::CASES.contains(&a.as_str()) {
             remote_cases.push(a);
+        } else if nic::CASES.contains(&a.as_str()) {
+            nic_cases.push(a);
         } else {
             bail!(
-                "unknown section or case '{a}'; sections: {}; end-to-end cases: {} {}",
+                "unknown section or case '{a}'; sections: {}; end-to-end cases: {} {} {}",
                 SECTIONS.join(", "),
                 end_to_end::CASES.join(", "),
-                e2e_remote::CASES.join(", ")
+                e2e_remote::CASES.join(", "),
+                nic::CASES.join(", ")
             );
         }
     }
@@ -100,6 +110,9 @@ fn run() -> Result<()> {
     }
     if !remote_cases.is_empty() {
         chosen.push("remote".into());
+    }
+    if !nic_cases.is_empty() {
+        chosen.push("nic".into());
     }
     let wanted = |s: &str| chosen.is_empty() || chosen.iter().any(|c| c == s);
 
@@ -127,7 +140,7 @@ fn run() -> Result<()> {
         let r = control_plane::run(&mut report);
         section("control", r, &mut report);
     }
-    let tools = (wanted("e2e") || wanted("remote")).then(deps::ensure);
+    let tools = (wanted("e2e") || wanted("remote") || wanted("nic")).then(deps::ensure);
     if let (true, Some(tools)) = (wanted("e2e") && !stop_requested(), &tools) {
         let r = end_to_end::run(&mut report, tools, &cases);
         section("e2e", r, &mut report);
@@ -135,6 +148,10 @@ fn run() -> Result<()> {
     if let (true, Some(tools)) = (wanted("remote") && !stop_requested(), &tools) {
         let r = e2e_remote::run(&mut report, tools, &remote_cases);
         section("remote", r, &mut report);
+    }
+    if let (true, Some(tools)) = (wanted("nic") && !stop_requested(), &tools) {
+        let r = nic::run(&mut report, tools, &nic_cases);
+        section("nic", r, &mut report);
     }
     report.targets = targets::judge(&report);
     report

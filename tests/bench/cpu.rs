@@ -51,6 +51,22 @@ impl CpuTimes {
         ticks_to_secs(self.delta(before, STEAL).iter().sum())
     }
 
+    /// Share of CPU `cpu`'s time since `before` that it was busy (anything
+    /// but idle and iowait), whoever it was busy for.
+    pub fn busy_share(&self, before: &CpuTimes, cpu: usize) -> f64 {
+        let col = |c: usize| self.delta(before, c).get(cpu).copied().unwrap_or(0);
+        let busy: u64 = [0, 1, SYSTEM, 5, SOFTIRQ, STEAL]
+            .iter()
+            .map(|&c| col(c))
+            .sum();
+        let total = busy + col(3) + col(4);
+        if total == 0 {
+            f64::NAN
+        } else {
+            busy as f64 / total as f64
+        }
+    }
+
     /// Share of CPU `cpu`'s busy time spent in softirq since `before`.
     pub fn softirq_share(&self, before: &CpuTimes, cpu: usize) -> f64 {
         let busy: u64 = [0, 1, SYSTEM, 5, SOFTIRQ]
@@ -159,6 +175,8 @@ mod tests {
         assert_eq!(after.steal_since(&before), super::ticks_to_secs(2));
         // CPU 0: 40 system + 60 softirq.
         assert_eq!(after.softirq_share(&before, 0), 0.6);
+        // CPU 1: 20 softirq, 100 idle.
+        assert_eq!(after.busy_share(&before, 1), 20.0 / 120.0);
     }
 
     #[test]

@@ -16,6 +16,11 @@
 //! call is checked against the reason counters: all `REPEAT` runs must be
 //! counted under the expected reason.
 //!
+//! Cases: the floor, the no-frontend and non-UDP paths, the balanced packet
+//! (round robin on a port-only frontend, Maglev, an exact-address frontend,
+//! IPv6), a reply, and the balanced packet with many frontends and backends
+//! (flatness). targets.rs judges them against the per-case budgets.
+//!
 //! Cross-check with unedited tables: `SYSCALL_RUNS` separate test runs with
 //! repeat = 1 (each on a fresh copy of the packet), averaging the kernel's
 //! per-call figure, for the balanced packet and for the floor measured the
@@ -57,6 +62,9 @@ pub const BACKEND_COUNTS: &[usize] = &[1, 10, 100, 256, 1024];
 
 const FRONTEND: u16 = 9875;
 const EXAMPLE: &str = "9875=9876,9877,9878";
+/// The example with an exact-address frontend (the balancer's address in
+/// packets.rs), which the program looks up before the port-only one.
+const EXACT: &str = "198.18.0.2:9875=9876,9877,9878";
 
 #[derive(Clone, Copy)]
 enum Prog {
@@ -215,13 +223,15 @@ fn cases(dps: &mut Vec<Datapath>, skipped: &mut Vec<String>) -> Result<Vec<Case>
     dps.push(datapath(&example, false, Sched::Rr)?); // 1: as udplb writes them
     dps.push(datapath(&example, true, Sched::Maglev)?); // 2: Maglev, self-loop
     dps.push(datapath_with(&example, true, Sched::Maglev, 0)?.0); // 3: no flow table
+    dps.push(datapath(&[EXACT.to_string()], true, Sched::Rr)?); // 4: exact address
+    let exact = Prog::Udplb(4);
     let balanced4 = packets::udp4(CLIENT_PORT, FRONTEND);
-    // 4: Maglev whose flow table holds the packet's flow.
+    // 5: Maglev whose flow table holds the packet's flow.
     let (dp, plan) = datapath_with(&example, true, Sched::Maglev, 60)?;
     dps.push(dp);
     let pin = pin_for(&balanced4, &plan);
     let (looped, real, maglev) = (Prog::Udplb(0), Prog::Udplb(1), Prog::Udplb(2));
-    let (no_table, pinned) = (Prog::Udplb(3), Prog::Udplb(4));
+    let (no_table, pinned) = (Prog::Udplb(3), Prog::Udplb(5));
     let (balanced, reply) = (UDPLB_REASON_BALANCED, UDPLB_REASON_REPLY);
     let mut cases = vec![
         Case::new(
@@ -276,6 +286,13 @@ fn cases(dps: &mut Vec<Datapath>, skipped: &mut Vec<String>) -> Result<Vec<Case>
                 Some(balanced),
             )
         },
+        Case::new(
+            "balanced_v4_exact",
+            "balanced IPv4, exact-address frontend",
+            exact,
+            balanced4.clone(),
+            Some(balanced),
+        ),
         Case::new(
             "balanced_v6",
             "balanced IPv6 (self-loop)",

@@ -58,11 +58,11 @@ pub const CASES: &[&str] = &[
     "remote_udplb_generic",
 ];
 
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 1);
-const FRONTEND_PORT: u16 = 53;
-const BACKEND_PORT: u16 = 5353;
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 1);
+pub const FRONTEND_PORT: u16 = 53;
+pub const BACKEND_PORT: u16 = 5353;
 /// The backend hosts: three addresses on the backend-hosts namespace's veth.
-const BACKENDS: [Ipv4Addr; 3] = [
+pub const BACKENDS: [Ipv4Addr; 3] = [
     Ipv4Addr::new(198, 18, 1, 2),
     Ipv4Addr::new(198, 18, 1, 3),
     Ipv4Addr::new(198, 18, 1, 4),
@@ -115,7 +115,7 @@ impl Kind {
     }
 }
 
-fn backends() -> Vec<SocketAddrV4> {
+pub fn backends() -> Vec<SocketAddrV4> {
     BACKENDS
         .iter()
         .map(|&a| SocketAddrV4::new(a, BACKEND_PORT))
@@ -170,36 +170,7 @@ impl Setup {
             });
         }
         let balancer = super::netns::create(&format!("r{tag}-b"))?;
-        veth_pair(&client, &balancer)?;
-        link(
-            &End {
-                ns: &balancer,
-                dev: "veth-c",
-                mac: Some(GATEWAY_MAC),
-                addrs: &[&format!("{GATEWAY}/24")],
-            },
-            &End {
-                ns: &hosts,
-                dev: "veth-d",
-                mac: Some(HOSTS_MAC),
-                addrs: &host_addrs,
-            },
-        )?;
-        for a in BACKENDS {
-            neigh(&balancer, "veth-c", &a.to_string(), HOSTS_MAC)?;
-        }
-        neigh(&hosts, "veth-d", GATEWAY, GATEWAY_MAC)?;
-        hosts.try_ip(&["route", "add", CLIENT_NET, "via", GATEWAY, "dev", "veth-d"])?;
-        balancer.try_ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
-        balancer.try_exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-        for (ns, dev) in [
-            (&client, "veth-a"),
-            (&balancer, "veth-b"),
-            (&balancer, "veth-c"),
-            (&hosts, "veth-d"),
-        ] {
-            ns.try_exec(&["ethtool", "-K", dev, "gro", "on"])?;
-        }
+        topology(&client, &balancer, &hosts)?;
         let mut udplb = None;
         match kind {
             Kind::NoBalancer | Kind::Routing => {}
@@ -251,6 +222,47 @@ impl Case for Setup {
     fn udplb(&mut self) -> Option<&mut Proc> {
         self.udplb.as_mut()
     }
+}
+
+/// Joins `client`, `balancer` and `hosts` as every case with a balancer
+/// has them: veth-a ══ veth-b, veth-c ══ veth-d, the frontend on the
+/// balancer's lo, forwarding on, GRO on at every veth end, permanent
+/// neighbour entries, the hosts routing the client's subnet back through
+/// the balancer. (The NIC-speed section, nic.rs, uses it too.)
+pub fn topology(client: &Netns, balancer: &Netns, hosts: &Netns) -> Result<()> {
+    let host_addrs: Vec<String> = BACKENDS.iter().map(|a| format!("{a}/24")).collect();
+    let host_addrs: Vec<&str> = host_addrs.iter().map(String::as_str).collect();
+    veth_pair(client, balancer)?;
+    link(
+        &End {
+            ns: balancer,
+            dev: "veth-c",
+            mac: Some(GATEWAY_MAC),
+            addrs: &[&format!("{GATEWAY}/24")],
+        },
+        &End {
+            ns: hosts,
+            dev: "veth-d",
+            mac: Some(HOSTS_MAC),
+            addrs: &host_addrs,
+        },
+    )?;
+    for a in BACKENDS {
+        neigh(balancer, "veth-c", &a.to_string(), HOSTS_MAC)?;
+    }
+    neigh(hosts, "veth-d", GATEWAY, GATEWAY_MAC)?;
+    hosts.try_ip(&["route", "add", CLIENT_NET, "via", GATEWAY, "dev", "veth-d"])?;
+    balancer.try_ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+    balancer.try_exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    for (ns, dev) in [
+        (client, "veth-a"),
+        (balancer, "veth-b"),
+        (balancer, "veth-c"),
+        (hosts, "veth-d"),
+    ] {
+        ns.try_exec(&["ethtool", "-K", dev, "gro", "on"])?;
+    }
+    Ok(())
 }
 
 /// Runs every case, or those named in `only`.
