@@ -30,14 +30,14 @@ use crate::plan::Tables;
 use crate::{say, warn};
 /// How often the passive signals are read, and the rule they feed
 /// ([`health::passive_verdict`]): at least 3 ICMP errors and no reply
-/// within 2 s take a backend down for 5 s, then it is back on trial. Three,
+/// within 3 s take a backend down for 5 s, then it is back on trial. Three,
 /// not one: a single stray error (a router's hiccup) is no evidence. The
-/// window is long enough for a backend host whose ICMP rate limit lets
-/// only one error a second through once its burst (6) is spent: on trial,
-/// it is back down within 2 s.
+/// window is long enough for a backend host whose ICMP rate limit
+/// (net.ipv4.icmp_ratelimit, per client) lets only one error a second
+/// through once its burst of 6 is spent.
 pub const PASSIVE_INTERVAL: Duration = Duration::from_millis(200);
 pub const PASSIVE_RULE: health::PassiveRule = health::PassiveRule {
-    window: Duration::from_secs(2),
+    window: Duration::from_secs(3),
     min_errors: 3,
     hold: Duration::from_secs(5),
 };
@@ -217,6 +217,10 @@ impl Balancer {
         if lb.health.wants_socket_table() {
             lb.socket_table = Some(SocketTable::open()?);
         }
+        // The passive rule's first baseline, before any traffic: errors
+        // from the first datagrams on count (a backend host's ICMP rate
+        // limit lets a burst of 6 through, then one a second).
+        lb.passive_tick();
         let attached = ifaces
             .iter()
             .try_for_each(|(name, ifindex)| lb.attach(name, *ifindex, true))
@@ -375,9 +379,7 @@ impl Balancer {
                 samples.insert((fe.listen, b.id()), sample);
             }
         }
-        let ts = self
-            .health
-            .passive(&samples, PASSIVE_RULE, Instant::now());
+        let ts = self.health.passive(&samples, PASSIVE_RULE, Instant::now());
         self.transitions(ts);
     }
 

@@ -14,6 +14,8 @@
 //!   and the expected output of a forwarded frame);
 //! - [`netns`]: namespaces and veths the test creates and removes;
 //! - [`process`]: a udplb started in a namespace and stopped by PID;
+//! - [`operate`]: `udplb status --json` and /metrics (parsed by
+//!   Prometheus's own Python parser) of a running udplb;
 //! - [`sockets`]: real datagrams, bounded in count and time;
 //! - [`cpu`]: CPU pinning;
 //! - [`model`]: the reference model of the datapath (differential test);
@@ -30,6 +32,7 @@ pub mod frame;
 pub mod hex;
 pub mod model;
 pub mod netns;
+pub mod operate;
 pub mod packets;
 pub mod process;
 pub mod runner;

@@ -416,7 +416,11 @@ mod tests {
         };
         assert_eq!(passive_verdict(s(0, 0), s(3, 0), 3), Some(false));
         assert_eq!(passive_verdict(s(0, 0), s(2, 0), 3), None, "too few");
-        assert_eq!(passive_verdict(s(0, 0), s(1, 0), 3), None, "one stray error");
+        assert_eq!(
+            passive_verdict(s(0, 0), s(1, 0), 3),
+            None,
+            "one stray error"
+        );
         assert_eq!(passive_verdict(s(0, 0), s(30, 1), 3), Some(true));
         assert_eq!(passive_verdict(s(5, 5), s(5, 5), 3), None, "silence");
         assert_eq!(passive_verdict(s(5, 5), s(0, 0), 3), None, "a reset slot");
