@@ -22,12 +22,14 @@
  *   frontend has an address, the outer source becomes it too (the client
  *   does not know the backend's or this host's address; NAT does the same).
  *   A destination unreachable other than fragmentation needed counts as a
- *   passive ICMP error of that backend. In XDP, an error about a remote
+ *   passive ICMP error of that backend. In XDP off lo, an error about a
  *   backend must arrive where the route to that backend leads
  *   (forward.h's reverse-path check, as for its replies): one that comes
  *   from the client side is forged (a client that knows a backend's
  *   address could otherwise take the backend down through the passive
- *   signal, and have its error sent on from the frontend's address); it is
+ *   signal, and have its error sent on from the frontend's address); so is
+ *   one about a local backend of a frontend with an address (this host's
+ *   own errors leave through egress, never come in from the wire). It is
  *   dropped and counted spoofed_reply.
  *
  *   Toward a backend (IPv4 type 3 code 4 fragmentation needed, IPv6 type 2
