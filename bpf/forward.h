@@ -130,41 +130,51 @@ static __always_inline int fib_reason(long rc)
 }
 
 /*
- * Reverse-path check for a reply from a remote backend: the route from here
- * to the packet's source (the backend) leaves through the interface the
- * packet came in on. A datagram from the client side that forges a
- * backend's source fails it, and so is never sent on with the frontend's
- * address (VIP spoofing toward any host). A failed lookup (no route,
- * forwarding off, a local source) fails it too: remote backends need both.
+ * Reverse-path check for what comes from a remote backend's side: the route
+ * from here to the backend leaves through the interface the packet came in
+ * on. The backend is p's source (a reply) or, for the datagram an ICMP
+ * error quotes, its destination (`backend_is_dest`). A datagram from the
+ * client side that forges a backend's source fails it, and so is never sent
+ * on with the frontend's address (VIP spoofing toward any host); so does an
+ * ICMP error forged on the client side about a datagram to a backend, which
+ * would otherwise count against the backend's health (and be sent on with
+ * the frontend's address). A failed lookup (no route, forwarding off, a
+ * local source) fails it too: remote backends need both.
  */
-static __always_inline bool arrived_from_backend_side(struct xdp_md *ctx, struct udp_packet *p)
+static __always_inline bool from_backend_side(struct xdp_md *ctx, struct udp_packet *p,
+					      bool backend_is_dest)
 {
 	__u32 ingress = ctx->ingress_ifindex;
 	struct bpf_fib_lookup fib = {};
 	long rc;
 
 	fib.l4_protocol = IPPROTO_UDP;
-	fib.sport = p->udp->dest;
-	fib.dport = p->udp->source;
+	fib.sport = backend_is_dest ? p->udp->source : p->udp->dest;
+	fib.dport = backend_is_dest ? p->udp->dest : p->udp->source;
 	fib.ifindex = ingress;
 	if (p->ipv6) {
 		struct ipv6hdr *ip6 = p->l3;
 
 		fib.family = AF_INET6;
-		__builtin_memcpy(fib.ipv6_src, &ip6->daddr, 16);
-		__builtin_memcpy(fib.ipv6_dst, &ip6->saddr, 16);
+		__builtin_memcpy(fib.ipv6_src, backend_is_dest ? &ip6->saddr : &ip6->daddr, 16);
+		__builtin_memcpy(fib.ipv6_dst, backend_is_dest ? &ip6->daddr : &ip6->saddr, 16);
 	} else {
 		struct iphdr *ip = p->l3;
 
 		fib.family = AF_INET;
-		fib.ipv4_src = ip->daddr;
-		fib.ipv4_dst = ip->saddr;
+		fib.ipv4_src = backend_is_dest ? ip->saddr : ip->daddr;
+		fib.ipv4_dst = backend_is_dest ? ip->daddr : ip->saddr;
 	}
 	/* tot_len 0: no MTU verdict; the neighbour need not be resolved (the
 	 * kernel sets the egress ifindex before it looks at neighbours). */
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	return (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) &&
 	       fib.ifindex == ingress;
+}
+
+static __always_inline bool arrived_from_backend_side(struct xdp_md *ctx, struct udp_packet *p)
+{
+	return from_backend_side(ctx, p, false);
 }
 
 /*

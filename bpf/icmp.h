@@ -22,7 +22,15 @@
  *   frontend has an address, the outer source becomes it too (the client
  *   does not know the backend's or this host's address; NAT does the same).
  *   A destination unreachable other than fragmentation needed counts as a
- *   passive ICMP error of that backend.
+ *   passive ICMP error of that backend. In XDP off lo, an error about a
+ *   backend must arrive where the route to that backend leads
+ *   (forward.h's reverse-path check, as for its replies): one that comes
+ *   from the client side is forged (a client that knows a backend's
+ *   address could otherwise take the backend down through the passive
+ *   signal, and have its error sent on from the frontend's address); so is
+ *   one about a local backend of a frontend with an address (this host's
+ *   own errors leave through egress, never come in from the wire). It is
+ *   dropped and counted spoofed_reply.
  *
  *   Toward a backend (IPv4 type 3 code 4 fragmentation needed, IPv6 type 2
  *   packet too big), XDP only: the quoted datagram is a reply udplb
@@ -59,7 +67,8 @@
  *   UDP (else not_udp), 8 bytes of UDP (malformed). "Present" means within
  *   the ICMP message as the outer IP header gives its length, and readable.
  *   The quoted lengths are not checked: the quote is cut short by design.
- *   Then: destination in the replies map -> icmp_translated; packet too
+ *   Then: destination in the replies map -> icmp_translated (XDP off lo:
+ *   spoofed_reply, dropped, unless it came from the backend's side); packet too
  *   big whose source is a frontend -> icmp_to_backend (no_backend if its
  *   ring is empty); otherwise not_udp.
  */
@@ -75,6 +84,7 @@
 #include "maps.h"
 #include "lookup.h"
 #include "counters.h"
+#include "forward.h"
 
 #define ICMP_HLEN 8
 #define ICMP_DEST_UNREACH 3
@@ -257,12 +267,14 @@ static __always_inline void icmp_rewrite(struct udp_packet *p, struct icmp_error
 /*
  * The ICMP message at c->pos (after PARSE_ICMP): translated if it is an
  * error about a balanced datagram. port_alone: reply keys by port alone
- * may match (lo, egress). to_backend: packet-too-big toward a backend may
- * be translated (XDP: the kernel routes it after the outer destination
- * changed). Returns the reason to count.
+ * may match (lo, egress). xdp: the XDP context (NULL in TC egress, where
+ * this host sent the error): a packet-too-big toward a backend may be
+ * translated (the kernel routes it after the outer destination changed),
+ * and off lo (where only remote backends match) an error about a backend
+ * must come from that backend's side. Returns the reason to count.
  */
 static __always_inline int icmp_translate(struct hdr_cursor *c, void *data_end,
-					  struct udp_packet *p, bool port_alone, bool to_backend)
+					  struct udp_packet *p, bool port_alone, struct xdp_md *xdp)
 {
 	struct udplb_reply_target *rt;
 	struct udplb_frontend *fe;
@@ -278,13 +290,15 @@ static __always_inline int icmp_translate(struct hdr_cursor *c, void *data_end,
 	rt = lookup_endpoint(&replies, &e.inner, false, port_alone, UDPLB_PORT_BACKEND_EXACT,
 			     UDPLB_PORT_BACKEND_ANY);
 	if (rt) {
+		if (xdp && !port_alone && !from_backend_side(xdp, &e.inner, true))
+			return UDPLB_REASON_SPOOFED_REPLY;
 		slot = rt->backend_slot;
 		icmp_rewrite(p, &e, false, &rt->frontend);
 		if (icmp_unreachable(&e))
 			count_passive(slot, true);
 		return UDPLB_REASON_ICMP_TRANSLATED;
 	}
-	if (!to_backend || !icmp_too_big(&e))
+	if (!xdp || !icmp_too_big(&e))
 		return UDPLB_REASON_NOT_UDP;
 	fe = lookup_endpoint(&frontends, &e.inner, true, true, UDPLB_PORT_FRONTEND_EXACT,
 			     UDPLB_PORT_FRONTEND_ANY);

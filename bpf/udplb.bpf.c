@@ -72,7 +72,9 @@ int udplb_xdp(struct xdp_md *ctx)
 	reason = parse_udp_packet(&cur, data_end, &p, bytes);
 	if (reason == PARSE_ICMP) {
 		/* Only ICMP pays for this: the UDP path above is unchanged. */
-		reason = icmp_translate(&cur, data_end, &p, on_lo, true);
+		reason = icmp_translate(&cur, data_end, &p, on_lo, ctx);
+		if (reason == UDPLB_REASON_SPOOFED_REPLY)
+			action = XDP_DROP;
 		goto out;
 	}
 	if (reason != PARSE_OK)
@@ -211,7 +213,7 @@ int udplb_egress(struct __sk_buff *skb)
 		bpf_skb_pull_data(skb, want);
 		cur.pos = ctx_data(skb, UDPLB_HOOK_TC);
 		if (parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len) == PARSE_ICMP)
-			icmp_translate(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, true, false);
+			icmp_translate(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, true, NULL);
 		return TC_ACT_UNSPEC;
 	}
 	if (ret != PARSE_OK)

@@ -96,8 +96,10 @@ enum udplb_reason {
 	UDPLB_REASON_TTL_EXPIRED = 16,     /* passed: the kernel sends ICMP    */
 	/* Refused and dropped: traffic that only a spoofer or a loop makes. */
 	UDPLB_REASON_BACKEND_TO_FRONTEND = 17, /* a backend's datagram to a frontend */
-	UDPLB_REASON_SPOOFED_REPLY = 18,   /* a backend's source on an interface that
-					    * does not lead to that backend */
+	UDPLB_REASON_SPOOFED_REPLY = 18,   /* a backend's source (or an ICMP error
+					    * about a datagram to a remote backend)
+					    * on an interface that does not lead to
+					    * that backend */
 	UDPLB_REASON_REPLY_TO_LOCAL = 19,  /* a reply to this host, or to a broadcast
 					    * or multicast address */
 	/* ICMP errors about balanced datagrams (bpf/icmp.h), rewritten and

@@ -4,7 +4,9 @@
 //!   frontend, the outer source too where the frontend has an address, every
 //!   checksum right (the expected frames are built from scratch, quoting the
 //!   datagram as the client sent it); destination unreachable counts a
-//!   passive ICMP error of the backend;
+//!   passive ICMP error of the backend; a remote backend's error counts only
+//!   where it arrives from that backend's side (a private routing
+//!   topology), and is dropped as spoofed from anywhere else;
 //! - a packet-too-big for a frontend goes on to the backend the flow's
 //!   requests go to;
 //! - every truncation of these messages: malformed, untouched (or, once the
@@ -17,7 +19,7 @@ use support::packets::{icmp_error, icmp_message, udp, Csum, Frame};
 use support::runner::{Case, Fixture, PassiveHit, Prog, TC_ACT_UNSPEC, XDP_PASS};
 use udplb::abi::{
     UDPLB_REASON_ICMP_TO_BACKEND, UDPLB_REASON_ICMP_TRANSLATED, UDPLB_REASON_MALFORMED,
-    UDPLB_REASON_NOT_UDP,
+    UDPLB_REASON_NOT_UDP, UDPLB_REASON_SPOOFED_REPLY,
 };
 use udplb::config::{Config, Sched};
 
@@ -101,8 +103,15 @@ fn to_client(
 
 #[test]
 fn errors_toward_the_client_name_the_frontend() {
+    // XDP checks that a remote backend's error arrives where the route to
+    // that backend leads (bpf_fib_lookup in this thread's namespace): the
+    // private topology reaches 198.18.1.2 / 2001:2:1::2 through bk1 and
+    // 198.18.2.2 through bk2.
+    let net = support::forwarding::private_topology();
     let fx = fixture();
     let mut cases = Vec::new();
+    // A remote backend's error arrives on `dev` (XDP); egress needs none.
+    let from = |c: Case, dev: u32| if c.prog == Prog::Xdp { c.on(dev) } else { c };
     for prog in [Prog::Xdp, Prog::Egress] {
         let p = |s: &str| format!("{s} ({prog:?})");
         // A local backend: the kernel's port unreachable from the address
@@ -207,7 +216,7 @@ fn errors_toward_the_client_name_the_frontend() {
         // the frontend's.
         let r4 = dgram(C4, "198.18.2.2:5353");
         let re4 = dgram(C4, "198.18.100.1:53");
-        cases.push(to_client(
+        let port_unreach4 = to_client(
             &p("IPv4 port unreachable from a remote backend"),
             prog,
             ("198.18.2.2", "198.18.100.1"),
@@ -216,20 +225,24 @@ fn errors_toward_the_client_name_the_frontend() {
             &re4,
             whole(&r4),
             Some(PassiveHit::IcmpError(1, 1)),
-        ));
-        cases.push(to_client(
-            &p("IPv4 fragmentation needed from this host, remote backend"),
-            prog,
-            (HOST4, "198.18.100.1"),
-            FRAG_NEEDED4,
-            &r4,
-            &re4,
-            whole(&r4),
-            None,
+        );
+        cases.push(from(port_unreach4.clone(), net.bk2));
+        cases.push(from(
+            to_client(
+                &p("IPv4 fragmentation needed from this host, remote backend"),
+                prog,
+                (HOST4, "198.18.100.1"),
+                FRAG_NEEDED4,
+                &r4,
+                &re4,
+                whole(&r4),
+                None,
+            ),
+            net.bk2,
         ));
         let r6 = dgram(C6, "[2001:2:1::2]:5353");
         let re6 = dgram(C6, "[2001:2:100::1]:53");
-        cases.push(to_client(
+        let port_unreach6 = to_client(
             &p("IPv6 port unreachable from a remote backend"),
             prog,
             ("2001:2:1::2", "2001:2:100::1"),
@@ -238,17 +251,34 @@ fn errors_toward_the_client_name_the_frontend() {
             &re6,
             whole(&r6),
             Some(PassiveHit::IcmpError(2, 0)),
+        );
+        cases.push(from(port_unreach6.clone(), net.bk1));
+        cases.push(from(
+            to_client(
+                &p("IPv6 time exceeded from a router, remote backend"),
+                prog,
+                (ROUTER6, "2001:2:100::1"),
+                TIME_EXCEEDED6,
+                &r6,
+                &re6,
+                whole(&r6),
+                None,
+            ),
+            net.bk1,
         ));
-        cases.push(to_client(
-            &p("IPv6 time exceeded from a router, remote backend"),
-            prog,
-            (ROUTER6, "2001:2:100::1"),
-            TIME_EXCEEDED6,
-            &r6,
-            &re6,
-            whole(&r6),
-            None,
-        ));
+        if prog == Prog::Xdp {
+            // The same errors forged on the client side (or arriving from
+            // the other backend's side): dropped, no passive error counted,
+            // nothing sent on from the frontend's address.
+            for (c, dev, side) in [
+                (&port_unreach4, net.ingress, "the client side"),
+                (&port_unreach4, net.bk1, "another backend's side"),
+                (&port_unreach6, net.ingress, "the client side"),
+            ] {
+                let name = format!("{} forged on {side}", c.name);
+                cases.push(Case::dropped(name, &c.input, UDPLB_REASON_SPOOFED_REPLY).on(dev));
+            }
+        }
     }
     fx.check_all(&cases);
 }

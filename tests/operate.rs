@@ -5,99 +5,17 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use support::cpu::*;
 use support::netns::*;
+use support::operate::*;
 use support::process::*;
 use support::sockets::*;
-
-/// `udplb <args>` run in `ns` (a client command): exit code, stdout, stderr.
-fn udplb_cmd(ns: &Netns, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", ns.name))
-        .arg(BIN)
-        .args(args)
-        .output()
-        .expect("run udplb");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// `udplb status --json`, parsed.
-fn status(ns: &Netns) -> serde_json::Value {
-    let (code, out, err) = udplb_cmd(ns, &["status", "--json"]);
-    assert_eq!(code, 0, "udplb status: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status JSON: {e}\n{out}"))
-}
-
-/// GET `path` from the metrics listener at 127.0.0.1:9100 in `ns`:
-/// (status line, Content-Type, body).
-fn http_get(ns: &Netns, path: &str) -> (String, String, String) {
-    let text = ns.enter(|| {
-        let mut s = TcpStream::connect("127.0.0.1:9100").expect("connect to /metrics");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut t = String::new();
-        s.read_to_string(&mut t).unwrap();
-        t
-    });
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    let ctype = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Type: "))
-        .unwrap_or("")
-        .to_string();
-    let status = head.lines().next().unwrap_or("").to_string();
-    (status, ctype, body.to_string())
-}
-
-/// Every sample of an exposition, as Prometheus's own Python client parses
-/// it: (name, sorted labels) -> value. Fails on anything it cannot parse.
-fn parse_with_prometheus(text: &str) -> BTreeMap<(String, String), f64> {
-    let script = "import sys, json\n\
-        from prometheus_client.parser import text_string_to_metric_families\n\
-        out = []\n\
-        for fam in text_string_to_metric_families(sys.stdin.read()):\n\
-        \x20   for s in fam.samples:\n\
-        \x20       out.append([s.name, ','.join(f'{k}={v}' for k, v in sorted(s.labels.items())), s.value])\n\
-        print(json.dumps(out))\n";
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 (scripts/install-deps.sh installs it and prometheus-client)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the Prometheus parser refused /metrics: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<(String, String, f64)> = serde_json::from_slice(&out.stdout).unwrap();
-    rows.into_iter().map(|(n, l, v)| ((n, l), v)).collect()
-}
-
-fn sample(m: &BTreeMap<(String, String), f64>, name: &str, labels: &str) -> f64 {
-    *m.get(&(name.to_string(), labels.to_string()))
-        .unwrap_or_else(|| panic!("no {name}{{{labels}}} in {m:#?}"))
-}
 
 /// `n` datagrams to 127.0.0.1:`port` in `ns`, from one CPU.
 fn send(ns: &Netns, port: u16, n: usize) {

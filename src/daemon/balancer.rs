@@ -14,7 +14,9 @@ use super::health::probe::{Prober, Target};
 use super::health::{self, Health, Transition};
 use super::reload::{self, ReloadError, Reloaded};
 use super::report::{self, Removed};
-use super::status::{BackendStatus, FrontendStatus, HealthStatus, ReloadStats, Status, Traffic};
+use super::status::{
+    BackendStatus, FrontendStatus, HealthStatus, PassiveStatus, ReloadStats, Status, Traffic,
+};
 use super::{notify, warnings};
 use crate::abi::{Endpoint, FLOW_COUNTER_NAMES, REASON_NAMES};
 use crate::cli::Args;
@@ -27,10 +29,19 @@ use crate::datapath::sock_diag::SocketTable;
 use crate::datapath::{self, pin, privileges, sockets, Counters, Datapath, LOOPBACK_IFINDEX};
 use crate::plan::Tables;
 use crate::{say, warn};
-/// How often the passive signals are read, and how long errors with no
-/// replies keep a backend down before it is back on trial.
-pub const PASSIVE_INTERVAL: Duration = Duration::from_millis(500);
-pub const PASSIVE_HOLD: Duration = Duration::from_secs(5);
+/// How often the passive signals are read, and the rule they feed
+/// ([`health::passive_verdict`]): at least 3 ICMP errors and no reply
+/// within 3 s take a backend down for 5 s, then it is back on trial. Three,
+/// not one: a single stray error (a router's hiccup) is no evidence. The
+/// window is long enough for a backend host whose ICMP rate limit
+/// (net.ipv4.icmp_ratelimit, per client) lets only one error a second
+/// through once its burst of 6 is spent.
+pub const PASSIVE_INTERVAL: Duration = Duration::from_millis(200);
+pub const PASSIVE_RULE: health::PassiveRule = health::PassiveRule {
+    window: Duration::from_secs(3),
+    min_errors: 3,
+    hold: Duration::from_secs(5),
+};
 
 /// What udplb runs, from the command line or the file.
 pub struct Settings {
@@ -219,6 +230,10 @@ impl Balancer {
         if lb.health.wants_socket_table() {
             lb.socket_table = Some(SocketTable::open()?);
         }
+        // The passive rule's first baseline, before any traffic: errors
+        // from the first datagrams on count (a backend host's ICMP rate
+        // limit lets a burst of 6 through, then one a second).
+        lb.passive_tick();
         let attached = ifaces
             .iter()
             .try_for_each(|(name, ifindex)| lb.attach(name, *ifindex, true))
@@ -350,8 +365,8 @@ impl Balancer {
 
     /// Every [`PASSIVE_INTERVAL`]: the datapath's passive signals (ICMP
     /// errors about datagrams sent to each backend, replies seen from it)
-    /// into the health state; errors and no replies over an interval take a
-    /// backend down for [`PASSIVE_HOLD`], then it is back on trial. Only for
+    /// into the health state; [`PASSIVE_RULE`] takes a backend down for a
+    /// hold time, then it is back on trial. Only for
     /// backends without an active check: where probes run, they decide, and
     /// a backend that answers them again comes back at once.
     pub fn passive_tick(&mut self) {
@@ -377,9 +392,7 @@ impl Balancer {
                 samples.insert((fe.listen, b.id()), sample);
             }
         }
-        let ts = self
-            .health
-            .passive(&samples, PASSIVE_INTERVAL, PASSIVE_HOLD, Instant::now());
+        let ts = self.health.passive(&samples, PASSIVE_RULE, Instant::now());
         self.transitions(ts);
     }
 
@@ -738,6 +751,12 @@ impl Balancer {
                             .map(|h| HealthStatus::of(h, fe.health.check_of(&b.name())))
                             .unwrap_or_default(),
                         live_flows: c.live_flows.get(i).and_then(|f| f.get(j)).copied(),
+                        passive: (c.passive.get(i).and_then(|v| v.get(j)))
+                            .map(|p| PassiveStatus {
+                                icmp_errors: p.icmp_errors,
+                                replies: p.replies,
+                            })
+                            .unwrap_or_default(),
                     }
                 })
                 .collect();
@@ -797,6 +816,7 @@ impl Balancer {
                 traffic: Traffic::since(r.counter.packets, r.counter.bytes, None, 0.0),
                 health: HealthStatus::default(),
                 live_flows: None,
+                passive: PassiveStatus::default(),
             })
             .collect()
     }

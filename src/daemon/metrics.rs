@@ -146,6 +146,25 @@ impl Collector for Snapshot {
             gauge,
             backends().filter_map(|(l, b)| Some((l, ConstGauge::new(b.live_flows? as i64)))),
         )?;
+        family(
+            &mut enc,
+            "backend_icmp_errors",
+            "ICMP destination-unreachable errors about datagrams sent to the backend \
+             (the passive health signal)",
+            counter,
+            backends()
+                .filter(|(_, b)| b.state != "removed")
+                .map(|(l, b)| (l, ConstCounter::new(b.passive.icmp_errors))),
+        )?;
+        family(
+            &mut enc,
+            "backend_replies",
+            "Replies seen from the backend (the passive health signal)",
+            counter,
+            backends()
+                .filter(|(_, b)| b.state != "removed")
+                .map(|(l, b)| (l, ConstCounter::new(b.passive.replies))),
+        )?;
         let frontends = || {
             s.frontends
                 .iter()
@@ -273,6 +292,10 @@ mod tests {
                         ..Default::default()
                     },
                     live_flows: Some(4),
+                    passive: crate::daemon::status::PassiveStatus {
+                        icmp_errors: 4,
+                        replies: 9,
+                    },
                 }],
             }],
             verdicts: [("balanced".to_string(), 7)].into(),
@@ -301,6 +324,8 @@ mod tests {
             "udplb_backend_live_flows{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 4",
             "udplb_flow_events_total{event=\"hit\"} 9",
             "udplb_flow_table_entries 5",
+            "udplb_backend_icmp_errors_total{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 4",
+            "udplb_backend_replies_total{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 9",
             "udplb_reloads_total{result=\"failure\"} 2",
             "udplb_reload_last_ok 0",
         ] {

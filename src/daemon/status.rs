@@ -59,6 +59,18 @@ pub struct BackendStatus {
     /// frontends with a flow table): a drained backend is empty at 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_flows: Option<u64>,
+    /// What the datapath saw of it without sending anything.
+    #[serde(default)]
+    pub passive: PassiveStatus,
+}
+
+/// A backend's passive signals, as running totals (bpf/icmp.h,
+/// bpf/counters.h): ICMP destination-unreachable errors about datagrams sent
+/// to it, and replies seen from it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PassiveStatus {
+    pub icmp_errors: u64,
+    pub replies: u64,
 }
 
 /// A backend's health as the checks see it.
@@ -292,6 +304,7 @@ mod tests {
                             check: "dns every 200ms".into(),
                         },
                         live_flows: Some(3),
+                        passive: PassiveStatus::default(),
                     },
                     BackendStatus {
                         name: "9877".into(),
@@ -300,6 +313,7 @@ mod tests {
                         traffic: Traffic::default(),
                         health: HealthStatus::default(),
                         live_flows: None,
+                        passive: PassiveStatus::default(),
                     },
                 ],
             }],

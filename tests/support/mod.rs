@@ -15,6 +15,8 @@
 //! - [`netns`]: namespaces and veths the test creates and removes;
 //! - [`bgp`]: BIRD 2 daemons, echo servers and the BGP topology;
 //! - [`process`]: a udplb started in a namespace and stopped by PID;
+//! - [`operate`]: `udplb status --json` and /metrics (parsed by
+//!   Prometheus's own Python parser) of a running udplb;
 //! - [`sockets`]: real datagrams, bounded in count and time;
 //! - [`cpu`]: CPU pinning;
 //! - [`model`]: the reference model of the datapath (differential test);
@@ -32,6 +34,7 @@ pub mod frame;
 pub mod hex;
 pub mod model;
 pub mod netns;
+pub mod operate;
 pub mod packets;
 pub mod process;
 pub mod runner;

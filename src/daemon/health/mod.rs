@@ -16,7 +16,7 @@
 
 pub mod probe;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -73,16 +73,31 @@ pub struct PassiveSample {
     pub replies: u64,
 }
 
-/// The passive rule over one interval (two samples): ICMP errors and no
-/// reply mean the backend is gone (`Some(false)`); a reply means it lives
-/// (`Some(true)`); neither says nothing (`None`: silence is normal for
-/// fire-and-forget protocols).
-pub fn passive_verdict(before: PassiveSample, now: PassiveSample) -> Option<bool> {
-    let errors = now.icmp_errors.saturating_sub(before.icmp_errors);
-    let replies = now.replies.saturating_sub(before.replies);
+/// The passive rule's numbers: how far back it looks, how many ICMP errors
+/// (with no reply at all) it takes, and how long a backend it took down
+/// stays down before it is back on trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveRule {
+    pub window: Duration,
+    pub min_errors: u64,
+    pub hold: Duration,
+}
+
+/// The passive rule over a window (its oldest and newest samples): at
+/// least `min_errors` ICMP errors and no reply mean the backend is gone
+/// (`Some(false)`); a reply means it lives (`Some(true)`); fewer errors, or
+/// none, say nothing (`None`: silence is normal for fire-and-forget
+/// protocols, and one stray error is no evidence), nor does a counter that
+/// went backwards (a slot reset).
+pub fn passive_verdict(before: PassiveSample, now: PassiveSample, min_errors: u64) -> Option<bool> {
+    if now.icmp_errors < before.icmp_errors || now.replies < before.replies {
+        return None;
+    }
+    let errors = now.icmp_errors - before.icmp_errors;
+    let replies = now.replies - before.replies;
     match (errors, replies) {
         (_, r) if r > 0 => Some(true),
-        (e, 0) if e > 0 => Some(false),
+        (e, 0) if e >= min_errors.max(1) => Some(false),
         _ => None,
     }
 }
@@ -123,7 +138,8 @@ pub struct BackendHealth {
     /// backend started just after udplb (or added by a reload) gets a
     /// moment to bind.
     socket_grace: Option<Instant>,
-    passive_last: Option<PassiveSample>,
+    /// The passive samples of the rule's window, oldest first.
+    passive_window: VecDeque<(Instant, PassiveSample)>,
     passive_down_until: Option<Instant>,
     /// An active probe has succeeded since udplb started (or a reload
     /// added the backend): its being up is seen, not assumed.
@@ -145,7 +161,7 @@ impl BackendHealth {
             failures: Vec::new(),
             socket_bound: true,
             socket_grace: Some(Instant::now() + SOCKET_GRACE),
-            passive_last: None,
+            passive_window: VecDeque::new(),
             passive_down_until: None,
             answered: false,
             up: true,
@@ -328,15 +344,15 @@ impl Health {
         })
     }
 
-    /// The passive counters now (running totals per backend), every
-    /// `interval`. A backend that the rule finds gone is down for `hold`,
-    /// then back on trial (it gets no traffic while down, so no passive
-    /// signal could bring it back).
+    /// The passive counters now (running totals per backend), read every
+    /// tick. A backend that the rule finds gone over its window is down for
+    /// `rule.hold`, then back on trial with an empty window (it gets no
+    /// traffic while down, so no passive signal could bring it back, and
+    /// the errors that took it down must not take it down again).
     pub fn passive(
         &mut self,
         samples: &BTreeMap<(Listen, BackendId), PassiveSample>,
-        interval: Duration,
-        hold: Duration,
+        rule: PassiveRule,
         now: Instant,
     ) -> Vec<Transition> {
         let mut out = Vec::new();
@@ -344,19 +360,40 @@ impl Health {
             let expired = h.passive_down_until.is_some_and(|t| t <= now);
             if expired {
                 h.passive_down_until = None;
+                h.passive_window.clear();
+                let hold = rule.hold;
                 let cause = || format!("back on trial after {hold:?} held down by ICMP errors");
                 out.extend(h.settle(key.0, cause));
             }
             let Some(&sample) = samples.get(key) else {
+                h.passive_window.clear();
                 continue;
             };
-            let before = h.passive_last.replace(sample);
-            let verdict = before.and_then(|b| passive_verdict(b, sample));
-            if verdict == Some(false) && h.passive_down_until.is_none() {
-                h.passive_down_until = Some(now + hold);
-                let errors = sample.icmp_errors - before.map_or(0, |b| b.icmp_errors);
-                let cause =
-                    || format!("{errors} ICMP errors and no reply in the last {interval:?}");
+            let w = &mut h.passive_window;
+            if w.back().is_some_and(|(_, last)| {
+                sample.icmp_errors < last.icmp_errors || sample.replies < last.replies
+            }) {
+                w.clear(); // a reset slot: start again
+            }
+            w.push_back((now, sample));
+            while w.len() > 1 && w[0].0 + rule.window < now {
+                w.pop_front();
+            }
+            if h.passive_down_until.is_some() {
+                continue;
+            }
+            let (since, before) = w[0];
+            if passive_verdict(before, sample, rule.min_errors) == Some(false) {
+                h.passive_down_until = Some(now + rule.hold);
+                w.clear();
+                let errors = sample.icmp_errors - before.icmp_errors;
+                let ms = Duration::from_millis((now - since).as_millis() as u64);
+                let cause = || {
+                    format!(
+                        "passive: {errors} ICMP errors and no reply in {ms:?}, held down for {:?}",
+                        rule.hold
+                    )
+                };
                 out.extend(h.settle(key.0, cause));
             }
         }
@@ -394,10 +431,17 @@ mod tests {
             icmp_errors,
             replies,
         };
-        assert_eq!(passive_verdict(s(0, 0), s(3, 0)), Some(false));
-        assert_eq!(passive_verdict(s(0, 0), s(3, 1)), Some(true));
-        assert_eq!(passive_verdict(s(5, 5), s(5, 5)), None, "silence");
-        assert_eq!(passive_verdict(s(5, 5), s(0, 0)), None, "a reset slot");
+        assert_eq!(passive_verdict(s(0, 0), s(3, 0), 3), Some(false));
+        assert_eq!(passive_verdict(s(0, 0), s(2, 0), 3), None, "too few");
+        assert_eq!(
+            passive_verdict(s(0, 0), s(1, 0), 3),
+            None,
+            "one stray error"
+        );
+        assert_eq!(passive_verdict(s(0, 0), s(30, 1), 3), Some(true));
+        assert_eq!(passive_verdict(s(5, 5), s(5, 5), 3), None, "silence");
+        assert_eq!(passive_verdict(s(5, 5), s(0, 0), 3), None, "a reset slot");
+        assert_eq!(passive_verdict(s(5, 5), s(9, 0), 3), None, "a reset slot");
     }
 
     fn config(text: &str) -> Config {
@@ -526,7 +570,12 @@ fall = 2
         h.configure(&c);
         let fe = c.frontends[0].listen;
         let key = (fe, ("198.18.1.2".parse().ok(), 53));
-        let (sec, hold) = (Duration::from_secs(1), Duration::from_secs(5));
+        let tick = Duration::from_millis(200);
+        let rule = PassiveRule {
+            window: Duration::from_secs(2),
+            min_errors: 3,
+            hold: Duration::from_secs(5),
+        };
         let t0 = Instant::now();
         let sample = |e, r| {
             [(
@@ -538,17 +587,29 @@ fall = 2
             )]
             .into()
         };
-        assert!(h.passive(&sample(0, 10), sec, hold, t0).is_empty());
-        assert!(h.passive(&sample(0, 20), sec, hold, t0 + sec).is_empty());
-        let t = h.passive(&sample(4, 20), sec, hold, t0 + 2 * sec);
+        let mut at = |e, r, n: u32| h.passive(&sample(e, r), rule, t0 + n * tick);
+        assert!(at(0, 10, 0).is_empty());
+        assert!(at(0, 20, 1).is_empty());
+        // Errors while replies still come: alive.
+        assert!(at(5, 21, 2).is_empty());
+        // One stray error, then another a while later: not enough.
+        assert!(at(6, 21, 13).is_empty());
+        assert!(at(7, 21, 20).is_empty());
+        // The two above are older than the window by tick 31: the window
+        // starts again there, and three errors within it count.
+        assert!(at(8, 21, 31).is_empty());
+        assert!(at(10, 21, 32).is_empty());
+        let t = at(11, 21, 40);
         assert_eq!(
             t[0].to_string(),
-            "udplb: 198.18.0.2:53 -> 198.18.1.2:53 down: 4 ICMP errors and no reply in the last 1s"
+            "udplb: 198.18.0.2:53 -> 198.18.1.2:53 down: passive: 3 ICMP errors and no reply in \
+             1.8s, held down for 5s"
         );
-        assert!(h
-            .passive(&sample(9, 20), sec, hold, t0 + 3 * sec)
-            .is_empty());
-        let t = h.passive(&sample(9, 20), sec, hold, t0 + 8 * sec);
+        // Held down whatever comes; then back on trial, with a fresh window.
+        assert!(at(30, 21, 41).is_empty());
+        let t = at(40, 21, 66);
         assert!(t[0].up, "{t:?}");
+        assert!(at(41, 21, 67).is_empty(), "the errors before are forgotten");
+        assert!(!at(43, 21, 68).is_empty(), "three fresh ones count");
     }
 }

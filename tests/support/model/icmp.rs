@@ -105,6 +105,17 @@ pub(super) fn icmp(out: &mut Outcome, m: Icmp, config: &ModelConfig, on_loopback
     // Toward the client: the quoted destination is a backend (matched as a
     // reply's source is).
     if let Some(fe) = config.reply_for(dst, dport, on_loopback) {
+        // Off lo, an error about a backend must come from where the route
+        // to that backend leads (README "ICMP errors"). The model's
+        // backends are local: their errors come from this host and leave
+        // through egress, so one arriving from the wire is forged.
+        if !on_loopback {
+            out.verdict = XDP_DROP;
+            return (
+                reason::SPOOFED_REPLY,
+                "ICMP error about a local backend arriving from the wire",
+            );
+        }
         icmp_set_port(&mut out.output, m, &quoted, 2, config.frontends[fe].port);
         if unreachable {
             let b = config.frontends[fe]

@@ -61,6 +61,7 @@ pub mod reason {
     pub const NO_BACKEND: usize = abi::UDPLB_REASON_NO_BACKEND as usize;
     pub const BACKEND_TO_FRONTEND: usize = abi::UDPLB_REASON_BACKEND_TO_FRONTEND as usize;
     pub const ICMP_TRANSLATED: usize = abi::UDPLB_REASON_ICMP_TRANSLATED as usize;
+    pub const SPOOFED_REPLY: usize = abi::UDPLB_REASON_SPOOFED_REPLY as usize;
     pub const ICMP_TO_BACKEND: usize = abi::UDPLB_REASON_ICMP_TO_BACKEND as usize;
 }
 
