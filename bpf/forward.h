@@ -218,11 +218,12 @@ static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, boo
 	}
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED && sent == UDPLB_REASON_REPLY_FORWARDED) {
-		/* A "reply" to this host (or a broadcast): the kernel would
-		 * deliver it with the frontend as its source. Only a forged
-		 * one can get here. */
+		/* A "reply" to this host (or a broadcast): not a client's. The
+		 * caller undoes the rewrite, so the kernel delivers it from the
+		 * backend, as if udplb were not there (udplb's own health
+		 * probes get their answers this way). */
 		*reason = UDPLB_REASON_REPLY_TO_LOCAL;
-		return XDP_DROP;
+		return XDP_PASS;
 	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
 		*reason = fib_reason(rc);

@@ -61,7 +61,7 @@ int udplb_xdp(struct xdp_md *ctx)
 	struct udplb_frontend *fe;
 	struct udplb_reply_target *rt;
 	struct udplb_backend *be;
-	struct udplb_endpoint *to;
+	struct udplb_endpoint *to, from;
 	int action = XDP_PASS;
 	int rewritten;
 	int sent;
@@ -151,6 +151,7 @@ int udplb_xdp(struct xdp_md *ctx)
 		flow_learn(&p, rt);
 		reply_id = rt->frontend_id;
 		slot = rt->backend_slot;
+		endpoint_of(&p, true, false, &from);
 		sent = UDPLB_REASON_REPLY_FORWARDED;
 		goto forward;
 	}
@@ -164,6 +165,13 @@ forward:
 	rewritten = rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &p, sent == UDPLB_REASON_REPLY_FORWARDED,
 				     to, true);
 	action = forward(ctx, &p, rewritten == REWRITE_PARTIAL, sent, &reason);
+	if (reason == UDPLB_REASON_REPLY_TO_LOCAL) {
+		/* Addressed to this host: back to the backend's own source. */
+		if (rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &p, true, &from, true) ==
+		    REWRITE_PARTIAL)
+			p.udp->check = csum_fold32(pseudo_sum(&p));
+		goto out;
+	}
 	/* Replies count once forward() has not refused them. */
 	if (sent == UDPLB_REASON_REPLY_FORWARDED && action != XDP_DROP) {
 		count(&reply_counters, reply_id, bytes);

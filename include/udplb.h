@@ -94,14 +94,18 @@ enum udplb_reason {
 	UDPLB_REASON_FIB_OTHER = 15,       /* passed: no route at all, a VLAN tag, a device
 					    * udplb is not attached to, ... */
 	UDPLB_REASON_TTL_EXPIRED = 16,     /* passed: the kernel sends ICMP    */
-	/* Refused and dropped: traffic that only a spoofer or a loop makes. */
+	/* Refused and dropped: traffic that only a spoofer or a loop makes
+	 * (but see 19). */
 	UDPLB_REASON_BACKEND_TO_FRONTEND = 17, /* a backend's datagram to a frontend */
 	UDPLB_REASON_SPOOFED_REPLY = 18,   /* a backend's source (or an ICMP error
 					    * about a datagram to a remote backend)
 					    * on an interface that does not lead to
 					    * that backend */
-	UDPLB_REASON_REPLY_TO_LOCAL = 19,  /* a reply to this host, or to a broadcast
-					    * or multicast address */
+	UDPLB_REASON_REPLY_TO_LOCAL = 19,  /* a remote backend's datagram to this
+					    * host (the answer to udplb's own health
+					    * probe), or to a broadcast or multicast
+					    * address: passed as it came, from the
+					    * backend, never from the frontend */
 	/* ICMP errors about balanced datagrams (bpf/icmp.h), rewritten and
 	 * passed: */
 	UDPLB_REASON_ICMP_TRANSLATED = 20, /* toward the client: the quoted

@@ -510,3 +510,54 @@ path = "/"
     let _ = SocketAddr::from(([0, 0, 0, 0], 0));
     u.stop(Signal::SIGTERM);
 }
+
+/// dns checks against dnsmasq on two backend hosts, reached through
+/// interfaces udplb is attached to: the answers come back to this host from
+/// the backends and must reach the probes untranslated (they used to be
+/// dropped as replies to this host, and every backend went down).
+#[test]
+fn dns_checks_against_backend_hosts_through_attached_interfaces() {
+    let t = triangle();
+    let file = TempFile::new(
+        "lb.toml",
+        &format!(
+            r#"
+interface = "l0,l1,l2"
+[[frontend]]
+listen = "{VIP4}:53"
+backends = ["198.18.1.2:53", "198.18.2.2:53"]
+[frontend.health]
+check = "dns"
+name = "health.udplb"
+type = "A"
+interval = "100ms"
+timeout = "80ms"
+"#
+        ),
+    );
+    let mut servers: Vec<Server> = t.srv.iter().map(|ns| dnsmasq(ns, 53)).collect();
+    for ns in &t.srv {
+        wait_bound(ns, 53);
+    }
+    let mut u = Udplb::start(&t.lb, &["--config", file.path()]);
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        !u.output.iter().any(|l| l.contains(" down:")),
+        "a backend answering its dns probes went down: {:?}",
+        u.output
+    );
+    let s = status(&t.lb, "l0,l1,l2");
+    for b in 0..2 {
+        assert_eq!(s["frontends"][0]["backends"][b]["health"]["state"], "up");
+    }
+    servers[1].kill();
+    let line = u.wait_for("198.18.2.2:53 down", Duration::from_secs(2));
+    assert!(line.contains("dns probes"), "{line}");
+    let s = status(&t.lb, "l0,l1,l2");
+    assert_eq!(s["frontends"][0]["backends"][0]["health"]["state"], "up");
+    assert!(
+        s["verdicts"]["reply_to_local"].as_u64().unwrap() > 0,
+        "the probes' answers pass as reply_to_local: {s}"
+    );
+    u.stop(Signal::SIGTERM);
+}

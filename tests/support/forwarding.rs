@@ -29,7 +29,7 @@ use udplb::datapath::Datapath;
 use super::checksum::{self, udp_checksum_computed};
 use super::netns::sh;
 use super::packets::{udp, Frame, Port, MAC_DST, MAC_SRC};
-use super::runner::{Case, Fixture, Hit, Prog, XDP_DROP, XDP_PASS, XDP_REDIRECT};
+use super::runner::{Case, Fixture, Hit, Prog, XDP_PASS, XDP_REDIRECT};
 
 /// Frontend indices (configuration order).
 pub const SPECS: &[&str] = &[
@@ -435,15 +435,6 @@ impl Fwd {
     /// but the reason.
     pub fn dropped(self, reason: u32) -> Case {
         Case::dropped(self.name, &self.frame.bytes, reason).on(self.on)
-    }
-
-    /// XDP_DROP, refused for `reason` once the next hop was looked up, so
-    /// with the source already rewritten: nothing counted but the reason.
-    pub fn dropped_rewritten(self, reason: u32) -> Case {
-        Case {
-            hit: Hit::Nothing,
-            ..self.case(XDP_DROP, reason, Leg::Passed)
-        }
     }
 }
 
