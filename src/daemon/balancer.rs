@@ -16,7 +16,7 @@ use super::reload::{self, ReloadError, Reloaded};
 use super::report::{self, Removed};
 use super::status::{BackendStatus, FrontendStatus, HealthStatus, ReloadStats, Status, Traffic};
 use super::{notify, warnings};
-use crate::abi::{Endpoint, FLOW_COUNTER_NAMES, REASON_NAMES};
+use crate::abi::{Endpoint, FLOW_COUNTER_NAMES, QUIC_COUNTER_NAMES, REASON_NAMES};
 use crate::cli::Args;
 use crate::config::health::CheckKind;
 use crate::config::{file, Config};
@@ -768,6 +768,14 @@ impl Balancer {
                 .map(|(n, v)| (n.to_string(), v))
                 .collect(),
             flow_entries: c.flow_entries,
+            quic_events: match (self.config.frontends.iter()).any(|f| f.sched == crate::config::Sched::Quic) {
+                true => QUIC_COUNTER_NAMES
+                    .iter()
+                    .zip(c.quic_events)
+                    .map(|(n, v)| (n.to_string(), v))
+                    .collect(),
+                false => BTreeMap::new(),
+            },
             reloads: self.reloads.clone(),
         })
     }
@@ -791,7 +799,7 @@ impl Balancer {
     /// table, from a walk of the table at most once per `--stats` interval.
     fn with_flows(&self, mut c: Counters) -> Counters {
         let uses_flows = |fe: &crate::config::FrontendConfig| {
-            fe.sched == crate::config::Sched::Maglev && fe.flow_timeout > 0
+            fe.sched.hashes() && fe.flow_timeout > 0
         };
         if !self.config.frontends.iter().any(uses_flows) {
             return c;
