@@ -812,7 +812,7 @@ sched = "maglev"
         }
         let e = err("interface = \"lo\"\n[[frontend]]\nlisten = 443\nbackends = [1]\n[frontend.quic]\ncid_len = 8\n");
         assert!(
-            e.starts_with("lb.toml:6: quic: frontend *:443 is not a quic frontend"),
+            e.starts_with("lb.toml:5: quic: frontend *:443 is not a quic frontend"),
             "{e}"
         );
     }
