@@ -84,8 +84,16 @@ fn abi_constants(header: &str) -> Result<String> {
         names.len(),
         names.join(", ")
     );
-    out += &names_of(&mut flow_counters, "FLOW_COUNTER_NAMES", "Flow table counter")?;
-    out += &names_of(&mut quic_counters, "QUIC_COUNTER_NAMES", "QUIC routing counter")?;
+    out += &names_of(
+        &mut flow_counters,
+        "FLOW_COUNTER_NAMES",
+        "Flow table counter",
+    )?;
+    out += &names_of(
+        &mut quic_counters,
+        "QUIC_COUNTER_NAMES",
+        "QUIC routing counter",
+    )?;
     Ok(out)
 }
 

@@ -296,7 +296,11 @@ mod tests {
                 pad = pad
             ]
         );
-        same_layout!(QuicTarget, types::udplb_quic_target, [slot = slot, ident = ident]);
+        same_layout!(
+            QuicTarget,
+            types::udplb_quic_target,
+            [slot = slot, ident = ident]
+        );
         same_layout!(
             Counter,
             types::udplb_counter,
@@ -315,7 +319,10 @@ mod tests {
             "pin_created"
         );
         assert_eq!(QUIC_COUNTER_NAMES.len(), QUIC_COUNTER_COUNT);
-        assert_eq!(QUIC_COUNTER_NAMES[UDPLB_QUIC_CLIENT_CID as usize], "client_cid");
+        assert_eq!(
+            QUIC_COUNTER_NAMES[UDPLB_QUIC_CLIENT_CID as usize],
+            "client_cid"
+        );
     }
 
     #[test]

@@ -391,17 +391,18 @@ fn frontend_health(
 }
 
 fn quic_settings(raw: &RawQuic, at: &Lines) -> Result<QuicSettings, UsageError> {
-    let byte = |v: &Option<Spanned<i64>>, field: &str, max: i64| -> Result<Option<u8>, UsageError> {
-        match v {
-            None => Ok(None),
-            Some(v) if (0..=max).contains(v.get_ref()) => Ok(Some(*v.get_ref() as u8)),
-            Some(v) => Err(at.error(
-                v.span(),
-                field,
-                format!("{} is out of range: 0 to {max}", v.get_ref()),
-            )),
-        }
-    };
+    let byte =
+        |v: &Option<Spanned<i64>>, field: &str, max: i64| -> Result<Option<u8>, UsageError> {
+            match v {
+                None => Ok(None),
+                Some(v) if (0..=max).contains(v.get_ref()) => Ok(Some(*v.get_ref() as u8)),
+                Some(v) => Err(at.error(
+                    v.span(),
+                    field,
+                    format!("{} is out of range: 0 to {max}", v.get_ref()),
+                )),
+            }
+        };
     Ok(QuicSettings {
         server_id_len: byte(&raw.server_id_len, "server_id_len", 255)?,
         cid_len: byte(&raw.cid_len, "cid_len", 255)?,

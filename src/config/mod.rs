@@ -153,7 +153,9 @@ impl ServerId {
 
 impl fmt::Display for ServerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.as_bytes().iter().try_for_each(|b| write!(f, "{b:02x}"))
+        self.as_bytes()
+            .iter()
+            .try_for_each(|b| write!(f, "{b:02x}"))
     }
 }
 
@@ -1035,12 +1037,21 @@ mod tests {
         let e = |spec: &str, d: Defaults| Config::from_specs_with(&[spec], d).unwrap_err().0;
         for (spec, why) in [
             ("443=9876#0a01,9877", "backend 9877 needs a server ID"),
-            ("443=9876#0a01,9877#0a01", "backends 9876 and 9877 have the same server ID 0a01"),
+            (
+                "443=9876#0a01,9877#0a01",
+                "backends 9876 and 9877 have the same server ID 0a01",
+            ),
             ("443=9876#0a01,9877#0a0102", "is 3 bytes long, not 2"),
-            ("443=9876#0a1", "server ID '0a1' is not 1 to 15 bytes in hex"),
+            (
+                "443=9876#0a1",
+                "server ID '0a1' is not 1 to 15 bytes in hex",
+            ),
             ("443=9876#zz", "server ID 'zz' is not"),
             ("443=9876#", "server ID '' is not"),
-            ("443=9876#00112233445566778899aabbccddeeff", "is not 1 to 15 bytes"),
+            (
+                "443=9876#00112233445566778899aabbccddeeff",
+                "is not 1 to 15 bytes",
+            ),
         ] {
             let m = e(spec, quic);
             assert!(m.contains(why), "{spec}: {m}");

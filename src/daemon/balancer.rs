@@ -768,7 +768,9 @@ impl Balancer {
                 .map(|(n, v)| (n.to_string(), v))
                 .collect(),
             flow_entries: c.flow_entries,
-            quic_events: match (self.config.frontends.iter()).any(|f| f.sched == crate::config::Sched::Quic) {
+            quic_events: match (self.config.frontends.iter())
+                .any(|f| f.sched == crate::config::Sched::Quic)
+            {
                 true => QUIC_COUNTER_NAMES
                     .iter()
                     .zip(c.quic_events)
@@ -798,9 +800,8 @@ impl Balancer {
     /// `c` with the live flows per backend of Maglev frontends with a flow
     /// table, from a walk of the table at most once per `--stats` interval.
     fn with_flows(&self, mut c: Counters) -> Counters {
-        let uses_flows = |fe: &crate::config::FrontendConfig| {
-            fe.sched.hashes() && fe.flow_timeout > 0
-        };
+        let uses_flows =
+            |fe: &crate::config::FrontendConfig| fe.sched.hashes() && fe.flow_timeout > 0;
         if !self.config.frontends.iter().any(uses_flows) {
             return c;
         }

@@ -22,9 +22,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::abi::bytes_of;
 use crate::abi::{
     Backend, Endpoint, Frontend, QuicKey, QuicTarget, ReplyTarget, UDPLB_BACKEND_F_CID,
-    UDPLB_BACKEND_F_PINNED, UDPLB_BACKEND_SLOTS,
-    UDPLB_FRONTEND_IDS, UDPLB_PORT_BACKEND_ANY, UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_FRONTEND_ANY,
-    UDPLB_PORT_FRONTEND_EXACT, UDPLB_SCHED_MAGLEV, UDPLB_SCHED_QUIC, UDPLB_SCHED_RR,
+    UDPLB_BACKEND_F_PINNED, UDPLB_BACKEND_SLOTS, UDPLB_FRONTEND_IDS, UDPLB_PORT_BACKEND_ANY,
+    UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_FRONTEND_ANY, UDPLB_PORT_FRONTEND_EXACT,
+    UDPLB_SCHED_MAGLEV, UDPLB_SCHED_QUIC, UDPLB_SCHED_RR,
 };
 use crate::config::{weights, BackendConfig, Config, FrontendConfig, Listen, Sched};
 
@@ -108,7 +108,11 @@ impl Plan {
             .chain(p.frontends.iter().map(|(k, f)| Op::Frontend(*k, *f)))
             .chain(p.delete_frontends.iter().map(|&k| Op::DeleteFrontend(k)))
             .chain(p.delete_replies.iter().map(|&k| Op::DeleteReply(k)))
-            .chain(p.delete_quic_servers.iter().map(|&k| Op::DeleteQuicServer(k)))
+            .chain(
+                p.delete_quic_servers
+                    .iter()
+                    .map(|&k| Op::DeleteQuicServer(k)),
+            )
             .chain(p.port_flags_after.iter().map(|&(p, f)| Op::PortFlags(p, f)))
             .chain(p.delete_rings.iter().map(|&t| Op::DeleteRing(t)))
     }
@@ -813,7 +817,10 @@ mod tests {
         let slot = c.quic[&sid(&[0x0a, 0x01])].slot;
         assert_eq!(c.backends[&slot].ep.port(), 9876);
         assert_eq!(c.backends[&slot].ident, c.quic[&sid(&[0x0a, 0x01])].ident);
-        assert!(c.backends.values().all(|b| b.flags & UDPLB_BACKEND_F_CID != 0));
+        assert!(c
+            .backends
+            .values()
+            .all(|b| b.flags & UDPLB_BACKEND_F_CID != 0));
         let fe = c.frontends.values().next().unwrap();
         assert_eq!(
             (fe.sched, fe.quic_server_id_len, fe.quic_cid_len),
@@ -827,7 +834,11 @@ mod tests {
         let ids: Vec<&[u8]> = c.quic.keys().map(|k| &k.server_id[..2]).collect();
         assert_eq!(ids, vec![&[0x0a, 0x01][..], &[0x0a, 0x03], &[0x0b, 0x02]]);
         let drained = c.quic[&sid(&[0x0a, 0x01])].slot;
-        assert_ne!(c.backends[&drained].flags & UDPLB_BACKEND_F_CID, 0, "drained keeps CIDs");
+        assert_ne!(
+            c.backends[&drained].flags & UDPLB_BACKEND_F_CID,
+            0,
+            "drained keeps CIDs"
+        );
         // 9878 down: it leaves the ring and takes no CID routes.
         let c3 = quic(&["443=9876#0a01@0,9877#0b02,9878#0a03"]);
         let down: Down = [(c3.frontends[0].listen, (None, 9878))].into();
