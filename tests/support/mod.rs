@@ -15,6 +15,8 @@
 //! - [`netns`]: namespaces and veths the test creates and removes;
 //! - [`process`]: a udplb started in a namespace and stopped by PID;
 //! - [`sockets`]: real datagrams, bounded in count and time;
+//! - [`quic`]: real QUIC (aioquic servers issuing QUIC-LB CIDs, clients
+//!   that rebind or migrate), bounded in count and time;
 //! - [`cpu`]: CPU pinning;
 //! - [`model`]: the reference model of the datapath (differential test);
 //! - [`hex`]: dumps and diffs for failure messages.
@@ -32,6 +34,7 @@ pub mod model;
 pub mod netns;
 pub mod packets;
 pub mod process;
+pub mod quic;
 pub mod runner;
 pub mod sockets;
 pub mod topology;

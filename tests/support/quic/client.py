@@ -9,7 +9,9 @@ is what lets it swap a connection's socket mid-connection.
 
 A connection completes when every request was answered, all by the same
 server, within --request-timeout each. Prints one JSON summary:
-{"connections", "completed", "broken", "servers": {identity: count},
+{"connections", "completed", "broken", "moved", "servers": {identity:
+completed count}, "broken_by_server_id": {server ID hex, from the CID the
+server gave the connection, or "none" if no server ever answered: count},
 "failures": [...]}.
 """
 import argparse
@@ -81,6 +83,13 @@ class Client:
         self.quic.send_stream_data(sid, body, end_stream=True)
         self.sent_at, self.next_at = now, None
         self.flush(now)
+
+    def server_id(self) -> str:
+        """The server ID in the CID the server gave us, if it gave one."""
+        peer = self.quic._peer_cid
+        if peer.sequence_number is None:  # still our own random Initial DCID
+            return "none"
+        return peer.cid[1:1 + self.args.server_id_len].hex()
 
     def fail(self, why: str) -> None:
         if not self.finished:
@@ -178,6 +187,7 @@ def main() -> None:
                    help="start the connections evenly over this many seconds")
     p.add_argument("--request-timeout", type=float, default=3.0)
     p.add_argument("--deadline", type=float, default=60.0, help="whole run, seconds")
+    p.add_argument("--server-id-len", type=int, default=2)
     args = p.parse_args()
 
     sel = selectors.DefaultSelector()
@@ -204,12 +214,17 @@ def main() -> None:
     servers = {}
     for c in completed:
         servers[c.answers[0]] = servers.get(c.answers[0], 0) + 1
+    broken_by = {}
+    for c in clients:
+        if c.failure is not None:
+            broken_by[c.server_id()] = broken_by.get(c.server_id(), 0) + 1
     print(json.dumps({
         "connections": len(clients),
         "completed": len(completed),
         "broken": len(clients) - len(completed),
         "moved": sum(c.moved for c in clients),
         "servers": servers,
+        "broken_by_server_id": broken_by,
         "failures": [c.failure for c in clients if c.failure][:10],
     }))
 
