@@ -91,7 +91,11 @@ fn spec(sched: &str) -> String {
 /// 30 connections moving after two requests (rebinding, or to `migrate`).
 fn moving(sched: &str, migrate: Option<&str>) -> Summary {
     let s = setup(&format!("q{}", &sched[..1]));
-    let lb = Udplb::start(&s.lb, &["--sched", sched, "veth-b", &spec(sched)]);
+    let metrics = ["--metrics", "127.0.0.1:9100"];
+    let lb = Udplb::start(
+        &s.lb,
+        &[&metrics[..], &["--sched", sched, "veth-b", &spec(sched)]].concat(),
+    );
     let mut args = vec!["--server", FRONTEND, "--bind", "198.18.0.1"];
     args.extend([
         "--connections",
@@ -105,15 +109,54 @@ fn moving(sched: &str, migrate: Option<&str>) -> Summary {
         args.extend(["--migrate-to", addr]);
     }
     let summary = run_clients(&s.client, &args);
+    if sched == "quic" {
+        shows_the_counters(&s.lb);
+    }
     let (_, out) = lb.stop(Signal::SIGTERM);
     if sched == "quic" {
-        assert!(out.contains("quic: "), "--stats-like final counters: {out}");
+        assert!(out.contains("quic: routed "), "final counters: {out}");
     }
     assert_eq!(
         summary.moved, summary.connections,
         "every connection moved: {summary:?}"
     );
     summary
+}
+
+/// `udplb status` and /metrics show the QUIC counters: requests routed by
+/// CID, and Initials with the client's own CID that went by the ring.
+fn shows_the_counters(lb: &Netns) {
+    let status = lb.exec(&[support::process::BIN, "status"]);
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("quic: "))
+        .unwrap_or_else(|| panic!("{status}"));
+    let count = |text: &str, pat: &str| -> u64 {
+        let at = text
+            .find(pat)
+            .unwrap_or_else(|| panic!("no {pat} in {text}"))
+            + pat.len();
+        text[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(count(line, "routed ") > 100, "{line}");
+    assert!(count(line, "client_cid ") >= 30, "{line}");
+    let text = lb.enter(|| {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect("127.0.0.1:9100").expect("/metrics");
+        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        c.read_to_string(&mut text).unwrap();
+        text
+    });
+    assert!(
+        count(&text, "udplb_quic_packets_total{outcome=\"routed\"} ") > 100,
+        "{text}"
+    );
 }
 
 fn figure(s: &Summary) -> String {
