@@ -8,6 +8,8 @@
  *   whose reply udplb rewrote (XDP on lo or for remote backends, TC egress
  *   for local replies leaving an interface). Requests never write the
  *   table, so spoofed sources that never get an answer cannot fill it.
+ * - QUIC frontends are Maglev frontends: their requests that quic.h cannot
+ *   route by connection ID come here, and their replies pin like any other.
  * - Requests (flow_pick_slot) follow a pin only if it is younger than the
  *   frontend's flow_timeout_s, was learned for this frontend, and its slot
  *   still holds the same backend (ident) and accepts pinned flows
@@ -90,7 +92,7 @@ static __always_inline long flow_pick_slot(struct udplb_frontend *fe, struct udp
 	__u64 now, last;
 	__u32 slot;
 
-	if (fe->sched != UDPLB_SCHED_MAGLEV || !fe->flow_timeout_s)
+	if (fe->sched == UDPLB_SCHED_RR || !fe->flow_timeout_s)
 		return pick_slot(fe, p);
 	flow_key_client(p, false, &key);
 	key.frontend_port_be = p->udp->dest;

@@ -2,11 +2,12 @@
 /*
  * udplb.bpf.c - the entry points of the datapath. Helpers live in headers by
  * concern: parsing.h, csum.h, ctx.h (the XDP/TC shim), maps.h, lookup.h,
- * flow_hash.h, flows.h (the flow table), rewrite.h, forward.h, counters.h.
+ * flow_hash.h, flows.h (the flow table), quic.h (QUIC-LB), rewrite.h, forward.h, counters.h.
  *
  * udplb_xdp (XDP, ingress). Parse Ethernet/VLAN/IP/UDP, then
- *   - destination is a frontend -> pick a backend (round robin or Maglev)
- *     and rewrite the destination to it: a local backend (a port on this
+ *   - destination is a frontend -> pick a backend (round robin, Maglev, or
+ *     the server ID in a QUIC connection ID with Maglev as fallback) and
+ *     rewrite the destination to it: a local backend (a port on this
  *     host) gets XDP_PASS, the kernel delivers it; a remote backend gets its
  *     address and port, and the frame is forwarded (forward.h: XDP_REDIRECT,
  *     or XDP_PASS to let the kernel route it);
@@ -44,6 +45,7 @@
 #include "counters.h"
 #include "icmp.h"
 #include "flows.h"
+#include "quic.h"
 
 /* Loopback is ifindex 1 in every network namespace. */
 #define LOOPBACK_IFINDEX 1
@@ -92,7 +94,11 @@ int udplb_xdp(struct xdp_md *ctx)
 			action = XDP_DROP;
 			goto out;
 		}
-		picked = flow_pick_slot(fe, &p);
+		/* A connection ID route needs no pin: the CID names the backend
+		 * whatever the client's address. */
+		picked = fe->sched == UDPLB_SCHED_QUIC ? quic_pick_slot(fe, &p, data_end) : -1;
+		if (picked < 0)
+			picked = flow_pick_slot(fe, &p);
 		slot = picked;
 		be = picked < 0 ? NULL : bpf_map_lookup_elem(&backends, &slot);
 		if (!be) {

@@ -56,6 +56,16 @@
 /* Schedulers (struct udplb_frontend.sched). */
 #define UDPLB_SCHED_RR 0     /* per-CPU cursor over the ring */
 #define UDPLB_SCHED_MAGLEV 1 /* flow hash modulo the ring size */
+#define UDPLB_SCHED_QUIC 2   /* the server ID in the QUIC destination connection
+			      * ID (QUIC-LB plaintext), else as Maglev */
+
+/* QUIC-LB (draft-ietf-quic-load-balancers-19, plaintext): a connection ID
+ * is a first octet (3 config rotation bits, 5 free or length bits), the
+ * server ID (1 to 15 bytes), a nonce of at least 4 bytes. */
+#define UDPLB_QUIC_MAX_SERVER_ID_LEN 15
+#define UDPLB_QUIC_MIN_NONCE_LEN 4
+#define UDPLB_QUIC_MAX_CID_LEN 20
+#define UDPLB_QUIC_CR_UNROUTABLE 7 /* config rotation 0b111: route by 4-tuple */
 
 /* Seed of the flow hash (src/plan/flow_hash.rs computes the same function), fixed
  * so that every balancer with the same backends picks the same one. */
@@ -137,6 +147,30 @@ enum udplb_flow_counter {
 };
 
 /*
+ * QUIC frontends (bpf/quic.h): how each request was routed, one per-CPU
+ * counter each in the quic_counters map. build.rs generates
+ * abi::QUIC_COUNTER_NAMES. Everything but ROUTED fell back to the ring
+ * (Maglev on the 4-tuple, with the flow table if there is one).
+ */
+enum udplb_quic_counter {
+	UDPLB_QUIC_ROUTED = 0,         /* by the server ID in the DCID         */
+	UDPLB_QUIC_NOT_QUIC = 1,       /* a short header without the fixed bit,
+					* or a long header DCID over 20 bytes  */
+	UDPLB_QUIC_CLIENT_CID = 2,     /* an Initial or 0-RTT packet (QUIC v1,
+					* v2) whose DCID the client chose: no
+					* known server ID in it                */
+	UDPLB_QUIC_UNROUTABLE = 3,     /* config rotation 0b111                */
+	UDPLB_QUIC_UNKNOWN_SERVER = 4, /* no backend has this (config rotation,
+					* server ID)                           */
+	UDPLB_QUIC_BACKEND_DOWN = 5,   /* its backend is held down by health   */
+	UDPLB_QUIC_TOO_SHORT = 6,      /* the datagram (or the long header's
+					* DCID) ends before the server ID, or a
+					* short header before the configured
+					* CID length                           */
+	UDPLB_QUIC_COUNTER_COUNT = 7,
+};
+
+/*
  * A UDP endpoint: the key of the frontend map and of the reply map.
  * addr_be all zero is the wildcard ("every local address"); an IPv4
  * address lives in addr_be[0]. pad must be zero (keys are hashed as bytes).
@@ -162,6 +196,9 @@ struct udplb_frontend {
 	__u32 ring_size; /* entries in that ring; 0: no backend takes traffic */
 	__u32 sched;     /* UDPLB_SCHED_* */
 	__u32 flow_timeout_s; /* idle timeout of pinned flows; 0: no flow table */
+	__u8 quic_server_id_len; /* UDPLB_SCHED_QUIC: server ID bytes (1-15) */
+	__u8 quic_cid_len;       /* UDPLB_SCHED_QUIC: CID length of short headers */
+	__u16 pad;
 };
 
 /* A backend, at a slot of the backends map. The slot is also the index of
@@ -182,6 +219,26 @@ struct udplb_backend {
  * frontend with a flow table, and (once health checks exist) up. Cleared
  * when it is removed; replies from it then pin nothing either. */
 #define UDPLB_BACKEND_F_PINNED 1
+/* The backend takes packets routed by the server ID in their QUIC
+ * connection ID: configured on a quic frontend and not held down (a
+ * drained backend keeps its connections). */
+#define UDPLB_BACKEND_F_CID 2
+
+/* The quic_servers map: (frontend, config rotation, server ID) -> the
+ * backend holding that server ID. server_id is zero past server_id_len;
+ * pad must be zero (keys are hashed as bytes). */
+struct udplb_quic_key {
+	__u32 frontend_id;
+	__u8 config_rotation; /* the top 3 bits of the CID's first octet */
+	__u8 server_id_len;
+	__u8 server_id[UDPLB_QUIC_MAX_SERVER_ID_LEN + 1];
+	__u16 pad;
+};
+
+struct udplb_quic_target {
+	__u32 slot;  /* backend slot */
+	__u32 ident; /* struct udplb_backend.ident of the backend it names */
+};
 
 /* Reverse translation: a datagram whose source is a backend (the key of the
  * reply map) gets its source rewritten to the frontend it belongs to. An

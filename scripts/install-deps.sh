@@ -10,7 +10,8 @@
 #          (sysctl, for forwarding in the test balancers), bird2 (real BGP
 #          sessions between test balancers and a test router); python3 and
 #          pip, for the real Prometheus parser (prometheus-client, PyPI) that
-#          reads /metrics in the tests
+#          reads /metrics in the tests, and a real QUIC stack (aioquic, PyPI,
+#          pinned) for the QUIC clients and servers of tests/quic.rs
 set -euo pipefail
 
 packages=(clang make pkg-config gcc libelf-dev zlib1g-dev iproute2 ethtool util-linux bpftool
@@ -32,8 +33,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Test dependencies from PyPI, for whichever python3 comes first on PATH.
-pypi=(prometheus-client)
-if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+pypi=(prometheus-client aioquic==1.2.0)
+if ! python3 -c 'import prometheus_client, aioquic; assert aioquic.__version__ == "1.2.0"' 2>/dev/null; then
     if ! python3 -m pip --version >/dev/null 2>&1; then
         echo "install-deps: installing python3-pip"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-pip >/dev/null

@@ -18,6 +18,7 @@ pub const MAX_BACKENDS: usize = UDPLB_MAX_BACKENDS as usize;
 pub const MAX_BACKEND_SLOTS: usize = UDPLB_MAX_BACKEND_SLOTS as usize;
 pub const REASON_COUNT: usize = UDPLB_REASON_COUNT as usize;
 pub const FLOW_COUNTER_COUNT: usize = UDPLB_FLOW_COUNTER_COUNT as usize;
+pub const QUIC_COUNTER_COUNT: usize = UDPLB_QUIC_COUNTER_COUNT as usize;
 
 /// `struct udplb_endpoint`: (family, address or wildcard, port).
 #[repr(C)]
@@ -38,6 +39,9 @@ pub struct Frontend {
     pub ring_size: u32,
     pub sched: u32,
     pub flow_timeout_s: u32,
+    pub quic_server_id_len: u8,
+    pub quic_cid_len: u8,
+    pub pad: u16,
 }
 
 /// `struct udplb_backend`.
@@ -96,6 +100,39 @@ pub struct Flow {
     pub last_seen_ns: u64,
 }
 
+/// `struct udplb_quic_key`: (frontend, config rotation, server ID).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QuicKey {
+    pub frontend_id: u32,
+    pub config_rotation: u8,
+    pub server_id_len: u8,
+    /// Zero past `server_id_len`.
+    pub server_id: [u8; UDPLB_QUIC_MAX_SERVER_ID_LEN as usize + 1],
+    pub pad: u16,
+}
+
+impl QuicKey {
+    pub fn new(frontend_id: u32, config_rotation: u8, server_id: &[u8]) -> QuicKey {
+        let mut key = QuicKey {
+            frontend_id,
+            config_rotation,
+            server_id_len: server_id.len() as u8,
+            ..QuicKey::default()
+        };
+        key.server_id[..server_id.len()].copy_from_slice(server_id);
+        key
+    }
+}
+
+/// `struct udplb_quic_target`: the backend holding a server ID.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuicTarget {
+    pub slot: u32,
+    pub ident: u32,
+}
+
 /// `struct udplb_counter`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -114,6 +151,8 @@ unsafe impl plain::Plain for Counter {}
 unsafe impl plain::Plain for Passive {}
 unsafe impl plain::Plain for FlowKey {}
 unsafe impl plain::Plain for Flow {}
+unsafe impl plain::Plain for QuicKey {}
+unsafe impl plain::Plain for QuicTarget {}
 
 /// The bytes of a value as the kernel sees them (map keys and values).
 pub fn bytes_of<T: plain::Plain>(v: &T) -> &[u8] {
@@ -205,7 +244,10 @@ mod tests {
                 table = table,
                 ring_size = ring_size,
                 sched = sched,
-                flow_timeout_s = flow_timeout_s
+                flow_timeout_s = flow_timeout_s,
+                quic_server_id_len = quic_server_id_len,
+                quic_cid_len = quic_cid_len,
+                pad = pad
             ]
         );
         same_layout!(
@@ -252,6 +294,22 @@ mod tests {
             ]
         );
         same_layout!(
+            QuicKey,
+            types::udplb_quic_key,
+            [
+                frontend_id = frontend_id,
+                config_rotation = config_rotation,
+                server_id_len = server_id_len,
+                server_id = server_id,
+                pad = pad
+            ]
+        );
+        same_layout!(
+            QuicTarget,
+            types::udplb_quic_target,
+            [slot = slot, ident = ident]
+        );
+        same_layout!(
             Counter,
             types::udplb_counter,
             [packets = packets, bytes = bytes]
@@ -267,6 +325,11 @@ mod tests {
         assert_eq!(
             FLOW_COUNTER_NAMES[UDPLB_FLOW_PIN_CREATED as usize],
             "pin_created"
+        );
+        assert_eq!(QUIC_COUNTER_NAMES.len(), QUIC_COUNTER_COUNT);
+        assert_eq!(
+            QUIC_COUNTER_NAMES[UDPLB_QUIC_CLIENT_CID as usize],
+            "client_cid"
         );
     }
 

@@ -36,10 +36,13 @@ pub struct Args {
     pub frontends: Vec<String>,
 
     /// Read interface and frontends from a TOML file; SIGHUP re-reads it
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["sched", "table_size", "flow_timeout"])]
+    #[arg(long, value_name = "FILE",
+          conflicts_with_all = ["sched", "table_size", "flow_timeout", "quic_cid_len", "quic_config_id"])]
     pub config: Option<String>,
 
-    /// Scheduler: rr (per-datagram round robin) or maglev (a flow sticks to a backend)
+    /// Scheduler: rr (per-datagram round robin), maglev (a flow sticks to a
+    /// backend) or quic (by the server ID in the QUIC connection ID, each
+    /// backend given as PORT#SERVER_ID; maglev for the rest)
     #[arg(long, value_enum, default_value_t = Sched::Rr, value_name = "SCHED")]
     pub sched: Sched,
 
@@ -69,6 +72,17 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = crate::abi::UDPLB_DEFAULT_FLOW_TABLE_SIZE,
           value_parser = |s: &str| parse_flow_table_size(s).map_err(|e| e.0))]
     pub flow_table_size: u32,
+
+    /// QUIC frontends: the connection ID length of short headers (default
+    /// max(8, server ID length + 5))
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u8).range(2..=20))]
+    pub quic_cid_len: Option<u8>,
+
+    /// QUIC frontends: the config rotation codepoint the servers put in the
+    /// top 3 bits of their connection IDs
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u8).range(0..=6))]
+    pub quic_config_id: u8,
 
     /// XDP attach mode
     #[arg(long, value_enum, default_value_t = XdpMode::Auto, value_name = "MODE")]
@@ -151,6 +165,11 @@ impl Args {
             sched: self.sched,
             table_size: self.table_size,
             flow_timeout: self.flow_timeout,
+            quic: crate::config::QuicSettings {
+                server_id_len: None,
+                cid_len: self.quic_cid_len,
+                config_id: self.quic_config_id,
+            },
         }
     }
 }
@@ -159,7 +178,7 @@ impl Args {
 // datapath know nothing of clap).
 impl ValueEnum for Sched {
     fn value_variants<'a>() -> &'a [Self] {
-        &[Sched::Rr, Sched::Maglev]
+        &[Sched::Rr, Sched::Maglev, Sched::Quic]
     }
 
     fn to_possible_value(&self) -> Option<PossibleValue> {
@@ -168,6 +187,8 @@ impl ValueEnum for Sched {
                 .help("Per-datagram weighted round robin (stateless protocols: DNS, syslog)"),
             Sched::Maglev => PossibleValue::new("maglev")
                 .help("Flow-consistent: Maglev hashing of the 4-tuple (QUIC, DTLS, games)"),
+            Sched::Quic => PossibleValue::new("quic")
+                .help("QUIC-LB: the server ID in the connection ID, else maglev"),
         })
     }
 }
@@ -261,6 +282,7 @@ mod tests {
                 sched: Sched::Maglev,
                 table_size: 16381,
                 flow_timeout: 60,
+                quic: Default::default(),
             }
         );
         let a = parse(&["--config", "lb.toml", "--pin"]).unwrap();

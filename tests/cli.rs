@@ -127,6 +127,40 @@ fn limits() {
 }
 
 #[test]
+fn bad_quic_server_ids() {
+    let quic = ["--sched", "quic", "lo"];
+    let run = |spec: &str, message: &str| rejects(&[&quic[..], &[spec]].concat(), message);
+    run(
+        "443=9876#0a01,9877",
+        "backend 9877 needs a server ID on a quic frontend",
+    );
+    run(
+        "443=9876#0a01,9877#0a01",
+        "backends 9876 and 9877 have the same server ID 0a01",
+    );
+    run(
+        "443=9876#0a01,9877#0a0102",
+        "server ID 0a0102 is 3 bytes long, not 2",
+    );
+    run(
+        "443=9876#xyz",
+        "server ID 'xyz' is not 1 to 15 bytes in hex",
+    );
+    rejects(&["lo", "443=9876#0a01"], "only a quic frontend uses");
+    rejects(
+        &[
+            "--sched",
+            "quic",
+            "--quic-cid-len",
+            "6",
+            "lo",
+            "443=9876#0a01",
+        ],
+        "use 7 to 20",
+    );
+}
+
+#[test]
 fn unknown_interface() {
     rejects(&["nosuchif0", "9875=9876"], "unknown interface 'nosuchif0'");
 }

@@ -30,6 +30,7 @@ fn config(specs: &[&str], flow_timeout: u32) -> Config {
             sched: Sched::Maglev,
             table_size: 251,
             flow_timeout,
+            ..Defaults::default()
         },
     )
     .expect("test configuration")

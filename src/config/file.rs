@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! interface = "lo"
-//! sched = "maglev"            # default for every frontend: "rr" or "maglev"
+//! sched = "maglev"            # default for every frontend: "rr", "maglev" or "quic"
 //! table_size = 65537          # Maglev table size (a prime)
 //! flow_timeout = 60           # Maglev flow table idle timeout, seconds (0: none)
 //!
@@ -21,6 +21,15 @@
 //! check = "tcp"               # a backend's own check (same keys)
 //! port = 8080
 //! flow_timeout = 300          # optional, per frontend
+//!
+//! [[frontend]]
+//! listen = "443"
+//! sched = "quic"              # QUIC-LB: route by the server ID in the CID
+//! backends = ["4431#0a01", "4432#0a02@2"]   # PORT#SERVER_ID[@WEIGHT]
+//! [frontend.quic]             # optional; see README "QUIC"
+//! server_id_len = 2           # default: the length of the server IDs
+//! cid_len = 8                 # short header CID length; default max(8, server_id_len + 5)
+//! config_id = 0               # config rotation codepoint, 0-6
 //! ```
 //!
 //! Announcing frontend addresses (README "Several balancers behind ECMP"): top-level
@@ -38,7 +47,7 @@ use crate::config::announce::{self, Announce};
 use crate::config::health::{self, parse_duration, Check, CheckKind, FrontendHealth, OnAllDown};
 use crate::config::{
     check_interface_name, parse_backend, parse_flow_timeout, parse_listen, parse_table_size,
-    Config, Defaults, FrontendConfig, Sched,
+    Config, Defaults, FrontendConfig, QuicSettings, Sched,
 };
 use crate::error::UsageError;
 
@@ -95,6 +104,16 @@ struct RawFrontend {
     flow_timeout: Option<Spanned<i64>>,
     health: Option<Spanned<RawCheck>>,
     announce: Option<Spanned<bool>>,
+    quic: Option<Spanned<RawQuic>>,
+}
+
+/// `[frontend.quic]`: QUIC-LB settings of a quic frontend.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuic {
+    server_id_len: Option<Spanned<i64>>,
+    cid_len: Option<Spanned<i64>>,
+    config_id: Option<Spanned<i64>>,
 }
 
 /// `[frontend.health]`: the frontend's check, what to do when all are down,
@@ -148,7 +167,7 @@ fn sched(value: &Spanned<String>, field: &str, at: &Lines) -> Result<Sched, Usag
         at.error(
             value.span(),
             field,
-            format!("'{}' is not rr or maglev", value.get_ref()),
+            format!("'{}' is not rr, maglev or quic", value.get_ref()),
         )
     })
 }
@@ -382,6 +401,26 @@ fn frontend_health(
     Ok(out)
 }
 
+fn quic_settings(raw: &RawQuic, at: &Lines) -> Result<QuicSettings, UsageError> {
+    let byte =
+        |v: &Option<Spanned<i64>>, field: &str, max: i64| -> Result<Option<u8>, UsageError> {
+            match v {
+                None => Ok(None),
+                Some(v) if (0..=max).contains(v.get_ref()) => Ok(Some(*v.get_ref() as u8)),
+                Some(v) => Err(at.error(
+                    v.span(),
+                    field,
+                    format!("{} is out of range: 0 to {max}", v.get_ref()),
+                )),
+            }
+        };
+    Ok(QuicSettings {
+        server_id_len: byte(&raw.server_id_len, "server_id_len", 255)?,
+        cid_len: byte(&raw.cid_len, "cid_len", 255)?,
+        config_id: byte(&raw.config_id, "config_id", 6)?.unwrap_or(0),
+    })
+}
+
 fn flow_timeout(value: &Spanned<i64>, field: &str, at: &Lines) -> Result<u32, UsageError> {
     parse_flow_timeout(&value.get_ref().to_string()).map_err(|e| at.error(value.span(), field, e))
 }
@@ -467,14 +506,33 @@ pub fn parse(text: &str, path: &str) -> Result<FileConfig, UsageError> {
             Some(t) => flow_timeout(t, "flow_timeout", &at)?,
             None => defaults.flow_timeout,
         };
-        frontends.push(FrontendConfig {
+        let quic_settings = match &f.quic {
+            None => QuicSettings::default(),
+            Some(q) if sched != Sched::Quic => {
+                return Err(at.error(
+                    q.span(),
+                    "quic",
+                    format!("frontend {name} is not a quic frontend (sched = \"quic\")"),
+                ))
+            }
+            Some(q) => quic_settings(q.get_ref(), &at)?,
+        };
+        let fe = FrontendConfig {
             listen,
             backends,
             sched,
             table_size,
             health,
             flow_timeout,
-        });
+            quic_settings,
+        };
+        // Server ID errors name the backend's line, the others the section's.
+        fe.check_quic().map_err(|(i, e)| match (i, &f.quic) {
+            (Some(i), _) => at.error(f.backends.get_ref()[i].span(), "backends", e),
+            (None, Some(q)) => at.error(q.span(), "quic", e),
+            (None, None) => at.error(f.backends.span(), "backends", e),
+        })?;
+        frontends.push(fe);
     }
     let config = Config::check(frontends).map_err(|(i, e)| match i {
         Some(i) => at.error(raw.frontend[i].span(), "frontend", e),
@@ -612,7 +670,7 @@ sched = "maglev"
             "interface = \"lo\"\nsched = \"random\"\n[[frontend]]\nlisten = 1\nbackends = [2]\n",
         );
         assert!(
-            e.starts_with("lb.toml:2: sched: 'random' is not rr or maglev"),
+            e.starts_with("lb.toml:2: sched: 'random' is not rr, maglev or quic"),
             "{e}"
         );
         let e =
@@ -829,6 +887,49 @@ sched = "maglev"
             assert!(e.starts_with(start), "{text:?}: {e}");
             assert_eq!(e.lines().count(), 1, "{e}");
         }
+    }
+
+    #[test]
+    fn quic_sections() {
+        let f = parse(
+            "interface = \"lo\"\n[[frontend]]\nlisten = 443\nsched = \"quic\"\n\
+             backends = [\"4431#0a01\", \"4432#0a02@2\"]\n[frontend.quic]\ncid_len = 10\nconfig_id = 2\n",
+            "x",
+        )
+        .unwrap();
+        let q = f.config.frontends[0].quic().unwrap();
+        assert_eq!((q.server_id_len, q.cid_len, q.config_id), (2, 10, 2));
+        const Q: &str = "interface = \"lo\"\n[[frontend]]\nlisten = 443\nsched = \"quic\"\n";
+        for (body, start) in [
+            (
+                "backends = [\"4431#0a01\",\n \"4432#0a01\"]\n",
+                "lb.toml:6: backends: frontend *:443: backends 4431 and 4432 have the same server ID 0a01",
+            ),
+            (
+                "backends = [\"4431#0a01\"]\n[frontend.quic]\nserver_id_len = 3\n",
+                "lb.toml:5: backends: frontend *:443: backend 4431#0a01: server ID 0a01 is 2 bytes long, not 3",
+            ),
+            (
+                "backends = [\"4431#0a01\"]\n[frontend.quic]\ncid_len = 21\n",
+                "lb.toml:6: quic: frontend *:443: a connection ID of 21 bytes",
+            ),
+            (
+                "backends = [\"4431#0a01\"]\n[frontend.quic]\nconfig_id = 7\n",
+                "lb.toml:7: config_id: 7 is out of range: 0 to 6",
+            ),
+            (
+                "backends = [\"4431#xyz\"]\n",
+                "lb.toml:5: backends: frontend *:443: backend '4431#xyz': server ID 'xyz'",
+            ),
+        ] {
+            let e = err(&format!("{Q}{body}"));
+            assert!(e.starts_with(start), "{body:?}: {e}");
+        }
+        let e = err("interface = \"lo\"\n[[frontend]]\nlisten = 443\nbackends = [1]\n[frontend.quic]\ncid_len = 8\n");
+        assert!(
+            e.starts_with("lb.toml:5: quic: frontend *:443 is not a quic frontend"),
+            "{e}"
+        );
     }
 
     #[test]

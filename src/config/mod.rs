@@ -3,9 +3,12 @@
 //!
 //!   FRONTEND  = PORT | IPv4:PORT | [IPv6]:PORT
 //!   BACKENDS  = BACKEND[,BACKEND...]
-//!   BACKEND   = TARGET[@WEIGHT]           (weight 0..=1000, default 1; 0 drains it)
+//!   BACKEND   = TARGET[#SERVER_ID][@WEIGHT]  (weight 0..=1000, default 1; 0 drains it)
 //!   TARGET    = PORT                      (a port on this host)
 //!             | IPv4:PORT | [IPv6]:PORT   (another host: forwarded in XDP)
+//!   SERVER_ID = 1 to 15 bytes in hex (`0a01`): the backend's QUIC-LB server
+//!               ID, on quic frontends only (`--sched quic`), where every
+//!               backend has one, all of the same length, each once
 //!
 //! A port-only frontend listens on every local address of both families;
 //! `0.0.0.0:PORT` and `[::]:PORT` are the wildcard of one family.
@@ -81,6 +84,9 @@ pub enum Sched {
     Rr,
     /// Flow-consistent: Maglev hashing of the 4-tuple (QUIC, DTLS, games).
     Maglev,
+    /// QUIC: the server ID in the destination connection ID (QUIC-LB
+    /// plaintext); Maglev (and its flow table) for what it cannot route.
+    Quic,
 }
 
 impl Sched {
@@ -88,15 +94,17 @@ impl Sched {
         match s {
             "rr" => Some(Sched::Rr),
             "maglev" => Some(Sched::Maglev),
+            "quic" => Some(Sched::Quic),
             _ => None,
         }
     }
 
-    /// As written in the configuration: "rr" or "maglev".
+    /// As written in the configuration: "rr", "maglev" or "quic".
     pub fn code(self) -> &'static str {
         match self {
             Sched::Rr => "rr",
             Sched::Maglev => "maglev",
+            Sched::Quic => "quic",
         }
     }
 
@@ -104,8 +112,78 @@ impl Sched {
         match self {
             Sched::Rr => "round robin",
             Sched::Maglev => "maglev",
+            Sched::Quic => "quic",
         }
     }
+
+    /// Whether the frontend has a Maglev ring (and so a flow table).
+    pub fn hashes(self) -> bool {
+        self != Sched::Rr
+    }
+}
+
+/// A QUIC-LB server ID: 1 to 15 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerId {
+    len: u8,
+    bytes: [u8; crate::abi::UDPLB_QUIC_MAX_SERVER_ID_LEN as usize],
+}
+
+impl ServerId {
+    /// From hex: an even number of digits, 1 to 15 bytes.
+    pub fn parse(hex: &str) -> Option<ServerId> {
+        let hex = hex.trim();
+        let n = hex.len() / 2;
+        if hex.len() % 2 != 0 || !(1..=QUIC_MAX_SID).contains(&n) {
+            return None;
+        }
+        let mut id = ServerId {
+            len: n as u8,
+            bytes: [0; QUIC_MAX_SID],
+        };
+        for (i, b) in id.bytes[..n].iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(id)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+impl fmt::Display for ServerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.as_bytes()
+            .iter()
+            .try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+const QUIC_MAX_SID: usize = crate::abi::UDPLB_QUIC_MAX_SERVER_ID_LEN as usize;
+const QUIC_MIN_NONCE: u8 = crate::abi::UDPLB_QUIC_MIN_NONCE_LEN as u8;
+const QUIC_MAX_CID: u8 = crate::abi::UDPLB_QUIC_MAX_CID_LEN as u8;
+
+/// A quic frontend's QUIC-LB settings as given (`[frontend.quic]`,
+/// `--quic-cid-len`, `--quic-config-id`); [`FrontendConfig::quic`] resolves
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QuicSettings {
+    /// Server ID bytes; default: the length of the backends' server IDs.
+    pub server_id_len: Option<u8>,
+    /// The connection ID length of short headers (which do not carry it);
+    /// default max(8, server_id_len + 5).
+    pub cid_len: Option<u8>,
+    /// The config rotation codepoint the servers use (0-6).
+    pub config_id: u8,
+}
+
+/// A quic frontend's resolved QUIC-LB parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuicParams {
+    pub server_id_len: u8,
+    pub cid_len: u8,
+    pub config_id: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +194,8 @@ pub struct BackendConfig {
     pub port: u16,
     /// Share of traffic relative to the other backends; 0 drains.
     pub weight: u32,
+    /// Its QUIC-LB server ID (quic frontends).
+    pub server_id: Option<ServerId>,
 }
 
 impl BackendConfig {
@@ -150,9 +230,13 @@ impl BackendConfig {
 
 impl fmt::Display for BackendConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.name())?;
+        if let Some(id) = self.server_id {
+            write!(f, "#{id}")?;
+        }
         match self.weight {
-            1 => write!(f, "{}", self.name()),
-            w => write!(f, "{}@{w}", self.name()),
+            1 => Ok(()),
+            w => write!(f, "@{w}"),
         }
     }
 }
@@ -171,6 +255,119 @@ pub struct FrontendConfig {
     /// Idle timeout of pinned flows in seconds (Maglev only; 0: no flow
     /// table for this frontend).
     pub flow_timeout: u32,
+    /// QUIC-LB settings (quic frontends).
+    pub quic_settings: QuicSettings,
+}
+
+impl FrontendConfig {
+    /// The QUIC-LB parameters of a quic frontend (`None` for the others),
+    /// once [`Config::check`] has accepted it.
+    pub fn quic(&self) -> Option<QuicParams> {
+        if self.sched != Sched::Quic {
+            return None;
+        }
+        let s = self.quic_settings;
+        let server_id_len = s.server_id_len.unwrap_or_else(|| {
+            (self.backends.iter())
+                .find_map(|b| b.server_id.map(|i| i.len))
+                .unwrap_or(1)
+        });
+        Some(QuicParams {
+            server_id_len,
+            cid_len: s
+                .cid_len
+                .unwrap_or((1 + server_id_len + QUIC_MIN_NONCE).max(8)),
+            config_id: s.config_id,
+        })
+    }
+
+    /// The QUIC-LB rules: on a quic frontend every backend has a server ID
+    /// of the configured length, each once, and the CID length leaves room
+    /// for the first octet, the server ID and a 4-byte nonce; elsewhere no
+    /// backend has one. An error names the backend (its index) if it is
+    /// about one.
+    pub fn check_quic(&self) -> Result<(), (Option<usize>, String)> {
+        let listen = self.listen;
+        let Some(q) = self.quic() else {
+            return match self.backends.iter().position(|b| b.server_id.is_some()) {
+                Some(i) => Err((
+                    Some(i),
+                    format!(
+                        "frontend {listen}: backend {} has a server ID, which only a quic \
+                         frontend uses (--sched quic, or sched = \"quic\")",
+                        self.backends[i]
+                    ),
+                )),
+                None => Ok(()),
+            };
+        };
+        if !(1..=QUIC_MAX_SID as u8).contains(&q.server_id_len) {
+            return Err((
+                None,
+                format!(
+                    "frontend {listen}: a server ID length of {} bytes is out of range: 1 to \
+                     {QUIC_MAX_SID}",
+                    q.server_id_len
+                ),
+            ));
+        }
+        let least = 1 + q.server_id_len + QUIC_MIN_NONCE;
+        if !(least..=QUIC_MAX_CID).contains(&q.cid_len) {
+            return Err((
+                None,
+                format!(
+                    "frontend {listen}: a connection ID of {} bytes cannot hold the first \
+                     octet, a {}-byte server ID and a {QUIC_MIN_NONCE}-byte nonce: use {least} \
+                     to {QUIC_MAX_CID}",
+                    q.cid_len, q.server_id_len
+                ),
+            ));
+        }
+        if q.config_id >= crate::abi::UDPLB_QUIC_CR_UNROUTABLE as u8 {
+            return Err((
+                None,
+                format!(
+                    "frontend {listen}: config ID {} is out of range: 0 to 6 (7 is the \
+                     unroutable codepoint)",
+                    q.config_id
+                ),
+            ));
+        }
+        let mut seen: HashMap<ServerId, &BackendConfig> = HashMap::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            let Some(id) = b.server_id else {
+                return Err((
+                    Some(i),
+                    format!(
+                        "frontend {listen}: backend {b} needs a server ID on a quic frontend: \
+                         write {}#HEX",
+                        b.name()
+                    ),
+                ));
+            };
+            if id.len != q.server_id_len {
+                return Err((
+                    Some(i),
+                    format!(
+                        "frontend {listen}: backend {b}: server ID {id} is {} bytes long, not \
+                         {} like the others",
+                        id.len, q.server_id_len
+                    ),
+                ));
+            }
+            if let Some(other) = seen.insert(id, b) {
+                return Err((
+                    Some(i),
+                    format!(
+                        "frontend {listen}: backends {} and {} have the same server ID {id}",
+                        other.name(),
+                        b.name()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A configuration that passed every check in [`Config::new`].
@@ -185,6 +382,7 @@ pub struct Defaults {
     pub sched: Sched,
     pub table_size: u32,
     pub flow_timeout: u32,
+    pub quic: QuicSettings,
 }
 
 impl Default for Defaults {
@@ -193,6 +391,7 @@ impl Default for Defaults {
             sched: Sched::Rr,
             table_size: crate::abi::UDPLB_DEFAULT_MAGLEV_SIZE,
             flow_timeout: crate::abi::UDPLB_DEFAULT_FLOW_TIMEOUT,
+            quic: QuicSettings::default(),
         }
     }
 }
@@ -350,9 +549,27 @@ pub fn parse_backend(s: &str, frontend: &str) -> Result<BackendConfig, UsageErro
             "frontend {frontend}: empty entry in the backend list"
         ));
     }
-    let (port, weight) = match s.split_once('@') {
+    // TARGET[#SERVER_ID][@WEIGHT]; `#` after the weight is accepted too.
+    let (s_no_id, server_id) = match s.split_once('#') {
+        None => (s.to_string(), None),
+        Some((head, tail)) => {
+            let (hex, rest) = match tail.split_once('@') {
+                Some((hex, w)) => (hex, format!("@{w}")),
+                None => (tail, String::new()),
+            };
+            let id = ServerId::parse(hex).ok_or_else(|| {
+                usage!(
+                    "frontend {frontend}: backend '{s}': server ID '{}' is not 1 to \
+                     {QUIC_MAX_SID} bytes in hex (e.g. 0a01)",
+                    hex.trim()
+                )
+            })?;
+            (format!("{}{rest}", head.trim()), Some(id))
+        }
+    };
+    let (port, weight) = match s_no_id.split_once('@') {
         Some((p, w)) => (p.trim(), Some(w.trim())),
-        None => (s, None),
+        None => (s_no_id.as_str(), None),
     };
     let what = format!("frontend {frontend}: backend");
     let (addr, port) = if port.contains(':') || port.contains('[') {
@@ -387,7 +604,12 @@ pub fn parse_backend(s: &str, frontend: &str) -> Result<BackendConfig, UsageErro
             }
         }
     };
-    Ok(BackendConfig { addr, port, weight })
+    Ok(BackendConfig {
+        addr,
+        port,
+        weight,
+        server_id,
+    })
 }
 
 /// `FRONTEND=BACKENDS`, with the scheduler settings of `defaults`.
@@ -410,6 +632,7 @@ pub fn parse_frontend(spec: &str, defaults: Defaults) -> Result<FrontendConfig, 
         table_size: defaults.table_size,
         health: FrontendHealth::new(Check::default()),
         flow_timeout: defaults.flow_timeout,
+        quic_settings: defaults.quic,
     })
 }
 
@@ -503,7 +726,11 @@ impl Config {
                         fe.listen
                     );
                 }
-                let name = BackendConfig { weight: 1, ..*b };
+                let name = BackendConfig {
+                    weight: 1,
+                    server_id: None,
+                    ..*b
+                };
                 match owner.insert(b.id(), fe.listen) {
                     Some(prev) if prev == fe.listen => {
                         fail!(
@@ -523,10 +750,13 @@ impl Config {
                     None => {}
                 }
             }
+            if let Err((_, e)) = fe.check_quic() {
+                fail!(Some(i), "{e}");
+            }
             // Round robin needs no check: weights <= UDPLB_MAX_WEIGHT over at
             // most MAX_BACKENDS backends fit in UDPLB_MAX_RING (asserted below).
             match fe.sched {
-                Sched::Maglev if fe.table_size as usize <= n => {
+                Sched::Maglev | Sched::Quic if fe.table_size as usize <= n => {
                     fail!(
                         Some(i),
                         "frontend {}: a maglev table of {} entries cannot hold {n} backends; \
@@ -595,7 +825,7 @@ pub fn ring_len(fe: &FrontendConfig) -> u64 {
         }
     }
     match fe.sched {
-        Sched::Maglev => fe.table_size as u64,
+        Sched::Maglev | Sched::Quic => fe.table_size as u64,
         Sched::Rr => {
             let w: Vec<u64> = fe.backends.iter().map(|b| b.weight as u64).collect();
             let g = w.iter().copied().fold(0, gcd);
@@ -783,6 +1013,68 @@ mod tests {
         }
         // A loopback frontend is fine: it is local.
         Config::from_specs(&["127.0.0.1:53=9876"]).unwrap();
+    }
+
+    #[test]
+    fn quic_frontends() {
+        let quic = Defaults {
+            sched: Sched::Quic,
+            ..Defaults::default()
+        };
+        let c = Config::from_specs_with(&["443=9876#0a01,9877#0A02@2,9878@3#0a03"], quic).unwrap();
+        let fe = &c.frontends[0];
+        let ids: Vec<String> = fe.backends.iter().map(|b| b.to_string()).collect();
+        assert_eq!(ids, ["9876#0a01", "9877#0a02@2", "9878#0a03@3"]);
+        assert_eq!(
+            fe.quic(),
+            Some(QuicParams {
+                server_id_len: 2,
+                cid_len: 8,
+                config_id: 0
+            })
+        );
+        let long = Config::from_specs_with(&["443=1#00112233445566"], quic).unwrap();
+        assert_eq!(long.frontends[0].quic().unwrap().cid_len, 12, "1 + 7 + 4");
+        let e = |spec: &str, d: Defaults| Config::from_specs_with(&[spec], d).unwrap_err().0;
+        for (spec, why) in [
+            ("443=9876#0a01,9877", "backend 9877 needs a server ID"),
+            (
+                "443=9876#0a01,9877#0a01",
+                "backends 9876 and 9877 have the same server ID 0a01",
+            ),
+            ("443=9876#0a01,9877#0a0102", "is 3 bytes long, not 2"),
+            (
+                "443=9876#0a1",
+                "server ID '0a1' is not 1 to 15 bytes in hex",
+            ),
+            ("443=9876#zz", "server ID 'zz' is not"),
+            ("443=9876#", "server ID '' is not"),
+            (
+                "443=9876#00112233445566778899aabbccddeeff",
+                "is not 1 to 15 bytes",
+            ),
+        ] {
+            let m = e(spec, quic);
+            assert!(m.contains(why), "{spec}: {m}");
+        }
+        let m = e("443=9876#0a01", Defaults::default());
+        assert!(m.contains("only a quic frontend uses"), "{m}");
+        let short = Defaults {
+            quic: QuicSettings {
+                cid_len: Some(6),
+                ..QuicSettings::default()
+            },
+            ..quic
+        };
+        assert!(e("443=9876#0a01", short).contains("use 7 to 20"));
+        let cr7 = Defaults {
+            quic: QuicSettings {
+                config_id: 7,
+                ..QuicSettings::default()
+            },
+            ..quic
+        };
+        assert!(e("443=9876#0a01", cr7).contains("config ID 7 is out of range"));
     }
 
     #[test]

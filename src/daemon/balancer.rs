@@ -18,7 +18,7 @@ use super::status::{
     BackendStatus, FrontendStatus, HealthStatus, PassiveStatus, ReloadStats, Status, Traffic,
 };
 use super::{notify, warnings};
-use crate::abi::{Endpoint, FLOW_COUNTER_NAMES, REASON_NAMES};
+use crate::abi::{Endpoint, FLOW_COUNTER_NAMES, QUIC_COUNTER_NAMES, REASON_NAMES};
 use crate::cli::Args;
 use crate::config::announce::{self, Announce};
 use crate::config::health::CheckKind;
@@ -801,6 +801,16 @@ impl Balancer {
                 .map(|(n, v)| (n.to_string(), v))
                 .collect(),
             flow_entries: c.flow_entries,
+            quic_events: match (self.config.frontends.iter())
+                .any(|f| f.sched == crate::config::Sched::Quic)
+            {
+                true => QUIC_COUNTER_NAMES
+                    .iter()
+                    .zip(c.quic_events)
+                    .map(|(n, v)| (n.to_string(), v))
+                    .collect(),
+                false => BTreeMap::new(),
+            },
             reloads: self.reloads.clone(),
         })
     }
@@ -824,9 +834,8 @@ impl Balancer {
     /// `c` with the live flows per backend of Maglev frontends with a flow
     /// table, from a walk of the table at most once per `--stats` interval.
     fn with_flows(&self, mut c: Counters) -> Counters {
-        let uses_flows = |fe: &crate::config::FrontendConfig| {
-            fe.sched == crate::config::Sched::Maglev && fe.flow_timeout > 0
-        };
+        let uses_flows =
+            |fe: &crate::config::FrontendConfig| fe.sched.hashes() && fe.flow_timeout > 0;
         if !self.config.frontends.iter().any(uses_flows) {
             return c;
         }

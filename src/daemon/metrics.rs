@@ -226,6 +226,17 @@ impl Collector for Snapshot {
                 .iter()
                 .map(|(e, n)| ([("event", e.clone())], ConstCounter::new(*n))),
         )?;
+        family(
+            &mut enc,
+            "quic_packets",
+            "Requests of quic frontends by how they were routed: routed (by the server ID \
+             in the connection ID), or fallen back to Maglev: not_quic, client_cid, \
+             unroutable, unknown_server, backend_down, too_short",
+            counter,
+            s.quic_events
+                .iter()
+                .map(|(e, n)| ([("outcome", e.clone())], ConstCounter::new(*n))),
+        )?;
         single(
             &mut enc,
             "flow_table_entries",
@@ -301,6 +312,7 @@ mod tests {
             verdicts: [("balanced".to_string(), 7)].into(),
             flow_events: [("hit".to_string(), 9)].into(),
             flow_entries: 5,
+            quic_events: [("routed".to_string(), 11)].into(),
             reloads: ReloadStats {
                 succeeded: 1,
                 failed: 2,
@@ -326,6 +338,7 @@ mod tests {
             "udplb_flow_table_entries 5",
             "udplb_backend_icmp_errors_total{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 4",
             "udplb_backend_replies_total{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 9",
+            "udplb_quic_packets_total{outcome=\"routed\"} 11",
             "udplb_reloads_total{result=\"failure\"} 2",
             "udplb_reload_last_ok 0",
         ] {

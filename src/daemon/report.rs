@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::abi::{Counter, FLOW_COUNTER_NAMES, REASON_NAMES};
+use crate::abi::{Counter, FLOW_COUNTER_NAMES, QUIC_COUNTER_NAMES, REASON_NAMES};
 use crate::config::{BackendConfig, Config, Listen, Sched};
 use crate::datapath::Counters;
 
@@ -95,7 +95,7 @@ pub fn render(config: &Config, c: &Counters, removed: &[Removed], health: &Healt
     if config
         .frontends
         .iter()
-        .any(|f| f.flow_timeout > 0 && f.sched == Sched::Maglev)
+        .any(|f| f.flow_timeout > 0 && f.sched.hashes())
     {
         let events: Vec<String> = FLOW_COUNTER_NAMES
             .iter()
@@ -108,6 +108,14 @@ pub fn render(config: &Config, c: &Counters, removed: &[Removed], health: &Healt
             c.flow_entries,
             events.join(", ")
         );
+    }
+    if config.frontends.iter().any(|f| f.sched == Sched::Quic) {
+        let events: Vec<String> = QUIC_COUNTER_NAMES
+            .iter()
+            .zip(c.quic_events)
+            .map(|(n, v)| format!("{n} {v}"))
+            .collect();
+        let _ = writeln!(s, "quic: {}", events.join(", "));
     }
     s
 }

@@ -27,6 +27,10 @@ pub struct Status {
     /// Entries in the flow table at its last walk, live or idle.
     #[serde(default)]
     pub flow_entries: u64,
+    /// How quic frontends routed requests, by outcome
+    /// (abi::QUIC_COUNTER_NAMES); empty without quic frontends.
+    #[serde(default)]
+    pub quic_events: BTreeMap<String, u64>,
     pub reloads: ReloadStats,
 }
 
@@ -34,7 +38,7 @@ pub struct Status {
 pub struct FrontendStatus {
     /// `*:9875`, `198.18.0.1:53`, `[2001:2::1]:53`.
     pub listen: String,
-    /// "rr" or "maglev".
+    /// "rr", "maglev" or "quic".
     pub sched: String,
     /// FNV-1a 64 of the backends in ring order, as 16 hex digits: equal on
     /// balancers that send each flow to the same backend.
@@ -242,6 +246,14 @@ pub fn render_table(s: &Status) -> String {
             events.join(", ")
         );
     }
+    if !s.quic_events.is_empty() {
+        let events: Vec<String> = s
+            .quic_events
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let _ = writeln!(out, "quic: {}", events.join(", "));
+    }
     let r = &s.reloads;
     let _ = writeln!(
         out,
@@ -320,6 +332,7 @@ mod tests {
             verdicts: [("balanced".to_string(), 10), ("reply".to_string(), 0)].into(),
             flow_events: Default::default(),
             flow_entries: 0,
+            quic_events: Default::default(),
             reloads: ReloadStats {
                 succeeded: 2,
                 failed: 1,

@@ -44,6 +44,8 @@ pub struct Counters {
     pub reasons: [u64; REASON_COUNT],
     /// Flow table events, indexed by enum udplb_flow_counter.
     pub flow_events: [u64; abi::FLOW_COUNTER_COUNT],
+    /// How quic frontends routed requests, indexed by enum udplb_quic_counter.
+    pub quic_events: [u64; abi::QUIC_COUNTER_COUNT],
     /// Live pinned flows per frontend, per backend (config order); empty
     /// when the table was not walked (see [`Datapath::flows`]).
     pub live_flows: Vec<Vec<u64>>,
@@ -141,6 +143,17 @@ impl Datapath {
         let mut out = [0u64; abi::FLOW_COUNTER_COUNT];
         for (i, total) in out.iter_mut().enumerate() {
             for cpu in percpu(&self.skel.maps.flow_counters, i as u32)? {
+                *total += abi::from_bytes::<u64>(&cpu).unwrap_or(0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// QUIC routing events (enum udplb_quic_counter), summed over all CPUs.
+    pub fn quic_counters(&self) -> Result<[u64; abi::QUIC_COUNTER_COUNT]> {
+        let mut out = [0u64; abi::QUIC_COUNTER_COUNT];
+        for (i, total) in out.iter_mut().enumerate() {
+            for cpu in percpu(&self.skel.maps.quic_counters, i as u32)? {
                 *total += abi::from_bytes::<u64>(&cpu).unwrap_or(0);
             }
         }
@@ -259,6 +272,7 @@ impl Datapath {
             }
         }
         c.flow_events = self.flow_counters()?;
+        c.quic_events = self.quic_counters()?;
         Ok(c)
     }
 }
@@ -316,6 +330,13 @@ impl plan::Maps for Datapath {
                     .with_context(|| format!("installing ring {table}"))
             }
             Op::PortFlags(port, flags) => write_port_flags(&maps.port_flags, port, flags),
+            Op::QuicServer(key, target) => maps
+                .quic_servers
+                .update(bytes_of(&key), bytes_of(&target), MapFlags::ANY)
+                .context("writing a QUIC server ID"),
+            Op::DeleteQuicServer(key) => {
+                delete(&maps.quic_servers, bytes_of(&key)).context("removing a QUIC server ID")
+            }
             Op::Frontend(key, fe) => maps
                 .frontends
                 .update(bytes_of(&key), bytes_of(&fe), MapFlags::ANY)

@@ -21,9 +21,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::abi::bytes_of;
 use crate::abi::{
-    Backend, Endpoint, Frontend, ReplyTarget, UDPLB_BACKEND_F_PINNED, UDPLB_BACKEND_SLOTS,
-    UDPLB_FRONTEND_IDS, UDPLB_PORT_BACKEND_ANY, UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_FRONTEND_ANY,
-    UDPLB_PORT_FRONTEND_EXACT, UDPLB_SCHED_MAGLEV, UDPLB_SCHED_RR,
+    Backend, Endpoint, Frontend, QuicKey, QuicTarget, ReplyTarget, UDPLB_BACKEND_F_CID,
+    UDPLB_BACKEND_F_PINNED, UDPLB_BACKEND_SLOTS, UDPLB_FRONTEND_IDS, UDPLB_PORT_BACKEND_ANY,
+    UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_FRONTEND_ANY, UDPLB_PORT_FRONTEND_EXACT,
+    UDPLB_SCHED_MAGLEV, UDPLB_SCHED_QUIC, UDPLB_SCHED_RR,
 };
 use crate::config::{weights, BackendConfig, Config, FrontendConfig, Listen, Sched};
 
@@ -64,6 +65,9 @@ pub struct Plan {
     pub replies: Vec<(Endpoint, ReplyTarget)>,
     /// (table, ring of backend slots).
     pub rings: Vec<(u32, Vec<u32>)>,
+    /// QUIC server IDs new or moved to another slot: written with the
+    /// rings, before the switch (a packet naming one fell back until now).
+    pub quic_servers: Vec<(QuicKey, QuicTarget)>,
     /// Port flags for the union of the old and new configuration, written
     /// before the switch so no packet of either is skipped...
     pub port_flags: Vec<(u16, u8)>,
@@ -74,6 +78,10 @@ pub struct Plan {
     /// removed backends lingering.
     pub delete_replies: Vec<Endpoint>,
     pub delete_rings: Vec<u32>,
+    /// QUIC server IDs no backend holds any more: deleted after the switch
+    /// (their backends' slots already refuse CID routes, see
+    /// [`retired_value`]).
+    pub delete_quic_servers: Vec<QuicKey>,
     /// ...and the new configuration's alone, written after it.
     pub port_flags_after: Vec<(u16, u8)>,
     /// One line per change, for the log.
@@ -95,10 +103,16 @@ impl Plan {
             .chain(p.backends.iter().map(|(s, b)| Op::Backend(*s, *b)))
             .chain(p.replies.iter().map(|(k, t)| Op::Reply(*k, *t)))
             .chain(p.rings.iter().map(|(t, r)| Op::Ring(*t, r)))
+            .chain(p.quic_servers.iter().map(|(k, t)| Op::QuicServer(*k, *t)))
             .chain(p.port_flags.iter().map(|&(p, f)| Op::PortFlags(p, f)))
             .chain(p.frontends.iter().map(|(k, f)| Op::Frontend(*k, *f)))
             .chain(p.delete_frontends.iter().map(|&k| Op::DeleteFrontend(k)))
             .chain(p.delete_replies.iter().map(|&k| Op::DeleteReply(k)))
+            .chain(
+                p.delete_quic_servers
+                    .iter()
+                    .map(|&k| Op::DeleteQuicServer(k)),
+            )
             .chain(p.port_flags_after.iter().map(|&(p, f)| Op::PortFlags(p, f)))
             .chain(p.delete_rings.iter().map(|&t| Op::DeleteRing(t)))
     }
@@ -116,11 +130,14 @@ pub enum Op<'a> {
     /// Install a new ring (a fresh inner map) as table `.0`.
     Ring(u32, &'a [u32]),
     PortFlags(u16, u8),
+    /// A QUIC server ID and the backend holding it.
+    QuicServer(QuicKey, QuicTarget),
     Frontend(Endpoint, Frontend),
     /// Deletions tolerate a missing key.
     DeleteFrontend(Endpoint),
     DeleteReply(Endpoint),
     DeleteRing(u32),
+    DeleteQuicServer(QuicKey),
 }
 
 /// Whatever carries out [`Op`]s: the real maps (`datapath::Datapath`), or
@@ -321,12 +338,24 @@ fn reply_entries<'a>(
 /// removed (a drained backend, weight 0 but up, keeps its pinned flows).
 /// `ident` names who holds the slot, the same on every start, so a pin to a
 /// slot since reused by another backend is not followed.
+///
+/// On a quic frontend it takes packets routed by its server ID
+/// (UDPLB_BACKEND_F_CID) unless it is held down and out of the ring (a
+/// frontend whose backends are all down and that fails open keeps them).
 fn backend_value(fe: &FrontendConfig, b: &BackendConfig, down: bool) -> Backend {
-    let pinned = fe.sched == Sched::Maglev && fe.flow_timeout > 0 && !down;
+    let pinned = fe.sched.hashes() && fe.flow_timeout > 0 && !down;
+    let cid = fe.sched == Sched::Quic && !(down && b.weight == 0);
+    let mut flags = 0;
+    if pinned {
+        flags |= UDPLB_BACKEND_F_PINNED;
+    }
+    if cid {
+        flags |= UDPLB_BACKEND_F_CID;
+    }
     Backend {
         ep: b.endpoint(),
         weight: b.weight,
-        flags: if pinned { UDPLB_BACKEND_F_PINNED } else { 0 },
+        flags,
         ident: backend_ident(&fe.listen, b),
     }
 }
@@ -350,10 +379,33 @@ fn retired_value(fe: &FrontendConfig, b: &BackendConfig) -> Backend {
     }
 }
 
+/// The quic_servers entries of frontend `fe` (id `id`, backends at
+/// `slots`): none unless it is a quic frontend.
+fn quic_entries(
+    fe: &FrontendConfig,
+    id: u32,
+    slots: &BTreeMap<BackendId, u32>,
+) -> BTreeMap<QuicKey, QuicTarget> {
+    let Some(q) = fe.quic() else {
+        return BTreeMap::new();
+    };
+    (fe.backends.iter())
+        .filter_map(|b| {
+            let key = QuicKey::new(id, q.config_id, b.server_id?.as_bytes());
+            let target = QuicTarget {
+                slot: slots[&b.id()],
+                ident: backend_ident(&fe.listen, b),
+            };
+            Some((key, target))
+        })
+        .collect()
+}
+
 fn sched_code(s: Sched) -> u32 {
     match s {
         Sched::Rr => UDPLB_SCHED_RR,
         Sched::Maglev => UDPLB_SCHED_MAGLEV,
+        Sched::Quic => UDPLB_SCHED_QUIC,
     }
 }
 
@@ -366,7 +418,7 @@ fn ring(fe: &FrontendConfig, slots: &BTreeMap<BackendId, u32>) -> (Vec<u32>, u64
     let keys: Vec<Vec<u8>> = fe.backends.iter().map(maglev_key).collect();
     let picks = match fe.sched {
         Sched::Rr => rr::ring(&weights(fe)),
-        Sched::Maglev => {
+        Sched::Maglev | Sched::Quic => {
             let keyed: Vec<(Vec<u8>, u32)> = fe
                 .backends
                 .iter()
@@ -444,7 +496,8 @@ impl State {
         for fe in &config.frontends {
             let old = self.frontends.get(&fe.listen);
             // Down matters beyond the ring only where flows are pinned.
-            let pins = fe.sched == Sched::Maglev && fe.flow_timeout > 0;
+            // (and on quic frontends, where CID routes avoid down backends).
+            let pins = (fe.sched.hashes() && fe.flow_timeout > 0) || fe.sched == Sched::Quic;
             let here: BTreeSet<BackendId> = (fe.backends.iter())
                 .map(|b| b.id())
                 .filter(|id| pins && down.contains(&(fe.listen, *id)))
@@ -489,6 +542,17 @@ impl State {
                     plan.backends.push((slot, value));
                 }
             }
+            let old_quic = old
+                .map(|o| quic_entries(&o.config, o.id, &o.slots))
+                .unwrap_or_default();
+            let new_quic = quic_entries(fe, id, &live.slots);
+            plan.quic_servers.extend(
+                (new_quic.iter())
+                    .filter(|(k, t)| old_quic.get(k) != Some(t))
+                    .map(|(k, t)| (*k, *t)),
+            );
+            plan.delete_quic_servers
+                .extend(old_quic.keys().filter(|k| !new_quic.contains_key(k)));
             let (ring, fingerprint) = ring(fe, &live.slots);
             live.fingerprint = fingerprint;
             live.ring_size = ring.len() as u32;
@@ -498,9 +562,12 @@ impl State {
                 ring_size: ring.len() as u32,
                 sched: sched_code(fe.sched),
                 flow_timeout_s: match fe.sched {
-                    Sched::Maglev => fe.flow_timeout,
+                    Sched::Maglev | Sched::Quic => fe.flow_timeout,
                     Sched::Rr => 0,
                 },
+                quic_server_id_len: fe.quic().map_or(0, |q| q.server_id_len),
+                quic_cid_len: fe.quic().map_or(0, |q| q.cid_len),
+                pad: 0,
             };
             plan.rings.push((table, ring));
             plan.frontends.extend(keys.iter().map(|k| (*k, value)));
@@ -530,6 +597,8 @@ impl State {
                 plan.backends.push((slot, retired_value(&old.config, b)));
             }
             plan.delete_rings.extend([2 * old.id, 2 * old.id + 1]);
+            (plan.delete_quic_servers)
+                .extend(quic_entries(&old.config, old.id, &old.slots).into_keys());
             plan.changes.push(format!("removed frontend {listen}"));
         }
         // Removed backends' reply keys linger, old ones stay lingering,
@@ -726,6 +795,63 @@ mod tests {
         assert_ne!(s2.plan(&c).1.fingerprints(&c), fp(&a));
     }
 
+    fn quic(specs: &[&str]) -> Config {
+        let defaults = Defaults {
+            sched: Sched::Quic,
+            table_size: 13,
+            ..Defaults::default()
+        };
+        Config::from_specs_with(specs, defaults).unwrap()
+    }
+
+    #[test]
+    fn quic_server_ids_follow_their_backends() {
+        let maps = fake::FakeMaps::default();
+        let mut tables = Tables::default();
+        let sid = |id: &[u8]| QuicKey::new(0, 0, id);
+        tables
+            .apply(&maps, &quic(&["443=9876#0a01,9877#0a02"]))
+            .unwrap();
+        let c = maps.contents.borrow().clone();
+        assert_eq!(c.quic.len(), 2);
+        let slot = c.quic[&sid(&[0x0a, 0x01])].slot;
+        assert_eq!(c.backends[&slot].ep.port(), 9876);
+        assert_eq!(c.backends[&slot].ident, c.quic[&sid(&[0x0a, 0x01])].ident);
+        assert!(c
+            .backends
+            .values()
+            .all(|b| b.flags & UDPLB_BACKEND_F_CID != 0));
+        let fe = c.frontends.values().next().unwrap();
+        assert_eq!(
+            (fe.sched, fe.quic_server_id_len, fe.quic_cid_len),
+            (UDPLB_SCHED_QUIC, 2, 8)
+        );
+        // A new server ID for 9877, a drained 9876, a new backend 9878.
+        tables
+            .apply(&maps, &quic(&["443=9876#0a01@0,9877#0b02,9878#0a03"]))
+            .unwrap();
+        let c = maps.contents.borrow().clone();
+        let ids: Vec<&[u8]> = c.quic.keys().map(|k| &k.server_id[..2]).collect();
+        assert_eq!(ids, vec![&[0x0a, 0x01][..], &[0x0a, 0x03], &[0x0b, 0x02]]);
+        let drained = c.quic[&sid(&[0x0a, 0x01])].slot;
+        assert_ne!(
+            c.backends[&drained].flags & UDPLB_BACKEND_F_CID,
+            0,
+            "drained keeps CIDs"
+        );
+        // 9878 down: it leaves the ring and takes no CID routes.
+        let c3 = quic(&["443=9876#0a01@0,9877#0b02,9878#0a03"]);
+        let down: Down = [(c3.frontends[0].listen, (None, 9878))].into();
+        tables.apply_with(&maps, &c3, &down).unwrap();
+        let c = maps.contents.borrow().clone();
+        let s3 = c.quic[&sid(&[0x0a, 0x03])].slot;
+        assert_eq!(c.backends[&s3].flags & UDPLB_BACKEND_F_CID, 0);
+        // Removed frontend: its server IDs go.
+        tables.apply(&maps, &cfg(&["9875=9876"])).unwrap();
+        assert!(maps.contents.borrow().quic.is_empty());
+        assert!(maps.violations.borrow().is_empty());
+    }
+
     #[test]
     fn first_plan_writes_everything_before_the_switch() {
         let (plan, state) = State::default().plan(&cfg(&["9875=9876,9877,9878"]));
@@ -745,6 +871,7 @@ mod tests {
                     ring_size: 3,
                     sched: UDPLB_SCHED_RR,
                     flow_timeout_s: 0,
+                    ..Frontend::default()
                 }
             );
         }
@@ -1072,7 +1199,7 @@ pub(crate) mod fake {
     use std::collections::BTreeMap;
 
     use super::{Maps, Op};
-    use crate::abi::{Backend, Endpoint, Frontend, ReplyTarget};
+    use crate::abi::{Backend, Endpoint, Frontend, QuicKey, QuicTarget, ReplyTarget};
 
     #[derive(Debug, Default, Clone)]
     pub struct Contents {
@@ -1081,6 +1208,7 @@ pub(crate) mod fake {
         pub backends: BTreeMap<u32, Backend>,
         pub replies: BTreeMap<Endpoint, ReplyTarget>,
         pub port_flags: BTreeMap<u16, u8>,
+        pub quic: BTreeMap<QuicKey, QuicTarget>,
     }
 
     /// What a packet sees: per frontend key its scheduler and ring as
@@ -1160,6 +1288,8 @@ pub(crate) mod fake {
             }
             match op {
                 Op::ZeroCounters(_) | Op::ResetFrontend(_) => {}
+                Op::QuicServer(k, t) => drop(c.quic.insert(k, t)),
+                Op::DeleteQuicServer(k) => drop(c.quic.remove(&k)),
                 Op::Backend(s, b) => drop(c.backends.insert(s, b)),
                 Op::Reply(k, t) => drop(c.replies.insert(k, t)),
                 Op::Ring(t, r) => drop(c.rings.insert(t, r.to_vec())),

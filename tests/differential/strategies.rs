@@ -304,6 +304,9 @@ impl Scenario {
     }
 }
 
+/// Round robin or Maglev. Quic frontends are not generated: the model has
+/// no QUIC parser; tests/quic_datapath.rs checks that their fallback picks
+/// what Maglev picks, and covers their own routing case by case.
 pub(crate) fn config_of(specs: &[String], maglev: bool) -> Option<Config> {
     let sched = if maglev { Sched::Maglev } else { Sched::Rr };
     Config::from_specs_with(

@@ -18,6 +18,8 @@
 //! - [`operate`]: `udplb status --json` and /metrics (parsed by
 //!   Prometheus's own Python parser) of a running udplb;
 //! - [`sockets`]: real datagrams, bounded in count and time;
+//! - [`quic`]: real QUIC (aioquic servers issuing QUIC-LB CIDs, clients
+//!   that rebind or migrate), bounded in count and time;
 //! - [`cpu`]: CPU pinning;
 //! - [`model`]: the reference model of the datapath (differential test);
 //! - [`hex`]: dumps and diffs for failure messages.
@@ -37,6 +39,7 @@ pub mod netns;
 pub mod operate;
 pub mod packets;
 pub mod process;
+pub mod quic;
 pub mod runner;
 pub mod sockets;
 pub mod topology;
