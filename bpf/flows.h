@@ -18,8 +18,13 @@
  *   losing an entry only costs stickiness.
  * - One shared LRU hash (not per-CPU): a reply handled on another CPU than
  *   its requests pins for all of them. A reply that finds its pin right only
- *   stores the time into it (a relaxed store, and only when the coarse clock
- *   moved); the map is written only for a missing pin or another backend.
+ *   stores the time into it (a relaxed store, and only when the clock moved);
+ *   the map is written only for a missing pin or another backend.
+ * - Time is jiffies: bpf_jiffies64() is inlined by the verifier, where
+ *   bpf_ktime_get_coarse_ns() is a helper call, which on kernels with
+ *   return-thunk mitigations costs about as much as the rest of a hit.
+ *   Timeouts are seconds times CONFIG_HZ (read from the kernel's
+ *   configuration by libbpf); udplb refuses a flow table when it is 0.
  * - One flow_counters event per request of a frontend with a table, and one
  *   per reply from a backend that accepts pins.
  */
@@ -33,7 +38,7 @@
 #include "maps.h"
 #include "lookup.h"
 
-#define NSEC_PER_SEC 1000000000ULL
+extern unsigned int CONFIG_HZ __kconfig __weak;
 
 /* (client, frontend) -> the backend that answered. Userspace sets the size
  * (--flow-table-size) before load, and reuses the pinned map on --pin. */
@@ -110,10 +115,10 @@ static __always_inline long flow_pick_slot(struct udplb_frontend *fe, struct udp
 		flow_count(UDPLB_FLOW_MISS);
 		return pick_slot(fe, p);
 	}
-	now = bpf_ktime_get_coarse_ns();
-	last = *(volatile __u64 *)&f->last_seen_ns;
+	now = bpf_jiffies64();
+	last = *(volatile __u64 *)&f->last_seen;
 	/* Signed: another CPU may have stored a slightly later time. */
-	if ((__s64)(now - last) > (__s64)(fe->flow_timeout_s * NSEC_PER_SEC)) {
+	if ((__s64)(now - last) > (__s64)((__u64)fe->flow_timeout_s * CONFIG_HZ)) {
 		flow_count(UDPLB_FLOW_EXPIRED);
 		return pick_slot(fe, p);
 	}
@@ -160,14 +165,14 @@ static __always_inline void flow_learn(struct udp_packet *p, struct udplb_reply_
 		__builtin_memcpy(key.frontend_addr_be, rt->frontend.addr_be,
 				 sizeof(key.frontend_addr_be));
 	}
-	now = bpf_ktime_get_coarse_ns();
+	now = bpf_jiffies64();
 	f = bpf_map_lookup_elem(&flows, &key);
 	if (f && f->slot == slot && f->ident == be->ident && f->frontend_id == rt->frontend_id) {
 		/* Already right: refresh the time in place, and only when the
-		 * coarse clock moved, so busy flows do not keep the cache line
+		 * clock moved, so busy flows do not keep the cache line
 		 * bouncing between CPUs. */
-		if (*(volatile __u64 *)&f->last_seen_ns != now)
-			*(volatile __u64 *)&f->last_seen_ns = now;
+		if (*(volatile __u64 *)&f->last_seen != now)
+			*(volatile __u64 *)&f->last_seen = now;
 		flow_count(UDPLB_FLOW_PIN_REFRESHED);
 		return;
 	}
@@ -175,7 +180,7 @@ static __always_inline void flow_learn(struct udp_packet *p, struct udplb_reply_
 	v.slot = slot;
 	v.ident = be->ident;
 	v.frontend_id = rt->frontend_id;
-	v.last_seen_ns = now;
+	v.last_seen = now;
 	if (bpf_map_update_elem(&flows, &key, &v, BPF_ANY))
 		flow_count(UDPLB_FLOW_PIN_FAILED);
 	else

@@ -251,6 +251,29 @@ int udplb_egress(struct __sk_buff *skb)
 	return TC_ACT_UNSPEC;
 }
 
+/* The datapath's clock, for userspace (Datapath::clock): one entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct udplb_clock);
+} clock SEC(".maps");
+
+/* Run by userspace (BPF_PROG_TEST_RUN) to read jiffies and CONFIG_HZ,
+ * which it cannot read itself. */
+SEC("xdp")
+int udplb_clock(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	struct udplb_clock *c = bpf_map_lookup_elem(&clock, &zero);
+
+	if (c) {
+		c->jiffies = bpf_jiffies64();
+		c->hz = CONFIG_HZ;
+	}
+	return XDP_PASS;
+}
+
 /* The cheapest possible XDP program: the floor for `make bench`. */
 SEC("xdp")
 int udplb_noop(struct xdp_md *ctx)

@@ -272,7 +272,15 @@ struct udplb_flow {
 			      * to another frontend (an exact address beside
 			      * a port-only one) does not follow it */
 	__u32 pad;
-	__u64 last_seen_ns;  /* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC) */
+	__u64 last_seen;     /* jiffies (bpf_jiffies64(), inlined: no helper
+			      * call) of the last reply */
+};
+
+/* The datapath's clock as udplb_clock reports it: jiffies now and the
+ * kernel's CONFIG_HZ (0 if its configuration could not be read). */
+struct udplb_clock {
+	__u64 jiffies;
+	__u64 hz;
 };
 
 /* Per-CPU packet and byte counter (per backend, per frontend for replies). */

@@ -89,6 +89,14 @@ pub struct FlowKey {
     pub frontend_addr_be: [u32; 4],
 }
 
+/// `struct udplb_clock`: the datapath's jiffies and CONFIG_HZ.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Clock {
+    pub jiffies: u64,
+    pub hz: u64,
+}
+
 /// `struct udplb_flow`: a pin.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,7 +105,8 @@ pub struct Flow {
     pub ident: u32,
     pub frontend_id: u32,
     pub pad: u32,
-    pub last_seen_ns: u64,
+    /// Jiffies of the last reply.
+    pub last_seen: u64,
 }
 
 /// `struct udplb_quic_key`: (frontend, config rotation, server ID).
@@ -151,6 +160,7 @@ unsafe impl plain::Plain for Counter {}
 unsafe impl plain::Plain for Passive {}
 unsafe impl plain::Plain for FlowKey {}
 unsafe impl plain::Plain for Flow {}
+unsafe impl plain::Plain for Clock {}
 unsafe impl plain::Plain for QuicKey {}
 unsafe impl plain::Plain for QuicTarget {}
 
@@ -282,6 +292,7 @@ mod tests {
                 frontend_addr_be = frontend_addr_be
             ]
         );
+        same_layout!(Clock, types::udplb_clock, [jiffies = jiffies, hz = hz]);
         same_layout!(
             Flow,
             types::udplb_flow,
@@ -290,7 +301,7 @@ mod tests {
                 ident = ident,
                 frontend_id = frontend_id,
                 pad = pad,
-                last_seen_ns = last_seen_ns
+                last_seen = last_seen
             ]
         );
         same_layout!(

@@ -225,8 +225,10 @@ fn idle_and_foreign_pins_are_not_followed() {
     assert_eq!(u16::from_be(key.client_port_be), sport);
     assert_eq!(u16::from_be(key.frontend_port_be), 9875);
     // Idle for longer than the timeout (60 s): the ring decides.
+    let hz = lb.dp.clock().unwrap().hz;
+    assert!(hz > 0, "CONFIG_HZ unknown");
     let idle = Flow {
-        last_seen_ns: value.last_seen_ns - 61_000_000_000,
+        last_seen: value.last_seen - 61 * hz,
         ..value
     };
     map.update(bytes_of(&key), bytes_of(&idle), MapFlags::ANY)

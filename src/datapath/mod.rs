@@ -167,7 +167,7 @@ impl Datapath {
     /// timeout and the slot still holds the backend it was pinned to.
     pub fn flows(&self, slot_info: impl Fn(u32) -> Option<(u32, u32)>) -> Result<FlowTable> {
         let map = &self.skel.maps.flows;
-        let now = monotonic_coarse_ns();
+        let clock = self.clock()?;
         let mut table = FlowTable::default();
         // One syscall per 4096 entries. A hash map that changes during the
         // walk may skip or repeat a few entries: these are estimates.
@@ -182,12 +182,53 @@ impl Datapath {
             let Some((timeout, ident)) = slot_info(flow.slot) else {
                 continue;
             };
-            let age = now.saturating_sub(flow.last_seen_ns);
-            if ident == flow.ident && age <= timeout as u64 * 1_000_000_000 {
+            let age = clock.jiffies.saturating_sub(flow.last_seen);
+            if ident == flow.ident && age <= timeout as u64 * clock.hz {
                 *table.live.entry(flow.slot).or_default() += 1;
             }
         }
         Ok(table)
+    }
+
+    /// The datapath's clock: jiffies now, and CONFIG_HZ (0: the kernel's
+    /// configuration could not be read). Pins keep their time in jiffies,
+    /// which only the kernel can read; this runs `udplb_clock` once.
+    pub fn clock(&self) -> Result<abi::Clock> {
+        // The smallest frame BPF_PROG_TEST_RUN takes for XDP.
+        let frame = [0u8; 64];
+        let input = libbpf_rs::ProgramInput {
+            data_in: Some(&frame),
+            repeat: 1,
+            ..Default::default()
+        };
+        self.skel
+            .progs
+            .udplb_clock
+            .test_run(input)
+            .context("reading the datapath's clock (BPF_PROG_TEST_RUN of udplb_clock)")?;
+        let value = self
+            .skel
+            .maps
+            .clock
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)?
+            .context("the clock map has no entry")?;
+        abi::from_bytes(&value).context("the clock map's value")
+    }
+
+    /// Refuses `config` if it has a flow table and the kernel's CONFIG_HZ,
+    /// which turns its timeouts into jiffies, is unknown.
+    pub fn check_flow_clock(&self, config: &Config) -> Result<(), UsageError> {
+        let tables = config.frontends.iter().any(|fe| fe.flow_timeout > 0);
+        match self.clock() {
+            Ok(c) if c.hz > 0 || !tables => Ok(()),
+            Ok(_) => Err(UsageError(
+                "the flow table needs the kernel's CONFIG_HZ, and libbpf found no kernel \
+                 configuration (/boot/config-$(uname -r) or /proc/config.gz): provide one, \
+                 or turn the table off with --flow-timeout 0 (flow_timeout = 0)"
+                    .into(),
+            )),
+            Err(e) => Err(UsageError(format!("{e:#}"))),
+        }
     }
 
     /// The XDP program (ingress), for attaching and for BPF_PROG_TEST_RUN.
@@ -373,13 +414,6 @@ fn pinned_flows(path: &std::path::Path, size: u32) -> Option<MapHandle> {
         return None;
     }
     Some(old)
-}
-
-/// CLOCK_MONOTONIC_COARSE, the clock of bpf_ktime_get_coarse_ns().
-fn monotonic_coarse_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
 }
 
 /// Deletes `key`; a key that is already gone is fine.

@@ -415,9 +415,8 @@ fn measure(case: &Case, prog: &ProgramMut<'_>, dp: Option<&Datapath>) -> Result<
     let hits = |dp: &Datapath| dp.flow_counters().map(|c| c[UDPLB_FLOW_HIT as usize]);
     let mut hits_before = 0;
     if let (Some((key, flow)), Some(dp)) = (&case.pin, dp) {
-        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)?;
         let fresh = Flow {
-            last_seen_ns: now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64,
+            last_seen: dp.clock()?.jiffies,
             ..*flow
         };
         dp.flows_map()
