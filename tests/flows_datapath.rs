@@ -359,13 +359,22 @@ fn a_pin_stamped_in_the_future_is_expired_not_live_forever() {
         last_seen: clock.jiffies * (1_000_000_000 / clock.hz),
         ..value
     };
-    map.update(&k, bytes_of(&nanoseconds), MapFlags::ANY).unwrap();
+    map.update(&k, bytes_of(&nanoseconds), MapFlags::ANY)
+        .unwrap();
     let live = lb
         .dp
         .flows(|_| Some((60, value.ident)))
         .expect("walking the table");
     assert_eq!(live.entries, 1);
-    assert!(live.live.is_empty(), "a pin from the future counted live: {:?}", live.live);
-    assert_ne!(lb.request(sport), 9877, "a pin from the future was followed");
+    assert!(
+        live.live.is_empty(),
+        "a pin from the future counted live: {:?}",
+        live.live
+    );
+    assert_ne!(
+        lb.request(sport),
+        9877,
+        "a pin from the future was followed"
+    );
     assert_eq!(ev(&lb.events(), "expired"), 1);
 }
