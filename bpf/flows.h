@@ -117,8 +117,11 @@ static __always_inline long flow_pick_slot(struct udplb_frontend *fe, struct udp
 	}
 	now = bpf_jiffies64();
 	last = *(volatile __u64 *)&f->last_seen;
-	/* Signed: another CPU may have stored a slightly later time. */
-	if ((__s64)(now - last) > (__s64)((__u64)fe->flow_timeout_s * CONFIG_HZ)) {
+	/* Signed: another CPU may have stored a slightly later time. Much
+	 * later (over a second) is no time of ours: a table reused by --pin
+	 * from a build that stored nanoseconds. Expired, not fresh forever. */
+	if ((__s64)(now - last) > (__s64)((__u64)fe->flow_timeout_s * CONFIG_HZ) ||
+	    (__s64)(last - now) > (__s64)CONFIG_HZ) {
 		flow_count(UDPLB_FLOW_EXPIRED);
 		return pick_slot(fe, p);
 	}

@@ -339,3 +339,42 @@ fn a_backend_going_down_loses_its_pinned_flows_and_gets_them_back_up() {
         assert_eq!(lb.request(*s), 9876, "flow {s} did not come back");
     }
 }
+
+#[test]
+fn a_pin_stamped_in_the_future_is_expired_not_live_forever() {
+    // `--pin` reuses a pinned table whose key and value sizes match, and
+    // builds before 35bddd9 stored bpf_ktime_get_coarse_ns() in last_seen:
+    // after such an upgrade every pin is far "in the future" in jiffies. An
+    // idle one must still expire (a drained backend empties), and must not
+    // count as live (udplb status would never show it at 0).
+    let lb = Lb::new(&["9875=9876,9877,9878"]);
+    let sport = (46000..46100).find(|s| lb.request(*s) != 9877).unwrap();
+    lb.reply(9877, sport);
+    let map = lb.dp.flows_map();
+    let k = map.keys().next().expect("one pin");
+    let value = abi::from_bytes::<Flow>(&map.lookup(&k, MapFlags::ANY).unwrap().unwrap()).unwrap();
+    let clock = lb.dp.clock().unwrap();
+    assert!(clock.hz > 0, "CONFIG_HZ unknown");
+    let nanoseconds = Flow {
+        last_seen: clock.jiffies * (1_000_000_000 / clock.hz),
+        ..value
+    };
+    map.update(&k, bytes_of(&nanoseconds), MapFlags::ANY)
+        .unwrap();
+    let live = lb
+        .dp
+        .flows(|_| Some((60, value.ident)))
+        .expect("walking the table");
+    assert_eq!(live.entries, 1);
+    assert!(
+        live.live.is_empty(),
+        "a pin from the future counted live: {:?}",
+        live.live
+    );
+    assert_ne!(
+        lb.request(sport),
+        9877,
+        "a pin from the future was followed"
+    );
+    assert_eq!(ev(&lb.events(), "expired"), 1);
+}

@@ -182,8 +182,10 @@ impl Datapath {
             let Some((timeout, ident)) = slot_info(flow.slot) else {
                 continue;
             };
+            // As the datapath: a time over a second ahead is expired.
             let age = clock.jiffies.saturating_sub(flow.last_seen);
-            if ident == flow.ident && age <= timeout as u64 * clock.hz {
+            let ahead = flow.last_seen.saturating_sub(clock.jiffies);
+            if ident == flow.ident && age <= timeout as u64 * clock.hz && ahead <= clock.hz {
                 *table.live.entry(flow.slot).or_default() += 1;
             }
         }
