@@ -7,7 +7,8 @@
  * - Learned from replies only (flow_learn): a flow is pinned to the backend
  *   whose reply udplb rewrote (XDP on lo or for remote backends, TC egress
  *   for local replies leaving an interface). Requests never write the
- *   table, so spoofed sources that never get an answer cannot fill it.
+ *   table, so spoofed sources that never get an answer cannot fill it
+ *   (a backend's answer to a spoofed request does pin: see README).
  * - QUIC frontends are Maglev frontends: their requests that quic.h cannot
  *   route by connection ID come here, and their replies pin like any other.
  * - Requests (flow_pick_slot) follow a pin only if it is younger than the
