@@ -245,3 +245,82 @@ fn forged_replies_ipv4_generic() {
 fn forged_replies_ipv6_generic() {
     forged_replies_are_refused(true, "generic");
 }
+
+/// A remote backend's answer to udplb's own probe reaches this host as the
+/// backend sent it, from the backend's port (reply_to_local passes it
+/// untranslated). Accepting one from the backend's address on the
+/// *frontend's* port as well (needed only for local backends, whose
+/// answers on lo are rewritten) lets a client forge answers that the
+/// reverse-path check never sees: that port is no reply key, so the
+/// datagram passes as no_frontend and reaches the probe's socket. A dead
+/// backend with a `udp` check (any reply counts) is then kept up by a
+/// client spraying datagrams from the backend's address and the frontend's
+/// port at the probe ports (the lb namespace's ephemeral range is narrowed
+/// to ten ports so that a short bounded spray is enough; a real attacker
+/// sprays the whole range).
+#[test]
+fn probe_answers_forged_from_the_frontend_port_keep_no_dead_backend_up() {
+    let t = triangle();
+    route(&t.client, &["198.18.1.0/24", "via", "198.18.0.2"]);
+    t.lb.exec(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40009"]);
+    let file = support::process::TempFile::new(
+        "lb.toml",
+        &format!(
+            r#"
+interface = "l0,l1,l2"
+[[frontend]]
+listen = "{VIP4}:53"
+backends = ["198.18.1.2:5353", "198.18.2.2:5353"]
+[frontend.health]
+check = "udp"
+interval = "100ms"
+timeout = "80ms"
+rise = 1
+fall = 1
+"#
+        ),
+    );
+    // Backend 1 answers; backend 0 has nothing listening: it goes down.
+    let alive = t.srv[1].udp_bind("198.18.2.2:5353");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let echo = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            alive
+                .set_read_timeout(Some(Duration::from_millis(20)))
+                .unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((n, from)) = alive.recv_from(&mut buf) {
+                    let _ = alive.send_to(&buf[..n], from);
+                }
+            }
+        })
+    };
+    let mut lb = Udplb::start(&t.lb, &["--config", file.path()]);
+    lb.wait_for("198.18.1.2:5353 down", Duration::from_secs(3));
+
+    // The client forges backend 0's address with the frontend's port, at
+    // the balancer's probe ports: bounded, 20 rounds of 10 over 2 s.
+    t.client.enter(|| {
+        let forger = forged_socket("198.18.1.2:53".parse().unwrap());
+        for _ in 0..20 {
+            for port in 40000..40010u16 {
+                let _ = forger.send_to(b"forged", ("198.18.0.2", port));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let (status, out) = lb.stop(Signal::SIGTERM);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    echo.join().unwrap();
+    assert!(status.success(), "{out}");
+    assert!(
+        !out.contains("198.18.1.2:5353 up"),
+        "forged probe answers from the client side brought a dead backend up\n{out}"
+    );
+    assert!(
+        !out.contains("198.18.2.2:5353 down"),
+        "the answering backend went down\n{out}"
+    );
+}

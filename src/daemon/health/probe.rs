@@ -11,11 +11,12 @@
 //! a prober that insisted on the backend's port would declare every local
 //! backend dead. So a `udp` or `dns` probe uses an *unconnected* socket of
 //! its own, on an ephemeral port that nothing else uses, and accepts a reply
-//! from the backend's address on either the backend's port or the
-//! frontend's: on that socket, only the probed backend (or the datapath on
-//! its behalf) can be answering. This needs nothing from the datapath and
-//! holds on every hook (lo, veth, TC egress) and for remote backends, whose
-//! replies to the balancer's own address are not rewritten at all. DNS
+//! from the backend's address on the backend's port or, for a local
+//! backend, the frontend's: on that socket, only the probed backend (or
+//! the datapath on its behalf) can be answering. This needs nothing from
+//! the datapath and holds on every hook (lo, veth, TC egress) and for
+//! remote backends, whose replies to the balancer's own address are not
+//! rewritten at all. DNS
 //! probes still match the query ID, and `expect` the payload prefix.
 
 use std::collections::BTreeSet;
@@ -41,7 +42,11 @@ pub struct Target {
     /// Where the probe goes (a local backend: on this host's loopback, or
     /// the frontend's own address if it has one).
     pub addr: SocketAddr,
-    /// The frontend's port: a reply the datapath rewrote comes from it.
+    /// A local backend's: the frontend's port, which its answer on lo
+    /// has after the rewrite. A remote backend's answer to this host passes
+    /// untranslated (reply_to_local), so its own port: accepting the
+    /// frontend's would let a client forge answers from the backend's
+    /// address that the reverse-path check never sees (no reply key).
     pub frontend_port: u16,
     pub check: Check,
 }
@@ -65,7 +70,11 @@ impl Target {
             frontend: fe.listen,
             backend: b.id(),
             addr: SocketAddr::new(ip, port),
-            frontend_port: fe.listen.port,
+            frontend_port: if b.addr.is_some() {
+                port
+            } else {
+                fe.listen.port
+            },
             check,
         })
     }
