@@ -69,6 +69,7 @@ int udplb_xdp(struct xdp_md *ctx)
 	int sent;
 	long picked;
 	__u32 slot, reply_id = 0;
+	__u16 udp_check = 0, ip_check = 0;
 	int reason;
 
 	reason = parse_udp_packet(&cur, data_end, &p, bytes);
@@ -157,7 +158,11 @@ int udplb_xdp(struct xdp_md *ctx)
 		flow_learn(&p, rt);
 		reply_id = rt->frontend_id;
 		slot = rt->backend_slot;
+		/* What an undo must put back (see REPLY_TO_LOCAL below). */
 		endpoint_of(&p, true, false, &from);
+		udp_check = p.udp->check;
+		if (!p.ipv6)
+			ip_check = ((struct iphdr *)p.l3)->check;
 		sent = UDPLB_REASON_REPLY_FORWARDED;
 		goto forward;
 	}
@@ -172,10 +177,12 @@ forward:
 				     to, true);
 	action = forward(ctx, &p, rewritten == REWRITE_PARTIAL, sent, &reason);
 	if (reason == UDPLB_REASON_REPLY_TO_LOCAL) {
-		/* Addressed to this host: back to the backend's own source. */
-		if (rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &p, true, &from, true) ==
-		    REWRITE_PARTIAL)
-			p.udp->check = csum_fold32(pseudo_sum(&p));
+		/* Addressed to this host: back to the backend's own source, and
+		 * the checksums as they came (exact, partial or not). */
+		rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &p, true, &from, false);
+		p.udp->check = udp_check;
+		if (!p.ipv6)
+			((struct iphdr *)p.l3)->check = ip_check;
 		goto out;
 	}
 	/* Replies count once forward() has not refused them. */

@@ -287,6 +287,32 @@ fn forged_replies_and_loops_are_refused() {
             .on(net.bk1),
         net.untouched("IPv6 from srv1 to the balancer", &to_self6.bytes, to_local)
             .on(net.bk1),
+        // Undone exactly, whatever the checksum: a partial one (offload on
+        // the backend's veth), a zero one, a random one.
+        net.untouched(
+            "IPv4 from srv1 to the balancer, partial checksum",
+            &partial(&to_self4).bytes,
+            to_local,
+        )
+        .on(net.bk1),
+        net.untouched(
+            "IPv6 from srv1 to the balancer, partial checksum",
+            &partial(&to_self6).bytes,
+            to_local,
+        )
+        .on(net.bk1),
+        net.untouched(
+            "IPv4 from srv1 to the balancer, no checksum",
+            &field(&to_self4, 0).bytes,
+            to_local,
+        )
+        .on(net.bk1),
+        net.untouched(
+            "IPv4 from srv1 to the balancer, a wrong checksum",
+            &field(&to_self4, 0x1234).bytes,
+            to_local,
+        )
+        .on(net.bk1),
         net.untouched(
             "IPv4 from srv2 to the frontend's address, other port",
             &to_vip4.bytes,
@@ -325,5 +351,5 @@ fn forged_replies_and_loops_are_refused() {
         .iter()
         .flatten()
         .all(|b| *b == Counter::default()));
-    assert_reasons(&fx, &[(spoofed, 4), (to_local, 3), (looped, 3)]);
+    assert_reasons(&fx, &[(spoofed, 4), (to_local, 7), (looped, 3)]);
 }
