@@ -32,11 +32,15 @@ struct Echo {
 
 impl Echo {
     fn start(ns: &Netns, ports: &[u16], cpu: Option<usize>) -> Echo {
+        Echo::start_on(ns, "127.0.0.1", ports, cpu)
+    }
+
+    fn start_on(ns: &Netns, addr: &str, ports: &[u16], cpu: Option<usize>) -> Echo {
         let stop = Arc::new(AtomicBool::new(false));
         let threads = ports
             .iter()
             .map(|&port| {
-                let s = ns.udp_bind(&format!("127.0.0.1:{port}"));
+                let s = ns.udp_bind(&format!("{addr}:{port}"));
                 s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
                 let stop = stop.clone();
                 std::thread::spawn(move || {
@@ -68,9 +72,13 @@ impl Drop for Echo {
 
 /// The 300 clients, bound in the namespace on fixed source ports.
 fn clients(ns: &Netns, first: u16, n: u16) -> Vec<UdpSocket> {
+    clients_on(ns, "127.0.0.1", first, n)
+}
+
+fn clients_on(ns: &Netns, addr: &str, first: u16, n: u16) -> Vec<UdpSocket> {
     (first..first + n)
         .map(|p| {
-            let s = ns.udp_bind(&format!("127.0.0.1:{p}"));
+            let s = ns.udp_bind(&format!("{addr}:{p}"));
             s.set_nonblocking(true).unwrap();
             s
         })
@@ -80,13 +88,17 @@ fn clients(ns: &Netns, first: u16, n: u16) -> Vec<UdpSocket> {
 /// One datagram per flow from a thread on `cpu`; the backend port each
 /// flow's answer names.
 fn round(socks: &[UdpSocket], cpu: Option<usize>) -> BTreeMap<usize, u16> {
+    round_to(socks, "127.0.0.1:9875", cpu)
+}
+
+fn round_to(socks: &[UdpSocket], frontend: &str, cpu: Option<usize>) -> BTreeMap<usize, u16> {
     std::thread::scope(|sc| {
         sc.spawn(|| {
             if let Some(c) = cpu {
                 let _ = pin_to_cpu(c);
             }
             for s in socks {
-                s.send_to(b"flow", "127.0.0.1:9875").expect("send");
+                s.send_to(b"flow", frontend).expect("send");
             }
             let mut seen = BTreeMap::new();
             let mut buf = [0u8; 64];
@@ -312,4 +324,64 @@ fn a_spoofed_flood_moves_no_pinned_flow() {
     );
     let (status, out) = lb.stop(Signal::SIGTERM);
     assert!(status.success(), "{out}");
+}
+
+/// `--pin` restarts keep the flow table: 300 flows from a client namespace
+/// across a veth, pinned by their replies (TC egress), are all still in
+/// the table, live, after the first udplb stops (left attached) and a
+/// second takes over.
+#[test]
+fn a_pinned_restart_keeps_the_flow_table() {
+    let client = Netns::new("fpc");
+    let lbns = Netns::new("fpb");
+    veth_pair(&client, &lbns);
+    // Pins live under /sys/fs/bpf/udplb/<iface> for the whole host.
+    let dev = format!("fpin{}", std::process::id() % 1_000_000);
+    lbns.ip(&["link", "set", "veth-b", "down"]);
+    lbns.ip(&["link", "set", "veth-b", "name", &dev]);
+    lbns.ip(&["link", "set", &dev, "up"]);
+    support::sockets::resolve_neighbour(&client, "198.18.0.2");
+    let _unpin = Unpin(dev.clone());
+    let _echo = Echo::start_on(&lbns, "0.0.0.0", &[9876, 9877, 9878], None);
+    let socks = clients_on(&client, "198.18.0.1", FIRST_SPORT, FLOWS);
+    let args = ["--pin", "--sched", "maglev", &dev, "9875=9876,9877,9878"];
+    let mut first = Udplb::start(&lbns, &args);
+    first.wait_for("pinned under", Duration::from_secs(5));
+    let before = round_to(&socks, "198.18.0.2:9875", None);
+    let live = |s: &serde_json::Value| -> u64 {
+        s["frontends"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["live_flows"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let s = support::operate::status(&lbns);
+    assert_eq!(s["flow_entries"], u64::from(FLOWS), "{s}");
+    let (status, out) = first.stop(Signal::SIGTERM);
+    assert!(status.success() && out.contains("left attached"), "{out}");
+
+    let mut second = Udplb::start(&lbns, &args);
+    second.wait_for("keeping the pinned flow table", Duration::from_secs(5));
+    let s = support::operate::status(&lbns);
+    eprintln!(
+        "after a --pin restart: {} entries, {} live",
+        s["flow_entries"],
+        live(&s)
+    );
+    assert_eq!(s["flow_entries"], u64::from(FLOWS), "{s}");
+    assert_eq!(
+        live(&s),
+        u64::from(FLOWS),
+        "pins live after the restart: {s}"
+    );
+    let after = round_to(&socks, "198.18.0.2:9875", None);
+    assert_eq!(moved(&before, &after, None), 0);
+    let s = support::operate::status(&lbns);
+    let hits = s["flow_events"]["hit"].as_u64().unwrap();
+    assert!(
+        hits >= u64::from(FLOWS),
+        "requests after the restart hit their pins: {s}"
+    );
+    second.stop(Signal::SIGTERM);
 }

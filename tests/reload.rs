@@ -357,16 +357,6 @@ fn assert_all_arrived(seen: &BTreeSet<u32>, total: u32) {
 
 /// Removes the test's pins even when the test fails half-way (they outlive
 /// the namespace: bpffs is the host's).
-struct Unpin(String);
-
-impl Drop for Unpin {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(BIN)
-            .args(["--unpin", &self.0])
-            .output();
-    }
-}
-
 #[test]
 fn pinned_restart_has_no_gap() {
     let client = Netns::new("pinc");

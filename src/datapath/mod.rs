@@ -284,6 +284,11 @@ impl Datapath {
     /// Pins every map under `dir` (for `--pin`), replacing older pins.
     pub fn pin_maps(&mut self, dir: &std::path::Path) -> Result<()> {
         for mut map in self.skel.object_mut().maps_mut() {
+            // Internal maps (`.kconfig`: CONFIG_HZ) are constants of the
+            // program, not state; bpffs refuses names with a period.
+            if map.name().to_string_lossy().contains('.') {
+                continue;
+            }
             let path = dir.join(map.name());
             let _ = std::fs::remove_file(&path);
             map.pin(&path)

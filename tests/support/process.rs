@@ -186,3 +186,15 @@ impl Drop for Udplb {
         }
     }
 }
+
+/// Runs `udplb --unpin IFACE` when dropped: what a `--pin` test leaves
+/// under /sys/fs/bpf/udplb (host-wide) goes, also when it fails.
+pub struct Unpin(pub String);
+
+impl Drop for Unpin {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(BIN)
+            .args(["--unpin", &self.0])
+            .output();
+    }
+}
