@@ -452,16 +452,9 @@ fn http_server(ns: &Netns) -> Server {
 #[test]
 fn tcp_and_http_checks_against_a_backend_host() {
     let t = triangle();
-    let file = TempFile::new(
-        "lb.toml",
-        &format!(
-            r#"
-interface = "l0,l1,l2"
-[[frontend]]
-listen = "{VIP4}:53"
-backends = ["198.18.1.2:53", "198.18.2.2:53"]
-[frontend.health]
-check = "tcp"
+    let file = triangle_file(
+        &["198.18.1.2:53", "198.18.2.2:53"],
+        r#"check = "tcp"
 port = 7000
 interval = "100ms"
 timeout = "80ms"
@@ -469,8 +462,7 @@ timeout = "80ms"
 check = "http"
 port = 8000
 path = "/"
-"#
-        ),
+"#,
     );
     let listener: TcpListener = t.srv[0].enter(|| TcpListener::bind("198.18.1.2:7000").unwrap());
     let mut http = http_server(&t.srv[1]);
@@ -518,22 +510,14 @@ path = "/"
 #[test]
 fn dns_checks_against_backend_hosts_through_attached_interfaces() {
     let t = triangle();
-    let file = TempFile::new(
-        "lb.toml",
-        &format!(
-            r#"
-interface = "l0,l1,l2"
-[[frontend]]
-listen = "{VIP4}:53"
-backends = ["198.18.1.2:53", "198.18.2.2:53"]
-[frontend.health]
-check = "dns"
+    let file = triangle_file(
+        &["198.18.1.2:53", "198.18.2.2:53"],
+        r#"check = "dns"
 name = "health.udplb"
 type = "A"
 interval = "100ms"
 timeout = "80ms"
-"#
-        ),
+"#,
     );
     let mut servers: Vec<Server> = t.srv.iter().map(|ns| dnsmasq(ns, 53)).collect();
     for ns in &t.srv {

@@ -263,22 +263,14 @@ fn probe_answers_forged_from_the_frontend_port_keep_no_dead_backend_up() {
     let t = triangle();
     route(&t.client, &["198.18.1.0/24", "via", "198.18.0.2"]);
     t.lb.exec(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40009"]);
-    let file = support::process::TempFile::new(
-        "lb.toml",
-        &format!(
-            r#"
-interface = "l0,l1,l2"
-[[frontend]]
-listen = "{VIP4}:53"
-backends = ["198.18.1.2:5353", "198.18.2.2:5353"]
-[frontend.health]
-check = "udp"
+    let file = support::topology::triangle_file(
+        &["198.18.1.2:5353", "198.18.2.2:5353"],
+        r#"check = "udp"
 interval = "100ms"
 timeout = "80ms"
 rise = 1
 fall = 1
-"#
-        ),
+"#,
     );
     // Backend 1 answers; backend 0 has nothing listening: it goes down.
     let alive = t.srv[1].udp_bind("198.18.2.2:5353");

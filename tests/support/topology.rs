@@ -58,6 +58,21 @@ pub struct Triangle {
 pub const VIP4: &str = "198.18.100.1";
 pub const VIP6: &str = "2001:2:100::1";
 
+/// A configuration file for udplb on the triangle's balancer: one frontend
+/// VIP4:53 over `backends` (remote, "198.18.1.2:53"), with the TOML of its
+/// `[frontend.health]` section (and any sub-sections) after it.
+pub fn triangle_file(backends: &[&str], health: &str) -> super::process::TempFile {
+    let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+    super::process::TempFile::new(
+        "lb.toml",
+        &format!(
+            "interface = \"l0,l1,l2\"\n[[frontend]]\nlisten = \"{VIP4}:53\"\n\
+             backends = [{}]\n[frontend.health]\n{health}",
+            list.join(", ")
+        ),
+    )
+}
+
 /// client (198.18.0.1) -- lb (198.18.0.2 | 198.18.1.1 | 198.18.2.1) --
 /// srv0 (198.18.1.2), srv1 (198.18.2.2); IPv6 alike under 2001:2::/48. The
 /// frontend addresses live on the balancer's lo; the backend hosts use the
