@@ -119,7 +119,9 @@ pub fn run(args: &Args) -> Result<()> {
     // The probe timer: one pending at a time, at the prober's next deadline
     // (a later one may still fire; it finds nothing due).
     let mut armed: Option<std::time::Instant> = None;
-    loop {
+    // A failure of the loop itself still withdraws the announcements below
+    // before the datapath goes.
+    let outcome: Result<()> = loop {
         // After every event: whatever it changed (health, a reload, an
         // interface) may change what is announced.
         if let Some(a) = announcer.as_mut() {
@@ -145,10 +147,13 @@ pub fn run(args: &Args) -> Result<()> {
                     .map(|(fd, id, flags)| (fd, Token::Probe(id), flags)),
             )
             .collect();
-        let event = events.wait_with(&sources)?;
+        let event = match events.wait_with(&sources) {
+            Ok(event) => event,
+            Err(e) => break Err(e),
+        };
         drop(sources);
         match event {
-            Event::Stop(_) => break,
+            Event::Stop(_) => break Ok(()),
             Event::Reload => {
                 if lb.reload().1 {
                     events.after(Token::ExpireReplies, REPLY_GRACE);
@@ -197,15 +202,17 @@ pub fn run(args: &Args) -> Result<()> {
             }
             Event::Timer(_) | Event::Readable(_) => {}
         }
-    }
+    };
     notify::stopping();
     drop(server);
+    let mut waited = Ok(());
     if let Some(a) = announcer.as_mut() {
-        if a.withdraw_all() && !args.pin {
-            grace(&mut events, lb.announce().grace)?;
+        if a.withdraw_all() && !args.pin && outcome.is_ok() {
+            waited = grace(&mut events, lb.announce().grace);
         }
     }
-    lb.stop()
+    let stopped = lb.stop();
+    outcome.and(waited).and(stopped)
 }
 
 /// Withdrawn, still attached: waits `grace` for the routers to move the
