@@ -44,12 +44,19 @@ static __always_inline void count_passive(__u32 slot, bool error)
 		c->replies++;
 }
 
-static __always_inline void record_reason(__u32 reason)
+/* One more event `i` in a per-CPU array of u64 event counters (reasons,
+ * flow table and QUIC events). */
+static __always_inline void count_event(void *map, __u32 i)
 {
-	__u64 *n = bpf_map_lookup_elem(&reason_counters, &reason);
+	__u64 *n = bpf_map_lookup_elem(map, &i);
 
 	if (n)
 		(*n)++;
+}
+
+static __always_inline void record_reason(__u32 reason)
+{
+	count_event(&reason_counters, reason);
 }
 
 #endif /* UDPLB_COUNTERS_H */

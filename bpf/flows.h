@@ -38,6 +38,7 @@
 #include "parsing.h"
 #include "maps.h"
 #include "lookup.h"
+#include "counters.h"
 
 extern unsigned int CONFIG_HZ __kconfig __weak;
 
@@ -60,10 +61,7 @@ struct {
 
 static __always_inline void flow_count(__u32 event)
 {
-	__u64 *n = bpf_map_lookup_elem(&flow_counters, &event);
-
-	if (n)
-		(*n)++;
+	count_event(&flow_counters, event);
 }
 
 /* The flow of a packet: the client is the source of a request and the

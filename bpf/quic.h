@@ -41,6 +41,7 @@
 #include "udplb.h"
 #include "parsing.h"
 #include "maps.h"
+#include "counters.h"
 
 #define QUIC_LONG_HEADER 0x80
 #define QUIC_FIXED_BIT 0x40
@@ -70,10 +71,7 @@ struct {
 /* Counts `event` and returns the slot to use (-1: fall back to the ring). */
 static __always_inline long quic_count(__u32 event, long slot)
 {
-	__u64 *n = bpf_map_lookup_elem(&quic_counters, &event);
-
-	if (n)
-		(*n)++;
+	count_event(&quic_counters, event);
 	return slot;
 }
 
