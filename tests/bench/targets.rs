@@ -245,7 +245,11 @@ pub const BUDGETS: &[(&str, &str, f64)] = &[
         "balanced IPv6, round robin, port-only frontend",
         12.0,
     ),
-    ("balanced_v4_maglev", "balanced IPv4, Maglev", 14.0),
+    (
+        "balanced_v4_maglev_no_table",
+        "balanced IPv4, Maglev, no flow table",
+        14.0,
+    ),
     (
         "balanced_v4_exact",
         "balanced IPv4, exact-address frontend",
