@@ -353,7 +353,7 @@ mod tests {
         let find = |goal: &str| targets.iter().find(|t| t.goal.contains(goal)).unwrap();
         assert_eq!(find("balanced IPv4, round robin").met, Some(true));
         assert_eq!(find("reply IPv4").met, Some(false), "12 ns > 10 ns");
-        assert_eq!(find("Maglev ≤").met, None, "not measured");
+        assert_eq!(find("Maglev, no flow table ≤").met, None, "not measured");
         assert_eq!(find("local: udplb ≥ 1.15× nftables").met, Some(true));
         assert_eq!(find("local: udplb ≥ 0.9× direct").met, Some(false));
     }
