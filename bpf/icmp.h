@@ -276,7 +276,7 @@ static __always_inline void icmp_rewrite(struct udp_packet *p, struct icmp_error
 static __always_inline int icmp_translate(struct hdr_cursor *c, void *data_end,
 					  struct udp_packet *p, bool port_alone, struct xdp_md *xdp)
 {
-	struct udplb_reply_target *rt;
+	struct udplb_reply_target reply, *rt;
 	struct udplb_frontend *fe;
 	struct udplb_backend *be;
 	struct icmp_error e = {};
@@ -287,8 +287,7 @@ static __always_inline int icmp_translate(struct hdr_cursor *c, void *data_end,
 	reason = parse_icmp_error(c, data_end, p, &e);
 	if (reason != PARSE_OK)
 		return reason;
-	rt = lookup_endpoint(&replies, &e.inner, false, port_alone, UDPLB_PORT_BACKEND_EXACT,
-			     UDPLB_PORT_BACKEND_ANY);
+	rt = lookup_reply(&e.inner, false, port_alone, &reply) ? &reply : NULL;
 	if (rt) {
 		if (xdp && !port_alone && !from_backend_side(xdp, &e.inner, true))
 			return UDPLB_REASON_SPOOFED_REPLY;
@@ -300,8 +299,7 @@ static __always_inline int icmp_translate(struct hdr_cursor *c, void *data_end,
 	}
 	if (!xdp || !icmp_too_big(&e))
 		return UDPLB_REASON_NOT_UDP;
-	fe = lookup_endpoint(&frontends, &e.inner, true, true, UDPLB_PORT_FRONTEND_EXACT,
-			     UDPLB_PORT_FRONTEND_ANY);
+	fe = lookup_frontend(&e.inner, true);
 	if (!fe)
 		return UDPLB_REASON_NOT_UDP;
 	picked = ring_slot(fe, flow_hash_dir(&e.inner, true));

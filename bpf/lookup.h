@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * lookup.h - what the maps say about a parsed packet: the frontend it is
- * addressed to, the backend it goes to, the frontend a reply belongs to.
+ * addressed to (lookup_frontend), the backend it goes to (pick_slot), the
+ * frontend a reply belongs to (lookup_reply).
  *
  * Contract: read-only on the packet; the only map written is rr_cursors
  * (per-CPU, so no read-modify-write is shared between CPUs). Keys are built
  * exactly as userspace writes them (include/udplb.h, struct udplb_endpoint):
- * an exact address first, then the wildcard (all-zero address).
+ * an exact address first (a hash), then the port alone (arrays indexed by
+ * port, UDPLB_PORT_KEYS). Userspace changes an array entry in place, so
+ * what it points to is checked against the packet's port.
  */
 #ifndef UDPLB_LOOKUP_H
 #define UDPLB_LOOKUP_H
@@ -49,33 +52,102 @@ static __always_inline void endpoint_of(struct udp_packet *p, bool source, bool 
 }
 
 /*
- * The map entry for the packet's destination (or source) endpoint: exact
- * address first, then the wildcard. `exact` and `any` are the port_flags
- * bits that say whether such keys exist for the port at all, so lookups
- * that cannot match are skipped. An all-zero address in the packet
- * (0.0.0.0, ::) is the wildcard key itself, so it only matches where the
- * wildcard may.
+ * The frontend the packet's destination (or, for a quoted datagram in an
+ * ICMP error, its source) names: an exact-address frontend (the frontends
+ * hash) first, then the port-only one (port_frontends, fe_records:
+ * array lookups, inlined by the verifier). The port's flags skip what
+ * cannot match.
  */
-static __always_inline void *lookup_endpoint(void *map, struct udp_packet *p, bool source,
-					     bool allow_wildcard, __u8 exact, __u8 any)
+static __always_inline struct udplb_frontend *lookup_frontend(struct udp_packet *p, bool source)
 {
 	__u32 port = bpf_ntohs(source ? p->udp->source : p->udp->dest);
 	struct udplb_endpoint ep;
+	struct udplb_frontend *fe;
+	__u32 key, *live;
 	__u8 *flags;
-	void *v;
 
 	flags = bpf_map_lookup_elem(&port_flags, &port);
 	if (!flags || !*flags)
 		return NULL;
-	allow_wildcard = allow_wildcard && (*flags & any);
-	endpoint_of(p, source, false, &ep);
-	if (!(ep.addr_be[0] | ep.addr_be[1] | ep.addr_be[2] | ep.addr_be[3]))
-		return allow_wildcard ? bpf_map_lookup_elem(map, &ep) : NULL;
-	v = (*flags & exact) ? bpf_map_lookup_elem(map, &ep) : NULL;
-	if (v || !allow_wildcard)
-		return v;
-	endpoint_of(p, source, true, &ep);
-	return bpf_map_lookup_elem(map, &ep);
+	if (*flags & UDPLB_PORT_FRONTEND_EXACT) {
+		endpoint_of(p, source, false, &ep);
+		/* An all-zero address in the packet is no exact address. */
+		if (!endpoint_is_local(&ep)) {
+			fe = bpf_map_lookup_elem(&frontends, &ep);
+			if (fe)
+				return fe;
+		}
+	}
+	if (!(*flags & UDPLB_PORT_FRONTEND_ANY))
+		return NULL;
+	key = port * 2 + p->ipv6;
+	live = bpf_map_lookup_elem(&port_frontends, &key);
+	if (!live)
+		return NULL;
+	/* One read: userspace may switch it to the other table meanwhile. */
+	key = *(volatile __u32 *)live;
+	if (!key)
+		return NULL;
+	key -= 1;
+	fe = bpf_map_lookup_elem(&fe_records, &key);
+	if (!fe || fe->port_be != (source ? p->udp->source : p->udp->dest))
+		return NULL;
+	return fe;
+}
+
+/*
+ * The reply target of the packet's source (or, for a quoted datagram in an
+ * ICMP error, its destination) as a backend, copied into *rt: an exact key
+ * (the replies hash: remote backends, and local backends of exact-address
+ * frontends) first, then, if allow_wildcard, the local backend of a
+ * port-only frontend on that port (port_replies, and the frontend that
+ * backend's slot serves: array lookups).
+ */
+static __always_inline bool lookup_reply(struct udp_packet *p, bool source, bool allow_wildcard,
+					 struct udplb_reply_target *rt)
+{
+	__be16 port_be = source ? p->udp->source : p->udp->dest;
+	__u32 port = bpf_ntohs(port_be);
+	struct udplb_reply_target *v;
+	struct udplb_backend *be;
+	struct udplb_endpoint ep;
+	__u32 key, *live;
+	__u8 *flags;
+
+	flags = bpf_map_lookup_elem(&port_flags, &port);
+	if (!flags || !*flags)
+		return false;
+	if (*flags & UDPLB_PORT_BACKEND_EXACT) {
+		endpoint_of(p, source, false, &ep);
+		if (!endpoint_is_local(&ep)) {
+			v = bpf_map_lookup_elem(&replies, &ep);
+			if (v) {
+				*rt = *v;
+				return true;
+			}
+		}
+	}
+	if (!allow_wildcard || !(*flags & UDPLB_PORT_BACKEND_ANY))
+		return false;
+	key = port * 2 + p->ipv6;
+	live = bpf_map_lookup_elem(&port_replies, &key);
+	if (!live)
+		return false;
+	key = *(volatile __u32 *)live;
+	if (!key)
+		return false;
+	key -= 1;
+	be = bpf_map_lookup_elem(&backends, &key);
+	/* The entry of a removed backend lingers a while (State::expire);
+	 * if its slot went to another backend meanwhile, it is not this one. */
+	if (!be || be->ep.port_be != port_be || !endpoint_is_local(&be->ep))
+		return false;
+	__builtin_memset(rt, 0, sizeof(*rt));
+	rt->frontend.family = p->ipv6 ? UDPLB_FAMILY_IPV6 : UDPLB_FAMILY_IPV4;
+	rt->frontend.port_be = be->frontend_port_be;
+	rt->frontend_id = be->frontend_id;
+	rt->backend_slot = key;
+	return true;
 }
 
 /* The backend slot at position pos of the frontend's ring (pos < ring_size). */

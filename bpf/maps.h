@@ -14,10 +14,12 @@
 #include <bpf/bpf_helpers.h>
 #include "udplb.h"
 
-/* (family, address or wildcard, port) -> frontend. A port-only frontend has
- * one wildcard key per family, hence two keys per frontend. NO_PREALLOC so a
- * replaced value is freed after an RCU grace period: a reader holding the old
- * value keeps a consistent copy while userspace swaps tables. */
+/* (family, exact address, port) -> frontend. NO_PREALLOC so a replaced
+ * value is freed after an RCU grace period: a reader holding the old value
+ * keeps a consistent copy while userspace swaps tables. Port-only frontends
+ * are in the two arrays below instead: a hash lookup is a call into the
+ * kernel, which costs more than the rest of a balanced packet on kernels
+ * with return-thunk mitigations. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 2 * UDPLB_FRONTEND_IDS);
@@ -25,6 +27,24 @@ struct {
 	__type(key, struct udplb_endpoint);
 	__type(value, struct udplb_frontend);
 } frontends SEC(".maps");
+
+/* Port-only frontends: port * 2 + family index -> table + 1, 0 for none
+ * (UDPLB_PORT_KEYS). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, UDPLB_PORT_KEYS);
+	__type(key, __u32);
+	__type(value, __u32);
+} port_frontends SEC(".maps");
+
+/* A port-only frontend's value, by its live table (struct udplb_frontend
+ * says why it is never written while a packet can read it). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, UDPLB_TABLES);
+	__type(key, __u32);
+	__type(value, struct udplb_frontend);
+} fe_records SEC(".maps");
 
 /* Backends of every frontend, by slot (allocated by userspace). */
 struct {
@@ -53,7 +73,8 @@ struct {
 	__array(values, struct ring);
 } rings SEC(".maps");
 
-/* backend (source of a reply) -> the frontend it answers for. */
+/* backend (source of a reply) -> the frontend it answers for: remote
+ * backends, and local ones of exact-address frontends. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 2 * UDPLB_BACKEND_SLOTS);
@@ -61,6 +82,16 @@ struct {
 	__type(key, struct udplb_endpoint);
 	__type(value, struct udplb_reply_target);
 } replies SEC(".maps");
+
+/* Local backends of port-only frontends: port * 2 + family index -> backend
+ * slot + 1, 0 for none (UDPLB_PORT_KEYS). The reply target comes from the
+ * slot's struct udplb_backend, checked against the port. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, UDPLB_PORT_KEYS);
+	__type(key, __u32);
+	__type(value, __u32);
+} port_replies SEC(".maps");
 
 /* The interfaces udplb is attached to, by ifindex: the only ones it
  * redirects to (a device without XDP transmit support would drop the frame). */

@@ -61,7 +61,7 @@ int udplb_xdp(struct xdp_md *ctx)
 	bool on_lo = ctx->ingress_ifindex == LOOPBACK_IFINDEX;
 	struct udp_packet p = {};
 	struct udplb_frontend *fe;
-	struct udplb_reply_target *rt;
+	struct udplb_reply_target reply, *rt;
 	struct udplb_backend *be;
 	struct udplb_endpoint *to, from;
 	int action = XDP_PASS;
@@ -83,14 +83,12 @@ int udplb_xdp(struct xdp_md *ctx)
 	if (reason != PARSE_OK)
 		goto out;
 
-	fe = lookup_endpoint(&frontends, &p, false, true, UDPLB_PORT_FRONTEND_EXACT,
-			     UDPLB_PORT_FRONTEND_ANY);
+	fe = lookup_frontend(&p, false);
 	if (fe) {
 		/* From a backend to a frontend: a reply sent back in, or a spoof
 		 * meant to start a loop through the balancer and its backends
 		 * (each pass gets a fresh TTL). No client sends from a backend. */
-		if (lookup_endpoint(&replies, &p, true, on_lo, UDPLB_PORT_BACKEND_EXACT,
-				    UDPLB_PORT_BACKEND_ANY)) {
+		if (lookup_reply(&p, true, on_lo, &reply)) {
 			reason = UDPLB_REASON_BACKEND_TO_FRONTEND;
 			action = XDP_DROP;
 			goto out;
@@ -128,8 +126,7 @@ int udplb_xdp(struct xdp_md *ctx)
 	 * only on lo (elsewhere they leave through egress), and matching a bare
 	 * source port on a wire-facing interface would rewrite strangers.
 	 * Remote backends are keyed by address and port, on every interface. */
-	rt = lookup_endpoint(&replies, &p, true, on_lo, UDPLB_PORT_BACKEND_EXACT,
-			     UDPLB_PORT_BACKEND_ANY);
+	rt = lookup_reply(&p, true, on_lo, &reply) ? &reply : NULL;
 	if (rt) {
 		to = &rt->frontend;
 		if (endpoint_is_local(to)) {
@@ -208,7 +205,7 @@ out:
 SEC("tcx/egress")
 int udplb_egress(struct __sk_buff *skb)
 {
-	struct udplb_reply_target *rt;
+	struct udplb_reply_target reply, *rt;
 	struct udp_packet p = {};
 	struct hdr_cursor cur;
 	__u32 want, len = skb->len, slot, id;
@@ -239,8 +236,7 @@ int udplb_egress(struct __sk_buff *skb)
 	}
 	if (ret != PARSE_OK)
 		return TC_ACT_UNSPEC;
-	rt = lookup_endpoint(&replies, &p, true, true, UDPLB_PORT_BACKEND_EXACT,
-			     UDPLB_PORT_BACKEND_ANY);
+	rt = lookup_reply(&p, true, true, &reply) ? &reply : NULL;
 	if (!rt)
 		return TC_ACT_UNSPEC;
 	/* A first fragment's source address cannot change: the later ones

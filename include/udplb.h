@@ -53,6 +53,12 @@
 #define UDPLB_PORT_BACKEND_EXACT 4  /* a reply key with an address */
 #define UDPLB_PORT_BACKEND_ANY 8    /* a reply key by port alone */
 
+/* Keys by port alone (bpf/lookup.h), in arrays indexed by port * 2 + family
+ * index (0 IPv4, 1 IPv6): port_frontends holds a port-only frontend's table
+ * + 1, the frontend itself being fe_records[table]; port_replies holds the
+ * slot + 1 of the local backend on that port. 0: none. Array lookups,
+ * which the verifier inlines, instead of hash lookups. */
+#define UDPLB_PORT_KEYS (2 * 65536)
 /* Schedulers (struct udplb_frontend.sched). */
 #define UDPLB_SCHED_RR 0     /* per-CPU cursor over the ring */
 #define UDPLB_SCHED_MAGLEV 1 /* flow hash modulo the ring size */
@@ -187,8 +193,14 @@ struct udplb_endpoint {
  * ring_size entries (an inner map of rings, at index table) lists backend
  * slots: round robin walks it with a per-CPU cursor, Maglev indexes it with
  * the flow hash. Userspace writes a new ring into the table this frontend
- * does not use, then replaces this value in one map update, so a packet sees
- * the old backend set or the new one, never a mix.
+ * does not use, then switches the frontend to it in one map update, so a
+ * packet sees the old backend set or the new one, never a mix. The value of
+ * an exact-address key (the frontends hash) is replaced whole; a port-only
+ * frontend's value lives at fe_records[table], written while no
+ * packet can reach it (before the switch, after the ring's installation,
+ * whose outer-map update waits for every running program: a program that
+ * found this record two switches ago is done), then port_frontends points
+ * to it.
  */
 struct udplb_frontend {
 	__u32 id;        /* index into rr_cursors and reply_counters */
@@ -198,7 +210,9 @@ struct udplb_frontend {
 	__u32 flow_timeout_s; /* idle timeout of pinned flows; 0: no flow table */
 	__u8 quic_server_id_len; /* UDPLB_SCHED_QUIC: server ID bytes (1-15) */
 	__u8 quic_cid_len;       /* UDPLB_SCHED_QUIC: CID length of short headers */
-	__u16 pad;
+	__u16 port_be;           /* the frontend's port: what a record found by
+				  * port_frontends must say (a pointer read
+				  * while it changed could name another) */
 };
 
 /* A backend, at a slot of the backends map. The slot is also the index of
@@ -213,6 +227,10 @@ struct udplb_backend {
 			  * that userspace computes the same way on every
 			  * start, so a pin to a slot since given to another
 			  * backend is not followed */
+	__u32 frontend_id;      /* the frontend it serves, and that frontend's */
+	__u16 frontend_port_be; /* port: a local backend's reply found through
+				 * port_replies goes back from this port */
+	__u16 pad;
 };
 
 /* The backend takes pinned flows (the flow table): configured, on a Maglev

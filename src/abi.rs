@@ -41,7 +41,7 @@ pub struct Frontend {
     pub flow_timeout_s: u32,
     pub quic_server_id_len: u8,
     pub quic_cid_len: u8,
-    pub pad: u16,
+    pub port_be: u16,
 }
 
 /// `struct udplb_backend`.
@@ -52,6 +52,10 @@ pub struct Backend {
     pub weight: u32,
     pub flags: u32,
     pub ident: u32,
+    /// The frontend it serves, and that frontend's port (network order).
+    pub frontend_id: u32,
+    pub frontend_port_be: u16,
+    pub pad: u16,
 }
 
 /// `struct udplb_reply_target`.
@@ -212,6 +216,11 @@ impl Endpoint {
         u16::from_be(self.port_be)
     }
 
+    /// Whether this is a port alone (every local address).
+    pub fn is_wildcard(&self) -> bool {
+        self.addr_be == [0; 4]
+    }
+
     /// The same endpoint on another port.
     pub fn with_port(mut self, port: u16) -> Self {
         self.port_be = port.to_be();
@@ -257,13 +266,20 @@ mod tests {
                 flow_timeout_s = flow_timeout_s,
                 quic_server_id_len = quic_server_id_len,
                 quic_cid_len = quic_cid_len,
-                pad = pad
+                port_be = port_be
             ]
         );
         same_layout!(
             Backend,
             types::udplb_backend,
-            [ep = ep, weight = weight, flags = flags, ident = ident]
+            [
+                ep = ep,
+                weight = weight,
+                flags = flags,
+                ident = ident,
+                frontend_id = frontend_id,
+                frontend_port_be = frontend_port_be
+            ]
         );
         same_layout!(
             ReplyTarget,

@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject};
 
-use crate::abi::{self, bytes_of, Counter, Passive, REASON_COUNT};
+use crate::abi::{self, bytes_of, Counter, Endpoint, Passive, REASON_COUNT};
 use crate::bpf::{UdplbSkel, UdplbSkelBuilder};
 use crate::config::{check_interface_name, Config};
 use crate::error::UsageError;
@@ -363,6 +363,11 @@ impl plan::Maps for Datapath {
                 .backends
                 .update(&slot.to_ne_bytes(), bytes_of(&backend), MapFlags::ANY)
                 .with_context(|| format!("writing backend slot {slot}")),
+            // A local backend of a port-only frontend: its slot (whose
+            // backend value, written before, says the rest).
+            Op::Reply(key, target) if key.is_wildcard() => {
+                write_port_entry(&maps.port_replies, &key, target.backend_slot + 1)
+            }
             Op::Reply(key, target) => maps
                 .replies
                 .update(bytes_of(&key), bytes_of(&target), MapFlags::ANY)
@@ -385,14 +390,29 @@ impl plan::Maps for Datapath {
             Op::DeleteQuicServer(key) => {
                 delete(&maps.quic_servers, bytes_of(&key)).context("removing a QUIC server ID")
             }
+            // A port-only frontend: its record at its table (no packet reads
+            // it: the ring just installed there waited for every program
+            // that could), then the port's pointer to it, one 4-byte store.
+            Op::Frontend(key, fe) if key.is_wildcard() => {
+                maps.fe_records
+                    .update(&fe.table.to_ne_bytes(), bytes_of(&fe), MapFlags::ANY)
+                    .with_context(|| format!("writing frontend record {}", fe.table))?;
+                write_port_entry(&maps.port_frontends, &key, fe.table + 1)
+            }
             Op::Frontend(key, fe) => maps
                 .frontends
                 .update(bytes_of(&key), bytes_of(&fe), MapFlags::ANY)
                 .context("writing the frontend map"),
+            Op::DeleteFrontend(key) if key.is_wildcard() => {
+                write_port_entry(&maps.port_frontends, &key, 0)
+            }
             // Deletions tolerate a missing key: a frontend that never changed
             // has only one of its two rings, and a plan may be applied again.
             Op::DeleteFrontend(key) => {
                 delete(&maps.frontends, bytes_of(&key)).context("removing a frontend")
+            }
+            Op::DeleteReply(key) if key.is_wildcard() => {
+                write_port_entry(&maps.port_replies, &key, 0)
             }
             Op::DeleteReply(key) => {
                 delete(&maps.replies, bytes_of(&key)).context("removing a reply entry")
@@ -434,6 +454,15 @@ fn delete(map: &impl MapCore, key: &[u8]) -> libbpf_rs::Result<()> {
 fn write_port_flags(map: &impl MapCore, port: u16, flags: u8) -> Result<()> {
     map.update(&(port as u32).to_ne_bytes(), &[flags], MapFlags::ANY)
         .with_context(|| format!("writing the flags of port {port}"))
+}
+
+/// Sets the entry of port-only key `key` in port_frontends or port_replies
+/// (include/udplb.h, UDPLB_PORT_KEYS) to `value`: one 4-byte store.
+fn write_port_entry(map: &impl MapCore, key: &Endpoint, value: u32) -> Result<()> {
+    let ipv6 = u32::from(key.family == abi::UDPLB_FAMILY_IPV6 as u8);
+    let index = u32::from(key.port()) * 2 + ipv6;
+    map.update(&index.to_ne_bytes(), &value.to_ne_bytes(), MapFlags::ANY)
+        .with_context(|| format!("writing the entry of port {}", key.port()))
 }
 
 /// A ring as an inner map of `rings`: an array of backend slots, sized to

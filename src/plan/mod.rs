@@ -342,7 +342,7 @@ fn reply_entries<'a>(
 /// On a quic frontend it takes packets routed by its server ID
 /// (UDPLB_BACKEND_F_CID) unless it is held down and out of the ring (a
 /// frontend whose backends are all down and that fails open keeps them).
-fn backend_value(fe: &FrontendConfig, b: &BackendConfig, down: bool) -> Backend {
+fn backend_value(fe: &FrontendConfig, id: u32, b: &BackendConfig, down: bool) -> Backend {
     let pinned = fe.sched.hashes() && fe.flow_timeout > 0 && !down;
     let cid = fe.sched == Sched::Quic && !(down && b.weight == 0);
     let mut flags = 0;
@@ -357,6 +357,9 @@ fn backend_value(fe: &FrontendConfig, b: &BackendConfig, down: bool) -> Backend 
         weight: b.weight,
         flags,
         ident: backend_ident(&fe.listen, b),
+        frontend_id: id,
+        frontend_port_be: fe.listen.port.to_be(),
+        pad: 0,
     }
 }
 
@@ -372,10 +375,10 @@ pub fn backend_ident(listen: &Listen, b: &BackendConfig) -> u32 {
 
 /// A removed backend's slot: no more pinned flows to it (nor pins learned
 /// from its lingering replies).
-fn retired_value(fe: &FrontendConfig, b: &BackendConfig) -> Backend {
+fn retired_value(fe: &FrontendConfig, id: u32, b: &BackendConfig) -> Backend {
     Backend {
         flags: 0,
-        ..backend_value(fe, b, true)
+        ..backend_value(fe, id, b, true)
     }
 }
 
@@ -534,10 +537,10 @@ impl State {
                     plan.zero_counters.push(slot);
                     plan.replies.extend(reply_entries(&keys, b, id, slot));
                 }
-                let value = backend_value(fe, b, live.down.contains(&b.id()));
+                let value = backend_value(fe, id, b, live.down.contains(&b.id()));
                 let old_value = old_weight
                     .zip(old)
-                    .map(|(x, o)| backend_value(&o.config, x, o.down.contains(&x.id())));
+                    .map(|(x, o)| backend_value(&o.config, o.id, x, o.down.contains(&x.id())));
                 if old_value != Some(value) {
                     plan.backends.push((slot, value));
                 }
@@ -567,7 +570,7 @@ impl State {
                 },
                 quic_server_id_len: fe.quic().map_or(0, |q| q.server_id_len),
                 quic_cid_len: fe.quic().map_or(0, |q| q.cid_len),
-                pad: 0,
+                port_be: fe.listen.port.to_be(),
             };
             plan.rings.push((table, ring));
             plan.frontends.extend(keys.iter().map(|k| (*k, value)));
@@ -578,7 +581,8 @@ impl State {
                     if !live.slots.contains_key(&b.id()) {
                         let slot = old.slots[&b.id()];
                         removed.extend(reply_entries(&keys, b, id, slot).map(|(k, _)| k));
-                        plan.backends.push((slot, retired_value(&old.config, b)));
+                        plan.backends
+                            .push((slot, retired_value(&old.config, id, b)));
                     }
                 }
             }
@@ -594,7 +598,8 @@ impl State {
             for b in &old.config.backends {
                 let slot = old.slots[&b.id()];
                 removed.extend(reply_entries(&keys, b, old.id, slot).map(|(k, _)| k));
-                plan.backends.push((slot, retired_value(&old.config, b)));
+                plan.backends
+                    .push((slot, retired_value(&old.config, old.id, b)));
             }
             plan.delete_rings.extend([2 * old.id, 2 * old.id + 1]);
             (plan.delete_quic_servers)
@@ -871,6 +876,7 @@ mod tests {
                     ring_size: 3,
                     sched: UDPLB_SCHED_RR,
                     flow_timeout_s: 0,
+                    port_be: 9875u16.to_be(),
                     ..Frontend::default()
                 }
             );

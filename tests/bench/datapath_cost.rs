@@ -117,11 +117,21 @@ impl Case {
     }
 }
 
-/// Edits tables so that every backend slot holds its own frontend's port,
-/// and every reply target the port of the backend it is keyed on: a
-/// balanced packet (or a reply) is rewritten to itself, so a repeated test
-/// run stays on that path. Nothing else changes: same maps, same entries,
-/// same table slots, so the program does the same work.
+/// How a datapath's tables are edited (see [`self_loop`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Loop {
+    /// As udplb writes them.
+    No,
+    /// A balanced packet is rewritten to itself.
+    Requests,
+    /// A reply is rewritten to itself.
+    Replies,
+}
+
+/// Edits tables so that every backend slot holds its own frontend's port:
+/// a balanced packet is rewritten to itself, so a repeated test run stays
+/// on that path. Nothing else changes: same maps, same entries, same table
+/// slots, so the program does the same work.
 pub fn self_loop(plan: &mut Plan) {
     use std::collections::HashMap;
     let port_of_table: HashMap<u32, u16> = plan
@@ -138,6 +148,16 @@ pub fn self_loop(plan: &mut Plan) {
     for (slot, backend) in &mut plan.backends {
         backend.ep.port_be = port_of_slot[slot];
     }
+}
+
+/// The same for replies: every reply goes back from the port it came from
+/// (a local backend of a port-only frontend: the frontend port its slot
+/// names; any other: its reply entry's target). A separate edit, because a
+/// reply found by its port must come from the port its backend value names.
+pub fn self_loop_replies(plan: &mut Plan) {
+    for (_, backend) in &mut plan.backends {
+        backend.frontend_port_be = backend.ep.port_be;
+    }
     for (key, target) in &mut plan.replies {
         target.frontend.port_be = key.port_be;
     }
@@ -145,7 +165,7 @@ pub fn self_loop(plan: &mut Plan) {
 
 /// A loaded datapath with `specs` and scheduler `sched`, self-looped or as
 /// udplb writes it (Maglev with the default flow table).
-fn datapath(specs: &[String], looped: bool, sched: Sched) -> Result<Datapath> {
+fn datapath(specs: &[String], looped: Loop, sched: Sched) -> Result<Datapath> {
     Ok(datapath_with(specs, looped, sched, Defaults::default().flow_timeout)?.0)
 }
 
@@ -153,7 +173,7 @@ fn datapath(specs: &[String], looped: bool, sched: Sched) -> Result<Datapath> {
 /// the plan written.
 fn datapath_with(
     specs: &[String],
-    looped: bool,
+    looped: Loop,
     sched: Sched,
     flow_timeout: u32,
 ) -> Result<(Datapath, Plan)> {
@@ -165,8 +185,10 @@ fn datapath_with(
     let config =
         Config::from_specs_with(specs, defaults).map_err(|e| anyhow::anyhow!("{specs:?}: {e}"))?;
     let (mut plan, _) = State::default().plan(&config);
-    if looped {
-        self_loop(&mut plan);
+    match looped {
+        Loop::No => {}
+        Loop::Requests => self_loop(&mut plan),
+        Loop::Replies => self_loop_replies(&mut plan),
     }
     let dp = Datapath::load()?;
     dp.apply(&plan)?;
@@ -219,19 +241,25 @@ fn backend_specs(n: usize) -> Vec<String> {
 /// in the order each round measures them.
 fn cases(dps: &mut Vec<Datapath>, skipped: &mut Vec<String>) -> Result<Vec<Case>> {
     let example = vec![EXAMPLE.to_string()];
-    dps.push(datapath(&example, true, Sched::Rr)?); // 0: self-loop
-    dps.push(datapath(&example, false, Sched::Rr)?); // 1: as udplb writes them
-    dps.push(datapath(&example, true, Sched::Maglev)?); // 2: Maglev, self-loop
-    dps.push(datapath_with(&example, true, Sched::Maglev, 0)?.0); // 3: no flow table
-    dps.push(datapath(&[EXACT.to_string()], true, Sched::Rr)?); // 4: exact address
+    let (req, rep) = (Loop::Requests, Loop::Replies);
+    dps.push(datapath(&example, req, Sched::Rr)?); // 0: self-loop
+    dps.push(datapath(&example, Loop::No, Sched::Rr)?); // 1: as udplb writes them
+    dps.push(datapath(&example, req, Sched::Maglev)?); // 2: Maglev, self-loop
+    dps.push(datapath_with(&example, req, Sched::Maglev, 0)?.0); // 3: no flow table
+    dps.push(datapath(&[EXACT.to_string()], req, Sched::Rr)?); // 4: exact address
     let exact = Prog::Udplb(4);
     let balanced4 = packets::udp4(CLIENT_PORT, FRONTEND);
     // 5: Maglev whose flow table holds the packet's flow.
-    let (dp, plan) = datapath_with(&example, true, Sched::Maglev, 60)?;
+    let (dp, plan) = datapath_with(&example, req, Sched::Maglev, 60)?;
     dps.push(dp);
     let pin = pin_for(&balanced4, &plan);
+    // 6-8: replies looped, round robin, Maglev without and with a table.
+    dps.push(datapath(&example, rep, Sched::Rr)?);
+    dps.push(datapath_with(&example, rep, Sched::Maglev, 0)?.0);
+    dps.push(datapath(&example, rep, Sched::Maglev)?);
     let (looped, real, maglev) = (Prog::Udplb(0), Prog::Udplb(1), Prog::Udplb(2));
     let (no_table, pinned) = (Prog::Udplb(3), Prog::Udplb(5));
+    let (reply_rr, reply_no_table, reply_maglev) = (Prog::Udplb(6), Prog::Udplb(7), Prog::Udplb(8));
     let (balanced, reply) = (UDPLB_REASON_BALANCED, UDPLB_REASON_REPLY);
     let mut cases = vec![
         Case::new(
@@ -303,14 +331,14 @@ fn cases(dps: &mut Vec<Datapath>, skipped: &mut Vec<String>) -> Result<Vec<Case>
         Case::new(
             "reply_v4",
             "reply IPv4 (self-loop)",
-            looped,
+            reply_rr,
             packets::reply4(9876),
             Some(reply),
         ),
         Case::new(
             "reply_v4_maglev_no_table",
             "reply IPv4, Maglev, no flow table",
-            no_table,
+            reply_no_table,
             packets::reply4(9876),
             Some(reply),
         ),
@@ -319,7 +347,7 @@ fn cases(dps: &mut Vec<Datapath>, skipped: &mut Vec<String>) -> Result<Vec<Case>
         Case::new(
             "reply_v4_maglev",
             "reply IPv4, Maglev, pin refreshed",
-            maglev,
+            reply_maglev,
             packets::reply4(9876),
             Some(reply),
         ),
@@ -329,7 +357,7 @@ fn cases(dps: &mut Vec<Datapath>, skipped: &mut Vec<String>) -> Result<Vec<Case>
             skipped.push(format!("{n} frontends (limit {MAX_FRONTENDS})"));
             continue;
         }
-        dps.push(datapath(&frontend_specs(n), true, Sched::Rr)?);
+        dps.push(datapath(&frontend_specs(n), Loop::Requests, Sched::Rr)?);
         // To the last frontend written; every lookup is a hash lookup anyway.
         cases.push(Case::new(
             &format!("frontends_{n}"),
@@ -344,7 +372,7 @@ fn cases(dps: &mut Vec<Datapath>, skipped: &mut Vec<String>) -> Result<Vec<Case>
             skipped.push(format!("{n} backends (limit {MAX_BACKENDS})"));
             continue;
         }
-        dps.push(datapath(&backend_specs(n), true, Sched::Rr)?);
+        dps.push(datapath(&backend_specs(n), Loop::Requests, Sched::Rr)?);
         cases.push(Case::new(
             &format!("backends_{n}"),
             &format!("balanced IPv4, {n} backends"),
@@ -523,10 +551,15 @@ mod tests {
         let c = super::Config::from_specs(&["9875=9876,9877", "198.18.0.2:53=5353"]).unwrap();
         let (mut plan, _) = super::State::default().plan(&c);
         let before = plan.clone();
+        let mut replies = plan.clone();
         super::self_loop(&mut plan);
         let ports: Vec<u16> = plan.backends.iter().map(|(_, b)| b.ep.port()).collect();
         assert_eq!(ports, vec![9875, 9875, 53]);
-        for (key, target) in &plan.replies {
+        super::self_loop_replies(&mut replies);
+        for (_, b) in &replies.backends {
+            assert_eq!(b.frontend_port_be, b.ep.port_be);
+        }
+        for (key, target) in &replies.replies {
             assert_eq!(target.frontend.port(), key.port());
         }
         // Only ports changed: same keys, same slots, same rings and frontends.
