@@ -51,19 +51,43 @@ static __always_inline void endpoint_of(struct udp_packet *p, bool source, bool 
 	}
 }
 
+/* The frontend record a port entry (port_frontends or port_exact) points
+ * to, if the entry names one and the record is of this port: an entry is
+ * changed in place, and one read while it changed could name another. */
+static __always_inline struct udplb_frontend *port_record(void *map, __u32 key, __be16 port_be)
+{
+	struct udplb_frontend *fe;
+	__u32 *live;
+
+	live = bpf_map_lookup_elem(map, &key);
+	if (!live)
+		return NULL;
+	/* One read: userspace may switch it to the other table meanwhile. */
+	key = *(volatile __u32 *)live;
+	if (!key)
+		return NULL;
+	key -= 1;
+	fe = bpf_map_lookup_elem(&fe_records, &key);
+	if (!fe || fe->port_be != port_be)
+		return NULL;
+	return fe;
+}
+
 /*
  * The frontend the packet's destination (or, for a quoted datagram in an
- * ICMP error, its source) names: an exact-address frontend (the frontends
- * hash) first, then the port-only one (port_frontends, fe_records:
- * array lookups, inlined by the verifier). The port's flags skip what
- * cannot match.
+ * ICMP error, its source) names: an exact-address frontend first, then the
+ * port-only one. The port's flags skip what cannot match. The only
+ * exact-address frontend of a port and family, and a port-only one, are
+ * found by array lookups (inlined by the verifier); several exact-address
+ * frontends on one port, by the frontends hash.
  */
 static __always_inline struct udplb_frontend *lookup_frontend(struct udp_packet *p, bool source)
 {
-	__u32 port = bpf_ntohs(source ? p->udp->source : p->udp->dest);
+	__be16 port_be = source ? p->udp->source : p->udp->dest;
+	__u32 port = bpf_ntohs(port_be);
+	__u32 key = port * 2 + p->ipv6;
 	struct udplb_endpoint ep;
 	struct udplb_frontend *fe;
-	__u32 key, *live;
 	__u8 *flags;
 
 	flags = bpf_map_lookup_elem(&port_flags, &port);
@@ -73,26 +97,19 @@ static __always_inline struct udplb_frontend *lookup_frontend(struct udp_packet 
 		endpoint_of(p, source, false, &ep);
 		/* An all-zero address in the packet is no exact address. */
 		if (!endpoint_is_local(&ep)) {
-			fe = bpf_map_lookup_elem(&frontends, &ep);
+			fe = port_record(&port_exact, key, port_be);
+			if (!fe)
+				fe = bpf_map_lookup_elem(&frontends, &ep);
+			else if ((fe->addr_be[0] ^ ep.addr_be[0]) | (fe->addr_be[1] ^ ep.addr_be[1]) |
+				 (fe->addr_be[2] ^ ep.addr_be[2]) | (fe->addr_be[3] ^ ep.addr_be[3]))
+				fe = NULL; /* the port's one exact address is another */
 			if (fe)
 				return fe;
 		}
 	}
 	if (!(*flags & UDPLB_PORT_FRONTEND_ANY))
 		return NULL;
-	key = port * 2 + p->ipv6;
-	live = bpf_map_lookup_elem(&port_frontends, &key);
-	if (!live)
-		return NULL;
-	/* One read: userspace may switch it to the other table meanwhile. */
-	key = *(volatile __u32 *)live;
-	if (!key)
-		return NULL;
-	key -= 1;
-	fe = bpf_map_lookup_elem(&fe_records, &key);
-	if (!fe || fe->port_be != (source ? p->udp->source : p->udp->dest))
-		return NULL;
-	return fe;
+	return port_record(&port_frontends, key, port_be);
 }
 
 /*
@@ -101,7 +118,8 @@ static __always_inline struct udplb_frontend *lookup_frontend(struct udp_packet 
  * (the replies hash: remote backends, and local backends of exact-address
  * frontends) first, then, if allow_wildcard, the local backend of a
  * port-only frontend on that port (port_replies, and the frontend that
- * backend's slot serves: array lookups).
+ * backend's slot serves: array lookups; the hash if the slot is not that
+ * backend's any more).
  */
 static __always_inline bool lookup_reply(struct udp_packet *p, bool source, bool allow_wildcard,
 					 struct udplb_reply_target *rt)
@@ -138,15 +156,22 @@ static __always_inline bool lookup_reply(struct udp_packet *p, bool source, bool
 		return false;
 	key -= 1;
 	be = bpf_map_lookup_elem(&backends, &key);
-	/* The entry of a removed backend lingers a while (State::expire);
-	 * if its slot went to another backend meanwhile, it is not this one. */
-	if (!be || be->ep.port_be != port_be || !endpoint_is_local(&be->ep))
+	if (be && be->ep.port_be == port_be && endpoint_is_local(&be->ep)) {
+		__builtin_memset(rt, 0, sizeof(*rt));
+		rt->frontend.family = p->ipv6 ? UDPLB_FAMILY_IPV6 : UDPLB_FAMILY_IPV4;
+		rt->frontend.port_be = be->frontend_port_be;
+		rt->frontend_id = be->frontend_id;
+		rt->backend_slot = key;
+		return true;
+	}
+	/* A removed backend's entry lingers until it expires (State::expire),
+	 * and its slot may have gone to another backend meanwhile: the hash,
+	 * which holds every key by port too, still has its target. */
+	endpoint_of(p, source, true, &ep);
+	v = bpf_map_lookup_elem(&replies, &ep);
+	if (!v)
 		return false;
-	__builtin_memset(rt, 0, sizeof(*rt));
-	rt->frontend.family = p->ipv6 ? UDPLB_FAMILY_IPV6 : UDPLB_FAMILY_IPV4;
-	rt->frontend.port_be = be->frontend_port_be;
-	rt->frontend_id = be->frontend_id;
-	rt->backend_slot = key;
+	*rt = *v;
 	return true;
 }
 

@@ -37,7 +37,16 @@ struct {
 	__type(value, __u32);
 } port_frontends SEC(".maps");
 
-/* A port-only frontend's value, by its live table (struct udplb_frontend
+/* The exact-address frontend of a port and family when it is the only one:
+ * port * 2 + family index -> table + 1; 0: none, or several (UDPLB_PORT_KEYS). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, UDPLB_PORT_KEYS);
+	__type(key, __u32);
+	__type(value, __u32);
+} port_exact SEC(".maps");
+
+/* A frontend's value, by its live table (struct udplb_frontend
  * says why it is never written while a packet can read it). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -73,8 +82,9 @@ struct {
 	__array(values, struct ring);
 } rings SEC(".maps");
 
-/* backend (source of a reply) -> the frontend it answers for: remote
- * backends, and local ones of exact-address frontends. */
+/* backend (source of a reply) -> the frontend it answers for. Keys by port
+ * alone (local backends of port-only frontends) are found by port_replies
+ * first, and here only when that entry's slot went to another backend. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 2 * UDPLB_BACKEND_SLOTS);
@@ -85,7 +95,8 @@ struct {
 
 /* Local backends of port-only frontends: port * 2 + family index -> backend
  * slot + 1, 0 for none (UDPLB_PORT_KEYS). The reply target comes from the
- * slot's struct udplb_backend, checked against the port. */
+ * slot's struct udplb_backend, checked against the port (a replies entry
+ * by port alone stands behind it). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, UDPLB_PORT_KEYS);

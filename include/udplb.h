@@ -53,11 +53,13 @@
 #define UDPLB_PORT_BACKEND_EXACT 4  /* a reply key with an address */
 #define UDPLB_PORT_BACKEND_ANY 8    /* a reply key by port alone */
 
-/* Keys by port alone (bpf/lookup.h), in arrays indexed by port * 2 + family
- * index (0 IPv4, 1 IPv6): port_frontends holds a port-only frontend's table
- * + 1, the frontend itself being fe_records[table]; port_replies holds the
- * slot + 1 of the local backend on that port. 0: none. Array lookups,
- * which the verifier inlines, instead of hash lookups. */
+/* Keys by port (bpf/lookup.h), in arrays indexed by port * 2 + family index
+ * (0 IPv4, 1 IPv6): port_frontends holds a port-only frontend's table + 1,
+ * the frontend itself being fe_records[table]; port_exact the same for the
+ * exact-address frontend on that port, if it is the only one (0: none, or
+ * several: the frontends hash says); port_replies holds the slot + 1 of the
+ * local backend on that port. 0: none. Array lookups, which the verifier
+ * inlines, instead of hash lookups. */
 #define UDPLB_PORT_KEYS (2 * 65536)
 /* Schedulers (struct udplb_frontend.sched). */
 #define UDPLB_SCHED_RR 0     /* per-CPU cursor over the ring */
@@ -210,8 +212,9 @@ struct udplb_frontend {
 	__u32 flow_timeout_s; /* idle timeout of pinned flows; 0: no flow table */
 	__u8 quic_server_id_len; /* UDPLB_SCHED_QUIC: server ID bytes (1-15) */
 	__u8 quic_cid_len;       /* UDPLB_SCHED_QUIC: CID length of short headers */
-	__u16 port_be;           /* the frontend's port: what a record found by
-				  * port_frontends must say (a pointer read
+	__u16 port_be;           /* the frontend's port, and */
+	__u32 addr_be[4];        /* address (all zero: port-only), which a record
+				  * found by port must match (a pointer read
 				  * while it changed could name another) */
 };
 

@@ -42,6 +42,8 @@ pub struct Frontend {
     pub quic_server_id_len: u8,
     pub quic_cid_len: u8,
     pub port_be: u16,
+    /// The frontend's address as in its key (all zero: port-only).
+    pub addr_be: [u32; 4],
 }
 
 /// `struct udplb_backend`.
@@ -266,7 +268,8 @@ mod tests {
                 flow_timeout_s = flow_timeout_s,
                 quic_server_id_len = quic_server_id_len,
                 quic_cid_len = quic_cid_len,
-                port_be = port_be
+                port_be = port_be,
+                addr_be = addr_be
             ]
         );
         same_layout!(

@@ -493,3 +493,90 @@ fn replies_are_translated_back_to_the_frontend_port() {
         .on(veth),
     ]);
 }
+
+/// Exact-address frontends found by their port's array entry (the port's
+/// only one) or by the hash (several on one port), across reloads that move
+/// a port between the two: each address reaches its own frontend, any other
+/// the port-only one, and a local backend's reply goes back from its
+/// frontend's port whichever way its entry is kept.
+#[test]
+fn exact_frontends_sharing_a_port_across_reloads() {
+    use std::net::Ipv4Addr;
+    use udplb::config::Config;
+    use udplb::plan::State;
+    support::runner::require_privileges();
+    support::cpu::pin_to_one_cpu();
+    let two = ["198.18.0.1:53=5353", "198.18.0.2:53=5454", "53=6464"];
+    let one = ["198.18.0.2:53=5454", "53=6464"];
+    let to = |last: u8| udp(C4, &format!("{}:53", Ipv4Addr::new(198, 18, 0, last))).build();
+    let dp = udplb::datapath::Datapath::load().expect("loading the datapath");
+    let mut state = State::default();
+    for (step, specs) in [&two[..], &one[..], &two[..], &one[..]].iter().enumerate() {
+        let config = Config::from_specs(specs).expect("test configuration");
+        let (plan, next) = state.plan(&config);
+        dp.apply(&plan).expect("writing the tables");
+        state = next;
+        let several = specs.len() == 3;
+        let expect = [(1, if several { 5353 } else { 6464 }), (2, 5454), (3, 6464)];
+        for (last, port) in expect {
+            let f = to(last);
+            let (verdict, out) =
+                support::runner::run_once(dp.xdp_program(), &f.bytes, None).expect("test run");
+            assert_eq!(verdict, 2, "step {step}: XDP_PASS for 198.18.0.{last}");
+            assert_eq!(
+                out,
+                f.rewritten(Port::Destination, port),
+                "step {step}: 198.18.0.{last}:53 goes to {port}"
+            );
+        }
+        // Replies: 5454's key has an address (the hash), 6464's is by port.
+        for (src, port) in [("198.18.0.2:5454", 53), ("192.0.2.1:6464", 53)] {
+            let f = udp(src, C4).build();
+            let (_, out) = support::runner::run_once(dp.xdp_program(), &f.bytes, Some(LOOPBACK))
+                .expect("test run");
+            assert_eq!(
+                out,
+                f.rewritten(Port::Source, port),
+                "step {step}: reply from {src}"
+            );
+        }
+    }
+}
+
+/// A removed backend's reply entry lingers until it expires, and its slot
+/// may go to a new backend meanwhile: its replies still go back from its
+/// frontend's port, and the new backend's from theirs.
+#[test]
+fn a_lingering_reply_survives_the_reuse_of_its_slot() {
+    use udplb::config::Config;
+    use udplb::plan::State;
+    support::runner::require_privileges();
+    let dp = udplb::datapath::Datapath::load().expect("loading the datapath");
+    let mut state = State::default();
+    // 9876 removed (its reply entry lingers), then 9878 added on another
+    // frontend: it takes the lowest free slot, 9876's.
+    for specs in [
+        &["9875=9876"][..],
+        &["9875=9877"],
+        &["9875=9877", "9885=9878"],
+    ] {
+        let config = Config::from_specs(specs).expect("test configuration");
+        let (plan, next) = state.plan(&config);
+        dp.apply(&plan).expect("writing the tables");
+        state = next;
+    }
+    assert_eq!(
+        state
+            .layout(&Config::from_specs(&["9875=9877", "9885=9878"]).unwrap())
+            .frontends[1]
+            .1,
+        vec![0],
+        "9878 reuses slot 0"
+    );
+    for (src, port) in [("192.0.2.1:9876", 9875), ("192.0.2.1:9878", 9885)] {
+        let f = udp(src, C4).build();
+        let (_, out) = support::runner::run_once(dp.xdp_program(), &f.bytes, Some(LOOPBACK))
+            .expect("test run");
+        assert_eq!(out, f.rewritten(Port::Source, port), "reply from {src}");
+    }
+}

@@ -17,8 +17,10 @@ pub mod sockets;
 
 pub use attach::XdpMode;
 
+use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
@@ -59,6 +61,9 @@ pub struct Datapath {
     cpus: usize,
     /// Whether the flow table came from a pin (`--pin` restart).
     flows_reused: bool,
+    /// The exact-address frontends written, by port entry (see
+    /// [`port_index`]): address -> table. What port_exact must say.
+    exact: Mutex<BTreeMap<u32, BTreeMap<[u32; 4], u32>>>,
 }
 
 /// What [`Datapath::load_with`] may change before load.
@@ -125,6 +130,7 @@ impl Datapath {
             skel,
             cpus,
             flows_reused: pinned.is_some(),
+            exact: Mutex::default(),
         })
     }
 
@@ -327,6 +333,30 @@ impl Datapath {
 
 /// Each op is one map update (a ring: a new inner map, then one update of
 /// the outer map), so a packet sees a map entry either before or after it.
+impl Datapath {
+    /// Notes exact-address frontend `key` live on `table` (or gone), then
+    /// points its port's port_exact entry at the port's only exact-address
+    /// frontend of that family, or at none: several go by the hash, which
+    /// already holds them all (written before, deleted after this).
+    fn point_port_exact(&self, key: &Endpoint, table: Option<u32>) -> Result<()> {
+        let index = port_index(key);
+        let mut exact = self.exact.lock().unwrap_or_else(|e| e.into_inner());
+        let on_port = exact.entry(index).or_default();
+        match table {
+            Some(t) => on_port.insert(key.addr_be, t),
+            None => on_port.remove(&key.addr_be),
+        };
+        let only = match on_port.values().collect::<Vec<_>>()[..] {
+            [t] => t + 1,
+            _ => 0,
+        };
+        if on_port.is_empty() {
+            exact.remove(&index);
+        }
+        write_port_entry(&self.skel.maps.port_exact, index, only)
+    }
+}
+
 impl plan::Maps for Datapath {
     fn write(&self, op: Op<'_>) -> Result<()> {
         let maps = &self.skel.maps;
@@ -363,15 +393,22 @@ impl plan::Maps for Datapath {
                 .backends
                 .update(&slot.to_ne_bytes(), bytes_of(&backend), MapFlags::ANY)
                 .with_context(|| format!("writing backend slot {slot}")),
-            // A local backend of a port-only frontend: its slot (whose
-            // backend value, written before, says the rest).
-            Op::Reply(key, target) if key.is_wildcard() => {
-                write_port_entry(&maps.port_replies, &key, target.backend_slot + 1)
+            // A local backend of a port-only frontend is found by its slot
+            // (whose backend value, written before, says the rest), and by
+            // the hash when the slot has gone to another backend.
+            Op::Reply(key, target) => {
+                maps.replies
+                    .update(bytes_of(&key), bytes_of(&target), MapFlags::ANY)
+                    .context("writing the reply map")?;
+                if !key.is_wildcard() {
+                    return Ok(());
+                }
+                write_port_entry(
+                    &maps.port_replies,
+                    port_index(&key),
+                    target.backend_slot + 1,
+                )
             }
-            Op::Reply(key, target) => maps
-                .replies
-                .update(bytes_of(&key), bytes_of(&target), MapFlags::ANY)
-                .context("writing the reply map"),
             Op::Ring(table, ring) => {
                 let inner = new_ring(table, ring)?;
                 maps.rings
@@ -390,31 +427,36 @@ impl plan::Maps for Datapath {
             Op::DeleteQuicServer(key) => {
                 delete(&maps.quic_servers, bytes_of(&key)).context("removing a QUIC server ID")
             }
-            // A port-only frontend: its record at its table (no packet reads
-            // it: the ring just installed there waited for every program
-            // that could), then the port's pointer to it, one 4-byte store.
-            Op::Frontend(key, fe) if key.is_wildcard() => {
+            // A frontend's record at its table first (no packet reads it:
+            // the ring just installed there waited for every program that
+            // could), then what points to it: the port's entry, one 4-byte
+            // store; an exact address's hash entry, and its port's entry if
+            // it is the port's only one.
+            Op::Frontend(key, fe) => {
                 maps.fe_records
                     .update(&fe.table.to_ne_bytes(), bytes_of(&fe), MapFlags::ANY)
                     .with_context(|| format!("writing frontend record {}", fe.table))?;
-                write_port_entry(&maps.port_frontends, &key, fe.table + 1)
+                if key.is_wildcard() {
+                    return write_port_entry(&maps.port_frontends, port_index(&key), fe.table + 1);
+                }
+                maps.frontends
+                    .update(bytes_of(&key), bytes_of(&fe), MapFlags::ANY)
+                    .context("writing the frontend map")?;
+                self.point_port_exact(&key, Some(fe.table))
             }
-            Op::Frontend(key, fe) => maps
-                .frontends
-                .update(bytes_of(&key), bytes_of(&fe), MapFlags::ANY)
-                .context("writing the frontend map"),
             Op::DeleteFrontend(key) if key.is_wildcard() => {
-                write_port_entry(&maps.port_frontends, &key, 0)
+                write_port_entry(&maps.port_frontends, port_index(&key), 0)
             }
             // Deletions tolerate a missing key: a frontend that never changed
             // has only one of its two rings, and a plan may be applied again.
             Op::DeleteFrontend(key) => {
-                delete(&maps.frontends, bytes_of(&key)).context("removing a frontend")
-            }
-            Op::DeleteReply(key) if key.is_wildcard() => {
-                write_port_entry(&maps.port_replies, &key, 0)
+                delete(&maps.frontends, bytes_of(&key)).context("removing a frontend")?;
+                self.point_port_exact(&key, None)
             }
             Op::DeleteReply(key) => {
+                if key.is_wildcard() {
+                    write_port_entry(&maps.port_replies, port_index(&key), 0)?;
+                }
                 delete(&maps.replies, bytes_of(&key)).context("removing a reply entry")
             }
             Op::DeleteRing(table) => delete(&maps.rings, &table.to_ne_bytes())
@@ -456,13 +498,17 @@ fn write_port_flags(map: &impl MapCore, port: u16, flags: u8) -> Result<()> {
         .with_context(|| format!("writing the flags of port {port}"))
 }
 
-/// Sets the entry of port-only key `key` in port_frontends or port_replies
-/// (include/udplb.h, UDPLB_PORT_KEYS) to `value`: one 4-byte store.
-fn write_port_entry(map: &impl MapCore, key: &Endpoint, value: u32) -> Result<()> {
-    let ipv6 = u32::from(key.family == abi::UDPLB_FAMILY_IPV6 as u8);
-    let index = u32::from(key.port()) * 2 + ipv6;
+/// The index of `key`'s port and family in the arrays by port
+/// (include/udplb.h, UDPLB_PORT_KEYS).
+fn port_index(key: &Endpoint) -> u32 {
+    u32::from(key.port()) * 2 + u32::from(key.family == abi::UDPLB_FAMILY_IPV6 as u8)
+}
+
+/// Sets entry `index` of port_frontends, port_exact or port_replies to
+/// `value`: one 4-byte store.
+fn write_port_entry(map: &impl MapCore, index: u32, value: u32) -> Result<()> {
     map.update(&index.to_ne_bytes(), &value.to_ne_bytes(), MapFlags::ANY)
-        .with_context(|| format!("writing the entry of port {}", key.port()))
+        .with_context(|| format!("writing the entry of port {}", index / 2))
 }
 
 /// A ring as an inner map of `rings`: an array of backend slots, sized to

@@ -571,9 +571,16 @@ impl State {
                 quic_server_id_len: fe.quic().map_or(0, |q| q.server_id_len),
                 quic_cid_len: fe.quic().map_or(0, |q| q.cid_len),
                 port_be: fe.listen.port.to_be(),
+                addr_be: [0; 4],
             };
             plan.rings.push((table, ring));
-            plan.frontends.extend(keys.iter().map(|k| (*k, value)));
+            plan.frontends.extend(keys.iter().map(|k| {
+                let value = Frontend {
+                    addr_be: k.addr_be,
+                    ..value
+                };
+                (*k, value)
+            }));
             plan.changes.push(describe(old.map(|o| &o.config), fe));
 
             if let Some(old) = old {
