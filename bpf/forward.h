@@ -229,15 +229,12 @@ static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, boo
 		*reason = fib_reason(rc);
 		goto pass;
 	}
-	if (p->ipv6 ? ((struct ipv6hdr *)p->l3)->hop_limit <= 1 : ((struct iphdr *)p->l3)->ttl <= 1) {
-		*reason = UDPLB_REASON_TTL_EXPIRED;
-		goto pass;
-	}
 	/* Out through an interface udplb is not attached to (a VLAN or bridge
 	 * device, say): let the kernel send it. The flags argument is what
 	 * the helper returns when fib.ifindex is not in tx_ports, which saves
 	 * a lookup of our own (a helper call). The redirect itself happens
-	 * after the program returns, so the frame may still change below. */
+	 * after the program returns, so the frame may still change below,
+	 * and an XDP_PASS after all leaves the redirect unused. */
 	if (bpf_redirect_map(&tx_ports, fib.ifindex, XDP_PASS) != XDP_REDIRECT) {
 		*reason = UDPLB_REASON_FIB_OTHER;
 		goto pass;
@@ -248,12 +245,22 @@ static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, boo
 		goto pass;
 	}
 	if (p->ipv6) {
-		((struct ipv6hdr *)p->l3)->hop_limit--;
+		struct ipv6hdr *ip6 = p->l3;
+
+		if (ip6->hop_limit <= 1) {
+			*reason = UDPLB_REASON_TTL_EXPIRED;
+			goto pass;
+		}
+		ip6->hop_limit--;
 	} else {
 		struct iphdr *ip = p->l3;
 		/* TTL and protocol share a 16-bit word of the header checksum. */
 		__u16 old = bpf_htons(ip->ttl << 8 | ip->protocol);
 
+		if (ip->ttl <= 1) {
+			*reason = UDPLB_REASON_TTL_EXPIRED;
+			goto pass;
+		}
 		ip->ttl--;
 		ip->check = csum_replace16(ip->check, old, bpf_htons(ip->ttl << 8 | ip->protocol));
 	}

@@ -7,9 +7,9 @@
  * Contract: read-only on the packet; the only map written is rr_cursors
  * (per-CPU, so no read-modify-write is shared between CPUs). Keys are built
  * exactly as userspace writes them (include/udplb.h, struct udplb_endpoint):
- * an exact address first (a hash), then the port alone (arrays indexed by
- * port, UDPLB_PORT_KEYS). Userspace changes an array entry in place, so
- * what it points to is checked against the packet's port.
+ * an exact address first, then the port alone. Arrays indexed by port and
+ * family (UDPLB_PORT_KEYS) find most entries; the hashes the rest. What an
+ * array entry points to is checked against the packet, not trusted.
  */
 #ifndef UDPLB_LOOKUP_H
 #define UDPLB_LOOKUP_H
@@ -51,23 +51,25 @@ static __always_inline void endpoint_of(struct udp_packet *p, bool source, bool 
 	}
 }
 
-/* The frontend record a port entry (port_frontends or port_exact) points
- * to, if the entry names one and the record is of this port: an entry is
- * changed in place, and one read while it changed could name another. */
-static __always_inline struct udplb_frontend *port_record(void *map, __u32 key, __be16 port_be)
+/* An entry of port_frontends, port_exact or port_replies, read once:
+ * userspace may switch it meanwhile. 0: none. */
+static __always_inline __u32 port_entry(void *map, __u32 key)
+{
+	__u32 *live = bpf_map_lookup_elem(map, &key);
+
+	return live ? *(volatile __u32 *)live : 0;
+}
+
+/* The frontend record that entry e (table + 1) of a port's array names, if
+ * it is this port's: an entry is checked, not trusted. */
+static __always_inline struct udplb_frontend *record_of(__u32 e, __be16 port_be)
 {
 	struct udplb_frontend *fe;
-	__u32 *live;
+	__u32 table = e - 1;
 
-	live = bpf_map_lookup_elem(map, &key);
-	if (!live)
+	if (!e)
 		return NULL;
-	/* One read: userspace may switch it to the other table meanwhile. */
-	key = *(volatile __u32 *)live;
-	if (!key)
-		return NULL;
-	key -= 1;
-	fe = bpf_map_lookup_elem(&fe_records, &key);
+	fe = bpf_map_lookup_elem(&fe_records, &table);
 	if (!fe || fe->port_be != port_be)
 		return NULL;
 	return fe;
@@ -85,7 +87,7 @@ static __always_inline struct udplb_frontend *lookup_frontend(struct udp_packet 
 {
 	__be16 port_be = source ? p->udp->source : p->udp->dest;
 	__u32 port = bpf_ntohs(port_be);
-	__u32 key = port * 2 + p->ipv6;
+	__u32 key = port * 2 + p->ipv6, e;
 	struct udplb_endpoint ep;
 	struct udplb_frontend *fe;
 	__u8 *flags;
@@ -93,23 +95,23 @@ static __always_inline struct udplb_frontend *lookup_frontend(struct udp_packet 
 	flags = bpf_map_lookup_elem(&port_flags, &port);
 	if (!flags || !*flags)
 		return NULL;
-	if (*flags & UDPLB_PORT_FRONTEND_EXACT) {
+	e = *flags & UDPLB_PORT_FRONTEND_EXACT ? port_entry(&port_exact, key) : 0;
+	if (e)
 		endpoint_of(p, source, false, &ep);
-		/* An all-zero address in the packet is no exact address. */
-		if (!endpoint_is_local(&ep)) {
-			fe = port_record(&port_exact, key, port_be);
-			if (!fe)
-				fe = bpf_map_lookup_elem(&frontends, &ep);
-			else if ((fe->addr_be[0] ^ ep.addr_be[0]) | (fe->addr_be[1] ^ ep.addr_be[1]) |
-				 (fe->addr_be[2] ^ ep.addr_be[2]) | (fe->addr_be[3] ^ ep.addr_be[3]))
-				fe = NULL; /* the port's one exact address is another */
-			if (fe)
-				return fe;
-		}
+	/* An all-zero address in the packet is no exact address. */
+	if (e && !endpoint_is_local(&ep)) {
+		fe = e == UDPLB_PORT_EXACT_SEVERAL ? NULL : record_of(e, port_be);
+		if (!fe)
+			fe = bpf_map_lookup_elem(&frontends, &ep);
+		else if ((fe->addr_be[0] ^ ep.addr_be[0]) | (fe->addr_be[1] ^ ep.addr_be[1]) |
+			 (fe->addr_be[2] ^ ep.addr_be[2]) | (fe->addr_be[3] ^ ep.addr_be[3]))
+			fe = NULL; /* the port's one exact address is another */
+		if (fe)
+			return fe;
 	}
 	if (!(*flags & UDPLB_PORT_FRONTEND_ANY))
 		return NULL;
-	return port_record(&port_frontends, key, port_be);
+	return record_of(port_entry(&port_frontends, key), port_be);
 }
 
 /*
@@ -129,8 +131,8 @@ static __always_inline bool lookup_reply(struct udp_packet *p, bool source, bool
 	struct udplb_reply_target *v;
 	struct udplb_backend *be;
 	struct udplb_endpoint ep;
-	__u32 key, *live;
 	__u8 *flags;
+	__u32 key;
 
 	flags = bpf_map_lookup_elem(&port_flags, &port);
 	if (!flags || !*flags)
@@ -147,16 +149,15 @@ static __always_inline bool lookup_reply(struct udp_packet *p, bool source, bool
 	}
 	if (!allow_wildcard || !(*flags & UDPLB_PORT_BACKEND_ANY))
 		return false;
-	key = port * 2 + p->ipv6;
-	live = bpf_map_lookup_elem(&port_replies, &key);
-	if (!live)
-		return false;
-	key = *(volatile __u32 *)live;
+	key = port_entry(&port_replies, port * 2 + p->ipv6);
 	if (!key)
 		return false;
 	key -= 1;
 	be = bpf_map_lookup_elem(&backends, &key);
-	if (be && be->ep.port_be == port_be && endpoint_is_local(&be->ep)) {
+	/* The slot's backend must be a local one on this port whose replies
+	 * of this family are keyed by port alone. */
+	if (be && be->ep.port_be == port_be && endpoint_is_local(&be->ep) &&
+	    (be->by_port & (p->ipv6 ? UDPLB_BY_PORT_IPV6 : UDPLB_BY_PORT_IPV4))) {
 		__builtin_memset(rt, 0, sizeof(*rt));
 		rt->frontend.family = p->ipv6 ? UDPLB_FAMILY_IPV6 : UDPLB_FAMILY_IPV4;
 		rt->frontend.port_be = be->frontend_port_be;
@@ -165,8 +166,9 @@ static __always_inline bool lookup_reply(struct udp_packet *p, bool source, bool
 		return true;
 	}
 	/* A removed backend's entry lingers until it expires (State::expire),
-	 * and its slot may have gone to another backend meanwhile: the hash,
-	 * which holds every key by port too, still has its target. */
+	 * and its slot may have gone to another backend meanwhile (on this
+	 * port too, of another frontend): the hash, which holds every key by
+	 * port too, still has its target. */
 	endpoint_of(p, source, true, &ep);
 	v = bpf_map_lookup_elem(&replies, &ep);
 	if (!v)

@@ -16,10 +16,11 @@
 
 /* (family, exact address, port) -> frontend. NO_PREALLOC so a replaced
  * value is freed after an RCU grace period: a reader holding the old value
- * keeps a consistent copy while userspace swaps tables. Port-only frontends
- * are in the two arrays below instead: a hash lookup is a call into the
- * kernel, which costs more than the rest of a balanced packet on kernels
- * with return-thunk mitigations. */
+ * keeps a consistent copy while userspace swaps tables. Read only for ports
+ * with several exact-address frontends: the arrays below (port_frontends,
+ * port_exact, fe_records) find the others, since a hash lookup is a call
+ * into the kernel, which costs more than the rest of a balanced packet on
+ * kernels with return-thunk mitigations. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 2 * UDPLB_FRONTEND_IDS);
@@ -38,7 +39,8 @@ struct {
 } port_frontends SEC(".maps");
 
 /* The exact-address frontend of a port and family when it is the only one:
- * port * 2 + family index -> table + 1; 0: none, or several (UDPLB_PORT_KEYS). */
+ * port * 2 + family index -> table + 1; 0: none; UDPLB_PORT_EXACT_SEVERAL:
+ * see the frontends hash (UDPLB_PORT_KEYS). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, UDPLB_PORT_KEYS);
@@ -114,7 +116,7 @@ struct {
 } tx_ports SEC(".maps");
 
 /* UDPLB_PORT_* flags per port: a datagram whose ports have no flags costs
- * two array lookups instead of four hash lookups. */
+ * two array lookups, and the flags skip the lookups that cannot match. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 65536);

@@ -56,11 +56,12 @@
 /* Keys by port (bpf/lookup.h), in arrays indexed by port * 2 + family index
  * (0 IPv4, 1 IPv6): port_frontends holds a port-only frontend's table + 1,
  * the frontend itself being fe_records[table]; port_exact the same for the
- * exact-address frontend on that port, if it is the only one (0: none, or
- * several: the frontends hash says); port_replies holds the slot + 1 of the
- * local backend on that port. 0: none. Array lookups, which the verifier
- * inlines, instead of hash lookups. */
+ * exact-address frontend on that port, if it is the only one
+ * (UDPLB_PORT_EXACT_SEVERAL: look in the frontends hash); port_replies holds
+ * the slot + 1 of the local backend on that port. 0: none. Array lookups,
+ * which the verifier inlines, instead of hash lookups. */
 #define UDPLB_PORT_KEYS (2 * 65536)
+#define UDPLB_PORT_EXACT_SEVERAL 0xffffffff
 /* Schedulers (struct udplb_frontend.sched). */
 #define UDPLB_SCHED_RR 0     /* per-CPU cursor over the ring */
 #define UDPLB_SCHED_MAGLEV 1 /* flow hash modulo the ring size */
@@ -197,12 +198,12 @@ struct udplb_endpoint {
  * the flow hash. Userspace writes a new ring into the table this frontend
  * does not use, then switches the frontend to it in one map update, so a
  * packet sees the old backend set or the new one, never a mix. The value of
- * an exact-address key (the frontends hash) is replaced whole; a port-only
- * frontend's value lives at fe_records[table], written while no
- * packet can reach it (before the switch, after the ring's installation,
- * whose outer-map update waits for every running program: a program that
- * found this record two switches ago is done), then port_frontends points
- * to it.
+ * an exact-address key (the frontends hash) is replaced whole. Every
+ * frontend's value is also at fe_records[table], written while no packet
+ * can reach it (before the switch, after the ring's installation, whose
+ * outer-map update waits for every running program: a program that found
+ * this record two switches ago is done); then port_frontends (port-only)
+ * or port_exact (a port's only exact address) points to it.
  */
 struct udplb_frontend {
 	__u32 id;        /* index into rr_cursors and reply_counters */
@@ -214,8 +215,9 @@ struct udplb_frontend {
 	__u8 quic_cid_len;       /* UDPLB_SCHED_QUIC: CID length of short headers */
 	__u16 port_be;           /* the frontend's port, and */
 	__u32 addr_be[4];        /* address (all zero: port-only), which a record
-				  * found by port must match (a pointer read
-				  * while it changed could name another) */
+				  * found by port must match: the packet's
+				  * address, and its port (an entry written
+				  * after a failed plan is checked, not trusted) */
 };
 
 /* A backend, at a slot of the backends map. The slot is also the index of
@@ -233,8 +235,13 @@ struct udplb_backend {
 	__u32 frontend_id;      /* the frontend it serves, and that frontend's */
 	__u16 frontend_port_be; /* port: a local backend's reply found through
 				 * port_replies goes back from this port */
-	__u16 pad;
+	__u8 by_port;           /* UDPLB_BY_PORT_*: the families whose replies
+				 * are keyed by its port alone (a local backend
+				 * of a port-only frontend); kept when removed */
+	__u8 pad;
 };
+#define UDPLB_BY_PORT_IPV4 1
+#define UDPLB_BY_PORT_IPV6 2
 
 /* The backend takes pinned flows (the flow table): configured, on a Maglev
  * frontend with a flow table, and (once health checks exist) up. Cleared

@@ -57,7 +57,9 @@ pub struct Backend {
     /// The frontend it serves, and that frontend's port (network order).
     pub frontend_id: u32,
     pub frontend_port_be: u16,
-    pub pad: u16,
+    /// UDPLB_BY_PORT_*: the families whose replies are keyed by its port.
+    pub by_port: u8,
+    pub pad: u8,
 }
 
 /// `struct udplb_reply_target`.
@@ -281,7 +283,8 @@ mod tests {
                 flags = flags,
                 ident = ident,
                 frontend_id = frontend_id,
-                frontend_port_be = frontend_port_be
+                frontend_port_be = frontend_port_be,
+                by_port = by_port
             ]
         );
         same_layout!(

@@ -544,39 +544,58 @@ fn exact_frontends_sharing_a_port_across_reloads() {
 }
 
 /// A removed backend's reply entry lingers until it expires, and its slot
-/// may go to a new backend meanwhile: its replies still go back from its
-/// frontend's port, and the new backend's from theirs.
+/// may go to a new backend meanwhile, on another port or on the same port
+/// of another kind of frontend (an exact address, or one family only): the
+/// removed backend's replies still go back from its frontend's port, and
+/// the new backend's from theirs.
 #[test]
 fn a_lingering_reply_survives_the_reuse_of_its_slot() {
     use udplb::config::Config;
     use udplb::plan::State;
     support::runner::require_privileges();
-    let dp = udplb::datapath::Datapath::load().expect("loading the datapath");
-    let mut state = State::default();
-    // 9876 removed (its reply entry lingers), then 9878 added on another
-    // frontend: it takes the lowest free slot, 9876's.
-    for specs in [
-        &["9875=9876"][..],
-        &["9875=9877"],
-        &["9875=9877", "9885=9878"],
-    ] {
-        let config = Config::from_specs(specs).expect("test configuration");
-        let (plan, next) = state.plan(&config);
-        dp.apply(&plan).expect("writing the tables");
-        state = next;
-    }
-    assert_eq!(
-        state
-            .layout(&Config::from_specs(&["9875=9877", "9885=9878"]).unwrap())
-            .frontends[1]
-            .1,
-        vec![0],
-        "9878 reuses slot 0"
-    );
-    for (src, port) in [("192.0.2.1:9876", 9875), ("192.0.2.1:9878", 9885)] {
-        let f = udp(src, C4).build();
-        let (_, out) = support::runner::run_once(dp.xdp_program(), &f.bytes, Some(LOOPBACK))
-            .expect("test run");
-        assert_eq!(out, f.rewritten(Port::Source, port), "reply from {src}");
+    let reply = |src: &str| udp(src, if src.starts_with('[') { C6 } else { C4 }).build();
+    // The last configuration gives the removed backend's slot (0, the
+    // lowest free one) to the new backend.
+    type Steps<'a> = &'a [&'a [&'a str]];
+    let cases: [(Steps, &[(&str, u16)]); 3] = [
+        (
+            &[&["9875=9876"], &["9875=9877"], &["9875=9877", "9885=9878"]],
+            &[("192.0.2.1:9876", 9875), ("192.0.2.1:9878", 9885)],
+        ),
+        (
+            &[
+                &["53=5301"],
+                &["53=5302"],
+                &["53=5302", "198.18.0.1:54=5301"],
+            ],
+            &[("192.0.2.1:5301", 53), ("[2001:db8::1]:5301", 53)],
+        ),
+        (
+            &[&["53=5301"], &["53=5302"], &["53=5302", "[::]:54=5301"]],
+            &[("192.0.2.1:5301", 53), ("[2001:db8::1]:5301", 54)],
+        ),
+    ];
+    for (steps, replies) in cases {
+        let dp = udplb::datapath::Datapath::load().expect("loading the datapath");
+        let mut state = State::default();
+        for specs in steps {
+            let config = Config::from_specs(specs).expect("test configuration");
+            let (plan, next) = state.plan(&config);
+            dp.apply(&plan).expect("writing the tables");
+            state = next;
+        }
+        let last = Config::from_specs(steps[2]).expect("test configuration");
+        let slots = &state.layout(&last).frontends[1].1;
+        assert_eq!(slots, &vec![0], "{steps:?}: the new backend reuses slot 0");
+        for (src, port) in replies {
+            let f = reply(src);
+            let (_, out) = support::runner::run_once(dp.xdp_program(), &f.bytes, Some(LOOPBACK))
+                .expect("test run");
+            assert_eq!(
+                out,
+                f.rewritten(Port::Source, *port),
+                "{steps:?}: reply from {src}"
+            );
+        }
     }
 }

@@ -331,12 +331,10 @@ impl Datapath {
     }
 }
 
-/// Each op is one map update (a ring: a new inner map, then one update of
-/// the outer map), so a packet sees a map entry either before or after it.
 impl Datapath {
     /// Notes exact-address frontend `key` live on `table` (or gone), then
     /// points its port's port_exact entry at the port's only exact-address
-    /// frontend of that family, or at none: several go by the hash, which
+    /// frontend of that family, at none, or at the hash for several, which
     /// already holds them all (written before, deleted after this).
     fn point_port_exact(&self, key: &Endpoint, table: Option<u32>) -> Result<()> {
         let index = port_index(key);
@@ -347,8 +345,9 @@ impl Datapath {
             None => on_port.remove(&key.addr_be),
         };
         let only = match on_port.values().collect::<Vec<_>>()[..] {
+            [] => 0,
             [t] => t + 1,
-            _ => 0,
+            _ => abi::UDPLB_PORT_EXACT_SEVERAL,
         };
         if on_port.is_empty() {
             exact.remove(&index);
@@ -357,6 +356,12 @@ impl Datapath {
     }
 }
 
+/// Each op is one change a packet sees before or after it, never half: one
+/// map update (a ring: a new inner map, then one update of the outer map),
+/// or a few in an order where every step between is one of those states —
+/// a value first, what finds it after (a frontend's record, then its port
+/// entry or hash key; a reply's hash key, then its port entry); a removal
+/// only takes away what finds a value.
 impl plan::Maps for Datapath {
     fn write(&self, op: Op<'_>) -> Result<()> {
         let maps = &self.skel.maps;

@@ -22,7 +22,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::abi::bytes_of;
 use crate::abi::{
     Backend, Endpoint, Frontend, QuicKey, QuicTarget, ReplyTarget, UDPLB_BACKEND_F_CID,
-    UDPLB_BACKEND_F_PINNED, UDPLB_BACKEND_SLOTS, UDPLB_FRONTEND_IDS, UDPLB_PORT_BACKEND_ANY,
+    UDPLB_BACKEND_F_PINNED, UDPLB_BACKEND_SLOTS, UDPLB_BY_PORT_IPV4, UDPLB_BY_PORT_IPV6,
+    UDPLB_FAMILY_IPV4, UDPLB_FAMILY_IPV6, UDPLB_FRONTEND_IDS, UDPLB_PORT_BACKEND_ANY,
     UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_FRONTEND_ANY, UDPLB_PORT_FRONTEND_EXACT,
     UDPLB_SCHED_MAGLEV, UDPLB_SCHED_QUIC, UDPLB_SCHED_RR,
 };
@@ -359,8 +360,29 @@ fn backend_value(fe: &FrontendConfig, id: u32, b: &BackendConfig, down: bool) ->
         ident: backend_ident(&fe.listen, b),
         frontend_id: id,
         frontend_port_be: fe.listen.port.to_be(),
+        by_port: by_port(fe, b),
         pad: 0,
     }
+}
+
+/// The families whose reply keys of backend `b` of `fe` are by port alone
+/// (see [`reply_entries`]): a local backend of a wildcard frontend key.
+fn by_port(fe: &FrontendConfig, b: &BackendConfig) -> u8 {
+    let keys = fe.listen.endpoints();
+    let wildcard = |family: u32| {
+        b.addr.is_none()
+            && keys
+                .iter()
+                .any(|k| k.is_wildcard() && u32::from(k.family) == family)
+    };
+    let mut bits = 0;
+    if wildcard(UDPLB_FAMILY_IPV4) {
+        bits |= UDPLB_BY_PORT_IPV4;
+    }
+    if wildcard(UDPLB_FAMILY_IPV6) {
+        bits |= UDPLB_BY_PORT_IPV6;
+    }
+    bits as u8
 }
 
 /// FNV-1a of the frontend's keys and the backend's endpoint, folded to 32 bits.
