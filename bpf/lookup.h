@@ -183,6 +183,8 @@ static __always_inline long slot_at(struct udplb_frontend *fe, __u32 pos)
 	__u32 *slot;
 	void *ring;
 
+	if (fe->ring_size <= UDPLB_INLINE_RING)
+		return fe->ring[pos & (UDPLB_INLINE_RING - 1)];
 	ring = bpf_map_lookup_elem(&rings, &fe->table);
 	if (!ring)
 		return -1;

@@ -62,6 +62,11 @@
  * which the verifier inlines, instead of hash lookups. */
 #define UDPLB_PORT_KEYS (2 * 65536)
 #define UDPLB_PORT_EXACT_SEVERAL 0xffffffff
+/* A ring of up to this many entries (round robin over a few backends, the
+ * common case) is also kept in the frontend's value (struct
+ * udplb_frontend.ring): no lookup in the ring's inner map, which the
+ * verifier cannot inline (inner maps of different sizes), so a call. */
+#define UDPLB_INLINE_RING 16
 /* Schedulers (struct udplb_frontend.sched). */
 #define UDPLB_SCHED_RR 0     /* per-CPU cursor over the ring */
 #define UDPLB_SCHED_MAGLEV 1 /* flow hash modulo the ring size */
@@ -218,6 +223,8 @@ struct udplb_frontend {
 				  * found by port must match: the packet's
 				  * address, and its port (an entry written
 				  * after a failed plan is checked, not trusted) */
+	__u16 ring[UDPLB_INLINE_RING]; /* the ring's slots, if ring_size <=
+					* UDPLB_INLINE_RING (slots < 65536) */
 };
 
 /* A backend, at a slot of the backends map. The slot is also the index of

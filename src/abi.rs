@@ -44,7 +44,14 @@ pub struct Frontend {
     pub port_be: u16,
     /// The frontend's address as in its key (all zero: port-only).
     pub addr_be: [u32; 4],
+    /// The ring itself, if it has at most UDPLB_INLINE_RING entries.
+    pub ring: InlineRing,
 }
+
+/// `struct udplb_frontend.ring`. A literal length: rustc 1.95 fails
+/// (an internal error) on a struct field sized by the generated constant.
+pub type InlineRing = [u16; 16];
+const _: () = assert!(UDPLB_INLINE_RING as usize == 16);
 
 /// `struct udplb_backend`.
 #[repr(C)]
@@ -271,7 +278,8 @@ mod tests {
                 quic_server_id_len = quic_server_id_len,
                 quic_cid_len = quic_cid_len,
                 port_be = port_be,
-                addr_be = addr_be
+                addr_be = addr_be,
+                ring = ring
             ]
         );
         same_layout!(

@@ -19,7 +19,7 @@ pub mod rr;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::abi::bytes_of;
+use crate::abi::{bytes_of, InlineRing};
 use crate::abi::{
     Backend, Endpoint, Frontend, QuicKey, QuicTarget, ReplyTarget, UDPLB_BACKEND_F_CID,
     UDPLB_BACKEND_F_PINNED, UDPLB_BACKEND_SLOTS, UDPLB_BY_PORT_IPV4, UDPLB_BY_PORT_IPV6,
@@ -464,6 +464,19 @@ fn ring(fe: &FrontendConfig, slots: &BTreeMap<BackendId, u32>) -> (Vec<u32>, u64
     (ring, fingerprint)
 }
 
+/// The ring as the frontend's value also holds it, if it is short enough
+/// (include/udplb.h, UDPLB_INLINE_RING); zeros otherwise.
+fn inline_ring(ring: &[u32]) -> InlineRing {
+    let mut inline = InlineRing::default();
+    if ring.len() <= inline.len() {
+        for (to, slot) in inline.iter_mut().zip(ring) {
+            // Slots are below UDPLB_BACKEND_SLOTS, which u16 holds.
+            *to = *slot as u16;
+        }
+    }
+    inline
+}
+
 /// Lowest numbers in 0..limit that are in none of `taken`.
 struct Allocator {
     taken: BTreeSet<u32>,
@@ -594,6 +607,7 @@ impl State {
                 quic_cid_len: fe.quic().map_or(0, |q| q.cid_len),
                 port_be: fe.listen.port.to_be(),
                 addr_be: [0; 4],
+                ring: inline_ring(&ring),
             };
             plan.rings.push((table, ring));
             plan.frontends.extend(keys.iter().map(|k| {
@@ -906,6 +920,7 @@ mod tests {
                     sched: UDPLB_SCHED_RR,
                     flow_timeout_s: 0,
                     port_be: 9875u16.to_be(),
+                    ring: [0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                     ..Frontend::default()
                 }
             );
