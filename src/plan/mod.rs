@@ -75,6 +75,15 @@ pub struct Plan {
     /// The switch: each frontend entry is replaced in one update.
     pub frontends: Vec<(Endpoint, Frontend)>,
     pub delete_frontends: Vec<Endpoint>,
+    /// Reply keys that had a target already (a backend that moved to
+    /// another frontend, or came back): rewritten once the frontends that
+    /// sent to it have switched (or gone) and before the ones that take
+    /// it switch, so that a request reaching the backend is answered from
+    /// the frontend that sent it (a reply in flight across the switch may
+    /// not be).
+    pub replies_moved: Vec<(Endpoint, ReplyTarget)>,
+    /// The switch of the frontends that take a moved backend.
+    pub frontends_after: Vec<(Endpoint, Frontend)>,
     /// Only [`State::expire`] deletes reply entries; a reload leaves those of
     /// removed backends lingering.
     pub delete_replies: Vec<Endpoint>,
@@ -95,8 +104,9 @@ impl Plan {
     }
 
     /// The plan as single map writes, in the order they must be applied:
-    /// counters and backends, reply entries, the new rings and port flags,
-    /// then the frontend entries (the switch), and only then deletions.
+    /// counters and backends, new reply entries, the new rings and port
+    /// flags, then the frontend entries (the switch; a moved backend's reply
+    /// entry in the middle of it), and only then deletions.
     pub fn ops(&self) -> impl Iterator<Item = Op<'_>> {
         let p = self;
         (p.zero_counters.iter().map(|&s| Op::ZeroCounters(s)))
@@ -108,6 +118,8 @@ impl Plan {
             .chain(p.port_flags.iter().map(|&(p, f)| Op::PortFlags(p, f)))
             .chain(p.frontends.iter().map(|(k, f)| Op::Frontend(*k, *f)))
             .chain(p.delete_frontends.iter().map(|&k| Op::DeleteFrontend(k)))
+            .chain(p.replies_moved.iter().map(|(k, t)| Op::Reply(*k, *t)))
+            .chain(p.frontends_after.iter().map(|(k, f)| Op::Frontend(*k, *f)))
             .chain(p.delete_replies.iter().map(|&k| Op::DeleteReply(k)))
             .chain(
                 p.delete_quic_servers
@@ -663,7 +675,37 @@ impl State {
         let switched: BTreeSet<Endpoint> = plan.frontends.iter().map(|(k, _)| *k).collect();
         plan.delete_frontends.retain(|k| !switched.contains(k));
         (plan.port_flags, plan.port_flags_after) = port_flag_changes(self, &next);
+        self.order_moved_replies(&mut plan);
         (plan, next)
+    }
+
+    /// Moves the reply entries of keys this state already has (see
+    /// [`Plan::replies_moved`]) and the switch of the frontends that take
+    /// them to the middle of the switch.
+    fn order_moved_replies(&self, plan: &mut Plan) {
+        let mut old_keys: BTreeSet<Endpoint> = self.lingering.clone();
+        for old in self.frontends.values() {
+            let keys = old.config.listen.endpoints();
+            for b in &old.config.backends {
+                let slot = old.slots[&b.id()];
+                old_keys.extend(reply_entries(&keys, b, old.id, slot).map(|(k, _)| k));
+            }
+        }
+        let (moved, new) = std::mem::take(&mut plan.replies)
+            .into_iter()
+            .partition(|(k, _)| old_keys.contains(k));
+        plan.replies = new;
+        plan.replies_moved = moved;
+        let taking: BTreeSet<u32> = plan
+            .replies_moved
+            .iter()
+            .map(|(_, t)| t.frontend_id)
+            .collect();
+        let (after, before) = std::mem::take(&mut plan.frontends)
+            .into_iter()
+            .partition(|(_, f)| taking.contains(&f.id));
+        plan.frontends = before;
+        plan.frontends_after = after;
     }
 
     /// Reply keys of removed backends not yet expired.
@@ -1015,10 +1057,18 @@ mod tests {
         let (_, s1) = State::default().plan(&cfg(&["9875=9876,9877", "53=5353"]));
         let (plan, _) = s1.plan(&cfg(&["9875=9876", "53=5353,9877"]));
         assert!(plan
-            .replies
+            .replies_moved
             .iter()
             .any(|(k, t)| k.port() == 9877 && t.frontend.port() == 53));
         assert!(!plan.delete_replies.iter().any(|k| k.port() == 9877));
+        // 9875 stops sending to 9877, then its replies go back from 53,
+        // then 53 starts sending to it.
+        let ops: Vec<Op> = plan.ops().collect();
+        let at = |f: &dyn Fn(&Op) -> bool| ops.iter().position(f).expect("op in the plan");
+        let reply = at(&|op| matches!(op, Op::Reply(k, _) if k.port() == 9877));
+        let from = at(&|op| matches!(op, Op::Frontend(k, _) if k.port() == 9875));
+        let to = at(&|op| matches!(op, Op::Frontend(k, _) if k.port() == 53));
+        assert!(from < reply && reply < to, "{ops:?}");
     }
 
     #[test]
@@ -1034,7 +1084,7 @@ mod tests {
         // ...until a configuration uses 9877 again: then it is live, and
         // expiring the old keys leaves it alone.
         let (plan, s4) = s3.plan(&cfg(&["9875=9876", "53=5353,9877"]));
-        assert!(plan.replies.iter().any(|(k, _)| k.port() == 9877));
+        assert!(plan.replies_moved.iter().any(|(k, _)| k.port() == 9877));
         assert!(s4.lingering().is_empty());
         let (expiry, _) = s4.expire(&gone);
         assert!(expiry.delete_replies.is_empty(), "{expiry:?}");
@@ -1084,7 +1134,9 @@ mod tests {
         let (_, s1) = State::default().plan(&cfg(&["9875=9876"]));
         let (plan, _) = s1.plan(&cfg(&["0.0.0.0:9875=9876"]));
         let v4 = Endpoint::ipv4(None, 9875);
-        assert!(plan.frontends.iter().any(|(k, _)| *k == v4));
+        assert!((plan.frontends.iter())
+            .chain(&plan.frontends_after)
+            .any(|(k, _)| *k == v4));
         assert_eq!(plan.delete_frontends, vec![Endpoint::ipv6(None, 9875)]);
     }
 

@@ -134,9 +134,8 @@ enum Loop {
 /// slots, so the program does the same work.
 pub fn self_loop(plan: &mut Plan) {
     use std::collections::HashMap;
-    let port_of_table: HashMap<u32, u16> = plan
-        .frontends
-        .iter()
+    let port_of_table: HashMap<u32, u16> = (plan.frontends.iter())
+        .chain(&plan.frontends_after)
         .map(|(key, fe)| (fe.table, key.port_be))
         .collect();
     let mut port_of_slot = HashMap::new();
@@ -158,7 +157,7 @@ pub fn self_loop_replies(plan: &mut Plan) {
     for (_, backend) in &mut plan.backends {
         backend.frontend_port_be = backend.ep.port_be;
     }
-    for (key, target) in &mut plan.replies {
+    for (key, target) in plan.replies.iter_mut().chain(&mut plan.replies_moved) {
         target.frontend.port_be = key.port_be;
     }
 }
