@@ -52,6 +52,10 @@ pub struct Frontend {
 /// (an internal error) on a struct field sized by the generated constant.
 pub type InlineRing = [u16; 16];
 const _: () = assert!(UDPLB_INLINE_RING as usize == 16);
+// bpf/lookup.h masks a position with UDPLB_INLINE_RING - 1, and the ring
+// holds slots as u16.
+const _: () = assert!(UDPLB_INLINE_RING.is_power_of_two());
+const _: () = assert!(UDPLB_BACKEND_SLOTS <= 1 << 16);
 
 /// `struct udplb_backend`.
 #[repr(C)]

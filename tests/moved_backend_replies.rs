@@ -1,13 +1,14 @@
 //! A local backend that moves from one frontend to another in one reload:
 //! at every step of the plan, a datagram that a frontend sends to it must
-//! be answered from that frontend's port. The plan writes the moved
+//! be answered from that frontend's port. The plan used to write the moved
 //! backend's reply entry (to the new frontend) with the other reply
 //! entries, before any ring and frontend switch, so for the whole reload
 //! (every ring installation waits for an RCU grace period: about 100 ms
 //! with a handful of frontends, measured under real traffic) the old
-//! frontend still sends requests to the backend while its answers already
-//! go back from the new frontend's port, where the client drops them.
-//! Not new with the lookups by port: the order of Plan::ops is older.
+//! frontend still sent requests to the backend while its answers already
+//! went back from the new frontend's port, where the client dropped them.
+//! Now the entry is written between the two frontends' switches
+//! (Plan::moves; src/plan/mod.rs tests the order of chains of moves).
 
 mod support;
 

@@ -54,7 +54,8 @@ pub struct State {
     lingering: BTreeSet<Endpoint>,
 }
 
-/// Map operations, applied in field order (see `Datapath::apply`).
+/// Map operations, applied in the order of [`Plan::ops`] (see
+/// `Datapath::apply`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Slots (re)used by a new backend: their counters start at zero.
@@ -75,15 +76,14 @@ pub struct Plan {
     /// The switch: each frontend entry is replaced in one update.
     pub frontends: Vec<(Endpoint, Frontend)>,
     pub delete_frontends: Vec<Endpoint>,
-    /// Reply keys that had a target already (a backend that moved to
-    /// another frontend, or came back): rewritten once the frontends that
-    /// sent to it have switched (or gone) and before the ones that take
-    /// it switch, so that a request reaching the backend is answered from
+    /// Backends that move to another frontend: their reply keys had a
+    /// target already. Each key is rewritten after the frontend that sent
+    /// to it has switched (or is deleted) and before the one that takes it
+    /// switches, so that a request reaching the backend is answered from
     /// the frontend that sent it (a reply in flight across the switch may
-    /// not be).
-    pub replies_moved: Vec<(Endpoint, ReplyTarget)>,
-    /// The switch of the frontends that take a moved backend.
-    pub frontends_after: Vec<(Endpoint, Frontend)>,
+    /// not be). Reply, Frontend and DeleteFrontend ops in that order, after
+    /// `frontends` (see [`State::order_moves`]).
+    pub moves: Vec<Op<'static>>,
     /// Only [`State::expire`] deletes reply entries; a reload leaves those of
     /// removed backends lingering.
     pub delete_replies: Vec<Endpoint>,
@@ -105,8 +105,8 @@ impl Plan {
 
     /// The plan as single map writes, in the order they must be applied:
     /// counters and backends, new reply entries, the new rings and port
-    /// flags, then the frontend entries (the switch; a moved backend's reply
-    /// entry in the middle of it), and only then deletions.
+    /// flags, then the frontend entries (the switch; moved backends' reply
+    /// entries in the middle of it), and only then deletions.
     pub fn ops(&self) -> impl Iterator<Item = Op<'_>> {
         let p = self;
         (p.zero_counters.iter().map(|&s| Op::ZeroCounters(s)))
@@ -117,9 +117,8 @@ impl Plan {
             .chain(p.quic_servers.iter().map(|(k, t)| Op::QuicServer(*k, *t)))
             .chain(p.port_flags.iter().map(|&(p, f)| Op::PortFlags(p, f)))
             .chain(p.frontends.iter().map(|(k, f)| Op::Frontend(*k, *f)))
+            .chain(p.moves.iter().copied())
             .chain(p.delete_frontends.iter().map(|&k| Op::DeleteFrontend(k)))
-            .chain(p.replies_moved.iter().map(|(k, t)| Op::Reply(*k, *t)))
-            .chain(p.frontends_after.iter().map(|(k, f)| Op::Frontend(*k, *f)))
             .chain(p.delete_replies.iter().map(|&k| Op::DeleteReply(k)))
             .chain(
                 p.delete_quic_servers
@@ -675,37 +674,74 @@ impl State {
         let switched: BTreeSet<Endpoint> = plan.frontends.iter().map(|(k, _)| *k).collect();
         plan.delete_frontends.retain(|k| !switched.contains(k));
         (plan.port_flags, plan.port_flags_after) = port_flag_changes(self, &next);
-        self.order_moved_replies(&mut plan);
+        self.order_moves(&mut plan, &next);
         (plan, next)
     }
 
-    /// Moves the reply entries of keys this state already has (see
-    /// [`Plan::replies_moved`]) and the switch of the frontends that take
-    /// them to the middle of the switch.
-    fn order_moved_replies(&self, plan: &mut Plan) {
-        let mut old_keys: BTreeSet<Endpoint> = self.lingering.clone();
+    /// Takes the reply entries of keys this state already has, the switch
+    /// of the frontends that take them and the deletion of the removed
+    /// frontends that lose them out of `plan`, into [`Plan::moves`], in an
+    /// order where each key is written after its old frontend switched and
+    /// before its new one does. Backends swapped between frontends make a
+    /// cycle no order serves: the rest of the keys go first then.
+    fn order_moves(&self, plan: &mut Plan, next: &State) {
+        // The old frontend of each reply key this state has (lingering
+        // keys: none).
+        let mut owner: BTreeMap<Endpoint, Option<u32>> =
+            self.lingering.iter().map(|k| (*k, None)).collect();
         for old in self.frontends.values() {
             let keys = old.config.listen.endpoints();
             for b in &old.config.backends {
                 let slot = old.slots[&b.id()];
-                old_keys.extend(reply_entries(&keys, b, old.id, slot).map(|(k, _)| k));
+                owner.extend(reply_entries(&keys, b, old.id, slot).map(|(k, _)| (k, Some(old.id))));
             }
         }
-        let (moved, new) = std::mem::take(&mut plan.replies)
+        let (mut moved, new): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.replies)
             .into_iter()
-            .partition(|(k, _)| old_keys.contains(k));
+            .partition(|(k, _)| owner.contains_key(k));
         plan.replies = new;
-        plan.replies_moved = moved;
-        let taking: BTreeSet<u32> = plan
-            .replies_moved
-            .iter()
-            .map(|(_, t)| t.frontend_id)
-            .collect();
-        let (after, before) = std::mem::take(&mut plan.frontends)
+        let takers: BTreeSet<u32> = moved.iter().map(|(_, t)| t.frontend_id).collect();
+        let (mut taking, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.frontends)
             .into_iter()
-            .partition(|(_, f)| taking.contains(&f.id));
-        plan.frontends = before;
-        plan.frontends_after = after;
+            .partition(|(_, f)| takers.contains(&f.id));
+        plan.frontends = rest;
+        let mut switched: BTreeSet<u32> = plan.frontends.iter().map(|(_, f)| f.id).collect();
+        // Removed frontends that lose a key stop first.
+        let losers: BTreeSet<u32> = moved.iter().filter_map(|(k, _)| owner[k]).collect();
+        for (listen, old) in &self.frontends {
+            if next.frontends.contains_key(listen) || !losers.contains(&old.id) {
+                continue;
+            }
+            let keys = listen.endpoints();
+            let (gone, kept) = std::mem::take(&mut plan.delete_frontends)
+                .into_iter()
+                .partition(|k| keys.contains(k));
+            plan.delete_frontends = kept;
+            plan.moves.extend(gone.into_iter().map(Op::DeleteFrontend));
+            switched.insert(old.id);
+        }
+        while !moved.is_empty() || !taking.is_empty() {
+            let (ready, wait): (Vec<_>, Vec<_>) = moved
+                .into_iter()
+                .partition(|(k, _)| owner[k].is_none_or(|id| switched.contains(&id)));
+            moved = wait;
+            let waiting: BTreeSet<u32> = moved.iter().map(|(_, t)| t.frontend_id).collect();
+            let (go, stay): (Vec<_>, Vec<_>) = taking
+                .into_iter()
+                .partition(|(_, f)| !waiting.contains(&f.id));
+            taking = stay;
+            if ready.is_empty() && go.is_empty() {
+                // A cycle: the keys, then the frontends.
+                plan.moves
+                    .extend(moved.drain(..).map(|(k, t)| Op::Reply(k, t)));
+                continue;
+            }
+            plan.moves
+                .extend(ready.into_iter().map(|(k, t)| Op::Reply(k, t)));
+            switched.extend(go.iter().map(|(_, f)| f.id));
+            plan.moves
+                .extend(go.into_iter().map(|(k, f)| Op::Frontend(k, f)));
+        }
     }
 
     /// Reply keys of removed backends not yet expired.
@@ -1056,10 +1092,9 @@ mod tests {
     fn a_backend_moving_between_frontends_keeps_a_reply_entry() {
         let (_, s1) = State::default().plan(&cfg(&["9875=9876,9877", "53=5353"]));
         let (plan, _) = s1.plan(&cfg(&["9875=9876", "53=5353,9877"]));
-        assert!(plan
-            .replies_moved
-            .iter()
-            .any(|(k, t)| k.port() == 9877 && t.frontend.port() == 53));
+        assert!(plan.moves.iter().any(
+            |op| matches!(op, Op::Reply(k, t) if k.port() == 9877 && t.frontend.port() == 53)
+        ));
         assert!(!plan.delete_replies.iter().any(|k| k.port() == 9877));
         // 9875 stops sending to 9877, then its replies go back from 53,
         // then 53 starts sending to it.
@@ -1084,7 +1119,10 @@ mod tests {
         // ...until a configuration uses 9877 again: then it is live, and
         // expiring the old keys leaves it alone.
         let (plan, s4) = s3.plan(&cfg(&["9875=9876", "53=5353,9877"]));
-        assert!(plan.replies_moved.iter().any(|(k, _)| k.port() == 9877));
+        assert!(plan
+            .moves
+            .iter()
+            .any(|op| matches!(op, Op::Reply(k, _) if k.port() == 9877)));
         assert!(s4.lingering().is_empty());
         let (expiry, _) = s4.expire(&gone);
         assert!(expiry.delete_replies.is_empty(), "{expiry:?}");
@@ -1129,15 +1167,94 @@ mod tests {
             .all(|&id| id < UDPLB_FRONTEND_IDS));
     }
 
+    /// Where op `f` is in `plan` (the first one it matches).
+    fn position(plan: &Plan, f: impl Fn(&Op) -> bool) -> usize {
+        let ops: Vec<Op> = plan.ops().collect();
+        ops.iter()
+            .position(f)
+            .unwrap_or_else(|| panic!("not in {ops:?}"))
+    }
+
+    fn reply_at(plan: &Plan, port: u16) -> usize {
+        position(plan, |op| matches!(op, Op::Reply(k, _) if k.port() == port))
+    }
+
+    fn switch_at(plan: &Plan, port: u16) -> usize {
+        position(
+            plan,
+            |op| matches!(op, Op::Frontend(k, _) if k.port() == port),
+        )
+    }
+
+    /// A chain of moves (9877 from 9875 to 53, 5354 from 53 to 54): each
+    /// key is written after the frontend it leaves and before the one it
+    /// joins, so 53 switches between the two keys.
+    #[test]
+    fn moves_in_a_chain_are_ordered() {
+        let (_, s1) = State::default().plan(&cfg(&["9875=9876,9877", "53=5353,5354", "54=5454"]));
+        let (plan, _) = s1.plan(&cfg(&["9875=9876", "53=5353,9877", "54=5454,5354"]));
+        let (r9877, r5354) = (reply_at(&plan, 9877), reply_at(&plan, 5354));
+        let (f9875, f53, f54) = (
+            switch_at(&plan, 9875),
+            switch_at(&plan, 53),
+            switch_at(&plan, 54),
+        );
+        assert!(
+            f9875 < r9877 && r9877 < f53,
+            "{:?}",
+            plan.ops().collect::<Vec<_>>()
+        );
+        assert!(
+            f53 < r5354 && r5354 < f54,
+            "{:?}",
+            plan.ops().collect::<Vec<_>>()
+        );
+    }
+
+    /// Two backends swapped between two frontends: no order serves both,
+    /// but every op is written, keys first.
+    #[test]
+    fn swapped_backends_are_all_written() {
+        let (_, s1) = State::default().plan(&cfg(&["9875=9876", "53=5353"]));
+        let (plan, _) = s1.plan(&cfg(&["9875=5353", "53=9876"]));
+        let (r9876, r5353) = (reply_at(&plan, 9876), reply_at(&plan, 5353));
+        let (f9875, f53) = (switch_at(&plan, 9875), switch_at(&plan, 53));
+        assert!(r9876.max(r5353) < f9875.min(f53));
+    }
+
+    /// A removed frontend whose backend another one takes is deleted
+    /// before the key moves; another removed frontend only after the
+    /// switch, as before.
+    #[test]
+    fn a_removed_frontend_losing_a_backend_goes_first() {
+        let (_, s1) = State::default().plan(&cfg(&["9875=9876", "9885=9886"]));
+        let (plan, _) = s1.plan(&cfg(&["53=9876"]));
+        let gone = |port: u16| {
+            position(
+                &plan,
+                |op| matches!(op, Op::DeleteFrontend(k) if k.port() == port),
+            )
+        };
+        let (r9876, f53) = (reply_at(&plan, 9876), switch_at(&plan, 53));
+        assert!(gone(9875) < r9876 && r9876 < f53);
+        assert!(f53 < gone(9885));
+    }
+
     #[test]
     fn a_key_moving_to_a_new_frontend_is_not_deleted() {
         let (_, s1) = State::default().plan(&cfg(&["9875=9876"]));
         let (plan, _) = s1.plan(&cfg(&["0.0.0.0:9875=9876"]));
         let v4 = Endpoint::ipv4(None, 9875);
-        assert!((plan.frontends.iter())
-            .chain(&plan.frontends_after)
-            .any(|(k, _)| *k == v4));
-        assert_eq!(plan.delete_frontends, vec![Endpoint::ipv6(None, 9875)]);
+        assert!(plan
+            .ops()
+            .any(|op| matches!(op, Op::Frontend(k, _) if k == v4)));
+        let deleted: Vec<Endpoint> = (plan.ops())
+            .filter_map(|op| match op {
+                Op::DeleteFrontend(k) => Some(k),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deleted, vec![Endpoint::ipv6(None, 9875)]);
     }
 
     /// Three configurations that flip tables, add, remove and move

@@ -134,9 +134,13 @@ enum Loop {
 /// slots, so the program does the same work.
 pub fn self_loop(plan: &mut Plan) {
     use std::collections::HashMap;
+    let moved = plan.moves.iter().filter_map(|op| match op {
+        udplb::plan::Op::Frontend(key, fe) => Some((fe.table, key.port_be)),
+        _ => None,
+    });
     let port_of_table: HashMap<u32, u16> = (plan.frontends.iter())
-        .chain(&plan.frontends_after)
         .map(|(key, fe)| (fe.table, key.port_be))
+        .chain(moved)
         .collect();
     let mut port_of_slot = HashMap::new();
     for (table, ring) in &plan.rings {
@@ -157,8 +161,13 @@ pub fn self_loop_replies(plan: &mut Plan) {
     for (_, backend) in &mut plan.backends {
         backend.frontend_port_be = backend.ep.port_be;
     }
-    for (key, target) in plan.replies.iter_mut().chain(&mut plan.replies_moved) {
+    for (key, target) in &mut plan.replies {
         target.frontend.port_be = key.port_be;
+    }
+    for op in &mut plan.moves {
+        if let udplb::plan::Op::Reply(key, target) = op {
+            target.frontend.port_be = key.port_be;
+        }
     }
 }
 
