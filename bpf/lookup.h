@@ -128,49 +128,45 @@ static __always_inline bool lookup_reply(struct udp_packet *p, bool source, bool
 {
 	__be16 port_be = source ? p->udp->source : p->udp->dest;
 	__u32 port = bpf_ntohs(port_be);
-	struct udplb_reply_target *v;
-	struct udplb_backend *be;
+	struct udplb_reply_target *v = NULL;
+	struct udplb_backend *be = NULL;
 	struct udplb_endpoint ep;
+	__u32 entry, slot;
 	__u8 *flags;
-	__u32 key;
 
 	flags = bpf_map_lookup_elem(&port_flags, &port);
 	if (!flags || !*flags)
 		return false;
 	if (*flags & UDPLB_PORT_BACKEND_EXACT) {
 		endpoint_of(p, source, false, &ep);
-		if (!endpoint_is_local(&ep)) {
+		if (!endpoint_is_local(&ep))
 			v = bpf_map_lookup_elem(&replies, &ep);
-			if (v) {
-				*rt = *v;
-				return true;
-			}
+	}
+	if (!v && allow_wildcard && (*flags & UDPLB_PORT_BACKEND_ANY)) {
+		entry = port_entry(&port_replies, port * 2 + p->ipv6);
+		slot = entry - 1;
+		if (entry)
+			be = bpf_map_lookup_elem(&backends, &slot);
+		/* The slot's backend must be a local one on this port whose
+		 * replies of this family are keyed by port alone. */
+		if (be && be->ep.port_be == port_be && endpoint_is_local(&be->ep) &&
+		    (be->by_port & (p->ipv6 ? UDPLB_BY_PORT_IPV6 : UDPLB_BY_PORT_IPV4))) {
+			__builtin_memset(rt, 0, sizeof(*rt));
+			rt->frontend.family = p->ipv6 ? UDPLB_FAMILY_IPV6 : UDPLB_FAMILY_IPV4;
+			rt->frontend.port_be = be->frontend_port_be;
+			rt->frontend_id = be->frontend_id;
+			rt->backend_slot = slot;
+			return true;
+		}
+		/* A removed backend's entry lingers until it expires
+		 * (State::expire), and its slot may have gone to another backend
+		 * meanwhile (on this port too, of another frontend): the hash,
+		 * which holds every key by port too, still has its target. */
+		if (entry) {
+			endpoint_of(p, source, true, &ep);
+			v = bpf_map_lookup_elem(&replies, &ep);
 		}
 	}
-	if (!allow_wildcard || !(*flags & UDPLB_PORT_BACKEND_ANY))
-		return false;
-	key = port_entry(&port_replies, port * 2 + p->ipv6);
-	if (!key)
-		return false;
-	key -= 1;
-	be = bpf_map_lookup_elem(&backends, &key);
-	/* The slot's backend must be a local one on this port whose replies
-	 * of this family are keyed by port alone. */
-	if (be && be->ep.port_be == port_be && endpoint_is_local(&be->ep) &&
-	    (be->by_port & (p->ipv6 ? UDPLB_BY_PORT_IPV6 : UDPLB_BY_PORT_IPV4))) {
-		__builtin_memset(rt, 0, sizeof(*rt));
-		rt->frontend.family = p->ipv6 ? UDPLB_FAMILY_IPV6 : UDPLB_FAMILY_IPV4;
-		rt->frontend.port_be = be->frontend_port_be;
-		rt->frontend_id = be->frontend_id;
-		rt->backend_slot = key;
-		return true;
-	}
-	/* A removed backend's entry lingers until it expires (State::expire),
-	 * and its slot may have gone to another backend meanwhile (on this
-	 * port too, of another frontend): the hash, which holds every key by
-	 * port too, still has its target. */
-	endpoint_of(p, source, true, &ep);
-	v = bpf_map_lookup_elem(&replies, &ep);
 	if (!v)
 		return false;
 	*rt = *v;

@@ -329,9 +329,7 @@ impl Datapath {
         c.quic_events = self.quic_counters()?;
         Ok(c)
     }
-}
 
-impl Datapath {
     /// Notes exact-address frontend `key` live on `table` (or gone), then
     /// points its port's port_exact entry at the port's only exact-address
     /// frontend of that family, at none, or at the hash for several, which

@@ -23,9 +23,9 @@ use crate::abi::{bytes_of, InlineRing};
 use crate::abi::{
     Backend, Endpoint, Frontend, QuicKey, QuicTarget, ReplyTarget, UDPLB_BACKEND_F_CID,
     UDPLB_BACKEND_F_PINNED, UDPLB_BACKEND_SLOTS, UDPLB_BY_PORT_IPV4, UDPLB_BY_PORT_IPV6,
-    UDPLB_FAMILY_IPV4, UDPLB_FAMILY_IPV6, UDPLB_FRONTEND_IDS, UDPLB_PORT_BACKEND_ANY,
-    UDPLB_PORT_BACKEND_EXACT, UDPLB_PORT_FRONTEND_ANY, UDPLB_PORT_FRONTEND_EXACT,
-    UDPLB_SCHED_MAGLEV, UDPLB_SCHED_QUIC, UDPLB_SCHED_RR,
+    UDPLB_FAMILY_IPV6, UDPLB_FRONTEND_IDS, UDPLB_PORT_BACKEND_ANY, UDPLB_PORT_BACKEND_EXACT,
+    UDPLB_PORT_FRONTEND_ANY, UDPLB_PORT_FRONTEND_EXACT, UDPLB_SCHED_MAGLEV, UDPLB_SCHED_QUIC,
+    UDPLB_SCHED_RR,
 };
 use crate::config::{weights, BackendConfig, Config, FrontendConfig, Listen, Sched};
 
@@ -376,23 +376,17 @@ fn backend_value(fe: &FrontendConfig, id: u32, b: &BackendConfig, down: bool) ->
     }
 }
 
-/// The families whose reply keys of backend `b` of `fe` are by port alone
-/// (see [`reply_entries`]): a local backend of a wildcard frontend key.
+/// The families whose reply keys of backend `b` of `fe` are by port alone,
+/// as [`reply_entries`] writes them.
 fn by_port(fe: &FrontendConfig, b: &BackendConfig) -> u8 {
     let keys = fe.listen.endpoints();
-    let wildcard = |family: u32| {
-        b.addr.is_none()
-            && keys
-                .iter()
-                .any(|k| k.is_wildcard() && u32::from(k.family) == family)
-    };
-    let mut bits = 0;
-    if wildcard(UDPLB_FAMILY_IPV4) {
-        bits |= UDPLB_BY_PORT_IPV4;
-    }
-    if wildcard(UDPLB_FAMILY_IPV6) {
-        bits |= UDPLB_BY_PORT_IPV6;
-    }
+    let bits = (reply_entries(&keys, b, 0, 0))
+        .filter(|(k, _)| k.is_wildcard())
+        .map(|(k, _)| match u32::from(k.family) {
+            UDPLB_FAMILY_IPV6 => UDPLB_BY_PORT_IPV6,
+            _ => UDPLB_BY_PORT_IPV4,
+        })
+        .fold(0, |bits, bit| bits | bit);
     bits as u8
 }
 
