@@ -16,7 +16,7 @@ use support::checksum::udp_checksum_computed;
 use support::configs::xdp::*;
 use support::netns::private_netns_with_veth;
 use support::packets::{udp, Frame, Port, TPID_8021AD, TPID_8021Q};
-use support::runner::{assert_reasons, Case, Fixture, Hit, LOOPBACK};
+use support::runner::{assert_reasons, Case, Fixture, Hit, Reloads, LOOPBACK, XDP_PASS};
 use udplb::abi::{
     Counter, UDPLB_REASON_BACKEND_TO_FRONTEND, UDPLB_REASON_BALANCED, UDPLB_REASON_NO_FRONTEND,
 };
@@ -502,27 +502,21 @@ fn replies_are_translated_back_to_the_frontend_port() {
 #[test]
 fn exact_frontends_sharing_a_port_across_reloads() {
     use std::net::Ipv4Addr;
-    use udplb::config::Config;
-    use udplb::plan::State;
-    support::runner::require_privileges();
-    support::cpu::pin_to_one_cpu();
     let two = ["198.18.0.1:53=5353", "198.18.0.2:53=5454", "53=6464"];
     let one = ["198.18.0.2:53=5454", "53=6464"];
     let to = |last: u8| udp(C4, &format!("{}:53", Ipv4Addr::new(198, 18, 0, last))).build();
-    let dp = udplb::datapath::Datapath::load().expect("loading the datapath");
-    let mut state = State::default();
+    let mut r = Reloads::new();
     for (step, specs) in [&two[..], &one[..], &two[..], &one[..]].iter().enumerate() {
-        let config = Config::from_specs(specs).expect("test configuration");
-        let (plan, next) = state.plan(&config);
-        dp.apply(&plan).expect("writing the tables");
-        state = next;
+        r.to(specs);
         let several = specs.len() == 3;
         let expect = [(1, if several { 5353 } else { 6464 }), (2, 5454), (3, 6464)];
         for (last, port) in expect {
             let f = to(last);
-            let (verdict, out) =
-                support::runner::run_once(dp.xdp_program(), &f.bytes, None).expect("test run");
-            assert_eq!(verdict, 2, "step {step}: XDP_PASS for 198.18.0.{last}");
+            let (verdict, out) = r.run(None, &f);
+            assert_eq!(
+                verdict, XDP_PASS,
+                "step {step}: XDP_PASS for 198.18.0.{last}"
+            );
             assert_eq!(
                 out,
                 f.rewritten(Port::Destination, port),
@@ -532,8 +526,7 @@ fn exact_frontends_sharing_a_port_across_reloads() {
         // Replies: 5454's key has an address (the hash), 6464's is by port.
         for (src, port) in [("198.18.0.2:5454", 53), ("192.0.2.1:6464", 53)] {
             let f = udp(src, C4).build();
-            let (_, out) = support::runner::run_once(dp.xdp_program(), &f.bytes, Some(LOOPBACK))
-                .expect("test run");
+            let (_, out) = r.run(Some(LOOPBACK), &f);
             assert_eq!(
                 out,
                 f.rewritten(Port::Source, port),
@@ -550,9 +543,6 @@ fn exact_frontends_sharing_a_port_across_reloads() {
 /// the new backend's from theirs.
 #[test]
 fn a_lingering_reply_survives_the_reuse_of_its_slot() {
-    use udplb::config::Config;
-    use udplb::plan::State;
-    support::runner::require_privileges();
     let reply = |src: &str| udp(src, if src.starts_with('[') { C6 } else { C4 }).build();
     // The last configuration gives the removed backend's slot (0, the
     // lowest free one) to the new backend.
@@ -576,21 +566,13 @@ fn a_lingering_reply_survives_the_reuse_of_its_slot() {
         ),
     ];
     for (steps, replies) in cases {
-        let dp = udplb::datapath::Datapath::load().expect("loading the datapath");
-        let mut state = State::default();
-        for specs in steps {
-            let config = Config::from_specs(specs).expect("test configuration");
-            let (plan, next) = state.plan(&config);
-            dp.apply(&plan).expect("writing the tables");
-            state = next;
-        }
-        let last = Config::from_specs(steps[2]).expect("test configuration");
-        let slots = &state.layout(&last).frontends[1].1;
+        let mut r = Reloads::new();
+        let last = steps.iter().map(|specs| r.to(specs)).last().unwrap();
+        let slots = &r.state.layout(&last).frontends[1].1;
         assert_eq!(slots, &vec![0], "{steps:?}: the new backend reuses slot 0");
         for (src, port) in replies {
             let f = reply(src);
-            let (_, out) = support::runner::run_once(dp.xdp_program(), &f.bytes, Some(LOOPBACK))
-                .expect("test run");
+            let (_, out) = r.run(Some(LOOPBACK), &f);
             assert_eq!(
                 out,
                 f.rewritten(Port::Source, *port),

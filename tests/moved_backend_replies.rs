@@ -15,10 +15,10 @@ mod support;
 use std::cell::RefCell;
 
 use support::packets::{udp, Port};
-use support::runner::{run_once, LOOPBACK};
+use support::runner::{run_once, Reloads, LOOPBACK};
 use udplb::config::Config;
 use udplb::datapath::Datapath;
-use udplb::plan::{apply_from, Maps, Op, State};
+use udplb::plan::{apply_from, Maps, Op};
 
 const CLIENT: &str = "192.0.2.10:40000";
 
@@ -62,23 +62,19 @@ impl Maps for Probe<'_> {
 
 #[test]
 fn a_moved_backend_answers_from_the_frontend_that_sent_to_it() {
-    support::runner::require_privileges();
-    support::cpu::pin_to_one_cpu();
-    let dp = Datapath::load().expect("loading the datapath");
+    let mut r = Reloads::new();
+    // 9010 is the only backend of *:9875, then the only one of *:9885, so
+    // every request of either frontend reaches it while it is theirs.
+    r.to(&["9875=9010", "9885=9301"]);
     let probe = Probe {
-        dp: &dp,
+        dp: &r.dp,
         step: RefCell::new(0),
         bad: RefCell::new(Vec::new()),
     };
-    // 9010 is the only backend of *:9875, then the only one of *:9885, so
-    // every request of either frontend reaches it while it is theirs.
-    let before = Config::from_specs(&["9875=9010", "9885=9301"]).unwrap();
-    let after = Config::from_specs(&["9875=9001", "9885=9010"]).unwrap();
-    let (plan, state) = State::default().plan(&before);
-    dp.apply(&plan).expect("writing the tables");
     probe.check(9875, 9010);
     assert!(probe.bad.borrow().is_empty(), "{:?}", probe.bad.borrow());
-    let (plan, _) = state.plan(&after);
+    let after = Config::from_specs(&["9875=9001", "9885=9010"]).unwrap();
+    let (plan, _) = r.state.plan(&after);
     apply_from(&probe, &plan, 0)
         .map_err(|i| i.error)
         .expect("applying the reload");

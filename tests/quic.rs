@@ -24,7 +24,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use support::netns::{veth_pair, Netns};
 use support::process::{TempFile, Udplb};
-use support::quic::{clients, require_aioquic, run_clients, Server, Summary};
+use support::quic::{clients, require_aioquic, Clients, Server, Summary};
 
 const FRONTEND: &str = "198.18.0.2:443";
 
@@ -88,6 +88,22 @@ fn spec(sched: &str) -> String {
     )
 }
 
+/// The aioquic clients, from 198.18.0.1 to the frontend: `connections`
+/// connections of `requests` requests each, moving after `move_after` of
+/// them (0: never), and the arguments `more`.
+fn start_clients(
+    s: &Setup,
+    [connections, requests, move_after]: [u32; 3],
+    more: &[&str],
+) -> Clients {
+    let counts = [connections, requests, move_after].map(|n| n.to_string());
+    let mut args = vec!["--server", FRONTEND, "--bind", "198.18.0.1"];
+    args.extend(["--connections", &counts[0], "--requests", &counts[1]]);
+    args.extend(["--move-after", &counts[2]]);
+    args.extend(more);
+    clients(&s.client, &args)
+}
+
 /// 30 connections moving after two requests (rebinding, or to `migrate`).
 fn moving(sched: &str, migrate: Option<&str>) -> Summary {
     let s = setup(&format!("q{}", &sched[..1]));
@@ -96,19 +112,8 @@ fn moving(sched: &str, migrate: Option<&str>) -> Summary {
         &s.lb,
         &[&metrics[..], &["--sched", sched, "veth-b", &spec(sched)]].concat(),
     );
-    let mut args = vec!["--server", FRONTEND, "--bind", "198.18.0.1"];
-    args.extend([
-        "--connections",
-        "30",
-        "--requests",
-        "4",
-        "--move-after",
-        "2",
-    ]);
-    if let Some(addr) = migrate {
-        args.extend(["--migrate-to", addr]);
-    }
-    let summary = run_clients(&s.client, &args);
+    let migrate: Vec<&str> = migrate.map(|a| vec!["--migrate-to", a]).unwrap_or_default();
+    let summary = start_clients(&s, [30, 4, 2], &migrate).wait(Duration::from_secs(90));
     if sched == "quic" {
         shows_the_counters(&s.lb);
     }
@@ -222,25 +227,7 @@ fn handshakes_during_a_backend_add_and_removal_complete() {
     let mut lb = Udplb::start(&s.lb, &["--config", f.path()]);
     // 40 connections started over 4 s, each with four requests 100 ms
     // apart and a new source port after the second.
-    let run = clients(
-        &s.client,
-        &[
-            "--server",
-            FRONTEND,
-            "--bind",
-            "198.18.0.1",
-            "--connections",
-            "40",
-            "--requests",
-            "4",
-            "--move-after",
-            "2",
-            "--interval",
-            "0.1",
-            "--spread",
-            "4",
-        ],
-    );
+    let run = start_clients(&s, [40, 4, 2], &["--interval", "0.1", "--spread", "4"]);
     std::thread::sleep(Duration::from_millis(1300));
     reload(
         &mut lb,
@@ -279,25 +266,7 @@ fn maglev_across_reloads(flow_timeout: u32) -> Summary {
         &file("maglev", &[4431, 4432, 4433], &[], flow_timeout),
     );
     let mut lb = Udplb::start(&s.lb, &["--config", f.path()]);
-    let run = clients(
-        &s.client,
-        &[
-            "--server",
-            FRONTEND,
-            "--bind",
-            "198.18.0.1",
-            "--connections",
-            "20",
-            "--requests",
-            "20",
-            "--move-after",
-            "0",
-            "--interval",
-            "0.25",
-            "--spread",
-            "0.5",
-        ],
-    );
+    let run = start_clients(&s, [20, 20, 0], &["--interval", "0.25", "--spread", "0.5"]);
     std::thread::sleep(Duration::from_millis(1500));
     let all = [4431, 4432, 4433, 4434];
     reload(

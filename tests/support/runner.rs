@@ -19,7 +19,7 @@ use libbpf_rs::{ProgramInput, ProgramMut};
 use udplb::abi::{REASON_COUNT, REASON_NAMES, UDPLB_REASON_BALANCED, UDPLB_REASON_REPLY};
 use udplb::config::Config;
 use udplb::datapath::{Counters, Datapath};
-use udplb::plan::Layout;
+use udplb::plan::{Layout, State};
 
 use super::hex::{hex_diff, hex_dump};
 use super::packets::{Frame, Port, Udp, ETH_P_IP, ETH_P_IPV6};
@@ -484,6 +484,42 @@ impl Fixture {
                 failures.join("\n")
             );
         }
+    }
+}
+
+/// A datapath taken through configurations in turn, each plan from the
+/// state the previous one left, as reloads take it: for cases about what a
+/// reload leaves behind (a [`Fixture`] holds one configuration).
+pub struct Reloads {
+    pub dp: Datapath,
+    pub state: State,
+}
+
+impl Reloads {
+    /// A freshly loaded datapath, on a thread pinned to one CPU (see
+    /// [`Fixture::new`]).
+    pub fn new() -> Reloads {
+        require_privileges();
+        super::cpu::pin_to_one_cpu();
+        Reloads {
+            dp: Datapath::load().expect("loading the datapath"),
+            state: State::default(),
+        }
+    }
+
+    /// Plans and applies the configuration `specs`; returns it.
+    pub fn to(&mut self, specs: &[&str]) -> Config {
+        let config = Config::from_specs(specs).expect("test configuration");
+        let (plan, next) = self.state.plan(&config);
+        self.dp.apply(&plan).expect("writing the tables");
+        self.state = next;
+        config
+    }
+
+    /// One XDP run of `f`; see [`Case::ingress_ifindex`].
+    pub fn run(&self, ingress_ifindex: Option<u32>, f: &Frame) -> (u32, Vec<u8>) {
+        run_once(self.dp.xdp_program(), &f.bytes, ingress_ifindex)
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 }
 

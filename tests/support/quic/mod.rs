@@ -129,8 +129,3 @@ impl Clients {
         })
     }
 }
-
-/// Runs client.py to the end.
-pub fn run_clients(ns: &Netns, args: &[&str]) -> Summary {
-    clients(ns, args).wait(Duration::from_secs(90))
-}
