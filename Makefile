@@ -2,6 +2,8 @@
 # Run as root: loading XDP programs and making network namespaces need it.
 
 CARGO ?= cargo
+# bash: the test recipe reads PIPESTATUS.
+SHELL := /bin/bash
 IFACE ?= lo
 EXAMPLE ?= 9875=9876,9877,9878
 
@@ -20,12 +22,16 @@ run: build
 	./target/release/udplb $(IFACE) $(EXAMPLE)
 
 # Every test: unit tests, datapath fixtures (BPF_PROG_TEST_RUN), CLI tests and
-# network-namespace tests with real sockets. Needs root.
+# network-namespace tests with real sockets. Needs root. Every test binary
+# runs even after a failure; the last lines sum them all (and name the
+# binaries that failed).
 test: deps
 	@[ "$$(id -u)" -eq 0 ] || { echo "make test needs root (XDP, network namespaces): sudo make test" >&2; exit 1; }
-	$(CARGO) test --release
+	@mkdir -p target
+	$(CARGO) test --release --no-fail-fast 2>&1 | tee target/make-test.log; \
+	status=$${PIPESTATUS[0]}; scripts/test-summary.sh target/make-test.log; exit $$status
 
-# Differential fuzzing: the reference model (tests/support/model.rs) against the XDP
+# Differential fuzzing: the reference model (tests/support/model/) against the XDP
 # program on random and mutated frames, CASES frames (default 1000000):
 # `make fuzz CASES=N`. Needs root. (`make test` runs 10000, in about 6 s.)
 # One datapath is loaded and reconfigured for each of about 300 configurations;

@@ -29,38 +29,56 @@ fn cpath(path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_bytes()).context("path with a NUL byte")
 }
 
-/// Whether /sys/fs/bpf here is the BPF filesystem the host's init (PID 1)
-/// sees, so that pins made in it outlive udplb. `ip netns exec` runs its
-/// command in a mount namespace of its own with /sys mounted afresh: a BPF
-/// filesystem there (none is, until someone mounts one) is private to that
-/// command and its pins vanish with it. `None`: cannot tell (/proc/1 not
-/// readable without CAP_SYS_PTRACE-level access).
-fn bpffs_shared_with_init() -> Option<bool> {
+/// Where /sys/fs/bpf stands for `--pin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bpffs {
+    /// A BPF filesystem that pins outlive udplb in.
+    Usable,
+    /// Nothing mounted there, in a mount namespace udplb shares with the
+    /// process that started it: udplb mounts one (as bpftool and Cilium do).
+    NotMounted,
+    /// udplb runs in a mount namespace of its own (as under `ip netns exec`,
+    /// which unshares it and mounts /sys afresh) and /sys/fs/bpf is not the
+    /// BPF filesystem its parent sees: pins would vanish with udplb.
+    Private,
+}
+
+/// Judges /sys/fs/bpf by the mount namespace of the process that started
+/// udplb (a shell, systemd, `ip`, which execs its command): that namespace
+/// outlives udplb, udplb's own may not. Not init's: a fresh host or a
+/// container may hide /proc/1/ns even from root, and a shell in a mount
+/// namespace of its own keeps the pins made there for as long as it runs.
+fn bpffs() -> Bpffs {
+    let here = Path::new("/sys/fs/bpf");
+    let parent = nix::unistd::getppid();
     let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
-    if ns("self")? == ns("1")? {
-        return Some(true);
+    let (own, theirs) = (ns("self"), ns(&parent.to_string()));
+    let private = matches!((&own, &theirs), (Some(a), Some(b)) if a != b);
+    if !private {
+        return match is_bpffs(here) {
+            true => Bpffs::Usable,
+            false => Bpffs::NotMounted,
+        };
     }
-    // Another mount namespace (a container, ip netns exec): shared only if
-    // its /sys/fs/bpf is the very filesystem init has there.
+    // A namespace of its own: usable only if its /sys/fs/bpf is the very
+    // filesystem the parent has there (a service's namespace that sees the
+    // host's mounts, as systemd's sandboxing options make).
     use std::os::unix::fs::MetadataExt;
     let dev = |p: &str| std::fs::metadata(p).map(|m| m.dev()).ok();
-    let here = Path::new("/sys/fs/bpf");
-    Some(is_bpffs(here) && dev("/sys/fs/bpf") == dev("/proc/1/root/sys/fs/bpf"))
+    let theirs = format!("/proc/{parent}/root/sys/fs/bpf");
+    match is_bpffs(here) && dev("/sys/fs/bpf") == dev(&theirs) {
+        true => Bpffs::Usable,
+        false => Bpffs::Private,
+    }
 }
 
 /// `--pin` and `--unpin` must work on the host's BPF filesystem: refuses
-/// them rather than claim pins that will not last. When PID 1's mount
-/// namespace cannot be read, a BPF filesystem already on /sys/fs/bpf is
-/// trusted, but udplb will not mount one itself: in a mount namespace of its
-/// own that mount would be private.
+/// them in a mount namespace of udplb's own rather than claim pins that
+/// will not last. An unmounted /sys/fs/bpf is fine: [`prepare`] mounts one.
 pub fn check_shared_bpffs() -> Result<(), UsageError> {
-    let shared = match bpffs_shared_with_init() {
-        Some(shared) => shared,
-        None => is_bpffs(Path::new("/sys/fs/bpf")),
-    };
-    match shared {
-        true => Ok(()),
-        false => Err(UsageError(
+    match bpffs() {
+        Bpffs::Usable | Bpffs::NotMounted => Ok(()),
+        Bpffs::Private => Err(UsageError(
             "--pin/--unpin: /sys/fs/bpf here is not the host's BPF filesystem (udplb runs in a \
              mount namespace of its own, as under `ip netns exec`): pins would vanish when \
              udplb exits; enter only the network namespace (nsenter --net=/run/netns/NAME \
@@ -91,7 +109,7 @@ pub fn prepare(dir: &Path) -> Result<Vec<PathBuf>> {
             None::<&str>,
         )
         .context("mounting a BPF filesystem on /sys/fs/bpf for --pin")?;
-        crate::say!("udplb: mounted a BPF filesystem on /sys/fs/bpf");
+        crate::say!("udplb: nothing was mounted on /sys/fs/bpf: mounted a BPF filesystem there");
     }
     let mut created = Vec::new();
     for d in [Path::new(ROOT), dir] {
