@@ -5,6 +5,7 @@
 //! XDP program already there), 1 for anything else.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -20,7 +21,7 @@ fn main() -> ExitCode {
         (None, Some(iface)) => daemon::unpin(iface),
         (None, None) => daemon::run(&args),
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             warn!("udplb: error: {e:#}");
@@ -30,5 +31,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    }
+    };
+    // The daemon's last lines, if a reader takes them soon; an output
+    // nobody reads does not keep udplb from exiting.
+    daemon::log::finish(Duration::from_secs(2));
+    code
 }

@@ -76,6 +76,9 @@ pub fn run(args: &Args) -> Result<()> {
     // First: from here on a SIGTERM or SIGINT waits in the signalfd, so one
     // that arrives while the datapath is loading still ends in a clean stop.
     let mut events = EventLoop::new()?;
+    // After the signals are blocked, so that the writer thread inherits
+    // the mask: from here on no output can hold the loop.
+    log::detach();
     let settings = Settings::from_args(args)?;
     // Before attaching: addresses a killed udplb left are removed, and an
     // announce interface that does not exist is an error that leaves
@@ -136,11 +139,10 @@ pub fn run(args: &Args) -> Result<()> {
                 armed = Some(due);
             }
         }
-        let pollin = nix::poll::PollFlags::POLLIN;
         let sources: Vec<_> = server
             .sources()
             .into_iter()
-            .map(|(fd, s)| (fd, Token::Server(s), pollin))
+            .map(|(fd, s, flags)| (fd, Token::Server(s), flags))
             .chain(
                 lb.probe_sources()
                     .into_iter()

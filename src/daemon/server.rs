@@ -3,11 +3,18 @@
 //! socket (a Unix socket under /run/udplb, root only). Each client sends one
 //! request and gets one answer, then the connection closes.
 //!
-//! Nothing here can hold the loop: listeners and clients are non-blocking,
-//! a request is read as it arrives, a client that has not finished its
-//! request after [`CLIENT_TIMEOUT`] is dropped, at most [`MAX_CLIENTS`] are
-//! open at once, and an answer is written with a short timeout. (The
-//! datapath never waits for any of it: it runs in the kernel.)
+//! Nothing here waits on a client, as HAProxy and Envoy serve theirs:
+//! listeners and clients are non-blocking; a request is read as it arrives
+//! and an answer written as the client takes it, from a buffer of its own
+//! (one answer: bounded by what [`answer`](Server::ready) renders), each
+//! when the loop says the socket is ready; a client that has not taken its
+//! whole answer [`CLIENT_TIMEOUT`] after it connected is cut. Each listener
+//! has its own limit ([`MAX_METRICS_CLIENTS`], [`MAX_CONTROL_CLIENTS`]), so
+//! metrics clients can never take the control socket's slots, which only
+//! root can reach; a listener at its limit closes its oldest client for
+//! the new one, so that clients which hold a slot without finishing cannot
+//! lock out one that asks and reads at once. (The datapath never waits for
+//! any of it: it runs in the kernel.)
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use nix::poll::PollFlags;
 
 /// Which listener a client came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,12 +40,16 @@ pub enum Source {
     Client(u32),
 }
 
-pub const MAX_CLIENTS: usize = 16;
+/// Metrics clients open at once: Prometheus servers (a few per balancer)
+/// and curl, with room to spare.
+pub const MAX_METRICS_CLIENTS: usize = 64;
+/// Control clients open at once: `udplb status` and `reload`, root only.
+pub const MAX_CONTROL_CLIENTS: usize = 16;
+/// From connect to the last byte of the answer.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest request read: an HTTP request line and headers, or one control
 /// line.
 const MAX_REQUEST: usize = 8192;
-const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 enum Stream {
     Tcp(TcpStream),
@@ -59,29 +71,48 @@ impl Stream {
         }
     }
 
-    /// Writes the whole answer, blocking at most WRITE_TIMEOUT.
-    fn answer(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
-            Stream::Tcp(s) => {
-                s.set_nonblocking(false)?;
-                s.set_write_timeout(Some(WRITE_TIMEOUT))?;
-                s.write_all(bytes)
-            }
-            Stream::Unix(s) => {
-                s.set_nonblocking(false)?;
-                s.set_write_timeout(Some(WRITE_TIMEOUT))?;
-                s.write_all(bytes)
-            }
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
         }
     }
+}
+
+/// Where a client is in its one exchange.
+enum Stage {
+    /// Reading its request, so far.
+    Asking(Vec<u8>),
+    /// Writing its answer: the bytes and how many were taken.
+    Answering(Vec<u8>, usize),
 }
 
 struct Client {
     id: u32,
     kind: Kind,
     stream: Stream,
-    request: Vec<u8>,
+    stage: Stage,
     since: Instant,
+}
+
+impl Client {
+    /// Writes what the socket takes now. Returns whether the client is
+    /// finished with: all written, or the connection is gone.
+    fn flush(&mut self) -> bool {
+        let Stage::Answering(bytes, sent) = &mut self.stage else {
+            return false;
+        };
+        while *sent < bytes.len() {
+            match self.stream.write(&bytes[*sent..]) {
+                Ok(0) => return true,
+                Ok(n) => *sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+        true
+    }
 }
 
 #[derive(Default)]
@@ -101,6 +132,13 @@ fn complete(kind: Kind, request: &[u8]) -> Option<String> {
         Kind::Control => request.iter().position(|&b| b == b'\n'),
     }?;
     Some(String::from_utf8_lossy(&request[..end]).into_owned())
+}
+
+fn limit(kind: Kind) -> usize {
+    match kind {
+        Kind::Metrics => MAX_METRICS_CLIENTS,
+        Kind::Control => MAX_CONTROL_CLIENTS,
+    }
 }
 
 impl Server {
@@ -136,29 +174,41 @@ impl Server {
         Ok(())
     }
 
-    /// Every descriptor the loop should watch now.
-    pub fn sources(&self) -> Vec<(BorrowedFd<'_>, Source)> {
+    /// Every descriptor the loop should watch now, and for what: listeners
+    /// and asking clients for input, answering clients for room to write.
+    pub fn sources(&self) -> Vec<(BorrowedFd<'_>, Source, PollFlags)> {
         let mut v = Vec::new();
         if let Some(l) = &self.metrics {
-            v.push((l.as_fd(), Source::Listener(Kind::Metrics)));
+            v.push((
+                l.as_fd(),
+                Source::Listener(Kind::Metrics),
+                PollFlags::POLLIN,
+            ));
         }
         if let Some((l, _, _)) = &self.control {
-            v.push((l.as_fd(), Source::Listener(Kind::Control)));
+            v.push((
+                l.as_fd(),
+                Source::Listener(Kind::Control),
+                PollFlags::POLLIN,
+            ));
         }
-        v.extend(
-            self.clients
-                .iter()
-                .map(|c| (c.stream.as_fd(), Source::Client(c.id))),
-        );
+        v.extend(self.clients.iter().map(|c| {
+            let wants = match c.stage {
+                Stage::Asking(_) => PollFlags::POLLIN,
+                Stage::Answering(..) => PollFlags::POLLOUT,
+            };
+            (c.stream.as_fd(), Source::Client(c.id), wants)
+        }));
         v
     }
 
-    /// `source` is readable: accept new clients, or read a client's request
-    /// and, once it is whole, answer it with `respond(kind, request)`.
+    /// `source` is ready: accept new clients, read a client's request and,
+    /// once it is whole, answer it with `respond(kind, request)`, or write
+    /// more of an answer.
     pub fn ready(&mut self, source: Source, respond: impl FnOnce(Kind, &str) -> Vec<u8>) {
         match source {
             Source::Listener(kind) => self.accept(kind),
-            Source::Client(id) => self.read(id, respond),
+            Source::Client(id) => self.serve(id, respond),
         }
     }
 
@@ -170,9 +220,6 @@ impl Server {
                 _ => return,
             };
             let Ok(stream) = stream else { return }; // WouldBlock: all taken
-            if self.clients.len() >= MAX_CLIENTS {
-                continue; // dropped: closing it is the answer
-            }
             let nonblocking = match &stream {
                 Stream::Tcp(s) => s.set_nonblocking(true),
                 Stream::Unix(s) => s.set_nonblocking(true),
@@ -180,42 +227,52 @@ impl Server {
             if nonblocking.is_err() {
                 continue;
             }
+            let mine = self.clients.iter().filter(|c| c.kind == kind);
+            if mine.clone().count() >= limit(kind) {
+                let oldest = mine.min_by_key(|c| c.since).map(|c| c.id);
+                self.clients.retain(|c| Some(c.id) != oldest);
+            }
             self.next_id = self.next_id.wrapping_add(1);
             self.clients.push(Client {
                 id: self.next_id,
                 kind,
                 stream,
-                request: Vec::new(),
+                stage: Stage::Asking(Vec::new()),
                 since: Instant::now(),
             });
         }
     }
 
-    fn read(&mut self, id: u32, respond: impl FnOnce(Kind, &str) -> Vec<u8>) {
+    fn serve(&mut self, id: u32, respond: impl FnOnce(Kind, &str) -> Vec<u8>) {
         let Some(i) = self.clients.iter().position(|c| c.id == id) else {
             return;
         };
         let c = &mut self.clients[i];
-        let mut buf = [0u8; 2048];
-        let done = match c.stream.read(&mut buf) {
-            Ok(0) => true, // closed before a whole request
-            Ok(n) => {
-                c.request.extend_from_slice(&buf[..n]);
-                if let Some(req) = complete(c.kind, &c.request) {
-                    let _ = c.stream.answer(&respond(c.kind, &req));
-                    true
-                } else {
-                    c.request.len() > MAX_REQUEST
+        let done = match &mut c.stage {
+            Stage::Answering(..) => c.flush(),
+            Stage::Asking(request) => {
+                let mut buf = [0u8; 2048];
+                match c.stream.read(&mut buf) {
+                    Ok(0) => true, // closed before a whole request
+                    Ok(n) => {
+                        request.extend_from_slice(&buf[..n]);
+                        if let Some(req) = complete(c.kind, request) {
+                            c.stage = Stage::Answering(respond(c.kind, &req), 0);
+                            c.flush()
+                        } else {
+                            request.len() > MAX_REQUEST
+                        }
+                    }
+                    Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted),
                 }
             }
-            Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted),
         };
         if done {
             self.clients.swap_remove(i);
         }
     }
 
-    /// Drops clients that have not sent a whole request in time.
+    /// Cuts clients that have not taken their answer in time.
     pub fn expire(&mut self) {
         self.clients.retain(|c| c.since.elapsed() < CLIENT_TIMEOUT);
     }
@@ -291,5 +348,103 @@ mod tests {
         assert!(!path.exists(), "the socket is removed with the server");
         let _ = std::fs::remove_dir(&dir);
         let _ = slow.write_all(b"tus\n");
+    }
+
+    fn metrics_server() -> (Server, SocketAddr) {
+        let mut srv = Server::default();
+        srv.listen_metrics("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = srv.metrics.as_ref().unwrap().local_addr().unwrap();
+        (srv, addr)
+    }
+
+    /// Serves every client that is ready, as the loop would, once.
+    fn serve_ready(srv: &mut Server, respond: &dyn Fn() -> Vec<u8>) {
+        let ready: Vec<Source> = {
+            let sources = srv.sources();
+            let mut fds: Vec<nix::poll::PollFd<'_>> = sources
+                .iter()
+                .map(|(fd, _, f)| nix::poll::PollFd::new(*fd, *f))
+                .collect();
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u8)).unwrap();
+            (fds.iter().zip(&sources))
+                .filter(|(p, _)| p.revents().is_some_and(|r| !r.is_empty()))
+                .map(|(_, (_, s, _))| *s)
+                .collect()
+        };
+        for s in ready {
+            srv.ready(s, |_, _| respond());
+        }
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_its_answer_holds_nothing() {
+        let (mut srv, addr) = metrics_server();
+        let big = vec![b'x'; 8 << 20]; // more than any socket buffer takes
+        let mut stuck = TcpStream::connect(addr).unwrap();
+        stuck.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let start = Instant::now();
+        for _ in 0..5 {
+            serve_ready(&mut srv, &|| big.clone());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(srv.clients.len(), 1, "still answering, not waited for");
+        assert!(matches!(srv.clients[0].stage, Stage::Answering(_, n) if n < big.len()));
+        // Another client is served meanwhile, whole.
+        let mut other = TcpStream::connect(addr).unwrap();
+        other.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        for _ in 0..5 {
+            serve_ready(&mut srv, &|| b"small".to_vec());
+        }
+        let mut got = String::new();
+        other.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "small");
+        // Its deadline cuts the one that does not read.
+        srv.clients[0].since -= CLIENT_TIMEOUT;
+        srv.expire();
+        assert!(srv.clients.is_empty());
+        drop(stuck);
+    }
+
+    #[test]
+    fn metrics_clients_cannot_take_the_control_sockets_slots() {
+        let (mut srv, addr) = metrics_server();
+        let dir = std::env::temp_dir().join(format!("udplb-slots-{}", std::process::id()));
+        let path = dir.join("c.sock");
+        srv.listen_control(&path).unwrap();
+        // Silent metrics clients, more than the limit: the oldest are cut
+        // for the newest, the number open never passes the limit.
+        let silent: Vec<TcpStream> = (0..MAX_METRICS_CLIENTS + 10)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        for _ in 0..3 {
+            serve_ready(&mut srv, &|| unreachable!());
+        }
+        let metrics = srv.clients.iter().filter(|c| c.kind == Kind::Metrics);
+        assert_eq!(metrics.count(), MAX_METRICS_CLIENTS);
+        let mut root = UnixStream::connect(&path).unwrap();
+        root.write_all(b"status\n").unwrap();
+        for _ in 0..3 {
+            serve_ready(&mut srv, &|| b"answer\n".to_vec());
+        }
+        let mut got = String::new();
+        root.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "answer\n");
+        // A metrics client that asks at once is served although all slots
+        // were held: the oldest silent one made room.
+        let mut fresh = TcpStream::connect(addr).unwrap();
+        fresh.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        for _ in 0..3 {
+            serve_ready(&mut srv, &|| b"metrics".to_vec());
+        }
+        got.clear();
+        fresh.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "metrics");
+        drop(silent);
+        drop(srv);
+        let _ = std::fs::remove_dir(&dir);
     }
 }
