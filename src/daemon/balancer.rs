@@ -661,6 +661,8 @@ impl Balancer {
     /// counters (read just before) in the reports; backends that came back
     /// start a new line.
     fn keep_removed(&mut self, old: &Config, before: &Counters) {
+        let at = Instant::now();
+        let mut gone = Vec::new();
         for (i, fe) in old.frontends.iter().enumerate() {
             let now = self.config.frontends.iter().find(|f| f.listen == fe.listen);
             for (j, b) in fe.backends.iter().enumerate() {
@@ -668,13 +670,15 @@ impl Balancer {
                     continue;
                 }
                 let counter = before.backends[i][j];
-                self.removed.push(Removed {
+                gone.push(Removed {
                     frontend: fe.listen,
                     backend: *b,
                     counter,
+                    at,
                 });
             }
         }
+        report::keep_removed(&mut self.removed, gone, at);
         let config = &self.config;
         self.removed.retain(|r| {
             !config.frontends.iter().any(|f| {
@@ -693,8 +697,10 @@ impl Balancer {
         )
     }
 
-    /// Every second: a sample for the rates in `status`.
+    /// Every second: a sample for the rates in `status`; removed backends
+    /// past their time leave the reports.
     pub fn sample(&mut self) {
+        report::keep_removed(&mut self.removed, Vec::new(), Instant::now());
         let Ok(c) = self
             .datapath
             .counters(&self.tables.state().layout(&self.config))

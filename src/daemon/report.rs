@@ -10,12 +10,34 @@ use super::health::Health;
 use super::status::{health_line, HealthStatus};
 
 /// A backend a reload took away, with its counters as they were then: they
-/// stay in the reports until udplb exits.
+/// stay in the reports (and /metrics, for a last scrape) for
+/// [`KEEP_REMOVED`], the newest [`MAX_REMOVED`] of them at most.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Removed {
     pub frontend: Listen,
     pub backend: BackendConfig,
     pub counter: Counter,
+    /// When the reload took it away.
+    pub at: std::time::Instant,
+}
+
+/// How long a removed backend's last counters stay: several scrape
+/// intervals of any Prometheus, so its final values are collected.
+pub const KEEP_REMOVED: std::time::Duration = std::time::Duration::from_secs(600);
+/// Removed backends kept at most, newest first: reloads that churn through
+/// ports cannot grow the reports, /metrics or memory without bound.
+pub const MAX_REMOVED: usize = 256;
+
+/// Adds `gone` (one reload's removals) to `kept`: a backend removed again
+/// replaces its older line; then the bounds above apply.
+pub fn keep_removed(kept: &mut Vec<Removed>, gone: Vec<Removed>, now: std::time::Instant) {
+    for r in gone {
+        kept.retain(|k| (k.frontend, k.backend.id()) != (r.frontend, r.backend.id()));
+        kept.push(r);
+    }
+    kept.retain(|k| now.saturating_duration_since(k.at) < KEEP_REMOVED);
+    let excess = kept.len().saturating_sub(MAX_REMOVED);
+    kept.drain(..excess); // oldest first: pushed in order
 }
 
 pub fn render(config: &Config, c: &Counters, removed: &[Removed], health: &Health) -> String {
@@ -193,6 +215,7 @@ mod tests {
                     packets: 4,
                     bytes: 40,
                 },
+                at: std::time::Instant::now(),
             },
             Removed {
                 frontend: old.frontends[1].listen,
@@ -201,6 +224,7 @@ mod tests {
                     packets: 5,
                     bytes: 50,
                 },
+                at: std::time::Instant::now(),
             },
         ];
         let text = render(&config, &c, &removed, &Health::default());
@@ -216,5 +240,40 @@ mod tests {
             text.contains("frontend *:53 (removed)\n  backend 5353   packets            5"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn removed_backends_are_kept_for_a_while_and_a_number() {
+        use std::time::{Duration, Instant};
+        let t0 = Instant::now();
+        let spec: Vec<String> = (0..600).map(|p| format!("{}", 10000 + p)).collect();
+        let config = Config::from_specs(&[&format!("9875={}", spec.join(","))]).unwrap();
+        let fe = &config.frontends[0];
+        let gone = |j: usize, at: Instant| Removed {
+            frontend: fe.listen,
+            backend: fe.backends[j],
+            counter: Counter {
+                packets: j as u64,
+                bytes: 0,
+            },
+            at,
+        };
+        let mut kept = Vec::new();
+        // One removal a reload, 600 reloads: the newest MAX_REMOVED stay.
+        for j in 0..600 {
+            keep_removed(&mut kept, vec![gone(j, t0)], t0);
+        }
+        assert_eq!(kept.len(), MAX_REMOVED);
+        assert_eq!(kept[0].counter.packets, (600 - MAX_REMOVED) as u64);
+        // Removed again: one line, the newer counters.
+        let mut again = gone(599, t0);
+        again.counter.packets = 7;
+        keep_removed(&mut kept, vec![again], t0);
+        assert_eq!(kept.len(), MAX_REMOVED);
+        assert_eq!(kept.last().unwrap().counter.packets, 7);
+        // Past KEEP_REMOVED, the old ones go on the next call.
+        let later = t0 + KEEP_REMOVED + Duration::from_secs(1);
+        keep_removed(&mut kept, vec![gone(0, later)], later);
+        assert_eq!(kept.len(), 1);
     }
 }
