@@ -24,8 +24,10 @@
  * - Time is jiffies: bpf_jiffies64() is inlined by the verifier, where
  *   bpf_ktime_get_coarse_ns() is a helper call, which on kernels with
  *   return-thunk mitigations costs about as much as the rest of a hit.
- *   Timeouts are seconds times CONFIG_HZ (read from the kernel's
- *   configuration by libbpf); udplb refuses a flow table when it is 0.
+ *   Timeouts are seconds times jiffies_hz, the kernel's CONFIG_HZ as
+ *   userspace measured it after load (Datapath::measure_hz): libbpf's
+ *   __kconfig would need /boot/config-* or /proc/config.gz, which
+ *   containers and Debian's kernels (no IKCONFIG) do not have.
  * - One flow_counters event per request of a frontend with a table, and one
  *   per reply from a backend that accepts pins.
  */
@@ -40,7 +42,9 @@
 #include "lookup.h"
 #include "counters.h"
 
-extern unsigned int CONFIG_HZ __kconfig __weak;
+/* Jiffies per second, written once by userspace before anything is
+ * attached; 0 until then (every pin then reads as expired). */
+__u64 jiffies_hz;
 
 /* (client, frontend) -> the backend that answered. Userspace sets the size
  * (--flow-table-size) before load, and reuses the pinned map on --pin. */
@@ -119,8 +123,8 @@ static __always_inline long flow_pick_slot(struct udplb_frontend *fe, struct udp
 	/* Signed: another CPU may have stored a slightly later time. Much
 	 * later (over a second) is no time of ours: a table reused by --pin
 	 * from a build that stored nanoseconds. Expired, not fresh forever. */
-	if ((__s64)(now - last) > (__s64)((__u64)fe->flow_timeout_s * CONFIG_HZ) ||
-	    (__s64)(last - now) > (__s64)CONFIG_HZ) {
+	if ((__s64)(now - last) > (__s64)((__u64)fe->flow_timeout_s * jiffies_hz) ||
+	    (__s64)(last - now) > (__s64)jiffies_hz) {
 		flow_count(UDPLB_FLOW_EXPIRED);
 		return pick_slot(fe, p);
 	}

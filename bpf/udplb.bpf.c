@@ -262,8 +262,8 @@ struct {
 	__type(value, struct udplb_clock);
 } clock SEC(".maps");
 
-/* Run by userspace (BPF_PROG_TEST_RUN) to read jiffies and CONFIG_HZ,
- * which it cannot read itself. */
+/* Run by userspace (BPF_PROG_TEST_RUN) to read jiffies, which it cannot
+ * read itself, and the jiffies_hz it measured with them. */
 SEC("xdp")
 int udplb_clock(struct xdp_md *ctx)
 {
@@ -272,7 +272,7 @@ int udplb_clock(struct xdp_md *ctx)
 
 	if (c) {
 		c->jiffies = bpf_jiffies64();
-		c->hz = CONFIG_HZ;
+		c->hz = jiffies_hz;
 	}
 	return XDP_PASS;
 }

@@ -312,7 +312,7 @@ struct udplb_flow {
 };
 
 /* The datapath's clock as udplb_clock reports it: jiffies now and the
- * kernel's CONFIG_HZ (0 if its configuration could not be read). */
+ * jiffies per second that userspace measured (the kernel's CONFIG_HZ). */
 struct udplb_clock {
 	__u64 jiffies;
 	__u64 hz;

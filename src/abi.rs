@@ -108,7 +108,7 @@ pub struct FlowKey {
     pub frontend_addr_be: [u32; 4],
 }
 
-/// `struct udplb_clock`: the datapath's jiffies and CONFIG_HZ.
+/// `struct udplb_clock`: the datapath's jiffies and its measured CONFIG_HZ.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Clock {

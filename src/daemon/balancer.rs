@@ -196,7 +196,6 @@ impl Balancer {
         if datapath.flows_reused() {
             say!("udplb: keeping the pinned flow table");
         }
-        datapath.check_flow_clock(&config)?;
         let mut tables = Tables::default();
         tables
             .apply(&datapath, &config)

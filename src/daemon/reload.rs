@@ -69,9 +69,6 @@ pub fn reload(
             name(&f.announce.interface)
         )));
     }
-    datapath
-        .check_flow_clock(&f.config)
-        .map_err(|e| ReloadError::Rejected(e.into()))?;
     let announced = announce_changes(announce, &f.announce);
     *announce = f.announce;
     // Whatever happens now, the maps are on their way to the new

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
@@ -126,12 +127,62 @@ impl Datapath {
             anyhow::anyhow!("loading the BPF programs into the kernel failed: {e}{hint}")
         })?;
         let cpus = libbpf_rs::num_possible_cpus().context("counting possible CPUs")?;
-        Ok(Datapath {
+        let mut dp = Datapath {
             skel,
             cpus,
             flows_reused: pinned.is_some(),
             exact: Mutex::default(),
-        })
+        };
+        let hz = dp.measure_hz()?;
+        dp.skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .context("the program's .bss")?
+            .jiffies_hz = hz;
+        Ok(dp)
+    }
+
+    /// The kernel's CONFIG_HZ, measured: jiffies counted between two of
+    /// their edges against CLOCK_MONOTONIC (as Cilium does), rather than
+    /// read from a kernel configuration file that containers and Debian's
+    /// kernels do not have. Two measures that agree, out of at most five.
+    fn measure_hz(&self) -> Result<u64> {
+        let jiffies = || self.clock().map(|c| c.jiffies);
+        let once = || -> Result<f64> {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let edge = |from: u64| -> Result<(u64, Instant)> {
+                loop {
+                    let j = jiffies()?;
+                    if j != from {
+                        return Ok((j, Instant::now()));
+                    }
+                    if Instant::now() > deadline {
+                        anyhow::bail!("the kernel's jiffies did not move for 2 s");
+                    }
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            };
+            let (j0, t0) = edge(jiffies()?)?;
+            let (mut j, mut t) = edge(j0)?;
+            // At least 5 ticks and 20 ms: an edge seen 0.1 ms late is then
+            // a 0.5 % error at most.
+            while j - j0 < 5 || t - t0 < Duration::from_millis(20) {
+                (j, t) = edge(j)?;
+            }
+            Ok((j - j0) as f64 / (t - t0).as_secs_f64())
+        };
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let hz = snap_hz(once().context("measuring the kernel's clock (jiffies)")?);
+            if seen.contains(&hz) {
+                return Ok(hz);
+            }
+            seen.push(hz);
+        }
+        anyhow::bail!(
+            "the kernel's clock measured differently each time: {seen:?} jiffies a second"
+        )
     }
 
     /// Whether the flow table is the one a previous `udplb --pin` left.
@@ -198,9 +249,9 @@ impl Datapath {
         Ok(table)
     }
 
-    /// The datapath's clock: jiffies now, and CONFIG_HZ (0: the kernel's
-    /// configuration could not be read). Pins keep their time in jiffies,
-    /// which only the kernel can read; this runs `udplb_clock` once.
+    /// The datapath's clock: jiffies now, and the jiffies per second
+    /// measured at load. Pins keep their time in jiffies, which only the
+    /// kernel can read; this runs `udplb_clock` once.
     pub fn clock(&self) -> Result<abi::Clock> {
         // The smallest frame BPF_PROG_TEST_RUN takes for XDP.
         let frame = [0u8; 64];
@@ -221,22 +272,6 @@ impl Datapath {
             .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)?
             .context("the clock map has no entry")?;
         abi::from_bytes(&value).context("the clock map's value")
-    }
-
-    /// Refuses `config` if it has a flow table and the kernel's CONFIG_HZ,
-    /// which turns its timeouts into jiffies, is unknown.
-    pub fn check_flow_clock(&self, config: &Config) -> Result<(), UsageError> {
-        let tables = config.frontends.iter().any(|fe| fe.flow_timeout > 0);
-        match self.clock() {
-            Ok(c) if c.hz > 0 || !tables => Ok(()),
-            Ok(_) => Err(UsageError(
-                "the flow table needs the kernel's CONFIG_HZ, and libbpf found no kernel \
-                 configuration (/boot/config-$(uname -r) or /proc/config.gz): provide one, \
-                 or turn the table off with --flow-timeout 0 (flow_timeout = 0)"
-                    .into(),
-            )),
-            Err(e) => Err(UsageError(format!("{e:#}"))),
-        }
     }
 
     /// The XDP program (ingress), for attaching and for BPF_PROG_TEST_RUN.
@@ -290,8 +325,9 @@ impl Datapath {
     /// Pins every map under `dir` (for `--pin`), replacing older pins.
     pub fn pin_maps(&mut self, dir: &std::path::Path) -> Result<()> {
         for mut map in self.skel.object_mut().maps_mut() {
-            // Internal maps (`.kconfig`: CONFIG_HZ) are constants of the
-            // program, not state; bpffs refuses names with a period.
+            // Internal maps (`.bss`: jiffies_hz, written at every load)
+            // belong to one load of the program, not to the state a --pin
+            // restart keeps; bpffs refuses names with a period anyway.
             if map.name().to_string_lossy().contains('.') {
                 continue;
             }
@@ -605,4 +641,46 @@ pub fn interfaces(list: &str) -> Result<Vec<(String, u32)>, UsageError> {
         out.push((name.to_string(), ifindex));
     }
     Ok(out)
+}
+
+/// A measured rate of jiffies, as the CONFIG_HZ it is: the nearest of the
+/// values x86 kernels are built with, when within 10 %; else the measure
+/// itself, rounded (another architecture's value).
+pub fn snap_hz(measured: f64) -> u64 {
+    const BUILT: [u64; 4] = [100, 250, 300, 1000];
+    let near = BUILT
+        .iter()
+        .min_by(|a, b| {
+            let d = |x: &&u64| (measured / **x as f64 - 1.0).abs();
+            d(a).total_cmp(&d(b))
+        })
+        .copied()
+        .unwrap_or(0);
+    match (measured / near as f64 - 1.0).abs() <= 0.10 {
+        true => near,
+        false => measured.round().max(1.0) as u64,
+    }
+}
+
+#[cfg(test)]
+mod hz_tests {
+    use super::snap_hz;
+
+    #[test]
+    fn measured_rates_snap_to_the_configured_hz() {
+        for (measured, hz) in [
+            (99.0, 100),
+            (104.0, 100),
+            (245.0, 250),
+            (262.0, 250),
+            (290.0, 300),
+            (310.0, 300),
+            (960.0, 1000),
+            (1030.0, 1000),
+            (24.2, 24),
+            (1500.4, 1500),
+        ] {
+            assert_eq!(snap_hz(measured), hz, "{measured}");
+        }
+    }
 }
