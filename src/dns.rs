@@ -1,6 +1,7 @@
 //! The DNS messages of the `dns` health check, encoded and decoded by
 //! hickory-proto (the DNS library of the Hickory project): a query for a
-//! name and type, and the check of a response against it. Pure.
+//! name and type, and the check of a response against it (pure); and a
+//! random query ID (from /dev/urandom).
 
 use std::str::FromStr;
 
@@ -9,6 +10,16 @@ use hickory_proto::rr::{Name, RecordType};
 
 use crate::error::UsageError;
 use crate::usage;
+
+/// A query ID nobody can guess (RFC 5452: with the probe's random source
+/// port, what keeps a forged response from passing for the answer): two
+/// bytes from the kernel's CSPRNG.
+pub fn random_id() -> std::io::Result<u16> {
+    use std::io::Read;
+    let mut id = [0u8; 2];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut id)?;
+    Ok(u16::from_ne_bytes(id))
+}
 
 /// A recursive-desired query with `id` for `name` (`.`, `example.org`) and
 /// `qtype` (`NS`, `A`, `SOA`...), in wire format.
@@ -72,6 +83,13 @@ mod tests {
             .unwrap_err()
             .contains("Refused"));
         assert!(check_response(b"junk", 1, false).is_err());
+    }
+
+    #[test]
+    fn query_ids_are_random() {
+        // 16 draws of 16 bits: all equal by chance with probability 2^-240.
+        let ids: Vec<u16> = (0..16).map(|_| random_id().unwrap()).collect();
+        assert!(ids.iter().any(|&i| i != ids[0]), "{ids:?}");
     }
 
     #[test]

@@ -142,6 +142,16 @@ impl Netns {
             .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
+    /// A field of /proc/net/snmp6 (e.g. "Udp6NoPorts") here.
+    pub fn snmp6(&self, field: &str) -> u64 {
+        let text = self.exec(&["cat", "/proc/net/snmp6"]);
+        (text.lines())
+            .filter_map(|l| l.split_once(char::is_whitespace))
+            .find(|(name, _)| *name == field)
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/net/snmp6"))
+    }
+
     /// The XDP part of `ip -d link show <dev>`, empty when nothing is attached.
     pub fn xdp_on(&self, dev: &str) -> String {
         let out = self.ip(&["-d", "link", "show", "dev", dev]);

@@ -135,6 +135,17 @@ impl Udplb {
         }
     }
 
+    /// Keeps what udplb prints for `d` in `output` (to check afterwards that
+    /// something was *not* said).
+    pub fn watch(&mut self, d: Duration) {
+        let deadline = Instant::now() + d;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if let Some(l) = self.next_line(left) {
+                self.output.push(l);
+            }
+        }
+    }
+
     /// The next line udplb prints, waiting at most `timeout`.
     pub fn next_line(&mut self, timeout: Duration) -> Option<String> {
         self.lines.recv_timeout(timeout).ok()

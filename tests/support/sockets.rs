@@ -3,7 +3,12 @@
 //! loop that sends is bounded in count, every receive in time.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
+
+use nix::sys::socket::{
+    bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
+};
 
 use super::netns::Netns;
 
@@ -91,4 +96,23 @@ pub fn resolve_neighbour(from: &Netns, to: &str) {
             "no neighbour entry for {to}: {out}"
         );
     }
+}
+
+/// A UDP socket bound to `addr` even where `addr` is not local: the
+/// attacker's tool for a forged source (IP_FREEBIND to bind; IPv4 also
+/// needs IP_TRANSPARENT to route from a foreign source; root in its
+/// namespace). Make it inside the namespace that sends (`Netns::enter`).
+pub fn forged_socket(addr: SocketAddr) -> UdpSocket {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd: OwnedFd = socket(family, SockType::Datagram, SockFlag::empty(), None).unwrap();
+    setsockopt(&fd, sockopt::IpFreebind, &true).unwrap();
+    if family == AddressFamily::Inet {
+        setsockopt(&fd, sockopt::IpTransparent, &true).unwrap();
+    }
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))
+        .unwrap_or_else(|e| panic!("bind {addr} (freebind): {e}"));
+    UdpSocket::from(fd)
 }

@@ -10,14 +10,41 @@
 //! would drop it (the kernel matches a connected socket's peer port), and
 //! a prober that insisted on the backend's port would declare every local
 //! backend dead. So a `udp` or `dns` probe uses an *unconnected* socket of
-//! its own, on an ephemeral port that nothing else uses, and accepts a reply
-//! from the backend's address on the backend's port or, for a local
-//! backend, the frontend's: on that socket, only the probed backend (or
-//! the datapath on its behalf) can be answering. This needs nothing from
-//! the datapath and holds on every hook (lo, veth, TC egress) and for
+//! its own, on an ephemeral port that nothing else uses. This needs nothing
+//! from the datapath and holds on every hook (lo, veth, TC egress) and for
 //! remote backends, whose replies to the balancer's own address are not
-//! rewritten at all. DNS
-//! probes still match the query ID, and `expect` the payload prefix.
+//! rewritten at all.
+//!
+//! What a probe accepts. Every datagram is a claim; the probe's socket
+//! takes one as the answer only if it comes
+//! - from the backend's address, on the backend's port or, for a local
+//!   backend, the frontend's (a remote backend's answer to this host is
+//!   not rewritten: its own port only);
+//! - for a local backend, to the loopback address (127.0.0.1, ::1), to
+//!   which its socket is bound: the backend's address is one of this
+//!   host's, which a datagram from the wire can carry as a forged source
+//!   (IPv6 lets it in, IPv4 once `accept_local=1`, which udplb asks for),
+//!   but only this host can send to its loopback address (from the wire,
+//!   Linux drops that as a martian destination, IPv4 unless
+//!   `route_localnet=1`). The interface a datagram came in on would not
+//!   tell: this host's own datagrams to an address of eth0 are reported
+//!   as coming in on eth0 too;
+//! - with the right content: the `expect` prefix, or a DNS response with
+//!   the query's ID.
+//!
+//! Anything else is counted and ignored: the probe waits for the right
+//! answer until its timeout, and fails only then ("timed out (2 wrong
+//! answers ignored; last: ...)"). So a forged datagram cannot fail a probe,
+//! and to pass one it must hit the probe's port, which the kernel picks at
+//! random (bind to port 0: `udp_lib_get_port` starts at a random point of
+//! `ip_local_port_range`), and a DNS query's ID, random too.
+//!
+//! Deadlines are judged on what a probe's socket holds, not on the loop's
+//! punctuality: before [`Prober::run`] fails a probe for its timeout, it
+//! reads the socket (or sees whether the connect completed). An answer
+//! that came in while the loop was busy elsewhere counts, also one that
+//! came a little after the deadline (without kernel timestamps the two
+//! cannot be told apart; this errs in the backend's favour).
 
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
@@ -26,7 +53,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use nix::errno::Errno;
-use nix::poll::PollFlags;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
     connect, getsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
 };
@@ -48,6 +75,8 @@ pub struct Target {
     /// frontend's would let a client forge answers from the backend's
     /// address that the reverse-path check never sees (no reply key).
     pub frontend_port: u16,
+    /// A local backend (on this host): probed from the loopback address.
+    pub local: bool,
     pub check: Check,
 }
 
@@ -75,6 +104,7 @@ impl Target {
             } else {
                 fe.listen.port
             },
+            local: b.addr.is_none(),
             check,
         })
     }
@@ -85,14 +115,15 @@ impl Target {
 pub struct Outcome {
     pub frontend: Listen,
     pub backend: BackendId,
-    /// Why it failed: "timed out", "connection refused", "HTTP 503"...
+    /// Why it failed: "timed out", "timed out (2 wrong answers ignored;
+    /// last: ...)", "connection refused", "HTTP 503"...
     pub result: Result<(), String>,
 }
 
 enum Wait {
     /// A datagram from the target, starting with `prefix`, or a DNS
-    /// response with `id`.
-    Datagram(UdpSocket, Expect),
+    /// response with `id`; what else came meanwhile.
+    Datagram(UdpSocket, Expect, Ignored),
     /// A TCP connection being opened; `request`: then send it (http).
     Connect(OwnedFd, Option<Vec<u8>>),
     /// The HTTP status line.
@@ -102,6 +133,13 @@ enum Wait {
 enum Expect {
     Prefix(Vec<u8>),
     Dns { id: u16, noerror: bool },
+}
+
+/// The datagrams a probe ignored: how many, and why the last one.
+#[derive(Default)]
+struct Ignored {
+    count: u32,
+    last: String,
 }
 
 struct InFlight {
@@ -122,8 +160,6 @@ pub struct Prober {
     slots: Vec<Slot>,
     inflight: Vec<InFlight>,
     next_id: u64,
-    /// For DNS IDs (xorshift; unpredictable enough for a health check).
-    seed: u64,
 }
 
 impl Prober {
@@ -150,12 +186,6 @@ impl Prober {
                 None => false,
             }
         });
-        if self.seed == 0 {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64);
-            self.seed = (t ^ (u64::from(std::process::id()) << 32)) | 1;
-        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -169,15 +199,23 @@ impl Prober {
         due.chain(timeouts).min()
     }
 
-    /// Expires probes past their timeout and sends those that are due.
+    /// Ends probes past their timeout and sends those that are due. A
+    /// probe past its timeout is judged on what its socket holds: the loop
+    /// may have been busy when its answer came (see the module comment).
     pub fn run(&mut self, now: Instant) -> Vec<Outcome> {
         let mut out = Vec::new();
         let (expired, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.inflight)
             .into_iter()
             .partition(|p| p.deadline <= now);
         self.inflight = live;
-        for p in expired {
-            out.push(self.outcome(p.target, Err("timed out".into())));
+        for mut p in expired {
+            let target = &self.slots[p.target].target;
+            let result = match settled(&p.wait) {
+                true => progress(&mut p, target),
+                false => None,
+            };
+            let result = result.unwrap_or_else(|| Err(timed_out(&p.wait)));
+            out.push(self.outcome(p.target, result));
         }
         for i in 0..self.slots.len() {
             if self.slots[i].next > now {
@@ -205,7 +243,7 @@ impl Prober {
     pub fn sources(&self) -> Vec<(BorrowedFd<'_>, u64, PollFlags)> {
         (self.inflight.iter())
             .map(|p| match &p.wait {
-                Wait::Datagram(s, _) => (s.as_fd(), p.id, PollFlags::POLLIN),
+                Wait::Datagram(s, ..) => (s.as_fd(), p.id, PollFlags::POLLIN),
                 Wait::Connect(fd, _) => (fd.as_fd(), p.id, PollFlags::POLLOUT),
                 Wait::Response(s, _) => (s.as_fd(), p.id, PollFlags::POLLIN),
             })
@@ -216,7 +254,7 @@ impl Prober {
     pub fn own_udp_ports(&self) -> BTreeSet<u16> {
         (self.inflight.iter())
             .filter_map(|p| match &p.wait {
-                Wait::Datagram(s, _) => s.local_addr().ok().map(|a| a.port()),
+                Wait::Datagram(s, ..) => s.local_addr().ok().map(|a| a.port()),
                 _ => None,
             })
             .collect()
@@ -226,30 +264,7 @@ impl Prober {
     pub fn ready(&mut self, id: u64) -> Option<Outcome> {
         let i = self.inflight.iter().position(|p| p.id == id)?;
         let p = &mut self.inflight[i];
-        let target = &self.slots[p.target].target;
-        let result = match &mut p.wait {
-            Wait::Datagram(sock, expect) => datagram(sock, expect, target)?,
-            Wait::Connect(fd, request) => match getsockopt(&*fd, sockopt::SocketError) {
-                Ok(0) => match request.take() {
-                    None => Ok(()),
-                    Some(req) => {
-                        let fd = std::mem::replace(fd, dup_placeholder()?);
-                        let mut stream = TcpStream::from(fd);
-                        match stream.write(&req) {
-                            Ok(n) if n == req.len() => {
-                                p.wait = Wait::Response(stream, Vec::new());
-                                return None;
-                            }
-                            Ok(_) => Err("could not send the request".into()),
-                            Err(e) => Err(words(e)),
-                        }
-                    }
-                },
-                Ok(e) => Err(words(std::io::Error::from_raw_os_error(e))),
-                Err(e) => Err(words(e.into())),
-            },
-            Wait::Response(stream, buf) => http_status(stream, buf)?,
-        };
+        let result = progress(p, &self.slots[p.target].target)?;
         let p = self.inflight.remove(i);
         Some(self.outcome(p.target, result))
     }
@@ -265,29 +280,26 @@ impl Prober {
 
     fn start(&mut self, target: usize, now: Instant) -> Result<InFlight, String> {
         self.next_id += 1;
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let dns_id = self.seed as u16;
         let t = &self.slots[target].target;
         let wait = match &t.check.kind {
             CheckKind::None => return Err("no check".into()),
             CheckKind::Udp { payload, expect } => {
-                let sock = udp_send(t.addr, payload)?;
-                Wait::Datagram(sock, Expect::Prefix(expect.clone()))
+                let sock = udp_send(t, payload)?;
+                Wait::Datagram(sock, Expect::Prefix(expect.clone()), Ignored::default())
             }
             CheckKind::Dns {
                 name,
                 qtype,
                 noerror,
             } => {
-                let query = crate::dns::query(dns_id, name, qtype).map_err(|e| e.0)?;
-                let sock = udp_send(t.addr, &query)?;
+                let id = crate::dns::random_id().map_err(words)?;
+                let query = crate::dns::query(id, name, qtype).map_err(|e| e.0)?;
+                let sock = udp_send(t, &query)?;
                 let expect = Expect::Dns {
-                    id: dns_id,
+                    id,
                     noerror: *noerror,
                 };
-                Wait::Datagram(sock, expect)
+                Wait::Datagram(sock, expect, Ignored::default())
             }
             CheckKind::Tcp { .. } => Wait::Connect(tcp_connect(t.addr)?, None),
             CheckKind::Http { path, .. } => {
@@ -325,48 +337,110 @@ fn words(e: std::io::Error) -> String {
     }
 }
 
-/// A probe's own unconnected UDP socket (see the module comment), the
-/// probe sent.
-fn udp_send(to: SocketAddr, payload: &[u8]) -> Result<UdpSocket, String> {
-    let any: SocketAddr = match to {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+/// What probe `p`'s socket holds: its result, or `None` while it waits.
+fn progress(p: &mut InFlight, target: &Target) -> Option<Result<(), String>> {
+    match &mut p.wait {
+        Wait::Datagram(sock, expect, ignored) => datagram(sock, expect, target, ignored),
+        Wait::Connect(fd, request) => Some(match getsockopt(&*fd, sockopt::SocketError) {
+            Ok(0) => match request.take() {
+                None => Ok(()),
+                Some(req) => {
+                    let fd = std::mem::replace(fd, dup_placeholder()?);
+                    let mut stream = TcpStream::from(fd);
+                    match stream.write(&req) {
+                        Ok(n) if n == req.len() => {
+                            p.wait = Wait::Response(stream, Vec::new());
+                            return None;
+                        }
+                        Ok(_) => Err("could not send the request".into()),
+                        Err(e) => Err(words(e)),
+                    }
+                }
+            },
+            Ok(e) => Err(words(std::io::Error::from_raw_os_error(e))),
+            Err(e) => Err(words(e.into())),
+        }),
+        Wait::Response(stream, buf) => http_status(stream, buf),
+    }
+}
+
+/// Whether [`progress`] can be asked without the loop's readiness: reads
+/// never block, but a connect under way is only seen done by polling it.
+fn settled(wait: &Wait) -> bool {
+    let Wait::Connect(fd, _) = wait else {
+        return true;
     };
-    let sock = UdpSocket::bind(any).map_err(words)?;
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+}
+
+/// Why a probe that had no answer by its timeout failed.
+fn timed_out(wait: &Wait) -> String {
+    match wait {
+        Wait::Datagram(.., i) if i.count > 0 => {
+            let s = if i.count == 1 { "" } else { "s" };
+            format!(
+                "timed out ({} wrong answer{s} ignored; last: {})",
+                i.count, i.last
+            )
+        }
+        _ => "timed out".into(),
+    }
+}
+
+/// A probe's own unconnected UDP socket (see the module comment), the
+/// probe sent: on the loopback address for a local backend, on any
+/// address for a remote one; on a port the kernel picks at random (bind to
+/// port 0).
+fn udp_send(t: &Target, payload: &[u8]) -> Result<UdpSocket, String> {
+    let ip: IpAddr = match (t.addr, t.local) {
+        (SocketAddr::V4(_), true) => Ipv4Addr::LOCALHOST.into(),
+        (SocketAddr::V6(_), true) => Ipv6Addr::LOCALHOST.into(),
+        (SocketAddr::V4(_), false) => Ipv4Addr::UNSPECIFIED.into(),
+        (SocketAddr::V6(_), false) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let sock = UdpSocket::bind((ip, 0)).map_err(words)?;
     sock.set_nonblocking(true).map_err(words)?;
-    sock.send_to(payload, to).map_err(words)?;
+    sock.send_to(payload, t.addr).map_err(words)?;
     Ok(sock)
 }
 
-/// Reads what arrived; `None` while nothing that counts has.
-fn datagram(sock: &UdpSocket, expect: &Expect, t: &Target) -> Option<Result<(), String>> {
+/// Reads what arrived: `Some` once the right answer is in (or the socket
+/// failed), `None` while it waits; every other datagram is counted in
+/// `ignored`.
+fn datagram(
+    sock: &UdpSocket,
+    expect: &Expect,
+    t: &Target,
+    ignored: &mut Ignored,
+) -> Option<Result<(), String>> {
     let mut buf = [0u8; 4096];
-    let mut last = None;
     loop {
         match sock.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                let ports = [t.addr.port(), t.frontend_port];
-                if from.ip() != t.addr.ip() || !ports.contains(&from.port()) {
-                    continue; // not from the backend: ignore
+            Ok((n, from)) => match judge(&buf[..n], from, expect, t) {
+                Ok(()) => return Some(Ok(())),
+                Err(why) => {
+                    ignored.count += 1;
+                    ignored.last = why;
                 }
-                let reply = &buf[..n];
-                let verdict = match expect {
-                    Expect::Prefix(p) if reply.starts_with(p) => Ok(()),
-                    Expect::Prefix(_) => Err("answered without the expected prefix".to_string()),
-                    Expect::Dns { id, noerror } => crate::dns::check_response(reply, *id, *noerror),
-                };
-                match verdict {
-                    Ok(()) => return Some(Ok(())),
-                    // A stray datagram: wait on for the right one, but
-                    // remember it for the log.
-                    Err(why) => last = Some(why),
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                return last.map(Err);
-            }
+            },
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
             Err(e) => return Some(Err(words(e))),
         }
+    }
+}
+
+/// Whether a datagram from `from` to the probe's socket is target `t`'s
+/// answer (the module comment says why these rules); if not, why not.
+fn judge(reply: &[u8], from: SocketAddr, expect: &Expect, t: &Target) -> Result<(), String> {
+    let ports = [t.addr.port(), t.frontend_port];
+    if from.ip() != t.addr.ip() || !ports.contains(&from.port()) {
+        return Err(format!("from {from}"));
+    }
+    match expect {
+        Expect::Prefix(p) if reply.starts_with(p) => Ok(()),
+        Expect::Prefix(_) => Err("without the expected prefix".to_string()),
+        Expect::Dns { id, noerror } => crate::dns::check_response(reply, *id, *noerror),
     }
 }
 
@@ -439,6 +513,7 @@ mod tests {
             backend: (None, addr.port()),
             addr,
             frontend_port,
+            local: true,
             check: Check {
                 kind: CheckKind::with_defaults(kind).unwrap(),
                 timeout: Duration::from_millis(300),
@@ -489,6 +564,145 @@ mod tests {
         frontend.send_to(b"pong", from).unwrap();
         let out = outcomes(&mut p, 1);
         assert_eq!(out[0].result, Ok(()), "{out:?}");
+    }
+
+    /// A `udp` check with payload "ping" and expect "pong" of `backend`,
+    /// started; and where the probe is, as `backend` saw it.
+    fn pong_probe(backend: &UdpSocket) -> (Prober, SocketAddr) {
+        let mut t = target("udp", backend.local_addr().unwrap(), 1);
+        t.check.kind = CheckKind::Udp {
+            payload: b"ping".to_vec(),
+            expect: b"pong".to_vec(),
+        };
+        let mut p = Prober::default();
+        p.set_targets(vec![t], Instant::now());
+        assert!(p.run(Instant::now()).is_empty());
+        backend
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (n, probe) = backend.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ping");
+        (p, probe)
+    }
+
+    /// Reads probe `id`'s socket until it has ignored `n` datagrams
+    /// (bounded: 2 s); must not decide the probe meanwhile.
+    fn ignores(p: &mut Prober, id: u64, n: u32) {
+        let start = Instant::now();
+        loop {
+            assert_eq!(p.ready(id), None, "decided by a wrong answer");
+            let Wait::Datagram(.., ignored) = &p.inflight[0].wait else {
+                unreachable!()
+            };
+            if ignored.count >= n || start.elapsed() > Duration::from_secs(2) {
+                assert_eq!(ignored.count, n);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits (bounded) until the probe's socket is ready, without reading.
+    fn wait_ready(p: &Prober) {
+        let sources = p.sources();
+        let mut fds = [PollFd::new(sources[0].0, sources[0].2)];
+        assert_eq!(poll(&mut fds, PollTimeout::from(2000u16)), Ok(1));
+    }
+
+    #[test]
+    fn wrong_answers_are_ignored_until_the_right_one_comes() {
+        let backend = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (mut p, probe) = pong_probe(&backend);
+        let id = p.inflight[0].id;
+        backend.send_to(b"xxxx", probe).unwrap();
+        stranger.send_to(b"pong", probe).unwrap();
+        ignores(&mut p, id, 2);
+        backend.send_to(b"pong", probe).unwrap();
+        wait_ready(&p);
+        assert_eq!(p.ready(id).map(|o| o.result), Some(Ok(())));
+    }
+
+    #[test]
+    fn only_wrong_answers_fail_at_the_timeout_and_say_so() {
+        let backend = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (mut p, probe) = pong_probe(&backend);
+        let id = p.inflight[0].id;
+        stranger.send_to(b"pong", probe).unwrap();
+        backend.send_to(b"xxxx", probe).unwrap();
+        ignores(&mut p, id, 2);
+        let deadline = p.inflight[0].deadline;
+        let before = p.run(deadline - Duration::from_millis(1));
+        assert!(before.is_empty(), "failed before its timeout: {before:?}");
+        let out = p.run(deadline);
+        assert_eq!(
+            out[0].result,
+            Err("timed out (2 wrong answers ignored; last: without the expected prefix)".into())
+        );
+        assert!(p.inflight.is_empty());
+    }
+
+    #[test]
+    fn an_answer_in_time_counts_however_late_the_loop_reads_it() {
+        let backend = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (mut p, probe) = pong_probe(&backend);
+        backend.send_to(b"pong", probe).unwrap();
+        wait_ready(&p);
+        // The loop comes back long after the deadline, to the timer first.
+        let late = p.inflight[0].deadline + Duration::from_secs(10);
+        let out = p.run(late);
+        assert_eq!(out[0].result, Ok(()), "{out:?}");
+
+        // A TCP connect that completed while the loop was busy.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut p = Prober::default();
+        p.set_targets(
+            vec![target("tcp", l.local_addr().unwrap(), 1)],
+            Instant::now(),
+        );
+        assert!(p.run(Instant::now()).is_empty());
+        wait_ready(&p);
+        let late = p.inflight[0].deadline + Duration::from_secs(10);
+        assert_eq!(p.run(late)[0].result, Ok(()));
+    }
+
+    #[test]
+    fn an_answer_comes_from_the_backend() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let local = target("udp", sa("198.18.0.2:5302"), 53);
+        let mut remote = target("udp", sa("198.18.1.2:5353"), 5353);
+        remote.local = false;
+        let any = Expect::Prefix(Vec::new());
+        let ok = |from: &str, t: &Target| judge(b"x", sa(from), &any, t).is_ok();
+        // A local backend: its port, or the frontend's.
+        assert!(ok("198.18.0.2:5302", &local));
+        assert!(ok("198.18.0.2:53", &local));
+        assert!(!ok("198.18.0.2:54", &local));
+        assert!(!ok("198.18.0.3:5302", &local));
+        // A remote backend: its own address and port only.
+        assert!(ok("198.18.1.2:5353", &remote));
+        assert!(!ok("198.18.1.2:53", &remote));
+        assert!(!ok("198.18.1.3:5353", &remote));
+        // The content.
+        let pong = Expect::Prefix(b"pong".to_vec());
+        let from = sa("198.18.0.2:5302");
+        assert!(judge(b"pong!", from, &pong, &local).is_ok());
+        assert!(judge(b"xpong", from, &pong, &local).is_err());
+    }
+
+    #[test]
+    fn a_local_backend_is_probed_from_the_loopback_address() {
+        // The frontend's address stands in for one of this host's: 127.0.0.2
+        // is local too, but not the address the probe is bound to.
+        let backend = UdpSocket::bind("127.0.0.2:0").unwrap();
+        let (_p, probe) = pong_probe(&backend);
+        assert_eq!(probe.ip(), IpAddr::from(Ipv4Addr::LOCALHOST));
+        let mut t = target("udp", backend.local_addr().unwrap(), 1);
+        t.local = false;
+        let remote = udp_send(&t, b"ping").unwrap();
+        assert!(remote.local_addr().unwrap().ip().is_unspecified());
     }
 
     #[test]
