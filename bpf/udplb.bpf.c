@@ -31,7 +31,8 @@
  * ICMP errors about balanced datagrams (icmp.h) are translated in both
  * programs: toward the client (XDP on lo and on the interfaces where a
  * remote backend's errors arrive; egress for the errors this host sends),
- * and a packet-too-big for a frontend on to the backend (XDP).
+ * and a packet-too-big for a frontend on to the backend that answered the
+ * flow, as a live pin of the flow table says (XDP; else dropped).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -76,7 +77,7 @@ int udplb_xdp(struct xdp_md *ctx)
 	if (reason == PARSE_ICMP) {
 		/* Only ICMP pays for this: the UDP path above is unchanged. */
 		reason = icmp_translate(&cur, data_end, &p, on_lo, ctx);
-		if (reason == UDPLB_REASON_SPOOFED_REPLY)
+		if (reason == UDPLB_REASON_SPOOFED_REPLY || reason == UDPLB_REASON_ICMP_NO_FLOW)
 			action = XDP_DROP;
 		goto out;
 	}

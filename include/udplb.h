@@ -135,9 +135,13 @@ enum udplb_reason {
 	UDPLB_REASON_ICMP_TRANSLATED = 20, /* toward the client: the quoted
 					    * datagram names the frontend again */
 	UDPLB_REASON_ICMP_TO_BACKEND = 21, /* a packet-too-big about a reply,
-					    * sent on to the backend (Maglev: the one
-					    * the flow hashes to; rr: a guess) */
-	UDPLB_REASON_COUNT = 22,
+					    * sent on to the backend that answered:
+					    * the one a live pin of the flow table names) */
+	UDPLB_REASON_ICMP_NO_FLOW = 22,    /* dropped: a packet-too-big for a
+					    * frontend about a reply that no live pin
+					    * says a backend sent (a forgery naming a
+					    * client, or no flow table: no proof) */
+	UDPLB_REASON_COUNT = 23,
 };
 
 /*
