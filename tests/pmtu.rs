@@ -111,7 +111,10 @@ fn learnt_mtu(ns: &Netns, to: &str, timeout: Duration) -> Option<u32> {
     }
 }
 
-fn pmtu_reaches_the_backend_of_the_flow(ipv6: bool) {
+/// `dont_fragment`: the backend's socket never fragments (and must size its
+/// replies); else it is a default socket, whose kernel fragments replies
+/// larger than the path MTU it learnt, and udplb translates the fragments.
+fn pmtu_reaches_the_backend_of_the_flow(ipv6: bool, dont_fragment: bool) {
     let (t, far) = topology();
     let (vip, far_addr, bind, hdrs) = if ipv6 {
         (format!("[{VIP6}]:53"), "2001:2:3::2", "[::]:0", 48)
@@ -138,10 +141,16 @@ fn pmtu_reaches_the_backend_of_the_flow(ipv6: bool) {
         resolve_neighbour(&t.lb, &srv);
         resolve_neighbour(&t.srv[i - 1], &lb_side);
     }
-    let backends = [
-        backend_socket(&t.srv[0], &b[0], ipv6),
-        backend_socket(&t.srv[1], &b[1], ipv6),
-    ];
+    let socket = |i: usize| match dont_fragment {
+        true => backend_socket(&t.srv[i], &b[i], ipv6),
+        false => {
+            let s = t.srv[i].udp_bind(&b[i]);
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            s
+        }
+    };
+    let backends = [socket(0), socket(1)];
     let mut u = Udplb::start(
         &t.lb,
         &[
@@ -194,6 +203,35 @@ fn pmtu_reaches_the_backend_of_the_flow(ipv6: bool) {
         "the too-big reply arrived"
     );
 
+    let v = if ipv6 { "IPv6" } else { "IPv4" };
+    if !dont_fragment {
+        // Now the backend's kernel fragments its big replies (the first
+        // fragment within the path MTU), and udplb translates every
+        // fragment: the client reassembles them from the frontend.
+        for seq in 0..10 {
+            let reply = payload(seq, BIG);
+            backends[i].send_to(&reply, from).unwrap();
+            let (n, src) = client
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("fragmented reply {seq}: {e}"));
+            assert_eq!((n, src), (BIG, frontend), "fragmented reply {seq}");
+            assert_eq!(buf[..n], reply[..], "fragmented reply {seq}");
+        }
+        // They were fragments (two each), every one translated.
+        let s = status(&t.lb);
+        let forwarded = s["verdicts"]["reply_forwarded"].as_u64().unwrap_or(0);
+        assert!(forwarded >= 21, "{}", s["verdicts"]);
+        assert_eq!(s["verdicts"]["fragment"], 0, "{}", s["verdicts"]);
+        println!(
+            "pmtu ({v}): backend {} learnt mtu {SMALL_MTU} for {far_addr} {learnt:?} after \
+             its {BIG}-byte reply; then 10/10 fragmented {BIG}-byte replies reached the \
+             client from the frontend",
+            b[i]
+        );
+        let (st, out) = u.stop(Signal::SIGTERM);
+        assert!(st.success(), "{out}");
+        return;
+    }
     // Now the backend's socket knows: the big reply is refused, one sized
     // to the path MTU arrives, from the frontend.
     let err = backends[i].send_to(&vec![b'x'; BIG], from).unwrap_err();
@@ -204,9 +242,8 @@ fn pmtu_reaches_the_backend_of_the_flow(ipv6: bool) {
     assert_eq!((n, src), (fits, frontend));
     assert!(buf[..n].iter().all(|&c| c == b'y'));
     println!(
-        "pmtu ({}): backend {} learnt mtu {SMALL_MTU} for {far_addr} {learnt:?} after its \
+        "pmtu ({v}): backend {} learnt mtu {SMALL_MTU} for {far_addr} {learnt:?} after its \
          {BIG}-byte reply; a {fits}-byte reply then reached the client",
-        if ipv6 { "IPv6" } else { "IPv4" },
         b[i]
     );
     let (st, out) = u.stop(Signal::SIGTERM);
@@ -215,12 +252,22 @@ fn pmtu_reaches_the_backend_of_the_flow(ipv6: bool) {
 
 #[test]
 fn fragmentation_needed_reaches_the_remote_backend_ipv4() {
-    pmtu_reaches_the_backend_of_the_flow(false);
+    pmtu_reaches_the_backend_of_the_flow(false, true);
 }
 
 #[test]
 fn packet_too_big_reaches_the_remote_backend_ipv6() {
-    pmtu_reaches_the_backend_of_the_flow(true);
+    pmtu_reaches_the_backend_of_the_flow(true, true);
+}
+
+#[test]
+fn fragmented_replies_after_a_pmtu_drop_reach_the_client_ipv4() {
+    pmtu_reaches_the_backend_of_the_flow(false, false);
+}
+
+#[test]
+fn fragmented_replies_after_a_pmtu_drop_reach_the_client_ipv6() {
+    pmtu_reaches_the_backend_of_the_flow(true, false);
 }
 
 /// `n` requests from `client` (connected to the frontend), each answered
