@@ -37,8 +37,9 @@
  *   rewrote (from the frontend to the client) that a link on the client's
  *   path could not take. The frontend is found from the quoted source.
  *   Anyone can send such an error naming any client, and the backend's
- *   kernel then fragments its replies to that client (which a remote
- *   backend's cannot survive: README "Known limitations"), so it goes on
+ *   kernel then fragments its replies to that client for as long as its
+ *   route cache keeps the lower MTU (frags.h translates a remote backend's
+ *   fragments, but they stay fragments), so it goes on
  *   only to a backend that really answered that flow: the one a live pin
  *   of the flow table names (flows.h, flow_answered_slot: learned from
  *   that backend's reply to this client and frontend, within the
