@@ -30,6 +30,9 @@
  *   containers and Debian's kernels (no IKCONFIG) do not have.
  * - One flow_counters event per request of a frontend with a table, and one
  *   per reply from a backend that accepts pins.
+ * - A pin is also the proof that a backend answered a client: a
+ *   packet-too-big about a reply goes on only to the backend a live pin
+ *   names (flow_answered_slot, for icmp.h).
  */
 #ifndef UDPLB_FLOWS_H
 #define UDPLB_FLOWS_H
@@ -90,6 +93,18 @@ static __always_inline void flow_key_client(struct udp_packet *p, bool reply,
 	}
 }
 
+/* A pin idle longer than the frontend's timeout. */
+static __always_inline bool pin_expired(struct udplb_frontend *fe, struct udplb_flow *f)
+{
+	__u64 now = bpf_jiffies64(), last = *(volatile __u64 *)&f->last_seen;
+
+	/* Signed: another CPU may have stored a slightly later time. Much
+	 * later (over a second) is no time of ours: a table reused by --pin
+	 * from a build that stored nanoseconds. Expired, not fresh forever. */
+	return (__s64)(now - last) > (__s64)((__u64)fe->flow_timeout_s * jiffies_hz) ||
+	       (__s64)(last - now) > (__s64)jiffies_hz;
+}
+
 /* The backend slot for a request: its pin if it has a valid one, else the
  * ring's choice (pick_slot). */
 static __always_inline long flow_pick_slot(struct udplb_frontend *fe, struct udp_packet *p)
@@ -97,7 +112,6 @@ static __always_inline long flow_pick_slot(struct udplb_frontend *fe, struct udp
 	struct udplb_flow_key key;
 	struct udplb_backend *be;
 	struct udplb_flow *f;
-	__u64 now, last;
 	__u32 slot;
 
 	if (fe->sched == UDPLB_SCHED_RR || !fe->flow_timeout_s)
@@ -118,13 +132,7 @@ static __always_inline long flow_pick_slot(struct udplb_frontend *fe, struct udp
 		flow_count(UDPLB_FLOW_MISS);
 		return pick_slot(fe, p);
 	}
-	now = bpf_jiffies64();
-	last = *(volatile __u64 *)&f->last_seen;
-	/* Signed: another CPU may have stored a slightly later time. Much
-	 * later (over a second) is no time of ours: a table reused by --pin
-	 * from a build that stored nanoseconds. Expired, not fresh forever. */
-	if ((__s64)(now - last) > (__s64)((__u64)fe->flow_timeout_s * jiffies_hz) ||
-	    (__s64)(last - now) > (__s64)jiffies_hz) {
+	if (pin_expired(fe, f)) {
 		flow_count(UDPLB_FLOW_EXPIRED);
 		return pick_slot(fe, p);
 	}
@@ -136,6 +144,47 @@ static __always_inline long flow_pick_slot(struct udplb_frontend *fe, struct udp
 		return pick_slot(fe, p);
 	}
 	flow_count(UDPLB_FLOW_HIT);
+	return slot;
+}
+
+/*
+ * The backend slot that answered the flow of a reply quoted in an ICMP error
+ * (icmp.h: a packet-too-big for frontend fe about it), or -1: the proof that
+ * the error concerns that backend. The client is the quote's destination,
+ * the frontend its source (the address the client wrote to, as flow_learn
+ * keys a local backend's reply too). A live pin only: learned for fe,
+ * within its timeout, its slot still held by the backend that answered (a
+ * pinned-flows flag is not needed: a backend drained, down or removed may
+ * still be answering). No flow table (round robin, timeout 0): no proof.
+ * Moves no flow counter: those count requests and replies.
+ */
+static __always_inline long flow_answered_slot(struct udplb_frontend *fe, struct udp_packet *q)
+{
+	struct udplb_flow_key key;
+	struct udplb_backend *be;
+	struct udplb_flow *f;
+	__u32 slot;
+
+	if (fe->sched == UDPLB_SCHED_RR || !fe->flow_timeout_s)
+		return -1;
+	flow_key_client(q, true, &key);
+	key.frontend_port_be = q->udp->source;
+	if (q->ipv6) {
+		struct ipv6hdr *ip6 = q->l3;
+
+		__builtin_memcpy(key.frontend_addr_be, &ip6->saddr, sizeof(key.frontend_addr_be));
+	} else {
+		struct iphdr *ip = q->l3;
+
+		key.frontend_addr_be[0] = ip->saddr;
+	}
+	f = bpf_map_lookup_elem(&flows, &key);
+	if (!f || f->frontend_id != fe->id || pin_expired(fe, f))
+		return -1;
+	slot = f->slot;
+	be = bpf_map_lookup_elem(&backends, &slot);
+	if (!be || be->ident != f->ident)
+		return -1;
 	return slot;
 }
 

@@ -149,8 +149,10 @@ static __always_inline bool from_backend_side(struct xdp_md *ctx, struct udp_pac
 	long rc;
 
 	fib.l4_protocol = IPPROTO_UDP;
-	fib.sport = backend_is_dest ? p->udp->source : p->udp->dest;
-	fib.dport = backend_is_dest ? p->udp->dest : p->udp->source;
+	if (p->udp) { /* a later fragment has no ports */
+		fib.sport = backend_is_dest ? p->udp->source : p->udp->dest;
+		fib.dport = backend_is_dest ? p->udp->dest : p->udp->source;
+	}
 	fib.ifindex = ingress;
 	if (p->ipv6) {
 		struct ipv6hdr *ip6 = p->l3;
@@ -189,8 +191,10 @@ static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, boo
 	long rc;
 
 	fib.l4_protocol = IPPROTO_UDP;
-	fib.sport = p->udp->source;
-	fib.dport = p->udp->dest;
+	if (p->udp) { /* a later fragment has no ports (and partial is false) */
+		fib.sport = p->udp->source;
+		fib.dport = p->udp->dest;
+	}
 	fib.ifindex = ctx->ingress_ifindex;
 	if (p->ipv6) {
 		struct ipv6hdr *ip6 = p->l3;

@@ -35,19 +35,22 @@
  *   Toward a backend (IPv4 type 3 code 4 fragmentation needed, IPv6 type 2
  *   packet too big), XDP only: the quoted datagram is a reply udplb
  *   rewrote (from the frontend to the client) that a link on the client's
- *   path could not take. The frontend is found from the quoted source; the
- *   backend is the one the flow's requests go to: the ring entry at the
- *   flow hash of the quoted datagram reversed (the request's 4-tuple).
- *   For Maglev that is the backend that served the flow (as long as the
- *   ring has not changed since). For round robin no stateless answer
- *   exists; the same hash picks one backend, a guess: for local backends it
- *   does not matter (the kernel caches the path MTU per destination for
- *   the whole host, whichever socket gets the error), for remote backends
- *   it reaches the right host one time in N. (Katran resolves it the same
- *   way, by hashing the quoted packet as the flow; IPVS looks up its
- *   connection table.) The quoted source becomes the backend, and for a
- *   remote backend the outer destination its address, and the kernel
- *   forwards it there.
+ *   path could not take. The frontend is found from the quoted source.
+ *   Anyone can send such an error naming any client, and the backend's
+ *   kernel then fragments its replies to that client for as long as its
+ *   route cache keeps the lower MTU (frags.h translates a remote backend's
+ *   fragments, but they stay fragments), so it goes on
+ *   only to a backend that really answered that flow: the one a live pin
+ *   of the flow table names (flows.h, flow_answered_slot: learned from
+ *   that backend's reply to this client and frontend, within the
+ *   timeout, its slot not given to another backend since). Anything else
+ *   is dropped and counted icmp_no_flow: no pin, an idle or foreign one,
+ *   and every frontend without a flow table (round robin, flow_timeout 0),
+ *   where nothing proves which backend, if any, answered. (IPVS likewise
+ *   looks up its connection table; Katran hashes the quote as a flow and
+ *   believes it.) The quoted source becomes the backend, and for a remote
+ *   backend the outer destination its address, and the kernel forwards it
+ *   there.
  *
  * Checksums, all incremental (RFC 1624) and written straight into the
  * packet in both hooks (an ICMP error is never CHECKSUM_PARTIAL: the
@@ -69,8 +72,9 @@
  *   The quoted lengths are not checked: the quote is cut short by design.
  *   Then: destination in the replies map -> icmp_translated (XDP off lo:
  *   spoofed_reply, dropped, unless it came from the backend's side); packet too
- *   big whose source is a frontend -> icmp_to_backend (no_backend if its
- *   ring is empty); otherwise not_udp.
+ *   big whose source is a frontend -> icmp_to_backend if a live pin names
+ *   the backend that answered, else icmp_no_flow (dropped); otherwise
+ *   not_udp.
  */
 #ifndef UDPLB_ICMP_H
 #define UDPLB_ICMP_H
@@ -85,6 +89,7 @@
 #include "lookup.h"
 #include "counters.h"
 #include "forward.h"
+#include "flows.h"
 
 #define ICMP_HLEN 8
 #define ICMP_DEST_UNREACH 3
@@ -302,11 +307,13 @@ static __always_inline int icmp_translate(struct hdr_cursor *c, void *data_end,
 	fe = lookup_frontend(&e.inner, true);
 	if (!fe)
 		return UDPLB_REASON_NOT_UDP;
-	picked = ring_slot(fe, flow_hash_dir(&e.inner, true));
+	/* Anyone can forge this error about any client: only a backend that
+	 * answered that client's flow is told (flows.h), else it is dropped. */
+	picked = flow_answered_slot(fe, &e.inner);
 	slot = picked;
 	be = picked < 0 ? NULL : bpf_map_lookup_elem(&backends, &slot);
 	if (!be)
-		return UDPLB_REASON_NO_BACKEND;
+		return UDPLB_REASON_ICMP_NO_FLOW;
 	icmp_rewrite(p, &e, true, &be->ep);
 	return UDPLB_REASON_ICMP_TO_BACKEND;
 }

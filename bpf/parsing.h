@@ -34,7 +34,9 @@
  * A first fragment (IPv4 MF with offset 0, or any IPv6 Fragment header with
  * offset 0) holds the whole UDP header and sets first_fragment: a local
  * rewrite of it is right, because the UDP checksum covers the whole datagram
- * and incremental updates do not need the rest.
+ * and incremental updates do not need the rest. Every fragment sets
+ * frag_id; a later fragment of a UDP datagram (UDPLB_REASON_FRAGMENT) also
+ * sets l3, l3_off and ipv6, not udp.
  */
 #ifndef UDPLB_PARSING_H
 #define UDPLB_PARSING_H
@@ -79,6 +81,8 @@ struct udp_packet {
 	bool ipv6;
 	bool first_fragment; /* the datagram continues in later fragments */
 	__u8 vlans;          /* VLAN tags between Ethernet and IP */
+	__u32 frag_id;       /* a fragment's IP identification as it stands in
+			      * the header (IPv4's 16 bits, IPv6's 32) */
 };
 
 static __always_inline bool is_vlan(__be16 proto)
@@ -150,8 +154,15 @@ static __always_inline int parse_ipv4_udp(struct hdr_cursor *c, void *data_end,
 		c->pos = c->pos + hlen;
 		return PARSE_ICMP;
 	}
-	if (frag & IP_OFFSET)
+	p->frag_id = ip->id;
+	if (frag & IP_OFFSET) {
+		/* No UDP header: only l3 is set (frags.h may know the
+		 * datagram from its first fragment). */
+		p->l3 = ip;
+		p->l3_off = l3_off;
+		p->ipv6 = false;
 		return UDPLB_REASON_FRAGMENT;
+	}
 
 	udp = c->pos + hlen;
 	if ((void *)(udp + 1) > data_end || tot_len < hlen + sizeof(*udp))
@@ -222,6 +233,7 @@ static __always_inline int parse_ipv6_udp(struct hdr_cursor *c, void *data_end,
 			return UDPLB_REASON_MALFORMED;
 		nexthdr = frag->nexthdr;
 		frag_off = bpf_ntohs(frag->frag_off);
+		p->frag_id = frag->identification;
 		fragment = true;
 		plen -= sizeof(*frag);
 		udp = (void *)(frag + 1);
@@ -239,8 +251,12 @@ static __always_inline int parse_ipv6_udp(struct hdr_cursor *c, void *data_end,
 		return UDPLB_REASON_IPV6_EXT;
 	if (nexthdr != IPPROTO_UDP)
 		return UDPLB_REASON_NOT_UDP;
-	if (frag_off & IP6_OFFSET)
+	if (frag_off & IP6_OFFSET) {
+		p->l3 = ip6;
+		p->l3_off = l3_off;
+		p->ipv6 = true;
 		return UDPLB_REASON_FRAGMENT;
+	}
 
 	if ((void *)(udp + 1) > data_end || plen < sizeof(*udp))
 		return UDPLB_REASON_MALFORMED;

@@ -19,8 +19,11 @@
  *   backend's datagram to a frontend, a remote backend's reply arriving
  *   where the route to that backend does not lead (forward.h), a reply to
  *   this host.
- *   First fragments are rewritten for local backends and refused for remote
- *   ones (the later fragments could not follow); later fragments pass. Every
+ *   First fragments are rewritten for local backends; of a request for a
+ *   remote backend they are refused (the later fragments could not
+ *   follow). A remote backend's fragmented reply is translated whole: its
+ *   first fragment as a reply, its later fragments by what the first one
+ *   left in reply_frags (frags.h). Other later fragments pass. Every
  *   packet moves exactly one reason counter, at the single exit point.
  *
  * udplb_egress (TC egress). On every interface but lo, replies from sockets
@@ -31,7 +34,8 @@
  * ICMP errors about balanced datagrams (icmp.h) are translated in both
  * programs: toward the client (XDP on lo and on the interfaces where a
  * remote backend's errors arrive; egress for the errors this host sends),
- * and a packet-too-big for a frontend on to the backend (XDP).
+ * and a packet-too-big for a frontend on to the backend that answered the
+ * flow, as a live pin of the flow table says (XDP; else dropped).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -46,6 +50,7 @@
 #include "icmp.h"
 #include "flows.h"
 #include "quic.h"
+#include "frags.h"
 
 /* Loopback is ifindex 1 in every network namespace. */
 #define LOOPBACK_IFINDEX 1
@@ -70,14 +75,38 @@ int udplb_xdp(struct xdp_md *ctx)
 	long picked;
 	__u32 slot, reply_id = 0;
 	__u16 udp_check = 0, ip_check = 0;
+	__u32 old_addr[4], old_addr2[4];
 	int reason;
 
 	reason = parse_udp_packet(&cur, data_end, &p, bytes);
 	if (reason == PARSE_ICMP) {
 		/* Only ICMP pays for this: the UDP path above is unchanged. */
 		reason = icmp_translate(&cur, data_end, &p, on_lo, ctx);
-		if (reason == UDPLB_REASON_SPOOFED_REPLY)
+		if (reason == UDPLB_REASON_SPOOFED_REPLY || reason == UDPLB_REASON_ICMP_NO_FLOW)
 			action = XDP_DROP;
+		goto out;
+	}
+	if (reason == UDPLB_REASON_FRAGMENT) {
+		/* A later fragment: of a remote backend's reply whose first
+		 * fragment went out translated (frags.h)? */
+		rt = frag_lookup(&p, &reply) ? &reply : NULL;
+		if (!rt)
+			goto out;
+		if (!arrived_from_backend_side(ctx, &p)) {
+			reason = UDPLB_REASON_SPOOFED_REPLY;
+			action = XDP_DROP;
+			goto out;
+		}
+		frag_set_source(&p, rt->frontend.addr_be, old_addr);
+		action = forward(ctx, &p, false, UDPLB_REASON_REPLY_FORWARDED, &reason);
+		if (reason == UDPLB_REASON_REPLY_TO_LOCAL) {
+			frag_set_source(&p, old_addr, old_addr2);
+			goto out;
+		}
+		if (action != XDP_DROP) {
+			count(&reply_counters, rt->frontend_id, bytes);
+			count_passive(rt->backend_slot, false);
+		}
 		goto out;
 	}
 	if (reason != PARSE_OK)
@@ -137,13 +166,6 @@ int udplb_xdp(struct xdp_md *ctx)
 			reason = UDPLB_REASON_REPLY;
 			goto out;
 		}
-		if (p.first_fragment) {
-			/* Later fragments would keep the backend's source: the
-			 * client could never reassemble them with this one. The
-			 * kernel gets it as it is. */
-			reason = UDPLB_REASON_FRAGMENT;
-			goto out;
-		}
 		/* A remote backend's reply comes in where the route to that
 		 * backend goes out; anything else carries a forged source and
 		 * would leave with the frontend's. */
@@ -186,6 +208,10 @@ forward:
 	if (sent == UDPLB_REASON_REPLY_FORWARDED && action != XDP_DROP) {
 		count(&reply_counters, reply_id, bytes);
 		count_passive(slot, false);
+		/* A first fragment sent on: its later fragments, which carry
+		 * no ports, will be known by it (frags.h). */
+		if (p.first_fragment)
+			frag_remember(&p, &from, &reply);
 	}
 out:
 	record_reason(reason);

@@ -31,6 +31,10 @@
 #define UDPLB_MAX_FLOW_TABLE_SIZE 16777216
 #define UDPLB_DEFAULT_FLOW_TIMEOUT 60
 #define UDPLB_MAX_FLOW_TIMEOUT 86400
+/* Fragmented replies of remote backends in flight (bpf/frags.h): datagrams
+ * whose first fragment was translated and whose later fragments may still
+ * come. LRU beyond that. */
+#define UDPLB_REPLY_FRAGS 8192
 /* Ring entries (round-robin cycles plus Maglev tables) over all frontends.
  * The kernel charges 8 B per entry (array values are rounded up to 8 B), and
  * a reload that rebuilds every ring holds two for a moment: at this limit
@@ -101,8 +105,11 @@ enum udplb_reason {
 	UDPLB_REASON_NOT_IP = 2,       /* not IPv4/IPv6, or > 2 VLAN tags  */
 	UDPLB_REASON_NOT_UDP = 3,      /* IP but not UDP                   */
 	UDPLB_REASON_NO_FRONTEND = 4,  /* UDP, no frontend and no backend  */
-	UDPLB_REASON_FRAGMENT = 5,     /* a later fragment (no UDP header), or a
-					* first fragment for a remote backend */
+	UDPLB_REASON_FRAGMENT = 5,     /* a later fragment (no UDP header) not
+					* of a remote backend's reply whose first
+					* fragment was translated (bpf/frags.h),
+					* or a request's first fragment for a
+					* remote backend */
 	UDPLB_REASON_MALFORMED = 6,    /* truncated or inconsistent header */
 	UDPLB_REASON_IPV6_EXT = 7,     /* IPv6 extension header other than one
 					* Fragment header                  */
@@ -135,9 +142,13 @@ enum udplb_reason {
 	UDPLB_REASON_ICMP_TRANSLATED = 20, /* toward the client: the quoted
 					    * datagram names the frontend again */
 	UDPLB_REASON_ICMP_TO_BACKEND = 21, /* a packet-too-big about a reply,
-					    * sent on to the backend (Maglev: the one
-					    * the flow hashes to; rr: a guess) */
-	UDPLB_REASON_COUNT = 22,
+					    * sent on to the backend that answered:
+					    * the one a live pin of the flow table names) */
+	UDPLB_REASON_ICMP_NO_FLOW = 22,    /* dropped: a packet-too-big for a
+					    * frontend about a reply that no live pin
+					    * says a backend sent (a forgery naming a
+					    * client, or no flow table: no proof) */
+	UDPLB_REASON_COUNT = 23,
 };
 
 /*
@@ -283,6 +294,21 @@ struct udplb_reply_target {
 	__u32 frontend_id;   /* index into reply_counters */
 	__u32 backend_slot;  /* the backend's slot: index into passive_counters,
 			      * and what a reply pins its flow to */
+};
+
+/*
+ * A fragmented reply of a remote backend (bpf/frags.h), as each of its
+ * fragments names it: the backend's address (source), the client's
+ * (destination), and the IP identification as it stands in the header
+ * (IPv4's 16 bits, IPv6's Fragment header's 32). pad must be zero (keys are
+ * hashed as bytes). The value is the reply target its first fragment found.
+ */
+struct udplb_frag_key {
+	__u8 family;
+	__u8 pad[3];
+	__u32 id;
+	__u32 backend_addr_be[4];
+	__u32 client_addr_be[4];
 };
 
 /*

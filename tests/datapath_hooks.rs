@@ -22,6 +22,7 @@ use support::runner::{Case, Fixture, Hit, Prog};
 
 use udplb::abi::{
     UDPLB_REASON_BALANCED, UDPLB_REASON_FRAGMENT, UDPLB_REASON_IPV6_EXT, UDPLB_REASON_REPLY,
+    UDPLB_REASON_SPOOFED_REPLY,
 };
 
 /// One backend per frontend, so no case depends on a round-robin position.
@@ -111,10 +112,13 @@ fn ipv6_fragments() {
             &remote_req.frame(),
             UDPLB_REASON_FRAGMENT,
         ),
-        Case::untouched(
-            "XDP: IPv6 first fragment of a remote backend's reply",
+        // A reply like any other (bpf/frags.h): arriving on lo, where the
+        // route to its backend does not lead, it is forged. From the
+        // backend's side: tests/fragment_replies.rs.
+        Case::dropped(
+            "XDP: IPv6 first fragment of a remote backend's reply, on lo",
             &remote_reply.frame(),
-            UDPLB_REASON_FRAGMENT,
+            UDPLB_REASON_SPOOFED_REPLY,
         ),
     ];
     fx.check_all(&cases);
@@ -193,20 +197,22 @@ fn egress_rewrites_the_frontend_address() {
     fx.check_all(&cases);
 }
 
-/// Hardening item 9a: a fragment refused on the remote path moves the
-/// FRAGMENT reason and no backend or reply counter, requests and replies
-/// alike.
+/// Hardening item 9a: a fragment refused on the remote path moves one
+/// reason (FRAGMENT for a request's, SPOOFED_REPLY for a reply's from the
+/// wrong side) and no backend or reply counter.
 #[test]
 fn refused_fragments_count_no_packet() {
     let fx = fixture();
     let cases = vec![
-        Case::untouched(
-            "XDP: IPv4 first fragment of a remote backend's reply",
+        // A reply like any other (bpf/frags.h), refused as one: on lo,
+        // where the route to its backend does not lead.
+        Case::dropped(
+            "XDP: IPv4 first fragment of a remote backend's reply, on lo",
             &dgram("198.18.0.2:5353", C4)
                 .frag_field(IP_MF)
                 .keep_l4(32)
                 .frame(),
-            UDPLB_REASON_FRAGMENT,
+            UDPLB_REASON_SPOOFED_REPLY,
         ),
         Case::untouched(
             "XDP: IPv4 first fragment of a request to a remote backend",

@@ -7,8 +7,8 @@
 //!   passive ICMP error of the backend; a remote backend's error counts only
 //!   where it arrives from that backend's side (a private routing
 //!   topology), and is dropped as spoofed from anywhere else;
-//! - a packet-too-big for a frontend goes on to the backend the flow's
-//!   requests go to;
+//! - (a packet-too-big for a frontend, going on to a backend: in
+//!   tests/pmtu_datapath.rs);
 //! - every truncation of these messages: malformed, untouched (or, once the
 //!   quoted IP and UDP headers are whole, translated);
 //! - ICMP that is not about a balanced datagram passes untouched (not_udp).
@@ -18,8 +18,8 @@ mod support;
 use support::packets::{icmp_error, icmp_message, udp, Csum, Frame};
 use support::runner::{Case, Fixture, PassiveHit, Prog, TC_ACT_UNSPEC, XDP_PASS};
 use udplb::abi::{
-    UDPLB_REASON_ICMP_TO_BACKEND, UDPLB_REASON_ICMP_TRANSLATED, UDPLB_REASON_MALFORMED,
-    UDPLB_REASON_NOT_UDP, UDPLB_REASON_SPOOFED_REPLY,
+    UDPLB_REASON_ICMP_TRANSLATED, UDPLB_REASON_MALFORMED, UDPLB_REASON_NOT_UDP,
+    UDPLB_REASON_SPOOFED_REPLY,
 };
 use udplb::config::{Config, Sched};
 
@@ -345,144 +345,6 @@ fn icmp_not_about_a_balanced_datagram_passes() {
         ),
     ];
     fx.check_all(&cases);
-}
-
-/// The backend (address and port) a request of `client -> frontend` is
-/// balanced to, as the program rewrites it.
-fn backend_of(fx: &Fixture, client: &str, frontend: &str) -> (String, u16) {
-    let f = dgram(client, frontend);
-    let (_, out) = fx.run(None, &f.bytes);
-    let port = u16::from_be_bytes([out[f.l4() + 2], out[f.l4() + 3]]);
-    let a = if f.ipv6 {
-        let b: [u8; 16] = out[f.l3 + 24..f.l3 + 40].try_into().unwrap();
-        std::net::IpAddr::from(b)
-    } else {
-        let b: [u8; 4] = out[f.l3 + 16..f.l3 + 20].try_into().unwrap();
-        std::net::IpAddr::from(b)
-    };
-    (a.to_string(), port)
-}
-
-fn sock(a: &str, port: u16) -> String {
-    if a.contains(':') {
-        format!("[{a}]:{port}")
-    } else {
-        format!("{a}:{port}")
-    }
-}
-
-/// A packet-too-big from `router` for `frontend` about a reply to `client`
-/// goes on to the backend that client's requests go to.
-fn to_backend(
-    fx: &Fixture,
-    name: &str,
-    router: &str,
-    kind: (u8, u8),
-    client: &str,
-    frontend: &str,
-) -> Case {
-    let (backend, port) = backend_of(fx, client, frontend);
-    let fe_addr = addr(frontend);
-    let remote = backend != fe_addr;
-    let quoted = dgram(frontend, client);
-    let expected = dgram(&sock(&backend, port), client);
-    let input = icmp_error(router, &fe_addr, kind, 1280, &quoted, whole(&quoted));
-    let dst = if remote { backend } else { fe_addr };
-    let output = icmp_error(router, &dst, kind, 1280, &expected, whole(&quoted));
-    Case {
-        output,
-        reason: Some(UDPLB_REASON_ICMP_TO_BACKEND),
-        ..Case::untouched(name, &input, 0)
-    }
-}
-
-#[test]
-fn packet_too_big_for_a_frontend_reaches_the_backend() {
-    let fx = fixture();
-    let mut cases = Vec::new();
-    for (i, cport) in [40000u16, 40001, 40002, 40003, 40004, 40005]
-        .into_iter()
-        .enumerate()
-    {
-        let c4 = format!("198.18.0.{}:{cport}", 1 + i);
-        let c6 = format!("[2001:2::{}]:{cport}", 1 + i);
-        cases.push(to_backend(
-            &fx,
-            &format!("IPv4 maglev local, client {c4}"),
-            ROUTER4,
-            FRAG_NEEDED4,
-            &c4,
-            "198.18.100.3:7000",
-        ));
-        cases.push(to_backend(
-            &fx,
-            &format!("IPv4 maglev remote, client {c4}"),
-            ROUTER4,
-            FRAG_NEEDED4,
-            &c4,
-            "198.18.100.4:53",
-        ));
-        cases.push(to_backend(
-            &fx,
-            &format!("IPv6 maglev remote, client {c6}"),
-            ROUTER6,
-            TOO_BIG6,
-            &c6,
-            "[2001:2:100::5]:53",
-        ));
-        cases.push(to_backend(
-            &fx,
-            &format!("IPv6 maglev local, client {c6}"),
-            ROUTER6,
-            TOO_BIG6,
-            &c6,
-            "[2001:2:100::6]:7000",
-        ));
-    }
-    fx.check_all(&cases);
-    // Round robin: one of its backends, by the same hash (a guess); the
-    // egress program never sends one on (it could not route it).
-    let quoted = dgram("198.18.100.1:53", C4);
-    let input = icmp_error(
-        ROUTER4,
-        "198.18.100.1",
-        FRAG_NEEDED4,
-        1280,
-        &quoted,
-        whole(&quoted),
-    );
-    let (verdict, out) = fx.run(None, &input);
-    assert_eq!(verdict, XDP_PASS);
-    let to_first = icmp_error(
-        ROUTER4,
-        "198.18.1.2",
-        FRAG_NEEDED4,
-        1280,
-        &dgram("198.18.1.2:5353", C4),
-        whole(&quoted),
-    );
-    let to_second = icmp_error(
-        ROUTER4,
-        "198.18.2.2",
-        FRAG_NEEDED4,
-        1280,
-        &dgram("198.18.2.2:5353", C4),
-        whole(&quoted),
-    );
-    assert!(
-        out == to_first || out == to_second,
-        "rr packet too big went nowhere known"
-    );
-    fx.check_all(&[Case {
-        prog: Prog::Egress,
-        verdict: TC_ACT_UNSPEC,
-        reason: None,
-        ..Case::untouched(
-            "egress leaves a packet too big for a frontend alone",
-            &input,
-            0,
-        )
-    }]);
 }
 
 /// Every truncation of an ICMP error: of the ICMP header, of the quote (the

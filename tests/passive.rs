@@ -18,13 +18,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType};
 use support::cpu::pin_to_cpu0;
 use support::netns::*;
 use support::operate::*;
 use support::packets::{icmp_error, udp};
 use support::process::*;
-use support::sockets::resolve_neighbour;
+use support::sockets::{resolve_neighbour, send_raw};
 use support::topology::*;
 
 /// The frontend and the two backends (srv0's, srv1's) of one family.
@@ -235,30 +234,6 @@ fn dead_backend_host_goes_down_by_passive_signals_alone_ipv4() {
 #[test]
 fn dead_backend_host_goes_down_by_passive_signals_alone_ipv6() {
     dead_backend_host_goes_down_by_passive_signals_alone(true);
-}
-
-/// Sends an IP packet (`frame` without its Ethernet header) from `ns` as
-/// it is, through a raw socket.
-fn send_raw(ns: &Netns, frame: &[u8], dst: &str, ipv6: bool) {
-    let ip = frame[14..].to_vec();
-    let dst: std::net::IpAddr = dst.parse().unwrap();
-    ns.enter(move || {
-        let family = if ipv6 {
-            AddressFamily::Inet6
-        } else {
-            AddressFamily::Inet
-        };
-        let fd = socket::socket(family, SockType::Raw, SockFlag::empty(), SockProtocol::Raw)
-            .expect("raw socket");
-        let to = socket::SockaddrStorage::from(SocketAddr::new(dst, 0));
-        socket::sendto(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            &ip,
-            &to,
-            MsgFlags::empty(),
-        )
-        .expect("send a forged ICMP error");
-    });
 }
 
 #[test]

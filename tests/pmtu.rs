@@ -14,6 +14,14 @@
 //!
 //! The frontend is Maglev with two backends, so the error must reach the
 //! backend of the flow, not just any.
+//!
+//! And the other way round: a third party on the client side (another
+//! address, itself a client) forges such errors naming the victim's
+//! address with ports other than the victim's own (which an off-path party
+//! does not know). No backend answered those flows, so no backend is told
+//! (icmp_no_flow): the backends' route caches keep no lowered MTU for the
+//! victim, whose replies (default sockets, which would fragment after a
+//! lowered path MTU) keep arriving whole, 10 of 10.
 
 mod support;
 
@@ -23,8 +31,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use support::netns::*;
 use support::operate::status;
+use support::packets::{icmp_error, udp};
 use support::process::*;
-use support::sockets::resolve_neighbour;
+use support::sockets::{payload, resolve_neighbour, send_raw};
 use support::topology::*;
 
 const SMALL_MTU: u32 = 1280;
@@ -102,7 +111,10 @@ fn learnt_mtu(ns: &Netns, to: &str, timeout: Duration) -> Option<u32> {
     }
 }
 
-fn pmtu_reaches_the_backend_of_the_flow(ipv6: bool) {
+/// `dont_fragment`: the backend's socket never fragments (and must size its
+/// replies); else it is a default socket, whose kernel fragments replies
+/// larger than the path MTU it learnt, and udplb translates the fragments.
+fn pmtu_reaches_the_backend_of_the_flow(ipv6: bool, dont_fragment: bool) {
     let (t, far) = topology();
     let (vip, far_addr, bind, hdrs) = if ipv6 {
         (format!("[{VIP6}]:53"), "2001:2:3::2", "[::]:0", 48)
@@ -129,10 +141,16 @@ fn pmtu_reaches_the_backend_of_the_flow(ipv6: bool) {
         resolve_neighbour(&t.lb, &srv);
         resolve_neighbour(&t.srv[i - 1], &lb_side);
     }
-    let backends = [
-        backend_socket(&t.srv[0], &b[0], ipv6),
-        backend_socket(&t.srv[1], &b[1], ipv6),
-    ];
+    let socket = |i: usize| match dont_fragment {
+        true => backend_socket(&t.srv[i], &b[i], ipv6),
+        false => {
+            let s = t.srv[i].udp_bind(&b[i]);
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            s
+        }
+    };
+    let backends = [socket(0), socket(1)];
     let mut u = Udplb::start(
         &t.lb,
         &[
@@ -185,6 +203,35 @@ fn pmtu_reaches_the_backend_of_the_flow(ipv6: bool) {
         "the too-big reply arrived"
     );
 
+    let v = if ipv6 { "IPv6" } else { "IPv4" };
+    if !dont_fragment {
+        // Now the backend's kernel fragments its big replies (the first
+        // fragment within the path MTU), and udplb translates every
+        // fragment: the client reassembles them from the frontend.
+        for seq in 0..10 {
+            let reply = payload(seq, BIG);
+            backends[i].send_to(&reply, from).unwrap();
+            let (n, src) = client
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("fragmented reply {seq}: {e}"));
+            assert_eq!((n, src), (BIG, frontend), "fragmented reply {seq}");
+            assert_eq!(buf[..n], reply[..], "fragmented reply {seq}");
+        }
+        // They were fragments (two each), every one translated.
+        let s = status(&t.lb);
+        let forwarded = s["verdicts"]["reply_forwarded"].as_u64().unwrap_or(0);
+        assert!(forwarded >= 21, "{}", s["verdicts"]);
+        assert_eq!(s["verdicts"]["fragment"], 0, "{}", s["verdicts"]);
+        println!(
+            "pmtu ({v}): backend {} learnt mtu {SMALL_MTU} for {far_addr} {learnt:?} after \
+             its {BIG}-byte reply; then 10/10 fragmented {BIG}-byte replies reached the \
+             client from the frontend",
+            b[i]
+        );
+        let (st, out) = u.stop(Signal::SIGTERM);
+        assert!(st.success(), "{out}");
+        return;
+    }
     // Now the backend's socket knows: the big reply is refused, one sized
     // to the path MTU arrives, from the frontend.
     let err = backends[i].send_to(&vec![b'x'; BIG], from).unwrap_err();
@@ -195,9 +242,8 @@ fn pmtu_reaches_the_backend_of_the_flow(ipv6: bool) {
     assert_eq!((n, src), (fits, frontend));
     assert!(buf[..n].iter().all(|&c| c == b'y'));
     println!(
-        "pmtu ({}): backend {} learnt mtu {SMALL_MTU} for {far_addr} {learnt:?} after its \
+        "pmtu ({v}): backend {} learnt mtu {SMALL_MTU} for {far_addr} {learnt:?} after its \
          {BIG}-byte reply; a {fits}-byte reply then reached the client",
-        if ipv6 { "IPv6" } else { "IPv4" },
         b[i]
     );
     let (st, out) = u.stop(Signal::SIGTERM);
@@ -206,10 +252,181 @@ fn pmtu_reaches_the_backend_of_the_flow(ipv6: bool) {
 
 #[test]
 fn fragmentation_needed_reaches_the_remote_backend_ipv4() {
-    pmtu_reaches_the_backend_of_the_flow(false);
+    pmtu_reaches_the_backend_of_the_flow(false, true);
 }
 
 #[test]
 fn packet_too_big_reaches_the_remote_backend_ipv6() {
-    pmtu_reaches_the_backend_of_the_flow(true);
+    pmtu_reaches_the_backend_of_the_flow(true, true);
+}
+
+#[test]
+fn fragmented_replies_after_a_pmtu_drop_reach_the_client_ipv4() {
+    pmtu_reaches_the_backend_of_the_flow(false, false);
+}
+
+#[test]
+fn fragmented_replies_after_a_pmtu_drop_reach_the_client_ipv6() {
+    pmtu_reaches_the_backend_of_the_flow(true, false);
+}
+
+/// `n` requests from `client` (connected to the frontend), each answered
+/// with `size` bytes by whichever backend gets it; the replies that reach
+/// the client whole, from the frontend.
+fn answered(client: &UdpSocket, backends: &[UdpSocket], n: u32, size: usize) -> u32 {
+    let mut buf = vec![0u8; 2048];
+    let mut got = 0;
+    for seq in 0..n {
+        client.send(&payload(seq, 20)).unwrap();
+        let (i, from) = (0..20)
+            .find_map(|_| {
+                (0..backends.len())
+                    .find_map(|i| backends[i].recv_from(&mut buf).ok().map(|(_, f)| (i, f)))
+            })
+            .expect("the request reached a backend");
+        let reply = payload(seq, size);
+        backends[i].send_to(&reply, from).unwrap();
+        if let Ok(k) = client.recv(&mut buf) {
+            got += u32::from(buf[..k] == reply[..]);
+        }
+    }
+    got
+}
+
+fn forged_packet_too_big_changes_nothing_for_the_victim(ipv6: bool) {
+    let t = triangle();
+    // IPv6: a 1000-byte reply fits the minimum MTU (1280) that a forged
+    // packet too big can claim; 1400 bytes do not.
+    let (vip, victim, forger, lb, kind, mtu, size) = match ipv6 {
+        true => (
+            VIP6,
+            "2001:2::1",
+            "2001:2::3",
+            "2001:2::2",
+            (2, 0),
+            1280,
+            1400,
+        ),
+        false => (
+            VIP4,
+            "198.18.0.1",
+            "198.18.0.3",
+            "198.18.0.2",
+            (3, 4),
+            552,
+            1000,
+        ),
+    };
+    let prefix = if ipv6 { 64 } else { 24 };
+    let mut add = vec!["addr", "add"];
+    let forger_net = format!("{forger}/{prefix}");
+    add.extend([forger_net.as_str(), "dev", "c0"]);
+    if ipv6 {
+        add.insert(0, "-6");
+        add.push("nodad");
+    }
+    t.client.ip(&add);
+    let sock = |a: &str, port: u16| SocketAddr::new(a.parse().unwrap(), port);
+    let b: Vec<SocketAddr> = (1..=2)
+        .map(|i| match ipv6 {
+            true => sock(&format!("2001:2:{i}::2"), 5353),
+            false => sock(&format!("198.18.{i}.2"), 5353),
+        })
+        .collect();
+    resolve_neighbour(&t.client, lb);
+    for i in 1..=2 {
+        let (lb_side, srv) = match ipv6 {
+            true => (format!("2001:2:{i}::1"), format!("2001:2:{i}::2")),
+            false => (format!("198.18.{i}.1"), format!("198.18.{i}.2")),
+        };
+        resolve_neighbour(&t.lb, &srv);
+        resolve_neighbour(&t.srv[i - 1], &lb_side);
+    }
+    resolve_neighbour(&t.lb, victim);
+    resolve_neighbour(&t.lb, forger);
+    // Default sockets: after a lowered path MTU their kernel fragments.
+    let backends: Vec<UdpSocket> = (0..2)
+        .map(|i| {
+            let s = t.srv[i].udp_bind(&b[i].to_string());
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            s
+        })
+        .collect();
+    let frontend = sock(vip, 53);
+    let mut u = Udplb::start(
+        &t.lb,
+        &[
+            "--sched",
+            "maglev",
+            "l0,l1,l2",
+            &format!("{frontend}={},{}", b[0], b[1]),
+        ],
+    );
+    u.wait_for("attached to l2", Duration::from_secs(5));
+    let client = |a: &str| {
+        let bind = sock(a, 0);
+        t.client.enter(move || {
+            let c = UdpSocket::bind(bind).unwrap();
+            c.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            c.connect(frontend).unwrap();
+            c
+        })
+    };
+    let (v, f) = (client(victim), client(forger));
+    assert_eq!(answered(&v, &backends, 10, size), 10, "before: the victim");
+    assert_eq!(answered(&f, &backends, 1, size), 1, "before: the forger");
+
+    // The forger names the victim's address from 16 other ports, enough
+    // to reach both backends by the flow hash.
+    let own = v.local_addr().unwrap().port();
+    let ports: Vec<u16> = (40000..).filter(|p| *p != own).take(16).collect();
+    for port in &ports {
+        let quoted = udp(&frontend.to_string(), &sock(victim, *port).to_string())
+            .payload(&vec![b'x'; size])
+            .build();
+        let forged = icmp_error(forger, vip, kind, mtu, &quoted, 64);
+        send_raw(&t.client, &forged, vip, ipv6);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for srv in &t.srv {
+        assert_eq!(
+            learnt_mtu(srv, victim, Duration::ZERO),
+            None,
+            "a backend host learnt a path MTU for the victim from the forger"
+        );
+    }
+    assert_eq!(answered(&v, &backends, 10, size), 10, "after: the victim");
+    let s = status(&t.lb);
+    assert_eq!(
+        s["verdicts"]["icmp_no_flow"],
+        ports.len(),
+        "{}",
+        s["verdicts"]
+    );
+    assert_eq!(s["verdicts"]["icmp_to_backend"], 0, "{}", s["verdicts"]);
+    println!(
+        "forged {} ({}): {} errors naming {victim} from {forger} dropped; the victim got \
+         10/10 replies of {size} B after them",
+        if ipv6 {
+            "packet too big"
+        } else {
+            "fragmentation needed"
+        },
+        if ipv6 { "IPv6" } else { "IPv4" },
+        ports.len()
+    );
+    let (st, out) = u.stop(Signal::SIGTERM);
+    assert!(st.success(), "{out}");
+}
+
+#[test]
+fn forged_fragmentation_needed_changes_nothing_for_the_victim_ipv4() {
+    forged_packet_too_big_changes_nothing_for_the_victim(false);
+}
+
+#[test]
+fn forged_packet_too_big_changes_nothing_for_the_victim_ipv6() {
+    forged_packet_too_big_changes_nothing_for_the_victim(true);
 }

@@ -326,12 +326,15 @@ pub(crate) const MAX_SHOTS: usize = 48;
 
 /// A frame that continues the conversation of the one before it, so that
 /// the flow table sees its flows again: the other direction (a request
-/// after a reply, to a frontend port) or the same direction from another
-/// port (a reply from another backend).
+/// after a reply, to a frontend port), the same direction from another
+/// port (a reply from another backend), or a packet too big from the
+/// destination about the same datagram sent from another port (a reply as
+/// udplb rewrote it, from a frontend port: one a pin may prove).
 #[derive(Clone, Debug)]
 pub(crate) enum Echo {
     Reverse(u16),
     Again(u16),
+    TooBig(u16),
 }
 
 impl Echo {
@@ -346,6 +349,14 @@ impl Echo {
                 (d.sport, d.dport) = (d.dport, dport);
             }
             Echo::Again(sport) => d.sport = sport,
+            Echo::TooBig(sport) => {
+                d.sport = sport;
+                let kind = match d.ip {
+                    Ip::V4 { .. } => (3, 4),
+                    Ip::V6 { .. } => (2, 0),
+                };
+                d.icmp = Some(IcmpWrap { kind, quote: None });
+            }
         }
         Shot::new(shot.ingress, d, vec![])
     }
@@ -356,6 +367,7 @@ fn echo(a: &Aims) -> impl Strategy<Value = Echo> {
         2 => select(a.frontend_ports.clone()).prop_map(Echo::Reverse),
         1 => select(a.backend_ports.clone()).prop_map(Echo::Reverse),
         2 => select(a.backend_ports.clone()).prop_map(Echo::Again),
+        1 => select(a.frontend_ports.clone()).prop_map(Echo::TooBig),
     ]
 }
 

@@ -313,16 +313,7 @@ pub fn expected(f: &Frame, which: Port, to: SocketAddr, csum: Csum, leg: Leg) ->
     let l4 = l4(f);
     let field_in = get16(&f.bytes, l4 + 6);
     let mut out = with_endpoint(f, which, to);
-    if let Leg::Sent { smac, dmac } = leg {
-        let hop = f.l3 + if f.ipv6 { 7 } else { 8 };
-        assert!(out[hop] > 1, "test bug: a frame with TTL <= 1 is not sent");
-        out[hop] -= 1;
-        out[0..6].copy_from_slice(&dmac);
-        out[6..12].copy_from_slice(&smac);
-    }
-    if !f.ipv6 {
-        checksum::refresh_ipv4_header(&mut out, f.l3);
-    }
+    hop(&mut out, f.l3, f.ipv6, leg);
     let sent = matches!(leg, Leg::Sent { .. });
     let field_out = match csum {
         Csum::None => 0,
@@ -345,6 +336,22 @@ pub fn expected(f: &Frame, which: Port, to: SocketAddr, csum: Csum, leg: Leg) ->
     };
     set16(&mut out, l4 + 6, field_out);
     out
+}
+
+/// What `leg` does to a frame at the IP layer: sent, its TTL / hop limit
+/// one less and the next hop's MACs; passed, nothing. The IPv4 header
+/// checksum is computed from scratch either way.
+pub fn hop(out: &mut [u8], l3: usize, ipv6: bool, leg: Leg) {
+    if let Leg::Sent { smac, dmac } = leg {
+        let hop = l3 + if ipv6 { 7 } else { 8 };
+        assert!(out[hop] > 1, "test bug: a frame with TTL <= 1 is not sent");
+        out[hop] -= 1;
+        out[0..6].copy_from_slice(&dmac);
+        out[6..12].copy_from_slice(&smac);
+    }
+    if !ipv6 {
+        checksum::refresh_ipv4_header(out, l3);
+    }
 }
 
 /// A request to a remote backend or a reply from one, on its way to

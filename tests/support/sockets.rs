@@ -1,6 +1,7 @@
 //! Real UDP traffic for the namespace tests: payloads that carry a sequence
-//! number, bounded receives, socket buffers, neighbour resolution. Every
-//! loop that sends is bounded in count, every receive in time.
+//! number, bounded receives, socket buffers, neighbour resolution, forged
+//! IP packets sent as they are. Every loop that sends is bounded in count,
+//! every receive in time.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -115,4 +116,30 @@ pub fn forged_socket(addr: SocketAddr) -> UdpSocket {
     bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))
         .unwrap_or_else(|e| panic!("bind {addr} (freebind): {e}"));
     UdpSocket::from(fd)
+}
+
+/// Sends an IP packet (`frame` without its Ethernet header) from `ns` as
+/// it is, source address included, through a raw socket: what a forger
+/// on that host can send.
+pub fn send_raw(ns: &Netns, frame: &[u8], dst: &str, ipv6: bool) {
+    use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType};
+    let ip = frame[14..].to_vec();
+    let dst: std::net::IpAddr = dst.parse().unwrap();
+    ns.enter(move || {
+        let family = if ipv6 {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        let fd = socket::socket(family, SockType::Raw, SockFlag::empty(), SockProtocol::Raw)
+            .expect("raw socket");
+        let to = socket::SockaddrStorage::from(SocketAddr::new(dst, 0));
+        socket::sendto(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &ip,
+            &to,
+            MsgFlags::empty(),
+        )
+        .expect("send a forged packet");
+    });
 }

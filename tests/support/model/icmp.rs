@@ -28,7 +28,13 @@ pub(super) fn icmp_set_port(frame: &mut [u8], m: Icmp, quoted: &Datagram, field:
     put16(frame, m.at + 2, c);
 }
 
-pub(super) fn icmp(out: &mut Outcome, m: Icmp, config: &ModelConfig, on_loopback: bool) -> Stop {
+pub(super) fn icmp(
+    out: &mut Outcome,
+    m: Icmp,
+    config: &ModelConfig,
+    state: &ModelState,
+    on_loopback: bool,
+) -> Stop {
     let f = out.output.clone();
     let end = m.at + m.len;
     if m.len < 8 {
@@ -129,26 +135,34 @@ pub(super) fn icmp(out: &mut Outcome, m: Icmp, config: &ModelConfig, on_loopback
             "ICMP error about a datagram to a backend",
         );
     }
-    // Packet too big about a reply from a frontend: to the backend the
-    // flow's requests hash to.
+    // Packet too big about a reply from a frontend: only to the backend
+    // whose reply pinned that flow for that frontend (the client is the
+    // quote's destination, the frontend its source); without such a pin
+    // (none, another frontend's, no flow table) it is dropped.
     if too_big {
         if let Some(fe) = config.frontend_for(src, sport) {
-            let fr = &config.frontends[fe];
-            if fr.ring.is_empty() {
-                return (
-                    reason::NO_BACKEND,
-                    "ICMP packet too big, frontend without backends",
-                );
-            }
-            let request = Flow {
-                src: dst,
-                dst: src,
-                sport: dport,
-                dport: sport,
+            let pin = match config.frontends[fe].pins {
+                true => state.flows.get(&(dst, dport, src, sport)),
+                false => None,
             };
-            let b = fr.ring[request.hash() as usize % fr.ring.len()];
-            icmp_set_port(&mut out.output, m, &quoted, 0, fr.backends[b]);
-            return (reason::ICMP_TO_BACKEND, "packet too big about a reply");
+            let Some(&(_, b)) = pin.filter(|&&(pf, _)| pf == fe) else {
+                out.verdict = XDP_DROP;
+                return (
+                    reason::ICMP_NO_FLOW,
+                    "packet too big about a reply no pin says a backend sent",
+                );
+            };
+            icmp_set_port(
+                &mut out.output,
+                m,
+                &quoted,
+                0,
+                config.frontends[fe].backends[b],
+            );
+            return (
+                reason::ICMP_TO_BACKEND,
+                "packet too big about a pinned reply",
+            );
         }
     }
     (reason::NOT_UDP, "ICMP error not about a balanced datagram")

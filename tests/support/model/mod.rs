@@ -63,6 +63,7 @@ pub mod reason {
     pub const ICMP_TRANSLATED: usize = abi::UDPLB_REASON_ICMP_TRANSLATED as usize;
     pub const SPOOFED_REPLY: usize = abi::UDPLB_REASON_SPOOFED_REPLY as usize;
     pub const ICMP_TO_BACKEND: usize = abi::UDPLB_REASON_ICMP_TO_BACKEND as usize;
+    pub const ICMP_NO_FLOW: usize = abi::UDPLB_REASON_ICMP_NO_FLOW as usize;
 }
 
 /// The name of a reason code, as the CLI prints it.
@@ -386,7 +387,7 @@ pub fn run(
     let d = match parse(frame) {
         Ok(Parsed::Udp(d)) => d,
         Ok(Parsed::Icmp(m)) => {
-            let (code, why) = icmp(&mut out, m, config, on_loopback);
+            let (code, why) = icmp(&mut out, m, config, state, on_loopback);
             out.reason = code;
             out.why = why;
             return out;
