@@ -115,14 +115,17 @@ fn an_address_the_kernel_refuses_is_logged_once() {
 fn a_udplb_replaced_by_force_withdraws_what_only_it_announced_and_exits() {
     let ns = Netns::new("anr");
     let _b = Echo::start(&ns, "0.0.0.0:5301", "b1");
-    let text = |announce: &str| {
+    let text = |announce: &str, lease: u32| {
         format!(
-            "interface = \"lo\"\n{announce}announce_lease = 4\n\
+            "interface = \"lo\"\n{announce}announce_lease = {lease}\n\
              [[frontend]]\nlisten = \"{F1}:53\"\nbackends = [5301]\n"
         )
     };
-    let announcing = TempFile::new("lb.toml", &text("announce_interface = \"lo\"\n"));
-    let silent = TempFile::new("lb.toml", &text(""));
+    let on_lo = "announce_interface = \"lo\"\n";
+    let announcing = TempFile::new("lb.toml", &text(on_lo, 4));
+    // Renewed every 10 s: not while the test runs.
+    let renewing_late = TempFile::new("lb.toml", &text(on_lo, 40));
+    let silent = TempFile::new("lb.toml", &text("", 4));
     let start = |conf: &TempFile, force: bool| {
         let mut args = vec!["--config", conf.path()];
         if force {
@@ -150,9 +153,12 @@ fn a_udplb_replaced_by_force_withdraws_what_only_it_announced_and_exits() {
     );
     assert!(!on(&ns, "lo", F1), "A's address outlived it");
 
-    // C, which announces, replaces B; D replaces C: C exits and leaves the
-    // address to D, which serves it.
-    let mut c = start(&announcing, true);
+    // C, which announces, replaces B; D replaces C: C exits and the
+    // address stays with D, which serves it. (D removes C's address when
+    // it starts; a C that renewed its lease meanwhile would find it gone
+    // and add it again, and withdraw that one unless D has written it
+    // since: C renews too late for that here.)
+    let mut c = start(&renewing_late, true);
     let (status, out) = b.exited(WAIT);
     assert!(status.success() && out.contains(replaced), "{out}");
     c.wait_for(&announced, WAIT);
@@ -173,7 +179,8 @@ fn a_udplb_replaced_by_force_withdraws_what_only_it_announced_and_exits() {
     let (status, out) = d.stop(Signal::SIGTERM);
     assert!(status.success(), "{out}");
     assert!(!out.contains("without udplb"), "{out}");
-    assert_eq!(out.matches(&announced).count(), 1, "{out}");
+    let added = format!("{announced}: {F1}:53 has 1 backend up");
+    assert_eq!(out.matches(&added).count(), 1, "{out}");
 }
 
 /// The PID `udplb status` reports in `ns`.

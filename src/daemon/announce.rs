@@ -122,7 +122,7 @@ pub struct Announcer {
     failures: Failures,
     /// The stamp (`Present::stamp`) each address of ours had just after
     /// this udplb last added or renewed it: one with another stamp was
-    /// renewed since by another udplb (one that replaced this one).
+    /// added or renewed since by another udplb (one that replaced this one).
     stamps: BTreeMap<IpAddr, u32>,
 }
 
@@ -313,8 +313,8 @@ impl Announcer {
     }
 
     /// Another udplb replaced this one (`--force`): removes the addresses
-    /// of ours that nobody renewed since this udplb last did, and leaves
-    /// those the new udplb renewed (it serves them: they are its now). The
+    /// of ours that nobody wrote since this udplb last did, and leaves
+    /// those the new udplb added or renewed (it serves them: its now). The
     /// new udplb removed ours when it started, so what is left is what this
     /// one added again since, or what the new one announces.
     pub fn withdraw_replaced(&mut self) {
@@ -336,7 +336,7 @@ impl Announcer {
             match here {
                 None => {}
                 Some(p) if Some(&p.stamp) != mine => say!(
-                    "udplb: left {addr} on {}: the udplb that replaced this one renewed it",
+                    "udplb: left {addr} on {}: the udplb that replaced this one holds it",
                     self.iface
                 ),
                 // Between the list and the removal the new udplb may renew
