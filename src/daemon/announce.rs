@@ -12,8 +12,10 @@
 //! checks have not run; announcing waits for evidence instead.
 //!
 //! [`Announcer`] applies the rule through `datapath::addresses`, logs each
-//! change, refreshes the addresses' lease, and withdraws everything on
-//! SIGINT/SIGTERM before the datapath goes.
+//! change (and each failure once), refreshes the addresses' lease, and
+//! withdraws everything on SIGINT/SIGTERM before the datapath goes. A
+//! udplb replaced by another (`--force`) withdraws only what the new one
+//! has not written since ([`Announcer::withdraw_replaced`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
