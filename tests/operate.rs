@@ -225,6 +225,33 @@ fn status_without_a_balancer_says_so() {
     assert!(err.contains("started without --config"), "{err}");
 }
 
+#[test]
+fn six_interfaces_with_the_longest_names_answer_status() {
+    let ns = Netns::new("six");
+    // 15 bytes each, the most an interface name has: the plain socket
+    // name (95 bytes of names) would not fit sun_path.
+    let names: Vec<String> = (0..6).map(|i| format!("udplb-long-if-{i}")).collect();
+    for n in &names {
+        let peer = n.replace("udplb-", "peer--");
+        ns.ip(&["link", "add", n, "type", "veth", "peer", "name", &peer]);
+        for dev in [n.as_str(), &peer] {
+            ns.ip(&["link", "set", dev, "up"]);
+        }
+    }
+    let ifaces = names.join(",");
+    let lb = Udplb::start(&ns, &["--xdp-mode", "generic", &ifaces, "9875=9876"]);
+    // Found without a name, and by its interfaces.
+    assert_eq!(status(&ns)["interfaces"], ifaces.as_str());
+    let (code, out, err) = udplb_cmd(&ns, &["status", &ifaces, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("\"interfaces\": \"{ifaces}\"")),
+        "{out}"
+    );
+    let (status, out) = lb.stop(Signal::SIGTERM);
+    assert!(status.success(), "{out}");
+}
+
 /// The notify messages udplb sent, each split into its lines.
 fn notifications(sock: &UnixDatagram, until: &str, wait: Duration) -> Vec<Vec<String>> {
     let mut got = Vec::new();

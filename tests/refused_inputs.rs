@@ -224,5 +224,44 @@ fn announcing_what_cannot_be_announced() {
         udplb_in(&ns, &["--announce", "lo", "lo", "53=5301"]),
         "--announce: frontend *:53 has no address to announce",
     );
+    // Addresses no router carries to this host: refused, not announced
+    // (and not logged as failing many times a second).
+    for (frontend, kind) in [
+        ("224.0.0.1:53=5301", "224.0.0.1 is a multicast address"),
+        (
+            "255.255.255.255:53=5301",
+            "255.255.255.255 is the broadcast address",
+        ),
+        (
+            "240.0.0.1:53=5301",
+            "240.0.0.1 is a reserved (class E) address",
+        ),
+        ("0.0.0.1:53=5301", "0.0.0.1 is in 0.0.0.0/8"),
+        ("127.0.0.2:53=5301", "127.0.0.2 is a loopback address"),
+        ("[fe80::1]:53=5301", "fe80::1 is a link-local address"),
+        ("[ff02::1]:53=5301", "ff02::1 is a multicast address"),
+        (
+            "[::2]:53=5301",
+            "::2 is not a global or unique local unicast address",
+        ),
+    ] {
+        refused(
+            udplb_in(&ns, &["--announce", "lo", "lo", frontend]),
+            &format!(
+                "--announce: frontend {}: {kind}",
+                &frontend[..frontend.len() - 5]
+            ),
+        );
+    }
+    let conf = TempFile::new(
+        "lb.toml",
+        "interface = \"lo\"\nannounce_interface = \"lo\"\n[[frontend]]\n\
+         listen = \"198.18.100.1:53\"\nbackends = [5301]\n[[frontend]]\n\
+         listen = \"[ff02::1]:53\"\nbackends = [5302]\n",
+    );
+    refused(
+        udplb_in(&ns, &["--config", conf.path()]),
+        ":7: announce: frontend [ff02::1]:53: ff02::1 is a multicast address",
+    );
     assert_eq!(ns.xdp_on("lo"), "", "nothing attached");
 }

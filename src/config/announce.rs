@@ -3,10 +3,12 @@
 //! the routing daemon (BIRD's `protocol direct`, FRR's `redistribute
 //! connected`) announces them only then. `--announce IFACE` on the command
 //! line announces every frontend; in the file, `announce_interface` turns it
-//! on and `announce = false` leaves one frontend out. Pure: no kernel access.
+//! on and `announce = false` leaves one frontend out. Only unicast
+//! addresses that routers can carry to this host are announced
+//! ([`refusal`]). Pure: no kernel access.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use crate::config::{Config, Listen};
@@ -60,14 +62,9 @@ impl Announce {
             .map_err(|e| usage!("--announce {interface}: {}", e.0))?;
         let mut frontends = BTreeSet::new();
         for fe in &config.frontends {
-            if address(&fe.listen).is_none() {
-                return Err(usage!(
-                    "--announce: {}",
-                    no_address(
-                        &fe.listen,
-                        "announce from the config file with announce = false"
-                    )
-                ));
+            let instead = "announce from the config file with announce = false";
+            if let Some(why) = refusal(&fe.listen, instead) {
+                return Err(usage!("--announce: {why}"));
             }
             frontends.insert(fe.listen);
         }
@@ -91,13 +88,61 @@ pub fn address(listen: &Listen) -> Option<IpAddr> {
     listen.addr.filter(|a| !a.is_unspecified())
 }
 
-/// Why `listen` cannot be announced, and what to do instead.
-pub fn no_address(listen: &Listen, instead: &str) -> String {
-    format!(
-        "frontend {listen} has no address to announce (it answers on every local address); \
-         give it one (e.g. 198.18.100.1:{}) or {instead}",
-        listen.port
-    )
+/// Why `listen` cannot be announced, and what to do instead (`instead`:
+/// how to leave it out); None if it can. Refused: no address (a port-only
+/// frontend or a wildcard), and an address that is not [`routable`].
+pub fn refusal(listen: &Listen, instead: &str) -> Option<String> {
+    let Some(addr) = address(listen) else {
+        return Some(format!(
+            "frontend {listen} has no address to announce (it answers on every local address); \
+             give it one (e.g. 198.18.100.1:{}) or {instead}",
+            listen.port
+        ));
+    };
+    let kind = not_routable(addr)?;
+    Some(format!(
+        "frontend {listen}: {addr} is {kind}, which routers do not carry to this host; \
+         announce a unicast address (IPv4 outside 0/8, 127/8, 169.254/16, 224/3; \
+         IPv6 global 2000::/3 or unique local fc00::/7) or {instead}"
+    ))
+}
+
+/// What kind of address `addr` is if routers cannot carry it to one host
+/// by a host route: every IPv4 address but this network (0/8), loopback
+/// (127/8), link-local (169.254/16), multicast (224/4), class E and the
+/// broadcast address (240/4); every IPv6 address but global unicast
+/// (2000::/3, which excludes the IPv4-mapped and other embedded forms) and
+/// unique local (fc00::/7). None: announceable.
+pub fn not_routable(addr: IpAddr) -> Option<&'static str> {
+    match addr {
+        IpAddr::V4(a) => not_routable_v4(a),
+        IpAddr::V6(a) => not_routable_v6(a),
+    }
+}
+
+fn not_routable_v4(a: Ipv4Addr) -> Option<&'static str> {
+    let [first, second, ..] = a.octets();
+    match first {
+        0 => Some("in 0.0.0.0/8 (this network)"),
+        127 => Some("a loopback address"),
+        169 if second == 254 => Some("a link-local address"),
+        224..=239 => Some("a multicast address"),
+        255 if a.is_broadcast() => Some("the broadcast address"),
+        240..=255 => Some("a reserved (class E) address"),
+        _ => None,
+    }
+}
+
+fn not_routable_v6(a: Ipv6Addr) -> Option<&'static str> {
+    let first = a.segments()[0];
+    match first {
+        _ if first & 0xe000 == 0x2000 => None, // 2000::/3, global unicast
+        _ if first & 0xfe00 == 0xfc00 => None, // fc00::/7, unique local
+        _ if a.is_loopback() => Some("the loopback address"),
+        _ if first & 0xff00 == 0xff00 => Some("a multicast address"),
+        _ if first & 0xffc0 == 0xfe80 => Some("a link-local address"),
+        _ => Some("not a global or unique local unicast address"),
+    }
 }
 
 /// `--announce-grace`: seconds (`2`, `0.5`) or a duration (`500ms`, `2s`),
@@ -157,6 +202,52 @@ mod tests {
         let e = Announce::every(&c, "a/b", DEFAULT_GRACE, DEFAULT_LEASE).unwrap_err();
         assert!(e.0.starts_with("--announce a/b: "), "{}", e.0);
         assert!(!Announce::default().on());
+    }
+
+    #[test]
+    fn only_unicast_addresses_routers_carry_are_announced() {
+        for (spec, kind) in [
+            ("224.0.0.1:53=5301", "a multicast address"),
+            ("239.255.255.250:53=5301", "a multicast address"),
+            ("255.255.255.255:53=5301", "the broadcast address"),
+            ("240.0.0.1:53=5301", "a reserved (class E) address"),
+            ("0.0.0.1:53=5301", "in 0.0.0.0/8"),
+            ("127.0.0.2:53=5301", "a loopback address"),
+            ("169.254.1.1:53=5301", "a link-local address"),
+            ("[fe80::1]:53=5301", "a link-local address"),
+            ("[ff02::1]:53=5301", "a multicast address"),
+            ("[::1]:53=5301", "the loopback address"),
+            (
+                "[::2]:53=5301",
+                "not a global or unique local unicast address",
+            ),
+            ("[64:ff9b::1]:53=5301", "not a global or unique local"),
+        ] {
+            let c = Config::from_specs(&[spec]).unwrap();
+            let e = Announce::every(&c, "udplb0", DEFAULT_GRACE, DEFAULT_LEASE)
+                .unwrap_err()
+                .0;
+            assert!(e.starts_with("--announce: frontend "), "{spec}: {e}");
+            assert!(e.contains(kind), "{spec}: {e}");
+            assert!(e.contains("announce = false"), "{spec}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        for spec in [
+            "198.18.100.1:53=5301",
+            "1.1.1.1:53=5301",
+            "10.0.0.1:53=5301",
+            "223.255.255.254:53=5301",
+            "169.253.1.1:53=5301",
+            "[2001:2:100::1]:53=5301",
+            "[fd00::1]:53=5301",
+            "[3fff::1]:53=5301",
+        ] {
+            let c = Config::from_specs(&[spec]).unwrap();
+            assert!(
+                Announce::every(&c, "udplb0", DEFAULT_GRACE, DEFAULT_LEASE).is_ok(),
+                "{spec}"
+            );
+        }
     }
 
     #[test]

@@ -587,9 +587,8 @@ fn announcements(raw: &RawFile, config: &Config, at: &Lines) -> Result<Announce,
         if wanted.is_some_and(|a| !*a.get_ref()) {
             continue;
         }
-        if announce::address(&fe.listen).is_none() {
+        if let Some(msg) = announce::refusal(&fe.listen, "set announce = false") {
             let span = wanted.map_or(f.get_ref().listen.span(), |a| a.span());
-            let msg = announce::no_address(&fe.listen, "set announce = false");
             return Err(at.error(span, "announce", msg));
         }
         out.frontends.insert(fe.listen);
@@ -865,6 +864,14 @@ sched = "maglev"
             (
                 format!("{TOP}[[frontend]]\nlisten = \"0.0.0.0:53\"\nbackends = [5301]\nannounce = true\n"),
                 "lb.toml:6: announce: frontend 0.0.0.0:53 has no address to announce",
+            ),
+            (
+                format!("{TOP}[[frontend]]\nlisten = \"224.0.0.1:53\"\nbackends = [5301]\n"),
+                "lb.toml:4: announce: frontend 224.0.0.1:53: 224.0.0.1 is a multicast address",
+            ),
+            (
+                format!("{TOP}[[frontend]]\nlisten = \"[fe80::1]:53\"\nbackends = [5301]\nannounce = true\n"),
+                "lb.toml:6: announce: frontend [fe80::1]:53: fe80::1 is a link-local address",
             ),
             (
                 "interface = \"eth0\"\n[[frontend]]\nlisten = \"198.18.100.1:53\"\nbackends = [5301]\nannounce = true\n".into(),

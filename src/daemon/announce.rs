@@ -12,8 +12,10 @@
 //! checks have not run; announcing waits for evidence instead.
 //!
 //! [`Announcer`] applies the rule through `datapath::addresses`, logs each
-//! change, refreshes the addresses' lease, and withdraws everything on
-//! SIGINT/SIGTERM before the datapath goes.
+//! change (and each failure once), refreshes the addresses' lease, and
+//! withdraws everything on SIGINT/SIGTERM before the datapath goes. A
+//! udplb replaced by another (`--force`) withdraws only what the new one
+//! has not written since ([`Announcer::withdraw_replaced`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -86,6 +88,30 @@ fn reason(addr: IpAddr, frontends: &[Serving], attached: bool, adding: bool) -> 
     }
 }
 
+/// The last failure logged for each address (adding, refreshing or
+/// removing it), so that a failure that repeats at every sync is logged
+/// once, and again only when it changes or after a success.
+#[derive(Default)]
+struct Failures(BTreeMap<IpAddr, String>);
+
+impl Failures {
+    /// Whether `msg` is news for `addr` (then the caller logs it).
+    fn news(&mut self, addr: IpAddr, msg: &str) -> bool {
+        match self.0.get(&addr) {
+            Some(last) if last == msg => false,
+            _ => {
+                self.0.insert(addr, msg.to_string());
+                true
+            }
+        }
+    }
+
+    /// `addr` worked: its next failure is news.
+    fn cleared(&mut self, addr: IpAddr) {
+        self.0.remove(&addr);
+    }
+}
+
 /// The announce interface's addresses of ours, kept to the rule.
 pub struct Announcer {
     iface: String,
@@ -95,6 +121,11 @@ pub struct Announcer {
     /// Found there and not ours: said once, never touched, and not tried
     /// again while it is there.
     foreign: BTreeSet<IpAddr>,
+    failures: Failures,
+    /// The stamp (`Present::stamp`) each address of ours had just after
+    /// this udplb last added or renewed it: one with another stamp was
+    /// added or renewed since by another udplb (one that replaced this one).
+    stamps: BTreeMap<IpAddr, u32>,
 }
 
 impl Announcer {
@@ -118,6 +149,8 @@ impl Announcer {
             netlink: Addresses::open()?,
             announced: BTreeSet::new(),
             foreign: BTreeSet::new(),
+            failures: Failures::default(),
+            stamps: BTreeMap::new(),
         };
         for p in a.netlink.list(ifindex)? {
             if p.ours && a.netlink.remove(ifindex, p.addr)? {
@@ -149,21 +182,24 @@ impl Announcer {
             match self.netlink.remove(ifindex, addr) {
                 Ok(_) => {
                     self.announced.remove(&addr);
+                    self.failures.cleared(addr);
                     say!(
                         "udplb: withdrew {addr} from {}: {}",
                         self.iface,
                         reason(addr, frontends, attached, false)
                     );
                 }
-                Err(e) => warn!("udplb: withdrawing {addr} from {}: {e:#}", self.iface),
+                Err(e) => self.failed(addr, format!("withdrawing {addr} from"), &e),
             }
         }
         let new: Vec<IpAddr> = want.difference(&self.announced).copied().collect();
+        let adding = !new.is_empty();
         for addr in new {
             match self.netlink.add(ifindex, addr, settings.lease) {
                 Ok(Added::Ours) => {
                     self.announced.insert(addr);
                     self.foreign.remove(&addr);
+                    self.failures.cleared(addr);
                     say!(
                         "udplb: announcing {addr} on {}: {}",
                         self.iface,
@@ -179,8 +215,40 @@ impl Announcer {
                         );
                     }
                 }
-                Err(e) => warn!("udplb: announcing {addr} on {}: {e:#}", self.iface),
+                // Tried again at every sync (after every event): logged
+                // once per address and error.
+                Err(e) => self.failed(addr, format!("announcing {addr} on"), &e),
             }
+        }
+        if adding {
+            self.note_stamps(ifindex);
+        }
+    }
+
+    /// Records the stamps of our addresses as this udplb just wrote them.
+    /// (If the interface cannot be read, the old stamps stay: a replaced
+    /// udplb then leaves those addresses to their lease.)
+    fn note_stamps(&mut self, ifindex: u32) {
+        let Ok(present) = self.netlink.list(ifindex) else {
+            return;
+        };
+        let announced = &self.announced;
+        self.stamps.retain(|a, _| announced.contains(a));
+        for p in present
+            .iter()
+            .filter(|p| p.ours && announced.contains(&p.addr))
+        {
+            self.stamps.insert(p.addr, p.stamp);
+        }
+    }
+
+    /// Logs that `doing` (e.g. "announcing 198.18.100.1 on") this
+    /// interface failed with `e`, unless that was the last thing logged
+    /// about `addr`.
+    fn failed(&mut self, addr: IpAddr, doing: String, e: &anyhow::Error) {
+        let msg = format!("udplb: {doing} {}: {e:#}", self.iface);
+        if self.failures.news(addr, &msg) {
+            warn!("{msg} (logged again only if it changes)");
         }
     }
 
@@ -197,17 +265,17 @@ impl Announcer {
             Err(e) => return warn!("udplb: reading the addresses of {}: {e:#}", self.iface),
         };
         (self.foreign).retain(|a| present.iter().any(|p| p.addr == *a && !p.ours));
+        let renewing = !self.announced.is_empty();
         for addr in self.announced.clone() {
             let host = addresses::host_prefix(addr);
             let here = present
                 .iter()
                 .find(|p| p.addr == addr && p.prefix_len == host);
             match here {
-                Some(p) if p.ours => {
-                    if let Err(e) = self.netlink.refresh(ifindex, addr, settings.lease) {
-                        warn!("udplb: refreshing {addr} on {}: {e:#}", self.iface);
-                    }
-                }
+                Some(p) if p.ours => match self.netlink.refresh(ifindex, addr, settings.lease) {
+                    Ok(()) => self.failures.cleared(addr),
+                    Err(e) => self.failed(addr, format!("refreshing {addr} on"), &e),
+                },
                 _ => {
                     self.announced.remove(&addr);
                     warn!(
@@ -216,6 +284,9 @@ impl Announcer {
                     );
                 }
             }
+        }
+        if renewing {
+            self.note_stamps(ifindex);
         }
     }
 
@@ -241,6 +312,46 @@ impl Announcer {
             }
         }
         any
+    }
+
+    /// Another udplb replaced this one (`--force`): removes the addresses
+    /// of ours that nobody wrote since this udplb last did, and leaves
+    /// those the new udplb added or renewed (it serves them: its now). The
+    /// new udplb removed ours when it started, so what is left is what this
+    /// one added again since, or what the new one announces.
+    pub fn withdraw_replaced(&mut self) {
+        let Some(ifindex) = self.ifindex() else {
+            return;
+        };
+        let present = match self.netlink.list(ifindex) {
+            Ok(p) => p,
+            Err(e) => {
+                return warn!(
+                    "udplb: reading the addresses of {}: {e:#}; they expire with their lease",
+                    self.iface
+                )
+            }
+        };
+        for addr in std::mem::take(&mut self.announced) {
+            let mine = self.stamps.get(&addr);
+            let here = present.iter().find(|p| p.addr == addr && p.ours);
+            match here {
+                None => {}
+                Some(p) if Some(&p.stamp) != mine => say!(
+                    "udplb: left {addr} on {}: the udplb that replaced this one holds it",
+                    self.iface
+                ),
+                // Between the list and the removal the new udplb may renew
+                // it: then it is gone until its next renewal adds it again.
+                Some(_) => match self.netlink.remove(ifindex, addr) {
+                    Ok(_) => say!(
+                        "udplb: withdrew {addr} from {}: this udplb was replaced",
+                        self.iface
+                    ),
+                    Err(e) => warn!("udplb: withdrawing {addr} from {}: {e:#}", self.iface),
+                },
+            }
+        }
     }
 
     fn ifindex(&self) -> Option<u32> {
@@ -301,6 +412,28 @@ mod tests {
         assert_eq!(wanted(&[], &on, true), set(&[]));
         // Port-only frontends are never announced (config refuses them).
         assert_eq!(wanted(&[fe("53", 1, 1)], &set(&[]), true), set(&[]));
+    }
+
+    #[test]
+    fn a_failure_is_news_once_per_address_and_error() {
+        let mut f = Failures::default();
+        let (a, b): (IpAddr, IpAddr) = (
+            "2001:2:100::1".parse().unwrap(),
+            "198.18.100.1".parse().unwrap(),
+        );
+        assert!(f.news(a, "announcing: EACCES"));
+        // Every later sync fails the same way: not news.
+        for _ in 0..20 {
+            assert!(!f.news(a, "announcing: EACCES"));
+        }
+        // Another address, or another error, is.
+        assert!(f.news(b, "announcing: EACCES"));
+        assert!(f.news(a, "announcing: ENODEV"));
+        assert!(!f.news(a, "announcing: ENODEV"));
+        // After a success, the same error is news again.
+        f.cleared(a);
+        assert!(f.news(a, "announcing: ENODEV"));
+        assert!(!f.news(b, "announcing: EACCES"));
     }
 
     #[test]

@@ -269,10 +269,26 @@ impl Balancer {
         Ok(lb)
     }
 
-    /// The active checks of the configuration.
+    /// The active checks of the configuration. A local backend of an
+    /// announced frontend is probed on loopback, not at the frontend's
+    /// address: that address is on this host only once announced, and it
+    /// is announced only once a probe has answered.
     fn probe_targets(&self) -> Vec<Target> {
+        let announced =
+            |fe: &crate::config::FrontendConfig| self.announce.frontends.contains(&fe.listen);
         (self.config.frontends.iter())
-            .flat_map(|fe| fe.backends.iter().filter_map(move |b| Target::of(fe, b)))
+            .flat_map(|fe| {
+                fe.backends.iter().filter_map(move |b| {
+                    let mut t = Target::of(fe, b)?;
+                    if b.addr.is_none() && announced(fe) {
+                        t.addr.set_ip(match t.addr {
+                            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                        });
+                    }
+                    Some(t)
+                })
+            })
             .collect()
     }
 
@@ -911,6 +927,19 @@ impl Balancer {
     /// Whether the programs are attached to every interface.
     pub fn attached_everywhere(&self) -> bool {
         (self.ifnames.iter()).all(|n| self.attached.iter().any(|a| a.xdp.ifname == *n))
+    }
+
+    /// An interface whose XDP link was detached while the interface is
+    /// still there (same name, same ifindex): another udplb (`--force`)
+    /// replaced this one. (A deleted interface takes its links with it;
+    /// link events handle that.)
+    pub fn replaced_on(&self) -> Option<&str> {
+        let here = |a: &Attached| {
+            nix::net::if_::if_nametoindex(a.xdp.ifname.as_str()).ok() == Some(a.xdp.ifindex)
+        };
+        (self.attached.iter())
+            .find(|a| !a.xdp.still_attached() && here(a))
+            .map(|a| a.xdp.ifname.as_str())
     }
 
     /// The interfaces as given.

@@ -7,6 +7,10 @@
 //! `ls -l /proc/PID/ns/net` show it), mode 0600 in a 0700 directory: root
 //! only. Balancers on the `lo` of two namespaces do not collide, and
 //! `udplb status` run in a namespace finds the balancer of that namespace.
+//! Where that path would not fit a socket address (`sun_path`: 107 bytes
+//! and the NUL; many long interface names), IFACES is replaced by a hash of
+//! it, 16 hex digits: `udplb status IFACES` computes the same name, and
+//! the interfaces are in the status answer.
 //!
 //! Protocol: one line in (`status` or `reload`), one JSON document out, then
 //! the connection closes.
@@ -91,7 +95,29 @@ pub fn answers(path: &Path) -> bool {
 
 /// The socket of the balancer on `ifaces` in this network namespace.
 pub fn socket_path(ifaces: &str) -> PathBuf {
-    Path::new(DIR).join(format!("{ifaces}@{}.sock", own_netns()))
+    path_in(ifaces, own_netns())
+}
+
+/// The longest path a Unix socket address holds (`sun_path` is 108 bytes
+/// with the terminating NUL).
+const SUN_PATH_MAX: usize = 107;
+
+/// [`socket_path`] in network namespace `netns`: the readable name where
+/// it fits, else one named by a hash of `ifaces`.
+fn path_in(ifaces: &str, netns: u64) -> PathBuf {
+    let plain = Path::new(DIR).join(format!("{ifaces}@{netns}.sock"));
+    if plain.as_os_str().len() <= SUN_PATH_MAX {
+        return plain;
+    }
+    Path::new(DIR).join(format!("{:016x}@{netns}.sock", fnv1a(ifaces.as_bytes())))
+}
+
+/// FNV-1a, 64 bits: the same in every build and release (the client and
+/// the balancer may be different binaries), unlike std's hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// `udplb status|reload [IFACES]`: the socket to talk to. Without IFACES,
@@ -202,5 +228,37 @@ mod tests {
         assert!(p.starts_with(DIR));
         assert!(name.starts_with("eth0,eth1"), "{name}");
         assert!(name.ends_with(".sock"), "{name}");
+    }
+
+    #[test]
+    fn socket_paths_fit_sun_path_whatever_the_interfaces() {
+        let netns = 4026531840;
+        let plain = path_in("eth0,eth1", netns);
+        assert_eq!(plain, Path::new("/run/udplb/eth0,eth1@4026531840.sock"));
+        // Six interfaces with 15-byte names: 95 bytes of IFACES.
+        let six: Vec<String> = (0..6).map(|i| format!("ul-abcdefghij-{i}")).collect();
+        let six = six.join(",");
+        let p = path_in(&six, netns);
+        let len = p.as_os_str().len();
+        assert!(len <= SUN_PATH_MAX, "{} is {len} bytes", p.display());
+        assert!(p.starts_with(DIR), "{}", p.display());
+        // The same interfaces give the same name (the client finds it), and
+        // other ones another.
+        assert_eq!(path_in(&six, netns), p);
+        assert_ne!(path_in(&six.replace("-5", "-6"), netns), p);
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        // The longest readable name still fits as it is.
+        let fits = "x".repeat(SUN_PATH_MAX - "/run/udplb/@4026531840.sock".len());
+        assert_eq!(
+            path_in(&fits, netns).as_os_str().len(),
+            SUN_PATH_MAX,
+            "readable up to the limit"
+        );
+        assert!(path_in(&format!("{fits}x"), netns)
+            .to_str()
+            .unwrap()
+            .ends_with("@4026531840.sock"));
+        assert_eq!(path_in(&format!("{fits}x"), netns).as_os_str().len(), 43);
     }
 }

@@ -123,8 +123,18 @@ pub fn run(args: &Args) -> Result<()> {
     // (a later one may still fire; it finds nothing due).
     let mut armed: Option<std::time::Instant> = None;
     // A failure of the loop itself still withdraws the announcements below
-    // before the datapath goes.
-    let outcome: Result<()> = loop {
+    // before the datapath goes. Ok(true): another udplb replaced this one.
+    let outcome: Result<bool> = loop {
+        // Before anything is announced or renewed: a udplb replaced by
+        // another (--force) stops, or it would go on renewing addresses,
+        // and adding again those the new one removed when it started.
+        if let Some(name) = lb.replaced_on() {
+            warn!(
+                "udplb: {name}: udplb's XDP program was detached from it \
+                 (another udplb --force replaced this one); stopping"
+            );
+            break Ok(true);
+        }
         // After every event: whatever it changed (health, a reload, an
         // interface) may change what is announced.
         if let Some(a) = announcer.as_mut() {
@@ -155,7 +165,7 @@ pub fn run(args: &Args) -> Result<()> {
         };
         drop(sources);
         match event {
-            Event::Stop(_) => break Ok(()),
+            Event::Stop(_) => break Ok(false),
             Event::Reload => {
                 if lb.reload().1 {
                     events.after(Token::ExpireReplies, REPLY_GRACE);
@@ -173,7 +183,8 @@ pub fn run(args: &Args) -> Result<()> {
             Event::Timer(Token::Stats) => lb.print_counters(),
             Event::Timer(Token::Passive) => lb.passive_tick(),
             Event::Timer(Token::Announce) => {
-                if let Some(a) = announcer.as_mut() {
+                // Renewed only by a udplb still attached (see above).
+                if let (Some(a), None) = (announcer.as_mut(), lb.replaced_on()) {
                     a.refresh(lb.announce());
                 }
             }
@@ -209,12 +220,15 @@ pub fn run(args: &Args) -> Result<()> {
     drop(server);
     let mut waited = Ok(());
     if let Some(a) = announcer.as_mut() {
-        if a.withdraw_all() && !args.pin && outcome.is_ok() {
+        if matches!(outcome, Ok(true)) {
+            // No grace: nothing of this udplb's forwards any more.
+            a.withdraw_replaced();
+        } else if a.withdraw_all() && !args.pin && outcome.is_ok() {
             waited = grace(&mut events, lb.announce().grace);
         }
     }
     let stopped = lb.stop();
-    outcome.and(waited).and(stopped)
+    outcome.map(|_| ()).and(waited).and(stopped)
 }
 
 /// Withdrawn, still attached: waits `grace` for the routers to move the

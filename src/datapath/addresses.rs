@@ -43,6 +43,10 @@ pub struct Present {
     pub prefix_len: u8,
     /// Marked with [`PROTO`]: udplb added it.
     pub ours: bool,
+    /// When it was last added or given a lease (IFA_CACHEINFO's tstamp,
+    /// hundredths of a second since boot; 0 if the kernel gave none): which
+    /// udplb wrote it last, when two announce the same address.
+    pub stamp: u32,
 }
 
 /// An rtnetlink socket for address requests, opened once.
@@ -103,11 +107,16 @@ impl Addresses {
                     .attributes
                     .iter()
                     .any(|x| matches!(x, AddressAttribute::Protocol(p) if u8::from(*p) == PROTO));
+                let stamp = a.attributes.iter().find_map(|x| match x {
+                    AddressAttribute::CacheInfo(c) => Some(c.tstamp),
+                    _ => None,
+                });
                 if let Some(addr) = addr {
                     out.push(Present {
                         addr,
                         prefix_len: a.header.prefix_len,
                         ours,
+                        stamp: stamp.unwrap_or(0),
                     });
                 }
             }

@@ -344,6 +344,14 @@ pub fn adopt_xdp(
 }
 
 impl XdpAttachment {
+    /// False once the link holds the program on no device: it was detached
+    /// (another udplb's `--force`, `bpftool link detach`) or its device
+    /// went. True if the kernel cannot say.
+    pub fn still_attached(&self) -> bool {
+        let info = libbpf_rs::query::LinkInfo::from_fd(self.link.as_fd());
+        !matches!(info, Ok(i) if matches!(i.info, LinkTypeInfo::Xdp(XdpLinkInfo { ifindex: 0, .. })))
+    }
+
     pub fn pin(&self, path: &Path) -> Result<()> {
         super::pin::pin_fd(self.link.as_fd(), path)
     }

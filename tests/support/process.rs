@@ -188,6 +188,36 @@ impl Udplb {
     }
 }
 
+impl Udplb {
+    /// Waits up to `timeout` for udplb to exit by itself (no signal), and
+    /// returns its exit status and everything it printed.
+    pub fn exited(mut self, timeout: Duration) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
+                    self.output.push(l);
+                }
+                panic!(
+                    "udplb did not exit within {timeout:?}; output:\n{}",
+                    self.output.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.output.push(l);
+        }
+        (status, self.output.join("\n"))
+    }
+}
+
 impl Drop for Udplb {
     fn drop(&mut self) {
         // A test that panicked still must not leave its udplb running.
