@@ -51,7 +51,7 @@ pub fn query(id: u16, name: &str, qtype: &str) -> Result<Vec<u8>, UsageError> {
 pub fn check_response(reply: &[u8], id: u16, noerror: bool) -> Result<(), String> {
     let m = Message::from_vec(reply).map_err(|e| format!("not a DNS message: {e}"))?;
     if m.message_type() != MessageType::Response || m.id() != id {
-        return Err(format!("a DNS message with ID {} instead of {id}", m.id()));
+        return Err(format!("not the response to its query (ID {})", m.id()));
     }
     match m.response_code() {
         ResponseCode::NoError => Ok(()),

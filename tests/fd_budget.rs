@@ -1,14 +1,13 @@
 //! Idle /metrics connections must not take live backends down (found by
-//! the issue 22 review; fails today).
+//! the independent review of the control plane).
 //!
-//! udplb runs under systemd's default open-file limit (soft 1024: the unit
-//! sets none) with 940 local backends and a `udp` check: all probes of an
-//! interval go out together, one socket each, which fits. Anyone who can
-//! reach the metrics port then holds its 64 client slots with idle
-//! connections: 64 descriptors fewer, and the last probes of each round
-//! fail with "too many open files", their live backends go down (and the
-//! ring that would take them out cannot be made either: that needs a
-//! descriptor too).
+//! udplb started under systemd's default open-file limit (soft 1024: the
+//! unit sets none) with 940 local backends and a `udp` check: all probes of
+//! an interval go out together, one socket each. Anyone who can reach the
+//! metrics port can hold its 64 client slots with idle connections: with
+//! the soft limit as it came, 64 descriptors fewer made the last probes of
+//! each round fail with "too many open files" and their live backends go
+//! down. udplb raises its soft limit to the hard one at start.
 
 mod support;
 

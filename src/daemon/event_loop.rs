@@ -39,6 +39,10 @@ pub struct EventLoop<T> {
     signals: SignalFd,
     timers: Vec<Timer<T>>,
     fds: Vec<(OwnedFd, T)>,
+    /// Where the next search for a ready descriptor starts: one after the
+    /// last one reported, so that one that stays ready (a flooded
+    /// listener) cannot starve those after it.
+    next: usize,
 }
 
 /// The signals the loop handles. Blocking them must happen before any
@@ -64,6 +68,7 @@ impl<T: Copy + PartialEq> EventLoop<T> {
             signals,
             timers: Vec::new(),
             fds: Vec::new(),
+            next: 0,
         })
     }
 
@@ -162,7 +167,13 @@ impl<T: Copy + PartialEq> EventLoop<T> {
             if ready(&pfds[0]) {
                 continue; // read at the top
             }
-            if let Some(i) = pfds[1..].iter().position(ready) {
+            let n = tokens.len();
+            let start = self.next % n.max(1);
+            if let Some(i) = (0..n)
+                .map(|k| (start + k) % n)
+                .find(|&i| ready(&pfds[1 + i]))
+            {
+                self.next = i + 1;
                 return Ok(Event::Readable(tokens[i]));
             }
         }
@@ -268,5 +279,23 @@ mod tests {
         tx.send_to(b"x", to).unwrap();
         assert_eq!(ev.wait().unwrap(), Event::Readable(Tok::Sock));
         assert!(ev.fd(Tok::Sock).is_some());
+    }
+
+    #[test]
+    fn a_descriptor_that_stays_ready_starves_no_other() {
+        let mut ev = EventLoop::<Tok>::new().unwrap();
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(b"x", a.local_addr().unwrap()).unwrap();
+        tx.send_to(b"x", b.local_addr().unwrap()).unwrap();
+        ev.watch(OwnedFd::from(a), Tok::Fast);
+        ev.watch(OwnedFd::from(b), Tok::Slow);
+        // Neither is ever read: both stay ready, and each gets its turn.
+        let seen: Vec<_> = (0..4).map(|_| ev.wait().unwrap()).collect();
+        for tok in [Tok::Fast, Tok::Slow] {
+            let n = seen.iter().filter(|e| **e == Event::Readable(tok)).count();
+            assert_eq!(n, 2, "{seen:?}");
+        }
     }
 }

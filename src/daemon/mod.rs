@@ -79,6 +79,7 @@ pub fn run(args: &Args) -> Result<()> {
     // After the signals are blocked, so that the writer thread inherits
     // the mask: from here on no output can hold the loop.
     log::detach();
+    raise_open_file_limit();
     let settings = Settings::from_args(args)?;
     // Before attaching: addresses a killed udplb left are removed, and an
     // announce interface that does not exist is an error that leaves
@@ -229,6 +230,20 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let stopped = lb.stop();
     outcome.map(|_| ()).and(waited).and(stopped)
+}
+
+/// Raises the soft limit on open files to the hard one, as Go's runtime
+/// and systemd's own services do: a round of probes takes one descriptor a
+/// backend (thousands), besides the listeners' clients, and systemd's
+/// default soft limit (1024) would leave idle clients able to starve the
+/// probes of descriptors. Failing to raise it is not fatal.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }
 
 /// Withdrawn, still attached: waits `grace` for the routers to move the

@@ -77,6 +77,13 @@ impl Stream {
             Stream::Unix(s) => s.write(buf),
         }
     }
+
+    fn shutdown_write(&self) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
 }
 
 /// Where a client is in its one exchange.
@@ -85,7 +92,17 @@ enum Stage {
     Asking(Vec<u8>),
     /// Writing its answer: the bytes and how many were taken.
     Answering(Vec<u8>, usize),
+    /// Answer written and our side shut: reading (and dropping) what the
+    /// client still sends until it closes, so that closing with unread
+    /// bytes does not reset the connection and cut the answer short.
+    Draining(usize),
 }
+
+/// What a draining client may still send before it is simply closed.
+const MAX_DRAIN: usize = 65536;
+/// How long a listener rests after accept failed for want of descriptors
+/// (it stays readable, and would wake the loop at once, again and again).
+const ACCEPT_REST: Duration = Duration::from_millis(100);
 
 struct Client {
     id: u32,
@@ -96,8 +113,8 @@ struct Client {
 }
 
 impl Client {
-    /// Writes what the socket takes now. Returns whether the client is
-    /// finished with: all written, or the connection is gone.
+    /// Writes what the socket takes now; once all is written, shuts our
+    /// side and drains. Returns whether the client is finished with.
     fn flush(&mut self) -> bool {
         let Stage::Answering(bytes, sent) = &mut self.stage else {
             return false;
@@ -111,7 +128,34 @@ impl Client {
                 Err(_) => return true,
             }
         }
-        true
+        if self.stream.shutdown_write().is_err() {
+            return true;
+        }
+        self.stage = Stage::Draining(0);
+        self.drain()
+    }
+
+    /// Reads and drops what the client sends after its request. Returns
+    /// whether it is finished with: closed, gone, or sent too much.
+    fn drain(&mut self) -> bool {
+        let Stage::Draining(drained) = &mut self.stage else {
+            return false;
+        };
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    *drained += n;
+                    if *drained > MAX_DRAIN {
+                        return true;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
     }
 }
 
@@ -122,6 +166,9 @@ pub struct Server {
     control: Option<(UnixListener, PathBuf, u64)>,
     clients: Vec<Client>,
     next_id: u32,
+    /// Listeners resting after accept ran out of descriptors, and until
+    /// when.
+    resting: Vec<(Kind, Instant)>,
 }
 
 /// A complete request, as text, once its terminator has arrived: the blank
@@ -178,14 +225,16 @@ impl Server {
     /// and asking clients for input, answering clients for room to write.
     pub fn sources(&self) -> Vec<(BorrowedFd<'_>, Source, PollFlags)> {
         let mut v = Vec::new();
-        if let Some(l) = &self.metrics {
+        let now = Instant::now();
+        let awake = |kind| !self.resting.iter().any(|(k, t)| *k == kind && *t > now);
+        if let (Some(l), true) = (&self.metrics, awake(Kind::Metrics)) {
             v.push((
                 l.as_fd(),
                 Source::Listener(Kind::Metrics),
                 PollFlags::POLLIN,
             ));
         }
-        if let Some((l, _, _)) = &self.control {
+        if let (Some((l, _, _)), true) = (&self.control, awake(Kind::Control)) {
             v.push((
                 l.as_fd(),
                 Source::Listener(Kind::Control),
@@ -194,7 +243,7 @@ impl Server {
         }
         v.extend(self.clients.iter().map(|c| {
             let wants = match c.stage {
-                Stage::Asking(_) => PollFlags::POLLIN,
+                Stage::Asking(_) | Stage::Draining(_) => PollFlags::POLLIN,
                 Stage::Answering(..) => PollFlags::POLLOUT,
             };
             (c.stream.as_fd(), Source::Client(c.id), wants)
@@ -219,7 +268,17 @@ impl Server {
                 (Kind::Control, _, Some((l, _, _))) => l.accept().map(|(s, _)| Stream::Unix(s)),
                 _ => return,
             };
-            let Ok(stream) = stream else { return }; // WouldBlock: all taken
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return, // all taken
+                Err(_) => {
+                    // EMFILE, ENFILE, ENOBUFS: the connection stays queued
+                    // and the listener readable; rest rather than spin.
+                    self.resting.retain(|(k, _)| *k != kind);
+                    self.resting.push((kind, Instant::now() + ACCEPT_REST));
+                    return;
+                }
+            };
             let nonblocking = match &stream {
                 Stream::Tcp(s) => s.set_nonblocking(true),
                 Stream::Unix(s) => s.set_nonblocking(true),
@@ -229,7 +288,11 @@ impl Server {
             }
             let mine = self.clients.iter().filter(|c| c.kind == kind);
             if mine.clone().count() >= limit(kind) {
-                let oldest = mine.min_by_key(|c| c.since).map(|c| c.id);
+                // The oldest that has not asked yet goes first: one being
+                // answered (a big scrape) is the last to be cut.
+                let oldest = mine
+                    .min_by_key(|c| (matches!(c.stage, Stage::Answering(..)), c.since))
+                    .map(|c| c.id);
                 self.clients.retain(|c| Some(c.id) != oldest);
             }
             self.next_id = self.next_id.wrapping_add(1);
@@ -250,6 +313,7 @@ impl Server {
         let c = &mut self.clients[i];
         let done = match &mut c.stage {
             Stage::Answering(..) => c.flush(),
+            Stage::Draining(_) => c.drain(),
             Stage::Asking(request) => {
                 let mut buf = [0u8; 2048];
                 match c.stream.read(&mut buf) {
@@ -340,6 +404,10 @@ mod tests {
         let mut got = String::new();
         fast.read_to_string(&mut got).unwrap();
         assert_eq!(got, "answer\n");
+        // Answered, it is kept until it closes its side (draining).
+        assert_eq!(srv.clients.len(), 2);
+        drop(fast);
+        serve_ready(&mut srv, &|| unreachable!());
         assert_eq!(srv.clients.len(), 1, "the slow one waits");
         srv.clients[0].since -= CLIENT_TIMEOUT;
         srv.expire();
@@ -402,6 +470,9 @@ mod tests {
         let mut got = String::new();
         other.read_to_string(&mut got).unwrap();
         assert_eq!(got, "small");
+        drop(other);
+        serve_ready(&mut srv, &|| unreachable!());
+        assert_eq!(srv.clients.len(), 1);
         // Its deadline cuts the one that does not read.
         srv.clients[0].since -= CLIENT_TIMEOUT;
         srv.expire();
@@ -446,5 +517,25 @@ mod tests {
         drop(silent);
         drop(srv);
         let _ = std::fs::remove_dir(&dir);
+    }
+
+    #[test]
+    fn bytes_after_the_request_do_not_cut_the_answer_short() {
+        let (mut srv, addr) = metrics_server();
+        let answer = vec![b'a'; 200_000];
+        let mut c = TcpStream::connect(addr).unwrap();
+        let mut request = b"GET /metrics HTTP/1.1\r\n\r\n".to_vec();
+        request.extend(vec![b'z'; 3000]); // more than the first read takes
+        c.write_all(&request).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            c.read_to_end(&mut got).map(|_| got.len())
+        });
+        let start = Instant::now();
+        while !srv.clients.is_empty() || start.elapsed() < Duration::from_millis(200) {
+            serve_ready(&mut srv, &|| answer.clone());
+            assert!(start.elapsed() < Duration::from_secs(5), "never finished");
+        }
+        assert_eq!(reader.join().unwrap().unwrap(), 200_000);
     }
 }

@@ -345,7 +345,12 @@ fn progress(p: &mut InFlight, target: &Target) -> Option<Result<(), String>> {
             Ok(0) => match request.take() {
                 None => Ok(()),
                 Some(req) => {
-                    let fd = std::mem::replace(fd, dup_placeholder()?);
+                    // Out of descriptors: a failure now, not a wait (the
+                    // socket stays ready and would wake the loop at once).
+                    let Some(spare) = dup_placeholder() else {
+                        return Some(Err("too many open files".into()));
+                    };
+                    let fd = std::mem::replace(fd, spare);
                     let mut stream = TcpStream::from(fd);
                     match stream.write(&req) {
                         Ok(n) if n == req.len() => {
@@ -415,7 +420,9 @@ fn datagram(
     ignored: &mut Ignored,
 ) -> Option<Result<(), String>> {
     let mut buf = [0u8; 4096];
-    loop {
+    // A bounded number a wake-up: a sprayed socket cannot keep the loop
+    // here; what is left wakes it again.
+    for _ in 0..DATAGRAMS_A_WAKEUP {
         match sock.recv_from(&mut buf) {
             Ok((n, from)) => match judge(&buf[..n], from, expect, t) {
                 Ok(()) => return Some(Ok(())),
@@ -428,7 +435,11 @@ fn datagram(
             Err(e) => return Some(Err(words(e))),
         }
     }
+    None
 }
+
+/// Datagrams a probe's socket is read for at one wake-up.
+const DATAGRAMS_A_WAKEUP: usize = 64;
 
 /// Whether a datagram from `from` to the probe's socket is target `t`'s
 /// answer (the module comment says why these rules); if not, why not.
