@@ -226,7 +226,9 @@ impl Balancer {
             announce,
         };
         lb.health.configure(&lb.config);
-        lb.prober.set_targets(lb.probe_targets(), Instant::now());
+        for w in lb.prober.set_targets(lb.probe_targets(), Instant::now()) {
+            warn!("{w}");
+        }
         if lb.health.wants_socket_table() {
             lb.socket_table = Some(SocketTable::open()?);
         }
@@ -567,7 +569,10 @@ impl Balancer {
     /// Warnings about the sockets and addresses of this host, at start and
     /// after each reload.
     fn warn_about_sockets(&self) {
-        let (bound, own) = (sockets::bound_udp(), sockets::own_addresses());
+        let (mut bound, own) = (sockets::bound_udp(), sockets::own_addresses());
+        // udplb's own guards of probe answers are no frontend's listener.
+        let guards = self.prober.guards();
+        bound.retain(|b| !guards.iter().any(|g| (g.ip(), g.port()) == *b));
         for w in warnings::sockets(&self.config, &bound, &own) {
             warn!("{w}");
         }
@@ -602,8 +607,12 @@ impl Balancer {
         );
         if !matches!(result, Err(ReloadError::Rejected(_))) {
             self.health.configure(&self.config);
-            self.prober
-                .set_targets(self.probe_targets(), Instant::now());
+            for w in self
+                .prober
+                .set_targets(self.probe_targets(), Instant::now())
+            {
+                warn!("{w}");
+            }
             if self.health.wants_socket_table() && self.socket_table.is_none() {
                 match SocketTable::open() {
                     Ok(t) => self.socket_table = Some(t),

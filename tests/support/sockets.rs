@@ -110,6 +110,9 @@ pub fn forged_socket(addr: SocketAddr) -> UdpSocket {
     };
     let fd: OwnedFd = socket(family, SockType::Datagram, SockFlag::empty(), None).unwrap();
     setsockopt(&fd, sockopt::IpFreebind, &true).unwrap();
+    // Root may share what udplb holds with SO_REUSEPORT (its guards of
+    // probe answers); an unprivileged user may not.
+    setsockopt(&fd, sockopt::ReusePort, &true).unwrap();
     if family == AddressFamily::Inet {
         setsockopt(&fd, sockopt::IpTransparent, &true).unwrap();
     }

@@ -19,7 +19,8 @@
 //! takes one as the answer only if it comes
 //! - from the backend's address, on the backend's port or, for a local
 //!   backend, the frontend's (a remote backend's answer to this host is
-//!   not rewritten: its own port only);
+//!   not rewritten: its own port only), which udplb holds with a socket of
+//!   its own so that no other local user can send from it ([`guarded`]);
 //! - for a local backend, to the loopback address (127.0.0.1, ::1), to
 //!   which its socket is bound: the backend's address is one of this
 //!   host's, which a datagram from the wire can carry as a forged source
@@ -160,13 +161,35 @@ pub struct Prober {
     slots: Vec<Slot>,
     inflight: Vec<InFlight>,
     next_id: u64,
+    /// Sockets udplb holds (never reads) on the addresses local backends'
+    /// answers come from after the rewrite on lo, the frontend's port (see
+    /// [`guarded`]).
+    guards: Vec<UdpSocket>,
+}
+
+/// Where a local target's answer comes from once the datapath rewrote it:
+/// the probed address on the frontend's port. Nothing listens there (XDP
+/// serves the frontend), so any user could bind it (a port from 1024 up)
+/// and answer every probe from it, its ports being in /proc/net/udp for
+/// all to read; so udplb binds it first, with SO_REUSEPORT, which the
+/// kernel lets only sockets of the same user share: root (udplb's user)
+/// can still send from it, as it can from anywhere with a raw socket; no
+/// one else can.
+fn guarded(t: &Target) -> Option<SocketAddr> {
+    let datagrams = matches!(t.check.kind, CheckKind::Udp { .. } | CheckKind::Dns { .. });
+    (t.local && datagrams && t.frontend_port != t.addr.port())
+        .then(|| SocketAddr::new(t.addr.ip(), t.frontend_port))
 }
 
 impl Prober {
     /// The targets now (at start and after each reload). A target that
     /// stays keeps its schedule; probes in flight for ones that went are
     /// dropped. New targets are probed at once.
-    pub fn set_targets(&mut self, targets: Vec<Target>, now: Instant) {
+    ///
+    /// Returns a warning for each address answers may come from that udplb
+    /// could not hold (see [`guarded`]): something else has it.
+    pub fn set_targets(&mut self, targets: Vec<Target>, now: Instant) -> Vec<String> {
+        let warnings = self.guard(&targets);
         let old = std::mem::take(&mut self.slots);
         self.slots = targets
             .into_iter()
@@ -186,6 +209,41 @@ impl Prober {
                 None => false,
             }
         });
+        warnings
+    }
+
+    /// Holds the [`guarded`] address of every target, and only those.
+    fn guard(&mut self, targets: &[Target]) -> Vec<String> {
+        let wanted: BTreeSet<SocketAddr> = targets.iter().filter_map(guarded).collect();
+        let mine = |s: &UdpSocket| s.local_addr().is_ok_and(|a| wanted.contains(&a));
+        self.guards.retain(mine);
+        let held: BTreeSet<SocketAddr> = self
+            .guards
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect();
+        let mut warnings = Vec::new();
+        for addr in wanted.difference(&held) {
+            match bind_guard(*addr) {
+                Ok(s) => self.guards.push(s),
+                Err(e) => warnings.push(format!(
+                    "udplb: warning: cannot hold {addr} ({}): whoever holds it can answer the \
+                     udp and dns probes of the backends behind port {}",
+                    words(e),
+                    addr.port()
+                )),
+            }
+        }
+        warnings
+    }
+
+    /// The addresses udplb holds so that no one can answer probes from
+    /// them: sockets of its own, not a frontend's listener.
+    pub fn guards(&self) -> Vec<SocketAddr> {
+        self.guards
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -436,6 +494,23 @@ fn datagram(
         }
     }
     None
+}
+
+/// A socket on `addr` that only this user can share (see [`guarded`]): no
+/// SO_REUSEADDR, which would let anyone share it.
+fn bind_guard(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    nix::sys::socket::setsockopt(&fd, sockopt::ReusePort, &true)?;
+    if family == AddressFamily::Inet6 {
+        nix::sys::socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    use std::os::fd::AsRawFd;
+    nix::sys::socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    Ok(UdpSocket::from(fd))
 }
 
 /// Datagrams a probe's socket is read for at one wake-up.
