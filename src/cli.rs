@@ -18,6 +18,7 @@ use crate::datapath::XdpMode;
 /// Example: udplb lo 9875=9876,9877,9878
 #[derive(Debug, Parser)]
 #[command(name = "udplb", version, about, long_about = None, after_help = GRAMMAR,
+          override_usage = USAGE,
           args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
     #[command(subcommand)]
@@ -140,6 +141,7 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show a running balancer: frontends, backends, counters and rates
+    #[command(override_usage = "udplb status [IFACE] [--json]")]
     Status {
         /// The interfaces it was started on, as given (default: the only
         /// balancer in this network namespace)
@@ -150,6 +152,7 @@ pub enum Command {
         json: bool,
     },
     /// Ask a running balancer to re-read its config file; prints what changed
+    #[command(override_usage = "udplb reload [IFACE]")]
     Reload {
         /// The interfaces it was started on, as given (default: the only
         /// balancer in this network namespace)
@@ -210,6 +213,17 @@ impl ValueEnum for XdpMode {
         })
     }
 }
+
+/// The ways to run udplb, as `--help` and every command-line error show
+/// them (and the README's "Command line"). clap's own usage line would mark
+/// IFACE optional and, after `--config FILE lo ...`, suggest that very
+/// combination.
+const USAGE: &str = "\
+udplb [OPTIONS] <IFACE> <FRONTEND=BACKENDS>...
+       udplb [OPTIONS] --config <FILE>
+       udplb --unpin <IFACE>
+       udplb status [IFACE] [--json]
+       udplb reload [IFACE]";
 
 const GRAMMAR: &str = "\
 Frontends:

@@ -7,6 +7,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 
 use udplb::cli::{Args, Command};
@@ -14,7 +15,10 @@ use udplb::error::UsageError;
 use udplb::{daemon, warn};
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => return command_line_error(e),
+    };
     let result = match (&args.command, &args.unpin) {
         (Some(Command::Status { iface, json }), _) => daemon::status(iface.as_deref(), *json),
         (Some(Command::Reload { iface }), _) => daemon::reload(iface.as_deref()),
@@ -36,4 +40,17 @@ fn main() -> ExitCode {
     // nobody reads does not keep udplb from exiting.
     daemon::log::finish(Duration::from_secs(2));
     code
+}
+
+/// `--help` and `--version` as clap prints them (stdout, exit 0); a bad
+/// command line as clap words it, with the usage lines, but under the
+/// `udplb: error:` prefix of every other error, exit 2.
+fn command_line_error(e: clap::Error) -> ExitCode {
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    warn!("udplb: error: {}", text.trim_end());
+    ExitCode::from(2)
 }

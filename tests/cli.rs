@@ -209,21 +209,18 @@ fn no_privileges() {
     assert_eq!(ns.xdp_on("lo"), "");
 }
 
+/// The usage lines that follow `Usage:` in `text` (help or an error).
+fn usage_lines(text: &str) -> Vec<String> {
+    let mut lines = text.lines().skip_while(|l| !l.starts_with("Usage: "));
+    let first = lines.next().unwrap_or_else(|| panic!("no usage in {text}"));
+    std::iter::once(&first["Usage: ".len()..])
+        .chain(lines.take_while(|l| l.starts_with("       udplb ")))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
 #[test]
 fn clap_errors_exit_2() {
-    for args in [
-        &[][..],
-        &["lo"][..],
-        &["--xdp-mode", "fast", "lo", "1=2"][..],
-        &["--stats", "0", "lo", "1=2"][..],
-    ] {
-        let out = Command::new(BIN).args(args).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).starts_with("error:"),
-            "{args:?}"
-        );
-    }
     let help = Command::new(BIN).arg("--help").output().unwrap();
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
@@ -236,6 +233,79 @@ fn clap_errors_exit_2() {
     ] {
         assert!(text.contains(needle), "--help lacks {needle}:\n{text}");
     }
+    let usage = usage_lines(&text);
+    assert_eq!(
+        usage,
+        [
+            "udplb [OPTIONS] <IFACE> <FRONTEND=BACKENDS>...",
+            "udplb [OPTIONS] --config <FILE>",
+            "udplb --unpin <IFACE>",
+            "udplb status [IFACE] [--json]",
+            "udplb reload [IFACE]",
+        ]
+    );
+    let version = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(version.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        "udplb 0.1.0"
+    );
+
+    for args in [
+        &[][..],
+        &["lo"][..],
+        &["--xdp-mode", "fast", "lo", "1=2"][..],
+        &["--stats", "0", "lo", "1=2"][..],
+        &["--config", "lb.toml", "lo", "9875=9876"][..],
+    ] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        // The prefix of every other error, and no second `error:`.
+        assert!(stderr.starts_with("udplb: error: "), "{args:?}: {stderr}");
+        assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+        if stderr.contains("Usage:") {
+            assert_eq!(usage_lines(&stderr), usage, "{args:?}: {stderr}");
+        }
+    }
+    // The conflict names what is wrong, and the usage it shows does not
+    // offer --config with an interface (clap's own usage line did).
+    let out = Command::new(BIN)
+        .args(["--config", "lb.toml", "lo", "9875=9876"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("udplb: error: the argument '--config <FILE>' cannot be used with"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--config <FILE> [IFACE]"), "{stderr}");
+    assert!(stderr.contains("Usage:"), "{stderr}");
+}
+
+/// The README's "Command line" block is the usage --help prints.
+#[test]
+fn readme_usage_is_the_help_usage() {
+    let readme = include_str!("../README.md");
+    let block: Vec<String> = readme
+        .split("## Command line\n\n")
+        .nth(1)
+        .expect("a Command line section")
+        .lines()
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| l.split(" #").next().unwrap().trim().to_string())
+        .collect();
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    assert_eq!(block, usage_lines(&String::from_utf8_lossy(&help.stdout)));
+    let sub = Command::new(BIN)
+        .args(["status", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        usage_lines(&String::from_utf8_lossy(&sub.stdout)),
+        [block[3].clone()]
+    );
 }
 
 #[test]

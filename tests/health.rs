@@ -72,7 +72,10 @@ impl Drop for Server {
     }
 }
 
+/// dnsmasq on `port`, answering health.udplb with 198.18.9.(port % 100):
+/// an answer names the server that gave it.
 fn dnsmasq(ns: &Netns, port: u16) -> Server {
+    let answer = format!("--address=/health.udplb/198.18.9.{}", port % 100);
     let port = format!("--port={port}");
     Server::start(
         ns,
@@ -84,7 +87,7 @@ fn dnsmasq(ns: &Netns, port: u16) -> Server {
             "--no-hosts",
             "--pid-file=",
             "--user=root",
-            "--address=/health.udplb/198.18.9.9",
+            &answer,
             &port,
         ],
     )
@@ -149,9 +152,10 @@ sockets = false
     let mut u = Udplb::start(&lb, &["--config", file.path()]);
     u.wait_for("5303 health: dns every 200ms", Duration::from_secs(2));
 
-    // The client: a query every 20 ms (bounded: 300 queries, 6 s), each
-    // with its own ID; a reader records which were answered.
-    const N: usize = 300;
+    // The client: a query every 20 ms (bounded: 1000 queries, 20 s, or
+    // until told to stop), each with its own ID; a reader reports each
+    // answer with the server that gave it.
+    const N: usize = 1000;
     const EVERY: Duration = Duration::from_millis(20);
     let sock = client.enter(|| {
         let s = UdpSocket::bind("198.18.0.1:0").unwrap();
@@ -161,90 +165,126 @@ sockets = false
         s
     });
     let reader = sock.try_clone().unwrap();
-    let done = Arc::new(AtomicBool::new(false));
+    let (stop, done) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (answers_tx, answers) = std::sync::mpsc::channel::<(usize, u8)>();
     let reading = {
         let done = done.clone();
         std::thread::spawn(move || {
-            let mut answered = vec![false; N];
             let mut buf = [0u8; 512];
             while !done.load(Ordering::SeqCst) {
                 if let Ok(n) = reader.recv(&mut buf) {
                     let id = u16::from_be_bytes([buf[0], buf[1]]) as usize;
-                    if n > 12 && id < N {
-                        answered[id] = true;
+                    // The A record's address ends the answer: 198.18.9.X.
+                    if n > 12 + 4 && id < N {
+                        let _ = answers_tx.send((id, buf[n - 1]));
                     }
                 }
             }
-            answered
         })
     };
     let start = Instant::now();
-    let sending = std::thread::spawn(move || {
-        let mut sent = Vec::with_capacity(N);
-        for i in 0..N {
-            let at = start + EVERY * i as u32;
-            std::thread::sleep(at.saturating_duration_since(Instant::now()));
-            sent.push(Instant::now());
-            let _ = sock.send(&query(i as u16));
-        }
-        sent
-    });
+    let sending = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut sent = Vec::with_capacity(N);
+            for i in 0..N {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let at = start + EVERY * i as u32;
+                std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                // A send the socket refuses (an ICMP error pending on it)
+                // is no query: None.
+                let at = Instant::now();
+                sent.push(sock.send(&query(i as u16)).ok().map(|_| at));
+            }
+            sent
+        })
+    };
 
+    let packets = |name: &str| backend_packets(&status(&lb, "veth-b"), name);
+    let others = || packets("5301") + packets("5303");
     std::thread::sleep(Duration::from_millis(1500));
     let killed = Instant::now();
     servers[1].kill();
     u.wait_for("5302 down: 2 dns probes", Duration::from_secs(3));
     let down_after = killed.elapsed();
+    // Once the down transition is logged, the ring no longer holds 5302:
+    // while queries keep flowing to the others, none reaches it.
+    let (at_down, others_at_down) = (packets("5302"), others());
     std::thread::sleep(Duration::from_millis(1500));
-    let before_restart = backend_packets(&status(&lb, "veth-b"), "5302");
+    let before_restart = packets("5302");
+    assert!(others() > others_at_down, "no queries flowed meanwhile");
+    assert_eq!(
+        before_restart, at_down,
+        "queries went to 5302 after its down transition"
+    );
     let restarted = Instant::now();
     servers[1] = dnsmasq(&lb, 5302);
     let up = u.wait_for("5302 up: 2 dns probes answered", Duration::from_secs(3));
     let back_after = restarted.elapsed();
-
+    // Back in the ring: queries reach it again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while packets("5302") == before_restart {
+        assert!(
+            Instant::now() < deadline,
+            "5302 got no queries after it came back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::SeqCst);
     let sent = sending.join().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    done.store(true, Ordering::SeqCst);
-    let answered = reading.join().unwrap();
-    let after_up = backend_packets(&status(&lb, "veth-b"), "5302");
 
-    let lost: Vec<usize> = (0..N).filter(|&i| !answered[i]).collect();
-    let window = match (lost.first(), lost.last()) {
-        (Some(&a), Some(&b)) => sent[b] - sent[a],
-        _ => Duration::ZERO,
-    };
-    let limit = Duration::from_millis(interval * fall + 200);
-    let recovery_limit = Duration::from_millis(rise * interval + 200);
-    println!(
-        "dns checks (interval {interval} ms, fall {fall}, rise {rise}): {} of {N} queries lost, \
-         loss window {window:?} (limit {limit:?}); down logged {down_after:?} after the kill; \
-         back {back_after:?} after the restart (limit {recovery_limit:?}): {up}",
-        lost.len()
+    // Every query forwarded to a live server is answered, by that server:
+    // the queries lost are 5302's (dead, or unread when it was killed).
+    // Waits (bounded) for the last answers to come in.
+    let mut answered: Vec<Option<u8>> = vec![None; sent.len()];
+    let mut by = [0u64; 4];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let counters = || [packets("5301"), packets("5302"), packets("5303")];
+    let mut forwarded = counters();
+    while [by[1], by[3]] != [forwarded[0], forwarded[2]] && Instant::now() < deadline {
+        match answers.recv_timeout(Duration::from_millis(100)) {
+            Ok((id, server)) => {
+                if answered[id].replace(server).is_none() {
+                    by[server as usize % 4] += 1;
+                }
+            }
+            Err(_) => forwarded = counters(),
+        }
+    }
+    done.store(true, Ordering::SeqCst);
+    reading.join().unwrap();
+    assert_eq!(
+        [by[1], by[3]],
+        [forwarded[0], forwarded[2]],
+        "answers of 5301 and 5303 against the queries forwarded to them"
     );
+
+    let lost: Vec<usize> = (0..sent.len())
+        .filter(|&i| sent[i].is_some() && answered[i].is_none())
+        .collect();
+    let refused = sent.iter().filter(|s| s.is_none()).count();
     assert!(
         !lost.is_empty(),
         "the kill lost nothing: was 5302 in the ring?"
     );
-    assert!(
-        window <= limit,
-        "loss window {window:?} > {limit:?}: lost {lost:?}"
+    assert_eq!(
+        lost.len() as u64,
+        forwarded[1] - by[2],
+        "the queries lost are those forwarded to 5302 and not answered"
     );
-    // Every loss falls between the kill and the down transition (logged
-    // once the ring is switched; 20 ms for the log line's trip): nothing
-    // reached the dead backend afterwards.
-    let (first, last) = (sent[lost[0]], sent[*lost.last().unwrap()]);
-    assert!(
-        first + Duration::from_millis(5) >= killed,
-        "a loss before the kill: {lost:?}"
-    );
-    assert!(
-        last <= killed + down_after + Duration::from_millis(20),
-        "a loss after the down transition: {lost:?}"
-    );
-    assert!(back_after <= recovery_limit, "back after {back_after:?}");
-    assert!(
-        after_up > before_restart,
-        "5302 got no queries after it came back"
+    let window = sent[*lost.last().unwrap()].unwrap() - sent[lost[0]].unwrap();
+    // Figures for the reader, not bounds: a loaded machine stretches them.
+    println!(
+        "dns checks (interval {interval} ms, fall {fall}, rise {rise}): {} of {} queries lost \
+         ({refused} sends refused), loss window {window:?}; down logged {down_after:?} after the kill; back \
+         {back_after:?} after the restart: {up}",
+        lost.len(),
+        sent.len()
     );
     let (_, out) = u.stop(Signal::SIGTERM);
     assert!(out.contains("backend 5302 "), "{out}");

@@ -252,6 +252,36 @@ fn six_interfaces_with_the_longest_names_answer_status() {
     assert!(status.success(), "{out}");
 }
 
+/// A user without root cannot reach the control socket (0600 in a 0700
+/// directory): udplb says so and exits 2, rather than claiming that no
+/// balancer runs.
+#[test]
+fn status_and_reload_without_root_say_they_need_it() {
+    let ns = Netns::new("user");
+    let _lb = Udplb::start(&ns, &["lo", "9875=9876"]);
+    let one_line = |(code, out, err): (i32, String, String), want: &str| {
+        assert_eq!(code, 2, "{err}");
+        assert!(out.is_empty(), "{out}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.starts_with(&format!("udplb: error: {want}")), "{err}");
+    };
+    for request in ["status", "reload"] {
+        one_line(
+            udplb_cmd_as_nobody(&ns, &[request]),
+            &format!(
+                "udplb {request} needs root: the control sockets under /run/udplb are root's \
+                 (sudo udplb {request})"
+            ),
+        );
+    }
+    one_line(
+        udplb_cmd_as_nobody(&ns, &["status", "lo", "--json"]),
+        "udplb status needs root: the control socket /run/udplb/lo@",
+    );
+    // Root, meanwhile, reaches it.
+    assert_eq!(status(&ns)["interfaces"], "lo");
+}
+
 /// The notify messages udplb sent, each split into its lines.
 fn notifications(sock: &UnixDatagram, until: &str, wait: Duration) -> Vec<Vec<String>> {
     let mut got = Vec::new();

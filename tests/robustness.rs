@@ -130,6 +130,40 @@ impl Spawned {
         self.stderr.try_iter().collect()
     }
 
+    /// Waits (10 s at most) for a stderr line containing `needle`.
+    fn wait_stderr(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        while let Ok(l) =
+            (self.stderr).recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if l.contains(needle) {
+                return l;
+            }
+            seen.push(l);
+        }
+        panic!("no {needle:?} on stderr within 10 s: {seen:?}")
+    }
+
+    /// The write calls udplb's output thread (`udplb-log`, the one writer
+    /// of stdout once the daemon runs) made so far, failed ones included:
+    /// the kernel counts a write into a closed pipe as well (syscw).
+    fn output_writes(&self) -> u64 {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        for task in std::fs::read_dir(&tasks)
+            .unwrap()
+            .map(|t| t.unwrap().path())
+        {
+            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            if comm.trim_end() == "udplb-log" {
+                let io = std::fs::read_to_string(task.join("io")).unwrap();
+                let syscw = io.lines().find_map(|l| l.strip_prefix("syscw: "));
+                return syscw.expect("syscw in task io").parse().unwrap();
+            }
+        }
+        panic!("no udplb-log thread under {tasks}")
+    }
+
     fn pid(&self) -> nix::unistd::Pid {
         nix::unistd::Pid::from_raw(self.child.id() as i32)
     }
@@ -391,8 +425,14 @@ fn closed_stdout_does_not_stop_the_balancer() {
         lines.push(line);
     }
     drop(reader);
-    // Two more --stats ticks write into the closed pipe.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Two more --stats ticks write into the closed pipe: one failed write
+    // each (EPIPE ends the line's write_all).
+    let before = lb.output_writes();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lb.alive() && lb.output_writes() < before + 2 {
+        assert!(Instant::now() < deadline, "no --stats tick within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         lb.alive(),
         "udplb died writing to a closed pipe: {:?}",
@@ -400,8 +440,9 @@ fn closed_stdout_does_not_stop_the_balancer() {
     );
     balanced(&ns, "127.0.0.1:9875", &backend, 10, 100);
 
+    // SIGHUP is answered (on stderr, still open) and survived.
     nix::sys::signal::kill(lb.pid(), Signal::SIGHUP).unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    lb.wait_stderr("udplb: reload ignored: started without --config");
     assert!(lb.alive(), "udplb died after SIGHUP: {:?}", lb.stderr_now());
     balanced(&ns, "127.0.0.1:9875", &backend, 10, 100);
 

@@ -15,7 +15,7 @@
 //! Protocol: one line in (`status` or `reload`), one JSON document out, then
 //! the connection closes.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -122,19 +122,32 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// `udplb status|reload [IFACES]`: the socket to talk to. Without IFACES,
 /// the one balancer of this namespace; more than one is a usage error.
-fn find(ifaces: Option<&str>) -> Result<PathBuf> {
+fn find(ifaces: Option<&str>, request: &str) -> Result<PathBuf> {
     if let Some(i) = ifaces {
         return Ok(socket_path(i));
     }
     let suffix = format!("@{}.sock", own_netns());
-    let mut found: Vec<PathBuf> = std::fs::read_dir(DIR)
+    let dir = match std::fs::read_dir(DIR) {
+        // The 0700 directory hides from other users whether a balancer runs.
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+            return Err(needs_root(
+                request,
+                &format!("the control sockets under {DIR} are"),
+            ))
+        }
+        dir => dir,
+    };
+    let mut found: Vec<PathBuf> = dir
         .map(|d| {
             d.filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| {
                     let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
                     // A socket nobody listens on was left by a udplb that
-                    // was killed (SIGKILL leaves its file behind).
-                    n.ends_with(&suffix) && answers(p)
+                    // was killed (SIGKILL leaves its file behind); one this
+                    // user may not open is a balancer all the same.
+                    let refused = matches!(UnixStream::connect(p),
+                        Err(e) if e.kind() != ErrorKind::PermissionDenied);
+                    n.ends_with(&suffix) && !refused
                 })
                 .collect()
         })
@@ -176,17 +189,20 @@ impl std::fmt::Display for NotRunning {
 
 impl std::error::Error for NotRunning {}
 
+/// `udplb status` (`reload`) run by a user the control socket refuses:
+/// a usage error (exit 2) that names the fix.
+fn needs_root(request: &str, what: &str) -> anyhow::Error {
+    crate::usage!("udplb {request} needs root: {what} root's (sudo udplb {request})").into()
+}
+
 /// Sends `request` to the balancer on `ifaces` and returns its answer.
 pub fn ask(ifaces: Option<&str>, request: &str, timeout: Duration) -> Result<Answer> {
-    let path = find(ifaces)?;
+    let path = find(ifaces, request)?;
     let mut s = match UnixStream::connect(&path) {
         Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(crate::usage!(
-                "{}: permission denied: the control socket is root's (sudo udplb ...)",
-                path.display()
-            )
-            .into())
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+            let what = format!("the control socket {} is", path.display());
+            return Err(needs_root(request, &what));
         }
         Err(e) => {
             return Err(anyhow!(NotRunning(format!(

@@ -170,17 +170,3 @@ fn run() -> Result<()> {
     }
     Ok(())
 }
-
-// Under `cargo test`, tests/bench_units.rs mounts this file as a module and
-// runs the unit tests of the helpers (no privileges); the benchmark itself
-// runs only under `make bench`. So the helpers name their siblings with
-// `super::`, which is this module in both builds.
-#[cfg(test)]
-mod tests {
-    /// `main` is the entry point only under cargo bench; this keeps what it
-    /// reaches from being dead code in the test build.
-    #[test]
-    fn main_is_the_bench_entry_point() {
-        let _entry: fn() -> std::process::ExitCode = super::main;
-    }
-}

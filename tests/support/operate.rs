@@ -13,8 +13,30 @@ use super::process::BIN;
 
 /// `udplb <args>` run in `ns` (a client command): exit code, stdout, stderr.
 pub fn udplb_cmd(ns: &Netns, args: &[&str]) -> (i32, String, String) {
+    client(ns, &[], args)
+}
+
+/// As [`udplb_cmd`], run as user nobody with no capabilities: a user
+/// without root.
+pub fn udplb_cmd_as_nobody(ns: &Netns, args: &[&str]) -> (i32, String, String) {
+    let setpriv = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
+    client(
+        ns,
+        &[&setpriv[..], &["--inh-caps=-all", "--bounding-set=-all"]].concat(),
+        args,
+    )
+}
+
+/// `udplb <args>` in `ns`, through the command `wrap` (empty: none).
+fn client(ns: &Netns, wrap: &[&str], args: &[&str]) -> (i32, String, String) {
     let out = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", ns.name))
+        .args(wrap)
         .arg(BIN)
         .args(args)
         .output()
