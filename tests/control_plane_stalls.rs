@@ -34,6 +34,13 @@ fn status_time(ns: &Netns) -> Duration {
     t.elapsed()
 }
 
+/// An echo backend on each port; `None` once stopped.
+fn echoes(ns: &Netns, ports: &[u16]) -> Vec<Option<Echo>> {
+    (ports.iter())
+        .map(|p| Some(Echo::start(ns, &format!("0.0.0.0:{p}"), "b")))
+        .collect()
+}
+
 /// Waits until every backend of the first frontend is up.
 fn all_up(ns: &Netns) {
     let t = Instant::now();
@@ -139,10 +146,7 @@ fn slow_metrics_readers_hold_nothing() {
     // 48 backends: a /metrics answer of tens of KB, more than a socket
     // buffer takes from a reader that does not read.
     let ports: Vec<u16> = (9001..9049).collect();
-    let mut echoes: Vec<Option<Echo>> = ports
-        .iter()
-        .map(|p| Some(Echo::start(&ns, &format!("0.0.0.0:{p}"), "b")))
-        .collect();
+    let mut echoes = echoes(&ns, &ports);
     let file = TempFile::new("lb.toml", &config(&ports));
     let mut u = Udplb::start(&ns, &["--config", file.path()]);
     all_up(&ns);
@@ -199,10 +203,7 @@ fn an_announced_address_stays_under_a_metrics_flood() {
     room_for_connections();
     let ns = Netns::new("stalla");
     let ports: Vec<u16> = (5301..5341).collect();
-    let mut echoes: Vec<Option<Echo>> = ports
-        .iter()
-        .map(|p| Some(Echo::start(&ns, &format!("0.0.0.0:{p}"), "b")))
-        .collect();
+    let mut echoes = echoes(&ns, &ports);
     // The config of the other test with an announced address: the
     // backends are probed, so a held loop would fail them all and withdraw
     // the address; the shortest lease (2 s) would let it expire too.
@@ -260,10 +261,7 @@ fn an_unread_stdout_holds_nothing() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let ns = Netns::new("stallo");
     let ports: Vec<u16> = (9001..9041).collect();
-    let mut echoes: Vec<Option<Echo>> = ports
-        .iter()
-        .map(|p| Some(Echo::start(&ns, &format!("0.0.0.0:{p}"), "b")))
-        .collect();
+    let mut echoes = echoes(&ns, &ports);
     let spec = format!(
         "9875={}",
         ports

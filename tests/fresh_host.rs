@@ -14,6 +14,24 @@ use support::netns::*;
 use support::process::BIN;
 use support::require_root;
 
+/// Runs the shell `script` in a private mount namespace of its own, with
+/// $NS the test namespace's name and $BIN udplb: whether it succeeded, and
+/// what it printed (stdout, then stderr).
+fn in_a_private_mount_namespace(ns: &Netns, script: &str) -> (bool, String) {
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .env("NS", &ns.name)
+        .env("BIN", BIN)
+        .output()
+        .expect("unshare");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// `--pin` mounts a BPF filesystem itself, says so, and its pins outlive
 /// udplb.
 #[test]
@@ -37,18 +55,8 @@ fn pin_mounts_a_bpf_filesystem_where_none_is() {
         nsenter --net="/run/netns/$NS" ip -d link show lo | grep -o 'prog/xdp id [0-9]*' | sed 's/^/attached: /'
         nsenter --net="/run/netns/$NS" "$BIN" --unpin lo
     "#;
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", script])
-        .env("NS", &ns.name)
-        .env("BIN", BIN)
-        .output()
-        .expect("unshare");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let (ok, text) = in_a_private_mount_namespace(&ns, script);
+    assert!(ok, "{text}");
     for want in [
         "udplb: nothing was mounted on /sys/fs/bpf: mounted a BPF filesystem there",
         "pinned under /sys/fs/bpf/udplb/lo",
@@ -94,17 +102,7 @@ s.connect(("127.0.0.1", 9875)); s.send(b"x"); print("answer", s.recv(100))'
         wait $pid
         echo "exit $?"
     "#;
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", script])
-        .env("NS", &ns.name)
-        .env("BIN", BIN)
-        .output()
-        .expect("unshare");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_, text) = in_a_private_mount_namespace(&ns, script);
     let want = [
         "no kernel config",
         "attached to lo",
