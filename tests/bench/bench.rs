@@ -54,7 +54,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use report::Report;
+use report::{HostRefused, Report};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -126,7 +126,16 @@ fn run() -> Result<()> {
     // the others: what was measured is still printed and written.
     let mut failed = Vec::new();
     let mut section = |name: &str, result: Result<()>, report: &mut Report| {
-        if let Err(e) = result {
+        if let Some(refused) = result
+            .as_ref()
+            .err()
+            .and_then(|e| e.downcast_ref::<HostRefused>())
+        {
+            eprintln!("bench: section {name} not measured: {refused}");
+            report
+                .not_measured
+                .push((name.to_string(), refused.to_string()));
+        } else if let Err(e) = result {
             eprintln!("bench: section {name} failed: {e:#}");
             report.notes.push(format!("section {name} failed: {e:#}"));
             failed.push(name.to_string());

@@ -262,6 +262,13 @@ pub fn generate(
         };
         if rc != 0 {
             let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(nix::libc::EPERM) {
+                return Err(super::report::HostRefused(format!(
+                    "this kernel refuses BPF_PROG_RUN with live frames ({e}), which the NIC-speed \
+                     generator needs"
+                ))
+                .into());
+            }
             bail!(
                 "BPF_PROG_RUN with live frames on {dev} failed: {e} (needs Linux ≥ 5.18 and a \
                  peer veth with NAPI)"

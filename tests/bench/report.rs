@@ -16,7 +16,25 @@ pub struct Report {
     pub targets: Vec<Target>,
     /// Skipped cases and anything else a reader must know.
     pub notes: Vec<String>,
+    /// (section, why): sections this host refused to let run (see
+    /// [`HostRefused`]); reported, not failed.
+    pub not_measured: Vec<(String, String)>,
 }
+
+/// A section's error that says the host refuses what the section needs
+/// (a kernel that answers EPERM to BPF_PROG_RUN with live frames): the
+/// section is reported as not measured, with the reason, and the run still
+/// completes and succeeds.
+#[derive(Debug)]
+pub struct HostRefused(pub String);
+
+impl std::fmt::Display for HostRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HostRefused {}
 
 #[derive(Debug)]
 pub struct Section {
@@ -116,6 +134,9 @@ impl Report {
                 let _ = writeln!(out, "  {verdict:<12} {}: {}", t.goal, t.measured);
             }
         }
+        for (s, why) in &self.not_measured {
+            let _ = writeln!(out, "NOT MEASURED section {s}: {why}");
+        }
         for n in &self.notes {
             let _ = writeln!(out, "note: {n}");
         }
@@ -169,6 +190,16 @@ impl Report {
                 "notes",
                 Json::Arr(self.notes.iter().map(Json::str).collect()),
             ),
+            (
+                "not_measured",
+                Json::Arr(
+                    (self.not_measured.iter())
+                        .map(|(s, why)| {
+                            Json::obj([("section", Json::str(s)), ("reason", Json::str(why))])
+                        })
+                        .collect(),
+                ),
+            ),
         ])
     }
 }
@@ -218,6 +249,7 @@ mod tests {
                 measured: "m".into(),
                 met: None,
             }],
+            not_measured: vec![("nic".into(), "EPERM from the kernel".into())],
             ..super::Report::default()
         };
         let t = r.table();
@@ -226,9 +258,15 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("NOT MEASURED"), "{t}");
+        assert!(
+            t.contains("NOT MEASURED section nic: EPERM from the kernel"),
+            "{t}"
+        );
         let j = r.json().render();
         assert!(
-            j.contains(r#""median": 21"#) && j.contains(r#""met": null"#),
+            j.contains(r#""median": 21"#)
+                && j.contains(r#""met": null"#)
+                && j.contains(r#""section": "nic""#),
             "{j}"
         );
     }
