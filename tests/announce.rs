@@ -6,7 +6,9 @@
 //!     stay up;
 //!   - an address the kernel refuses is logged once, not at every event;
 //!   - a udplb replaced by another (`--force`) withdraws what only it
-//!     announced, leaves what the new one announces, and exits.
+//!     announced, leaves what the new one announces, and exits;
+//!   - a second udplb that fails to start (no `--force`) leaves the
+//!     running one's address alone.
 
 mod support;
 
@@ -181,6 +183,37 @@ fn a_udplb_replaced_by_force_withdraws_what_only_it_announced_and_exits() {
     assert!(!out.contains("without udplb"), "{out}");
     let added = format!("{announced}: {F1}:53 has 1 backend up");
     assert_eq!(out.matches(&added).count(), 1, "{out}");
+}
+
+/// A second udplb started on the same interfaces without `--force` (a
+/// mistake, a unit started twice) fails to attach and must change nothing:
+/// the running one's announced address stays, routers keep the route.
+/// (It must not take the running udplb's address for one a killed udplb
+/// left.)
+#[test]
+fn a_second_udplb_that_fails_to_start_leaves_the_running_ones_address() {
+    let ns = Netns::new("ans");
+    let _b = Echo::start(&ns, "0.0.0.0:5301", "b1");
+    let conf = TempFile::new(
+        "lb.toml",
+        &format!(
+            "interface = \"lo\"\nannounce_interface = \"lo\"\n\
+             [[frontend]]\nlisten = \"{F1}:53\"\nbackends = [5301]\n"
+        ),
+    );
+    let mut a = Udplb::start(&ns, &["--config", conf.path()]);
+    a.wait_for(&format!("announcing {F1} on lo"), WAIT);
+    let (code, out, err) = support::operate::udplb_cmd(&ns, &["--config", conf.path()]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("use --force to replace it"), "{out}{err}");
+    let still = on(&ns, "lo", F1);
+    assert!(
+        still,
+        "the failed start withdrew the running udplb's address: {out}{err}"
+    );
+    let (status, out) = a.stop(Signal::SIGTERM);
+    assert!(status.success(), "{out}");
+    assert!(!out.contains("went from lo without udplb"), "{out}");
 }
 
 /// The PID `udplb status` reports in `ns`.

@@ -22,6 +22,10 @@
 //! (icmp_no_flow): the backends' route caches keep no lowered MTU for the
 //! victim, whose replies (default sockets, which would fragment after a
 //! lowered path MTU) keep arriving whole, 10 of 10.
+//!
+//! And a local backend of a round-robin frontend (no flow table, so no pin
+//! as proof): this host's own kernel must still learn the path MTU to a
+//! far client, or its larger replies are lost for good.
 
 mod support;
 
@@ -268,6 +272,92 @@ fn fragmented_replies_after_a_pmtu_drop_reach_the_client_ipv4() {
 #[test]
 fn fragmented_replies_after_a_pmtu_drop_reach_the_client_ipv6() {
     pmtu_reaches_the_backend_of_the_flow(true, false);
+}
+
+/// A local backend of a round-robin frontend (the default scheduler)
+/// answers a far client with replies larger than the 1280-byte link in
+/// front of it. The router's error goes to the frontend's address; whichever
+/// local backend it is given to, this host's kernel caches the path MTU
+/// for the client (per destination, not per socket), so after the first
+/// reply the others arrive, fragmented by the kernel. Round robin has no
+/// flow table, so no pin proves which backend answered, but for local
+/// backends the answer is the same host: dropping the error (icmp_no_flow)
+/// leaves every larger reply lost for good (Linux sets DF on UDP by
+/// default), where a host without udplb learns the path MTU.
+fn local_backend_of_round_robin_learns_the_path_mtu(ipv6: bool) {
+    let (t, far) = topology();
+    let (vip, far_addr, bind, router, lb_side) = match ipv6 {
+        true => (
+            format!("[{VIP6}]:53"),
+            "2001:2:3::2",
+            "[::]:0",
+            "2001:2:3::1",
+            "2001:2::1",
+        ),
+        false => (
+            format!("{VIP4}:53"),
+            "198.18.3.2",
+            "0.0.0.0:0",
+            "198.18.3.1",
+            "198.18.0.1",
+        ),
+    };
+    resolve_neighbour(&far, router);
+    resolve_neighbour(&t.client, if ipv6 { "2001:2::2" } else { "198.18.0.2" });
+    resolve_neighbour(&t.client, far_addr);
+    resolve_neighbour(&t.lb, lb_side);
+    let frontend: SocketAddr = vip.parse().unwrap();
+    // Bound to the frontend's address: its replies leave from it (port
+    // 5301, which udplb turns into 53), as a backend's replies must.
+    let backend_addr = SocketAddr::new(frontend.ip(), 5301);
+    let backend = t.lb.udp_bind(&backend_addr.to_string());
+    backend
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut u = Udplb::start(&t.lb, &["l0", &format!("{vip}=5301")]);
+    u.wait_for("attached to l0", Duration::from_secs(5));
+    let client = far.enter(|| UdpSocket::bind(bind).unwrap());
+    client
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut arrived = 0;
+    for seq in 0..5 {
+        client.send_to(&payload(seq, 20), frontend).unwrap();
+        let (_, from) = backend.recv_from(&mut buf).expect("the request");
+        let reply = payload(seq, BIG);
+        backend.send_to(&reply, from).unwrap();
+        if let Ok((n, src)) = client.recv_from(&mut buf) {
+            assert_eq!(src, frontend, "reply {seq}");
+            arrived += u32::from(buf[..n] == reply[..]);
+        }
+    }
+    let s = status(&t.lb);
+    println!(
+        "local backend, round robin ({}): {arrived}/5 {BIG}-byte replies reached {far_addr}; \
+         verdicts {}",
+        if ipv6 { "IPv6" } else { "IPv4" },
+        s["verdicts"]
+    );
+    // The first reply may be lost: it is the one that draws the error.
+    assert!(
+        arrived >= 4,
+        "{arrived}/5 replies larger than the path MTU arrived: the host never learnt it \
+         (icmp_no_flow {})",
+        s["verdicts"]["icmp_no_flow"]
+    );
+    let (st, out) = u.stop(Signal::SIGTERM);
+    assert!(st.success(), "{out}");
+}
+
+#[test]
+fn local_backend_of_round_robin_learns_the_path_mtu_ipv4() {
+    local_backend_of_round_robin_learns_the_path_mtu(false);
+}
+
+#[test]
+fn local_backend_of_round_robin_learns_the_path_mtu_ipv6() {
+    local_backend_of_round_robin_learns_the_path_mtu(true);
 }
 
 /// `n` requests from `client` (connected to the frontend), each answered
