@@ -287,6 +287,7 @@ static __always_inline int icmp_translate(struct hdr_cursor *c, void *data_end,
 	struct icmp_error e = {};
 	__u32 slot;
 	long picked;
+	bool pinned;
 	int reason;
 
 	reason = parse_icmp_error(c, data_end, p, &e);
@@ -307,12 +308,20 @@ static __always_inline int icmp_translate(struct hdr_cursor *c, void *data_end,
 	fe = lookup_frontend(&e.inner, true);
 	if (!fe)
 		return UDPLB_REASON_NOT_UDP;
-	/* Anyone can forge this error about any client: only a backend that
-	 * answered that client's flow is told (flows.h), else it is dropped. */
+	/* Anyone can forge this error about any client: a remote backend is
+	 * told only if it answered that client's flow (flows.h). A local one
+	 * needs no pin: the error reaches this host's own kernel, which keeps
+	 * the path MTU per destination for every socket anyway and heeds it,
+	 * like any Linux UDP server, only for a socket the quote names; the
+	 * ring's backend for the flow is as good as any (round robin and
+	 * flow_timeout 0 have no pins, and their replies must not be lost). */
 	picked = flow_answered_slot(fe, &e.inner);
+	pinned = picked >= 0;
+	if (!pinned)
+		picked = ring_slot(fe, flow_hash_dir(&e.inner, true));
 	slot = picked;
 	be = picked < 0 ? NULL : bpf_map_lookup_elem(&backends, &slot);
-	if (!be)
+	if (!be || (!pinned && !endpoint_is_local(&be->ep)))
 		return UDPLB_REASON_ICMP_NO_FLOW;
 	icmp_rewrite(p, &e, true, &be->ep);
 	return UDPLB_REASON_ICMP_TO_BACKEND;

@@ -190,6 +190,17 @@ static __always_inline long slot_at(struct udplb_frontend *fe, __u32 pos)
 	return *slot;
 }
 
+/* The backend slot a flow hash picks (as Maglev does), or -1 if the
+ * frontend has none. */
+static __always_inline long ring_slot(struct udplb_frontend *fe, __u32 hash)
+{
+	__u32 n = fe->ring_size;
+
+	if (n == 0)
+		return -1;
+	return slot_at(fe, hash % n);
+}
+
 /* The backend slot for this packet (round robin: the per-CPU cursor; Maglev
  * and QUIC's fallback: the flow hash), or -1 if the frontend has none. */
 static __always_inline long pick_slot(struct udplb_frontend *fe, struct udp_packet *p)

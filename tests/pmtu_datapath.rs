@@ -6,10 +6,15 @@
 //! table says:
 //! - delivered to the pinned backend (local and remote, IPv4 and IPv6),
 //!   also where the ring would pick another one, byte for byte;
-//! - dropped and counted icmp_no_flow: a client no backend answered (a
-//!   third party naming a client that has no pin), an idle pin, a pin whose
-//!   slot went to another backend, a pin learned for another frontend, and
-//!   every frontend without a flow table (round robin, flow_timeout 0);
+//! - for a remote backend, dropped and counted icmp_no_flow without that
+//!   proof: a client no backend answered (a third party naming a client
+//!   that has no pin), an idle pin, a pin whose slot went to another
+//!   backend, a pin learned for another frontend, and every frontend
+//!   without a flow table (round robin, flow_timeout 0);
+//! - for a local backend, without a pin, delivered to the ring's backend
+//!   for the flow (this host's kernel heeds it only for a socket the quote
+//!   names, as for any UDP server; round robin and flow_timeout 0 keep
+//!   their path MTU);
 //! - the egress program never sends one on.
 
 mod support;
@@ -19,8 +24,8 @@ use support::forwarding::{private_topology, Net};
 use support::packets::{icmp_error, udp, Frame};
 use support::runner::{assert_reasons, Case, Fixture, Prog, TC_ACT_UNSPEC, XDP_DROP};
 use udplb::abi::{
-    self, bytes_of, Flow, UDPLB_REASON_ICMP_NO_FLOW, UDPLB_REASON_ICMP_TO_BACKEND,
-    UDPLB_REASON_REPLY,
+    self, bytes_of, Flow, UDPLB_REASON_FIB_NO_NEIGH, UDPLB_REASON_ICMP_NO_FLOW,
+    UDPLB_REASON_ICMP_TO_BACKEND, UDPLB_REASON_REPLY,
 };
 use udplb::config::{Config, Sched};
 
@@ -145,6 +150,15 @@ fn refused(name: &str, frontend: &str, client: &str) -> Case {
     Case::dropped(name, &ptb(frontend, client), UDPLB_REASON_ICMP_NO_FLOW)
 }
 
+/// Without a pin: refused for remote backends, to the ring's backend for
+/// the flow for local ones (whose address is the frontend's).
+fn unproven(fx: &Fixture, name: &str, frontend: &str, backend: &str, client: &str) -> Case {
+    match ip_of(backend) == ip_of(frontend) {
+        true => delivered(name, frontend, client, &ring_choice(fx, client, frontend)),
+        false => refused(name, frontend, client),
+    }
+}
+
 /// The backends of the Maglev frontends 0-3, as "addr:port".
 fn maglev_frontends() -> Vec<(&'static str, Vec<String>, u16)> {
     vec![
@@ -211,9 +225,12 @@ fn packet_too_big_without_a_pin_is_dropped_and_counted() {
     for (frontend, backends, port) in maglev_frontends() {
         let victim = client_of(frontend, 0);
         // A client no backend has answered: whoever sends it, no proof.
-        cases.push(refused(
+        let b0 = &backends[0];
+        cases.push(unproven(
+            &fx,
             &format!("{frontend}: {victim}, never answered"),
             frontend,
+            b0,
             &victim,
         ));
         // Another client was answered; naming the victim (another port of
@@ -222,14 +239,18 @@ fn packet_too_big_without_a_pin_is_dropped_and_counted() {
         answer(&fx, &net, &backends[0], &other, port);
         let (other_ip, victim_port) = (ip_of(&other), 40000);
         let same_addr = std::net::SocketAddr::new(other_ip, victim_port).to_string();
-        cases.push(refused(
+        cases.push(unproven(
+            &fx,
             &format!("{frontend}: {same_addr}, only {other} answered"),
             frontend,
+            b0,
             &same_addr,
         ));
-        cases.push(refused(
+        cases.push(unproven(
+            &fx,
             &format!("{frontend}: {victim}, only {other} answered"),
             frontend,
+            b0,
             &victim,
         ));
         cases.push(delivered(
@@ -239,18 +260,34 @@ fn packet_too_big_without_a_pin_is_dropped_and_counted() {
             &backends[0],
         ));
     }
-    // No flow table, no proof: round robin, and Maglev with timeout 0,
-    // though their backends answered the client.
+    // No flow table, no proof: round robin over remote backends, though
+    // they answered the client; Maglev with timeout 0 over local ones goes
+    // by the ring.
     let c = "198.18.0.10:40000";
     answer(&fx, &net, "198.18.1.2:5353", c, 53);
     answer(&fx, &net, "198.18.2.2:5353", c, 53);
-    cases.push(refused("round robin", "198.18.100.1:53", c));
+    cases.push(refused("round robin, remote", "198.18.100.1:53", c));
     answer(&fx, &net, "198.18.100.8:7101", c, 7100);
-    cases.push(refused("flow_timeout 0", "198.18.100.8:7100", c));
+    let fe = "198.18.100.8:7100";
+    cases.push(unproven(
+        &fx,
+        "flow_timeout 0, local",
+        fe,
+        "198.18.100.8:7101",
+        c,
+    ));
     // A pin learned for the port-only frontend (its backend answered from
-    // 198.18.100.7) proves nothing about the exact frontend on that port.
+    // 198.18.100.7) proves nothing about the exact frontend on that port:
+    // its local backends go by the ring.
     answer(&fx, &net, "198.18.100.7:7202", c, 7200);
-    cases.push(refused("another frontend's pin", "198.18.100.7:7200", c));
+    let fe = "198.18.100.7:7200";
+    cases.push(unproven(
+        &fx,
+        "another frontend's pin",
+        fe,
+        "198.18.100.7:7201",
+        c,
+    ));
     // The egress program never sends one on (it could not route it).
     cases.push(Case {
         prog: Prog::Egress,
@@ -264,12 +301,9 @@ fn packet_too_big_without_a_pin_is_dropped_and_counted() {
 #[test]
 fn an_idle_pin_or_one_whose_slot_changed_hands_proves_nothing() {
     let (net, fx) = setup();
-    let (frontend, backend, c) = (
-        "198.18.100.3:7000",
-        "198.18.100.3:7002",
-        "198.18.0.10:40000",
-    );
-    answer(&fx, &net, backend, c, 7000);
+    // A remote backend: a local one would be told without a pin anyway.
+    let (frontend, backend, c) = ("198.18.100.4:53", "198.18.1.2:6000", "198.18.0.10:40000");
+    answer(&fx, &net, backend, c, 53);
     fx.check_all(&[delivered("fresh", frontend, c, backend)]);
     let map = fx.dp.flows_map();
     let key = map.keys().next().expect("one pin");
@@ -297,7 +331,9 @@ fn an_idle_pin_or_one_whose_slot_changed_hands_proves_nothing() {
     assert_reasons(
         &fx,
         &[
-            (UDPLB_REASON_REPLY, 1),
+            // The remote reply, rewritten and handed to the kernel (the
+            // test topology resolves no neighbour): it pinned all the same.
+            (UDPLB_REASON_FIB_NO_NEIGH, 1),
             (UDPLB_REASON_ICMP_TO_BACKEND, 2),
             (UDPLB_REASON_ICMP_NO_FLOW, 2),
         ],

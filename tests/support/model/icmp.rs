@@ -135,21 +135,33 @@ pub(super) fn icmp(
             "ICMP error about a datagram to a backend",
         );
     }
-    // Packet too big about a reply from a frontend: only to the backend
-    // whose reply pinned that flow for that frontend (the client is the
-    // quote's destination, the frontend its source); without such a pin
-    // (none, another frontend's, no flow table) it is dropped.
+    // Packet too big about a reply from a frontend: to the backend whose
+    // reply pinned that flow for that frontend (the client is the quote's
+    // destination, the frontend its source); without such a pin (none,
+    // another frontend's, no flow table), to the ring's backend for the
+    // flow, for the model's backends are all local (the program drops it
+    // for a remote one); with no ring, dropped.
     if too_big {
         if let Some(fe) = config.frontend_for(src, sport) {
-            let pin = match config.frontends[fe].pins {
+            let fr = &config.frontends[fe];
+            let pin = match fr.pins {
                 true => state.flows.get(&(dst, dport, src, sport)),
                 false => None,
             };
-            let Some(&(_, b)) = pin.filter(|&&(pf, _)| pf == fe) else {
+            let pinned = pin.filter(|&&(pf, _)| pf == fe).map(|&(_, b)| b);
+            let request = Flow {
+                src: dst,
+                dst: src,
+                sport: dport,
+                dport: sport,
+            };
+            let ring =
+                (!fr.ring.is_empty()).then(|| fr.ring[request.hash() as usize % fr.ring.len()]);
+            let Some(b) = pinned.or(ring) else {
                 out.verdict = XDP_DROP;
                 return (
                     reason::ICMP_NO_FLOW,
-                    "packet too big about a reply no pin says a backend sent",
+                    "packet too big about a reply of a frontend without backends",
                 );
             };
             icmp_set_port(
@@ -161,7 +173,7 @@ pub(super) fn icmp(
             );
             return (
                 reason::ICMP_TO_BACKEND,
-                "packet too big about a pinned reply",
+                "packet too big about a reply, to its backend",
             );
         }
     }
