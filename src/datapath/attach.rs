@@ -12,7 +12,7 @@ use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::query::{LinkInfoIter, LinkTypeInfo, XdpLinkInfo};
 use libbpf_rs::{ErrorKind, Link, Program, ProgramHandle, TcHook, TcHookBuilder, Xdp, XdpFlags};
 use libbpf_sys as sys;
@@ -362,8 +362,9 @@ enum EgressHook {
     /// A tcx bpf_link (Linux 6.6+), made here or adopted from an earlier
     /// `udplb --pin`: detached when udplb exits, even by SIGKILL, unless pinned.
     Tcx(Link),
-    /// A clsact filter (older kernels): detached on a clean exit only.
-    Clsact(TcHook),
+    /// A clsact filter (older kernels): detached on a clean exit only,
+    /// and only while the program there is still ours (the `u32`: its id).
+    Clsact(TcHook, u32),
 }
 
 /// The reply-rewriting program on an interface's egress; dropping detaches.
@@ -375,7 +376,7 @@ impl EgressAttachment {
     pub fn kind(&self) -> &'static str {
         match self.hook {
             EgressHook::Tcx(_) => "tcx egress",
-            EgressHook::Clsact(_) => "clsact egress",
+            EgressHook::Clsact(..) => "clsact egress",
         }
     }
 
@@ -403,8 +404,13 @@ impl EgressAttachment {
 
 impl Drop for EgressAttachment {
     fn drop(&mut self) {
-        if let EgressHook::Clsact(hook) = &mut self.hook {
-            let _ = hook.detach();
+        // A udplb that replaced this one (`--force`) replaced the filter in
+        // place (same handle and priority): detaching it then would take
+        // the new udplb's program away.
+        if let EgressHook::Clsact(hook, ours) = &mut self.hook {
+            if hook.query().is_ok_and(|id| id == *ours) {
+                let _ = hook.detach();
+            }
         }
     }
 }
@@ -457,16 +463,25 @@ pub fn attach_egress(prog: &Program<'_>, ifname: &str, ifindex: u32) -> Result<E
     if !no_tcx {
         bail!("attaching the reply program to {ifname} egress (tcx): {tcx_err}");
     }
+    attach_clsact(prog, ifname, ifindex).with_context(|| format!("no tcx: {tcx_err}"))
+}
+
+/// [`attach_egress`] on a kernel without tcx (before 6.6): udplb's clsact
+/// filter, which replaces whatever filter is at its handle and priority.
+pub fn attach_clsact(prog: &Program<'_>, ifname: &str, ifindex: u32) -> Result<EgressAttachment> {
     let mut hook = clsact_egress(prog.as_fd(), ifindex);
     if let Err(e) = hook.create() {
         if e.kind() != ErrorKind::AlreadyExists {
-            bail!("creating a clsact qdisc on {ifname} (no tcx: {tcx_err}): {e}");
+            bail!("creating a clsact qdisc on {ifname}: {e}");
         }
     }
     hook.attach()
         .map_err(|e| anyhow!("attaching the reply program to {ifname} egress: {e}"))?;
+    let ours = hook
+        .query()
+        .map_err(|e| anyhow!("reading back the reply program on {ifname} egress: {e}"))?;
     Ok(EgressAttachment {
-        hook: EgressHook::Clsact(hook),
+        hook: EgressHook::Clsact(hook, ours),
     })
 }
 
