@@ -25,7 +25,7 @@ use support::packets::{icmp_error, udp, Frame};
 use support::runner::{assert_reasons, Case, Fixture, Prog, TC_ACT_UNSPEC, XDP_DROP};
 use udplb::abi::{
     self, bytes_of, Flow, UDPLB_REASON_FIB_NO_NEIGH, UDPLB_REASON_ICMP_NO_FLOW,
-    UDPLB_REASON_ICMP_TO_BACKEND, UDPLB_REASON_REPLY,
+    UDPLB_REASON_ICMP_TO_BACKEND,
 };
 use udplb::config::{Config, Sched};
 
