@@ -130,10 +130,11 @@ pub struct Announcer {
 
 impl Announcer {
     /// Opens the netlink socket for `settings` (None when announcing is
-    /// off), and removes the addresses of ours that an earlier udplb left
-    /// (one that was killed): nothing is announced before the datapath is
-    /// attached.
-    pub fn open(settings: &Announce) -> Result<Option<Announcer>> {
+    /// off) and, if `leftovers`, removes the addresses of ours that an
+    /// earlier udplb left (one that was killed): nothing is announced
+    /// before the datapath is attached. `leftovers` is false while another
+    /// udplb runs on these interfaces: the addresses are its own.
+    pub fn open(settings: &Announce, leftovers: bool) -> Result<Option<Announcer>> {
         let Some(iface) = settings.interface.clone() else {
             return Ok(None);
         };
@@ -153,7 +154,7 @@ impl Announcer {
             stamps: BTreeMap::new(),
         };
         for p in a.netlink.list(ifindex)? {
-            if p.ours && a.netlink.remove(ifindex, p.addr)? {
+            if leftovers && p.ours && a.netlink.remove(ifindex, p.addr)? {
                 say!(
                     "udplb: removed {} from {}: an earlier udplb left it",
                     p.addr,

@@ -81,10 +81,15 @@ pub fn run(args: &Args) -> Result<()> {
     log::detach();
     raise_open_file_limit();
     let settings = Settings::from_args(args)?;
-    // Before attaching: addresses a killed udplb left are removed, and an
-    // announce interface that does not exist is an error that leaves
-    // nothing behind.
-    let mut announcer = announce::Announcer::open(&settings.announce)?;
+    // A control socket that answers belongs to a udplb running on these
+    // interfaces (see below).
+    let control = control::socket_path(&settings.iface);
+    let taken = control::answers(&control);
+    // Before attaching: addresses a killed udplb left are removed (not
+    // while one runs: they are its own, whether this start fails or, with
+    // --force, takes over and renews them), and an announce interface that
+    // does not exist is an error that leaves nothing behind.
+    let mut announcer = announce::Announcer::open(&settings.announce, !taken)?;
     // Subscribed before attaching: an interface deleted in between is
     // still noticed.
     events.watch(links::link_events()?, Token::Links);
@@ -95,12 +100,10 @@ pub fn run(args: &Args) -> Result<()> {
         server.listen_metrics(addr)?;
         say!("udplb: metrics on http://{addr}/metrics");
     }
-    let control = control::socket_path(&settings.iface);
     // The control socket before attaching, so that it answers as soon as
     // udplb says it is attached (and READY=1 follows). One that answers
     // belongs to a running udplb on these interfaces: only --force takes it
     // over; without, the attach below fails anyway and leaves it alone.
-    let taken = control::answers(&control);
     if !taken || args.force {
         server.listen_control(&control)?;
     }
