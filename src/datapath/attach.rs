@@ -531,9 +531,23 @@ pub fn remove_udplb_egress(ifindex: u32, ours: &Program<'_>) -> Result<Vec<Strin
             if link == 0 || !theirs(prog) {
                 continue;
             }
-            let fd = link_fd_by_id(link).map_err(|e| anyhow!("opening tcx link id {link}: {e}"))?;
-            detach_link_fd(&fd).map_err(|e| anyhow!("detaching a bpf_link: {e}"))?;
-            removed.push(format!("tcx link id {link} (program id {prog})"));
+            // The replaced udplb may be exiting meanwhile (it stops once
+            // its XDP program is replaced), its link going with it: gone
+            // (ENOENT) or already detached (ENOLINK) is what we wanted.
+            let gone = |e: &std::io::Error| {
+                matches!(e.raw_os_error(), Some(c) if c == Errno::ENOENT as i32
+                    || c == Errno::ENOLINK as i32)
+            };
+            let fd = match link_fd_by_id(link) {
+                Ok(fd) => fd,
+                Err(e) if gone(&e) => continue,
+                Err(e) => bail!("opening tcx link id {link}: {e}"),
+            };
+            match detach_link_fd(&fd) {
+                Ok(()) => removed.push(format!("tcx link id {link} (program id {prog})")),
+                Err(e) if gone(&e) => {}
+                Err(e) => bail!("detaching a bpf_link: {e}"),
+            }
         }
     }
     removed.extend(remove_clsact_egress(ifindex, keep)?);
