@@ -253,6 +253,19 @@ fn an_announced_address_stays_under_a_metrics_flood() {
     drop(echoes);
 }
 
+/// A udplb this test started, killed (by its own PID, while it is still
+/// this test's child) if the test fails before it stops it.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// `udplb --stats 1 ... | sleep 40`: a stdout pipe nobody reads. udplb goes
 /// on (status answers, a closed backend socket is seen) and SIGTERM ends
 /// it within seconds.
@@ -270,13 +283,16 @@ fn an_unread_stdout_holds_nothing() {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let mut child = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", ns.name))
-        .args([BIN, "--stats", "1", "lo", &spec])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn udplb");
+    let mut child = Stopped(
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", ns.name))
+            .args([BIN, "--stats", "1", "lo", &spec])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn udplb"),
+    );
+    let child = &mut child.0;
     let stdout = child.stdout.take().unwrap();
     // The smallest pipe there is: one page. Each --stats report (a line a
     // backend) is bigger.
