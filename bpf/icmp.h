@@ -60,7 +60,7 @@
  * outer IPv4 header checksum, and the ICMP checksum over every changed word
  * of its payload (and, for ICMPv6, of the pseudo-header).
  *
- * Parse order (the reference model, tests/support/model.rs, follows it),
+ * Parse order (the reference model, tests/support/model/, follows it),
  * after parsing.h's PARSE_ICMP:
  *   the 8-byte ICMP header within the ICMP message and present, else
  *   malformed; a type above, else not_udp;

@@ -12,7 +12,7 @@
  * GSO datagram's payload lies beyond the linear data the parser can read.
  *
  * The order of checks is part of the specification (the reference model in
- * tests/support/model.rs follows it):
+ * tests/support/model/ follows it):
  *   Ethernet (14 bytes) -> up to two 802.1Q/802.1ad tags -> EtherType
  *   IPv4: 20 bytes present, version 4, IHL >= 5, whole header present,
  *         IHL*4 <= tot_len, tot_len bytes present, protocol UDP (protocol

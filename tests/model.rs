@@ -1,6 +1,6 @@
 //! The test kit's references on their own: the reference checksum
 //! (tests/support/checksum.rs) against RFC 1071's example, and the
-//! reference model of the datapath (tests/support/model.rs): the checksum arithmetic it rests on, its parse order, its frontend
+//! reference model of the datapath (tests/support/model/): the checksum arithmetic it rests on, its parse order, its frontend
 //! and reply rules and its round robin. Pure logic: needs no privileges.
 
 mod support;

@@ -1,4 +1,4 @@
-//! Differential test: the reference model (tests/support/model.rs, written from the
+//! Differential test: the reference model (tests/support/model/, written from the
 //! specification) against the real XDP program (BPF_PROG_TEST_RUN).
 //!
 //! Random valid configurations (1-4 frontends: port-only, IPv4 or IPv6

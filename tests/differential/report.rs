@@ -135,7 +135,7 @@ pub(crate) fn report(
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "DIVERGENCE between the model (tests/support/model.rs) and the XDP program"
+        "DIVERGENCE between the model (tests/support/model/) and the XDP program"
     );
     let _ = writeln!(
         s,
