@@ -93,6 +93,26 @@ static __always_inline void flow_key_client(struct udp_packet *p, bool reply,
 	}
 }
 
+/* The whole key of p's flow, the frontend read from p itself: its
+ * destination in a request, its source in a reply as the client got it
+ * (the quote of an ICMP error). */
+static __always_inline void flow_key_of(struct udp_packet *p, bool reply,
+					struct udplb_flow_key *k)
+{
+	flow_key_client(p, reply, k);
+	k->frontend_port_be = reply ? p->udp->source : p->udp->dest;
+	if (p->ipv6) {
+		struct ipv6hdr *ip6 = p->l3;
+
+		__builtin_memcpy(k->frontend_addr_be, reply ? &ip6->saddr : &ip6->daddr,
+				 sizeof(k->frontend_addr_be));
+	} else {
+		struct iphdr *ip = p->l3;
+
+		k->frontend_addr_be[0] = reply ? ip->saddr : ip->daddr;
+	}
+}
+
 /* A pin idle longer than the frontend's timeout. */
 static __always_inline bool pin_expired(struct udplb_frontend *fe, struct udplb_flow *f)
 {
@@ -116,17 +136,7 @@ static __always_inline long flow_pick_slot(struct udplb_frontend *fe, struct udp
 
 	if (fe->sched == UDPLB_SCHED_RR || !fe->flow_timeout_s)
 		return pick_slot(fe, p);
-	flow_key_client(p, false, &key);
-	key.frontend_port_be = p->udp->dest;
-	if (p->ipv6) {
-		struct ipv6hdr *ip6 = p->l3;
-
-		__builtin_memcpy(key.frontend_addr_be, &ip6->daddr, sizeof(key.frontend_addr_be));
-	} else {
-		struct iphdr *ip = p->l3;
-
-		key.frontend_addr_be[0] = ip->daddr;
-	}
+	flow_key_of(p, false, &key);
 	f = bpf_map_lookup_elem(&flows, &key);
 	if (!f) {
 		flow_count(UDPLB_FLOW_MISS);
@@ -167,17 +177,7 @@ static __always_inline long flow_answered_slot(struct udplb_frontend *fe, struct
 
 	if (fe->sched == UDPLB_SCHED_RR || !fe->flow_timeout_s)
 		return -1;
-	flow_key_client(q, true, &key);
-	key.frontend_port_be = q->udp->source;
-	if (q->ipv6) {
-		struct ipv6hdr *ip6 = q->l3;
-
-		__builtin_memcpy(key.frontend_addr_be, &ip6->saddr, sizeof(key.frontend_addr_be));
-	} else {
-		struct iphdr *ip = q->l3;
-
-		key.frontend_addr_be[0] = ip->saddr;
-	}
+	flow_key_of(q, true, &key);
 	f = bpf_map_lookup_elem(&flows, &key);
 	if (!f || f->frontend_id != fe->id || pin_expired(fe, f))
 		return -1;

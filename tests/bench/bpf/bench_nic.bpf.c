@@ -19,7 +19,7 @@
  * - bench_fwd: a bare forwarder, the XDP limit of a remote balancer:
  *   bpf_fib_lookup, TTL decrement, Ethernet addresses, XDP_REDIRECT through
  *   a DEVMAP_HASH (as udplb's forward.h does, without NAT), in the shape of
- *   the kernel's samples/bpf/xdp_fwd_kern.c. Packets it cannot forward go to
+ *   the kernel's xdp_fwd sample (samples/bpf in the kernel's tree). Packets it cannot forward go to
  *   the kernel.
  */
 #include "vmlinux.h"
