@@ -133,7 +133,8 @@ impl Announcer {
     /// off) and, if `leftovers`, removes the addresses of ours that an
     /// earlier udplb left (one that was killed): nothing is announced
     /// before the datapath is attached. `leftovers` is false while another
-    /// udplb runs on these interfaces: the addresses are its own.
+    /// udplb runs on these interfaces and this one is not replacing it: the
+    /// addresses are its own.
     pub fn open(settings: &Announce, leftovers: bool) -> Result<Option<Announcer>> {
         let Some(iface) = settings.interface.clone() else {
             return Ok(None);

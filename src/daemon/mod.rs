@@ -85,11 +85,13 @@ pub fn run(args: &Args) -> Result<()> {
     // interfaces (see below).
     let control = control::socket_path(&settings.iface);
     let taken = control::answers(&control);
-    // Before attaching: addresses a killed udplb left are removed (not
-    // while one runs: they are its own, whether this start fails or, with
-    // --force, takes over and renews them), and an announce interface that
-    // does not exist is an error that leaves nothing behind.
-    let mut announcer = announce::Announcer::open(&settings.announce, !taken)?;
+    // Before attaching: addresses a killed udplb left are removed, and an
+    // announce interface that does not exist is an error that leaves
+    // nothing behind. Not while a udplb runs here without --force: this
+    // start will fail, and the addresses are that udplb's. With --force
+    // they are removed as before: the replaced udplb withdraws only what
+    // nobody wrote since, so it must not find its own stamps on them.
+    let mut announcer = announce::Announcer::open(&settings.announce, !taken || args.force)?;
     // Subscribed before attaching: an interface deleted in between is
     // still noticed.
     events.watch(links::link_events()?, Token::Links);
