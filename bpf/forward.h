@@ -11,7 +11,9 @@
  * entry yet, forwarding disabled, the route's MTU exceeded, no route, the TTL
  * expiring) the rewritten packet goes to the kernel with XDP_PASS, which
  * forwards it or answers as it would for any forwarded packet (ICMP), and
- * the reason is counted. Nothing is dropped here.
+ * the reason is counted. Nothing is dropped here. (A reply is then put back
+ * as the backend sent it by the caller, and translated by udplb_egress as
+ * the kernel sends it on: udplb.bpf.c.)
  *
  * Checksums. XDP cannot see whether the stack left the UDP checksum to be
  * finished later (CHECKSUM_PARTIAL: a sender on this host behind a veth with
@@ -132,7 +134,7 @@ static __always_inline int fib_reason(long rc)
 /*
  * Reverse-path check for what comes from a remote backend's side: the route
  * from here to the backend leaves through the interface the packet came in
- * on. The backend is p's source (a reply) or, for the datagram an ICMP
+ * on (`ingress`; ctx is the hook's, XDP or TC: bpf_fib_lookup takes both). The backend is p's source (a reply) or, for the datagram an ICMP
  * error quotes, its destination (`backend_is_dest`). A datagram from the
  * client side that forges a backend's source fails it, and so is never sent
  * on with the frontend's address (VIP spoofing toward any host); so does an
@@ -141,10 +143,9 @@ static __always_inline int fib_reason(long rc)
  * the frontend's address). A failed lookup (no route, forwarding off, a
  * local source) fails it too: remote backends need both.
  */
-static __always_inline bool from_backend_side(struct xdp_md *ctx, struct udp_packet *p,
+static __always_inline bool from_backend_side(void *ctx, __u32 ingress, struct udp_packet *p,
 					      bool backend_is_dest)
 {
-	__u32 ingress = ctx->ingress_ifindex;
 	struct bpf_fib_lookup fib = {};
 	long rc;
 
@@ -167,16 +168,18 @@ static __always_inline bool from_backend_side(struct xdp_md *ctx, struct udp_pac
 		fib.ipv4_src = backend_is_dest ? ip->saddr : ip->daddr;
 		fib.ipv4_dst = backend_is_dest ? ip->daddr : ip->saddr;
 	}
-	/* tot_len 0: no MTU verdict; the neighbour need not be resolved (the
-	 * kernel sets the egress ifindex before it looks at neighbours). */
+	/* The neighbour need not be resolved, nor the packet fit (the kernel
+	 * sets the egress ifindex before it looks at either: tot_len 0 asks
+	 * for no MTU verdict in XDP, while TC still weighs the skb). */
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	return (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) &&
+	return (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH ||
+		rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) &&
 	       fib.ifindex == ingress;
 }
 
 static __always_inline bool arrived_from_backend_side(struct xdp_md *ctx, struct udp_packet *p)
 {
-	return from_backend_side(ctx, p, false);
+	return from_backend_side(ctx, ctx->ingress_ifindex, p, false);
 }
 
 /*

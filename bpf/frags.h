@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * frags.h - the fragments of a remote backend's reply, translated like the
- * reply (XDP only).
+ * reply (in XDP, and in egress for those the kernel forwards).
  *
  * Why: a backend host whose kernel learnt a lower path MTU to a client
  * (icmp.h: a packet too big sent on to it) fragments its larger replies
@@ -13,8 +13,8 @@
  * Contract:
  * - A remote backend's first fragment is a reply like any other (its reply
  *   target found by source address and port, the reverse-path check, the
- *   rewrite, forward.h). Once it is sent on (not a reply to this host), its
- *   datagram is remembered here: (backend address, client address, IP
+ *   rewrite, forward.h). Once it is translated (redirected by XDP, or by
+ *   egress as the kernel forwards it), its datagram is remembered here: (backend address, client address, IP
  *   identification) -> its reply target, in an LRU hash of
  *   UDPLB_REPLY_FRAGS entries. Only a frame that passed the reverse-path
  *   check writes it: a client cannot.
@@ -22,9 +22,14 @@
  *   the route to its backend leads (else spoofed_reply, dropped, as a
  *   reply), its source address becomes the frontend's (and the IPv4 header
  *   checksum follows; nothing else covers it), and it is forwarded like a
- *   reply (reply_forwarded or a FIB reason; reply_to_local puts the source
- *   back). It counts as a reply frame of its frontend and of its backend
+ *   reply (reply_forwarded; for a FIB reason or reply_to_local, XDP puts
+ *   the source back and the kernel gets it as it came). Translated, it
+ *   counts as a reply frame of its frontend and of its backend
  *   (reply_counters, passive_counters), as its first fragment does.
+ * - A first fragment the kernel forwards is remembered by egress when it
+ *   translates it, before the later ones leave (the kernel sends a
+ *   datagram's fragments in order, and keeps them in order while it
+ *   resolves a neighbour).
  * - A later fragment not found (its first fragment not seen, or seen
  *   after it: fragments out of order; a local backend's, which the kernel
  *   reassembles) passes untouched, counted fragment, as before.

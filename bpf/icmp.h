@@ -295,7 +295,7 @@ static __always_inline int icmp_translate(struct hdr_cursor *c, void *data_end,
 		return reason;
 	rt = lookup_reply(&e.inner, false, port_alone, &reply) ? &reply : NULL;
 	if (rt) {
-		if (xdp && !port_alone && !from_backend_side(xdp, &e.inner, true))
+		if (xdp && !port_alone && !from_backend_side(xdp, xdp->ingress_ifindex, &e.inner, true))
 			return UDPLB_REASON_SPOOFED_REPLY;
 		slot = rt->backend_slot;
 		icmp_rewrite(p, &e, false, &rt->frontend);

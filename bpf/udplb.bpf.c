@@ -13,7 +13,9 @@
  *     or XDP_PASS to let the kernel route it);
  *   - source is a backend -> a reply (stateless): rewrite the source back to
  *     the frontend; a local backend's reply (seen here on lo) is passed, a
- *     remote backend's reply is forwarded like a request;
+ *     remote backend's reply is forwarded like a request, or, where the
+ *     lookup cannot finish, handed to the kernel as it came, for
+ *     udplb_egress to translate as the kernel sends it on;
  *   - anything else -> XDP_PASS, untouched.
  *   Refused and dropped, as only a spoofer or a loop makes them: a
  *   backend's datagram to a frontend, a remote backend's reply arriving
@@ -29,7 +31,11 @@
  * udplb_egress (TC egress). On every interface but lo, replies from sockets
  * on this host leave through egress, where XDP cannot see them: the same
  * rewrite of the source back to the frontend (address too, if the
- * frontend has one), with the skb checksum helpers.
+ * frontend has one), with the skb checksum helpers. So do the remote
+ * backends' replies that XDP could not send on itself and handed to the
+ * kernel as they came (egress_forwarded): the kernel resolves the client's
+ * neighbour, fragments, or answers the backend with ICMP as any router
+ * would, and egress translates what it sends on.
  *
  * ICMP errors about balanced datagrams (icmp.h) are translated in both
  * programs: toward the client (XDP on lo and on the interfaces where a
@@ -99,14 +105,13 @@ int udplb_xdp(struct xdp_md *ctx)
 		}
 		frag_set_source(&p, rt->frontend.addr_be, old_addr);
 		action = forward(ctx, &p, false, UDPLB_REASON_REPLY_FORWARDED, &reason);
-		if (reason == UDPLB_REASON_REPLY_TO_LOCAL) {
+		if (action != XDP_REDIRECT) {
+			/* To the kernel as it came, as a whole reply is (below). */
 			frag_set_source(&p, old_addr, old_addr2);
 			goto out;
 		}
-		if (action != XDP_DROP) {
-			count(&reply_counters, rt->frontend_id, bytes);
-			count_passive(rt->backend_slot, false);
-		}
+		count(&reply_counters, rt->frontend_id, bytes);
+		count_passive(rt->backend_slot, false);
 		goto out;
 	}
 	if (reason != PARSE_OK)
@@ -174,10 +179,9 @@ int udplb_xdp(struct xdp_md *ctx)
 			action = XDP_DROP;
 			goto out;
 		}
-		flow_learn(&p, rt);
 		reply_id = rt->frontend_id;
 		slot = rt->backend_slot;
-		/* What an undo must put back (see REPLY_TO_LOCAL below). */
+		/* What an undo must put back (see below). */
 		endpoint_of(&p, true, false, &from);
 		udp_check = p.udp->check;
 		if (!p.ipv6)
@@ -195,24 +199,31 @@ forward:
 	rewritten = rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &p, sent == UDPLB_REASON_REPLY_FORWARDED,
 				     to, true);
 	action = forward(ctx, &p, rewritten == REWRITE_PARTIAL, sent, &reason);
-	if (reason == UDPLB_REASON_REPLY_TO_LOCAL) {
-		/* Addressed to this host: back to the backend's own source, and
-		 * the checksums as they came (exact, partial or not). */
+	if (sent != UDPLB_REASON_REPLY_FORWARDED)
+		goto out;
+	if (action != XDP_REDIRECT) {
+		/* A reply XDP does not send itself goes to the kernel as the
+		 * backend sent it: its source, and the checksums as they came
+		 * (exact, partial or not). Addressed to this host
+		 * (reply_to_local), the kernel delivers it from the backend.
+		 * Else the kernel routes it (resolving the neighbour, sending
+		 * the backend its ICMP errors) and udplb_egress translates it
+		 * as it leaves. Translated here, it would come in with this
+		 * host's own address as its source, which IPv4 drops as a
+		 * martian unless accept_local is on. */
 		rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &p, true, &from, false);
 		p.udp->check = udp_check;
 		if (!p.ipv6)
 			((struct iphdr *)p.l3)->check = ip_check;
 		goto out;
 	}
-	/* Replies count once forward() has not refused them. */
-	if (sent == UDPLB_REASON_REPLY_FORWARDED && action != XDP_DROP) {
-		count(&reply_counters, reply_id, bytes);
-		count_passive(slot, false);
-		/* A first fragment sent on: its later fragments, which carry
-		 * no ports, will be known by it (frags.h). */
-		if (p.first_fragment)
-			frag_remember(&p, &from, &reply);
-	}
+	flow_learn(&p, &reply);
+	count(&reply_counters, reply_id, bytes);
+	count_passive(slot, false);
+	/* A first fragment sent on: its later fragments, which carry no
+	 * ports, will be known by it (frags.h). */
+	if (p.first_fragment)
+		frag_remember(&p, &from, &reply);
 out:
 	record_reason(reason);
 	return action;
@@ -228,6 +239,44 @@ out:
  * quoted IP header (with options) and UDP header. */
 #define TC_ICMP_HEADROOM (14 + 2 * 4 + 60 + 8 + 60 + 8)
 
+/*
+ * A remote backend's reply that the kernel forwards (no socket): one that
+ * udplb_xdp handed over as the backend sent it (its client's neighbour not
+ * resolved yet, too big for the route, its TTL expiring, VLAN-tagged), or
+ * one that came in where no XDP program runs. Translated as XDP translates
+ * it, after the same checks (the replies map by address and port, the
+ * reverse-path check against the interface it came in on); a fragmented
+ * one as frags.h says, whether the backend or this host fragmented it.
+ * Anything else forwarded is left alone.
+ */
+static __always_inline void egress_forwarded(struct __sk_buff *skb, struct udp_packet *p,
+					     int parsed)
+{
+	struct udplb_reply_target reply;
+	struct udplb_endpoint backend;
+	__u32 len = skb->len, old[4];
+
+	if (parsed == UDPLB_REASON_FRAGMENT) {
+		if (!frag_lookup(p, &reply) || !from_backend_side(skb, skb->ingress_ifindex, p, false))
+			return;
+		frag_set_source(p, reply.frontend.addr_be, old);
+	} else {
+		if (parsed != PARSE_OK || !lookup_reply(p, true, false, &reply) ||
+		    endpoint_is_local(&reply.frontend) ||
+		    !from_backend_side(skb, skb->ingress_ifindex, p, false))
+			return;
+		if (p->first_fragment) {
+			endpoint_of(p, true, false, &backend);
+			frag_remember(p, &backend, &reply);
+		}
+		flow_learn(p, &reply);
+		if (rewrite_endpoint(skb, UDPLB_HOOK_TC, p, true, &reply.frontend, false) != REWRITE_OK)
+			return;
+	}
+	count(&reply_counters, reply.frontend_id, len);
+	count_passive(reply.backend_slot, false);
+}
+
 SEC("tcx/egress")
 int udplb_egress(struct __sk_buff *skb)
 {
@@ -237,9 +286,6 @@ int udplb_egress(struct __sk_buff *skb)
 	__u32 want, len = skb->len, slot, id;
 	int ret;
 
-	/* Only datagrams this host sends: forwarded traffic has no socket. */
-	if (!skb->sk)
-		return TC_ACT_UNSPEC;
 	/* Headers may sit in paged data: make enough of them linear (and
 	 * writable, which the rewrite needs anyway). */
 	want = len < TC_HEADROOM ? len : TC_HEADROOM;
@@ -247,6 +293,10 @@ int udplb_egress(struct __sk_buff *skb)
 
 	cur.pos = ctx_data(skb, UDPLB_HOOK_TC);
 	ret = parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len);
+	if (!skb->sk) {
+		egress_forwarded(skb, &p, ret);
+		return TC_ACT_UNSPEC;
+	}
 	if (ret == PARSE_ICMP) {
 		/* An ICMP error this host sends (the kernel's port unreachable
 		 * for a datagram to a dead local backend, its fragmentation

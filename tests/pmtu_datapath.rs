@@ -20,12 +20,12 @@
 mod support;
 
 use libbpf_rs::{MapCore, MapFlags};
-use support::forwarding::{private_topology, Net};
+use support::forwarding::{client_neighbour, private_topology, register_tx_ports, Net};
 use support::packets::{icmp_error, udp, Frame};
 use support::runner::{assert_reasons, Case, Fixture, Prog, TC_ACT_UNSPEC, XDP_DROP};
 use udplb::abi::{
-    self, bytes_of, Flow, UDPLB_REASON_FIB_NO_NEIGH, UDPLB_REASON_ICMP_NO_FLOW,
-    UDPLB_REASON_ICMP_TO_BACKEND,
+    self, bytes_of, Flow, UDPLB_REASON_ICMP_NO_FLOW, UDPLB_REASON_ICMP_TO_BACKEND,
+    UDPLB_REASON_REPLY_FORWARDED,
 };
 use udplb::config::{Config, Sched};
 
@@ -46,8 +46,8 @@ const FRAG_NEEDED4: (u8, u8) = (3, 4);
 const TOO_BIG6: (u8, u8) = (2, 0);
 
 /// The private topology (remote backends' replies must arrive where the
-/// route to them leads, bk1 or bk2, to be rewritten and pin), then the
-/// datapath.
+/// route to them leads, bk1 or bk2, and leave through a device of the
+/// balancer's, to be rewritten and pin), then the datapath.
 fn setup() -> (Net, Fixture) {
     let net = private_topology();
     let mut config = Config::from_specs(SPECS).expect("test configuration");
@@ -55,7 +55,9 @@ fn setup() -> (Net, Fixture) {
         config.frontends[i].sched = Sched::Maglev;
     }
     config.frontends[5].flow_timeout = 0;
-    (net, Fixture::with_config(&config))
+    let fx = Fixture::with_config(&config);
+    register_tx_ports(&fx.dp, &net);
+    (net, fx)
 }
 
 fn ip_of(s: &str) -> std::net::IpAddr {
@@ -85,12 +87,16 @@ fn ring_choice(fx: &Fixture, client: &str, frontend: &str) -> String {
 }
 
 /// `backend` answers `client` through XDP, where such a reply arrives: a
-/// remote backend's on the device its route uses, a local one's on lo. The
-/// reply is rewritten (to come from the frontend port `fe_port`), which
-/// pins the flow if the frontend has a flow table.
+/// remote backend's on the device its route uses (the client's neighbour
+/// known, so that XDP sends it on), a local one's on lo. The reply is
+/// rewritten (to come from the frontend port `fe_port`), which pins the
+/// flow if the frontend has a flow table.
 fn answer(fx: &Fixture, net: &Net, backend: &str, client: &str, fe_port: u16) {
     let ip = backend_ip(backend);
     let remote = !ip.starts_with("198.18.100.") && !ip.starts_with("2001:2:100::");
+    if remote {
+        client_neighbour(ip_of(client));
+    }
     let on = match remote {
         false => None,
         true if ip.starts_with("198.18.1.") || ip.starts_with("2001:2:1::") => Some(net.bk1),
@@ -331,9 +337,8 @@ fn an_idle_pin_or_one_whose_slot_changed_hands_proves_nothing() {
     assert_reasons(
         &fx,
         &[
-            // The remote reply, rewritten and handed to the kernel (the
-            // test topology resolves no neighbour): it pinned all the same.
-            (UDPLB_REASON_FIB_NO_NEIGH, 1),
+            // The remote reply, rewritten and sent on (it pinned).
+            (UDPLB_REASON_REPLY_FORWARDED, 1),
             (UDPLB_REASON_ICMP_TO_BACKEND, 2),
             (UDPLB_REASON_ICMP_NO_FLOW, 2),
         ],

@@ -65,8 +65,6 @@ fn remote_round_trip(tx_csum: bool, ipv6: bool) {
     lb.wait_for("attached to l2", Duration::from_secs(5));
     let frontend: SocketAddr = vip.parse().unwrap();
 
-    // Warm up: one round trip per backend fills the neighbour tables, so the
-    // measured datagrams all take the XDP path.
     let client = t.client.enter(|| {
         pin_to_cpu0();
         let c = UdpSocket::bind(bind).unwrap();
@@ -77,7 +75,7 @@ fn remote_round_trip(tx_csum: bool, ipv6: bool) {
     });
     // Warm up until both backends have answered once: that fills every
     // neighbour table on the way, so the measured datagrams all take the XDP
-    // path. (A first datagram can be lost while a neighbour resolves.)
+    // path.
     let mut buf = vec![0u8; 65536];
     let mut warm_sent = 0u32;
     let mut answered = [false; 2];

@@ -124,7 +124,8 @@ fn replies_are_rewritten_and_redirected_to_the_client() {
             .sent(TO_CLIENT),
         net.rep("IPv6 from srv1:5454 on bk1", &r6b, ONE6, FE6B)
             .sent(TO_CLIENT),
-        // The lookup cannot finish: passed, source already rewritten.
+        // The lookup cannot finish: passed as it came, for the kernel to
+        // route and egress to translate.
         net.rep(
             "IPv4 to a client without neighbour entry",
             &stranger4,
@@ -163,12 +164,14 @@ fn replies_are_rewritten_and_redirected_to_the_client() {
         net.untouched("IPv4 to srv1:5353", &udp(C4, B4[0]).build().bytes, nf),
     ]);
 
+    // Only the replies XDP sent on count here; the passed ones count in
+    // egress, if the kernel sends them on.
     let c = fx.counters();
     assert_eq!(
         c.replies,
         vec![
-            counter(&[&r4[0], &r4[1], &stranger4, &r4[0], &r4[1]]),
-            counter(&[&r6[0], &r6[1], &stranger6, &r6[0]]),
+            counter(&[&r4[0], &r4[1], &r4[1]]),
+            counter(&[&r6[0], &r6[1]]),
             counter(&[&r4b]),
             counter(&[&r6b]),
         ]

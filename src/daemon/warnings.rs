@@ -36,13 +36,6 @@ pub fn forwarding(config: &Config) {
             .flat_map(|f| &f.backends)
             .filter_map(|b| b.addr)
     };
-    if remote().any(|a| a.is_ipv4()) && !sysctl_on("net/ipv4/conf/all/accept_local") {
-        warn!(
-            "udplb: warning: net.ipv4.conf.all.accept_local is off: a reply the datapath hands to \
-             the kernel (neighbour not resolved yet, MTU exceeded) has the frontend's local \
-             address as its source and is dropped (sysctl -w net.ipv4.conf.all.accept_local=1)"
-        );
-    }
     for (v4, knob) in [
         (true, "net/ipv4/ip_forward"),
         (false, "net/ipv6/conf/all/forwarding"),

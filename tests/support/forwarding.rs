@@ -192,6 +192,25 @@ pub fn neighbours(add: bool) {
     }
 }
 
+/// A permanent neighbour entry on in0 for another client address (its
+/// MAC the client's): a remote backend's reply to it is then sent on by
+/// XDP (and rewritten there), not passed to the kernel as it came.
+pub fn client_neighbour(client: IpAddr) {
+    let a = client.to_string();
+    let m = mac(MAC_CLIENT);
+    ip(&[
+        "neigh",
+        "replace",
+        &a,
+        "lladdr",
+        &m,
+        "dev",
+        "in0",
+        "nud",
+        "permanent",
+    ]);
+}
+
 /// Removes the neighbour entries of srv1 (the ONE4 / ONE6 backend host).
 pub fn forget_srv1() {
     ip(&["neigh", "del", "198.18.1.2", "dev", "bk1"]);
@@ -433,9 +452,15 @@ impl Fwd {
         self.case(XDP_REDIRECT, reason, leg)
     }
 
-    /// XDP_PASS, rewritten, for `reason`.
+    /// XDP_PASS for `reason`: a request rewritten; a reply as it came
+    /// (the kernel routes it and udplb_egress translates it as it leaves:
+    /// rewritten here, it would carry this host's address as its source
+    /// into the kernel, a martian), and not counted as a reply.
     pub fn passed(self, reason: u32) -> Case {
-        self.case(XDP_PASS, reason, Leg::Passed)
+        match self.which {
+            Port::Destination => self.case(XDP_PASS, reason, Leg::Passed),
+            Port::Source => Case::untouched(self.name, &self.frame.bytes, reason).on(self.on),
+        }
     }
 
     /// XDP_DROP, refused for `reason` before any rewrite: nothing counted

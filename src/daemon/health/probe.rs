@@ -24,7 +24,7 @@
 //! - for a local backend, to the loopback address (127.0.0.1, ::1), to
 //!   which its socket is bound: the backend's address is one of this
 //!   host's, which a datagram from the wire can carry as a forged source
-//!   (IPv6 lets it in, IPv4 once `accept_local=1`, which udplb asks for),
+//!   (IPv6 lets it in, IPv4 where an operator set `accept_local=1`),
 //!   but only this host can send to its loopback address (from the wire,
 //!   Linux drops that as a martian destination, IPv4 unless
 //!   `route_localnet=1`). The interface a datagram came in on would not
