@@ -437,10 +437,28 @@ fn clsact_egress(fd: std::os::fd::BorrowedFd<'_>, ifindex: u32) -> TcHook {
         .hook(libbpf_rs::TC_EGRESS)
 }
 
+/// Whether the kernel has tcx (Linux 6.6+). Asked with a query of the
+/// device's tcx programs, which an older kernel refuses with EINVAL: a
+/// failed attach would have libbpf print an error before the clsact
+/// fallback that is no error at all.
+fn kernel_has_tcx(ifindex: u32) -> bool {
+    let mut q = sys::bpf_prog_query_opts {
+        sz: size_of::<sys::bpf_prog_query_opts>() as _,
+        ..Default::default()
+    };
+    // SAFETY: q is a whole, initialised options struct that asks for no
+    // ids (count 0, null arrays), so the kernel writes only its counts.
+    let ret = unsafe { sys::bpf_prog_query_opts(ifindex as i32, sys::BPF_TCX_EGRESS, &mut q) };
+    ret != -(Errno::EINVAL as i32)
+}
+
 /// Attaches `prog` to the egress of `ifindex`: tcx where the kernel has it,
 /// else a clsact filter.
 pub fn attach_egress(prog: &Program<'_>, ifname: &str, ifindex: u32) -> Result<EgressAttachment> {
     use libbpf_rs::AsRawLibbpf;
+    if !kernel_has_tcx(ifindex) {
+        return attach_clsact(prog, ifname, ifindex);
+    }
     let opts = sys::bpf_tcx_opts {
         sz: size_of::<sys::bpf_tcx_opts>() as _,
         ..Default::default()
