@@ -7,15 +7,15 @@
 mod support;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use support::netns::*;
 use support::process::*;
+use support::servers::{self, wait_bound, Server};
 use support::topology::*;
 
 /// `udplb status IFACE --json` in `ns`.
@@ -44,63 +44,15 @@ fn backend_packets(s: &serde_json::Value, name: &str) -> u64 {
         .unwrap()
 }
 
-/// A process started in `ns` (`ip netns exec` execs it: its PID is the
-/// server's), stopped by that PID.
-struct Server(Child);
-
-impl Server {
-    fn start(ns: &Netns, args: &[&str]) -> Server {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start server");
-        Server(child)
-    }
-
-    fn kill(&mut self) {
-        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGKILL);
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// dnsmasq on `port`, answering health.udplb with 198.18.9.(port % 100):
 /// an answer names the server that gave it.
 fn dnsmasq(ns: &Netns, port: u16) -> Server {
-    let answer = format!("--address=/health.udplb/198.18.9.{}", port % 100);
-    let port = format!("--port={port}");
-    Server::start(
+    servers::dnsmasq(
         ns,
-        &[
-            "dnsmasq",
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--pid-file=",
-            "--user=root",
-            &answer,
-            &port,
-        ],
+        port,
+        "health.udplb",
+        &format!("198.18.9.{}", port % 100),
     )
-}
-
-/// Waits (bounded) until `ns` has a UDP socket on `port`.
-fn wait_bound(ns: &Netns, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let needle = format!(":{port} ");
-    while !ns.exec(&["ss", "-Hulnp"]).contains(&needle) {
-        assert!(Instant::now() < deadline, "nothing bound to port {port}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// A DNS query for health.udplb A with `id`.
@@ -474,19 +426,7 @@ fn all_down_fails_open_unless_told_to_drop() {
 /// python3's http.server on 198.18.2.2:8000 in `ns`: the health check's
 /// real HTTP server.
 fn http_server(ns: &Netns) -> Server {
-    Server::start(
-        ns,
-        &[
-            "python3",
-            "-m",
-            "http.server",
-            "8000",
-            "--bind",
-            "198.18.2.2",
-            "--directory",
-            "/",
-        ],
-    )
+    servers::http_server(ns, "198.18.2.2", 8000, "/")
 }
 
 #[test]
@@ -506,11 +446,6 @@ path = "/"
     );
     let listener: TcpListener = t.srv[0].enter(|| TcpListener::bind("198.18.1.2:7000").unwrap());
     let mut http = http_server(&t.srv[1]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !t.srv[1].exec(&["ss", "-Htln"]).contains(":8000 ") {
-        assert!(Instant::now() < deadline, "http.server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let mut u = Udplb::start(&t.lb, &["--config", file.path()]);
     std::thread::sleep(Duration::from_millis(600));
     assert!(

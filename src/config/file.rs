@@ -11,6 +11,7 @@
 //! listen = "9875"             # PORT, "IPv4:PORT" or "[IPv6]:PORT"
 //! backends = ["9876", "9877@2", 9878]
 //! sched = "rr"                # optional, per frontend
+//! flow_timeout = 300          # optional, per frontend
 //!
 //! [frontend.health]           # optional; see README "Health checks"
 //! check = "dns"               # none, udp, dns, tcp or http
@@ -20,7 +21,6 @@
 //! [frontend.health.backend."9877"]
 //! check = "tcp"               # a backend's own check (same keys)
 //! port = 8080
-//! flow_timeout = 300          # optional, per frontend
 //!
 //! [[frontend]]
 //! listen = "443"
@@ -425,15 +425,35 @@ fn flow_timeout(value: &Spanned<i64>, field: &str, at: &Lines) -> Result<u32, Us
     parse_flow_timeout(&value.get_ref().to_string()).map_err(|e| at.error(value.span(), field, e))
 }
 
+/// The likely fix when a table header has the wrong number of brackets:
+/// `[frontend]` for the list `[[frontend]]` (one per frontend), or the
+/// other way round for a table such as `[frontend.health]`. (serde names
+/// the type it wanted, not the header: "expected a sequence" for the first,
+/// an "invalid type" of whatever the table holds for the second.)
+fn table_hint(line: &str, msg: &str) -> Option<String> {
+    let l = line.trim();
+    if let Some(name) = l.strip_prefix("[[").and_then(|r| r.strip_suffix("]]")) {
+        return msg
+            .contains("invalid type")
+            .then(|| format!(" (if there is one {name}, write [{name}])"));
+    }
+    let name = l.strip_prefix('[')?.strip_suffix(']')?;
+    msg.contains("expected a sequence")
+        .then(|| format!(" (write [[{name}]]: a list, one [[{name}]] per entry)"))
+}
+
 /// Parses and validates the text of a configuration file named `path`.
 pub fn parse(text: &str, path: &str) -> Result<FileConfig, UsageError> {
     let at = Lines { path, text };
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| at.line(s)).unwrap_or(1);
-        UsageError(format!(
-            "{path}:{line}: {}",
-            e.message().trim().replace('\n', "; ")
-        ))
+        let msg = e.message().trim().replace('\n', "; ");
+        let hint = text
+            .lines()
+            .nth(line - 1)
+            .and_then(|l| table_hint(l, &msg))
+            .unwrap_or_default();
+        UsageError(format!("{path}:{line}: {msg}{hint}"))
     })?;
 
     let mut defaults = Defaults::default();
@@ -605,6 +625,28 @@ pub fn load(path: &str) -> Result<FileConfig, UsageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_with_the_wrong_brackets_gets_the_fix() {
+        let one = "interface = \"lo\"\n[frontend]\nlisten = \"9875\"\nbackends = [\"9876\"]\n";
+        let e = parse(one, "f.toml").unwrap_err().0;
+        assert!(e.starts_with("f.toml:2: "), "{e}");
+        assert!(
+            e.ends_with("(write [[frontend]]: a list, one [[frontend]] per entry)"),
+            "{e}"
+        );
+        let many = "interface = \"lo\"\n[[frontend]]\nlisten = \"9875\"\nbackends = [\"9876\"]\n\
+                    [[frontend.health]]\ncheck = \"udp\"\n";
+        let e = parse(many, "f.toml").unwrap_err().0;
+        assert!(e.starts_with("f.toml:5: "), "{e}");
+        assert!(
+            e.ends_with("(if there is one frontend.health, write [frontend.health])"),
+            "{e}"
+        );
+        // Other errors get no hint.
+        let e = parse("interface = 3\n", "f.toml").unwrap_err().0;
+        assert!(!e.contains("write ["), "{e}");
+    }
 
     fn err(text: &str) -> String {
         parse(text, "lb.toml").expect_err("should be rejected").0

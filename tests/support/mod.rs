@@ -41,6 +41,7 @@ pub mod packets;
 pub mod process;
 pub mod quic;
 pub mod runner;
+pub mod servers;
 pub mod sockets;
 pub mod topology;
 
