@@ -17,7 +17,7 @@ use nix::sys::signal::Signal;
 use support::netns::Netns;
 use support::operate::status;
 use support::process::{TempFile, Udplb};
-use support::servers::{dnsmasq, http_server, Server};
+use support::servers::{dnsmasq, http_server};
 use support::topology::triangle;
 
 /// The ```toml blocks of README.md, in order.
@@ -110,12 +110,9 @@ impl Drop for Pong {
     }
 }
 
-/// What keeps a backend host's check answering; dropped, it stops.
-enum Up {
-    Process(Server),
-    Pong(Pong),
-    Tcp(TcpListener),
-}
+/// What keeps a backend host's check answering (a server process, a
+/// responder, a listener); dropped, it stops.
+type Up = Box<dyn std::any::Any>;
 
 /// Runs README's `kind` example with `servers` for backend 0 and 1, then
 /// stops backend 0's and waits for it to go down.
@@ -146,7 +143,7 @@ fn the_dns_example_runs() {
         "dns",
         |srv| {
             srv.iter()
-                .map(|ns| vec![Up::Process(dnsmasq(ns, 53, "example.org", "198.18.9.1"))])
+                .map(|ns| vec![Box::new(dnsmasq(ns, 53, "example.org", "198.18.9.1")) as Up])
                 .collect()
         },
         53,
@@ -160,10 +157,7 @@ fn the_udp_example_runs() {
         |srv| {
             (srv.iter().enumerate())
                 .map(|(i, ns)| {
-                    vec![Up::Pong(Pong::start(
-                        ns,
-                        &format!("198.18.{}.2:514", i + 1),
-                    ))]
+                    vec![Box::new(Pong::start(ns, &format!("198.18.{}.2:514", i + 1))) as Up]
                 })
                 .collect()
         },
@@ -179,7 +173,7 @@ fn the_tcp_example_runs() {
             (srv.iter().enumerate())
                 .map(|(i, ns)| {
                     let a = format!("198.18.{}.2:7000", i + 1);
-                    vec![Up::Tcp(ns.enter(|| TcpListener::bind(&a).unwrap()))]
+                    vec![Box::new(ns.enter(|| TcpListener::bind(&a).unwrap())) as Up]
                 })
                 .collect()
         },
@@ -197,11 +191,11 @@ fn the_http_example_runs() {
         "http",
         |srv| {
             vec![
-                vec![Up::Process(http_server(&srv[0], "198.18.1.2", 8080, &d))],
+                vec![Box::new(http_server(&srv[0], "198.18.1.2", 8080, &d)) as Up],
                 // The example overrides this backend's check: tcp to 7000.
-                vec![Up::Tcp(
-                    srv[1].enter(|| TcpListener::bind("198.18.2.2:7000").unwrap()),
-                )],
+                vec![
+                    Box::new(srv[1].enter(|| TcpListener::bind("198.18.2.2:7000").unwrap())) as Up,
+                ],
             ]
         },
         53,
