@@ -185,10 +185,12 @@ static __always_inline bool arrived_from_backend_side(struct xdp_md *ctx, struct
 /*
  * Sends the rewritten packet on its way: XDP_REDIRECT to the next hop, or
  * XDP_PASS to the kernel with *reason saying why. `sent` is the reason for a
- * redirected packet (request or reply).
+ * redirected packet (request or reply). *foreign says that the route leaves
+ * through a device udplb does not run on (not in tx_ports), where no egress
+ * program of udplb's would see what the kernel sends.
  */
 static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, bool partial,
-				   int sent, int *reason)
+				   int sent, int *reason, bool *foreign)
 {
 	struct bpf_fib_lookup fib = {};
 	long rc;
@@ -223,6 +225,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, boo
 		*reason = UDPLB_REASON_FIB_OTHER;
 		goto pass;
 	}
+	*foreign = false;
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED && sent == UDPLB_REASON_REPLY_FORWARDED) {
 		/* A "reply" to this host (or a broadcast): not a client's. The
@@ -234,6 +237,9 @@ static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, boo
 	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
 		*reason = fib_reason(rc);
+		/* The device is known before the neighbour (see above). */
+		if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+			*foreign = bpf_redirect_map(&tx_ports, fib.ifindex, XDP_PASS) != XDP_REDIRECT;
 		goto pass;
 	}
 	/* Out through an interface udplb is not attached to (a VLAN or bridge
@@ -244,6 +250,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, boo
 	 * and an XDP_PASS after all leaves the redirect unused. */
 	if (bpf_redirect_map(&tx_ports, fib.ifindex, XDP_PASS) != XDP_REDIRECT) {
 		*reason = UDPLB_REASON_FIB_OTHER;
+		*foreign = true;
 		goto pass;
 	}
 	if (partial && complete_csum(ctx, p)) {

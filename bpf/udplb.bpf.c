@@ -78,6 +78,7 @@ int udplb_xdp(struct xdp_md *ctx)
 	int action = XDP_PASS;
 	int rewritten;
 	int sent;
+	bool foreign = false;
 	long picked;
 	__u32 slot, reply_id = 0;
 	__u16 udp_check = 0, ip_check = 0;
@@ -104,8 +105,8 @@ int udplb_xdp(struct xdp_md *ctx)
 			goto out;
 		}
 		frag_set_source(&p, rt->frontend.addr_be, old_addr);
-		action = forward(ctx, &p, false, UDPLB_REASON_REPLY_FORWARDED, &reason);
-		if (action != XDP_REDIRECT) {
+		action = forward(ctx, &p, false, UDPLB_REASON_REPLY_FORWARDED, &reason, &foreign);
+		if (action != XDP_REDIRECT && !foreign) {
 			/* To the kernel as it came, as a whole reply is (below). */
 			frag_set_source(&p, old_addr, old_addr2);
 			goto out;
@@ -198,10 +199,10 @@ forward:
 	 * frontend) as its source. */
 	rewritten = rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &p, sent == UDPLB_REASON_REPLY_FORWARDED,
 				     to, true);
-	action = forward(ctx, &p, rewritten == REWRITE_PARTIAL, sent, &reason);
+	action = forward(ctx, &p, rewritten == REWRITE_PARTIAL, sent, &reason, &foreign);
 	if (sent != UDPLB_REASON_REPLY_FORWARDED)
 		goto out;
-	if (action != XDP_REDIRECT) {
+	if (action != XDP_REDIRECT && !foreign) {
 		/* A reply XDP does not send itself goes to the kernel as the
 		 * backend sent it: its source, and the checksums as they came
 		 * (exact, partial or not). Addressed to this host
@@ -210,13 +211,17 @@ forward:
 		 * the backend its ICMP errors) and udplb_egress translates it
 		 * as it leaves. Translated here, it would come in with this
 		 * host's own address as its source, which IPv4 drops as a
-		 * martian unless accept_local is on. */
+		 * martian unless accept_local is on. Only a reply routed out of
+		 * a device udplb does not run on (foreign: no egress program
+		 * there) still goes to the kernel translated, as it always did:
+		 * as it came, it would leave from the backend's address. */
 		rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &p, true, &from, false);
 		p.udp->check = udp_check;
 		if (!p.ipv6)
 			((struct iphdr *)p.l3)->check = ip_check;
 		goto out;
 	}
+	/* Sent on, or handed over translated (foreign). */
 	flow_learn(&p, &reply);
 	count(&reply_counters, reply_id, bytes);
 	count_passive(slot, false);

@@ -1,7 +1,8 @@
 //! Remote backends in the XDP datapath (bpf/forward.h), the FIB: every
-//! bpf_fib_lookup outcome passes the rewritten packet to the kernel with
-//! its reason, a route out of another device goes to the kernel, and
-//! Maglev keeps each flow on one remote backend.
+//! bpf_fib_lookup outcome passes the rewritten request to the kernel with
+//! its reason, a route out of another device goes to the kernel (a reply
+//! rewritten, since no egress program of udplb's is there), and Maglev
+//! keeps each flow on one remote backend.
 //!
 //! Each test moves its thread into a private network namespace holding the
 //! topology of tests/support/forwarding.rs (bpf_fib_lookup runs in the
@@ -294,5 +295,25 @@ fn a_route_out_of_another_device_goes_to_the_kernel() {
             .sent(TO_SRV1),
         net.req("srv2 via bk2, not registered", &second, (PAIR4, 1), B4[1])
             .passed(UDPLB_REASON_FIB_OTHER),
+    ]);
+}
+
+/// A reply whose route to the client leaves through a device udplb is not
+/// attached to (in0 not in tx_ports): no egress program of udplb's would
+/// see it there, so it goes to the kernel translated (fib_other), also
+/// when the client's neighbour is not resolved (fib_no_neigh); a reply
+/// whose device is udplb's goes as it came (remote_datapath_rewrite.rs).
+#[test]
+fn a_reply_routed_out_of_another_device_goes_to_the_kernel_translated() {
+    let fx = Fixture::new(SPECS);
+    let net = private_topology();
+    fx.dp.add_tx_port(net.bk1).expect("bk1");
+    let reply = udp(B4B, C4).payload(b"from srv1").build();
+    let stranger = udp(B4B, "198.18.0.77:40000").payload(b"from srv1").build();
+    fx.check_all(&[
+        net.rep("client via in0, not registered", &reply, ONE4, FE4B)
+            .passed_rewritten(UDPLB_REASON_FIB_OTHER),
+        net.rep("no neighbour, via in0", &stranger, ONE4, FE4B)
+            .passed_rewritten(UDPLB_REASON_FIB_NO_NEIGH),
     ]);
 }

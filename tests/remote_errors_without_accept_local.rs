@@ -9,9 +9,11 @@
 //!   the commit removed the start-up warning that asked for accept_local.
 //!   (Fails before the commit too; passes with accept_local=1.)
 //! - a reply routed out of a device udplb does not run on (x0) reaches
-//!   the client from the frontend. FAILS for IPv6 since the commit (it
-//!   passed before: XDP passed it translated): now it leaves untranslated,
-//!   from the backend's address.
+//!   the client from the frontend (IPv6; IPv4 would need accept_local
+//!   there): XDP hands it to the kernel translated, as no egress program of
+//!   udplb's is on x0. (Failed after cd3df68, which passed it untranslated
+//!   and so from the backend's address; passes since XDP tells such a
+//!   route apart, forward.h's `foreign`.)
 //! - replies the balancer itself fragments (DF clear, client link MTU
 //!   1280) arrive whole from the frontend, checksums good: egress
 //!   translates and remembers the first fragment, then the later ones.

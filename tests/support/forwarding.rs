@@ -463,6 +463,14 @@ impl Fwd {
         }
     }
 
+    /// XDP_PASS for `reason`, a reply rewritten and counted: its route
+    /// leaves through a device udplb does not run on, where no egress
+    /// program of udplb's would translate what the kernel sends.
+    pub fn passed_rewritten(self, reason: u32) -> Case {
+        assert!(matches!(self.which, Port::Source), "test bug: replies only");
+        self.case(XDP_PASS, reason, Leg::Passed)
+    }
+
     /// XDP_DROP, refused for `reason` before any rewrite: nothing counted
     /// but the reason.
     pub fn dropped(self, reason: u32) -> Case {
