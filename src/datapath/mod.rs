@@ -146,10 +146,13 @@ impl Datapath {
     /// The kernel's CONFIG_HZ, measured: jiffies counted between two of
     /// their edges against CLOCK_MONOTONIC (as Cilium does), rather than
     /// read from a kernel configuration file that containers and Debian's
-    /// kernels do not have. Two measures that agree, out of at most five.
+    /// kernels do not have. Two measures that agree: over 20 ms first, then,
+    /// where those disagree (a loaded or emulated machine, whose system
+    /// calls and ticks come late by milliseconds), over 250 ms and 1 s,
+    /// where such delays weigh less.
     fn measure_hz(&self) -> Result<u64> {
         let jiffies = || self.clock().map(|c| c.jiffies);
-        let once = || -> Result<f64> {
+        let once = |window: Duration| -> Result<f64> {
             let deadline = Instant::now() + Duration::from_secs(2);
             let edge = |from: u64| -> Result<(u64, Instant)> {
                 loop {
@@ -165,16 +168,17 @@ impl Datapath {
             };
             let (j0, t0) = edge(jiffies()?)?;
             let (mut j, mut t) = edge(j0)?;
-            // At least 5 ticks and 20 ms: an edge seen 0.1 ms late is then
-            // a 0.5 % error at most.
-            while j - j0 < 5 || t - t0 < Duration::from_millis(20) {
+            // At least 5 ticks and the window: an edge seen 0.1 ms late is
+            // then a 0.5 % error at most over 20 ms.
+            while j - j0 < 5 || t - t0 < window {
                 (j, t) = edge(j)?;
             }
             Ok((j - j0) as f64 / (t - t0).as_secs_f64())
         };
         let mut seen = Vec::new();
-        for _ in 0..5 {
-            let hz = snap_hz(once().context("measuring the kernel's clock (jiffies)")?);
+        let ms = Duration::from_millis;
+        for window in [ms(20), ms(20), ms(20), ms(250), ms(250), ms(1000), ms(1000)] {
+            let hz = snap_hz(once(window).context("measuring the kernel's clock (jiffies)")?);
             if seen.contains(&hz) {
                 return Ok(hz);
             }

@@ -61,11 +61,21 @@ pub fn run_once(
         repeat: 1,
         ..Default::default()
     };
-    let output = prog.test_run(input).with_context(|| {
-        format!(
-            "BPF_PROG_TEST_RUN of {} (ingress_ifindex {ingress_ifindex:?})",
+    let output = prog.test_run(input).map_err(|e| {
+        // Kernels before 5.15 take no xdp_md context in a test run: such a
+        // fixture cannot run there, and says so.
+        let old_kernel = ingress_ifindex.is_some()
+            && e.kind() == libbpf_rs::ErrorKind::InvalidInput;
+        let why = if old_kernel {
+            " (this fixture needs Linux 5.15 or later: older kernels take no xdp_md context \
+             with an ingress_ifindex in BPF_PROG_TEST_RUN)"
+        } else {
+            ""
+        };
+        anyhow::Error::from(e).context(format!(
+            "BPF_PROG_TEST_RUN of {} (ingress_ifindex {ingress_ifindex:?}){why}",
             prog.name().to_string_lossy()
-        )
+        ))
     })?;
     let verdict = output.return_value;
     let len = output.data.map(|d| d.len()).unwrap_or(0);
