@@ -45,7 +45,7 @@ fuzz:
 # no network device) over this filesystem; `host` runs them here without a
 # VM. Prints the matrix kernel × test binary, also target/kernels/matrix.md.
 # Needs root. `make test-kernels KERNELS=6.1 TESTS="netns flows_datapath"`.
-# In TCG a kernel's whole set takes about ... minutes (see README).
+# In the VM (TCG, no KVM here) tests run 10-30x slower: see README, "Other kernels".
 KERNELS ?= 5.10 6.1 6.12 host
 TESTS ?=
 .PHONY: test-kernels

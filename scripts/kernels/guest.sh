@@ -9,11 +9,14 @@ set -euo pipefail
 out=$1 kdir=$2 limit=$3 threads=$4
 shift 4
 if [ "$kdir" != - ]; then
+    # The VM's console is not kept; its own messages go with the results.
+    exec 2>> "$out/guest.log"
     # The guest sees the host's /boot; libbpf and the tests look for
     # /boot/config-$(uname -r) there. The bind mount lives in the guest only.
     mount --bind "$kdir/boot" /boot
-    # Debian builds veth, bridge and the clsact qdisc as modules; the
-    # guest has no udev to load them on demand.
+    # Debian builds veth, bridge and the clsact qdisc as modules. The
+    # kernel would load them on first use; loading them here puts a module
+    # that cannot load in guest.log instead of in some test's failure.
     for m in veth bridge sch_ingress cls_bpf dummy; do
         modprobe "$m" || echo "guest: modprobe $m failed" >&2
     done

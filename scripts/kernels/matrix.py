@@ -29,22 +29,27 @@ def read(path, default=""):
 
 
 def key_lines(log):
-    """Each failed test's first line of its panic message."""
-    keys, current, after_panic = {}, None, False
+    """Each failed test's panic message: its first line, and the line after
+    it when it ends in ':' ("2 of 2 cases failed:" then the first case)."""
+    keys, current, lines = {}, None, None
     for line in log.splitlines():
         m = re.match(r"---- (\S+) stdout ----", line)
         if m:
-            current, after_panic = m.group(1), False
+            current, lines = m.group(1), None
             continue
-        if current and current not in keys:
+        if not current or current in keys:
+            continue
+        if lines is None:
             if "panicked at" in line:
-                rest = line.split("panicked at", 1)[1]
-                # Newer Rust puts the message on the next line.
-                after_panic = rest.rstrip().endswith(":")
-                if not after_panic:
-                    keys[current] = rest.strip()
-            elif after_panic and line.strip():
-                keys[current] = line.strip()[:200]
+                rest = line.split("panicked at", 1)[1].strip()
+                # Newer Rust puts the message on the lines after the place.
+                lines = [] if rest.endswith(":") else [rest]
+        elif line.strip() and not line.startswith("note: run with"):
+            lines.append(line.strip())
+        if lines and (len(lines) == 2 or not lines[0].endswith(":")):
+            keys[current] = " ".join(lines)[:300]
+        elif lines is not None and line.startswith("note: run with"):
+            keys[current] = " ".join(lines)[:300]
     return keys
 
 
@@ -91,6 +96,6 @@ for b in binaries:
     print(f"| {b} | " + " | ".join(row) + " |")
 print("| total time | " + " | ".join(f"{read(root / k / 'total.secs', '?')} s" for k in kernels) + " |")
 if details:
-    print("\nFailed tests (first line of the panic message):\n")
+    print("\nFailed tests, with the start of their panic message:\n")
     print("\n".join(details))
 sys.exit(1 if bad else 0)
