@@ -35,6 +35,8 @@ def key_lines(log):
     for line in log.splitlines():
         m = re.match(r"---- (\S+) stdout ----", line)
         if m:
+            if current and lines and current not in keys:
+                keys[current] = " ".join(lines)[:300]
             current, lines = m.group(1), None
             continue
         if not current or current in keys:
@@ -44,11 +46,11 @@ def key_lines(log):
                 rest = line.split("panicked at", 1)[1].strip()
                 # Newer Rust puts the message on the lines after the place.
                 lines = [] if rest.endswith(":") else [rest]
-        elif line.strip() and not line.startswith("note: run with"):
+        elif line.startswith("note: run with") or line == "failures:":
+            keys[current] = " ".join(lines)[:300]  # the message ended
+        elif line.strip():
             lines.append(line.strip())
         if lines and (len(lines) == 2 or not lines[0].endswith(":")):
-            keys[current] = " ".join(lines)[:300]
-        elif lines is not None and line.startswith("note: run with"):
             keys[current] = " ".join(lines)[:300]
     return keys
 
