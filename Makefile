@@ -40,6 +40,19 @@ test: deps
 fuzz:
 	UDPLB_FUZZ_CASES=$${CASES:-1000000} $(CARGO) test --release --test differential -- --nocapture
 
+# The datapath fixtures and network-namespace tests on other kernels: each
+# Debian kernel (fetched once into target/kernels/) boots in a qemu VM (TCG,
+# no network device) over this filesystem; `host` runs them here without a
+# VM. Prints the matrix kernel × test binary, also target/kernels/matrix.md.
+# Needs root. `make test-kernels KERNELS=6.1 TESTS="netns flows_datapath"`.
+# In the VM (TCG, no KVM here) tests run 10-30x slower: see README, "Other kernels".
+KERNELS ?= 5.10 6.1 6.12 host
+TESTS ?=
+.PHONY: test-kernels
+test-kernels: deps
+	@[ "$$(id -u)" -eq 0 ] || { echo "make test-kernels needs root (XDP, network namespaces): sudo make test-kernels" >&2; exit 1; }
+	TESTS="$(TESTS)" scripts/kernels/run.sh $(KERNELS)
+
 # Only the tests that need no privileges.
 unit:
 	$(CARGO) test --release --lib

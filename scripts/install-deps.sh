@@ -12,10 +12,15 @@
 #          pip, for the real Prometheus parser (prometheus-client, PyPI) that
 #          reads /metrics in the tests, and a real QUIC stack (aioquic, PyPI,
 #          pinned) for the QUIC clients and servers of tests/quic.rs
+#   make test-kernels: qemu-system-x86 (no recommends), busybox-static and
+#          kmod (the guest's init and modprobe), and virtme-ng (PyPI, pinned),
+#          which boots another kernel over this filesystem; apt-get and dpkg
+#          (already there) fetch Debian's kernels (scripts/kernels/fetch.sh)
 set -euo pipefail
 
 packages=(clang make pkg-config gcc libelf-dev zlib1g-dev iproute2 ethtool util-linux bpftool
-          dnsmasq-base bind9-dnsutils procps bird2 python3)
+          dnsmasq-base bind9-dnsutils procps bird2 python3
+          qemu-system-x86 busybox-static kmod)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -33,8 +38,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Test dependencies from PyPI, for whichever python3 comes first on PATH.
-pypi=(prometheus-client aioquic==1.2.0)
-if ! python3 -c 'import prometheus_client, aioquic; assert aioquic.__version__ == "1.2.0"' 2>/dev/null; then
+pypi=(prometheus-client aioquic==1.2.0 virtme-ng==1.42)
+if ! python3 -c 'import prometheus_client, aioquic, importlib.metadata as m
+assert aioquic.__version__ == "1.2.0" and m.version("virtme-ng") == "1.42"' 2>/dev/null; then
     if ! python3 -m pip --version >/dev/null 2>&1; then
         echo "install-deps: installing python3-pip"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-pip >/dev/null

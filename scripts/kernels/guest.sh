@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs test binaries on the kernel it finds itself on, one after another,
+# into OUT/NAME.{log,rc,secs}. Inside a virtme-ng guest (scripts/kernels/run.sh)
+# or, for the kernel `host`, on the host itself.
+#
+#   scripts/kernels/guest.sh OUT KERNEL_DIR|- TIMEOUT THREADS NAME=PATH...|@FILE
+#   (@FILE: one NAME=PATH a line)
+set -euo pipefail
+out=$1 kdir=$2 limit=$3 threads=$4
+shift 4
+if [ "$kdir" != - ]; then
+    # The VM's console is not kept; its own messages go with the results.
+    exec 2>> "$out/guest.log"
+    # The guest sees the host's /boot; libbpf and the tests look for
+    # /boot/config-$(uname -r) there. The bind mount lives in the guest only.
+    mount --bind "$kdir/boot" /boot
+    # Debian builds veth, bridge and the clsact qdisc as modules. The
+    # kernel would load them on first use; loading them here puts a module
+    # that cannot load in guest.log instead of in some test's failure.
+    for m in veth bridge sch_ingress cls_bpf dummy; do
+        modprobe "$m" || echo "guest: modprobe $m failed" >&2
+    done
+fi
+if [ "${1:-}" != "${1#@}" ]; then mapfile -t specs < "${1#@}"; else specs=("$@"); fi
+uname -r > "$out/uname"
+for spec in "${specs[@]}"; do
+    name=${spec%%=*} bin=${spec#*=}
+    start=$(date +%s)
+    rc=0
+    # timeout runs the binary in a process group of its own and signals the
+    # whole group: a hung test's udplb children go with it.
+    timeout -k 20 "$limit" "$bin" --test-threads="$threads" > "$out/$name.log" 2>&1 || rc=$?
+    echo "$rc" > "$out/$name.rc"
+    echo $(($(date +%s) - start)) > "$out/$name.secs"
+done
+echo done > "$out/finished"
