@@ -58,13 +58,31 @@ for k in "${kernels[@]}"; do
     else
         scripts/kernels/fetch.sh "$k"
         kdir=$PWD/target/kernels/$k
-        # TCG only: nested KVM hangs the guest on this machine kind. No
-        # network device: the tests make their own namespaces and veths.
-        # The whole run is bounded: every binary's limit plus boot time.
+        # TCG only: nested KVM hangs the guest on this machine kind. The
+        # whole run is bounded: every binary's limit plus boot time.
+        # Four virtio_net NICs for tests/virtio_nic.rs, in two pairs: each
+        # pair a bridge of two tap devices in a namespace of the host's
+        # made here (nothing else in it, no address, no route), qemu run in
+        # it. Taps with several queues: virtio_net before 5.12 refuses
+        # native XDP without a spare transmit queue per CPU.
+        net=udplbk-$$-${k//./_}
+        ip netns add "$net"
+        nics=()
+        for i in 0 1 2 3; do
+            br=br$((i % 2))
+            ip -n "$net" link show "$br" >/dev/null 2>&1 ||
+                { ip -n "$net" link add "$br" type bridge && ip -n "$net" link set "$br" up; }
+            ip -n "$net" tuntap add "tap$i" mode tap multi_queue
+            ip -n "$net" link set "tap$i" master "$br" up
+            nics+=(-netdev "tap,id=t$i,ifname=tap$i,script=no,downscript=no,queues=4"
+                   -device "virtio-net-pci,netdev=t$i,mq=on,vectors=10,mac=52:54:00:00:00:1$i")
+        done
         timeout -k 30 $(( (limit + 30) * ${#bins[@]} + 300 )) \
-            vng --disable-kvm --force-9p --run "$kdir/vmlinuz" --cpus 2 --memory 4G \
+            ip netns exec "$net" vng --disable-kvm --force-9p --run "$kdir/vmlinuz" --cpus 2 --memory 4G \
+                --qemu-opts="${nics[*]}" \
                 --rwdir "$res" --exec "PATH=$path scripts/kernels/guest.sh $res $kdir $limit $threads @$res/binaries" \
                 > "$res/console.log" 2>&1 || true
+        ip netns del "$net"
         # vng's own exit status is 255 here whatever the guest did (its
         # virtio-serial return channel needs a module these kernels lack at
         # boot); the guest's `finished` file says whether it ran to the end.

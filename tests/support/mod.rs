@@ -45,6 +45,28 @@ pub mod servers;
 pub mod sockets;
 pub mod topology;
 
+/// `d` stretched for a slow machine: times UDPLB_TEST_SLOWDOWN (an integer,
+/// default 1), which `make test-kernels` sets in its emulated VMs, where
+/// everything runs 10-30 times slower. Only for waits that bound how long
+/// a test waits for something to happen, never for what must not.
+pub fn slow(d: std::time::Duration) -> std::time::Duration {
+    let factor = std::env::var("UDPLB_TEST_SLOWDOWN")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    d * factor
+}
+
+/// Whether the running kernel is `major.minor` or newer.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("the kernel's release");
+    let mut n = r
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|x| x.parse::<u32>().unwrap_or(0));
+    (n.next().unwrap_or(0), n.next().unwrap_or(0)) >= (major, minor)
+}
+
 /// Fails the test, with the reason, unless we are root: a test that passes
 /// because it did not run would be a lie.
 pub fn require_root() {

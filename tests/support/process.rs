@@ -88,7 +88,7 @@ impl Udplb {
             lines: rx,
             output: Vec::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + super::slow(Duration::from_secs(20));
         while !u.output.iter().any(|l| l.contains("attached to")) {
             let left = deadline.saturating_duration_since(Instant::now());
             match u.lines.recv_timeout(left) {
@@ -113,7 +113,7 @@ impl Udplb {
     /// Waits up to `timeout` for a line containing `needle`, keeping what
     /// was printed meanwhile in `output`; returns that line.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + super::slow(timeout);
         let seen = self.output.len();
         if let Some(l) = self.output[..seen].iter().find(|l| l.contains(needle)) {
             return l.clone();

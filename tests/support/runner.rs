@@ -64,8 +64,8 @@ pub fn run_once(
     let output = prog.test_run(input).map_err(|e| {
         // Kernels before 5.15 take no xdp_md context in a test run: such a
         // fixture cannot run there, and says so.
-        let old_kernel = ingress_ifindex.is_some()
-            && e.kind() == libbpf_rs::ErrorKind::InvalidInput;
+        let old_kernel =
+            ingress_ifindex.is_some() && e.kind() == libbpf_rs::ErrorKind::InvalidInput;
         let why = if old_kernel {
             " (this fixture needs Linux 5.15 or later: older kernels take no xdp_md context \
              with an ingress_ifindex in BPF_PROG_TEST_RUN)"

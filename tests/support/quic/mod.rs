@@ -58,7 +58,9 @@ impl Server {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let ready = rx.recv_timeout(Duration::from_secs(15)).unwrap_or_default();
+        let ready = rx
+            .recv_timeout(super::slow(Duration::from_secs(15)))
+            .unwrap_or_default();
         let mut server = Server { child, port };
         assert_eq!(ready.trim(), "ready", "QUIC server on {port} did not start");
         server.child.stdout = None;
