@@ -56,7 +56,10 @@ fn metrics_parse_and_match_the_datapath() {
         sample(&m, "udplb_backend_weight", &format!("backend=9878,{fe}")),
         2.0
     );
-    assert_eq!(sample(&m, "udplb_packets_total", "verdict=balanced"), 400.0);
+    assert_eq!(
+        sample(&m, "udplb_packets_total", "hook=xdp,verdict=balanced"),
+        400.0
+    );
     assert_eq!(sample(&m, "udplb_build_info", "version=0.1.0"), 1.0);
     assert_eq!(sample(&m, "udplb_frontend_ring_entries", fe), 4.0);
 
