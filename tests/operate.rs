@@ -171,7 +171,12 @@ fn status_reload_and_fingerprints() {
     let (code, out, err) = udplb_cmd(&b, &["reload"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("udplb: reloaded:"), "{out}");
-    assert!(out.contains("-> 9878@2, 9876, 9877 (maglev)"), "{out}");
+    // Nothing listens in `b`: health holds all three down (failing open),
+    // and the change line says so next to the weights as configured.
+    assert!(
+        out.contains("-> 9878@2 (down), 9876 (down), 9877 (down) (maglev)"),
+        "{out}"
+    );
     let after = status(&b);
     assert_ne!(fp(&after), fp(&sa), "a weight changes the fingerprint");
     assert_eq!(after["reloads"]["succeeded"], 1);
