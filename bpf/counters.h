@@ -7,9 +7,10 @@
  * exit point (record_reason), and at most one packet/byte counter (a backend
  * for a request, a frontend's replies for a reply) once the packet is known
  * to be rewritten, plus the passive signal of the backend a reply came
- * from or an ICMP error was about. TC egress moves only the reply and
- * passive counters of a reply it rewrote, and the passive counter of an
- * ICMP error it translated.
+ * from or an ICMP error was about. TC egress moves exactly one egress
+ * verdict counter per packet, at its single exit point (record_egress),
+ * the reply and passive counters of a reply it rewrote, and the passive
+ * counter of an ICMP error it translated.
  */
 #ifndef UDPLB_COUNTERS_H
 #define UDPLB_COUNTERS_H
@@ -57,6 +58,11 @@ static __always_inline void count_event(void *map, __u32 i)
 static __always_inline void record_reason(__u32 reason)
 {
 	count_event(&reason_counters, reason);
+}
+
+static __always_inline void record_egress(__u32 verdict)
+{
+	count_event(&egress_counters, verdict);
 }
 
 #endif /* UDPLB_COUNTERS_H */

@@ -165,4 +165,12 @@ struct {
 	__type(value, __u64);
 } reason_counters SEC(".maps");
 
+/* Packets per egress verdict (enum udplb_egress_verdict). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, UDPLB_EGRESS_VERDICT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} egress_counters SEC(".maps");
+
 #endif /* UDPLB_MAPS_H */

@@ -35,7 +35,8 @@
  * backends' replies that XDP could not send on itself and handed to the
  * kernel as they came (egress_forwarded): the kernel resolves the client's
  * neighbour, fragments, or answers the backend with ICMP as any router
- * would, and egress translates what it sends on.
+ * would, and egress translates what it sends on. Every packet it sees
+ * moves exactly one egress verdict counter.
  *
  * ICMP errors about balanced datagrams (icmp.h) are translated in both
  * programs: toward the client (XDP on lo and on the interfaces where a
@@ -252,10 +253,10 @@ out:
  * it, after the same checks (the replies map by address and port, the
  * reverse-path check against the interface it came in on); a fragmented
  * one as frags.h says, whether the backend or this host fragmented it.
- * Anything else forwarded is left alone.
+ * Anything else forwarded is left alone. Returns the egress verdict.
  */
-static __always_inline void egress_forwarded(struct __sk_buff *skb, struct udp_packet *p,
-					     int parsed)
+static __always_inline int egress_forwarded(struct __sk_buff *skb, struct udp_packet *p,
+					    int parsed)
 {
 	struct udplb_reply_target reply;
 	struct udplb_endpoint backend;
@@ -263,27 +264,28 @@ static __always_inline void egress_forwarded(struct __sk_buff *skb, struct udp_p
 
 	if (parsed == UDPLB_REASON_FRAGMENT) {
 		if (!frag_lookup(p, &reply) || !from_backend_side(skb, skb->ingress_ifindex, p, false))
-			return;
+			return UDPLB_EGRESS_UNTOUCHED;
 		frag_set_source(p, reply.frontend.addr_be, old);
 	} else {
 		if (parsed != PARSE_OK || !lookup_reply(p, true, false, &reply) ||
 		    endpoint_is_local(&reply.frontend) ||
 		    !from_backend_side(skb, skb->ingress_ifindex, p, false))
-			return;
+			return UDPLB_EGRESS_UNTOUCHED;
 		if (p->first_fragment) {
 			endpoint_of(p, true, false, &backend);
 			frag_remember(p, &backend, &reply);
 		}
 		flow_learn(p, &reply);
 		if (rewrite_endpoint(skb, UDPLB_HOOK_TC, p, true, &reply.frontend, false) != REWRITE_OK)
-			return;
+			return UDPLB_EGRESS_REWRITE_FAILED;
 	}
 	count(&reply_counters, reply.frontend_id, len);
 	count_passive(reply.backend_slot, false);
+	return UDPLB_EGRESS_REPLY_FORWARDED;
 }
 
-SEC("tcx/egress")
-int udplb_egress(struct __sk_buff *skb)
+/* What udplb_egress does with a packet; returns the egress verdict. */
+static __always_inline int egress(struct __sk_buff *skb)
 {
 	struct udplb_reply_target reply, *rt;
 	struct udp_packet p = {};
@@ -298,10 +300,8 @@ int udplb_egress(struct __sk_buff *skb)
 
 	cur.pos = ctx_data(skb, UDPLB_HOOK_TC);
 	ret = parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len);
-	if (!skb->sk) {
-		egress_forwarded(skb, &p, ret);
-		return TC_ACT_UNSPEC;
-	}
+	if (!skb->sk)
+		return egress_forwarded(skb, &p, ret);
 	if (ret == PARSE_ICMP) {
 		/* An ICMP error this host sends (the kernel's port unreachable
 		 * for a datagram to a dead local backend, its fragmentation
@@ -311,27 +311,37 @@ int udplb_egress(struct __sk_buff *skb)
 		want = len < TC_ICMP_HEADROOM ? len : TC_ICMP_HEADROOM;
 		bpf_skb_pull_data(skb, want);
 		cur.pos = ctx_data(skb, UDPLB_HOOK_TC);
-		if (parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len) == PARSE_ICMP)
-			icmp_translate(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, true, NULL);
-		return TC_ACT_UNSPEC;
+		if (parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len) == PARSE_ICMP &&
+		    icmp_translate(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, true, NULL) ==
+			    UDPLB_REASON_ICMP_TRANSLATED)
+			return UDPLB_EGRESS_ICMP_TRANSLATED;
+		return UDPLB_EGRESS_UNTOUCHED;
 	}
 	if (ret != PARSE_OK)
-		return TC_ACT_UNSPEC;
+		return UDPLB_EGRESS_UNTOUCHED;
 	rt = lookup_reply(&p, true, true, &reply) ? &reply : NULL;
 	if (!rt)
-		return TC_ACT_UNSPEC;
+		return UDPLB_EGRESS_UNTOUCHED;
 	/* A first fragment's source address cannot change: the later ones
 	 * (which carry no port to look up) would keep the old one, and the
 	 * client could not reassemble the datagram. As in udplb_xdp. */
 	if (p.first_fragment && !endpoint_is_local(&rt->frontend))
-		return TC_ACT_UNSPEC;
+		return UDPLB_EGRESS_UNTOUCHED;
 	slot = rt->backend_slot;
 	id = rt->frontend_id;
 	flow_learn(&p, rt);
-	if (rewrite_endpoint(skb, UDPLB_HOOK_TC, &p, true, &rt->frontend, false) == REWRITE_OK) {
-		count(&reply_counters, id, len);
-		count_passive(slot, false);
-	}
+	if (rewrite_endpoint(skb, UDPLB_HOOK_TC, &p, true, &rt->frontend, false) != REWRITE_OK)
+		return UDPLB_EGRESS_REWRITE_FAILED;
+	count(&reply_counters, id, len);
+	count_passive(slot, false);
+	return UDPLB_EGRESS_REPLY;
+}
+
+SEC("tcx/egress")
+int udplb_egress(struct __sk_buff *skb)
+{
+	/* One verdict per packet, at this single exit point. */
+	record_egress(egress(skb));
 	return TC_ACT_UNSPEC;
 }
 

@@ -101,7 +101,8 @@
  */
 enum udplb_reason {
 	UDPLB_REASON_BALANCED = 0,     /* request to a local backend       */
-	UDPLB_REASON_REPLY = 1,        /* local backend's reply rewritten (XDP, on lo) */
+	UDPLB_REASON_REPLY = 1,        /* local backend's reply rewritten (XDP, on lo;
+					* elsewhere egress: UDPLB_EGRESS_REPLY) */
 	UDPLB_REASON_NOT_IP = 2,       /* not IPv4/IPv6, or > 2 VLAN tags  */
 	UDPLB_REASON_NOT_UDP = 3,      /* IP but not UDP                   */
 	UDPLB_REASON_NO_FRONTEND = 4,  /* UDP, no frontend and no backend  */
@@ -149,6 +150,26 @@ enum udplb_reason {
 					    * says a backend sent (a forgery naming a
 					    * client, or no flow table: no proof) */
 	UDPLB_REASON_COUNT = 23,
+};
+
+/*
+ * What the TC egress program (udplb_egress) did with each packet leaving an
+ * interface, one per-CPU counter each in the egress_counters map, moved once
+ * per packet at its single exit point: on an interface with egress attached
+ * they add up to the packets it sent. build.rs generates
+ * abi::EGRESS_VERDICT_NAMES. REPLY and REPLY_FORWARDED are the replies of
+ * the XDP reasons of the same names, rewritten here instead.
+ */
+enum udplb_egress_verdict {
+	UDPLB_EGRESS_REPLY = 0,           /* a local backend's reply (sent by a
+					   * socket here), source rewritten */
+	UDPLB_EGRESS_REPLY_FORWARDED = 1, /* a remote backend's reply the kernel
+					   * forwards, source rewritten */
+	UDPLB_EGRESS_ICMP_TRANSLATED = 2, /* an ICMP error this host sends about
+					   * a balanced datagram, toward the client */
+	UDPLB_EGRESS_REWRITE_FAILED = 3,  /* a checksum helper refused mid-rewrite */
+	UDPLB_EGRESS_UNTOUCHED = 4,       /* anything else: left as it was */
+	UDPLB_EGRESS_VERDICT_COUNT = 5,
 };
 
 /*

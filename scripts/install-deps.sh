@@ -8,7 +8,10 @@
 #          util-linux (setpriv, taskset), bpftool (map dumps), and a real DNS
 #          server and client (dnsmasq-base, bind9-dnsutils for dig), procps
 #          (sysctl, for forwarding in the test balancers), bird2 (real BGP
-#          sessions between test balancers and a test router); python3 and
+#          sessions between test balancers and a test router), prometheus (a
+#          real Prometheus server scraping udplb, and promtool, in
+#          tests/metrics_agree.rs; the service the package enables is
+#          disabled again); python3 and
 #          pip, for the real Prometheus parser (prometheus-client, PyPI) that
 #          reads /metrics in the tests, and a real QUIC stack (aioquic, PyPI,
 #          pinned) for the QUIC clients and servers of tests/quic.rs
@@ -19,7 +22,7 @@
 set -euo pipefail
 
 packages=(clang make pkg-config gcc libelf-dev zlib1g-dev iproute2 ethtool util-linux bpftool
-          dnsmasq-base bind9-dnsutils procps bird2 python3
+          dnsmasq-base bind9-dnsutils procps bird2 prometheus python3
           qemu-system-x86 busybox-static kmod)
 
 missing=()
@@ -35,6 +38,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian's package enables a Prometheus service listening on every
+    # address; the tests start their own, in their namespaces.
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+        echo "install-deps: disabling the prometheus service the package enabled"
+        systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
 fi
 
 # Test dependencies from PyPI, for whichever python3 comes first on PATH.

@@ -19,6 +19,7 @@ pub const MAX_BACKEND_SLOTS: usize = UDPLB_MAX_BACKEND_SLOTS as usize;
 pub const REASON_COUNT: usize = UDPLB_REASON_COUNT as usize;
 pub const FLOW_COUNTER_COUNT: usize = UDPLB_FLOW_COUNTER_COUNT as usize;
 pub const QUIC_COUNTER_COUNT: usize = UDPLB_QUIC_COUNTER_COUNT as usize;
+pub const EGRESS_VERDICT_COUNT: usize = UDPLB_EGRESS_VERDICT_COUNT as usize;
 
 /// `struct udplb_endpoint`: (family, address or wildcard, port).
 #[repr(C)]
@@ -370,6 +371,12 @@ mod tests {
         assert_eq!(
             FLOW_COUNTER_NAMES[UDPLB_FLOW_PIN_CREATED as usize],
             "pin_created"
+        );
+        assert_eq!(EGRESS_VERDICT_NAMES.len(), EGRESS_VERDICT_COUNT);
+        assert_eq!(EGRESS_VERDICT_NAMES[UDPLB_EGRESS_REPLY as usize], "reply");
+        assert_eq!(
+            EGRESS_VERDICT_NAMES[UDPLB_EGRESS_UNTOUCHED as usize],
+            "untouched"
         );
         assert_eq!(QUIC_COUNTER_NAMES.len(), QUIC_COUNTER_COUNT);
         assert_eq!(

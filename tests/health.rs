@@ -291,6 +291,15 @@ fn local_backends_without_a_socket_are_down_without_any_probe() {
     }
     assert_eq!(got, 40, "all to 9876");
     println!("socket liveness: 9877 down {detected:?} after its socket closed");
+    // `udplb status` keeps its weight and says down (issue 24 item 6).
+    let (code, table, err) = support::operate::udplb_cmd(&ns, &["status"]);
+    assert_eq!(code, 0, "{err}");
+    let row = table.lines().find(|l| l.starts_with("  -> 9877 "));
+    let row: Vec<&str> = row
+        .unwrap_or_else(|| panic!("{table}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[2..4], ["1", "down"], "{table}");
 
     let b2 = ns.udp_bind("127.0.0.1:9877");
     u.wait_for(

@@ -56,7 +56,10 @@ fn metrics_parse_and_match_the_datapath() {
         sample(&m, "udplb_backend_weight", &format!("backend=9878,{fe}")),
         2.0
     );
-    assert_eq!(sample(&m, "udplb_packets_total", "verdict=balanced"), 400.0);
+    assert_eq!(
+        sample(&m, "udplb_packets_total", "hook=xdp,verdict=balanced"),
+        400.0
+    );
     assert_eq!(sample(&m, "udplb_build_info", "version=0.1.0"), 1.0);
     assert_eq!(sample(&m, "udplb_frontend_ring_entries", fe), 4.0);
 
@@ -168,7 +171,12 @@ fn status_reload_and_fingerprints() {
     let (code, out, err) = udplb_cmd(&b, &["reload"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("udplb: reloaded:"), "{out}");
-    assert!(out.contains("-> 9878@2, 9876, 9877 (maglev)"), "{out}");
+    // Nothing listens in `b`: health holds all three down (failing open),
+    // and the change line says so next to the weights as configured.
+    assert!(
+        out.contains("-> 9878@2 (down), 9876 (down), 9877 (down) (maglev)"),
+        "{out}"
+    );
     let after = status(&b);
     assert_ne!(fp(&after), fp(&sa), "a weight changes the fingerprint");
     assert_eq!(after["reloads"]["succeeded"], 1);

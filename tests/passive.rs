@@ -179,14 +179,14 @@ fn dead_backend_host_goes_down_by_passive_signals_alone(ipv6: bool) {
         errors as f64
     );
     assert_eq!(
-        sample(&m, "udplb_backend_replies_total", &labels(&dead)),
+        sample(&m, "udplb_backend_reply_packets_total", &labels(&dead)),
         0.0
     );
     assert_eq!(
         sample(&m, "udplb_backend_icmp_errors_total", &labels(&live)),
         0.0
     );
-    assert!(sample(&m, "udplb_backend_replies_total", &labels(&live)) > 0.0);
+    assert!(sample(&m, "udplb_backend_reply_packets_total", &labels(&live)) > 0.0);
 
     // From now on every datagram goes to the live backend, and each is
     // answered (well within the 5 s hold).

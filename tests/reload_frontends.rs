@@ -186,8 +186,9 @@ fn answers_keep_their_frontend_across_reloads() {
     // The counters after all this: every request balanced, every answer a reply.
     let (_, _, body) = support::operate::http_get(&ns, "/metrics");
     let m = support::operate::parse_with_prometheus(&body);
-    let verdict =
-        |v: &str| support::operate::sample(&m, "udplb_packets_total", &format!("verdict={v}"));
+    let verdict = |v: &str| {
+        support::operate::sample(&m, "udplb_packets_total", &format!("hook=xdp,verdict={v}"))
+    };
     assert_eq!(verdict("balanced"), TOTAL as f64);
     assert_eq!(verdict("reply"), TOTAL as f64);
     assert_eq!(verdict("backend_to_frontend") + verdict("no_frontend"), 0.0);

@@ -129,6 +129,7 @@ fn replies_survive_flushed_neighbours(ipv6: bool, tx_csum: bool, mode: &str, big
         (
             n(&s["verdicts"]["fib_no_neigh"]),
             n(&s["frontends"][0]["replies"]["packets"]),
+            n(&s["egress_verdicts"]["reply_forwarded"]),
         )
     };
 
@@ -136,7 +137,7 @@ fn replies_survive_flushed_neighbours(ipv6: bool, tx_csum: bool, mode: &str, big
     // balancer learns the client's from that very solicitation, so its
     // reply may or may not find a neighbour. Counting starts after it.
     let mut buf = [0u8; 4096];
-    let mut before = (0, (0, 0));
+    let mut before = (0, (0, 0, 0));
     for seq in 0..=N {
         if seq == 1 {
             before = (forwarded(), counts());
@@ -157,7 +158,7 @@ fn replies_survive_flushed_neighbours(ipv6: bool, tx_csum: bool, mode: &str, big
     if big {
         // Each reply's fragments passed and were counted one by one; the
         // client got every datagram whole, from the frontend.
-        let (_, replies) = counts();
+        let (_, replies, _) = counts();
         assert!(
             replies >= 3 * u64::from(N),
             "reply fragments counted: {replies}"
@@ -169,12 +170,18 @@ fn replies_survive_flushed_neighbours(ipv6: bool, tx_csum: bool, mode: &str, big
 
     // The path under test ran: every request and every reply found no
     // neighbour (XDP counted why) and went through the kernel, and each
-    // reply was counted once (by egress, which translated it).
-    let (forwarded, (no_neigh, replies)) = (forwarded() - before.0, counts());
+    // reply was counted once (by egress, which translated it, under its
+    // verdict there).
+    let (forwarded, (no_neigh, replies, by_egress)) = (forwarded() - before.0, counts());
     let both = 2 * u64::from(N);
     assert_eq!(forwarded, both, "datagrams the balancer's kernel forwarded");
     assert_eq!(no_neigh - before.1 .0, both, "fib_no_neigh verdicts");
     assert_eq!(replies - before.1 .1, u64::from(N), "replies counted");
+    assert_eq!(
+        by_egress - before.1 .2,
+        u64::from(N),
+        "egress verdicts reply_forwarded"
+    );
     for (name, ns) in [
         ("client", &t.client),
         ("balancer", &t.lb),

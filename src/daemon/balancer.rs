@@ -18,7 +18,9 @@ use super::status::{
     BackendStatus, FrontendStatus, HealthStatus, PassiveStatus, ReloadStats, Status, Traffic,
 };
 use super::{notify, warnings};
-use crate::abi::{Endpoint, FLOW_COUNTER_NAMES, QUIC_COUNTER_NAMES, REASON_NAMES};
+use crate::abi::{
+    Endpoint, EGRESS_VERDICT_NAMES, FLOW_COUNTER_NAMES, QUIC_COUNTER_NAMES, REASON_NAMES,
+};
 use crate::cli::Args;
 use crate::config::announce::{self, Announce};
 use crate::config::health::CheckKind;
@@ -145,6 +147,8 @@ pub struct Balancer {
     /// expires one grace period after its reload (one timer each).
     expiring: VecDeque<BTreeSet<Endpoint>>,
     started: Instant,
+    /// Unix time of the start, for `udplb_start_time_seconds`.
+    started_unix: f64,
     reloads: ReloadStats,
     /// Backends reloads removed, with their last counters.
     removed: Vec<Removed>,
@@ -216,6 +220,9 @@ impl Balancer {
             created_dirs: Vec::new(),
             expiring: VecDeque::new(),
             started: Instant::now(),
+            started_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
             reloads: ReloadStats::default(),
             removed: Vec::new(),
             samples: Vec::new(),
@@ -819,6 +826,7 @@ impl Balancer {
             interfaces: self.iface.clone(),
             pid: std::process::id(),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
+            start_time_unix: self.started_unix,
             rate_interval_seconds: secs,
             frontends,
             verdicts: REASON_NAMES
@@ -826,6 +834,14 @@ impl Balancer {
                 .zip(c.reasons)
                 .map(|(n, v)| (n.to_string(), v))
                 .collect(),
+            egress_verdicts: match self.attached.iter().any(|a| a.egress.is_some()) {
+                true => EGRESS_VERDICT_NAMES
+                    .iter()
+                    .zip(c.egress)
+                    .map(|(n, v)| (n.to_string(), v))
+                    .collect(),
+                false => BTreeMap::new(),
+            },
             flow_events: FLOW_COUNTER_NAMES
                 .iter()
                 .zip(c.flow_events)

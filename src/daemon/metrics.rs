@@ -68,10 +68,10 @@ impl Collector for Snapshot {
         )?;
         single(
             &mut enc,
-            "uptime_seconds",
-            "Seconds since udplb started",
+            "start_time_seconds",
+            "Unix time udplb started",
             gauge,
-            ConstGauge::new(s.uptime_seconds),
+            ConstGauge::new(s.start_time_unix),
         )?;
         let backends = || {
             s.frontends.iter().flat_map(|fe| {
@@ -158,8 +158,9 @@ impl Collector for Snapshot {
         )?;
         family(
             &mut enc,
-            "backend_replies",
-            "Replies seen from the backend (the passive health signal)",
+            "backend_reply_packets",
+            "Replies from the backend rewritten back to the frontend, in XDP or egress \
+             (also the passive health signal)",
             counter,
             backends()
                 .filter(|(_, b)| b.state != "removed")
@@ -173,7 +174,7 @@ impl Collector for Snapshot {
         family(
             &mut enc,
             "frontend_reply_packets",
-            "Replies rewritten back to the frontend",
+            "Replies rewritten back to the frontend, in XDP or egress",
             counter,
             frontends().map(|(l, fe)| (l, ConstCounter::new(fe.replies.packets))),
         )?;
@@ -207,14 +208,23 @@ impl Collector for Snapshot {
                 )
             }),
         )?;
+        let by_hook = [("xdp", &s.verdicts), ("egress", &s.egress_verdicts)];
         family(
             &mut enc,
             "packets",
-            "Packets seen by the datapath, by verdict reason",
+            "Packets seen by the datapath, by hook and verdict: hook=\"xdp\" once per packet \
+             received on the interfaces, hook=\"egress\" once per packet sent where the \
+             egress program is attached (replies rewritten there are verdict=\"reply\" or \
+             \"reply_forwarded\", as in XDP)",
             counter,
-            s.verdicts
-                .iter()
-                .map(|(r, n)| ([("verdict", r.clone())], ConstCounter::new(*n))),
+            by_hook.iter().flat_map(|(hook, verdicts)| {
+                verdicts.iter().map(move |(v, n)| {
+                    (
+                        [("hook", hook.to_string()), ("verdict", v.clone())],
+                        ConstCounter::new(*n),
+                    )
+                })
+            }),
         )?;
         family(
             &mut enc,
@@ -309,7 +319,9 @@ mod tests {
                     },
                 }],
             }],
+            start_time_unix: 1700000000.25,
             verdicts: [("balanced".to_string(), 7)].into(),
+            egress_verdicts: [("reply".to_string(), 5)].into(),
             flow_events: [("hit".to_string(), 9)].into(),
             flow_entries: 5,
             quic_events: [("routed".to_string(), 11)].into(),
@@ -330,19 +342,25 @@ mod tests {
             "udplb_backend_weight{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 3",
             "udplb_frontend_reply_packets_total{frontend=\"[2001:2::1]:53\"} 5",
             "udplb_frontend_table_fingerprint_info{frontend=\"[2001:2::1]:53\",fingerprint=\"0123456789abcdef\"} 1",
-            "udplb_packets_total{verdict=\"balanced\"} 7",
+            "udplb_start_time_seconds 1700000000.25",
+            "udplb_packets_total{hook=\"xdp\",verdict=\"balanced\"} 7",
+            "udplb_packets_total{hook=\"egress\",verdict=\"reply\"} 5",
             "udplb_backend_up{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 0",
             "udplb_backend_health_transitions_total{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 3",
             "udplb_backend_live_flows{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 4",
             "udplb_flow_events_total{event=\"hit\"} 9",
             "udplb_flow_table_entries 5",
             "udplb_backend_icmp_errors_total{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 4",
-            "udplb_backend_replies_total{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 9",
+            "udplb_backend_reply_packets_total{frontend=\"[2001:2::1]:53\",backend=\"198.18.1.2:5353\"} 9",
             "udplb_quic_packets_total{outcome=\"routed\"} 11",
             "udplb_reloads_total{result=\"failure\"} 2",
             "udplb_reload_last_ok 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
+        // The names these replaced (README "Metrics") are gone.
+        for old in ["udplb_uptime_seconds", "udplb_backend_replies_total"] {
+            assert!(!text.contains(old), "{old} in\n{text}");
         }
     }
 }

@@ -2,7 +2,9 @@
 
 use std::fmt::Write;
 
-use crate::abi::{Counter, FLOW_COUNTER_NAMES, QUIC_COUNTER_NAMES, REASON_NAMES};
+use crate::abi::{
+    Counter, EGRESS_VERDICT_NAMES, FLOW_COUNTER_NAMES, QUIC_COUNTER_NAMES, REASON_NAMES,
+};
 use crate::config::{BackendConfig, Config, Listen, Sched};
 use crate::datapath::Counters;
 
@@ -114,6 +116,15 @@ pub fn render(config: &Config, c: &Counters, removed: &[Removed], health: &Healt
         .map(|(n, v)| format!("{n} {v}"))
         .collect();
     let _ = writeln!(s, "verdicts: {}", reasons.join(", "));
+    // Only an interface other than lo has the egress program.
+    if c.egress.iter().any(|n| *n > 0) {
+        let egress: Vec<String> = EGRESS_VERDICT_NAMES
+            .iter()
+            .zip(c.egress)
+            .map(|(n, v)| format!("{n} {v}"))
+            .collect();
+        let _ = writeln!(s, "egress verdicts: {}", egress.join(", "));
+    }
     if config
         .frontends
         .iter()
@@ -202,6 +213,13 @@ mod tests {
         );
         assert!(
             text.contains("verdicts: balanced 3, reply 0, not_ip 0"),
+            "{text}"
+        );
+        assert!(!text.contains("egress verdicts"), "{text}");
+        c.egress[crate::abi::UDPLB_EGRESS_REPLY as usize] = 3;
+        let text = render(&config, &c, &[], &Health::default());
+        assert!(
+            text.contains("egress verdicts: reply 3, reply_forwarded 0, "),
             "{text}"
         );
 

@@ -15,12 +15,20 @@ pub struct Status {
     pub interfaces: String,
     pub pid: u32,
     pub uptime_seconds: f64,
+    /// Unix time udplb started.
+    #[serde(default)]
+    pub start_time_unix: f64,
     /// The rates are over this many seconds before the snapshot (0: no
     /// interval yet, rates are 0).
     pub rate_interval_seconds: f64,
     pub frontends: Vec<FrontendStatus>,
-    /// Packets per verdict reason, by reason name.
+    /// Packets per verdict reason of the XDP program, by reason name: one
+    /// per packet received on the interfaces.
     pub verdicts: BTreeMap<String, u64>,
+    /// Packets per verdict of the egress program, by name: one per packet
+    /// sent on the interfaces it is attached to; empty without one (lo).
+    #[serde(default)]
+    pub egress_verdicts: BTreeMap<String, u64>,
     /// Flow table events by name (abi::FLOW_COUNTER_NAMES).
     #[serde(default)]
     pub flow_events: BTreeMap<String, u64>,
@@ -177,6 +185,16 @@ fn now_unix() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// The state column of `udplb status`: "down" for a configured backend
+/// the health checks hold down (its weight column keeps the weight the
+/// operator set: 0 there means drained, never down).
+fn shown_state(b: &BackendStatus) -> &str {
+    match (b.state.as_str(), b.health.state.as_str()) {
+        ("active", "down") => "down",
+        (state, _) => state,
+    }
+}
+
 /// `udplb status`: a table in the manner of `ipvsadm -Ln --stats --rate`.
 pub fn render_table(s: &Status) -> String {
     let mut out = String::new();
@@ -198,7 +216,7 @@ pub fn render_table(s: &Status) -> String {
                 "  -> {:<23} {:>6} {:>9} {:>14} {:>16} {:>10.0} {:>12.0} {:>8}",
                 b.name,
                 b.weight,
-                b.state,
+                shown_state(b),
                 b.traffic.packets,
                 b.traffic.bytes,
                 b.traffic.packets_per_second,
@@ -233,6 +251,13 @@ pub fn render_table(s: &Status) -> String {
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
     let _ = writeln!(out, "verdicts: {}", verdicts.join(", "));
+    if !s.egress_verdicts.is_empty() {
+        let egress: Vec<String> = (s.egress_verdicts.iter())
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let _ = writeln!(out, "egress verdicts: {}", egress.join(", "));
+    }
     if s.flow_events.values().any(|n| *n > 0) || s.flow_entries > 0 {
         let events: Vec<String> = s
             .flow_events
@@ -330,6 +355,8 @@ mod tests {
                 ],
             }],
             verdicts: [("balanced".to_string(), 10), ("reply".to_string(), 0)].into(),
+            egress_verdicts: [("reply".to_string(), 6), ("untouched".to_string(), 0)].into(),
+            start_time_unix: 1.0,
             flow_events: Default::default(),
             flow_entries: 0,
             quic_events: Default::default(),
@@ -353,6 +380,19 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("verdicts: balanced 10\n"), "{t}");
+        assert!(t.contains("egress verdicts: reply 6\n"), "{t}");
+        // Health took 9876 out: "down" in the state column, its weight as
+        // set (never 0); 9877, removed, says so.
+        let row = |name: &str| {
+            let line = t.lines().find(|l| l.starts_with(&format!("  -> {name} ")));
+            line.unwrap_or_else(|| panic!("no row for {name} in\n{t}"))
+                .split_whitespace()
+                .skip(2)
+                .take(2)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(row("9876"), ["1", "down"], "{t}");
+        assert_eq!(row("9877"), ["2", "removed"], "{t}");
         assert!(t.contains("last: rejected: lb.toml:3"), "{t}");
         let json = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);

@@ -45,6 +45,9 @@ pub struct Counters {
     pub passive: Vec<Vec<Passive>>,
     /// Packets per verdict reason, indexed by reason code.
     pub reasons: [u64; REASON_COUNT],
+    /// Packets per egress verdict (the TC program), indexed by enum
+    /// udplb_egress_verdict.
+    pub egress: [u64; abi::EGRESS_VERDICT_COUNT],
     /// Flow table events, indexed by enum udplb_flow_counter.
     pub flow_events: [u64; abi::FLOW_COUNTER_COUNT],
     /// How quic frontends routed requests, indexed by enum udplb_quic_counter.
@@ -362,6 +365,11 @@ impl Datapath {
         }
         for (reason, total) in c.reasons.iter_mut().enumerate() {
             for cpu in percpu(&maps.reason_counters, reason as u32)? {
+                *total += abi::from_bytes::<u64>(&cpu).unwrap_or(0);
+            }
+        }
+        for (verdict, total) in c.egress.iter_mut().enumerate() {
+            for cpu in percpu(&maps.egress_counters, verdict as u32)? {
                 *total += abi::from_bytes::<u64>(&cpu).unwrap_or(0);
             }
         }

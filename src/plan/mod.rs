@@ -42,6 +42,9 @@ struct Live {
     ring_size: u32,
     /// Its backends the health checks hold down: they take no pinned flows.
     down: BTreeSet<BackendId>,
+    /// Its backends as the operator configured them, those health holds
+    /// down marked so (see [`listing`]): what the change lines show.
+    listing: String,
 }
 
 /// The maps' contents as userspace last wrote them.
@@ -513,6 +516,7 @@ impl State {
     /// The plan from this state to `config` with the backends in `down`
     /// out of their rings (see [`effective`]), and the state after it.
     pub fn plan_with(&self, config: &Config, down: &Down) -> (Plan, State) {
+        let configured = config;
         let config = &effective(config, down);
         let mut plan = Plan::default();
         let mut next = State::default();
@@ -536,8 +540,10 @@ impl State {
             slots.taken.extend(live.slots.values());
         }
 
-        for fe in &config.frontends {
+        // `effective` keeps the frontends in order.
+        for (fe, set) in config.frontends.iter().zip(&configured.frontends) {
             let old = self.frontends.get(&fe.listen);
+            let shown = listing(set, down);
             // Down matters beyond the ring only where flows are pinned.
             // (and on quic frontends, where CID routes avoid down backends).
             let pins = (fe.sched.hashes() && fe.flow_timeout > 0) || fe.sched == Sched::Quic;
@@ -546,7 +552,11 @@ impl State {
                 .filter(|id| pins && down.contains(&(fe.listen, *id)))
                 .collect();
             if let Some(old) = old.filter(|o| o.config == *fe && o.down == here) {
-                next.frontends.insert(fe.listen, old.clone());
+                let kept = Live {
+                    listing: shown,
+                    ..old.clone()
+                };
+                next.frontends.insert(fe.listen, kept);
                 continue;
             }
             let (id, table) = match old {
@@ -565,6 +575,7 @@ impl State {
                 fingerprint: 0,
                 ring_size: 0,
                 down: here,
+                listing: shown,
             };
             let keys = fe.listen.endpoints();
             for b in &fe.backends {
@@ -622,7 +633,7 @@ impl State {
                 };
                 (*k, value)
             }));
-            plan.changes.push(describe(old.map(|o| &o.config), fe));
+            plan.changes.push(describe(old, &live));
 
             if let Some(old) = old {
                 for b in &old.config.backends {
@@ -842,28 +853,28 @@ fn port_flag_changes(old: &State, new: &State) -> (PortFlags, PortFlags) {
     (before, after)
 }
 
-fn describe(old: Option<&FrontendConfig>, new: &FrontendConfig) -> String {
-    let list = |fe: &FrontendConfig| {
-        fe.backends
-            .iter()
-            .map(|b| b.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+/// A frontend's backends for the change lines: "9876, 9877@2 (down)".
+/// Weights are the configured ones; a backend the health checks hold down
+/// says "down" (its ring weight 0 is not the operator's drain, `@0`).
+fn listing(fe: &FrontendConfig, down: &Down) -> String {
+    (fe.backends.iter())
+        .map(|b| match down.contains(&(fe.listen, b.id())) {
+            true => format!("{b} (down)"),
+            false => b.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe(old: Option<&Live>, new: &Live) -> String {
+    let (listen, sched) = (new.config.listen, new.config.sched.name());
     match old {
-        None => format!(
-            "frontend {} -> {} ({})",
-            new.listen,
-            list(new),
-            new.sched.name()
-        ),
+        None => format!("frontend {listen} -> {} ({sched})", new.listing),
         Some(o) => format!(
-            "frontend {}: {} ({}) -> {} ({})",
-            new.listen,
-            list(o),
-            o.sched.name(),
-            list(new),
-            new.sched.name()
+            "frontend {listen}: {} ({}) -> {} ({sched})",
+            o.listing,
+            o.config.sched.name(),
+            new.listing,
         ),
     }
 }
@@ -1310,6 +1321,33 @@ mod tests {
     fn down(c: &Config, fe: usize, ports: &[u16]) -> Down {
         let listen = c.frontends[fe].listen;
         ports.iter().map(|&p| (listen, (None, p))).collect()
+    }
+
+    /// Issue 24 item 6: after health took 51822 out, a reload that removed
+    /// it printed `51821, 51822@0 (maglev) -> 51821`. Health's "down" is
+    /// not the operator's weight 0, which still shows as `@0`.
+    #[test]
+    fn change_lines_say_down_for_health_and_at_0_for_a_drain() {
+        let c = maglev(&["53=51821,51822@3"]);
+        let (plan, up) = State::default().plan(&c);
+        assert_eq!(plan.changes, ["frontend *:53 -> 51821, 51822@3 (maglev)"]);
+        let (plan, held) = up.plan_with(&c, &down(&c, 0, &[51822]));
+        assert_eq!(
+            plan.changes,
+            ["frontend *:53: 51821, 51822@3 (maglev) -> 51821, 51822@3 (down) (maglev)"]
+        );
+        let fewer = maglev(&["53=51821"]);
+        let (plan, _) = held.plan_with(&fewer, &down(&c, 0, &[51822]));
+        assert_eq!(
+            plan.changes,
+            ["frontend *:53: 51821, 51822@3 (down) (maglev) -> 51821 (maglev)"]
+        );
+        let drained = maglev(&["53=51821,51822@0"]);
+        let (plan, _) = up.plan(&drained);
+        assert_eq!(
+            plan.changes,
+            ["frontend *:53: 51821, 51822@3 (maglev) -> 51821, 51822@0 (maglev)"]
+        );
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! - [`process`]: a udplb started in a namespace and stopped by PID;
 //! - [`operate`]: `udplb status --json` and /metrics (parsed by
 //!   Prometheus's own Python parser) of a running udplb;
+//! - [`prometheus`]: a real Prometheus server scraping udplb in a test
+//!   namespace, PromQL through its HTTP API, `promtool check metrics`;
 //! - [`sockets`]: real datagrams, bounded in count and time;
 //! - [`quic`]: real QUIC (aioquic servers issuing QUIC-LB CIDs, clients
 //!   that rebind or migrate), bounded in count and time;
@@ -39,6 +41,7 @@ pub mod netns;
 pub mod operate;
 pub mod packets;
 pub mod process;
+pub mod prometheus;
 pub mod quic;
 pub mod runner;
 pub mod servers;

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use libbpf_rs::{ProgramInput, ProgramMut};
-use udplb::abi::{REASON_COUNT, REASON_NAMES, UDPLB_REASON_BALANCED, UDPLB_REASON_REPLY};
+use udplb::abi::{
+    EGRESS_VERDICT_NAMES, REASON_COUNT, REASON_NAMES, UDPLB_EGRESS_ICMP_TRANSLATED,
+    UDPLB_EGRESS_REPLY, UDPLB_EGRESS_UNTOUCHED, UDPLB_REASON_BALANCED, UDPLB_REASON_REPLY,
+};
 use udplb::config::Config;
 use udplb::datapath::{Counters, Datapath};
 use udplb::plan::{Layout, State};
@@ -115,9 +118,9 @@ pub fn run_timed(prog: &ProgramMut<'_>, packet: &[u8], repeat: u32) -> Result<Ti
 pub enum Prog {
     /// The XDP program (ingress): counts one reason per packet.
     Xdp,
-    /// The TC egress program (replies leaving an interface): counts replies
-    /// only. The test-run skb carries a dummy socket, as locally sent
-    /// datagrams do.
+    /// The TC egress program (replies leaving an interface): counts one
+    /// egress verdict per packet (see [`egress_verdict`]). The test-run skb
+    /// carries a dummy socket, as locally sent datagrams do.
     Egress,
 }
 
@@ -145,7 +148,8 @@ pub struct Case {
     pub verdict: u32,
     pub output: Vec<u8>,
     /// The reason counter that moves by one (XDP); `None`: none moves
-    /// (the egress program counts no reasons).
+    /// (the egress program counts no reasons, but an egress verdict:
+    /// [`egress_verdict`]).
     pub reason: Option<u32>,
     pub hit: Hit,
     /// A passive signal besides the reply seen that `Hit::Reply` implies.
@@ -256,7 +260,7 @@ impl Case {
     }
 
     /// TC egress: `input` leaves byte for byte as it came, and no counter
-    /// moves.
+    /// moves but the egress verdict `untouched`.
     pub fn egress_untouched(name: impl Into<String>, input: Vec<u8>) -> Case {
         Case {
             name: name.into(),
@@ -408,6 +412,9 @@ impl Fixture {
         if let Some(r) = case.reason {
             want.reasons[r as usize] += 1;
         }
+        if case.prog == Prog::Egress {
+            want.egress[egress_verdict(case) as usize] += 1;
+        }
         let frame_len = case.input.len() as u64;
         match case.hit {
             Hit::Nothing => {}
@@ -556,12 +563,32 @@ pub fn reply_seen(before: &Counters, after: &Counters, want: &mut Counters, f: u
     want.passive[f][j].replies += 1;
 }
 
+/// The egress verdict an egress case moves (one per packet): a reply it
+/// rewrote (a local backend's: the test run's skb has a socket), an ICMP
+/// error it translated (anything else it changes), or untouched.
+fn egress_verdict(case: &Case) -> u32 {
+    match case.hit {
+        Hit::Reply(_) => UDPLB_EGRESS_REPLY,
+        _ if case.output != case.input => UDPLB_EGRESS_ICMP_TRANSLATED,
+        _ => UDPLB_EGRESS_UNTOUCHED,
+    }
+}
+
 /// Nonzero counter changes from `a` to `b`, by name.
 pub fn delta(a: &Counters, b: &Counters) -> String {
     let mut parts = Vec::new();
     for (i, (x, y)) in a.reasons.iter().zip(&b.reasons).enumerate() {
         if x != y {
             parts.push(format!("{} {:+}", REASON_NAMES[i], *y as i64 - *x as i64));
+        }
+    }
+    for (i, (x, y)) in a.egress.iter().zip(&b.egress).enumerate() {
+        if x != y {
+            parts.push(format!(
+                "egress {} {:+}",
+                EGRESS_VERDICT_NAMES[i],
+                *y as i64 - *x as i64
+            ));
         }
     }
     for (f, (xs, ys)) in a.backends.iter().zip(&b.backends).enumerate() {
