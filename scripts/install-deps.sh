@@ -11,11 +11,14 @@
 #          sessions between test balancers and a test router); python3 and
 #          pip, for the real Prometheus parser (prometheus-client, PyPI) that
 #          reads /metrics in the tests, and a real QUIC stack (aioquic, PyPI,
-#          pinned) for the QUIC clients and servers of tests/quic.rs
+#          pinned) for the QUIC clients and servers of tests/quic.rs;
+#          systemd (only for systemd-analyze: verify and security of the
+#          unit; systemd need not be running) and strace (the system calls
+#          the unit's filter must allow), for tests/install.rs
 set -euo pipefail
 
 packages=(clang make pkg-config gcc libelf-dev zlib1g-dev iproute2 ethtool util-linux bpftool
-          dnsmasq-base bind9-dnsutils procps bird2 python3)
+          dnsmasq-base bind9-dnsutils procps bird2 python3 systemd strace)
 
 missing=()
 for p in "${packages[@]}"; do
