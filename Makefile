@@ -7,7 +7,7 @@ SHELL := /bin/bash
 IFACE ?= lo
 EXAMPLE ?= 9875=9876,9877,9878
 
-.PHONY: all deps build run test unit lint vmlinux clean bench
+.PHONY: all deps build run test unit lint vmlinux clean bench install uninstall deb
 
 all: build
 
@@ -73,6 +73,42 @@ lint: deps
 
 vmlinux:
 	scripts/gen-vmlinux.sh
+
+# Install like a service: `make build && sudo make install` (PREFIX,
+# DESTDIR and UNITDIR as usual). The unit's ExecStart=, ExecReload= and
+# Documentation= are rewritten to the paths installed here, so the unit
+# never names a file that is not there. Does not build (run as root, a
+# build would leave root's files in target/); the configuration file,
+# $(SYSCONFDIR)/udplb/lb.toml, is yours to write (README, "Configuration file").
+PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+BIN ?= target/release/udplb
+install:
+	@[ -x "$(BIN)" ] || { echo "make install: no $(BIN): run make build first" >&2; exit 1; }
+	install -D -m 755 "$(BIN)" "$(DESTDIR)$(PREFIX)/bin/udplb"
+	install -D -m 644 README.md "$(DESTDIR)$(PREFIX)/share/doc/udplb/README.md"
+	install -d "$(DESTDIR)$(UNITDIR)"
+	sed -e 's|/usr/local/bin/udplb|$(PREFIX)/bin/udplb|g' \
+	    -e 's|/usr/local/share/doc/udplb/|$(PREFIX)/share/doc/udplb/|g' \
+	    -e 's|/etc/udplb/|$(SYSCONFDIR)/udplb/|g' \
+	    scripts/udplb.service > "$(DESTDIR)$(UNITDIR)/udplb.service"
+	chmod 644 "$(DESTDIR)$(UNITDIR)/udplb.service"
+
+uninstall:
+	rm -f "$(DESTDIR)$(PREFIX)/bin/udplb" "$(DESTDIR)$(UNITDIR)/udplb.service"
+	rm -rf "$(DESTDIR)$(PREFIX)/share/doc/udplb"
+
+# A Debian package of the installed tree (PREFIX=/usr), made with dpkg-deb
+# from `make install`: $(DEB_OUT)/udplb_VERSION_ARCH.deb. Install it with
+# `apt install ./target/debian/udplb_*.deb`.
+DEB_OUT ?= target/debian
+deb:
+	@[ -x "$(BIN)" ] || { echo "make deb: no $(BIN): run make build first" >&2; exit 1; }
+	rm -rf "$(DEB_OUT)/root"
+	$(MAKE) --no-print-directory install DESTDIR="$(DEB_OUT)/root" PREFIX=/usr UNITDIR=/usr/lib/systemd/system SYSCONFDIR=/etc BIN="$(BIN)"
+	scripts/deb-control.sh "$(DEB_OUT)/root"
+	dpkg-deb --root-owner-group --build "$(DEB_OUT)/root" "$(DEB_OUT)/"
 
 clean:
 	$(CARGO) clean

@@ -32,8 +32,9 @@ pub fn udplb_cmd_as_nobody(ns: &Netns, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// `udplb <args>` in `ns`, through the command `wrap` (empty: none).
-fn client(ns: &Netns, wrap: &[&str], args: &[&str]) -> (i32, String, String) {
+/// `udplb <args>` in `ns`, through the command `wrap` (empty: none; e.g.
+/// setpriv with a service's capabilities): exit code, stdout, stderr.
+pub fn client(ns: &Netns, wrap: &[&str], args: &[&str]) -> (i32, String, String) {
     let out = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", ns.name))
         .args(wrap)

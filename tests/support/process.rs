@@ -51,6 +51,32 @@ impl Drop for TempFile {
     }
 }
 
+/// A directory for the test (an install root), removed with its contents
+/// on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "udplbt-{}-{}-{name}",
+            std::process::id(),
+            TEMP_SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Udplb {
     /// Starts `udplb <args>` in `ns` and waits until it says it is attached.
     pub fn start(ns: &super::netns::Netns, args: &[&str]) -> Udplb {
@@ -59,11 +85,24 @@ impl Udplb {
 
     /// As [`start`](Self::start), with extra environment variables.
     pub fn start_with_env(ns: &super::netns::Netns, args: &[&str], env: &[(&str, &str)]) -> Udplb {
+        Udplb::start_under(ns, &[], args, env)
+    }
+
+    /// As [`start_with_env`](Self::start_with_env), run by `wrapper` (a
+    /// command that ends by running udplb, e.g. setpriv: one that execs
+    /// keeps the child's PID udplb's).
+    pub fn start_under(
+        ns: &super::netns::Netns,
+        wrapper: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Udplb {
         // nsenter execs the program, so the child's PID is udplb's; unlike
         // `ip netns exec` it keeps the mount namespace, so /sys/fs/bpf (for
         // --pin) is the host's BPF filesystem.
         let mut child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", ns.name))
+            .args(wrapper)
             .arg(BIN)
             .args(args)
             .envs(env.iter().copied())

@@ -1,7 +1,8 @@
 //! Real QUIC through udplb: the aioquic server and clients of this
 //! directory (server.py, client.py; aioquic from PyPI, installed by
 //! scripts/install-deps.sh), run inside the test's namespaces and stopped
-//! by their own PIDs.
+//! by their own PIDs. server.py issues its QUIC-LB connection IDs with the
+//! README's own lines (section "QUIC"), so these tests test them.
 //!
 //! - [`Server`]: a QUIC server on a backend port that issues QUIC-LB
 //!   connection IDs carrying its server ID and answers every request with

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """A QUIC server (aioquic) that issues QUIC-LB connection IDs, for udplb's
-tests (tests/quic.rs, tests/flows_quic.rs).
+tests (tests/quic.rs).
 
 Every connection ID it chooses, the first one of a connection and those it
 hands out later in NEW_CONNECTION_ID frames, has the plaintext QUIC-LB form
 (draft-ietf-quic-load-balancers-19): a first octet with the config rotation
 in its top 3 bits and the CID length - 1 in the low 5, then --server-id,
-then random bytes. aioquic has no hook for this, so QuicConnection is
-subclassed and put in place of the one aioquic's server creates.
+then random bytes. The code that does it is the README's (section "QUIC",
+the python block), run as it is written there, so that what the README
+tells aioquic users is what the tests run; only its SERVER_ID, CID_LEN and
+CONFIG_ID are set from the arguments.
 
 Each request (a bidirectional stream, ended by the client) is answered on
 the same stream with "<identity> <request>", so a client knows which
@@ -16,13 +18,12 @@ backend served it. Prints "ready" once it listens; runs until killed.
 import argparse
 import asyncio
 import datetime
-import os
+import pathlib
 import sys
 
 from aioquic.asyncio import QuicConnectionProtocol, serve
 from aioquic.asyncio import server as aioquic_server
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection, QuicConnectionId
 from aioquic.quic.events import StreamDataReceived
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -30,38 +31,28 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 ARGS = None
+README = pathlib.Path(__file__).resolve().parents[3] / "README.md"
 
 
-def quic_lb_cid() -> bytes:
-    """A plaintext QUIC-LB CID: first octet, server ID, random nonce."""
-    sid = bytes.fromhex(ARGS.server_id)
-    first = (ARGS.config_id << 5) | (ARGS.cid_len - 1)
-    return bytes([first]) + sid + os.urandom(ARGS.cid_len - 1 - len(sid))
+def readme_block() -> str:
+    """The first python block of the README's section "QUIC"."""
+    text = README.read_text()
+    section = text[text.index("\n## QUIC\n") :]
+    section = section[: section.index("\n## ", 1)]
+    start = section.index("\n```python\n") + len("\n```python\n")
+    return section[start : section.index("\n```\n", start)]
 
 
-class QuicLbConnection(QuicConnection):
-    """A QuicConnection whose own CIDs are QUIC-LB CIDs."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if not self._is_client:
-            # Before any packet: the first CID is also the Initial's SCID.
-            cid = quic_lb_cid()
-            self._host_cids[0].cid = cid
-            self.host_cid = cid
-            self._local_initial_source_connection_id = cid
-
-    def _replenish_connection_ids(self) -> None:
-        # aioquic's own, with quic_lb_cid() in place of os.urandom().
-        while len(self._host_cids) < min(8, self._remote_active_connection_id_limit):
-            self._host_cids.append(
-                QuicConnectionId(
-                    cid=quic_lb_cid(),
-                    sequence_number=self._host_cid_seq,
-                    stateless_reset_token=os.urandom(16),
-                )
-            )
-            self._host_cid_seq += 1
+def issue_quic_lb_cids() -> None:
+    """Runs the README's block with this server's parameters."""
+    names = {"__name__": "readme_quic"}
+    exec(compile(readme_block(), f"{README} (QUIC)", "exec"), names)
+    names.update(
+        SERVER_ID=bytes.fromhex(ARGS.server_id),
+        CID_LEN=ARGS.cid_len,
+        CONFIG_ID=ARGS.config_id,
+    )
+    assert aioquic_server.QuicConnection is names["QuicLbConnection"]
 
 
 class Answer(QuicConnectionProtocol):
@@ -107,7 +98,7 @@ async def main() -> None:
         idle_timeout=30.0,
     )
     config.certificate, config.private_key = self_signed()
-    aioquic_server.QuicConnection = QuicLbConnection
+    issue_quic_lb_cids()
     await serve(ARGS.host, ARGS.port, configuration=config, create_protocol=Answer)
     print("ready", flush=True)
     await asyncio.Future()
