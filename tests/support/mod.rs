@@ -17,6 +17,8 @@
 //! - [`process`]: a udplb started in a namespace and stopped by PID;
 //! - [`operate`]: `udplb status --json` and /metrics (parsed by
 //!   Prometheus's own Python parser) of a running udplb;
+//! - [`browser`]: a real headless Chromium (Debian's, driven by
+//!   Playwright) in a namespace, for the status page;
 //! - [`sockets`]: real datagrams, bounded in count and time;
 //! - [`quic`]: real QUIC (aioquic servers issuing QUIC-LB CIDs, clients
 //!   that rebind or migrate), bounded in count and time;
@@ -28,6 +30,7 @@
 #![allow(dead_code)]
 
 pub mod bgp;
+pub mod browser;
 pub mod checksum;
 pub mod configs;
 pub mod cpu;
