@@ -11,11 +11,14 @@
 #          sessions between test balancers and a test router); python3 and
 #          pip, for the real Prometheus parser (prometheus-client, PyPI) that
 #          reads /metrics in the tests, and a real QUIC stack (aioquic, PyPI,
-#          pinned) for the QUIC clients and servers of tests/quic.rs
+#          pinned) for the QUIC clients and servers of tests/quic.rs;
+#          chromium, the real browser that loads the status page in
+#          tests/status_page.rs, driven by Playwright (PyPI, pinned; it uses
+#          Debian's /usr/bin/chromium and never downloads a browser)
 set -euo pipefail
 
 packages=(clang make pkg-config gcc libelf-dev zlib1g-dev iproute2 ethtool util-linux bpftool
-          dnsmasq-base bind9-dnsutils procps bird2 python3)
+          dnsmasq-base bind9-dnsutils procps bird2 python3 chromium)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -33,8 +36,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Test dependencies from PyPI, for whichever python3 comes first on PATH.
-pypi=(prometheus-client aioquic==1.2.0)
-if ! python3 -c 'import prometheus_client, aioquic; assert aioquic.__version__ == "1.2.0"' 2>/dev/null; then
+pypi=(prometheus-client aioquic==1.2.0 playwright==1.65.3)
+if ! python3 -c 'import prometheus_client, aioquic, importlib.metadata as m
+assert aioquic.__version__ == "1.2.0" and m.version("playwright") == "1.65.3"' 2>/dev/null; then
     if ! python3 -m pip --version >/dev/null 2>&1; then
         echo "install-deps: installing python3-pip"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-pip >/dev/null

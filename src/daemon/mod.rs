@@ -216,7 +216,7 @@ pub fn run(args: &Args) -> Result<()> {
                 server.expire();
                 if let Some(h) = history.as_mut() {
                     if h.due() {
-                        if let Ok(s) = lb.status() {
+                        if let Ok(s) = lb.status_without_flows() {
                             h.record(std::time::Instant::now(), &s);
                         }
                     }
