@@ -6,7 +6,8 @@
 //! Bounded: one ring of at most [`POINTS`] samples (5 bytes each) per
 //! backend of the running configuration, so at most
 //! `MAX_BACKEND_SLOTS (8192) x POINTS` samples, about 12 MB at the limit
-//! and a few kB for ordinary configurations. A backend that leaves the
+//! and a few kB for ordinary configurations; one answer carries at most
+//! [`MAX_ANSWER_SAMPLES`] of them. A backend that leaves the
 //! configuration (or is only listed as removed) loses its ring at the next
 //! sample. Pure: fed a [`Status`] and a time, no I/O.
 
@@ -21,6 +22,11 @@ use super::status::Status;
 pub const POINTS: usize = 300;
 /// Event loop ticks (one a second) between two samples.
 pub const EVERY_TICKS: u64 = 2;
+/// Samples in one answer at most, over all backends (about 8 bytes each in
+/// JSON): with thousands of backends a first poll gets the newest part of
+/// each history, not megabytes that each of 64 clients would hold in the
+/// server's buffers. An ordinary configuration gets everything.
+pub const MAX_ANSWER_SAMPLES: usize = 100_000;
 
 /// One backend's samples, oldest first, all at the same sample numbers as
 /// every other backend's (the newest is the history's newest).
@@ -115,15 +121,18 @@ impl History {
     }
 
     /// Every backend's samples after sample number `after` (all kept, if
-    /// `after` is None or older than they go back).
+    /// `after` is None or older than they go back), the newest
+    /// [`MAX_ANSWER_SAMPLES`] / backends of each at most.
     pub fn view(&self, after: Option<u64>) -> View {
         let last = self.taken as i64 - 1;
+        let each = (MAX_ANSWER_SAMPLES / self.rings.len().max(1)).max(1) as u64;
         let backends = self
             .rings
             .iter()
             .map(|((frontend, backend), r)| {
                 let first_kept = self.taken - r.pps.len() as u64;
                 let first = after.map_or(first_kept, |a| (a + 1).max(first_kept));
+                let first = first.max(self.taken.saturating_sub(each));
                 let skip = (first - first_kept) as usize;
                 Series {
                     frontend: frontend.clone(),
@@ -238,6 +247,31 @@ mod tests {
         // One that is up to date gets nothing; one far behind gets all kept.
         assert!(series(&h.view(Some(v.last as u64)), "5301").pps.is_empty());
         assert_eq!(series(&h.view(Some(3)), "5301").first, 50);
+    }
+
+    #[test]
+    fn one_answer_is_bounded_however_many_backends() {
+        let mut h = History::default();
+        let many: Vec<BackendStatus> = (0..8192)
+            .map(|i| backend(&i.to_string(), 0, true, 0))
+            .collect();
+        let s = status(many);
+        let t0 = Instant::now();
+        for i in 0..20 {
+            h.record(t0 + Duration::from_secs(2 * i), &s);
+        }
+        let v = h.view(None);
+        let total: usize = v.backends.iter().map(|s| s.pps.len()).sum();
+        assert_eq!(v.backends.len(), 8192);
+        assert!(total <= MAX_ANSWER_SAMPLES, "{total}");
+        // The newest of each, ending at the last sample.
+        let each = MAX_ANSWER_SAMPLES / 8192;
+        assert!(v
+            .backends
+            .iter()
+            .all(|s| s.pps.len() == each && s.first == 20 - each as u64));
+        // A client that is up to date gets the new sample of every backend.
+        assert!(h.view(Some(18)).backends.iter().all(|s| s.pps.len() == 1));
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! Served like `/metrics`, from the same bounded, non-blocking listener.
 //! `/status.json?since=N` carries only the samples after sample N, so a
 //! page that is open costs one status and a sample or two per poll; the
-//! first poll takes the whole history: at most every backend x
-//! [`POINTS`](super::history::POINTS) samples (about 8 bytes each in JSON).
+//! first poll takes the whole history, at most
+//! [`MAX_ANSWER_SAMPLES`](super::history::MAX_ANSWER_SAMPLES) samples
+//! (about 8 bytes each in JSON) besides the status.
 
 use serde::Serialize;
 
