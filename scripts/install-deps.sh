@@ -17,7 +17,10 @@
 #          pinned) for the QUIC clients and servers of tests/quic.rs;
 #          systemd (only for systemd-analyze: verify and security of the
 #          unit; systemd need not be running) and strace (the system calls
-#          the unit's filter must allow), for tests/install.rs
+#          the unit's filter must allow), for tests/install.rs; chromium,
+#          the real browser that loads the status page in
+#          tests/status_page.rs, driven by Playwright (PyPI, pinned; it uses
+#          Debian's /usr/bin/chromium and never downloads a browser)
 #   make test-kernels: qemu-system-x86 (no recommends), busybox-static and
 #          kmod (the guest's init and modprobe), and virtme-ng (PyPI, pinned),
 #          which boots another kernel over this filesystem; apt-get and dpkg
@@ -26,7 +29,7 @@ set -euo pipefail
 
 packages=(clang make pkg-config gcc libelf-dev zlib1g-dev iproute2 ethtool util-linux bpftool
           dnsmasq-base bind9-dnsutils procps bird2 prometheus python3 systemd strace
-          qemu-system-x86 busybox-static kmod)
+          chromium qemu-system-x86 busybox-static kmod)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -56,9 +59,10 @@ fi
 # a new version is tried with `cargo test --release --test quic` before it
 # is pinned here.
 aioquic=1.7.2
-pypi=(prometheus-client "aioquic==$aioquic" virtme-ng==1.42)
+pypi=(prometheus-client "aioquic==$aioquic" virtme-ng==1.42 playwright==1.65.3)
 if ! python3 -c "import prometheus_client, aioquic, importlib.metadata as m
-assert aioquic.__version__ == '$aioquic' and m.version('virtme-ng') == '1.42'" 2>/dev/null; then
+assert aioquic.__version__ == '$aioquic' and m.version('virtme-ng') == '1.42'
+assert m.version('playwright') == '1.65.3'" 2>/dev/null; then
     if ! python3 -m pip --version >/dev/null 2>&1; then
         echo "install-deps: installing python3-pip"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-pip >/dev/null

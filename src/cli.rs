@@ -106,8 +106,9 @@ pub struct Args {
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub stats: Option<u64>,
 
-    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (e.g.
-    /// 127.0.0.1:9100); overrides `metrics` in the config file
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics and a live
+    /// status page on http://ADDR:PORT/ (e.g. 127.0.0.1:9100); overrides
+    /// `metrics` in the config file
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<SocketAddr>,
 

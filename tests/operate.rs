@@ -86,7 +86,7 @@ fn metrics_parse_and_match_the_datapath() {
 fn http_errors_and_a_stalled_client_do_not_stop_the_balancer() {
     let ns = Netns::new("httperr");
     let lb = Udplb::start(&ns, &["--metrics", "127.0.0.1:9100", "lo", "9875=9876"]);
-    assert_eq!(http_get(&ns, "/").0, "HTTP/1.1 404 Not Found");
+    assert_eq!(http_get(&ns, "/nope").0, "HTTP/1.1 404 Not Found");
     // A client that connects and says nothing, and one that floods.
     let stalled = ns.enter(|| TcpStream::connect("127.0.0.1:9100").unwrap());
     ns.enter(|| {

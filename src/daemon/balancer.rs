@@ -757,10 +757,21 @@ impl Balancer {
 
     /// The snapshot `udplb status` and `/metrics` show.
     pub fn status(&self) -> Result<Status> {
-        let c = self.with_flows(
-            self.datapath
-                .counters(&self.tables.state().layout(&self.config))?,
-        );
+        self.snapshot(true)
+    }
+
+    /// As [`status`](Self::status) but without live flows: no walk of the
+    /// flow table (up to 16M entries), so the status page's history can
+    /// take one every few seconds whatever the table's size.
+    pub fn status_without_flows(&self) -> Result<Status> {
+        self.snapshot(false)
+    }
+
+    fn snapshot(&self, flows: bool) -> Result<Status> {
+        let c = self
+            .datapath
+            .counters(&self.tables.state().layout(&self.config))?;
+        let c = if flows { self.with_flows(c) } else { c };
         let fingerprints = self.tables.state().fingerprints(&self.config);
         let rings = self.tables.state().ring_sizes(&self.config);
         // Rates: counters now against the older sample, over its age, so

@@ -12,9 +12,11 @@ pub mod balancer;
 pub mod control;
 pub mod event_loop;
 pub mod health;
+pub mod history;
 pub mod log;
 pub mod metrics;
 pub mod notify;
+pub mod page;
 pub mod reload;
 pub mod report;
 pub mod server;
@@ -100,8 +102,11 @@ pub fn run(args: &Args) -> Result<()> {
     let mut server = Server::default();
     if let Some(addr) = settings.metrics {
         server.listen_metrics(addr)?;
-        say!("udplb: metrics on http://{addr}/metrics");
+        say!("udplb: metrics on http://{addr}/metrics, status page on http://{addr}/");
     }
+    // The status page's graphs, kept only while there is a listener to
+    // show them.
+    let mut history = settings.metrics.map(|_| history::History::default());
     // The control socket before attaching, so that it answers as soon as
     // udplb says it is attached (and READY=1 follows). One that answers
     // belongs to a running udplb on these interfaces: only --force takes it
@@ -209,11 +214,18 @@ pub fn run(args: &Args) -> Result<()> {
             Event::Timer(Token::Tick) => {
                 lb.sample();
                 server.expire();
+                if let Some(h) = history.as_mut() {
+                    if h.due() {
+                        if let Ok(s) = lb.status_without_flows() {
+                            h.record(std::time::Instant::now(), &s);
+                        }
+                    }
+                }
             }
             Event::Readable(Token::Server(source)) => {
                 let mut grace = false;
                 server.ready(source, |kind, request| {
-                    answer(&mut lb, kind, request, &mut grace)
+                    answer(&mut lb, history.as_ref(), kind, request, &mut grace)
                 });
                 if grace {
                     events.after(Token::ExpireReplies, REPLY_GRACE);
@@ -274,9 +286,15 @@ fn grace(events: &mut EventLoop<Token>, grace: Duration) -> Result<()> {
 
 /// The answer to one request from the metrics endpoint or the control
 /// socket.
-fn answer(lb: &mut Balancer, kind: Kind, request: &str, grace: &mut bool) -> Vec<u8> {
+fn answer(
+    lb: &mut Balancer,
+    history: Option<&history::History>,
+    kind: Kind,
+    request: &str,
+    grace: &mut bool,
+) -> Vec<u8> {
     match kind {
-        Kind::Metrics => http(lb, request),
+        Kind::Metrics => http(lb, history, request),
         Kind::Control => match request.trim() {
             "status" => match lb.status() {
                 Ok(s) => Answer::status(s),
@@ -296,12 +314,27 @@ fn answer(lb: &mut Balancer, kind: Kind, request: &str, grace: &mut bool) -> Vec
     }
 }
 
-/// `GET /metrics`; anything else gets the status code it deserves.
-fn http(lb: &Balancer, request: &str) -> Vec<u8> {
+/// `GET /metrics`, the status page (`/`) and its data (`/status.json`,
+/// see [`page`]); anything else gets the status code it deserves.
+fn http(lb: &Balancer, history: Option<&history::History>, request: &str) -> Vec<u8> {
     let line = request.lines().next().unwrap_or("");
     let mut words = line.split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let (code, kind, body) = match (method, path.split('?').next().unwrap_or("")) {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let (code, kind, body) = match (method, path) {
+        ("GET", "/") => ("200 OK", page::HTML_TYPE, page::HTML.to_string()),
+        ("GET", "/status.json") => match lb.status() {
+            Ok(s) => (
+                "200 OK",
+                page::JSON_TYPE,
+                page::status_json(&s, history.unwrap_or(&Default::default()), query),
+            ),
+            Err(e) => (
+                "500 Internal Server Error",
+                "text/plain",
+                format!("reading counters: {e:#}\n"),
+            ),
+        },
         ("GET", "/metrics") => match lb.status() {
             Ok(s) => ("200 OK", metrics::CONTENT_TYPE, metrics::render(&s)),
             Err(e) => (
@@ -313,17 +346,18 @@ fn http(lb: &Balancer, request: &str) -> Vec<u8> {
         ("GET", _) => (
             "404 Not Found",
             "text/plain",
-            "udplb: see /metrics\n".into(),
+            "udplb: see / or /metrics\n".into(),
         ),
         _ => (
             "405 Method Not Allowed",
             "text/plain",
-            "udplb: GET /metrics\n".into(),
+            "udplb: GET / or /metrics\n".into(),
         ),
     };
     format!(
-        "HTTP/1.1 {code}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "HTTP/1.1 {code}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n{body}",
+        body.len(),
+        page::HEADERS
     )
     .into_bytes()
 }

@@ -19,6 +19,8 @@
 //!   Prometheus's own Python parser) of a running udplb;
 //! - [`prometheus`]: a real Prometheus server scraping udplb in a test
 //!   namespace, PromQL through its HTTP API, `promtool check metrics`;
+//! - [`browser`]: a real headless Chromium (Debian's, driven by
+//!   Playwright) in a namespace, for the status page;
 //! - [`sockets`]: real datagrams, bounded in count and time;
 //! - [`quic`]: real QUIC (aioquic servers issuing QUIC-LB CIDs, clients
 //!   that rebind or migrate), bounded in count and time;
@@ -30,6 +32,7 @@
 #![allow(dead_code)]
 
 pub mod bgp;
+pub mod browser;
 pub mod checksum;
 pub mod configs;
 pub mod cpu;
