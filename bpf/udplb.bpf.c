@@ -38,8 +38,10 @@
  * would, and egress translates what it sends on.
  *
  * ICMP errors about balanced datagrams (icmp.h) are translated in both
- * programs: toward the client (XDP on lo and on the interfaces where a
- * remote backend's errors arrive; egress for the errors this host sends),
+ * programs: toward the client (XDP on lo and, for frontends without an
+ * address, on the interfaces where a remote backend's errors arrive;
+ * egress for the errors this host sends and, as the kernel forwards them,
+ * for a remote backend's errors that XDP checked and passed as they came),
  * and a packet-too-big for a frontend on to the backend that answered the
  * flow, as a live pin of the flow table says (XDP; else dropped).
  */
@@ -293,21 +295,27 @@ int udplb_egress(struct __sk_buff *skb)
 
 	cur.pos = ctx_data(skb, UDPLB_HOOK_TC);
 	ret = parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len);
-	if (!skb->sk) {
-		egress_forwarded(skb, &p, ret);
-		return TC_ACT_UNSPEC;
-	}
 	if (ret == PARSE_ICMP) {
-		/* An ICMP error this host sends (the kernel's port unreachable
-		 * for a datagram to a dead local backend, its fragmentation
-		 * needed for one to a remote backend): the same translation
-		 * as in XDP, toward the client only. Parsed again after the
-		 * pull, which moves the data. */
+		/* An ICMP error toward the client, translated as in XDP:
+		 * one this host sends (a socket: the kernel's port
+		 * unreachable for a datagram to a dead local backend, its
+		 * fragmentation needed for one to a remote backend), or one
+		 * from a remote backend's side that the kernel forwards (no
+		 * socket; XDP passed it as it came, icmp_to_egress). Parsed
+		 * again after the pull, which moves the data. */
 		want = len < TC_ICMP_HEADROOM ? len : TC_ICMP_HEADROOM;
 		bpf_skb_pull_data(skb, want);
 		cur.pos = ctx_data(skb, UDPLB_HOOK_TC);
-		if (parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len) == PARSE_ICMP)
+		if (parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len) != PARSE_ICMP)
+			return TC_ACT_UNSPEC;
+		if (skb->sk)
 			icmp_translate(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, true, NULL);
+		else
+			icmp_forwarded(skb, &cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p);
+		return TC_ACT_UNSPEC;
+	}
+	if (!skb->sk) {
+		egress_forwarded(skb, &p, ret);
 		return TC_ACT_UNSPEC;
 	}
 	if (ret != PARSE_OK)
