@@ -30,16 +30,17 @@
  *   signal, and have its error sent on from the frontend's address); so is
  *   one about a local backend of a frontend with an address (this host's
  *   own errors leave through egress, never come in from the wire). It is
- *   dropped and counted spoofed_reply. One that passes, about a remote
- *   backend of a frontend with an address, counts its passive error there
- *   but is passed as it came (icmp_to_egress): translated, its outer source
- *   would be the frontend's address, one of this host's, and IPv4 drops
- *   that as a martian when the kernel takes it in to forward it (unless
- *   accept_local=1). Egress translates it as the kernel forwards it
- *   (icmp_forwarded: no socket), after the same lookup by address and port
- *   and the reverse-path check against the interface it came in on, and
- *   counts nothing (XDP did). So it leaves translated only through an
- *   interface udplb runs on, as a reply the kernel forwards does.
+ *   dropped and counted spoofed_reply. An IPv4 one that passes, about a
+ *   remote backend of a frontend with an address, counts its passive
+ *   error there but is passed as it came (icmp_to_egress): translated, its
+ *   outer source would be the frontend's address, one of this host's, and
+ *   IPv4 drops that as a martian when the kernel takes it in to forward it
+ *   (unless accept_local=1; IPv6 lets it in, and is translated in XDP).
+ *   Egress translates it as the kernel forwards it (icmp_forwarded: no
+ *   socket), after the same lookup by address and port and the
+ *   reverse-path check against the interface it came in on, and counts
+ *   nothing (XDP did). So it leaves translated only through an interface
+ *   udplb runs on, as a reply the kernel forwards does.
  *
  *   Toward a backend (IPv4 type 3 code 4 fragmentation needed, IPv6 type 2
  *   packet too big), XDP only: the quoted datagram is a reply udplb
@@ -80,8 +81,8 @@
  *   the ICMP message as the outer IP header gives its length, and readable.
  *   The quoted lengths are not checked: the quote is cut short by design.
  *   Then: destination in the replies map -> icmp_translated (XDP off lo:
- *   spoofed_reply, dropped, unless it came from the backend's side; then
- *   icmp_to_egress, untouched, if the frontend has an address); packet too
+ *   spoofed_reply, dropped, unless it came from the backend's side; then,
+ *   IPv4, icmp_to_egress, untouched, if the frontend has an address); packet too
  *   big whose source is a frontend -> icmp_to_backend if a live pin names
  *   the backend that answered, else icmp_no_flow (dropped); otherwise
  *   not_udp.
@@ -286,8 +287,8 @@ static __always_inline void icmp_rewrite(struct udp_packet *p, struct icmp_error
  * this host sent the error): a packet-too-big toward a backend may be
  * translated (the kernel routes it after the outer destination changed),
  * and off lo (where only remote backends match) an error about a backend
- * must come from that backend's side, and is left for egress if its
- * frontend has an address. Returns the reason to count.
+ * must come from that backend's side, and an IPv4 one is left for egress
+ * if its frontend has an address. Returns the reason to count.
  */
 static __always_inline int icmp_translate(struct hdr_cursor *c, void *data_end,
 					  struct udp_packet *p, bool port_alone, struct xdp_md *xdp)
@@ -315,8 +316,10 @@ static __always_inline int icmp_translate(struct hdr_cursor *c, void *data_end,
 		/* Its outer source would become the frontend's address, one
 		 * of this host's, and IPv4 drops that as a martian as the
 		 * kernel takes it in to forward it: it goes in as it came,
-		 * and egress translates it on its way out (icmp_forwarded). */
-		if (off_lo && !endpoint_is_local(&rt->frontend))
+		 * and egress translates it on its way out (icmp_forwarded).
+		 * IPv6 lets it in: translated here, it leaves translated
+		 * through any interface. */
+		if (off_lo && !p->ipv6 && !endpoint_is_local(&rt->frontend))
 			return UDPLB_REASON_ICMP_TO_EGRESS;
 		icmp_rewrite(p, &e, false, &rt->frontend);
 		return UDPLB_REASON_ICMP_TRANSLATED;
@@ -347,7 +350,8 @@ static __always_inline int icmp_translate(struct hdr_cursor *c, void *data_end,
 
 /*
  * An ICMP error the kernel forwards (TC egress, no socket: from the wire,
- * as XDP passed it with icmp_to_egress, or from an interface without XDP).
+ * as XDP passed it with icmp_to_egress, or from an interface without XDP;
+ * one XDP translated names the frontend and is not found again).
  * Toward the client only, and only about a remote backend of a frontend
  * with an address: the quoted destination looked up by address and port
  * (never by port alone: it comes from the wire), and the reverse-path

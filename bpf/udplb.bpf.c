@@ -38,10 +38,11 @@
  * would, and egress translates what it sends on.
  *
  * ICMP errors about balanced datagrams (icmp.h) are translated in both
- * programs: toward the client (XDP on lo and, for frontends without an
- * address, on the interfaces where a remote backend's errors arrive;
- * egress for the errors this host sends and, as the kernel forwards them,
- * for a remote backend's errors that XDP checked and passed as they came),
+ * programs: toward the client (XDP on lo and on the interfaces where a
+ * remote backend's errors arrive, but for IPv4 errors of a frontend with
+ * an address; egress for the errors this host sends and, as the kernel
+ * forwards them, for those IPv4 errors, which XDP checked and passed as
+ * they came),
  * and a packet-too-big for a frontend on to the backend that answered the
  * flow, as a live pin of the flow table says (XDP; else dropped).
  */
@@ -301,7 +302,7 @@ int udplb_egress(struct __sk_buff *skb)
 		 * unreachable for a datagram to a dead local backend, its
 		 * fragmentation needed for one to a remote backend), or one
 		 * from a remote backend's side that the kernel forwards (no
-		 * socket; XDP passed it as it came, icmp_to_egress). Parsed
+		 * socket; IPv4, XDP passed it as it came: icmp_to_egress). Parsed
 		 * again after the pull, which moves the data. */
 		want = len < TC_ICMP_HEADROOM ? len : TC_ICMP_HEADROOM;
 		bpf_skb_pull_data(skb, want);

@@ -148,9 +148,10 @@ enum udplb_reason {
 					    * frontend about a reply that no live pin
 					    * says a backend sent (a forgery naming a
 					    * client, or no flow table: no proof) */
-	UDPLB_REASON_ICMP_TO_EGRESS = 23,  /* toward the client, off lo, about a
-					    * remote backend of a frontend with an
-					    * address: checked (as icmp_translated),
+	UDPLB_REASON_ICMP_TO_EGRESS = 23,  /* toward the client, IPv4, off lo,
+					    * about a remote backend of a frontend
+					    * with an address: checked (as
+					    * icmp_translated),
 					    * passed as it came; udplb_egress
 					    * translates it as the kernel forwards it
 					    * (translated here, its source would be

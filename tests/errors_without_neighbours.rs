@@ -6,14 +6,15 @@
 //!
 //! The client / balancer / two backend hosts triangle with real sockets,
 //! accept_local 0 everywhere on the balancer. XDP checks the error where it
-//! arrives (l1, the backend's side), counts its passive signal and passes
-//! it as it came (icmp_to_egress); the kernel resolves the client's
-//! neighbour and forwards it; udplb_egress translates it on l0.
+//! arrives (l1, the backend's side) and counts its passive signal; IPv4, it
+//! passes it as it came (icmp_to_egress), the kernel resolves the client's
+//! neighbour and forwards it, and udplb_egress translates it on l0; IPv6,
+//! XDP translates it (icmp_translated) and the kernel forwards it.
 //!
-//! Before the fix, XDP translated the error and handed it to the kernel
-//! with the frontend's address, one of the balancer's own, as its outer
-//! source: IPv4 dropped it as a martian and the IPv4 case failed at its
-//! first error. (IPv6 lets such packets through.)
+//! Before the fix, XDP translated the IPv4 error too and handed it to the
+//! kernel with the frontend's address, one of the balancer's own, as its
+//! outer source: IPv4 dropped it as a martian and the IPv4 case failed at
+//! its first error. (IPv6 lets such packets through.)
 
 mod support;
 
@@ -83,7 +84,12 @@ fn errors_survive_flushed_neighbours(ipv6: bool) {
         t.lb.ip(&["-6", "neigh", "flush", "all"]);
     };
     let verdict = |name: &str| status(&t.lb)["verdicts"][name].as_u64().unwrap_or(0);
-    let before = verdict("icmp_to_egress");
+    let path = if ipv6 {
+        "icmp_translated"
+    } else {
+        "icmp_to_egress"
+    };
+    let before = verdict(path);
     let mut buf = [0u8; 256];
     for round in 0..N {
         let server = t.srv[0].udp_bind(b0);
@@ -113,7 +119,7 @@ fn errors_survive_flushed_neighbours(ipv6: bool) {
     }
     // The path under test ran, and each error counted once as a passive
     // signal (in XDP; egress, which translated it, counts nothing).
-    assert_eq!(verdict("icmp_to_egress") - before, N);
+    assert_eq!(verdict(path) - before, N, "{path}");
     let s = status(&t.lb);
     let passive = &s["frontends"][0]["backends"][0]["passive"];
     assert_eq!(passive["icmp_errors"], N, "{s}");

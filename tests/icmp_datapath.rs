@@ -110,21 +110,24 @@ fn errors_toward_the_client_name_the_frontend() {
     let net = support::forwarding::private_topology();
     let fx = fixture();
     let mut cases = Vec::new();
-    // A remote backend's error arrives on `dev` (XDP), which checks it,
-    // counts its passive error and passes it as it came: translated there,
-    // its outer source would be the frontend's address, this host's own,
-    // which IPv4 drops as a martian as the kernel takes it in to forward
-    // it. Egress translates it as the kernel forwards it (a forwarded skb
-    // has no socket, which a test run cannot make: tests/icmp_netns.rs,
-    // tests/remote_errors_without_accept_local.rs); with a socket (an error
-    // this host sends), egress translates it too.
+    // A remote backend's error arrives on `dev` (XDP). IPv4: XDP checks
+    // it, counts its passive error and passes it as it came; translated
+    // there, its outer source would be the frontend's address, this host's
+    // own, which IPv4 drops as a martian as the kernel takes it in to
+    // forward it. Egress translates it as the kernel forwards it (a
+    // forwarded skb has no socket, which a test run cannot make:
+    // tests/errors_without_neighbours.rs, remote_errors_without_accept_local.rs).
+    // IPv6 lets such a source in: XDP translates it. With a socket (an
+    // error this host sends), egress translates both.
     let from = |c: Case, dev: u32| match c.prog {
-        Prog::Xdp => Case {
+        // Ethertype IPv4 (the frames have no VLAN tag).
+        Prog::Xdp if c.input[12..14] == [0x08, 0x00] => Case {
             output: c.input.clone(),
             reason: Some(UDPLB_REASON_ICMP_TO_EGRESS),
             ..c
         }
         .on(dev),
+        Prog::Xdp => c.on(dev),
         Prog::Egress => c,
     };
     for prog in [Prog::Xdp, Prog::Egress] {
