@@ -30,7 +30,17 @@
  *   signal, and have its error sent on from the frontend's address); so is
  *   one about a local backend of a frontend with an address (this host's
  *   own errors leave through egress, never come in from the wire). It is
- *   dropped and counted spoofed_reply.
+ *   dropped and counted spoofed_reply. An IPv4 one that passes, about a
+ *   remote backend of a frontend with an address, counts its passive
+ *   error there but is passed as it came (icmp_to_egress): translated, its
+ *   outer source would be the frontend's address, one of this host's, and
+ *   IPv4 drops that as a martian when the kernel takes it in to forward it
+ *   (unless accept_local=1; IPv6 lets it in, and is translated in XDP).
+ *   Egress translates it as the kernel forwards it (icmp_forwarded: no
+ *   socket), after the same lookup by address and port and the
+ *   reverse-path check against the interface it came in on, and counts
+ *   nothing (XDP did). So it leaves translated only through an interface
+ *   udplb runs on, as a reply the kernel forwards does.
  *
  *   Toward a backend (IPv4 type 3 code 4 fragmentation needed, IPv6 type 2
  *   packet too big), XDP only: the quoted datagram is a reply udplb
@@ -71,7 +81,8 @@
  *   the ICMP message as the outer IP header gives its length, and readable.
  *   The quoted lengths are not checked: the quote is cut short by design.
  *   Then: destination in the replies map -> icmp_translated (XDP off lo:
- *   spoofed_reply, dropped, unless it came from the backend's side); packet too
+ *   spoofed_reply, dropped, unless it came from the backend's side; then,
+ *   IPv4, icmp_to_egress, untouched, if the frontend has an address); packet too
  *   big whose source is a frontend -> icmp_to_backend if a live pin names
  *   the backend that answered, else icmp_no_flow (dropped); otherwise
  *   not_udp.
@@ -276,7 +287,8 @@ static __always_inline void icmp_rewrite(struct udp_packet *p, struct icmp_error
  * this host sent the error): a packet-too-big toward a backend may be
  * translated (the kernel routes it after the outer destination changed),
  * and off lo (where only remote backends match) an error about a backend
- * must come from that backend's side. Returns the reason to count.
+ * must come from that backend's side, and an IPv4 one is left for egress
+ * if its frontend has an address. Returns the reason to count.
  */
 static __always_inline int icmp_translate(struct hdr_cursor *c, void *data_end,
 					  struct udp_packet *p, bool port_alone, struct xdp_md *xdp)
@@ -287,7 +299,7 @@ static __always_inline int icmp_translate(struct hdr_cursor *c, void *data_end,
 	struct icmp_error e = {};
 	__u32 slot;
 	long picked;
-	bool pinned;
+	bool pinned, off_lo;
 	int reason;
 
 	reason = parse_icmp_error(c, data_end, p, &e);
@@ -295,12 +307,21 @@ static __always_inline int icmp_translate(struct hdr_cursor *c, void *data_end,
 		return reason;
 	rt = lookup_reply(&e.inner, false, port_alone, &reply) ? &reply : NULL;
 	if (rt) {
-		if (xdp && !port_alone && !from_backend_side(xdp, xdp->ingress_ifindex, &e.inner, true))
+		off_lo = xdp && !port_alone;
+		if (off_lo && !from_backend_side(xdp, xdp->ingress_ifindex, &e.inner, true))
 			return UDPLB_REASON_SPOOFED_REPLY;
 		slot = rt->backend_slot;
-		icmp_rewrite(p, &e, false, &rt->frontend);
 		if (icmp_unreachable(&e))
 			count_passive(slot, true);
+		/* Its outer source would become the frontend's address, one
+		 * of this host's, and IPv4 drops that as a martian as the
+		 * kernel takes it in to forward it: it goes in as it came,
+		 * and egress translates it on its way out (icmp_forwarded).
+		 * IPv6 lets it in: translated here, it leaves translated
+		 * through any interface. */
+		if (off_lo && !p->ipv6 && !endpoint_is_local(&rt->frontend))
+			return UDPLB_REASON_ICMP_TO_EGRESS;
+		icmp_rewrite(p, &e, false, &rt->frontend);
 		return UDPLB_REASON_ICMP_TRANSLATED;
 	}
 	if (!xdp || !icmp_too_big(&e))
@@ -325,6 +346,33 @@ static __always_inline int icmp_translate(struct hdr_cursor *c, void *data_end,
 		return UDPLB_REASON_ICMP_NO_FLOW;
 	icmp_rewrite(p, &e, true, &be->ep);
 	return UDPLB_REASON_ICMP_TO_BACKEND;
+}
+
+/*
+ * An ICMP error the kernel forwards (TC egress, no socket: from the wire,
+ * as XDP passed it with icmp_to_egress, or from an interface without XDP;
+ * one XDP translated names the frontend and is not found again).
+ * Toward the client only, and only about a remote backend of a frontend
+ * with an address: the quoted destination looked up by address and port
+ * (never by port alone: it comes from the wire), and the reverse-path
+ * check against the interface it came in on, as in XDP. Translated as XDP
+ * would have; nothing counted (XDP counted its passive error when it let
+ * it in). Anything else is left as it is. Returns whether it translated.
+ */
+static __always_inline bool icmp_forwarded(struct __sk_buff *skb, struct hdr_cursor *c,
+					   void *data_end, struct udp_packet *p)
+{
+	struct udplb_reply_target reply;
+	struct icmp_error e = {};
+
+	if (parse_icmp_error(c, data_end, p, &e) != PARSE_OK)
+		return false;
+	if (!lookup_reply(&e.inner, false, false, &reply) || endpoint_is_local(&reply.frontend))
+		return false;
+	if (!from_backend_side(skb, skb->ingress_ifindex, &e.inner, true))
+		return false;
+	icmp_rewrite(p, &e, false, &reply.frontend);
+	return true;
 }
 
 #endif /* UDPLB_ICMP_H */

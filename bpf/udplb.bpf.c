@@ -40,7 +40,10 @@
  *
  * ICMP errors about balanced datagrams (icmp.h) are translated in both
  * programs: toward the client (XDP on lo and on the interfaces where a
- * remote backend's errors arrive; egress for the errors this host sends),
+ * remote backend's errors arrive, but for IPv4 errors of a frontend with
+ * an address; egress for the errors this host sends and, as the kernel
+ * forwards them, for those IPv4 errors, which XDP checked and passed as
+ * they came),
  * and a packet-too-big for a frontend on to the backend that answered the
  * flow, as a live pin of the flow table says (XDP; else dropped).
  */
@@ -291,6 +294,7 @@ static __always_inline int egress(struct __sk_buff *skb)
 	struct udp_packet p = {};
 	struct hdr_cursor cur;
 	__u32 want, len = skb->len, slot, id;
+	bool translated;
 	int ret;
 
 	/* Headers may sit in paged data: make enough of them linear (and
@@ -300,23 +304,28 @@ static __always_inline int egress(struct __sk_buff *skb)
 
 	cur.pos = ctx_data(skb, UDPLB_HOOK_TC);
 	ret = parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len);
-	if (!skb->sk)
-		return egress_forwarded(skb, &p, ret);
 	if (ret == PARSE_ICMP) {
-		/* An ICMP error this host sends (the kernel's port unreachable
-		 * for a datagram to a dead local backend, its fragmentation
-		 * needed for one to a remote backend): the same translation
-		 * as in XDP, toward the client only. Parsed again after the
-		 * pull, which moves the data. */
+		/* An ICMP error toward the client, translated as in XDP:
+		 * one this host sends (a socket: the kernel's port
+		 * unreachable for a datagram to a dead local backend, its
+		 * fragmentation needed for one to a remote backend), or one
+		 * from a remote backend's side that the kernel forwards (no
+		 * socket; IPv4, XDP passed it as it came: icmp_to_egress). Parsed
+		 * again after the pull, which moves the data. */
 		want = len < TC_ICMP_HEADROOM ? len : TC_ICMP_HEADROOM;
 		bpf_skb_pull_data(skb, want);
 		cur.pos = ctx_data(skb, UDPLB_HOOK_TC);
-		if (parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len) == PARSE_ICMP &&
-		    icmp_translate(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, true, NULL) ==
-			    UDPLB_REASON_ICMP_TRANSLATED)
-			return UDPLB_EGRESS_ICMP_TRANSLATED;
-		return UDPLB_EGRESS_UNTOUCHED;
+		if (parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len) != PARSE_ICMP)
+			return UDPLB_EGRESS_UNTOUCHED;
+		if (skb->sk)
+			translated = icmp_translate(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, true,
+						    NULL) == UDPLB_REASON_ICMP_TRANSLATED;
+		else
+			translated = icmp_forwarded(skb, &cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p);
+		return translated ? UDPLB_EGRESS_ICMP_TRANSLATED : UDPLB_EGRESS_UNTOUCHED;
 	}
+	if (!skb->sk)
+		return egress_forwarded(skb, &p, ret);
 	if (ret != PARSE_OK)
 		return UDPLB_EGRESS_UNTOUCHED;
 	rt = lookup_reply(&p, true, true, &reply) ? &reply : NULL;

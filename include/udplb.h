@@ -149,7 +149,15 @@ enum udplb_reason {
 					    * frontend about a reply that no live pin
 					    * says a backend sent (a forgery naming a
 					    * client, or no flow table: no proof) */
-	UDPLB_REASON_COUNT = 23,
+	UDPLB_REASON_ICMP_TO_EGRESS = 23,  /* toward the client, IPv4, off lo,
+					    * about a remote backend of a frontend
+					    * with an address: checked (as
+					    * icmp_translated),
+					    * passed as it came; udplb_egress
+					    * translates it as the kernel forwards it
+					    * (translated here, its source would be
+					    * this host's: an IPv4 martian) */
+	UDPLB_REASON_COUNT = 24,
 };
 
 /*
@@ -165,8 +173,10 @@ enum udplb_egress_verdict {
 					   * socket here), source rewritten */
 	UDPLB_EGRESS_REPLY_FORWARDED = 1, /* a remote backend's reply the kernel
 					   * forwards, source rewritten */
-	UDPLB_EGRESS_ICMP_TRANSLATED = 2, /* an ICMP error this host sends about
-					   * a balanced datagram, toward the client */
+	UDPLB_EGRESS_ICMP_TRANSLATED = 2, /* an ICMP error about a balanced
+					   * datagram toward the client, this
+					   * host's or a remote backend's that the
+					   * kernel forwards (icmp_to_egress) */
 	UDPLB_EGRESS_REWRITE_FAILED = 3,  /* a checksum helper refused mid-rewrite */
 	UDPLB_EGRESS_UNTOUCHED = 4,       /* anything else: left as it was */
 	UDPLB_EGRESS_VERDICT_COUNT = 5,

@@ -1,5 +1,7 @@
 //! ICMP errors about balanced datagrams (bpf/icmp.h's contract, in its
-//! parse order). The model's backends are local: only ports change.
+//! parse order). The model's backends are local: only ports change, and a
+//! remote backend's error (icmp_to_egress: IPv4, off lo, its frontend with
+//! an address) never arises here; tests/icmp_datapath.rs has those.
 
 use super::*;
 
