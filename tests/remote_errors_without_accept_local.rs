@@ -1,13 +1,14 @@
-//! Review of cd3df68 (remote replies XDP cannot send go to the kernel as
-//! the backend sent them; udplb_egress translates them), on the client /
-//! balancer / two backend hosts triangle, accept_local off (the default):
+//! Remote backends with accept_local off (the default) on the client /
+//! balancer / two backend hosts triangle: what XDP cannot send on itself
+//! goes to the kernel as it came and leaves translated (issue 26, item 9;
+//! written as a review of cd3df68):
 //!
 //! - a remote backend's ICMP port unreachable reaches its connected client
-//!   as ECONNREFUSED (README "ICMP errors"). FAILS for IPv4: XDP still
-//!   translates the error and passes it with the frontend's address, one
-//!   of this host's, as its outer source, a martian with accept_local off;
-//!   the commit removed the start-up warning that asked for accept_local.
-//!   (Fails before the commit too; passes with accept_local=1.)
+//!   as ECONNREFUSED (README "ICMP errors"). IPv4: XDP checks and counts
+//!   the error and passes it as it came (icmp_to_egress), egress translates
+//!   it as the kernel forwards it. (Failed before: XDP passed it translated,
+//!   with the frontend's address, one of this host's, as its outer source,
+//!   a martian with accept_local off.)
 //! - a reply routed out of a device udplb does not run on (x0) reaches
 //!   the client from the frontend (IPv6; IPv4 would need accept_local
 //!   there): XDP hands it to the kernel translated, as no egress program of
@@ -17,8 +18,7 @@
 //! - replies the balancer itself fragments (DF clear, client link MTU
 //!   1280) arrive whole from the frontend, checksums good: egress
 //!   translates and remembers the first fragment, then the later ones.
-//!   Passes; failed before the commit (IPv4 martians).
-
+//!   (Failed before cd3df68: IPv4 martians.)
 mod support;
 
 use std::io::ErrorKind;
