@@ -19,7 +19,6 @@
 mod support;
 
 use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -35,34 +34,19 @@ const N: u64 = 4;
 
 fn errors_survive_flushed_neighbours(ipv6: bool) {
     let t = triangle();
-    let mut knobs = vec!["net.ipv4.conf.all.accept_local=0".to_string()];
-    for dev in ["default", "lo", "l0", "l1", "l2"] {
-        knobs.push(format!("net.ipv4.conf.{dev}.accept_local=0"));
-    }
-    let mut args = vec!["sysctl", "-qw"];
-    args.extend(knobs.iter().map(String::as_str));
-    t.lb.exec(&args);
+    accept_local_off(&t.lb);
     t.srv[0].exec(&[
         "sysctl",
         "-qw",
         "net.ipv4.icmp_ratelimit=0",
         "net.ipv6.icmp.ratelimit=0",
     ]);
-    let (vip, bind, b0, lb_addr) = if ipv6 {
-        (
-            format!("[{VIP6}]:53"),
-            "[::]:0",
-            "[2001:2:1::2]:5353",
-            "2001:2::2",
-        )
-    } else {
-        (
-            format!("{VIP4}:53"),
-            "0.0.0.0:0",
-            "198.18.1.2:5353",
-            "198.18.0.2",
-        )
-    };
+    let Family {
+        vip,
+        bind,
+        backends: [b0, _],
+    } = family(ipv6);
+    let lb_addr = if ipv6 { "2001:2::2" } else { "198.18.0.2" };
     // The client knows the balancer before the first flush: its own
     // solicitation would otherwise teach the balancer its address.
     resolve_neighbour(&t.client, lb_addr);
@@ -71,14 +55,8 @@ fn errors_survive_flushed_neighbours(ipv6: bool) {
         &["--health", "none", "l0,l1,l2", &format!("{vip}={b0}")],
     );
     lb.wait_for("attached to l2", Duration::from_secs(20));
-    let frontend: SocketAddr = vip.parse().unwrap();
-    let client = t.client.enter(|| {
-        let c = UdpSocket::bind(bind).unwrap();
-        // Connected: only datagrams and errors naming the frontend reach it.
-        c.connect(frontend).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        c
-    });
+    // Connected: only datagrams and errors naming the frontend reach it.
+    let client = connected(&t.client, bind, &vip, Duration::from_secs(5));
     let flush = || {
         t.lb.ip(&["neigh", "flush", "all"]);
         t.lb.ip(&["-6", "neigh", "flush", "all"]);

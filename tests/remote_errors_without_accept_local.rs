@@ -22,7 +22,6 @@
 mod support;
 
 use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -42,25 +41,19 @@ fn dead_remote_backend_refuses(ipv6: bool) {
             "net.ipv6.icmp.ratelimit=0",
         ]);
     }
-    let (vip, bind, b0) = if ipv6 {
-        (format!("[{VIP6}]:53"), "[::]:0", "[2001:2:1::2]:5353")
-    } else {
-        (format!("{VIP4}:53"), "0.0.0.0:0", "198.18.1.2:5353")
-    };
+    let Family {
+        vip,
+        bind,
+        backends: [b0, _],
+    } = family(ipv6);
     let mut lb = Udplb::start(
         &t.lb,
         &["--health", "none", "l0,l1,l2", &format!("{vip}={b0}")],
     );
     lb.wait_for("attached to l2", Duration::from_secs(20));
-    let frontend: SocketAddr = vip.parse().unwrap();
-    let r = t.client.enter(|| {
-        let c = UdpSocket::bind(bind).unwrap();
-        c.connect(frontend).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        c.send(b"anyone there?").unwrap();
-        let mut buf = [0u8; 64];
-        c.recv(&mut buf)
-    });
+    let c = connected(&t.client, bind, &vip, Duration::from_secs(3));
+    c.send(b"anyone there?").unwrap();
+    let r = c.recv(&mut [0u8; 64]);
     let (status, out) = lb.stop(Signal::SIGTERM);
     assert!(status.success(), "{out}");
     match r {
@@ -110,13 +103,7 @@ fn host_fragments(size: usize, tx_csum: bool) {
         &["--health", "none", "l0,l1,l2", &format!("{vip}={b0}")],
     );
     lb.wait_for("attached to l2", Duration::from_secs(20));
-    let frontend: SocketAddr = vip.parse().unwrap();
-    let client = t.client.enter(|| {
-        let c = UdpSocket::bind("0.0.0.0:0").unwrap();
-        c.connect(frontend).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        c
-    });
+    let client = connected(&t.client, "0.0.0.0:0", &vip, Duration::from_secs(3));
     let mut buf = vec![0u8; 70000];
     for i in 0..5u8 {
         if i % 2 == 0 {
@@ -194,13 +181,7 @@ fn out_of_another_device(ipv6: bool) {
         &["--health", "none", "l0,l1,l2", &format!("{vip}={b0}")],
     );
     lb.wait_for("attached to l2", Duration::from_secs(20));
-    let frontend: SocketAddr = vip.parse().unwrap();
-    let client = t.client.enter(|| {
-        let c = UdpSocket::bind(bind).unwrap();
-        c.connect(frontend).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        c
-    });
+    let client = connected(&t.client, bind, &vip, Duration::from_secs(3));
     let mut buf = [0u8; 2048];
     client.send(b"hello").unwrap();
     let (n, from) = server.recv_from(&mut buf).unwrap();

@@ -111,3 +111,57 @@ pub fn triangle() -> Triangle {
     route(&t.client, &[&format!("{VIP6}/128"), "via", "2001:2::2"]);
     t
 }
+
+/// The triangle's addresses for one family: the frontend (VIP4:53 or
+/// [VIP6]:53), the client's wildcard address to bind, and the two
+/// backends on port 5353.
+pub struct Family {
+    pub vip: String,
+    pub bind: &'static str,
+    pub backends: [&'static str; 2],
+}
+
+pub fn family(ipv6: bool) -> Family {
+    match ipv6 {
+        true => Family {
+            vip: format!("[{VIP6}]:53"),
+            bind: "[::]:0",
+            backends: ["[2001:2:1::2]:5353", "[2001:2:2::2]:5353"],
+        },
+        false => Family {
+            vip: format!("{VIP4}:53"),
+            bind: "0.0.0.0:0",
+            backends: ["198.18.1.2:5353", "198.18.2.2:5353"],
+        },
+    }
+}
+
+/// A UDP socket of `ns` bound to `bind` and connected to `to`, so that it
+/// takes only datagrams and ICMP errors from there; reads wait `timeout`.
+pub fn connected(
+    ns: &Netns,
+    bind: &str,
+    to: &str,
+    timeout: std::time::Duration,
+) -> std::net::UdpSocket {
+    let to: std::net::SocketAddr = to.parse().expect("socket address");
+    ns.enter(|| {
+        let c = std::net::UdpSocket::bind(bind).unwrap();
+        c.connect(to).unwrap();
+        c.set_read_timeout(Some(timeout)).unwrap();
+        c
+    })
+}
+
+/// net.ipv4.conf.*.accept_local off on the triangle's balancer, everywhere
+/// it is read (the "all" value or the device's): nothing udplb sends may
+/// depend on it.
+pub fn accept_local_off(lb: &Netns) {
+    let mut knobs = vec!["net.ipv4.conf.all.accept_local=0".to_string()];
+    for dev in ["default", "lo", "l0", "l1", "l2"] {
+        knobs.push(format!("net.ipv4.conf.{dev}.accept_local=0"));
+    }
+    let mut args = vec!["sysctl", "-qw"];
+    args.extend(knobs.iter().map(String::as_str));
+    lb.exec(&args);
+}
