@@ -514,7 +514,17 @@ impl Balancer {
                 }
                 LinkEvent::New { name, ifindex } => self.reattach(&name, Some(ifindex)),
                 LinkEvent::Lost => {
-                    // Some events were dropped: look at every interface.
+                    // Some events were dropped (the socket's buffer ran
+                    // over): look at every interface. One whose name no
+                    // longer resolves went away unseen.
+                    let gone: Vec<(String, u32)> = (self.attached.iter())
+                        .filter(|a| nix::net::if_::if_nametoindex(a.xdp.ifname.as_str()).is_err())
+                        .map(|a| (a.xdp.ifname.clone(), a.xdp.ifindex))
+                        .collect();
+                    let gone = gone
+                        .into_iter()
+                        .map(|(name, ifindex)| LinkEvent::Gone { name, ifindex });
+                    self.link_events(gone.collect());
                     for name in self.ifnames.clone() {
                         self.reattach(&name, None);
                     }
