@@ -35,12 +35,7 @@ const N: u64 = 4;
 fn errors_survive_flushed_neighbours(ipv6: bool) {
     let t = triangle();
     accept_local_off(&t.lb);
-    t.srv[0].exec(&[
-        "sysctl",
-        "-qw",
-        "net.ipv4.icmp_ratelimit=0",
-        "net.ipv6.icmp.ratelimit=0",
-    ]);
+    icmp_unlimited(&t.srv[0]);
     let Family {
         vip,
         bind,

@@ -101,12 +101,7 @@ fn dead_local_backend_refuses_at_once_across_a_veth() {
     // The neighbour probes above (to port 9) draw port unreachables from
     // the same per-host ICMP rate limit the test's own error needs; seen
     // exhausted under load (OutRateLimitHost). No limit in this namespace.
-    lbns.exec(&[
-        "sysctl",
-        "-qw",
-        "net.ipv4.icmp_ratelimit=0",
-        "net.ipv6.icmp.ratelimit=0",
-    ]);
+    support::topology::icmp_unlimited(&lbns);
     let lb = Udplb::start(&lbns, &["veth-b", "9875=9876", "9885=9886"]);
     let attached = lb.line_with("attached to");
     // tcx from Linux 6.6, a clsact filter before.

@@ -32,14 +32,9 @@ use support::topology::*;
 /// port unreachable, which XDP on l1 translates toward the client.
 fn dead_remote_backend_refuses(ipv6: bool) {
     let t = triangle();
-    t.lb.exec(&["sysctl", "-qw", "net.ipv4.conf.all.accept_local=0"]);
-    for ns in [&t.srv[0], &t.srv[1]] {
-        ns.exec(&[
-            "sysctl",
-            "-qw",
-            "net.ipv4.icmp_ratelimit=0",
-            "net.ipv6.icmp.ratelimit=0",
-        ]);
+    accept_local_off(&t.lb);
+    for ns in &t.srv {
+        icmp_unlimited(ns);
     }
     let Family {
         vip,

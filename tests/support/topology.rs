@@ -165,3 +165,14 @@ pub fn accept_local_off(lb: &Netns) {
     args.extend(knobs.iter().map(String::as_str));
     lb.exec(&args);
 }
+
+/// No ICMP rate limit in `ns`: a test's own error must not lose to the
+/// per-host limit that its neighbour probes and earlier errors used up.
+pub fn icmp_unlimited(ns: &Netns) {
+    ns.exec(&[
+        "sysctl",
+        "-qw",
+        "net.ipv4.icmp_ratelimit=0",
+        "net.ipv6.icmp.ratelimit=0",
+    ]);
+}
