@@ -45,6 +45,9 @@ PY
 # python3 that install-deps.sh gave its PyPI packages (a pyenv shim resolves
 # to it here) first.
 path=$(dirname "$(python3 -c 'import sys; print(sys.executable)')"):$PATH
+# vng too is a script of that python3's: on PATH even where pyenv has no
+# shim for it yet (pip run as `python3 -m pip` does not make one).
+export PATH=$path
 
 for k in "${kernels[@]}"; do
     res=$PWD/target/kernels/results/$k
