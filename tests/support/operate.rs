@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use super::netns::Netns;
@@ -87,20 +87,13 @@ pub fn parse_with_prometheus(text: &str) -> BTreeMap<(String, String), f64> {
         \x20   for s in fam.samples:\n\
         \x20       out.append([s.name, ','.join(f'{k}={v}' for k, v in sorted(s.labels.items())), s.value])\n\
         print(json.dumps(out))\n";
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 (scripts/install-deps.sh installs it and prometheus-client)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script]);
+    let out = super::process::output_with_stdin(
+        cmd,
+        text,
+        "python3 (scripts/install-deps.sh installs it and prometheus-client)",
+    );
     assert!(
         out.status.success(),
         "the Prometheus parser refused /metrics: {}\n{text}",

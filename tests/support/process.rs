@@ -278,3 +278,27 @@ impl Drop for Unpin {
             .output();
     }
 }
+
+/// Runs `cmd` with `input` on its stdin and waits for it: its output.
+/// `what` names the program for the message if it cannot start.
+pub fn output_with_stdin(
+    mut cmd: std::process::Command,
+    input: &str,
+    what: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}

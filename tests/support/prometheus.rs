@@ -189,20 +189,13 @@ fn url_encode(s: &str) -> String {
 
 /// `promtool check metrics` on an exposition: (exit code, what it printed).
 pub fn promtool_check(exposition: &str) -> (i32, String) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian's `prometheus`, scripts/install-deps.sh)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(exposition.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = Command::new("promtool");
+    cmd.args(["check", "metrics"]);
+    let out = super::process::output_with_stdin(
+        cmd,
+        exposition,
+        "promtool (Debian's `prometheus`, scripts/install-deps.sh)",
+    );
     (
         out.status.code().unwrap_or(-1),
         format!(
