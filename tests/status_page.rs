@@ -205,8 +205,17 @@ fn the_status_page_shows_backends_reloads_and_a_backend_going_down() {
     assert!(bad.is_empty(), "the page's console: {bad:#?}");
 
     // /status.json: the first poll takes the whole history, later ones
-    // only what is new.
-    let (status, ctype, body) = http_get(&ns, "/status.json");
+    // only what is new. A sample is taken every 2 s, so a fast machine
+    // reaches this point with only three or four: wait for the fourth.
+    let deadline = Instant::now() + support::slow(Duration::from_secs(10));
+    let (status, ctype, body) = loop {
+        let (status, ctype, body) = http_get(&ns, "/status.json");
+        let j: Value = serde_json::from_str(&body).unwrap();
+        if j["history"]["last"].as_i64().unwrap() >= 3 || Instant::now() > deadline {
+            break (status, ctype, body);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(
         (status.as_str(), ctype.as_str()),
         ("HTTP/1.1 200 OK", "application/json")
