@@ -182,6 +182,15 @@ impl Balancer {
             ..
         } = settings;
         let ifaces = settings_ifaces;
+        let veth = ifaces
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .find(|n| attach::is_veth(n));
+        let (xdp_mode, note) =
+            attach::mode_for_veths(attach::kernel_version(), veth, args.xdp_mode)?;
+        if let Some(note) = note {
+            say!("{note}");
+        }
 
         let level = match args.verbose {
             0 => PrintLevel::Warn,
@@ -210,7 +219,7 @@ impl Balancer {
             flow_walk_every: std::time::Duration::from_secs(args.stats.unwrap_or(5)),
             iface,
             pin: args.pin,
-            xdp_mode: args.xdp_mode,
+            xdp_mode,
             force: args.force,
             ifnames: ifaces.iter().map(|(n, _)| n.clone()).collect(),
             config,

@@ -1,0 +1,22 @@
+//! udplb tells a veth from other interfaces: on kernels before 5.13 a veth
+//! among the interfaces decides the XDP mode (`attach::mode_for_veths`,
+//! whose decision is unit-tested in the library), so the detection itself
+//! is shown here on real devices.
+
+mod support;
+
+use support::netns::{veth_pair, Netns};
+use udplb::datapath::attach;
+
+#[test]
+fn a_veth_is_told_from_lo_a_bridge_and_a_missing_interface() {
+    let (a, b) = (Netns::new("vetha"), Netns::new("vethb"));
+    veth_pair(&a, &b);
+    a.ip(&["link", "add", "br-t", "type", "bridge"]);
+    a.enter(|| {
+        assert!(attach::is_veth("veth-a"));
+        assert!(!attach::is_veth("lo"));
+        assert!(!attach::is_veth("br-t"));
+        assert!(!attach::is_veth("nosuch0"));
+    });
+}
