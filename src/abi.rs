@@ -2,8 +2,9 @@
 //!
 //! The constants (limits, reason codes) are generated from the header by
 //! build.rs, so they are defined once, in C. The structs are `#[repr(C)]`
-//! with the same explicit padding; `tests` below checks their sizes and field
-//! offsets against the types libbpf-cargo generated from the program's BTF.
+//! with the same explicit padding; `plain_mirror!` below proves at compile
+//! time that their sizes and field offsets are those of the types
+//! libbpf-cargo generated from the program's BTF, with no padding.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -170,19 +171,96 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-// SAFETY: all of these are repr(C) plain integers with explicit padding, so
-// every byte pattern is a valid value.
-unsafe impl plain::Plain for Endpoint {}
-unsafe impl plain::Plain for Frontend {}
-unsafe impl plain::Plain for Backend {}
-unsafe impl plain::Plain for ReplyTarget {}
-unsafe impl plain::Plain for Counter {}
-unsafe impl plain::Plain for Passive {}
-unsafe impl plain::Plain for FlowKey {}
-unsafe impl plain::Plain for Flow {}
-unsafe impl plain::Plain for Clock {}
-unsafe impl plain::Plain for QuicKey {}
-unsafe impl plain::Plain for QuicTarget {}
+/// Declares a mirror `Plain` (readable from and writable to the maps' raw
+/// bytes) after proving at compile time that it has its C struct's layout
+/// (as libbpf-cargo generated it from the program's BTF) and no padding:
+/// the same size, every field at the C field's offset, and field sizes that
+/// add up to the whole, so no byte is padding the compiler added.
+macro_rules! plain_mirror {
+    ($rust:ty, $c:ty, [$($f:ident: $t:ty),* $(,)?]) => {
+        const _: () = {
+            use std::mem::{offset_of, size_of};
+            assert!(size_of::<$rust>() == size_of::<$c>());
+            $(assert!(offset_of!($rust, $f) == offset_of!($c, $f));)*
+            assert!(0 $(+ size_of::<$t>())* == size_of::<$rust>());
+        };
+        // SAFETY: a repr(C) struct of plain integers (and arrays and
+        // structs of them) with no padding, proven just above: every
+        // byte pattern is a valid value and every byte is initialised.
+        unsafe impl plain::Plain for $rust {}
+    };
+}
+
+use crate::bpf::types as c;
+plain_mirror!(Endpoint, c::udplb_endpoint, [family: u8, pad: u8, port_be: u16, addr_be: [u32; 4]]);
+plain_mirror!(
+    Frontend,
+    c::udplb_frontend,
+    [
+        id: u32,
+        table: u32,
+        ring_size: u32,
+        sched: u32,
+        flow_timeout_s: u32,
+        quic_server_id_len: u8,
+        quic_cid_len: u8,
+        port_be: u16,
+        addr_be: [u32; 4],
+        ring: InlineRing,
+    ]
+);
+plain_mirror!(
+    Backend,
+    c::udplb_backend,
+    [
+        ep: Endpoint,
+        weight: u32,
+        flags: u32,
+        ident: u32,
+        frontend_id: u32,
+        frontend_port_be: u16,
+        by_port: u8,
+        pad: u8,
+    ]
+);
+plain_mirror!(
+    ReplyTarget,
+    c::udplb_reply_target,
+    [frontend: Endpoint, frontend_id: u32, backend_slot: u32]
+);
+plain_mirror!(Passive, c::udplb_passive, [icmp_errors: u64, replies: u64]);
+plain_mirror!(
+    FlowKey,
+    c::udplb_flow_key,
+    [
+        family: u8,
+        pad: u8,
+        client_port_be: u16,
+        frontend_port_be: u16,
+        pad2: u16,
+        client_addr_be: [u32; 4],
+        frontend_addr_be: [u32; 4],
+    ]
+);
+plain_mirror!(Clock, c::udplb_clock, [jiffies: u64, hz: u64]);
+plain_mirror!(
+    Flow,
+    c::udplb_flow,
+    [slot: u32, ident: u32, frontend_id: u32, pad: u32, last_seen: u64]
+);
+plain_mirror!(
+    QuicKey,
+    c::udplb_quic_key,
+    [
+        frontend_id: u32,
+        config_rotation: u8,
+        server_id_len: u8,
+        server_id: [u8; UDPLB_QUIC_MAX_SERVER_ID_LEN as usize + 1],
+        pad: u16,
+    ]
+);
+plain_mirror!(QuicTarget, c::udplb_quic_target, [slot: u32, ident: u32]);
+plain_mirror!(Counter, c::udplb_counter, [packets: u64, bytes: u64]);
 
 /// The bytes of a value as the kernel sees them (map keys and values).
 pub fn bytes_of<T: plain::Plain>(v: &T) -> &[u8] {
@@ -247,120 +325,6 @@ impl Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bpf::types;
-    use std::mem::{offset_of, size_of};
-
-    /// Fails if a mirror and its C struct differ in size or in any offset.
-    macro_rules! same_layout {
-        ($rust:ty, $c:ty, [$($rf:ident = $cf:ident),*]) => {
-            assert_eq!(size_of::<$rust>(), size_of::<$c>(), "size of {}", stringify!($rust));
-            $(assert_eq!(offset_of!($rust, $rf), offset_of!($c, $cf),
-                "offset of {}.{}", stringify!($rust), stringify!($rf));)*
-        };
-    }
-
-    #[test]
-    fn mirrors_match_the_c_structs() {
-        same_layout!(
-            Endpoint,
-            types::udplb_endpoint,
-            [
-                family = family,
-                pad = pad,
-                port_be = port_be,
-                addr_be = addr_be
-            ]
-        );
-        same_layout!(
-            Frontend,
-            types::udplb_frontend,
-            [
-                id = id,
-                table = table,
-                ring_size = ring_size,
-                sched = sched,
-                flow_timeout_s = flow_timeout_s,
-                quic_server_id_len = quic_server_id_len,
-                quic_cid_len = quic_cid_len,
-                port_be = port_be,
-                addr_be = addr_be,
-                ring = ring
-            ]
-        );
-        same_layout!(
-            Backend,
-            types::udplb_backend,
-            [
-                ep = ep,
-                weight = weight,
-                flags = flags,
-                ident = ident,
-                frontend_id = frontend_id,
-                frontend_port_be = frontend_port_be,
-                by_port = by_port
-            ]
-        );
-        same_layout!(
-            ReplyTarget,
-            types::udplb_reply_target,
-            [
-                frontend = frontend,
-                frontend_id = frontend_id,
-                backend_slot = backend_slot
-            ]
-        );
-        same_layout!(
-            Passive,
-            types::udplb_passive,
-            [icmp_errors = icmp_errors, replies = replies]
-        );
-        same_layout!(
-            FlowKey,
-            types::udplb_flow_key,
-            [
-                family = family,
-                pad = pad,
-                client_port_be = client_port_be,
-                frontend_port_be = frontend_port_be,
-                pad2 = pad2,
-                client_addr_be = client_addr_be,
-                frontend_addr_be = frontend_addr_be
-            ]
-        );
-        same_layout!(Clock, types::udplb_clock, [jiffies = jiffies, hz = hz]);
-        same_layout!(
-            Flow,
-            types::udplb_flow,
-            [
-                slot = slot,
-                ident = ident,
-                frontend_id = frontend_id,
-                pad = pad,
-                last_seen = last_seen
-            ]
-        );
-        same_layout!(
-            QuicKey,
-            types::udplb_quic_key,
-            [
-                frontend_id = frontend_id,
-                config_rotation = config_rotation,
-                server_id_len = server_id_len,
-                server_id = server_id,
-                pad = pad
-            ]
-        );
-        same_layout!(
-            QuicTarget,
-            types::udplb_quic_target,
-            [slot = slot, ident = ident]
-        );
-        same_layout!(
-            Counter,
-            types::udplb_counter,
-            [packets = packets, bytes = bytes]
-        );
-    }
 
     #[test]
     fn reason_names_cover_every_reason() {

@@ -108,6 +108,7 @@ fn find_xdp_link(ifindex: u32, prog_id: u32) -> Option<u32> {
 /// Opens the bpf_link with id `id`.
 fn link_fd_by_id(id: u32) -> std::io::Result<OwnedFd> {
     // Raw: libbpf-rs opens a link only from a pin, not by id.
+    // SAFETY: takes an integer and returns a new fd or -errno; no memory.
     let fd = unsafe { sys::bpf_link_get_fd_by_id(id) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
@@ -120,6 +121,7 @@ fn link_fd_by_id(id: u32) -> std::io::Result<OwnedFd> {
 /// open for them but attaches nothing any more.
 fn detach_link_fd(link: &OwnedFd) -> std::io::Result<()> {
     // Raw: libbpf-rs detaches only a `Link` it made or opened from a pin.
+    // SAFETY: link is an open fd we borrow for the call; no memory passed.
     let ret = unsafe { sys::bpf_link_detach(link.as_raw_fd()) };
     match ret < 0 {
         true => Err(errno(ret)),
@@ -240,6 +242,8 @@ fn link_create(prog: &Program<'_>, ifindex: u32, flags: XdpFlags) -> i32 {
         ..Default::default()
     };
     // Raw: libbpf-rs's attach_xdp cannot choose native or generic mode.
+    // SAFETY: the program's fd is open for the call, and opts is a whole,
+    // initialised options struct whose sz says so; libbpf only reads it.
     unsafe {
         sys::bpf_link_create(
             prog.as_fd().as_raw_fd(),
@@ -555,8 +559,10 @@ pub fn attach_egress(prog: &Program<'_>, ifname: &str, ifindex: u32) -> Result<E
         sz: size_of::<sys::bpf_tcx_opts>() as _,
         ..Default::default()
     };
-    // Raw: libbpf-rs 0.27 has no attach_tcx. libbpf returns NULL and sets
-    // errno on failure, else a link that the `Link` owns from here on.
+    // Raw: libbpf-rs 0.27 has no attach_tcx.
+    // SAFETY: the program pointer is libbpf's, alive as long as `prog`;
+    // opts is whole and initialised. libbpf returns NULL and sets errno on
+    // failure, else a new link that the `Link` owns from here on.
     let link = unsafe {
         let ptr =
             sys::bpf_program__attach_tcx(prog.as_libbpf_object().as_ptr(), ifindex as i32, &opts);
@@ -632,6 +638,8 @@ pub fn remove_udplb_egress(ifindex: u32, ours: &Program<'_>) -> Result<Vec<Strin
     q.__bindgen_anon_1.count = prog_ids.len() as u32;
     // Raw: libbpf-rs has no query of the tcx programs on one device (a walk
     // of every link would also find other namespaces' devices).
+    // SAFETY: q is whole and initialised; its id arrays point at the two
+    // local arrays, whose length is the count the kernel may fill.
     let ret = unsafe { sys::bpf_prog_query_opts(ifindex as i32, sys::BPF_TCX_EGRESS, &mut q) };
     // No tcx on this kernel (EINVAL) or nothing attached: only clsact is left.
     if ret == 0 {

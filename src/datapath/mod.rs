@@ -1,8 +1,11 @@
-//! Everything that touches the kernel: the loaded programs and their maps
-//! (this file), attaching them to interfaces ([`attach`]), pinning
-//! ([`pin`]), privileges ([`privileges`]) and interface names. Every syscall
-//! and every `unsafe` of udplb lives under this module (the `plain::Plain`
-//! impls of the ABI mirrors in `abi.rs` aside).
+//! The kernel's BPF and netlink interfaces: the loaded programs and their
+//! maps (this file), attaching them to interfaces ([`attach`]), pinning
+//! ([`pin`]), privileges ([`privileges`]), link events ([`links`]), the
+//! announced addresses ([`addresses`]) and the UDP socket table
+//! ([`sock_diag`], [`sockets`]). Every `unsafe` block of udplb is under
+//! this module (`lib.rs` denies `unsafe_code` elsewhere; the ABI mirrors'
+//! `Plain` impls in `abi.rs` aside, each proven by its layout). Plain
+//! socket I/O (control socket, HTTP, probes) is the daemon's.
 //!
 //! This file opens and loads the libbpf-cargo skeleton, applies [`Plan`]s to
 //! the maps and reads the per-CPU counters back.

@@ -140,6 +140,8 @@ pub fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
     let _ = std::fs::remove_file(path);
     // Raw: libbpf-rs pins only a `Link` not pinned yet; udplb's XDP link is a
     // bare fd from bpf_link_create, its adopted tcx link was opened from a pin.
+    // SAFETY: fd is open for the call and the path a NUL-terminated string
+    // that outlives it; libbpf only reads them.
     let ret = unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), cpath(path)?.as_ptr()) };
     if ret < 0 {
         bail!(
