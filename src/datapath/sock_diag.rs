@@ -1,8 +1,9 @@
 //! The UDP socket table of udplb's network namespace, from the kernel's
 //! sock_diag netlink interface (inet_diag, as `ss -uan` reads it): one dump
-//! per family gives every bound UDP socket's local port. The health checks'
-//! socket-table liveness of local backends polls it (every 100 ms) instead
-//! of /proc/net/udp{,6}: the dump is binary (no text to format and parse),
+//! per family gives every bound UDP socket's local address and port. The
+//! health checks' socket-table liveness of local backends polls it (every
+//! 100 ms), and the start-up warnings about frontends' ports read it, rather
+//! than /proc/net/udp{,6}: the dump is binary (no text to format and parse),
 //! and the request and messages are typed by the rust-netlink project's
 //! `netlink-packet-sock-diag`, on the same netlink-packet-core as the link
 //! events. The socket is nix's, as for link events.
@@ -25,6 +26,9 @@ use nix::sys::socket::{
     recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
 };
 
+/// A bound UDP socket's local address and port.
+pub type Bound = (std::net::IpAddr, u16);
+
 /// A NETLINK_SOCK_DIAG socket, opened once and reused for every dump.
 pub struct SocketTable {
     fd: OwnedFd,
@@ -45,6 +49,16 @@ impl SocketTable {
 
     /// The local ports of every UDP socket (IPv4 and IPv6) bound now.
     pub fn udp_ports(&mut self) -> Result<BTreeSet<u16>> {
+        Ok(self
+            .udp_sockets()?
+            .into_iter()
+            .map(|(_, port)| port)
+            .collect())
+    }
+
+    /// The local address and port of every UDP socket (IPv4 and IPv6)
+    /// bound now.
+    pub fn udp_sockets(&mut self) -> Result<BTreeSet<Bound>> {
         let mut ports = BTreeSet::new();
         for (family, id) in [
             (AF_INET, SocketId::new_v4()),
@@ -57,7 +71,7 @@ impl SocketTable {
         Ok(ports)
     }
 
-    fn dump(&mut self, family: u8, socket_id: SocketId, ports: &mut BTreeSet<u16>) -> Result<()> {
+    fn dump(&mut self, family: u8, socket_id: SocketId, found: &mut BTreeSet<Bound>) -> Result<()> {
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_DUMP;
         header.sequence_number = self.seq;
@@ -91,7 +105,8 @@ impl SocketTable {
                 if m.header.sequence_number == self.seq {
                     match m.payload {
                         NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
-                            ports.insert(r.header.socket_id.source_port);
+                            let id = &r.header.socket_id;
+                            found.insert((id.source_address, id.source_port));
                         }
                         NetlinkPayload::Done(_) => return Ok(()),
                         NetlinkPayload::Error(e) => bail!("the kernel refused the dump: {e:?}"),
@@ -122,6 +137,15 @@ mod tests {
         );
         let ports = t.udp_ports().unwrap();
         assert!(ports.contains(&p4) && ports.contains(&p6), "{ports:?}");
+        let sockets = t.udp_sockets().unwrap();
+        assert!(
+            sockets.contains(&(s4.local_addr().unwrap().ip(), p4)),
+            "{sockets:?}"
+        );
+        assert!(
+            sockets.contains(&(s6.local_addr().unwrap().ip(), p6)),
+            "{sockets:?}"
+        );
         drop(s4);
         assert!(!t.udp_ports().unwrap().contains(&p4));
     }
