@@ -42,7 +42,7 @@ fuzz:
 
 # The datapath fixtures and network-namespace tests on other kernels: each
 # Debian kernel (fetched once into target/kernels/) boots in a qemu VM (TCG,
-# no network device) over this filesystem; `host` runs them here without a
+# four virtio_net NICs on bridges of their own) over this filesystem; `host` runs them here without a
 # VM. Prints the matrix kernel × test binary, also target/kernels/matrix.md.
 # Needs root. `make test-kernels KERNELS=6.1 TESTS="netns flows_datapath"`.
 # In the VM (TCG, no KVM here) tests run 10-30x slower: see README, "Other kernels".
@@ -65,11 +65,13 @@ bench: deps
 	@[ "$$(id -u)" -eq 0 ] || { echo "make bench needs root (XDP, network namespaces): sudo make bench" >&2; exit 1; }
 	$(CARGO) bench --bench bench
 
-# Rust formatting and clippy with warnings as errors; the C side is compiled
-# with clang -Wall -Werror by build.rs on every build.
+# Rust formatting and clippy with warnings as errors; paths named in
+# comments and the direction of src/'s imports (scripts/lint-house.py). The
+# C side is compiled with clang -Wall -Werror by build.rs on every build.
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
+	python3 scripts/lint-house.py
 
 vmlinux:
 	scripts/gen-vmlinux.sh

@@ -12,7 +12,8 @@
 //! - [`plan`]: configuration to map operations; rings (round robin, Maglev)
 //!   and the flow hash. Pure.
 //! - [`config`]: grammar, validation, the TOML file. Pure.
-//! - [`abi`] (the C structs of include/udplb.h), [`error`].
+//! - [`abi`] (the C structs of include/udplb.h), [`error`], [`log`] (the
+//!   output that never holds the event loop, used by every layer).
 
 // `unsafe` only where the kernel's ABI is: the datapath (syscalls), the
 // C struct mirrors (`Plain`) and the generated skeleton. Each block says
@@ -29,6 +30,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod dns;
 pub mod error;
+pub mod log;
 pub mod plan;
 
 /// The libbpf-cargo skeleton of bpf/udplb.bpf.c.

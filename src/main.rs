@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     };
     // The daemon's last lines, if a reader takes them soon; an output
     // nobody reads does not keep udplb from exiting.
-    daemon::log::finish(Duration::from_secs(2));
+    udplb::log::finish(Duration::from_secs(2));
     code
 }
 

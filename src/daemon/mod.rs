@@ -13,7 +13,6 @@ pub mod control;
 pub mod event_loop;
 pub mod health;
 pub mod history;
-pub mod log;
 pub mod metrics;
 pub mod notify;
 pub mod page;
@@ -80,7 +79,7 @@ pub fn run(args: &Args) -> Result<()> {
     let mut events = EventLoop::new()?;
     // After the signals are blocked, so that the writer thread inherits
     // the mask: from here on no output can hold the loop.
-    log::detach();
+    crate::log::detach();
     raise_open_file_limit();
     let settings = Settings::from_args(args)?;
     // A control socket that answers belongs to a udplb running on these

@@ -369,6 +369,27 @@ fn mtu(ifname: &str) -> Option<i32> {
     (ret == 0).then_some(unsafe { req.ifr_ifru.ifru_mtu })
 }
 
+/// Pins a link fd at `path`, replacing an old pin.
+fn pin_fd(fd: std::os::fd::BorrowedFd<'_>, path: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path_c =
+        std::ffi::CString::new(path.as_os_str().as_bytes()).context("path with a NUL byte")?;
+    let _ = std::fs::remove_file(path);
+    // Raw: libbpf-rs pins only a `Link` not pinned yet; udplb's XDP link is a
+    // bare fd from bpf_link_create, its adopted tcx link was opened from a pin.
+    // SAFETY: fd is open for the call and the path a NUL-terminated string
+    // that outlives it; libbpf only reads them.
+    let ret = unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), path_c.as_ptr()) };
+    if ret < 0 {
+        bail!(
+            "pinning {}: {}",
+            path.display(),
+            std::io::Error::from_raw_os_error(-ret)
+        );
+    }
+    Ok(())
+}
+
 /// An attachment record for a link now holding our program on `ifindex`.
 fn described(xdp: &Xdp<'_>, link: OwnedFd, ifname: &str, ifindex: u32) -> Result<XdpAttachment> {
     let q = query(xdp, ifindex)?;
@@ -449,7 +470,7 @@ impl XdpAttachment {
     }
 
     pub fn pin(&self, path: &Path) -> Result<()> {
-        super::pin::pin_fd(self.link.as_fd(), path)
+        pin_fd(self.link.as_fd(), path)
     }
 }
 
@@ -485,7 +506,7 @@ impl EgressAttachment {
         if link.pin_path().is_some() {
             // Adopted from a pin: libbpf pins a link it opened from one
             // only there (EBUSY elsewhere), so pin its fd.
-            return super::pin::pin_fd(link.as_fd(), path);
+            return pin_fd(link.as_fd(), path);
         }
         let _ = std::fs::remove_file(path);
         link.pin(path)

@@ -7,12 +7,9 @@
 //! program into the pinned links (bpf_link_update): the interface is never
 //! without a balancer, and the pinned maps are replaced by the new ones.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, BorrowedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::config::check_interface_name;
 use crate::error::UsageError;
@@ -23,10 +20,6 @@ pub const EGRESS_LINK: &str = "egress_link";
 
 pub fn dir(iface: &str) -> PathBuf {
     Path::new(ROOT).join(iface)
-}
-
-fn cpath(path: &Path) -> Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).context("path with a NUL byte")
 }
 
 /// Where /sys/fs/bpf stands for `--pin`.
@@ -133,24 +126,6 @@ pub fn remove_created(created: &[PathBuf]) {
             let _ = std::fs::remove_dir_all(d);
         }
     }
-}
-
-/// Pins a link fd at `path`, replacing an old pin.
-pub fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
-    let _ = std::fs::remove_file(path);
-    // Raw: libbpf-rs pins only a `Link` not pinned yet; udplb's XDP link is a
-    // bare fd from bpf_link_create, its adopted tcx link was opened from a pin.
-    // SAFETY: fd is open for the call and the path a NUL-terminated string
-    // that outlives it; libbpf only reads them.
-    let ret = unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), cpath(path)?.as_ptr()) };
-    if ret < 0 {
-        bail!(
-            "pinning {}: {}",
-            path.display(),
-            std::io::Error::from_raw_os_error(-ret)
-        );
-    }
-    Ok(())
 }
 
 /// `udplb --unpin IFACE`: detaches the pinned programs of IFACE (XDP and

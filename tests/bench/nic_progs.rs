@@ -29,7 +29,7 @@ const GEN_SLOT: usize = 112;
 const SINK_DROPPED: u32 = 0;
 const FWD_REDIRECTED: u32 = 1;
 
-/// BPF_F_TEST_XDP_LIVE_FRAMES (include/uapi/linux/bpf.h): the test run
+/// BPF_F_TEST_XDP_LIVE_FRAMES (the kernel's linux/bpf.h): the test run
 /// transmits each frame for real.
 const LIVE_FRAMES: u32 = 1 << 1;
 /// Frames in the first BPF_PROG_RUN call of a run. Every call ends with an

@@ -143,11 +143,11 @@ pub fn err(args: fmt::Arguments<'_>) {
 /// `say!("...")`: a line on stdout that cannot panic nor hold the daemon.
 #[macro_export]
 macro_rules! say {
-    ($($arg:tt)*) => { $crate::daemon::log::out(format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::log::out(format_args!($($arg)*)) };
 }
 
 /// `warn!("...")`: a line on stderr that cannot panic nor hold the daemon.
 #[macro_export]
 macro_rules! warn {
-    ($($arg:tt)*) => { $crate::daemon::log::err(format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::log::err(format_args!($($arg)*)) };
 }
