@@ -15,7 +15,8 @@ use super::health::{self, Health, Transition};
 use super::reload::{self, ReloadError, Reloaded};
 use super::report::{self, Removed};
 use super::status::{
-    BackendStatus, FrontendStatus, HealthStatus, PassiveStatus, ReloadStats, Status, Traffic,
+    BackendState, BackendStatus, FrontendStatus, HealthStatus, PassiveStatus, ReloadStats, Status,
+    Traffic,
 };
 use super::{notify, warnings};
 use crate::abi::{
@@ -404,10 +405,7 @@ impl Balancer {
     /// backends without an active check: where probes run, they decide, and
     /// a backend that answers them again comes back at once.
     pub fn passive_tick(&mut self) {
-        let Ok(c) = self
-            .datapath
-            .counters(&self.tables.state().layout(&self.config))
-        else {
+        let Ok(c) = self.counters() else {
             return;
         };
         let mut samples = BTreeMap::new();
@@ -576,14 +574,17 @@ impl Balancer {
         }
     }
 
+    /// The datapath's counters, laid out as the current configuration's
+    /// frontends and backends are.
+    fn counters(&self) -> Result<Counters> {
+        self.datapath
+            .counters(&self.tables.state().layout(&self.config))
+    }
+
     /// `--stats`: the counters now. A failed read is reported, not fatal: the
     /// datapath runs on.
     pub fn print_counters(&self) {
-        match self
-            .datapath
-            .counters(&self.tables.state().layout(&self.config))
-            .map(|c| self.with_flows(c))
-        {
+        match self.counters().map(|c| self.with_flows(c)) {
             Ok(c) => say!(
                 "{}",
                 report::render(&self.config, &c, &self.removed, &self.health).trim_end()
@@ -617,9 +618,7 @@ impl Balancer {
         };
         notify::reloading();
         let lingering = self.tables.state().lingering().clone();
-        let before = self
-            .datapath
-            .counters(&self.tables.state().layout(&self.config));
+        let before = self.counters();
         let old = self.config.clone();
         let down = self.health.down();
         let result = reload::reload(
@@ -751,10 +750,7 @@ impl Balancer {
     /// past their time leave the reports.
     pub fn sample(&mut self) {
         report::keep_removed(&mut self.removed, Vec::new(), Instant::now());
-        let Ok(c) = self
-            .datapath
-            .counters(&self.tables.state().layout(&self.config))
-        else {
+        let Ok(c) = self.counters() else {
             return;
         };
         let mut s = Sample::default();
@@ -787,9 +783,7 @@ impl Balancer {
     }
 
     fn snapshot(&self, flows: bool) -> Result<Status> {
-        let c = self
-            .datapath
-            .counters(&self.tables.state().layout(&self.config))?;
+        let c = self.counters()?;
         let c = if flows { self.with_flows(c) } else { c };
         let fingerprints = self.tables.state().fingerprints(&self.config);
         let rings = self.tables.state().ring_sizes(&self.config);
@@ -813,7 +807,7 @@ impl Balancer {
                     BackendStatus {
                         name: b.name(),
                         weight: b.weight,
-                        state: "active".into(),
+                        state: BackendState::Active,
                         traffic: Traffic::since(v.packets, v.bytes, then.copied(), secs),
                         health: h
                             .map(|h| HealthStatus::of(h, fe.health.check_of(&b.name())))
@@ -899,7 +893,7 @@ impl Balancer {
             .map(|r| BackendStatus {
                 name: r.backend.name(),
                 weight: r.backend.weight,
-                state: "removed".into(),
+                state: BackendState::Removed,
                 traffic: Traffic::since(r.counter.packets, r.counter.bytes, None, 0.0),
                 health: HealthStatus::default(),
                 live_flows: None,
@@ -1006,10 +1000,7 @@ impl Balancer {
     /// counters.
     pub fn stop(self) -> Result<()> {
         *self.flow_walk.borrow_mut() = None; // the final figures are fresh
-        let counters = self.with_flows(
-            self.datapath
-                .counters(&self.tables.state().layout(&self.config))?,
-        );
+        let counters = self.with_flows(self.counters()?);
         for Attached { xdp, egress } in self.attached {
             let name = xdp.ifname.clone();
             if self.pin {

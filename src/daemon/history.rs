@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::status::Status;
+use super::status::{BackendState, Health, Status};
 
 /// Samples kept per backend: 10 minutes at one sample every 2 s.
 pub const POINTS: usize = 300;
@@ -90,7 +90,11 @@ impl History {
             .map(|t| at.saturating_duration_since(t).as_secs_f64());
         let mut rings = BTreeMap::new();
         for fe in &s.frontends {
-            for b in fe.backends.iter().filter(|b| b.state == "active") {
+            for b in fe
+                .backends
+                .iter()
+                .filter(|b| b.state == BackendState::Active)
+            {
                 let key = (fe.listen.clone(), b.name.clone());
                 let old = self.rings.remove(&key);
                 let was = old.as_ref().map(|r| (r.packets, r.transitions));
@@ -104,7 +108,7 @@ impl History {
                 };
                 let flapped = was.is_some_and(|(_, t)| t != b.health.transitions);
                 r.pps.push_back(pps as f32);
-                r.down.push_back(b.health.state != "up" || flapped);
+                r.down.push_back(b.health.state == Health::Down || flapped);
                 while r.pps.len() > POINTS {
                     r.pps.pop_front();
                     r.down.pop_front();
@@ -157,21 +161,21 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::status::{BackendStatus, FrontendStatus, HealthStatus, Traffic};
+    use crate::daemon::status::{BackendStatus, FrontendStatus, Health, HealthStatus, Traffic};
     use std::time::Duration;
 
     fn backend(name: &str, packets: u64, up: bool, transitions: u64) -> BackendStatus {
         BackendStatus {
             name: name.into(),
             weight: 1,
-            state: "active".into(),
+            state: BackendState::Active,
             traffic: Traffic {
                 packets,
                 packets_per_second: 7.0,
                 ..Traffic::default()
             },
             health: HealthStatus {
-                state: if up { "up" } else { "down" }.into(),
+                state: if up { Health::Up } else { Health::Down },
                 transitions,
                 ..HealthStatus::default()
             },
@@ -283,7 +287,7 @@ mod tests {
         h.record(t0 + Duration::from_secs(2), &status(both));
         // A reload removed 5302 (listed as removed a while) and added 5303.
         let mut removed = backend("5302", 0, true, 0);
-        removed.state = "removed".into();
+        removed.state = BackendState::Removed;
         h.record(
             t0 + Duration::from_secs(4),
             &status(vec![

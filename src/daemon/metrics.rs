@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::status::Status;
+use super::status::{BackendState, Health, Status};
 
 /// The `Content-Type` of what [`render`] returns.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -109,7 +109,12 @@ impl Collector for Snapshot {
             "backend_configured",
             "1 while the backend is configured, 0 once a reload removed it",
             gauge,
-            backends().map(|(l, b)| (l, ConstGauge::new(i64::from(b.state != "removed")))),
+            backends().map(|(l, b)| {
+                (
+                    l,
+                    ConstGauge::new(i64::from(b.state == BackendState::Active)),
+                )
+            }),
         )?;
         family(
             &mut enc,
@@ -117,8 +122,8 @@ impl Collector for Snapshot {
             "1 while the health checks hold the backend up, 0 while down",
             gauge,
             backends()
-                .filter(|(_, b)| b.state != "removed")
-                .map(|(l, b)| (l, ConstGauge::new(i64::from(b.health.state == "up")))),
+                .filter(|(_, b)| b.state == BackendState::Active)
+                .map(|(l, b)| (l, ConstGauge::new(i64::from(b.health.state == Health::Up)))),
         )?;
         family(
             &mut enc,
@@ -126,7 +131,7 @@ impl Collector for Snapshot {
             "Changes of the backend's health (up to down or down to up)",
             counter,
             backends()
-                .filter(|(_, b)| b.state != "removed")
+                .filter(|(_, b)| b.state == BackendState::Active)
                 .map(|(l, b)| (l, ConstCounter::new(b.health.transitions))),
         )?;
         family(
@@ -135,7 +140,7 @@ impl Collector for Snapshot {
             "Unix time of the backend's last health change (or of the start)",
             gauge,
             backends()
-                .filter(|(_, b)| b.state != "removed")
+                .filter(|(_, b)| b.state == BackendState::Active)
                 .map(|(l, b)| (l, ConstGauge::new(b.health.since_unix))),
         )?;
         family(
@@ -153,7 +158,7 @@ impl Collector for Snapshot {
              (the passive health signal)",
             counter,
             backends()
-                .filter(|(_, b)| b.state != "removed")
+                .filter(|(_, b)| b.state == BackendState::Active)
                 .map(|(l, b)| (l, ConstCounter::new(b.passive.icmp_errors))),
         )?;
         family(
@@ -163,7 +168,7 @@ impl Collector for Snapshot {
              (also the passive health signal)",
             counter,
             backends()
-                .filter(|(_, b)| b.state != "removed")
+                .filter(|(_, b)| b.state == BackendState::Active)
                 .map(|(l, b)| (l, ConstCounter::new(b.passive.replies))),
         )?;
         let frontends = || {
@@ -305,10 +310,10 @@ mod tests {
                 backends: vec![BackendStatus {
                     name: "198.18.1.2:5353".into(),
                     weight: 3,
-                    state: "active".into(),
+                    state: BackendState::Active,
                     traffic: Traffic::since(7, 700, None, 1.0),
                     health: crate::daemon::status::HealthStatus {
-                        state: "down".into(),
+                        state: Health::Down,
                         transitions: 3,
                         ..Default::default()
                     },

@@ -56,7 +56,7 @@ pub fn status_json(status: &Status, history: &History, query: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::status::{BackendStatus, FrontendStatus};
+    use crate::daemon::status::{BackendState, BackendStatus, FrontendStatus};
     use std::time::Instant;
 
     #[test]
@@ -83,7 +83,7 @@ mod tests {
                 listen: "*:53".into(),
                 backends: vec![BackendStatus {
                     name: "<b>5301</b>".into(),
-                    state: "active".into(),
+                    state: BackendState::Active,
                     ..BackendStatus::default()
                 }],
                 ..FrontendStatus::default()

@@ -61,9 +61,9 @@ pub struct BackendStatus {
     /// `9876` (a local port) or `198.18.1.2:53`.
     pub name: String,
     pub weight: u32,
-    /// "active", or "removed" for a backend a reload took away (its
-    /// counters stay until udplb exits).
-    pub state: String,
+    /// Configured, or taken away by a reload (its counters stay until
+    /// udplb exits).
+    pub state: BackendState,
     pub traffic: Traffic,
     #[serde(default)]
     pub health: HealthStatus,
@@ -85,11 +85,38 @@ pub struct PassiveStatus {
     pub replies: u64,
 }
 
+/// Whether a backend is in the configuration: "active" and "removed" in
+/// JSON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendState {
+    #[default]
+    Active,
+    Removed,
+}
+
+/// What the health checks say: "up" and "down" in JSON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    #[default]
+    Up,
+    Down,
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Health::Up => "up",
+            Health::Down => "down",
+        })
+    }
+}
+
 /// A backend's health as the checks see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthStatus {
-    /// "up" or "down".
-    pub state: String,
+    pub state: Health,
     /// Unix time of the last transition (or of the start).
     pub since_unix: f64,
     pub transitions: u64,
@@ -102,7 +129,7 @@ pub struct HealthStatus {
 impl Default for HealthStatus {
     fn default() -> Self {
         HealthStatus {
-            state: "up".into(),
+            state: Health::Up,
             since_unix: 0.0,
             transitions: 0,
             cause: String::new(),
@@ -114,7 +141,7 @@ impl Default for HealthStatus {
 impl HealthStatus {
     pub fn of(h: &super::health::BackendHealth, check: &crate::config::Check) -> HealthStatus {
         HealthStatus {
-            state: if h.up { "up" } else { "down" }.into(),
+            state: if h.up { Health::Up } else { Health::Down },
             since_unix: h
                 .since
                 .duration_since(std::time::UNIX_EPOCH)
@@ -188,10 +215,11 @@ fn now_unix() -> f64 {
 /// The state column of `udplb status`: "down" for a configured backend
 /// the health checks hold down (its weight column keeps the weight the
 /// operator set: 0 there means drained, never down).
-fn shown_state(b: &BackendStatus) -> &str {
-    match (b.state.as_str(), b.health.state.as_str()) {
-        ("active", "down") => "down",
-        (state, _) => state,
+fn shown_state(b: &BackendStatus) -> &'static str {
+    match (b.state, b.health.state) {
+        (BackendState::Active, Health::Down) => "down",
+        (BackendState::Active, Health::Up) => "active",
+        (BackendState::Removed, _) => "removed",
     }
 }
 
@@ -223,7 +251,7 @@ pub fn render_table(s: &Status) -> String {
                 b.traffic.bytes_per_second,
                 b.live_flows.map_or("-".to_string(), |n| n.to_string())
             );
-            if b.state != "removed" {
+            if b.state == BackendState::Active {
                 let _ = writeln!(
                     out,
                     "     health {}; check {}",
@@ -331,10 +359,10 @@ mod tests {
                     BackendStatus {
                         name: "9876".into(),
                         weight: 1,
-                        state: "active".into(),
+                        state: BackendState::Active,
                         traffic: Traffic::since(10, 1000, Some((5, 500)), 1.0),
                         health: HealthStatus {
-                            state: "down".into(),
+                            state: Health::Down,
                             since_unix: 3600.0 + 62.0,
                             transitions: 1,
                             cause: "2 dns probes timed out".into(),
@@ -346,7 +374,7 @@ mod tests {
                     BackendStatus {
                         name: "9877".into(),
                         weight: 2,
-                        state: "removed".into(),
+                        state: BackendState::Removed,
                         traffic: Traffic::default(),
                         health: HealthStatus::default(),
                         live_flows: None,
