@@ -43,6 +43,9 @@ pub struct EventLoop<T> {
     /// last one reported, so that one that stays ready (a flooded
     /// listener) cannot starve those after it.
     next: usize,
+    /// Whether ready descriptors go before due timers in the next wait
+    /// (set after a timer event, cleared after a descriptor's).
+    descriptors_turn: bool,
 }
 
 /// The signals the loop handles. Blocking them must happen before any
@@ -69,6 +72,7 @@ impl<T: Copy + PartialEq> EventLoop<T> {
             timers: Vec::new(),
             fds: Vec::new(),
             next: 0,
+            descriptors_turn: false,
         })
     }
 
@@ -104,8 +108,13 @@ impl<T: Copy + PartialEq> EventLoop<T> {
             .map(|(fd, _)| fd.as_fd())
     }
 
-    /// Waits for the next event. Signals come first, then due timers, then
-    /// descriptors, so that a busy socket cannot delay a stop.
+    /// Waits for the next event. Signals come first, so that a busy socket
+    /// cannot delay a stop; due timers and ready descriptors then take
+    /// turns. (Timers simply first would starve every descriptor when
+    /// handling events takes longer than a timer's period — a loaded or
+    /// emulated machine, the 100 ms socket-table check — as a timer would
+    /// be due every time: link events, the control socket and /metrics
+    /// would never be read.)
     pub fn wait(&mut self) -> Result<Event<T>> {
         self.wait_with(&[])
     }
@@ -120,10 +129,16 @@ impl<T: Copy + PartialEq> EventLoop<T> {
                 return Ok(e);
             }
             let now = Instant::now();
-            if let Some(token) = self.take_due(now) {
-                return Ok(Event::Timer(token));
+            let due = self.timers.iter().any(|t| t.due <= now);
+            if due && !self.descriptors_turn {
+                self.descriptors_turn = true;
+                if let Some(token) = self.take_due(now) {
+                    return Ok(Event::Timer(token));
+                }
             }
             let timeout = match self.timers.iter().map(|t| t.due).min() {
+                // A timer is due: only look at what is ready now.
+                _ if due => PollTimeout::ZERO,
                 // Rounded up: waking a little late beats spinning early.
                 Some(due) => {
                     let ms = (due - now).as_micros().div_ceil(1000);
@@ -158,8 +173,11 @@ impl<T: Copy + PartialEq> EventLoop<T> {
                 .find(|&i| ready(&pfds[1 + i]))
             {
                 self.next = i + 1;
+                self.descriptors_turn = false;
                 return Ok(Event::Readable(tokens[i]));
             }
+            // Nothing ready: the due timer, if any, at the top.
+            self.descriptors_turn = false;
         }
     }
 
@@ -336,6 +354,34 @@ mod tests {
         tx.send_to(b"x", to).unwrap();
         assert_eq!(ev.wait().unwrap(), Event::Readable(Tok::Sock));
         assert!(ev.fd(Tok::Sock).is_some());
+    }
+
+    /// Handling each event takes longer than the timer's period (a
+    /// loaded or emulated machine), so a timer is due at every wait: the
+    /// descriptor still gets every other turn.
+    #[test]
+    fn an_always_due_timer_starves_no_descriptor() {
+        let mut ev = EventLoop::<Tok>::new().unwrap();
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(b"x", rx.local_addr().unwrap()).unwrap();
+        ev.watch(OwnedFd::from(rx), Tok::Sock);
+        ev.every(Tok::Fast, Duration::from_millis(1));
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            // Past the next period: the timer is due again at each wait.
+            std::thread::sleep(Duration::from_millis(3));
+            seen.push(ev.wait().unwrap());
+        }
+        let socket = seen
+            .iter()
+            .filter(|e| **e == Event::Readable(Tok::Sock))
+            .count();
+        let timer = seen
+            .iter()
+            .filter(|e| **e == Event::Timer(Tok::Fast))
+            .count();
+        assert_eq!((socket, timer), (3, 3), "{seen:?}");
     }
 
     #[test]
