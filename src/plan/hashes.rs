@@ -1,6 +1,6 @@
-//! The hashes every balancer with the same configuration computes alike
-//! (FNV-1a, fixed for all time): a backend's Maglev key and its slot ident,
-//! and a ring's fingerprint.
+//! What every balancer with the same configuration computes alike: the key
+//! a backend is hashed by in Maglev, its slot ident, and a ring's
+//! fingerprint (FNV-1a, fixed for all time).
 
 use super::maglev::{fnv1a64_from, FNV1A64_START};
 use crate::abi::bytes_of;

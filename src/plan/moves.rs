@@ -1,6 +1,7 @@
 //! The order of moves: a backend's reply keys that change frontend are
 //! rewritten between the switch of the frontend that loses them and the
-//! switch of the one that takes them.
+//! switch of the one that takes them (where backends swapped between
+//! frontends allow no such order, the keys go first).
 
 use std::collections::{BTreeMap, BTreeSet};
 
