@@ -8,7 +8,7 @@
 //! frontend still sent requests to the backend while its answers already
 //! went back from the new frontend's port, where the client dropped them.
 //! Now the entry is written between the two frontends' switches
-//! (Plan::moves; src/plan/mod.rs tests the order of chains of moves).
+//! (Plan::moves; src/plan/moves.rs tests the order of chains of moves).
 
 mod support;
 
