@@ -34,7 +34,6 @@ mod down;
 mod hashes;
 mod moves;
 mod ops;
-mod planner;
 mod port_flags;
 mod state;
 mod tables;

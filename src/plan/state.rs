@@ -1,14 +1,16 @@
 //! [`State`]: what userspace has put in the maps, frontend by frontend, and
-//! the plans from it: to a new configuration (steps in `planner.rs`), or
+//! the plans from it: to a new configuration (steps in `state/planner.rs`), or
 //! deleting the lingering reply entries.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::planner::Planner;
+mod planner;
+
 use super::port_flags::port_flag_changes;
 use super::{Down, Plan};
 use crate::abi::Endpoint;
 use crate::config::{Config, FrontendConfig, Listen};
+use planner::Planner;
 
 /// A backend's identity within its frontend: (address, port).
 pub type BackendId = (Option<std::net::IpAddr>, u16);

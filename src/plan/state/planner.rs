@@ -4,15 +4,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::down::{held_down, listing};
-use super::port_flags::port_flag_changes;
-use super::state::Live;
-use super::values::{
-    backend_value, frontend_entries, quic_entries, reply_entries, retired_value, ring,
-};
-use super::{Down, Plan, State};
+use super::{Live, State};
 use crate::abi::{Endpoint, UDPLB_BACKEND_SLOTS, UDPLB_FRONTEND_IDS};
 use crate::config::FrontendConfig;
+use crate::plan::down::{held_down, listing};
+use crate::plan::port_flags::port_flag_changes;
+use crate::plan::values::{
+    backend_value, frontend_entries, quic_entries, reply_entries, retired_value, ring,
+};
+use crate::plan::{Down, Plan};
 
 /// Lowest numbers in 0..limit that are not in `taken`.
 struct Allocator {
