@@ -43,7 +43,7 @@ impl BackendConfig {
     }
 
     /// `9876` (a local port) or `198.18.1.2:53`: the backend without its
-    /// weight.
+    /// server ID and weight.
     pub fn name(&self) -> String {
         match self.addr {
             None => self.port.to_string(),
@@ -75,31 +75,49 @@ pub fn parse_backend(s: &str, frontend: &str) -> Result<BackendConfig, UsageErro
             "frontend {frontend}: empty entry in the backend list"
         ));
     }
-    // TARGET[#SERVER_ID][@WEIGHT]; `#` after the weight is accepted too.
-    let (s_no_id, server_id) = match s.split_once('#') {
-        None => (s.to_string(), None),
-        Some((head, tail)) => {
-            let (hex, rest) = match tail.split_once('@') {
-                Some((hex, w)) => (hex, format!("@{w}")),
-                None => (tail, String::new()),
-            };
-            let id = ServerId::parse(hex).ok_or_else(|| {
-                usage!(
-                    "frontend {frontend}: backend '{s}': server ID '{}' is not 1 to \
-                     {QUIC_MAX_SID} bytes in hex (e.g. 0a01)",
-                    hex.trim()
-                )
-            })?;
-            (format!("{}{rest}", head.trim()), Some(id))
-        }
-    };
-    let (port, weight) = match s_no_id.split_once('@') {
+    let (s_no_id, server_id) = split_server_id(s, frontend)?;
+    let (target_text, weight_text) = match s_no_id.split_once('@') {
         Some((p, w)) => (p.trim(), Some(w.trim())),
         None => (s_no_id.as_str(), None),
     };
-    let what = format!("frontend {frontend}: backend");
-    let (addr, port) = if port.contains(':') || port.contains('[') {
-        let remote = parse_listen(port).map_err(|e| {
+    let (addr, port) = target(target_text, s, frontend)?;
+    let weight = match weight_text {
+        None => 1,
+        Some(w) => weight(w, s, frontend)?,
+    };
+    Ok(BackendConfig {
+        addr,
+        port,
+        weight,
+        server_id,
+    })
+}
+
+/// `TARGET[#SERVER_ID][@WEIGHT]` (`s`) without its server ID, and the ID;
+/// `#` after the weight is accepted too.
+fn split_server_id(s: &str, frontend: &str) -> Result<(String, Option<ServerId>), UsageError> {
+    let Some((head, tail)) = s.split_once('#') else {
+        return Ok((s.to_string(), None));
+    };
+    let (hex, rest) = match tail.split_once('@') {
+        Some((hex, w)) => (hex, format!("@{w}")),
+        None => (tail, String::new()),
+    };
+    let id = ServerId::parse(hex).ok_or_else(|| {
+        usage!(
+            "frontend {frontend}: backend '{s}': server ID '{}' is not 1 to \
+             {QUIC_MAX_SID} bytes in hex (e.g. 0a01)",
+            hex.trim()
+        )
+    })?;
+    Ok((format!("{}{rest}", head.trim()), Some(id)))
+}
+
+/// TARGET: a local `PORT` (no address), or `IPv4:PORT` / `[IPv6]:PORT` of
+/// a host. `s` is the whole backend, as errors quote it.
+fn target(text: &str, s: &str, frontend: &str) -> Result<(Option<IpAddr>, u16), UsageError> {
+    if text.contains(':') || text.contains('[') {
+        let remote = parse_listen(text).map_err(|e| {
             usage!(
                 "frontend {frontend}: backend '{s}': {}",
                 e.0.replace("frontend", "backend")
@@ -108,34 +126,28 @@ pub fn parse_backend(s: &str, frontend: &str) -> Result<BackendConfig, UsageErro
         let addr = remote.addr.filter(|a| !a.is_unspecified()).ok_or_else(|| {
             usage!("frontend {frontend}: backend '{s}' needs a host address, not a wildcard")
         })?;
-        (Some(addr), remote.port)
-    } else if port.parse::<IpAddr>().is_ok() {
-        return Err(usage!(
+        Ok((Some(addr), remote.port))
+    } else if text.parse::<IpAddr>().is_ok() {
+        Err(usage!(
             "frontend {frontend}: backend '{s}' needs a port: ADDRESS:PORT"
-        ));
+        ))
     } else {
-        (None, parse_port(port, &what)?)
-    };
-    let weight = match weight {
-        None => 1,
-        Some(w) => {
-            let digits = !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit());
-            match w.parse::<u32>() {
-                Ok(w) if digits && w <= UDPLB_MAX_WEIGHT => w,
-                _ => {
-                    return Err(usage!(
-                        "frontend {frontend}: backend '{s}': weight must be 0-{UDPLB_MAX_WEIGHT}"
-                    ))
-                }
-            }
-        }
-    };
-    Ok(BackendConfig {
-        addr,
-        port,
-        weight,
-        server_id,
-    })
+        Ok((
+            None,
+            parse_port(text, &format!("frontend {frontend}: backend"))?,
+        ))
+    }
+}
+
+/// `@WEIGHT`: digits only, 0 to UDPLB_MAX_WEIGHT.
+fn weight(w: &str, s: &str, frontend: &str) -> Result<u32, UsageError> {
+    let digits = !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit());
+    match w.parse::<u32>() {
+        Ok(w) if digits && w <= UDPLB_MAX_WEIGHT => Ok(w),
+        _ => Err(usage!(
+            "frontend {frontend}: backend '{s}': weight must be 0-{UDPLB_MAX_WEIGHT}"
+        )),
+    }
 }
 
 /// A remote backend is one other host the datapath forwards to. A group

@@ -13,11 +13,12 @@
 //! A port-only frontend listens on every local address of both families;
 //! `0.0.0.0:PORT` and `[::]:PORT` are the wildcard of one family.
 //!
-//! One file per part: [`listen`] (interfaces and frontend addresses),
-//! [`backend`], [`quic`] (server IDs), [`sched`] (schedulers and their
-//! settings), [`names`] (the names of schedulers and check kinds), [`check`]
-//! (the rules over a whole configuration), [`health`], [`announce`] and
-//! [`file`] (the TOML file).
+//! One file per part: `listen.rs` (interfaces and frontend addresses),
+//! `backend.rs`, `quic.rs` (server IDs), `sched.rs` (schedulers and their
+//! settings), `names.rs` (the names of schedulers and check kinds),
+//! `check.rs` (the rules over a whole configuration), `health.rs`,
+//! `announce.rs` and `file/` (the TOML file). This file holds what ties
+//! them together: a frontend, the configuration and its checks in order.
 
 pub mod announce;
 mod backend;
@@ -46,8 +47,8 @@ pub struct FrontendConfig {
     pub sched: Sched,
     /// Maglev table size (a prime); unused by round robin.
     pub table_size: u32,
-    /// Checks and what to do when every backend is down. The plan ignores
-    /// it: it takes the checks' verdicts instead.
+    /// Checks and what to do when every backend is down. The plan reads
+    /// only `on_all_down`: the checks reach it as their verdicts.
     pub health: FrontendHealth,
     /// Idle timeout of pinned flows in seconds (Maglev only; 0: no flow
     /// table for this frontend).
@@ -114,7 +115,7 @@ impl Config {
 
     /// As [`Config::new`]; an error also names the index of the frontend it
     /// is about, when it is about one (the config file adds its line).
-    pub fn check(frontends: Vec<FrontendConfig>) -> Result<Config, check::Refusal> {
+    pub fn check(frontends: Vec<FrontendConfig>) -> Result<Config, (Option<usize>, UsageError)> {
         check::frontend_count(&frontends).map_err(|e| (None, e))?;
         let listening = check::Listening::of(&frontends)?;
         let mut owners = check::Owners::default();
@@ -124,6 +125,7 @@ impl Config {
         check::totals(&frontends).map_err(|e| (None, e))?;
         Ok(Config { frontends })
     }
+
     /// The command line's `--health KIND`: every frontend checks its
     /// backends with KIND at the default timing.
     pub fn set_check(&mut self, kind: &CheckKind) {

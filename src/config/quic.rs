@@ -72,7 +72,7 @@ pub struct QuicParams {
 
 impl FrontendConfig {
     /// The QUIC-LB parameters of a quic frontend (`None` for the others),
-    /// once [`Config::check`] has accepted it.
+    /// once [`Config::check`](super::Config::check) has accepted it.
     pub fn quic(&self) -> Option<QuicParams> {
         if self.sched != Sched::Quic {
             return None;

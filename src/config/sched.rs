@@ -55,12 +55,14 @@ impl Sched {
         }
     }
 
-    /// Whether the frontend has a Maglev ring (and so a flow table).
+    /// Whether the frontend has a Maglev ring (and so can have a flow
+    /// table).
     pub fn hashes(self) -> bool {
         self != Sched::Rr
     }
 }
 
+/// Whether `n` is prime (trial division up to its square root).
 pub fn is_prime(n: u32) -> bool {
     n >= 2
         && (2..)

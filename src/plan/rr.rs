@@ -21,7 +21,7 @@ pub fn ring_len(fe: &FrontendConfig) -> u64 {
 }
 
 /// The length of [`ring`]`(weights)`, without building it.
-pub fn cycle_len(weights: &[u32]) -> u64 {
+fn cycle_len(weights: &[u32]) -> u64 {
     turns(weights).sum()
 }
 
@@ -34,7 +34,7 @@ fn turns(weights: &[u32]) -> impl Iterator<Item = u64> + '_ {
         .map(move |&w| w.checked_div(g).unwrap_or(0) as u64)
 }
 
-/// One cycle: backend i appears weight_i / g times ([`turns`]), its turns
+/// One cycle: backend i appears weight_i / g times (`turns`), its turns
 /// spread evenly over the cycle. Equal weights give 0, 1, 2, ... in the
 /// order listed; weight 0 never appears.
 pub fn ring(weights: &[u32]) -> Vec<u32> {

@@ -11,8 +11,8 @@
 //! `announce_lease = "10s"`; `announce = false` in a frontend leaves it out.
 //!
 //! Every error names the file, the line and the field. Pure: no kernel access.
-//! The parts: [`raw`] (the file as serde reads it), [`spans`] (error
-//! positions and hints), [`health`] (the health sections); the steps over
+//! The parts: `raw.rs` (the file as serde reads it), `spans.rs` (error
+//! positions and hints), `health.rs` (the health sections); the steps over
 //! the whole file and each frontend are here.
 
 mod health;
@@ -102,9 +102,9 @@ fn metrics(m: &Spanned<String>, at: &Lines) -> Result<std::net::SocketAddr, Usag
     })
 }
 
-/// One `[[frontend]]`, its settings over `defaults`, with the QUIC-LB rules
-/// checked here because only here can their errors point at a backend's
-/// line; [`Config::check`] checks the rest.
+/// One `[[frontend]]`, its settings over `defaults`. The QUIC-LB rules are
+/// checked here, before [`Config::check`] runs them again with the others,
+/// so that their errors point at a backend's line or at `[frontend.quic]`.
 fn frontend(f: &RawFrontend, defaults: Defaults, at: &Lines) -> Result<FrontendConfig, UsageError> {
     let listen_text = f.listen.get_ref().as_string();
     let listen = parse_listen(&listen_text).map_err(|e| at.error(f.listen.span(), "listen", e))?;
@@ -193,8 +193,9 @@ fn quic_settings(raw: &RawQuic, at: &Lines) -> Result<QuicSettings, UsageError> 
     })
 }
 
-/// The announce settings: every frontend with an address unless it says
-/// `announce = false`; one without an address must say so.
+/// The announce settings, off without `announce_interface`: every frontend
+/// unless it says `announce = false`; one whose address cannot be announced
+/// (none, or one no router carries to this host) must say so.
 fn announcements(raw: &RawFile, config: &Config, at: &Lines) -> Result<Announce, UsageError> {
     let mut out = Announce::default();
     type Parse = fn(&str) -> Result<std::time::Duration, UsageError>;
