@@ -35,7 +35,7 @@ use spans::{flow_timeout, sched, table_size, Lines};
 pub struct FileConfig {
     pub interface: String,
     pub config: Config,
-    /// `metrics = "ADDR:PORT"`: where to serve /metrics.
+    /// `metrics = "ADDR:PORT"`: where to serve /metrics and the status page.
     pub metrics: Option<std::net::SocketAddr>,
     /// `announce_interface` and friends; off when absent.
     pub announce: Announce,

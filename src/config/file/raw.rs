@@ -63,8 +63,8 @@ pub(super) struct RawQuic {
 }
 
 /// `[frontend.health]`: the frontend's check, what to do when all are down,
-/// and per-backend overrides (`[frontend.health.backend."PORT"]`) with the
-/// check keys only.
+/// and per-backend overrides (`[frontend.health.backend."BACKEND"]`, BACKEND
+/// as in `backends` without server ID and weight) with the check keys only.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCheck {
