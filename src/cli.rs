@@ -59,7 +59,7 @@ pub struct Args {
     /// also down while no UDP socket is bound to their port. The config
     /// file sets checks per frontend and per backend
     #[arg(long, value_name = "KIND", conflicts_with = "config",
-          value_parser = ["none", "udp", "dns", "tcp", "http"])]
+          value_parser = crate::config::names::check_kind_names())]
     pub health: Option<String>,
 
     /// Maglev flow table: seconds a flow stays pinned to the backend that
@@ -182,18 +182,16 @@ impl Args {
 // datapath know nothing of clap).
 impl ValueEnum for Sched {
     fn value_variants<'a>() -> &'a [Self] {
-        &[Sched::Rr, Sched::Maglev, Sched::Quic]
+        &Sched::ALL
     }
 
     fn to_possible_value(&self) -> Option<PossibleValue> {
-        Some(match self {
-            Sched::Rr => PossibleValue::new("rr")
-                .help("Per-datagram weighted round robin (stateless protocols: DNS, syslog)"),
-            Sched::Maglev => PossibleValue::new("maglev")
-                .help("Flow-consistent: Maglev hashing of the 4-tuple (QUIC, DTLS, games)"),
-            Sched::Quic => PossibleValue::new("quic")
-                .help("QUIC-LB: the server ID in the connection ID, else maglev"),
-        })
+        let help = match self {
+            Sched::Rr => "Per-datagram weighted round robin (stateless protocols: DNS, syslog)",
+            Sched::Maglev => "Flow-consistent: Maglev hashing of the 4-tuple (QUIC, DTLS, games)",
+            Sched::Quic => "QUIC-LB: the server ID in the connection ID, else maglev",
+        };
+        Some(PossibleValue::new(self.code()).help(help))
     }
 }
 

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use super::names::CHECK_KINDS;
 use crate::error::UsageError;
 use crate::usage;
 
@@ -37,37 +38,24 @@ pub enum CheckKind {
 }
 
 impl CheckKind {
-    /// "none", "udp", "dns", "tcp" or "http".
+    /// "none", "udp", "dns", "tcp" or "http": its name in [`CHECK_KINDS`].
     pub fn code(&self) -> &'static str {
-        match self {
-            CheckKind::None => "none",
-            CheckKind::Udp { .. } => "udp",
-            CheckKind::Dns { .. } => "dns",
-            CheckKind::Tcp { .. } => "tcp",
-            CheckKind::Http { .. } => "http",
-        }
+        // CHECK_KINDS is in declaration order (a test below checks it).
+        let i = match self {
+            CheckKind::None => 0,
+            CheckKind::Udp { .. } => 1,
+            CheckKind::Dns { .. } => 2,
+            CheckKind::Tcp { .. } => 3,
+            CheckKind::Http { .. } => 4,
+        };
+        CHECK_KINDS[i].0
     }
 
     /// The kind named `code` with its default settings.
     pub fn with_defaults(code: &str) -> Option<CheckKind> {
-        Some(match code {
-            "none" => CheckKind::None,
-            "udp" => CheckKind::Udp {
-                payload: DEFAULT_UDP_PAYLOAD.to_vec(),
-                expect: Vec::new(),
-            },
-            "dns" => CheckKind::Dns {
-                name: ".".into(),
-                qtype: "NS".into(),
-                noerror: false,
-            },
-            "tcp" => CheckKind::Tcp { port: None },
-            "http" => CheckKind::Http {
-                port: None,
-                path: "/".into(),
-            },
-            _ => return None,
-        })
+        (CHECK_KINDS.iter())
+            .find(|(name, _)| *name == code)
+            .map(|(_, defaults)| defaults())
     }
 }
 
@@ -251,9 +239,9 @@ mod tests {
             (c.interval, c.timeout, c.rise, c.fall),
             (Duration::from_secs(1), Duration::from_millis(500), 2, 3)
         );
-        for code in ["none", "udp", "dns", "tcp", "http"] {
+        for (code, defaults) in CHECK_KINDS {
             let kind = CheckKind::with_defaults(code).unwrap();
-            assert_eq!(kind.code(), code);
+            assert_eq!((kind.code(), defaults().code()), (code, code));
             validate(&Check { kind, ..c.clone() }).unwrap();
         }
         assert_eq!(CheckKind::with_defaults("icmp"), None);

@@ -1,6 +1,8 @@
 //! Weighted round robin as a cycle of backend indices, computed once per
 //! configuration; the datapath walks it with a per-CPU cursor.
 
+use crate::config::{weights, FrontendConfig, Sched};
+
 fn gcd(a: u32, b: u32) -> u32 {
     if b == 0 {
         a
@@ -9,26 +11,44 @@ fn gcd(a: u32, b: u32) -> u32 {
     }
 }
 
-/// One cycle: backend i appears weight_i / g times (g the gcd of the
-/// non-zero weights), its turns spread evenly over the cycle. Equal weights
-/// give 0, 1, 2, ... in the order listed; weight 0 never appears.
-pub fn ring(weights: &[u32]) -> Vec<u32> {
-    let g = weights.iter().copied().filter(|&w| w > 0).fold(0, gcd);
-    if g == 0 {
-        return Vec::new();
+/// The number of entries of a frontend's ring: its Maglev table, or one
+/// round-robin cycle ([`cycle_len`]).
+pub fn ring_len(fe: &FrontendConfig) -> u64 {
+    match fe.sched {
+        Sched::Maglev | Sched::Quic => fe.table_size as u64,
+        Sched::Rr => cycle_len(&weights(fe)),
     }
+}
+
+/// The length of [`ring`]`(weights)`, without building it.
+fn cycle_len(weights: &[u32]) -> u64 {
+    turns(weights).sum()
+}
+
+/// How many turns each backend has in one cycle: weight_i / g, g the gcd
+/// of the non-zero weights (all 0 when every weight is 0).
+fn turns(weights: &[u32]) -> impl Iterator<Item = u64> + '_ {
+    let g = weights.iter().copied().filter(|&w| w > 0).fold(0, gcd);
+    weights
+        .iter()
+        .map(move |&w| w.checked_div(g).unwrap_or(0) as u64)
+}
+
+/// One cycle: backend i appears weight_i / g times (`turns`), its turns
+/// spread evenly over the cycle. Equal weights give 0, 1, 2, ... in the
+/// order listed; weight 0 never appears.
+pub fn ring(weights: &[u32]) -> Vec<u32> {
     // The k-th turn of backend i falls at time (k + 1/2) / w_i; ordering all
     // turns by time (ties by index) interleaves them evenly. Compare the
     // fractions (2k + 1) / (2 w_i) exactly by cross-multiplying.
-    let mut turns: Vec<(u64, u64, u32)> = Vec::new();
-    for (i, &w) in weights.iter().enumerate() {
-        let w = (w / g) as u64;
+    let mut turns_at: Vec<(u64, u64, u32)> = Vec::new();
+    for (i, w) in turns(weights).enumerate() {
         for k in 0..w {
-            turns.push((2 * k + 1, 2 * w, i as u32));
+            turns_at.push((2 * k + 1, 2 * w, i as u32));
         }
     }
-    turns.sort_by(|a, b| (a.0 * b.1).cmp(&(b.0 * a.1)).then(a.2.cmp(&b.2)));
-    turns.into_iter().map(|t| t.2).collect()
+    turns_at.sort_by(|a, b| (a.0 * b.1).cmp(&(b.0 * a.1)).then(a.2.cmp(&b.2)));
+    turns_at.into_iter().map(|t| t.2).collect()
 }
 
 #[cfg(test)]
@@ -63,5 +83,21 @@ mod tests {
     fn all_drained_is_empty() {
         assert!(ring(&[0, 0]).is_empty());
         assert!(ring(&[]).is_empty());
+        assert_eq!(cycle_len(&[0, 0]), 0);
+    }
+
+    #[test]
+    fn cycle_len_is_the_ring_length() {
+        for w in [
+            &[1, 1, 1][..],
+            &[3, 1],
+            &[2, 3, 0, 1],
+            &[4, 6],
+            &[1000, 999],
+            &[0, 5],
+        ] {
+            assert_eq!(cycle_len(w), ring(w).len() as u64, "{w:?}");
+        }
+        assert_eq!(cycle_len(&[4, 6]), 5, "divided by the gcd");
     }
 }

@@ -1,35 +1,9 @@
 //! The TOML configuration file (`udplb --config FILE`), equivalent to the
-//! command line:
+//! command line. An example (src/config/file/example.toml, which a test
+//! parses):
 //!
 //! ```toml
-//! interface = "lo"
-//! sched = "maglev"            # default for every frontend: "rr", "maglev" or "quic"
-//! table_size = 65537          # Maglev table size (a prime)
-//! flow_timeout = 60           # Maglev flow table idle timeout, seconds (0: none)
-//!
-//! [[frontend]]
-//! listen = "9875"             # PORT, "IPv4:PORT" or "[IPv6]:PORT"
-//! backends = ["9876", "9877@2", 9878]
-//! sched = "rr"                # optional, per frontend
-//! flow_timeout = 300          # optional, per frontend
-//!
-//! [frontend.health]           # optional; see README "Health checks"
-//! check = "dns"               # none, udp, dns, tcp or http
-//! interval = "1s"             # timeout = "500ms", rise = 2, fall = 3
-//! on_all_down = "open"        # or "drop"
-//! sockets = true              # local backends: down with no socket bound
-//! [frontend.health.backend."9877"]
-//! check = "tcp"               # a backend's own check (same keys)
-//! port = 8080
-//!
-//! [[frontend]]
-//! listen = "443"
-//! sched = "quic"              # QUIC-LB: route by the server ID in the CID
-//! backends = ["4431#0a01", "4432#0a02@2"]   # PORT#SERVER_ID[@WEIGHT]
-//! [frontend.quic]             # optional; see README "QUIC"
-//! server_id_len = 2           # default: the length of the server IDs
-//! cid_len = 8                 # short header CID length; default max(8, server_id_len + 5)
-//! config_id = 0               # config rotation codepoint, 0-6
+#![doc = include_str!("example.toml")]
 //! ```
 //!
 //! Announcing frontend addresses (README "Several balancers behind ECMP"): top-level
@@ -37,370 +11,168 @@
 //! `announce_lease = "10s"`; `announce = false` in a frontend leaves it out.
 //!
 //! Every error names the file, the line and the field. Pure: no kernel access.
+//! The parts: `raw.rs` (the file as serde reads it), `spans.rs` (error
+//! positions and hints), `health.rs` (the health sections); the steps over
+//! the whole file and each frontend are here.
 
-use std::ops::Range;
+mod health;
+mod raw;
+mod spans;
 
-use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::announce::{self, Announce};
-use crate::config::health::{self, parse_duration, Check, CheckKind, FrontendHealth, OnAllDown};
 use crate::config::{
-    check_interface_name, parse_backend, parse_flow_timeout, parse_listen, parse_table_size,
-    Config, Defaults, FrontendConfig, QuicSettings, Sched,
+    check_interface_name, parse_backend, parse_listen, BackendConfig, Check, Config, Defaults,
+    FrontendConfig, FrontendHealth, QuicSettings, Sched,
 };
 use crate::error::UsageError;
+use raw::{RawFile, RawFrontend, RawQuic, Text};
+use spans::{flow_timeout, sched, table_size, Lines};
 
 /// A parsed, validated configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileConfig {
     pub interface: String,
     pub config: Config,
-    /// `metrics = "ADDR:PORT"`: where to serve /metrics.
+    /// `metrics = "ADDR:PORT"`: where to serve /metrics and the status page.
     pub metrics: Option<std::net::SocketAddr>,
     /// `announce_interface` and friends; off when absent.
     pub announce: Announce,
 }
 
-/// A port may be written as a number or a string (`9876` or `"9876@2"`).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Text {
-    Number(i64),
-    Str(String),
-}
-
-impl Text {
-    fn as_string(&self) -> String {
-        match self {
-            Text::Number(n) => n.to_string(),
-            Text::Str(s) => s.clone(),
-        }
+/// Parses and validates the text of a configuration file named `path`.
+pub fn parse(text: &str, path: &str) -> Result<FileConfig, UsageError> {
+    let at = Lines { path, text };
+    let raw: RawFile = toml::from_str(text).map_err(|e| at.toml_error(&e))?;
+    let defaults = defaults(&raw, &at)?;
+    let interface = raw.interface.get_ref().trim().to_string();
+    for name in interface.split(',').map(str::trim) {
+        check_interface_name(name).map_err(|e| at.error(raw.interface.span(), "interface", e))?;
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    interface: Spanned<String>,
-    sched: Option<Spanned<String>>,
-    table_size: Option<Spanned<i64>>,
-    flow_timeout: Option<Spanned<i64>>,
-    metrics: Option<Spanned<String>>,
-    announce_interface: Option<Spanned<String>>,
-    announce_grace: Option<Spanned<Text>>,
-    announce_lease: Option<Spanned<Text>>,
-    #[serde(default)]
-    frontend: Vec<Spanned<RawFrontend>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFrontend {
-    listen: Spanned<Text>,
-    backends: Spanned<Vec<Spanned<Text>>>,
-    sched: Option<Spanned<String>>,
-    table_size: Option<Spanned<i64>>,
-    flow_timeout: Option<Spanned<i64>>,
-    health: Option<Spanned<RawCheck>>,
-    announce: Option<Spanned<bool>>,
-    quic: Option<Spanned<RawQuic>>,
-}
-
-/// `[frontend.quic]`: QUIC-LB settings of a quic frontend.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawQuic {
-    server_id_len: Option<Spanned<i64>>,
-    cid_len: Option<Spanned<i64>>,
-    config_id: Option<Spanned<i64>>,
-}
-
-/// `[frontend.health]`: the frontend's check, what to do when all are down,
-/// and per-backend overrides (`[frontend.health.backend."PORT"]`) with the
-/// check keys only.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawCheck {
-    on_all_down: Option<Spanned<String>>,
-    sockets: Option<Spanned<bool>>,
-    backend: Option<std::collections::BTreeMap<String, Spanned<RawCheck>>>,
-    check: Option<Spanned<String>>,
-    interval: Option<Spanned<Text>>,
-    timeout: Option<Spanned<Text>>,
-    rise: Option<Spanned<i64>>,
-    fall: Option<Spanned<i64>>,
-    /// udp
-    payload: Option<Spanned<String>>,
-    expect: Option<Spanned<String>>,
-    /// dns
-    name: Option<Spanned<String>>,
-    #[serde(rename = "type")]
-    qtype: Option<Spanned<String>>,
-    rcode: Option<Spanned<String>>,
-    /// tcp, http
-    port: Option<Spanned<i64>>,
-    path: Option<Spanned<String>>,
-}
-
-/// Line numbers (1-based) of byte offsets in the file.
-struct Lines<'a> {
-    path: &'a str,
-    text: &'a str,
-}
-
-impl Lines<'_> {
-    fn line(&self, span: Range<usize>) -> usize {
-        self.text[..span.start.min(self.text.len())]
-            .matches('\n')
-            .count()
-            + 1
+    let metrics = match &raw.metrics {
+        None => None,
+        Some(m) => Some(metrics(m, &at)?),
+    };
+    if raw.frontend.is_empty() {
+        return Err(UsageError(format!("{path}: no [[frontend]] sections")));
     }
-
-    fn error(&self, span: Range<usize>, field: &str, msg: impl std::fmt::Display) -> UsageError {
-        UsageError(format!("{}:{}: {field}: {msg}", self.path, self.line(span)))
-    }
+    let frontends = (raw.frontend.iter())
+        .map(|f| frontend(f.get_ref(), defaults, &at))
+        .collect::<Result<Vec<_>, _>>()?;
+    let config = Config::check(frontends).map_err(|(i, e)| match i {
+        Some(i) => at.error(raw.frontend[i].span(), "frontend", e),
+        None => UsageError(format!("{path}: {e}")),
+    })?;
+    let announce = announcements(&raw, &config, &at)?;
+    Ok(FileConfig {
+        interface,
+        config,
+        metrics,
+        announce,
+    })
 }
 
-fn sched(value: &Spanned<String>, field: &str, at: &Lines) -> Result<Sched, UsageError> {
-    Sched::parse(value.get_ref()).ok_or_else(|| {
+/// The top-level `sched`, `table_size` and `flow_timeout`: what frontends
+/// that do not set their own get.
+fn defaults(raw: &RawFile, at: &Lines) -> Result<Defaults, UsageError> {
+    let mut defaults = Defaults::default();
+    if let Some(s) = &raw.sched {
+        defaults.sched = sched(s, "sched", at)?;
+    }
+    if let Some(t) = &raw.table_size {
+        defaults.table_size = table_size(t, "table_size", at)?;
+    }
+    if let Some(t) = &raw.flow_timeout {
+        defaults.flow_timeout = flow_timeout(t, "flow_timeout", at)?;
+    }
+    Ok(defaults)
+}
+
+fn metrics(m: &Spanned<String>, at: &Lines) -> Result<std::net::SocketAddr, UsageError> {
+    m.get_ref().parse().map_err(|_| {
         at.error(
-            value.span(),
-            field,
-            format!("'{}' is not rr, maglev or quic", value.get_ref()),
+            m.span(),
+            "metrics",
+            format!(
+                "'{}' is not ADDRESS:PORT (e.g. 127.0.0.1:9100 or [::1]:9100)",
+                m.get_ref()
+            ),
         )
     })
 }
 
-fn table_size(value: &Spanned<i64>, field: &str, at: &Lines) -> Result<u32, UsageError> {
-    parse_table_size(&value.get_ref().to_string()).map_err(|e| at.error(value.span(), field, e))
-}
-
-fn duration(
-    value: &Spanned<Text>,
-    field: &str,
-    at: &Lines,
-) -> Result<std::time::Duration, UsageError> {
-    match value.get_ref() {
-        Text::Str(s) => parse_duration(s).map_err(|e| at.error(value.span(), field, e)),
-        Text::Number(n) => Err(at.error(
-            value.span(),
-            field,
-            format!("{n} needs a unit: write \"{n}ms\" or \"{n}s\""),
-        )),
-    }
-}
-
-fn count(value: &Spanned<i64>, field: &str, at: &Lines) -> Result<u32, UsageError> {
-    u32::try_from(*value.get_ref())
-        .ok()
-        .filter(|v| (1..=health::MAX_RISE_FALL).contains(v))
-        .ok_or_else(|| {
-            at.error(
-                value.span(),
-                field,
-                format!(
-                    "{} is out of range: 1 to {}",
-                    value.get_ref(),
-                    health::MAX_RISE_FALL
-                ),
-            )
-        })
-}
-
-/// A check: `raw`'s keys over `base` (the frontend's check, or the
-/// defaults). Keys that belong to another kind are refused.
-fn check(
-    raw: &RawCheck,
-    base: &Check,
-    whole: Range<usize>,
-    at: &Lines,
-) -> Result<Check, UsageError> {
-    let mut c = base.clone();
-    if let Some(k) = &raw.check {
-        c.kind = match CheckKind::with_defaults(k.get_ref()) {
-            // The same kind keeps the settings it inherited.
-            Some(kind) if kind.code() == base.kind.code() => base.kind.clone(),
-            Some(kind) => kind,
-            None => {
-                return Err(at.error(
-                    k.span(),
-                    "check",
-                    format!("'{}' is not none, udp, dns, tcp or http", k.get_ref()),
-                ))
-            }
-        };
-    }
-    if let Some(v) = &raw.interval {
-        c.interval = duration(v, "interval", at)?;
-        // A shorter interval brings the default timeout down with it.
-        if raw.timeout.is_none() && c.timeout > c.interval {
-            c.timeout = c.interval;
-        }
-    }
-    if let Some(v) = &raw.timeout {
-        c.timeout = duration(v, "timeout", at)?;
-    }
-    if let Some(v) = &raw.rise {
-        c.rise = count(v, "rise", at)?;
-    }
-    if let Some(v) = &raw.fall {
-        c.fall = count(v, "fall", at)?;
-    }
-    let code = c.kind.code();
-    let wrong = |field: &str, span: Range<usize>| {
-        at.error(span, field, format!("is not a setting of a {code} check"))
+/// One `[[frontend]]`, its settings over `defaults`. The QUIC-LB rules are
+/// checked here, before [`Config::check`] runs them again with the others,
+/// so that their errors point at a backend's line or at `[frontend.quic]`.
+fn frontend(f: &RawFrontend, defaults: Defaults, at: &Lines) -> Result<FrontendConfig, UsageError> {
+    let listen_text = f.listen.get_ref().as_string();
+    let listen = parse_listen(&listen_text).map_err(|e| at.error(f.listen.span(), "listen", e))?;
+    let name = listen.to_string();
+    let backends = backends(f, &name, at)?;
+    let sched = match &f.sched {
+        Some(s) => sched(s, "sched", at)?,
+        None => defaults.sched,
     };
-    let port = |v: &Spanned<i64>| {
-        u16::try_from(*v.get_ref())
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| {
-                at.error(
-                    v.span(),
-                    "port",
-                    format!("{} is out of range: ports are 1-65535", v.get_ref()),
-                )
-            })
+    let table_size = match &f.table_size {
+        Some(t) => table_size(t, "table_size", at)?,
+        None => defaults.table_size,
     };
-    match &mut c.kind {
-        CheckKind::Udp { payload, expect } => {
-            if let Some(v) = &raw.payload {
-                *payload = v.get_ref().clone().into_bytes();
-            }
-            if let Some(v) = &raw.expect {
-                *expect = v.get_ref().clone().into_bytes();
-            }
-        }
-        CheckKind::Dns {
-            name,
-            qtype,
-            noerror,
-        } => {
-            if let Some(v) = &raw.name {
-                *name = v.get_ref().clone();
-                crate::dns::query(0, name, "A").map_err(|e| at.error(v.span(), "name", e))?;
-            }
-            if let Some(v) = &raw.qtype {
-                *qtype = v.get_ref().clone();
-                crate::dns::query(0, ".", qtype).map_err(|e| at.error(v.span(), "type", e))?;
-            }
-            if let Some(v) = &raw.rcode {
-                *noerror = match v.get_ref().to_ascii_lowercase().as_str() {
-                    "any" => false,
-                    "noerror" => true,
-                    other => {
-                        return Err(at.error(
-                            v.span(),
-                            "rcode",
-                            format!("'{other}' is not any or noerror"),
-                        ))
-                    }
-                };
-            }
-        }
-        CheckKind::Tcp { port: p } => {
-            if let Some(v) = &raw.port {
-                *p = Some(port(v)?);
-            }
-        }
-        CheckKind::Http { port: p, path } => {
-            if let Some(v) = &raw.port {
-                *p = Some(port(v)?);
-            }
-            if let Some(v) = &raw.path {
-                *path = v.get_ref().clone();
-            }
-        }
-        CheckKind::None => {}
-    }
-    let fields: [(&str, Option<Range<usize>>); 7] = [
-        ("payload", raw.payload.as_ref().map(|v| v.span())),
-        ("expect", raw.expect.as_ref().map(|v| v.span())),
-        ("name", raw.name.as_ref().map(|v| v.span())),
-        ("type", raw.qtype.as_ref().map(|v| v.span())),
-        ("rcode", raw.rcode.as_ref().map(|v| v.span())),
-        ("port", raw.port.as_ref().map(|v| v.span())),
-        ("path", raw.path.as_ref().map(|v| v.span())),
-    ];
-    let allowed: &[&str] = match code {
-        "udp" => &["payload", "expect"],
-        "dns" => &["name", "type", "rcode"],
-        "tcp" => &["port"],
-        "http" => &["port", "path"],
-        _ => &[],
+    let health = match &f.health {
+        None => FrontendHealth::new(Check::default()),
+        Some(h) => health::frontend_health(h, &backends, &name, at)?,
     };
-    for (field, span) in fields {
-        if let Some(span) = span.filter(|_| !allowed.contains(&field)) {
-            return Err(wrong(field, span));
-        }
-    }
-    health::validate(&c).map_err(|(field, e)| {
-        let span = match field {
-            "interval" => raw.interval.as_ref().map(|v| v.span()),
-            "timeout" => raw.timeout.as_ref().map(|v| v.span()),
-            "path" => raw.path.as_ref().map(|v| v.span()),
-            "payload" => raw.payload.as_ref().map(|v| v.span()),
-            _ => None,
-        };
-        at.error(span.unwrap_or(whole), field, e)
-    })?;
-    Ok(c)
-}
-
-fn frontend_health(
-    h: &Spanned<RawCheck>,
-    backends: &[crate::config::BackendConfig],
-    frontend: &str,
-    at: &Lines,
-) -> Result<FrontendHealth, UsageError> {
-    let raw = h.get_ref();
-    let mut out = FrontendHealth::new(check(raw, &Check::default(), h.span(), at)?);
-    if let Some(v) = &raw.on_all_down {
-        out.on_all_down = match v.get_ref().as_str() {
-            "open" => OnAllDown::Open,
-            "drop" => OnAllDown::Drop,
-            other => {
-                return Err(at.error(
-                    v.span(),
-                    "on_all_down",
-                    format!("'{other}' is not open or drop"),
-                ))
-            }
-        };
-    }
-    if let Some(v) = &raw.sockets {
-        out.sockets = *v.get_ref();
-    }
-    for (name, b) in raw.backend.iter().flatten() {
-        let r = b.get_ref();
-        let frontend_only = [
-            ("on_all_down", r.on_all_down.as_ref().map(|v| v.span())),
-            ("sockets", r.sockets.as_ref().map(|v| v.span())),
-            ("backend", r.backend.as_ref().map(|_| b.span())),
-        ];
-        for (field, span) in frontend_only {
-            if let Some(span) = span {
-                return Err(at.error(
-                    span,
-                    field,
-                    "is a setting of the frontend, not of one backend",
-                ));
-            }
-        }
-        let Some(backend) = backends.iter().find(|x| x.name() == *name) else {
+    let flow_timeout = match &f.flow_timeout {
+        Some(t) => flow_timeout(t, "flow_timeout", at)?,
+        None => defaults.flow_timeout,
+    };
+    let quic_settings = match &f.quic {
+        None => QuicSettings::default(),
+        Some(q) if sched != Sched::Quic => {
             return Err(at.error(
-                b.span(),
-                "backend",
-                format!("'{name}' is not a backend of frontend {frontend}"),
-            ));
-        };
-        let c = check(b.get_ref(), &out.check, b.span(), at)?;
-        out.backends.insert(backend.name(), c);
-    }
-    Ok(out)
+                q.span(),
+                "quic",
+                format!("frontend {name} is not a quic frontend (sched = \"quic\")"),
+            ))
+        }
+        Some(q) => quic_settings(q.get_ref(), at)?,
+    };
+    let fe = FrontendConfig {
+        listen,
+        backends,
+        sched,
+        table_size,
+        health,
+        flow_timeout,
+        quic_settings,
+    };
+    // Server ID errors name the backend's line, the others the section's.
+    fe.check_quic().map_err(|(i, e)| match (i, &f.quic) {
+        (Some(i), _) => at.error(f.backends.get_ref()[i].span(), "backends", e),
+        (None, Some(q)) => at.error(q.span(), "quic", e),
+        (None, None) => at.error(f.backends.span(), "backends", e),
+    })?;
+    Ok(fe)
 }
 
+/// `backends`: at least one, each as on the command line.
+fn backends(f: &RawFrontend, frontend: &str, at: &Lines) -> Result<Vec<BackendConfig>, UsageError> {
+    if f.backends.get_ref().is_empty() {
+        return Err(at.error(
+            f.backends.span(),
+            "backends",
+            format!("frontend {frontend} has no backends"),
+        ));
+    }
+    (f.backends.get_ref().iter())
+        .map(|b| {
+            parse_backend(&b.get_ref().as_string(), frontend)
+                .map_err(|e| at.error(b.span(), "backends", e))
+        })
+        .collect()
+}
+
+/// `[frontend.quic]` of a quic frontend.
 fn quic_settings(raw: &RawQuic, at: &Lines) -> Result<QuicSettings, UsageError> {
     let byte =
         |v: &Option<Spanned<i64>>, field: &str, max: i64| -> Result<Option<u8>, UsageError> {
@@ -421,154 +193,9 @@ fn quic_settings(raw: &RawQuic, at: &Lines) -> Result<QuicSettings, UsageError> 
     })
 }
 
-fn flow_timeout(value: &Spanned<i64>, field: &str, at: &Lines) -> Result<u32, UsageError> {
-    parse_flow_timeout(&value.get_ref().to_string()).map_err(|e| at.error(value.span(), field, e))
-}
-
-/// The likely fix when a table header has the wrong number of brackets:
-/// `[frontend]` for the list `[[frontend]]` (one per frontend), or the
-/// other way round for a table such as `[frontend.health]`. (serde names
-/// the type it wanted, not the header: "expected a sequence" for the first,
-/// an "invalid type" of whatever the table holds for the second.)
-fn table_hint(line: &str, msg: &str) -> Option<String> {
-    let l = line.trim();
-    if let Some(name) = l.strip_prefix("[[").and_then(|r| r.strip_suffix("]]")) {
-        return msg
-            .contains("invalid type")
-            .then(|| format!(" (if there is one {name}, write [{name}])"));
-    }
-    let name = l.strip_prefix('[')?.strip_suffix(']')?;
-    msg.contains("expected a sequence")
-        .then(|| format!(" (write [[{name}]]: a list, one [[{name}]] per entry)"))
-}
-
-/// Parses and validates the text of a configuration file named `path`.
-pub fn parse(text: &str, path: &str) -> Result<FileConfig, UsageError> {
-    let at = Lines { path, text };
-    let raw: RawFile = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| at.line(s)).unwrap_or(1);
-        let msg = e.message().trim().replace('\n', "; ");
-        let hint = text
-            .lines()
-            .nth(line - 1)
-            .and_then(|l| table_hint(l, &msg))
-            .unwrap_or_default();
-        UsageError(format!("{path}:{line}: {msg}{hint}"))
-    })?;
-
-    let mut defaults = Defaults::default();
-    if let Some(s) = &raw.sched {
-        defaults.sched = sched(s, "sched", &at)?;
-    }
-    if let Some(t) = &raw.table_size {
-        defaults.table_size = table_size(t, "table_size", &at)?;
-    }
-    if let Some(t) = &raw.flow_timeout {
-        defaults.flow_timeout = flow_timeout(t, "flow_timeout", &at)?;
-    }
-    let interface = raw.interface.get_ref().trim().to_string();
-    for name in interface.split(',').map(str::trim) {
-        check_interface_name(name).map_err(|e| at.error(raw.interface.span(), "interface", e))?;
-    }
-    let metrics = match &raw.metrics {
-        None => None,
-        Some(m) => Some(m.get_ref().parse().map_err(|_| {
-            at.error(
-                m.span(),
-                "metrics",
-                format!(
-                    "'{}' is not ADDRESS:PORT (e.g. 127.0.0.1:9100 or [::1]:9100)",
-                    m.get_ref()
-                ),
-            )
-        })?),
-    };
-    if raw.frontend.is_empty() {
-        return Err(UsageError(format!("{path}: no [[frontend]] sections")));
-    }
-
-    let mut frontends = Vec::new();
-    for f in &raw.frontend {
-        let f = f.get_ref();
-        let listen_text = f.listen.get_ref().as_string();
-        let listen =
-            parse_listen(&listen_text).map_err(|e| at.error(f.listen.span(), "listen", e))?;
-        let name = listen.to_string();
-        if f.backends.get_ref().is_empty() {
-            return Err(at.error(
-                f.backends.span(),
-                "backends",
-                format!("frontend {name} has no backends"),
-            ));
-        }
-        let backends = f
-            .backends
-            .get_ref()
-            .iter()
-            .map(|b| {
-                parse_backend(&b.get_ref().as_string(), &name)
-                    .map_err(|e| at.error(b.span(), "backends", e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let sched = match &f.sched {
-            Some(s) => sched(s, "sched", &at)?,
-            None => defaults.sched,
-        };
-        let table_size = match &f.table_size {
-            Some(t) => table_size(t, "table_size", &at)?,
-            None => defaults.table_size,
-        };
-        let health = match &f.health {
-            None => FrontendHealth::new(Check::default()),
-            Some(h) => frontend_health(h, &backends, &name, &at)?,
-        };
-        let flow_timeout = match &f.flow_timeout {
-            Some(t) => flow_timeout(t, "flow_timeout", &at)?,
-            None => defaults.flow_timeout,
-        };
-        let quic_settings = match &f.quic {
-            None => QuicSettings::default(),
-            Some(q) if sched != Sched::Quic => {
-                return Err(at.error(
-                    q.span(),
-                    "quic",
-                    format!("frontend {name} is not a quic frontend (sched = \"quic\")"),
-                ))
-            }
-            Some(q) => quic_settings(q.get_ref(), &at)?,
-        };
-        let fe = FrontendConfig {
-            listen,
-            backends,
-            sched,
-            table_size,
-            health,
-            flow_timeout,
-            quic_settings,
-        };
-        // Server ID errors name the backend's line, the others the section's.
-        fe.check_quic().map_err(|(i, e)| match (i, &f.quic) {
-            (Some(i), _) => at.error(f.backends.get_ref()[i].span(), "backends", e),
-            (None, Some(q)) => at.error(q.span(), "quic", e),
-            (None, None) => at.error(f.backends.span(), "backends", e),
-        })?;
-        frontends.push(fe);
-    }
-    let config = Config::check(frontends).map_err(|(i, e)| match i {
-        Some(i) => at.error(raw.frontend[i].span(), "frontend", e),
-        None => UsageError(format!("{path}: {e}")),
-    })?;
-    let announce = announcements(&raw, &config, &at)?;
-    Ok(FileConfig {
-        interface,
-        config,
-        metrics,
-        announce,
-    })
-}
-
-/// The announce settings: every frontend with an address unless it says
-/// `announce = false`; one without an address must say so.
+/// The announce settings, off without `announce_interface`: every frontend
+/// unless it says `announce = false`; one whose address cannot be announced
+/// (none, or one no router carries to this host) must say so.
 fn announcements(raw: &RawFile, config: &Config, at: &Lines) -> Result<Announce, UsageError> {
     let mut out = Announce::default();
     type Parse = fn(&str) -> Result<std::time::Duration, UsageError>;
@@ -625,6 +252,31 @@ pub fn load(path: &str) -> Result<FileConfig, UsageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{CheckKind, OnAllDown};
+
+    /// The module's example, as its doc shows it.
+    const MODULE_EXAMPLE: &str = include_str!("example.toml");
+
+    #[test]
+    fn the_module_example_parses() {
+        let f = parse(MODULE_EXAMPLE, "example.toml").unwrap();
+        assert_eq!(f.interface, "lo");
+        let [rr, quic] = &f.config.frontends[..] else {
+            panic!("two frontends: {:?}", f.config.frontends)
+        };
+        let backends: Vec<String> = rr.backends.iter().map(|b| b.to_string()).collect();
+        assert_eq!(backends, ["9876", "9877@2", "9878"]);
+        assert_eq!((rr.sched, rr.flow_timeout), (Sched::Rr, 60));
+        assert_eq!(rr.health.check.kind.code(), "dns");
+        assert_eq!(
+            rr.health.check_of("9877").kind,
+            CheckKind::Tcp { port: Some(8080) }
+        );
+        assert_eq!((quic.sched, quic.table_size), (Sched::Quic, 65537));
+        assert_eq!(quic.flow_timeout, 300);
+        let q = quic.quic().unwrap();
+        assert_eq!((q.server_id_len, q.cid_len, q.config_id), (2, 8, 0));
+    }
 
     #[test]
     fn a_header_with_the_wrong_brackets_gets_the_fix() {
