@@ -7,13 +7,13 @@ use std::net::IpAddr;
 
 use super::backend::check_remote_backend_addr;
 use super::listen::check_frontend_addr;
+use super::ring_len;
 use super::{BackendConfig, FrontendConfig, Listen, Sched};
 use crate::abi::{
     Endpoint, MAX_BACKENDS, MAX_BACKEND_SLOTS, MAX_FRONTENDS, UDPLB_MAX_RING,
     UDPLB_MAX_RING_ENTRIES, UDPLB_MAX_WEIGHT,
 };
 use crate::error::UsageError;
-use crate::plan::rr::ring_len;
 use crate::usage;
 
 /// An error about the frontend of that index, or (`None`) about them all.
@@ -213,8 +213,8 @@ pub(super) fn totals(frontends: &[FrontendConfig]) -> Result<(), UsageError> {
 mod tests {
     use crate::abi::{MAX_BACKENDS, MAX_FRONTENDS, UDPLB_MAX_RING, UDPLB_MAX_RING_ENTRIES};
     use crate::config::refused as err;
+    use crate::config::ring_len;
     use crate::config::{Config, Defaults, Sched};
-    use crate::plan::rr::ring_len;
 
     #[test]
     fn duplicates_and_loops() {

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use super::names::CHECK_KINDS;
 use crate::error::UsageError;
 use crate::usage;
 
@@ -58,6 +57,30 @@ impl CheckKind {
             .map(|(_, defaults)| defaults())
     }
 }
+
+/// A check kind with its default settings.
+pub type Defaults = fn() -> CheckKind;
+
+/// Every health-check kind: its name and its default settings, in the
+/// order `CheckKind` declares them ([`CheckKind::code`] indexes it; a test
+/// checks that each entry's kind has that entry's name).
+pub const CHECK_KINDS: [(&str, Defaults); 5] = [
+    ("none", || CheckKind::None),
+    ("udp", || CheckKind::Udp {
+        payload: DEFAULT_UDP_PAYLOAD.to_vec(),
+        expect: Vec::new(),
+    }),
+    ("dns", || CheckKind::Dns {
+        name: ".".into(),
+        qtype: "NS".into(),
+        noerror: false,
+    }),
+    ("tcp", || CheckKind::Tcp { port: None }),
+    ("http", || CheckKind::Http {
+        port: None,
+        path: "/".into(),
+    }),
+];
 
 pub const DEFAULT_UDP_PAYLOAD: &[u8] = b"udplb health check\n";
 

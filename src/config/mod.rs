@@ -34,7 +34,10 @@ pub use backend::{parse_backend, weights, BackendConfig};
 pub use health::{Check, CheckKind, FrontendHealth, OnAllDown};
 pub use listen::{check_interface_name, parse_listen, Listen};
 pub use quic::{QuicParams, QuicSettings, ServerId};
-pub use sched::{is_prime, parse_flow_table_size, parse_flow_timeout, parse_table_size, Sched};
+pub use sched::{
+    cycle_len, is_prime, parse_flow_table_size, parse_flow_timeout, parse_table_size, ring_len,
+    rr_turns, Sched,
+};
 
 use crate::error::UsageError;
 use crate::usage;

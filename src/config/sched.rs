@@ -1,7 +1,6 @@
 //! Schedulers and their settings: the scheduler of each frontend, the size
 //! of a Maglev table, and the flow table's timeout and size.
 
-use super::names::SCHEDS;
 use crate::abi::UDPLB_MAX_RING;
 use crate::error::UsageError;
 use crate::usage;
@@ -18,6 +17,22 @@ pub enum Sched {
     /// plaintext); Maglev (and its flow table) for what it cannot route.
     Quic,
 }
+
+/// Every scheduler and its name, in the order `Sched` declares them, so
+/// that `SCHEDS[s as usize]` is the entry of `s` (asserted below).
+pub const SCHEDS: [(Sched, &str); 3] = [
+    (Sched::Rr, "rr"),
+    (Sched::Maglev, "maglev"),
+    (Sched::Quic, "quic"),
+];
+
+const _: () = {
+    let mut i = 0;
+    while i < SCHEDS.len() {
+        assert!(SCHEDS[i].0 as usize == i);
+        i += 1;
+    }
+};
 
 impl Sched {
     /// Every scheduler, in the order of [`SCHEDS`] (the command line's
@@ -59,6 +74,39 @@ impl Sched {
     /// table).
     pub fn hashes(self) -> bool {
         self != Sched::Rr
+    }
+}
+
+/// The number of entries of a frontend's ring: its Maglev table, or one
+/// round-robin cycle (the length of `plan::rr::ring`, which lays out the
+/// same [`rr_turns`]). Here rather than in plan/: the check of the
+/// frontends' total (check.rs) needs it.
+pub fn ring_len(fe: &super::FrontendConfig) -> u64 {
+    match fe.sched {
+        Sched::Maglev | Sched::Quic => fe.table_size as u64,
+        Sched::Rr => cycle_len(&super::weights(fe)),
+    }
+}
+
+/// The length of a round-robin cycle of these weights, without building it.
+pub fn cycle_len(weights: &[u32]) -> u64 {
+    rr_turns(weights).sum()
+}
+
+/// How many turns each backend has in one round-robin cycle: weight_i / g,
+/// g the gcd of the non-zero weights (all 0 when every weight is 0).
+pub fn rr_turns(weights: &[u32]) -> impl Iterator<Item = u64> + '_ {
+    let g = weights.iter().copied().filter(|&w| w > 0).fold(0, gcd);
+    weights
+        .iter()
+        .map(move |&w| w.checked_div(g).unwrap_or(0) as u64)
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 

@@ -1,38 +1,7 @@
 //! Weighted round robin as a cycle of backend indices, computed once per
 //! configuration; the datapath walks it with a per-CPU cursor.
 
-use crate::config::{weights, FrontendConfig, Sched};
-
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
-/// The number of entries of a frontend's ring: its Maglev table, or one
-/// round-robin cycle ([`cycle_len`]).
-pub fn ring_len(fe: &FrontendConfig) -> u64 {
-    match fe.sched {
-        Sched::Maglev | Sched::Quic => fe.table_size as u64,
-        Sched::Rr => cycle_len(&weights(fe)),
-    }
-}
-
-/// The length of [`ring`]`(weights)`, without building it.
-fn cycle_len(weights: &[u32]) -> u64 {
-    turns(weights).sum()
-}
-
-/// How many turns each backend has in one cycle: weight_i / g, g the gcd
-/// of the non-zero weights (all 0 when every weight is 0).
-fn turns(weights: &[u32]) -> impl Iterator<Item = u64> + '_ {
-    let g = weights.iter().copied().filter(|&w| w > 0).fold(0, gcd);
-    weights
-        .iter()
-        .map(move |&w| w.checked_div(g).unwrap_or(0) as u64)
-}
+use crate::config::rr_turns as turns;
 
 /// One cycle: backend i appears weight_i / g times (`turns`), its turns
 /// spread evenly over the cycle. Equal weights give 0, 1, 2, ... in the
@@ -54,6 +23,7 @@ pub fn ring(weights: &[u32]) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::cycle_len;
 
     #[test]
     fn equal_weights_follow_the_listed_order() {
