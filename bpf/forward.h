@@ -9,11 +9,13 @@
  * set and the frame leaves by XDP_REDIRECT (only to an interface in
  * tx_ports). When the lookup cannot finish (no neighbour
  * entry yet, forwarding disabled, the route's MTU exceeded, no route, the TTL
- * expiring) the rewritten packet goes to the kernel with XDP_PASS, which
- * forwards it or answers as it would for any forwarded packet (ICMP), and
- * the reason is counted. Nothing is dropped here. (A reply is then put back
- * as the backend sent it by the caller, and translated by udplb_egress as
- * the kernel sends it on: udplb.bpf.c.)
+ * expiring, a VLAN tag, a device udplb is not attached to, a partial
+ * checksum too long to finish here) the rewritten packet goes to the kernel
+ * with XDP_PASS, which forwards it or answers as it would for any forwarded
+ * packet (ICMP), and the reason is counted. Nothing is dropped here. (A
+ * reply is then put back as the backend sent it by the caller, and
+ * translated by udplb_egress as the kernel sends it on, unless its route
+ * leaves through a device udplb does not run on: udplb.bpf.c.)
  *
  * Checksums. XDP cannot see whether the stack left the UDP checksum to be
  * finished later (CHECKSUM_PARTIAL: a sender on this host behind a veth with

@@ -18,8 +18,8 @@
  *         IHL*4 <= tot_len, tot_len bytes present, protocol UDP (protocol
  *         ICMP with MF clear and offset 0: PARSE_ICMP, see icmp.h),
  *         fragment offset 0, 8 bytes of UDP within tot_len,
- *         8 <= udp.len <= tot_len - IHL*4 (not checked on a first fragment,
- *         whose datagram continues in later fragments)
+ *         8 <= udp.len, udp.len <= tot_len - IHL*4 (the latter not checked
+ *         on a first fragment, whose datagram continues in later fragments)
  *   IPv6: 40 bytes present, version 6, 40 + payload_len bytes present,
  *         then, if the next header is Fragment (44): payload_len >= 8 and
  *         the 8-byte Fragment header present, its next header taken in
@@ -29,8 +29,8 @@
  *         (icmp.h); next header not an extension header, next header UDP,
  *         8 bytes of UDP within the rest of the payload (payload_len, less
  *         8 behind a Fragment header), udp.len 0 read as that rest (as
- *         Linux does: the jumbogram form), 8 <= udp.len <= that rest (not
- *         checked on a first fragment with M set)
+ *         Linux does: the jumbogram form), 8 <= udp.len, udp.len <= that
+ *         rest (the latter not checked on a first fragment with M set)
  * A first fragment (IPv4 MF with offset 0, or any IPv6 Fragment header with
  * offset 0) holds the whole UDP header and sets first_fragment: a local
  * rewrite of it is right, because the UDP checksum covers the whole datagram

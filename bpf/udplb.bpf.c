@@ -2,7 +2,8 @@
 /*
  * udplb.bpf.c - the entry points of the datapath. Helpers live in headers by
  * concern: parsing.h, csum.h, ctx.h (the XDP/TC shim), maps.h, lookup.h,
- * flow_hash.h, flows.h (the flow table), quic.h (QUIC-LB), rewrite.h, forward.h, counters.h.
+ * flow_hash.h, flows.h (the flow table), quic.h (QUIC-LB), rewrite.h,
+ * forward.h, icmp.h (ICMP errors), frags.h (fragmented replies), counters.h.
  *
  * udplb_xdp (XDP, ingress). Parse Ethernet/VLAN/IP/UDP, then
  *   - destination is a frontend -> pick a backend (round robin, Maglev, or
@@ -18,12 +19,13 @@
  *     udplb_egress to translate as the kernel sends it on;
  *   - anything else -> XDP_PASS, untouched.
  *   Refused and dropped, as only a spoofer or a loop makes them: a
- *   backend's datagram to a frontend, a remote backend's reply arriving
- *   where the route to that backend does not lead (forward.h), a reply to
- *   this host.
+ *   backend's datagram to a frontend, a remote backend's reply (or a later
+ *   fragment of one) arriving where the route to that backend does not
+ *   lead (forward.h). A remote backend's datagram to this host (a reply to
+ *   udplb's own probe) passes as it came (reply_to_local).
  *   First fragments are rewritten for local backends; of a request for a
- *   remote backend they are refused (the later fragments could not
- *   follow). A remote backend's fragmented reply is translated whole: its
+ *   remote backend they pass untouched, counted fragment (the later
+ *   fragments could not follow). A remote backend's fragmented reply is translated whole: its
  *   first fragment as a reply, its later fragments by what the first one
  *   left in reply_frags (frags.h). Other later fragments pass. Every
  *   packet moves exactly one reason counter, at the single exit point.
@@ -45,7 +47,8 @@
  * forwards them, for those IPv4 errors, which XDP checked and passed as
  * they came),
  * and a packet-too-big for a frontend on to the backend that answered the
- * flow, as a live pin of the flow table says (XDP; else dropped).
+ * flow, as a live pin of the flow table says, or with no pin to a local
+ * backend, the ring's for the flow (XDP; else dropped).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -91,7 +94,7 @@ int udplb_xdp(struct xdp_md *ctx)
 
 	reason = parse_udp_packet(&cur, data_end, &p, bytes);
 	if (reason == PARSE_ICMP) {
-		/* Only ICMP pays for this: the UDP path above is unchanged. */
+		/* Only ICMP pays for this: the UDP path below does not. */
 		reason = icmp_translate(&cur, data_end, &p, on_lo, ctx);
 		if (reason == UDPLB_REASON_SPOOFED_REPLY || reason == UDPLB_REASON_ICMP_NO_FLOW)
 			action = XDP_DROP;
