@@ -79,7 +79,9 @@ __noinline long packet_sum(struct xdp_md *ctx, __u32 off, __u32 len)
 	void *pos = (void *)(long)ctx->data;
 	__u32 s = 0;
 
-	if (off > 128) /* the UDP header sits within the first 82 bytes */
+	/* Never true (parsing.h): the verifier needs a constant bound on a
+	 * variable offset before pos may move by it. */
+	if (off > MAX_L4_OFF)
 		return -1;
 	pos += off;
 	SUM_CHUNKS(CSUM_CHUNK, CSUM_MAX_CHUNKS);

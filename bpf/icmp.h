@@ -214,6 +214,7 @@ static __always_inline __u32 put_words(void *field, const void *to, int words, _
 	__u16 *f = field;
 	const __u16 *t = to;
 
+	/* 8: the bound the verifier needs (an IPv6 address is 8 words). */
 #pragma unroll
 	for (int i = 0; i < 8; i++) {
 		if (i >= words)

@@ -55,6 +55,11 @@
 #define IP6_MF 0x0001
 #define IP6_OFFSET 0xFFF8
 #define VLAN_MAX_DEPTH 2
+/* The furthest a UDP header can start: Ethernet, two VLAN tags and an IPv4
+ * header with 40 bytes of options (82; an IPv6 header and its Fragment
+ * header end at 70). A bound the verifier can use where an offset read
+ * from udp_packet moves a packet pointer. */
+#define MAX_L4_OFF (14 + VLAN_MAX_DEPTH * 4 + 60)
 
 /* Returned by the parse helpers when the header is fine. */
 #define PARSE_OK -1

@@ -301,9 +301,12 @@ static __always_inline int egress(struct __sk_buff *skb)
 	int ret;
 
 	/* Headers may sit in paged data: make enough of them linear (and
-	 * writable, which the rewrite needs anyway). */
+	 * writable, which the rewrite needs anyway). If that fails (no
+	 * memory for a private copy), the packet is left as one too short
+	 * to parse is: untouched. */
 	want = len < TC_HEADROOM ? len : TC_HEADROOM;
-	bpf_skb_pull_data(skb, want);
+	if (bpf_skb_pull_data(skb, want))
+		return UDPLB_EGRESS_UNTOUCHED;
 
 	cur.pos = ctx_data(skb, UDPLB_HOOK_TC);
 	ret = parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len);
@@ -316,7 +319,8 @@ static __always_inline int egress(struct __sk_buff *skb)
 		 * socket; IPv4, XDP passed it as it came: icmp_to_egress). Parsed
 		 * again after the pull, which moves the data. */
 		want = len < TC_ICMP_HEADROOM ? len : TC_ICMP_HEADROOM;
-		bpf_skb_pull_data(skb, want);
+		if (bpf_skb_pull_data(skb, want))
+			return UDPLB_EGRESS_UNTOUCHED; /* as above */
 		cur.pos = ctx_data(skb, UDPLB_HOOK_TC);
 		if (parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len) != PARSE_ICMP)
 			return UDPLB_EGRESS_UNTOUCHED;
