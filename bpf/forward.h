@@ -136,6 +136,45 @@ static __always_inline int fib_reason(long rc)
 }
 
 /*
+ * The FIB lookup of a route from p's source to its destination, or with
+ * `reverse` from its destination to its source, as seen from interface
+ * `ifindex`. `whole`: the lookup is for p itself, on its way out, so its
+ * TOS (IPv4) or flow label (IPv6) choose the route and its length asks for
+ * an MTU verdict; without, those stay 0 (no MTU verdict in XDP).
+ */
+static __always_inline void fib_params(struct udp_packet *p, bool reverse, __u32 ifindex,
+				       bool whole, struct bpf_fib_lookup *fib)
+{
+	fib->l4_protocol = IPPROTO_UDP;
+	if (p->udp) { /* a later fragment has no ports */
+		fib->sport = reverse ? p->udp->dest : p->udp->source;
+		fib->dport = reverse ? p->udp->source : p->udp->dest;
+	}
+	fib->ifindex = ifindex;
+	if (p->ipv6) {
+		struct ipv6hdr *ip6 = p->l3;
+
+		fib->family = AF_INET6;
+		if (whole) {
+			fib->flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0FFFFFFF);
+			fib->tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
+		}
+		__builtin_memcpy(fib->ipv6_src, reverse ? &ip6->daddr : &ip6->saddr, 16);
+		__builtin_memcpy(fib->ipv6_dst, reverse ? &ip6->saddr : &ip6->daddr, 16);
+	} else {
+		struct iphdr *ip = p->l3;
+
+		fib->family = AF_INET;
+		if (whole) {
+			fib->tos = ip->tos;
+			fib->tot_len = bpf_ntohs(ip->tot_len);
+		}
+		fib->ipv4_src = reverse ? ip->daddr : ip->saddr;
+		fib->ipv4_dst = reverse ? ip->saddr : ip->daddr;
+	}
+}
+
+/*
  * Reverse-path check for what comes from a remote backend's side: the route
  * from here to the backend leaves through the interface the packet came in
  * on (`ingress`; ctx is the hook's, XDP or TC: bpf_fib_lookup takes both). The backend is p's source (a reply) or, for the datagram an ICMP
@@ -153,25 +192,8 @@ static __always_inline bool from_backend_side(void *ctx, __u32 ingress, struct u
 	struct bpf_fib_lookup fib = {};
 	long rc;
 
-	fib.l4_protocol = IPPROTO_UDP;
-	if (p->udp) { /* a later fragment has no ports */
-		fib.sport = backend_is_dest ? p->udp->source : p->udp->dest;
-		fib.dport = backend_is_dest ? p->udp->dest : p->udp->source;
-	}
-	fib.ifindex = ingress;
-	if (p->ipv6) {
-		struct ipv6hdr *ip6 = p->l3;
-
-		fib.family = AF_INET6;
-		__builtin_memcpy(fib.ipv6_src, backend_is_dest ? &ip6->saddr : &ip6->daddr, 16);
-		__builtin_memcpy(fib.ipv6_dst, backend_is_dest ? &ip6->daddr : &ip6->saddr, 16);
-	} else {
-		struct iphdr *ip = p->l3;
-
-		fib.family = AF_INET;
-		fib.ipv4_src = backend_is_dest ? ip->saddr : ip->daddr;
-		fib.ipv4_dst = backend_is_dest ? ip->daddr : ip->saddr;
-	}
+	/* Toward the backend: from p's destination for a reply. */
+	fib_params(p, !backend_is_dest, ingress, false, &fib);
 	/* The neighbour need not be resolved, nor the packet fit (the kernel
 	 * sets the egress ifindex before it looks at either: tot_len 0 asks
 	 * for no MTU verdict in XDP, while TC still weighs the skb). */
@@ -199,29 +221,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, boo
 	struct bpf_fib_lookup fib = {};
 	long rc;
 
-	fib.l4_protocol = IPPROTO_UDP;
-	if (p->udp) { /* a later fragment has no ports (and partial is false) */
-		fib.sport = p->udp->source;
-		fib.dport = p->udp->dest;
-	}
-	fib.ifindex = ctx->ingress_ifindex;
-	if (p->ipv6) {
-		struct ipv6hdr *ip6 = p->l3;
-
-		fib.family = AF_INET6;
-		fib.flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0FFFFFFF);
-		fib.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
-		__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
-		__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
-	} else {
-		struct iphdr *ip = p->l3;
-
-		fib.family = AF_INET;
-		fib.tos = ip->tos;
-		fib.tot_len = bpf_ntohs(ip->tot_len);
-		fib.ipv4_src = ip->saddr;
-		fib.ipv4_dst = ip->daddr;
-	}
+	fib_params(p, false, ctx->ingress_ifindex, true, &fib);
 
 	/* A tagged frame would need its tags rewritten for the egress device;
 	 * the kernel's VLAN devices do that. */

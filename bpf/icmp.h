@@ -176,14 +176,9 @@ static __always_inline int parse_icmp_error(struct hdr_cursor *c, void *data_end
 		struct iphdr *ip = l3;
 		__u32 hlen;
 
-		if ((void *)(ip + 1) > data_end || off + sizeof(*ip) > end)
-			return UDPLB_REASON_MALFORMED;
-		if (ip->version != 4)
-			return UDPLB_REASON_MALFORMED;
-		hlen = ip->ihl * 4;
-		if (hlen < sizeof(*ip))
-			return UDPLB_REASON_MALFORMED;
-		if (l3 + hlen > data_end || off + hlen > end)
+		/* Each check says malformed, so their order does not matter:
+		 * the header's, then its end within the ICMP message. */
+		if (check_ipv4_header(ip, data_end, &hlen) != PARSE_OK || off + hlen > end)
 			return UDPLB_REASON_MALFORMED;
 		if (ip->protocol != IPPROTO_UDP)
 			return UDPLB_REASON_NOT_UDP;

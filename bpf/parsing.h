@@ -125,6 +125,23 @@ static __always_inline int parse_ethernet(struct hdr_cursor *c, void *data_end, 
 	return PARSE_OK;
 }
 
+/* The IPv4 header checks every IPv4 header gets, a packet's own or one an
+ * ICMP error quotes (icmp.h): 20 bytes present, version 4, IHL >= 5, the
+ * whole header present. Stores the header's length in *hlen. */
+static __always_inline int check_ipv4_header(struct iphdr *ip, void *data_end, __u32 *hlen)
+{
+	if ((void *)(ip + 1) > data_end)
+		return UDPLB_REASON_MALFORMED;
+	if (ip->version != 4)
+		return UDPLB_REASON_MALFORMED;
+	*hlen = ip->ihl * 4;
+	if (*hlen < sizeof(*ip))
+		return UDPLB_REASON_MALFORMED;
+	if ((void *)ip + *hlen > data_end)
+		return UDPLB_REASON_MALFORMED;
+	return PARSE_OK;
+}
+
 static __always_inline int parse_ipv4_udp(struct hdr_cursor *c, void *data_end,
 					  struct udp_packet *p, __u32 l3_off, __u32 pkt_len)
 {
@@ -132,16 +149,11 @@ static __always_inline int parse_ipv4_udp(struct hdr_cursor *c, void *data_end,
 	struct udphdr *udp;
 	__u32 hlen, tot_len, ulen;
 	__u16 frag;
+	int ret;
 
-	if ((void *)(ip + 1) > data_end)
-		return UDPLB_REASON_MALFORMED;
-	if (ip->version != 4)
-		return UDPLB_REASON_MALFORMED;
-	hlen = ip->ihl * 4;
-	if (hlen < sizeof(*ip))
-		return UDPLB_REASON_MALFORMED;
-	if (c->pos + hlen > data_end)
-		return UDPLB_REASON_MALFORMED;
+	ret = check_ipv4_header(ip, data_end, &hlen);
+	if (ret != PARSE_OK)
+		return ret;
 	tot_len = bpf_ntohs(ip->tot_len);
 	if (tot_len < hlen)
 		return UDPLB_REASON_MALFORMED;
