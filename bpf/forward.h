@@ -177,8 +177,9 @@ static __always_inline void fib_params(struct udp_packet *p, bool reverse, __u32
 /*
  * Reverse-path check for what comes from a remote backend's side: the route
  * from here to the backend leaves through the interface the packet came in
- * on (`ingress`; ctx is the hook's, XDP or TC: bpf_fib_lookup takes both). The backend is p's source (a reply) or, for the datagram an ICMP
- * error quotes, its destination (`backend_is_dest`). A datagram from the
+ * on (`ingress`; ctx is the hook's, XDP or TC: bpf_fib_lookup takes both).
+ * The backend is p's source (a reply) or, for the datagram an ICMP error
+ * quotes, its destination (`backend_is_dest`). A datagram from the
  * client side that forges a backend's source fails it, and so is never sent
  * on with the frontend's address (VIP spoofing toward any host); so does an
  * ICMP error forged on the client side about a datagram to a backend, which
@@ -210,13 +211,14 @@ static __always_inline bool arrived_from_backend_side(struct xdp_md *ctx, struct
 
 /*
  * Sends the rewritten packet on its way: XDP_REDIRECT to the next hop, or
- * XDP_PASS to the kernel with *reason saying why. `sent` is the reason for a
- * redirected packet (request or reply). *foreign says that the route leaves
+ * XDP_PASS to the kernel with *reason saying why. `reply`: a remote
+ * backend's reply (reply_forwarded when redirected), else a request to one
+ * (forwarded). *foreign says that the route leaves
  * through a device udplb does not run on (not in tx_ports), where no egress
  * program of udplb's would see what the kernel sends.
  */
 static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, bool partial,
-				   int sent, int *reason, bool *foreign)
+				   bool reply, int *reason, bool *foreign)
 {
 	struct bpf_fib_lookup fib = {};
 	long rc;
@@ -231,7 +233,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, boo
 	}
 	*foreign = false;
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED && sent == UDPLB_REASON_REPLY_FORWARDED) {
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED && reply) {
 		/* A "reply" to this host (or a broadcast): not a client's. The
 		 * caller undoes the rewrite, so the kernel delivers it from the
 		 * backend, as if udplb were not there (udplb's own health
@@ -284,7 +286,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, boo
 	}
 	__builtin_memcpy(p->eth->h_dest, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(p->eth->h_source, fib.smac, ETH_ALEN);
-	*reason = sent;
+	*reason = reply ? UDPLB_REASON_REPLY_FORWARDED : UDPLB_REASON_FORWARDED;
 	return XDP_REDIRECT;
 
 pass:
