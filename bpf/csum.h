@@ -62,6 +62,7 @@ static __always_inline __u16 csum_update(__u16 check, __be32 *from, __be32 *to, 
 {
 	__u32 sum = (__u16)~check;
 
+	/* i < 4: the bound the verifier needs (size is at most 16). */
 	for (int i = 0; i < 4 && i < size / 4; i++) {
 		sum = csum_add32(sum, ~from[i]);
 		sum = csum_add32(sum, to[i]);

@@ -123,6 +123,7 @@ static __always_inline int ctx_l4_csum_replace_addr(void *ctx, enum udplb_hook h
 						    const __be32 *to, int words)
 {
 	if (hook == UDPLB_HOOK_TC) {
+		/* i < 4: the bound the verifier needs (words is at most 4). */
 		for (int i = 0; i < 4 && i < words; i++)
 			if (bpf_l4_csum_replace(ctx, cs->udp_check_off, from[i], to[i],
 						cs->flags | BPF_F_PSEUDO_HDR | sizeof(__be32)))

@@ -6,7 +6,8 @@
  * Contract:
  * - Learned from replies only (flow_learn): a flow is pinned to the backend
  *   whose reply udplb rewrote (XDP on lo or for remote backends, TC egress
- *   for local replies leaving an interface). Requests never write the
+ *   for local replies leaving an interface and for remote ones the kernel
+ *   forwards). Requests never write the
  *   table, so spoofed sources that never get an answer cannot fill it
  *   (a backend's answer to a spoofed request does pin: see README).
  * - QUIC frontends are Maglev frontends: their requests that quic.h cannot
@@ -28,8 +29,9 @@
  *   userspace measured it after load (Datapath::measure_hz): libbpf's
  *   __kconfig would need /boot/config-* or /proc/config.gz, which
  *   containers and Debian's kernels (no IKCONFIG) do not have.
- * - One flow_counters event per request of a frontend with a table, and one
- *   per reply from a backend that accepts pins.
+ * - One flow_counters event per request of a frontend with a table that
+ *   goes by its pin or the ring (not one a QUIC connection ID routed), and
+ *   one per reply from a backend that accepts pins.
  * - A pin is also the proof that a backend answered a client: a
  *   packet-too-big about a reply goes on only to the backend a live pin
  *   names (flow_answered_slot, for icmp.h).

@@ -9,11 +9,13 @@
  * set and the frame leaves by XDP_REDIRECT (only to an interface in
  * tx_ports). When the lookup cannot finish (no neighbour
  * entry yet, forwarding disabled, the route's MTU exceeded, no route, the TTL
- * expiring) the rewritten packet goes to the kernel with XDP_PASS, which
- * forwards it or answers as it would for any forwarded packet (ICMP), and
- * the reason is counted. Nothing is dropped here. (A reply is then put back
- * as the backend sent it by the caller, and translated by udplb_egress as
- * the kernel sends it on: udplb.bpf.c.)
+ * expiring, a VLAN tag, a device udplb is not attached to, a partial
+ * checksum too long to finish here) the rewritten packet goes to the kernel
+ * with XDP_PASS, which forwards it or answers as it would for any forwarded
+ * packet (ICMP), and the reason is counted. Nothing is dropped here. (A
+ * reply is then put back as the backend sent it by the caller, and
+ * translated by udplb_egress as the kernel sends it on, unless its route
+ * leaves through a device udplb does not run on: udplb.bpf.c.)
  *
  * Checksums. XDP cannot see whether the stack left the UDP checksum to be
  * finished later (CHECKSUM_PARTIAL: a sender on this host behind a veth with
@@ -77,7 +79,9 @@ __noinline long packet_sum(struct xdp_md *ctx, __u32 off, __u32 len)
 	void *pos = (void *)(long)ctx->data;
 	__u32 s = 0;
 
-	if (off > 128) /* the UDP header sits within the first 82 bytes */
+	/* Never true (parsing.h): the verifier needs a constant bound on a
+	 * variable offset before pos may move by it. */
+	if (off > MAX_L4_OFF)
 		return -1;
 	pos += off;
 	SUM_CHUNKS(CSUM_CHUNK, CSUM_MAX_CHUNKS);
@@ -132,10 +136,50 @@ static __always_inline int fib_reason(long rc)
 }
 
 /*
+ * The FIB lookup of a route from p's source to its destination, or with
+ * `reverse` from its destination to its source, as seen from interface
+ * `ifindex`. `whole`: the lookup is for p itself, on its way out, so its
+ * TOS (IPv4) or flow label (IPv6) choose the route and its length asks for
+ * an MTU verdict; without, those stay 0 (no MTU verdict in XDP).
+ */
+static __always_inline void fib_params(struct udp_packet *p, bool reverse, __u32 ifindex,
+				       bool whole, struct bpf_fib_lookup *fib)
+{
+	fib->l4_protocol = IPPROTO_UDP;
+	if (p->udp) { /* a later fragment has no ports */
+		fib->sport = reverse ? p->udp->dest : p->udp->source;
+		fib->dport = reverse ? p->udp->source : p->udp->dest;
+	}
+	fib->ifindex = ifindex;
+	if (p->ipv6) {
+		struct ipv6hdr *ip6 = p->l3;
+
+		fib->family = AF_INET6;
+		if (whole) {
+			fib->flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0FFFFFFF);
+			fib->tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
+		}
+		__builtin_memcpy(fib->ipv6_src, reverse ? &ip6->daddr : &ip6->saddr, 16);
+		__builtin_memcpy(fib->ipv6_dst, reverse ? &ip6->saddr : &ip6->daddr, 16);
+	} else {
+		struct iphdr *ip = p->l3;
+
+		fib->family = AF_INET;
+		if (whole) {
+			fib->tos = ip->tos;
+			fib->tot_len = bpf_ntohs(ip->tot_len);
+		}
+		fib->ipv4_src = reverse ? ip->daddr : ip->saddr;
+		fib->ipv4_dst = reverse ? ip->saddr : ip->daddr;
+	}
+}
+
+/*
  * Reverse-path check for what comes from a remote backend's side: the route
  * from here to the backend leaves through the interface the packet came in
- * on (`ingress`; ctx is the hook's, XDP or TC: bpf_fib_lookup takes both). The backend is p's source (a reply) or, for the datagram an ICMP
- * error quotes, its destination (`backend_is_dest`). A datagram from the
+ * on (`ingress`; ctx is the hook's, XDP or TC: bpf_fib_lookup takes both).
+ * The backend is p's source (a reply) or, for the datagram an ICMP error
+ * quotes, its destination (`backend_is_dest`). A datagram from the
  * client side that forges a backend's source fails it, and so is never sent
  * on with the frontend's address (VIP spoofing toward any host); so does an
  * ICMP error forged on the client side about a datagram to a backend, which
@@ -149,25 +193,8 @@ static __always_inline bool from_backend_side(void *ctx, __u32 ingress, struct u
 	struct bpf_fib_lookup fib = {};
 	long rc;
 
-	fib.l4_protocol = IPPROTO_UDP;
-	if (p->udp) { /* a later fragment has no ports */
-		fib.sport = backend_is_dest ? p->udp->source : p->udp->dest;
-		fib.dport = backend_is_dest ? p->udp->dest : p->udp->source;
-	}
-	fib.ifindex = ingress;
-	if (p->ipv6) {
-		struct ipv6hdr *ip6 = p->l3;
-
-		fib.family = AF_INET6;
-		__builtin_memcpy(fib.ipv6_src, backend_is_dest ? &ip6->saddr : &ip6->daddr, 16);
-		__builtin_memcpy(fib.ipv6_dst, backend_is_dest ? &ip6->daddr : &ip6->saddr, 16);
-	} else {
-		struct iphdr *ip = p->l3;
-
-		fib.family = AF_INET;
-		fib.ipv4_src = backend_is_dest ? ip->saddr : ip->daddr;
-		fib.ipv4_dst = backend_is_dest ? ip->daddr : ip->saddr;
-	}
+	/* Toward the backend: from p's destination for a reply. */
+	fib_params(p, !backend_is_dest, ingress, false, &fib);
 	/* The neighbour need not be resolved, nor the packet fit (the kernel
 	 * sets the egress ifindex before it looks at either: tot_len 0 asks
 	 * for no MTU verdict in XDP, while TC still weighs the skb). */
@@ -184,40 +211,19 @@ static __always_inline bool arrived_from_backend_side(struct xdp_md *ctx, struct
 
 /*
  * Sends the rewritten packet on its way: XDP_REDIRECT to the next hop, or
- * XDP_PASS to the kernel with *reason saying why. `sent` is the reason for a
- * redirected packet (request or reply). *foreign says that the route leaves
+ * XDP_PASS to the kernel with *reason saying why. `reply`: a remote
+ * backend's reply (reply_forwarded when redirected), else a request to one
+ * (forwarded). *foreign says that the route leaves
  * through a device udplb does not run on (not in tx_ports), where no egress
  * program of udplb's would see what the kernel sends.
  */
 static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, bool partial,
-				   int sent, int *reason, bool *foreign)
+				   bool reply, int *reason, bool *foreign)
 {
 	struct bpf_fib_lookup fib = {};
 	long rc;
 
-	fib.l4_protocol = IPPROTO_UDP;
-	if (p->udp) { /* a later fragment has no ports (and partial is false) */
-		fib.sport = p->udp->source;
-		fib.dport = p->udp->dest;
-	}
-	fib.ifindex = ctx->ingress_ifindex;
-	if (p->ipv6) {
-		struct ipv6hdr *ip6 = p->l3;
-
-		fib.family = AF_INET6;
-		fib.flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0FFFFFFF);
-		fib.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
-		__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
-		__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
-	} else {
-		struct iphdr *ip = p->l3;
-
-		fib.family = AF_INET;
-		fib.tos = ip->tos;
-		fib.tot_len = bpf_ntohs(ip->tot_len);
-		fib.ipv4_src = ip->saddr;
-		fib.ipv4_dst = ip->daddr;
-	}
+	fib_params(p, false, ctx->ingress_ifindex, true, &fib);
 
 	/* A tagged frame would need its tags rewritten for the egress device;
 	 * the kernel's VLAN devices do that. */
@@ -227,7 +233,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, boo
 	}
 	*foreign = false;
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED && sent == UDPLB_REASON_REPLY_FORWARDED) {
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED && reply) {
 		/* A "reply" to this host (or a broadcast): not a client's. The
 		 * caller undoes the rewrite, so the kernel delivers it from the
 		 * backend, as if udplb were not there (udplb's own health
@@ -280,7 +286,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, boo
 	}
 	__builtin_memcpy(p->eth->h_dest, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(p->eth->h_source, fib.smac, ETH_ALEN);
-	*reason = sent;
+	*reason = reply ? UDPLB_REASON_REPLY_FORWARDED : UDPLB_REASON_FORWARDED;
 	return XDP_REDIRECT;
 
 pass:

@@ -14,8 +14,9 @@
  * - A remote backend's first fragment is a reply like any other (its reply
  *   target found by source address and port, the reverse-path check, the
  *   rewrite, forward.h). Once it is translated (redirected by XDP, or by
- *   egress as the kernel forwards it), its datagram is remembered here: (backend address, client address, IP
- *   identification) -> its reply target, in an LRU hash of
+ *   egress as the kernel forwards it), its datagram is remembered here:
+ *   (backend address, client address, IP identification) -> its reply
+ *   target, in an LRU hash of
  *   UDPLB_REPLY_FRAGS entries. Only a frame that passed the reverse-path
  *   check writes it: a client cannot.
  * - A later fragment found here is a reply fragment: it must arrive where

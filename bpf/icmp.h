@@ -176,14 +176,9 @@ static __always_inline int parse_icmp_error(struct hdr_cursor *c, void *data_end
 		struct iphdr *ip = l3;
 		__u32 hlen;
 
-		if ((void *)(ip + 1) > data_end || off + sizeof(*ip) > end)
-			return UDPLB_REASON_MALFORMED;
-		if (ip->version != 4)
-			return UDPLB_REASON_MALFORMED;
-		hlen = ip->ihl * 4;
-		if (hlen < sizeof(*ip))
-			return UDPLB_REASON_MALFORMED;
-		if (l3 + hlen > data_end || off + hlen > end)
+		/* Each check says malformed, so their order does not matter:
+		 * the header's, then its end within the ICMP message. */
+		if (check_ipv4_header(ip, data_end, &hlen) != PARSE_OK || off + hlen > end)
 			return UDPLB_REASON_MALFORMED;
 		if (ip->protocol != IPPROTO_UDP)
 			return UDPLB_REASON_NOT_UDP;
@@ -214,6 +209,7 @@ static __always_inline __u32 put_words(void *field, const void *to, int words, _
 	__u16 *f = field;
 	const __u16 *t = to;
 
+	/* 8: the bound the verifier needs (an IPv6 address is 8 words). */
 #pragma unroll
 	for (int i = 0; i < 8; i++) {
 		if (i >= words)

@@ -173,12 +173,17 @@ static __always_inline bool lookup_reply(struct udp_packet *p, bool source, bool
 	return true;
 }
 
+_Static_assert((UDPLB_INLINE_RING & (UDPLB_INLINE_RING - 1)) == 0,
+	       "slot_at masks positions with UDPLB_INLINE_RING - 1");
+
 /* The backend slot at position pos of the frontend's ring (pos < ring_size). */
 static __always_inline long slot_at(struct udplb_frontend *fe, __u32 pos)
 {
 	__u32 *slot;
 	void *ring;
 
+	/* The mask changes nothing (pos < ring_size <= UDPLB_INLINE_RING):
+	 * it is the bound the verifier needs to let pos index the array. */
 	if (fe->ring_size <= UDPLB_INLINE_RING)
 		return fe->ring[pos & (UDPLB_INLINE_RING - 1)];
 	ring = bpf_map_lookup_elem(&rings, &fe->table);

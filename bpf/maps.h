@@ -4,8 +4,10 @@
  * values are defined in include/udplb.h; every map is BTF-typed so
  * `bpftool map dump name <map>` shows fields.
  * Contract: userspace (src/datapath/mod.rs, Datapath::apply) is the only writer
- * of the configuration maps; the datapath only writes counters and
- * round-robin cursors, all per-CPU.
+ * of the configuration maps (these, and quic_servers in quic.h). The
+ * datapath writes its per-CPU counters and round-robin cursors, and two
+ * shared LRU hashes of its own: the flow table (flows.h, learned from
+ * replies) and reply_frags (frags.h); udplb_clock writes the clock map.
  */
 #ifndef UDPLB_MAPS_H
 #define UDPLB_MAPS_H

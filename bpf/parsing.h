@@ -18,8 +18,8 @@
  *         IHL*4 <= tot_len, tot_len bytes present, protocol UDP (protocol
  *         ICMP with MF clear and offset 0: PARSE_ICMP, see icmp.h),
  *         fragment offset 0, 8 bytes of UDP within tot_len,
- *         8 <= udp.len <= tot_len - IHL*4 (not checked on a first fragment,
- *         whose datagram continues in later fragments)
+ *         8 <= udp.len, udp.len <= tot_len - IHL*4 (the latter not checked
+ *         on a first fragment, whose datagram continues in later fragments)
  *   IPv6: 40 bytes present, version 6, 40 + payload_len bytes present,
  *         then, if the next header is Fragment (44): payload_len >= 8 and
  *         the 8-byte Fragment header present, its next header taken in
@@ -29,8 +29,8 @@
  *         (icmp.h); next header not an extension header, next header UDP,
  *         8 bytes of UDP within the rest of the payload (payload_len, less
  *         8 behind a Fragment header), udp.len 0 read as that rest (as
- *         Linux does: the jumbogram form), 8 <= udp.len <= that rest (not
- *         checked on a first fragment with M set)
+ *         Linux does: the jumbogram form), 8 <= udp.len, udp.len <= that
+ *         rest (the latter not checked on a first fragment with M set)
  * A first fragment (IPv4 MF with offset 0, or any IPv6 Fragment header with
  * offset 0) holds the whole UDP header and sets first_fragment: a local
  * rewrite of it is right, because the UDP checksum covers the whole datagram
@@ -55,6 +55,11 @@
 #define IP6_MF 0x0001
 #define IP6_OFFSET 0xFFF8
 #define VLAN_MAX_DEPTH 2
+/* The furthest a UDP header can start: Ethernet, two VLAN tags and an IPv4
+ * header with 40 bytes of options (82; an IPv6 header and its Fragment
+ * header end at 70). A bound the verifier can use where an offset read
+ * from udp_packet moves a packet pointer. */
+#define MAX_L4_OFF (14 + VLAN_MAX_DEPTH * 4 + 60)
 
 /* Returned by the parse helpers when the header is fine. */
 #define PARSE_OK -1
@@ -120,6 +125,23 @@ static __always_inline int parse_ethernet(struct hdr_cursor *c, void *data_end, 
 	return PARSE_OK;
 }
 
+/* The IPv4 header checks every IPv4 header gets, a packet's own or one an
+ * ICMP error quotes (icmp.h): 20 bytes present, version 4, IHL >= 5, the
+ * whole header present. Stores the header's length in *hlen. */
+static __always_inline int check_ipv4_header(struct iphdr *ip, void *data_end, __u32 *hlen)
+{
+	if ((void *)(ip + 1) > data_end)
+		return UDPLB_REASON_MALFORMED;
+	if (ip->version != 4)
+		return UDPLB_REASON_MALFORMED;
+	*hlen = ip->ihl * 4;
+	if (*hlen < sizeof(*ip))
+		return UDPLB_REASON_MALFORMED;
+	if ((void *)ip + *hlen > data_end)
+		return UDPLB_REASON_MALFORMED;
+	return PARSE_OK;
+}
+
 static __always_inline int parse_ipv4_udp(struct hdr_cursor *c, void *data_end,
 					  struct udp_packet *p, __u32 l3_off, __u32 pkt_len)
 {
@@ -127,16 +149,11 @@ static __always_inline int parse_ipv4_udp(struct hdr_cursor *c, void *data_end,
 	struct udphdr *udp;
 	__u32 hlen, tot_len, ulen;
 	__u16 frag;
+	int ret;
 
-	if ((void *)(ip + 1) > data_end)
-		return UDPLB_REASON_MALFORMED;
-	if (ip->version != 4)
-		return UDPLB_REASON_MALFORMED;
-	hlen = ip->ihl * 4;
-	if (hlen < sizeof(*ip))
-		return UDPLB_REASON_MALFORMED;
-	if (c->pos + hlen > data_end)
-		return UDPLB_REASON_MALFORMED;
+	ret = check_ipv4_header(ip, data_end, &hlen);
+	if (ret != PARSE_OK)
+		return ret;
 	tot_len = bpf_ntohs(ip->tot_len);
 	if (tot_len < hlen)
 		return UDPLB_REASON_MALFORMED;

@@ -135,6 +135,7 @@ static __always_inline long quic_pick_slot(struct udplb_frontend *fe, struct udp
 		return quic_count(client ? UDPLB_QUIC_CLIENT_CID : UDPLB_QUIC_UNROUTABLE, -1);
 	key.frontend_id = fe->id;
 	key.server_id_len = sid_len;
+	/* The constant bound is the verifier's; sid_len <= it, checked above. */
 	for (int i = 0; i < UDPLB_QUIC_MAX_SERVER_ID_LEN; i++) {
 		if (i >= sid_len)
 			break;

@@ -2,7 +2,8 @@
 /*
  * udplb.bpf.c - the entry points of the datapath. Helpers live in headers by
  * concern: parsing.h, csum.h, ctx.h (the XDP/TC shim), maps.h, lookup.h,
- * flow_hash.h, flows.h (the flow table), quic.h (QUIC-LB), rewrite.h, forward.h, counters.h.
+ * flow_hash.h, flows.h (the flow table), quic.h (QUIC-LB), rewrite.h,
+ * forward.h, icmp.h (ICMP errors), frags.h (fragmented replies), counters.h.
  *
  * udplb_xdp (XDP, ingress). Parse Ethernet/VLAN/IP/UDP, then
  *   - destination is a frontend -> pick a backend (round robin, Maglev, or
@@ -18,12 +19,13 @@
  *     udplb_egress to translate as the kernel sends it on;
  *   - anything else -> XDP_PASS, untouched.
  *   Refused and dropped, as only a spoofer or a loop makes them: a
- *   backend's datagram to a frontend, a remote backend's reply arriving
- *   where the route to that backend does not lead (forward.h), a reply to
- *   this host.
+ *   backend's datagram to a frontend, a remote backend's reply (or a later
+ *   fragment of one) arriving where the route to that backend does not
+ *   lead (forward.h). A remote backend's datagram to this host (a reply to
+ *   udplb's own probe) passes as it came (reply_to_local).
  *   First fragments are rewritten for local backends; of a request for a
- *   remote backend they are refused (the later fragments could not
- *   follow). A remote backend's fragmented reply is translated whole: its
+ *   remote backend they pass untouched, counted fragment (the later
+ *   fragments could not follow). A remote backend's fragmented reply is translated whole: its
  *   first fragment as a reply, its later fragments by what the first one
  *   left in reply_frags (frags.h). Other later fragments pass. Every
  *   packet moves exactly one reason counter, at the single exit point.
@@ -45,7 +47,8 @@
  * forwards them, for those IPv4 errors, which XDP checked and passed as
  * they came),
  * and a packet-too-big for a frontend on to the backend that answered the
- * flow, as a live pin of the flow table says (XDP; else dropped).
+ * flow, as a live pin of the flow table says, or with no pin to a local
+ * backend, the ring's for the flow (XDP; else dropped).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -65,147 +68,162 @@
 /* Loopback is ifindex 1 in every network namespace. */
 #define LOOPBACK_IFINDEX 1
 
-SEC("xdp")
-int udplb_xdp(struct xdp_md *ctx)
+/* A packet in udplb_xdp, and what the steps decided about it. */
+struct xdp_packet {
+	struct udp_packet p;
+	__u64 bytes;
+	bool on_lo;
+	int reason; /* the one reason counter it moves (enum udplb_reason) */
+};
+
+/* What an undo of a remote backend's reply puts back: its source, and the
+ * checksums as they came. */
+struct reply_undo {
+	struct udplb_endpoint backend;
+	__u16 udp_check;
+	__u16 ip_check;
+};
+
+/* An ICMP error about a balanced datagram (icmp.h). */
+static __always_inline int translate_icmp(struct xdp_md *ctx, struct hdr_cursor *cur,
+					  void *data_end, struct xdp_packet *x)
 {
-	void *data_end = (void *)(long)ctx->data_end;
-	struct hdr_cursor cur = { .pos = (void *)(long)ctx->data };
-	__u64 bytes = data_end - cur.pos;
-	/* Read once: clang may otherwise keep a pointer into ctx, which the
-	 * verifier refuses to dereference. */
-	bool on_lo = ctx->ingress_ifindex == LOOPBACK_IFINDEX;
-	struct udp_packet p = {};
-	struct udplb_frontend *fe;
-	struct udplb_reply_target reply, *rt;
-	struct udplb_backend *be;
-	struct udplb_endpoint *to, from;
-	int action = XDP_PASS;
-	int rewritten;
-	int sent;
+	x->reason = icmp_translate(cur, data_end, &x->p, x->on_lo, ctx);
+	if (x->reason == UDPLB_REASON_SPOOFED_REPLY || x->reason == UDPLB_REASON_ICMP_NO_FLOW)
+		return XDP_DROP;
+	return XDP_PASS;
+}
+
+/* A later fragment (no UDP header): of a remote backend's reply whose first
+ * fragment went out translated (frags.h)? Then translated and forwarded as
+ * that reply was; anything else passes. */
+static __always_inline int forward_reply_fragment(struct xdp_md *ctx, struct xdp_packet *x)
+{
+	struct udplb_reply_target reply;
+	__u32 backend_addr[4], frontend_addr[4];
 	bool foreign = false;
+	int action;
+
+	if (!frag_lookup(&x->p, &reply))
+		return XDP_PASS;
+	if (!arrived_from_backend_side(ctx, &x->p)) {
+		x->reason = UDPLB_REASON_SPOOFED_REPLY;
+		return XDP_DROP;
+	}
+	frag_set_source(&x->p, reply.frontend.addr_be, backend_addr);
+	action = forward(ctx, &x->p, false, true, &x->reason, &foreign);
+	if (action != XDP_REDIRECT && !foreign) {
+		/* To the kernel as it came, as a whole reply is (send_remote). */
+		frag_set_source(&x->p, backend_addr, frontend_addr);
+		return action;
+	}
+	count(&reply_counters, reply.frontend_id, x->bytes);
+	count_passive(reply.backend_slot, false);
+	return action;
+}
+
+/*
+ * A request to frontend fe: its backend picked. A local one gets it here
+ * (rewritten, XDP_PASS); a remote one is returned for send_remote.
+ * Otherwise NULL, with *action and x->reason saying what became of it.
+ */
+static __always_inline const struct udplb_endpoint *
+request_backend(struct xdp_md *ctx, struct xdp_packet *x, void *data_end,
+		struct udplb_frontend *fe, int *action)
+{
+	struct udplb_reply_target reply;
+	struct udplb_backend *be;
 	long picked;
-	__u32 slot, reply_id = 0;
-	__u16 udp_check = 0, ip_check = 0;
-	__u32 old_addr[4], old_addr2[4];
-	int reason;
+	__u32 slot;
 
-	reason = parse_udp_packet(&cur, data_end, &p, bytes);
-	if (reason == PARSE_ICMP) {
-		/* Only ICMP pays for this: the UDP path above is unchanged. */
-		reason = icmp_translate(&cur, data_end, &p, on_lo, ctx);
-		if (reason == UDPLB_REASON_SPOOFED_REPLY || reason == UDPLB_REASON_ICMP_NO_FLOW)
-			action = XDP_DROP;
-		goto out;
+	*action = XDP_PASS;
+	/* From a backend to a frontend: a reply sent back in, or a spoof
+	 * meant to start a loop through the balancer and its backends
+	 * (each pass gets a fresh TTL). No client sends from a backend. */
+	if (lookup_reply(&x->p, true, x->on_lo, &reply)) {
+		x->reason = UDPLB_REASON_BACKEND_TO_FRONTEND;
+		*action = XDP_DROP;
+		return NULL;
 	}
-	if (reason == UDPLB_REASON_FRAGMENT) {
-		/* A later fragment: of a remote backend's reply whose first
-		 * fragment went out translated (frags.h)? */
-		rt = frag_lookup(&p, &reply) ? &reply : NULL;
-		if (!rt)
-			goto out;
-		if (!arrived_from_backend_side(ctx, &p)) {
-			reason = UDPLB_REASON_SPOOFED_REPLY;
-			action = XDP_DROP;
-			goto out;
-		}
-		frag_set_source(&p, rt->frontend.addr_be, old_addr);
-		action = forward(ctx, &p, false, UDPLB_REASON_REPLY_FORWARDED, &reason, &foreign);
-		if (action != XDP_REDIRECT && !foreign) {
-			/* To the kernel as it came, as a whole reply is (below). */
-			frag_set_source(&p, old_addr, old_addr2);
-			goto out;
-		}
-		count(&reply_counters, rt->frontend_id, bytes);
+	/* A connection ID route needs no pin: the CID names the backend
+	 * whatever the client's address. */
+	picked = fe->sched == UDPLB_SCHED_QUIC ? quic_pick_slot(fe, &x->p, data_end) : -1;
+	if (picked < 0)
+		picked = flow_pick_slot(fe, &x->p);
+	slot = picked;
+	be = picked < 0 ? NULL : bpf_map_lookup_elem(&backends, &slot);
+	if (!be) {
+		x->reason = UDPLB_REASON_NO_BACKEND;
+		return NULL;
+	}
+	if (endpoint_is_local(&be->ep)) {
+		rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &x->p, false, &be->ep, false);
+		count(&backend_counters, slot, x->bytes);
+		x->reason = UDPLB_REASON_BALANCED;
+		return NULL;
+	}
+	if (x->p.first_fragment) {
+		/* Later fragments carry no ports to rewrite: the kernel
+		 * gets the datagram whole or not at all. */
+		x->reason = UDPLB_REASON_FRAGMENT;
+		return NULL;
+	}
+	count(&backend_counters, slot, x->bytes);
+	return &be->ep;
+}
+
+/*
+ * A reply from a backend (its target in *rt): a local backend's (on lo) is
+ * rewritten here and passed; a remote backend's, if it came from that
+ * backend's side, is returned for send_remote with what an undo needs in
+ * *undo. Otherwise NULL, with *action and x->reason saying what became of it.
+ */
+static __always_inline const struct udplb_endpoint *
+reply_frontend(struct xdp_md *ctx, struct xdp_packet *x, struct udplb_reply_target *rt,
+	       struct reply_undo *undo, int *action)
+{
+	*action = XDP_PASS;
+	if (endpoint_is_local(&rt->frontend)) {
+		flow_learn(&x->p, rt);
+		rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &x->p, true, &rt->frontend, false);
+		count(&reply_counters, rt->frontend_id, x->bytes);
 		count_passive(rt->backend_slot, false);
-		goto out;
+		x->reason = UDPLB_REASON_REPLY;
+		return NULL;
 	}
-	if (reason != PARSE_OK)
-		goto out;
-
-	fe = lookup_frontend(&p, false);
-	if (fe) {
-		/* From a backend to a frontend: a reply sent back in, or a spoof
-		 * meant to start a loop through the balancer and its backends
-		 * (each pass gets a fresh TTL). No client sends from a backend. */
-		if (lookup_reply(&p, true, on_lo, &reply)) {
-			reason = UDPLB_REASON_BACKEND_TO_FRONTEND;
-			action = XDP_DROP;
-			goto out;
-		}
-		/* A connection ID route needs no pin: the CID names the backend
-		 * whatever the client's address. */
-		picked = fe->sched == UDPLB_SCHED_QUIC ? quic_pick_slot(fe, &p, data_end) : -1;
-		if (picked < 0)
-			picked = flow_pick_slot(fe, &p);
-		slot = picked;
-		be = picked < 0 ? NULL : bpf_map_lookup_elem(&backends, &slot);
-		if (!be) {
-			reason = UDPLB_REASON_NO_BACKEND;
-			goto out;
-		}
-		to = &be->ep;
-		if (endpoint_is_local(to)) {
-			rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &p, false, to, false);
-			count(&backend_counters, slot, bytes);
-			reason = UDPLB_REASON_BALANCED;
-			goto out;
-		}
-		if (p.first_fragment) {
-			/* Later fragments carry no ports to rewrite: the kernel
-			 * gets the datagram whole or not at all. */
-			reason = UDPLB_REASON_FRAGMENT;
-			goto out;
-		}
-		count(&backend_counters, slot, bytes);
-		sent = UDPLB_REASON_FORWARDED;
-		goto forward;
+	/* A remote backend's reply comes in where the route to that
+	 * backend goes out; anything else carries a forged source and
+	 * would leave with the frontend's. */
+	if (!arrived_from_backend_side(ctx, &x->p)) {
+		x->reason = UDPLB_REASON_SPOOFED_REPLY;
+		*action = XDP_DROP;
+		return NULL;
 	}
+	endpoint_of(&x->p, true, false, &undo->backend);
+	undo->udp_check = x->p.udp->check;
+	if (!x->p.ipv6)
+		undo->ip_check = ((struct iphdr *)x->p.l3)->check;
+	return &rt->frontend;
+}
 
-	/* Local backends are keyed by port alone; their replies are seen here
-	 * only on lo (elsewhere they leave through egress), and matching a bare
-	 * source port on a wire-facing interface would rewrite strangers.
-	 * Remote backends are keyed by address and port, on every interface. */
-	rt = lookup_reply(&p, true, on_lo, &reply) ? &reply : NULL;
-	if (rt) {
-		to = &rt->frontend;
-		if (endpoint_is_local(to)) {
-			flow_learn(&p, rt);
-			rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &p, true, to, false);
-			count(&reply_counters, rt->frontend_id, bytes);
-			count_passive(rt->backend_slot, false);
-			reason = UDPLB_REASON_REPLY;
-			goto out;
-		}
-		/* A remote backend's reply comes in where the route to that
-		 * backend goes out; anything else carries a forged source and
-		 * would leave with the frontend's. */
-		if (!arrived_from_backend_side(ctx, &p)) {
-			reason = UDPLB_REASON_SPOOFED_REPLY;
-			action = XDP_DROP;
-			goto out;
-		}
-		reply_id = rt->frontend_id;
-		slot = rt->backend_slot;
-		/* What an undo must put back (see below). */
-		endpoint_of(&p, true, false, &from);
-		udp_check = p.udp->check;
-		if (!p.ipv6)
-			ip_check = ((struct iphdr *)p.l3)->check;
-		sent = UDPLB_REASON_REPLY_FORWARDED;
-		goto forward;
-	}
-	reason = UDPLB_REASON_NO_FRONTEND;
-	goto out;
+/*
+ * A datagram for another host, in either direction: a request gets `to` (a
+ * remote backend) as its destination, a reply (is_reply) from a remote
+ * backend gets `to` (its frontend, *rt) as its source; then forward.h sends
+ * it on. One place for both, so that the rewrite and forward() are inlined
+ * once.
+ */
+static __always_inline int send_remote(struct xdp_md *ctx, struct xdp_packet *x,
+				       const struct udplb_endpoint *to, bool is_reply,
+				       struct udplb_reply_target *rt, struct reply_undo *undo)
+{
+	bool foreign = false;
+	int rewritten, action;
 
-forward:
-	/* One place for both directions: a request goes to `to` (the
-	 * backend), a reply comes from the backend and gets `to` (the
-	 * frontend) as its source. */
-	rewritten = rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &p, sent == UDPLB_REASON_REPLY_FORWARDED,
-				     to, true);
-	action = forward(ctx, &p, rewritten == REWRITE_PARTIAL, sent, &reason, &foreign);
-	if (sent != UDPLB_REASON_REPLY_FORWARDED)
-		goto out;
+	rewritten = rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &x->p, is_reply, to, true);
+	action = forward(ctx, &x->p, rewritten == REWRITE_PARTIAL, is_reply, &x->reason, &foreign);
+	if (!is_reply)
+		return action;
 	if (action != XDP_REDIRECT && !foreign) {
 		/* A reply XDP does not send itself goes to the kernel as the
 		 * backend sent it: its source, and the checksums as they came
@@ -219,22 +237,81 @@ forward:
 		 * a device udplb does not run on (foreign: no egress program
 		 * there) still goes to the kernel translated, as it always did:
 		 * as it came, it would leave from the backend's address. */
-		rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &p, true, &from, false);
-		p.udp->check = udp_check;
-		if (!p.ipv6)
-			((struct iphdr *)p.l3)->check = ip_check;
-		goto out;
+		rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &x->p, true, &undo->backend, false);
+		x->p.udp->check = undo->udp_check;
+		if (!x->p.ipv6)
+			((struct iphdr *)x->p.l3)->check = undo->ip_check;
+		return action;
 	}
 	/* Sent on, or handed over translated (foreign). */
-	flow_learn(&p, &reply);
-	count(&reply_counters, reply_id, bytes);
-	count_passive(slot, false);
+	flow_learn(&x->p, rt);
+	count(&reply_counters, rt->frontend_id, x->bytes);
+	count_passive(rt->backend_slot, false);
 	/* A first fragment sent on: its later fragments, which carry no
 	 * ports, will be known by it (frags.h). */
-	if (p.first_fragment)
-		frag_remember(&p, &from, &reply);
-out:
-	record_reason(reason);
+	if (x->p.first_fragment)
+		frag_remember(&x->p, &undo->backend, rt);
+	return action;
+}
+
+/*
+ * A whole UDP datagram (or a first fragment): a request to a frontend, a
+ * reply from a backend, or neither (passed untouched, no_frontend).
+ */
+static __always_inline int balance_datagram(struct xdp_md *ctx, struct xdp_packet *x,
+					    void *data_end)
+{
+	struct udplb_reply_target reply;
+	const struct udplb_endpoint *to;
+	struct udplb_frontend *fe;
+	struct reply_undo undo;
+	bool is_reply;
+	int action;
+
+	fe = lookup_frontend(&x->p, false);
+	is_reply = !fe;
+	if (fe) {
+		to = request_backend(ctx, x, data_end, fe, &action);
+	} else {
+		/* Local backends are keyed by port alone; their replies are
+		 * seen here only on lo (elsewhere they leave through egress),
+		 * and matching a bare source port on a wire-facing interface
+		 * would rewrite strangers. Remote backends are keyed by
+		 * address and port, on every interface. */
+		if (!lookup_reply(&x->p, true, x->on_lo, &reply)) {
+			x->reason = UDPLB_REASON_NO_FRONTEND;
+			return XDP_PASS;
+		}
+		to = reply_frontend(ctx, x, &reply, &undo, &action);
+	}
+	if (!to)
+		return action;
+	return send_remote(ctx, x, to, is_reply, &reply, &undo);
+}
+
+SEC("xdp")
+int udplb_xdp(struct xdp_md *ctx)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	struct hdr_cursor cur = { .pos = (void *)(long)ctx->data };
+	struct xdp_packet x = {
+		.bytes = data_end - cur.pos,
+		/* Read once: clang may otherwise keep a pointer into ctx,
+		 * which the verifier refuses to dereference. */
+		.on_lo = ctx->ingress_ifindex == LOOPBACK_IFINDEX,
+	};
+	int action = XDP_PASS;
+
+	x.reason = parse_udp_packet(&cur, data_end, &x.p, x.bytes);
+	if (x.reason == PARSE_ICMP)
+		/* Only ICMP pays for this: the UDP path does not. */
+		action = translate_icmp(ctx, &cur, data_end, &x);
+	else if (x.reason == UDPLB_REASON_FRAGMENT)
+		action = forward_reply_fragment(ctx, &x);
+	else if (x.reason == PARSE_OK)
+		action = balance_datagram(ctx, &x, data_end);
+	/* Every packet moves exactly one reason counter, here. */
+	record_reason(x.reason);
 	return action;
 }
 
@@ -298,9 +375,12 @@ static __always_inline int egress(struct __sk_buff *skb)
 	int ret;
 
 	/* Headers may sit in paged data: make enough of them linear (and
-	 * writable, which the rewrite needs anyway). */
+	 * writable, which the rewrite needs anyway). If that fails (no
+	 * memory for a private copy), the packet is left as one too short
+	 * to parse is: untouched. */
 	want = len < TC_HEADROOM ? len : TC_HEADROOM;
-	bpf_skb_pull_data(skb, want);
+	if (bpf_skb_pull_data(skb, want))
+		return UDPLB_EGRESS_UNTOUCHED;
 
 	cur.pos = ctx_data(skb, UDPLB_HOOK_TC);
 	ret = parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len);
@@ -313,7 +393,8 @@ static __always_inline int egress(struct __sk_buff *skb)
 		 * socket; IPv4, XDP passed it as it came: icmp_to_egress). Parsed
 		 * again after the pull, which moves the data. */
 		want = len < TC_ICMP_HEADROOM ? len : TC_ICMP_HEADROOM;
-		bpf_skb_pull_data(skb, want);
+		if (bpf_skb_pull_data(skb, want))
+			return UDPLB_EGRESS_UNTOUCHED; /* as above */
 		cur.pos = ctx_data(skb, UDPLB_HOOK_TC);
 		if (parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len) != PARSE_ICMP)
 			return UDPLB_EGRESS_UNTOUCHED;

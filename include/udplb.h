@@ -40,9 +40,7 @@
  * a reload that rebuilds every ring holds two for a moment: at this limit
  * 128 MiB live, 256 MiB during such a reload. It lets every frontend have a
  * table of the default size. */
-#ifndef UDPLB_MAX_RING_ENTRIES
 #define UDPLB_MAX_RING_ENTRIES (UDPLB_MAX_FRONTENDS * UDPLB_DEFAULT_MAGLEV_SIZE)
-#endif
 /* A reload that replaces every frontend and backend keeps the old ones
  * until the new ones are live, so ids and slots go to twice the limits. */
 #define UDPLB_FRONTEND_IDS (2 * UDPLB_MAX_FRONTENDS)
@@ -114,7 +112,8 @@ enum udplb_reason {
 	UDPLB_REASON_MALFORMED = 6,    /* truncated or inconsistent header */
 	UDPLB_REASON_IPV6_EXT = 7,     /* IPv6 extension header other than one
 					* Fragment header                  */
-	UDPLB_REASON_NO_BACKEND = 8,   /* frontend with an empty table     */
+	UDPLB_REASON_NO_BACKEND = 8,   /* frontend with an empty table (or a
+					* ring that failed to read)        */
 	/* Remote backends: the packet was rewritten (destination for a
 	 * request, source for a reply), then one of: */
 	UDPLB_REASON_FORWARDED = 9,        /* request sent out by XDP_REDIRECT */
@@ -129,10 +128,11 @@ enum udplb_reason {
 	/* Refused and dropped: traffic that only a spoofer or a loop makes
 	 * (but see 19). */
 	UDPLB_REASON_BACKEND_TO_FRONTEND = 17, /* a backend's datagram to a frontend */
-	UDPLB_REASON_SPOOFED_REPLY = 18,   /* a backend's source (or an ICMP error
-					    * about a datagram to a remote backend)
-					    * on an interface that does not lead to
-					    * that backend */
+	UDPLB_REASON_SPOOFED_REPLY = 18,   /* a remote backend's source (a reply
+					    * or a later fragment of one), or an
+					    * ICMP error about a datagram to a
+					    * backend (XDP off lo), on an interface
+					    * that does not lead to that backend */
 	UDPLB_REASON_REPLY_TO_LOCAL = 19,  /* a remote backend's datagram to this
 					    * host (the answer to udplb's own health
 					    * probe), or to a broadcast or multicast
@@ -144,11 +144,14 @@ enum udplb_reason {
 					    * datagram names the frontend again */
 	UDPLB_REASON_ICMP_TO_BACKEND = 21, /* a packet-too-big about a reply,
 					    * sent on to the backend that answered:
-					    * the one a live pin of the flow table names) */
+					    * the one a live pin of the flow table
+					    * names, or with no pin a local backend,
+					    * the ring's for the flow */
 	UDPLB_REASON_ICMP_NO_FLOW = 22,    /* dropped: a packet-too-big for a
 					    * frontend about a reply that no live pin
 					    * says a backend sent (a forgery naming a
-					    * client, or no flow table: no proof) */
+					    * client, or no flow table: no proof),
+					    * unless the ring's backend is local */
 	UDPLB_REASON_ICMP_TO_EGRESS = 23,  /* toward the client, IPv4, off lo,
 					    * about a remote backend of a frontend
 					    * with an address: checked (as
@@ -293,8 +296,9 @@ struct udplb_backend {
 #define UDPLB_BY_PORT_IPV6 2
 
 /* The backend takes pinned flows (the flow table): configured, on a Maglev
- * frontend with a flow table, and (once health checks exist) up. Cleared
- * when it is removed; replies from it then pin nothing either. */
+ * or quic frontend with a flow table, and not held down by the health
+ * checks. Cleared when it is removed; replies from it then pin nothing
+ * either. */
 #define UDPLB_BACKEND_F_PINNED 1
 /* The backend takes packets routed by the server ID in their QUIC
  * connection ID: configured on a quic frontend and not held down (a
