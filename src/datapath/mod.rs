@@ -100,8 +100,10 @@ impl Datapath {
 
     /// [`Datapath::load`] with a flow table size and a pinned table to reuse.
     pub fn load_with(opts: &LoadOptions) -> Result<Datapath> {
-        // The skeleton borrows its object storage for as long as it lives;
-        // one small allocation per load, owned by the skeleton in practice.
+        // The skeleton borrows its object storage for as long as it lives,
+        // and a `Datapath` owns the skeleton: the storage is leaked, one
+        // small allocation per load (udplb loads once per run; the tests
+        // and the bench load a few hundred times at most).
         let storage: &'static mut MaybeUninit<OpenObject> =
             Box::leak(Box::new(MaybeUninit::uninit()));
         let mut open = UdplbSkelBuilder::default()
