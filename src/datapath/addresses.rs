@@ -1,7 +1,7 @@
 //! The frontend addresses udplb announces: added to and removed from one
 //! interface (a dummy, or lo) over rtnetlink (RTM_NEWADDR / RTM_DELADDR /
 //! RTM_GETADDR), typed by the rust-netlink project's
-//! `netlink-packet-route`, on a nix socket as for link events.
+//! `netlink-packet-route`, asked through [`Requester`](super::netlink::Requester).
 //!
 //! Every address udplb adds carries [`PROTO`] as its address protocol
 //! (IFA_PROTO, Linux 6.1+; `ip addr` shows `proto 0x75`), which is how udplb
@@ -14,23 +14,19 @@
 //! never waits for anything outside the kernel.
 
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REPLACE, NLM_F_REQUEST,
-};
+use anyhow::{Context, Result};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
     AddressScope, CacheInfo,
 };
 use netlink_packet_route::{AddressFamily as Family, RouteNetlinkMessage};
 use nix::errno::Errno;
-use nix::sys::socket::{
-    recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
-};
+use nix::sys::socket::SockProtocol;
+
+use super::netlink::Requester;
 
 /// The address protocol (IFA_PROTO) that marks udplb's addresses: 0x75,
 /// 'u'. The kernel's own values are 0-3.
@@ -51,8 +47,7 @@ pub struct Present {
 
 /// An rtnetlink socket for address requests, opened once.
 pub struct Addresses {
-    fd: OwnedFd,
-    seq: u32,
+    nl: Requester,
 }
 
 /// What [`Addresses::add`] found.
@@ -66,14 +61,8 @@ pub enum Added {
 
 impl Addresses {
     pub fn open() -> Result<Addresses> {
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkRoute,
-        )
-        .context("opening a netlink socket for addresses")?;
-        Ok(Addresses { fd, seq: 0 })
+        let nl = Requester::open(SockProtocol::NetlinkRoute, "addresses")?;
+        Ok(Addresses { nl })
     }
 
     /// Every address on interface `ifindex`.
@@ -192,55 +181,13 @@ impl Addresses {
     }
 
     /// Sends one request and reads until its acknowledgement (or the end of
-    /// its dump); the messages that came back. A refusal is the kernel's
-    /// errno, for callers to match.
+    /// its dump): the messages that came back, or the kernel's errno.
     fn request(
         &mut self,
         inner: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        header.sequence_number = self.seq;
-        let mut msg = NetlinkMessage::new(header, inner.into());
-        msg.finalize();
-        let mut buf = vec![0u8; msg.buffer_len()];
-        msg.serialize(&mut buf);
-        send(self.fd.as_raw_fd(), &buf, MsgFlags::empty()).context("sending a netlink request")?;
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-                Ok(n) => n,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e).context("reading a netlink answer"),
-            };
-            let mut rest = &buf[..n];
-            while !rest.is_empty() {
-                let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest)
-                    .context("parsing a netlink answer")?;
-                let len = m.header.length as usize;
-                if m.header.sequence_number == self.seq {
-                    match m.payload {
-                        NetlinkPayload::InnerMessage(i) => out.push(i),
-                        NetlinkPayload::Done(_) => return Ok(out),
-                        NetlinkPayload::Error(e) => match e.code {
-                            None => return Ok(out),
-                            Some(c) => return Err(Errno::from_raw(-c.get()).into()),
-                        },
-                        _ => {}
-                    }
-                }
-                if len == 0 || len >= rest.len() {
-                    break;
-                }
-                rest = &rest[len.next_multiple_of(4).min(rest.len())..];
-            }
-            if out.len() > 1_000_000 {
-                bail!("netlink answer without end");
-            }
-        }
+        self.nl.request(inner, NLM_F_ACK | flags)
     }
 }
 

@@ -5,46 +5,35 @@
 //! 100 ms), and the start-up warnings about frontends' ports read it, rather
 //! than /proc/net/udp{,6}: the dump is binary (no text to format and parse),
 //! and the request and messages are typed by the rust-netlink project's
-//! `netlink-packet-sock-diag`, on the same netlink-packet-core as the link
-//! events. The socket is nix's, as for link events.
+//! `netlink-packet-sock-diag`, asked through [`Requester`](super::netlink::Requester)
+//! as the announced addresses are.
 //!
 //! The dump runs inside the kernel while we read it: it never waits for
 //! anything outside, so reading it on the event loop does not block.
 
 use std::collections::BTreeSet;
-use std::os::fd::{AsRawFd, OwnedFd};
 
-use anyhow::{bail, Context, Result};
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
-};
+use anyhow::{Context, Result};
+use netlink_packet_core::NLM_F_DUMP;
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_UDP};
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
 use netlink_packet_sock_diag::SockDiagMessage;
-use nix::errno::Errno;
-use nix::sys::socket::{
-    recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
-};
+use nix::sys::socket::SockProtocol;
+
+use super::netlink::Requester;
 
 /// A bound UDP socket's local address and port.
 pub type Bound = (std::net::IpAddr, u16);
 
 /// A NETLINK_SOCK_DIAG socket, opened once and reused for every dump.
 pub struct SocketTable {
-    fd: OwnedFd,
-    seq: u32,
+    nl: Requester,
 }
 
 impl SocketTable {
     pub fn open() -> Result<SocketTable> {
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkSockDiag,
-        )
-        .context("opening a sock_diag netlink socket")?;
-        Ok(SocketTable { fd, seq: 0 })
+        let nl = Requester::open(SockProtocol::NetlinkSockDiag, "the UDP socket table")?;
+        Ok(SocketTable { nl })
     }
 
     /// The local ports of every UDP socket (IPv4 and IPv6) bound now.
@@ -59,66 +48,28 @@ impl SocketTable {
     /// The local address and port of every UDP socket (IPv4 and IPv6)
     /// bound now.
     pub fn udp_sockets(&mut self) -> Result<BTreeSet<Bound>> {
-        let mut ports = BTreeSet::new();
-        for (family, id) in [
+        let mut found = BTreeSet::new();
+        for (family, socket_id) in [
             (AF_INET, SocketId::new_v4()),
             (AF_INET6, SocketId::new_v6()),
         ] {
-            self.seq = self.seq.wrapping_add(1);
-            self.dump(family, id, &mut ports)
-                .with_context(|| format!("reading the UDP socket table (family {family})"))?;
-        }
-        Ok(ports)
-    }
-
-    fn dump(&mut self, family: u8, socket_id: SocketId, found: &mut BTreeSet<Bound>) -> Result<()> {
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        header.sequence_number = self.seq;
-        let mut msg = NetlinkMessage::new(
-            header,
-            SockDiagMessage::InetRequest(InetRequest {
+            let request = SockDiagMessage::InetRequest(InetRequest {
                 family,
                 protocol: IPPROTO_UDP,
                 extensions: ExtensionFlags::empty(),
                 states: StateFlags::all(),
                 socket_id,
-            })
-            .into(),
-        );
-        msg.finalize();
-        let mut buf = vec![0u8; msg.buffer_len()];
-        msg.serialize(&mut buf);
-        send(self.fd.as_raw_fd(), &buf, MsgFlags::empty()).context("sending the dump request")?;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-                Ok(n) => n,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e).context("reading the dump"),
-            };
-            let mut rest = &buf[..n];
-            while !rest.is_empty() {
-                let m = NetlinkMessage::<SockDiagMessage>::deserialize(rest)
-                    .context("parsing a sock_diag message")?;
-                let len = m.header.length as usize;
-                if m.header.sequence_number == self.seq {
-                    match m.payload {
-                        NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
-                            let id = &r.header.socket_id;
-                            found.insert((id.source_address, id.source_port));
-                        }
-                        NetlinkPayload::Done(_) => return Ok(()),
-                        NetlinkPayload::Error(e) => bail!("the kernel refused the dump: {e:?}"),
-                        _ => {}
-                    }
+            });
+            let answers = (self.nl.request(request, NLM_F_DUMP))
+                .with_context(|| format!("reading the UDP socket table (family {family})"))?;
+            for m in answers {
+                if let SockDiagMessage::InetResponse(r) = m {
+                    let id = &r.header.socket_id;
+                    found.insert((id.source_address, id.source_port));
                 }
-                if len == 0 || len >= rest.len() {
-                    break;
-                }
-                rest = &rest[len.next_multiple_of(4).min(rest.len())..];
             }
         }
+        Ok(found)
     }
 }
 
