@@ -122,6 +122,10 @@ impl Udplb {
                 }
             });
         }
+        // Only the readers send: once udplb exits and they end, the wait
+        // below ends at once (a refusal fails the test with its message,
+        // not after the whole timeout).
+        drop(tx);
         let mut u = Udplb {
             child: Some(child),
             lines: rx,
