@@ -49,11 +49,37 @@ pub fn client(ns: &Netns, wrap: &[&str], args: &[&str]) -> (i32, String, String)
     )
 }
 
-/// `udplb status --json`, parsed.
+/// `udplb status --json`, parsed: the one udplb in `ns`.
 pub fn status(ns: &Netns) -> serde_json::Value {
-    let (code, out, err) = udplb_cmd(ns, &["status", "--json"]);
-    assert_eq!(code, 0, "udplb status: {err}");
+    status_json(ns, &["status", "--json"])
+}
+
+/// `udplb status IFACES --json`, parsed: the udplb found by its
+/// interfaces, as given to it (`lo`, `l0,l1,l2`).
+pub fn status_on(ns: &Netns, ifaces: &str) -> serde_json::Value {
+    status_json(ns, &["status", ifaces, "--json"])
+}
+
+fn status_json(ns: &Netns, args: &[&str]) -> serde_json::Value {
+    let (code, out, err) = udplb_cmd(ns, args);
+    assert_eq!(code, 0, "udplb {args:?}: {err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("status JSON: {e}\n{out}"))
+}
+
+/// Backend `name` (`9876`, `198.18.1.2:53`) of the first frontend of a
+/// parsed status; fails naming the status if there is none.
+pub fn backend<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    (s["frontends"][0]["backends"].as_array())
+        .unwrap_or_else(|| panic!("no frontend in {s}"))
+        .iter()
+        .find(|b| b["name"] == name)
+        .unwrap_or_else(|| panic!("no backend {name} in {s}"))
+}
+
+/// Datagrams forwarded so far to backend `name` of the first frontend.
+pub fn backend_packets(s: &serde_json::Value, name: &str) -> u64 {
+    let b = backend(s, name);
+    (b["traffic"]["packets"].as_u64()).unwrap_or_else(|| panic!("no packet count in {b}"))
 }
 
 /// GET `path` from the metrics listener at 127.0.0.1:9100 in `ns`:
