@@ -21,6 +21,7 @@ use support::netns::*;
 use support::operate::{backend, status};
 use support::packets::{udp, Csum};
 use support::process::*;
+use support::sockets::{raw_socket, send_ip};
 
 const FLOWS: u16 = 300;
 const FIRST_SPORT: u16 = 20000;
@@ -261,7 +262,6 @@ fn spoofed(src: [u8; 4], sport: u16) -> Vec<u8> {
 
 #[test]
 fn a_spoofed_flood_moves_no_pinned_flow() {
-    use nix::libc;
     let ns = Netns::new("flood");
     let (client_cpu, backend_cpu) = cpus();
     let _echo = Echo::start(&ns, &[9876, 9877, 9878], backend_cpu);
@@ -278,17 +278,8 @@ fn a_spoofed_flood_moves_no_pinned_flow() {
     // back: never answered), through a raw socket in the namespace, bounded
     // in count and time (10 s).
     let sent = ns.enter(|| {
-        // SAFETY: plain socket(2)/sendto(2)/close(2) on buffers we own.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
-        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-        let dst = libc::sockaddr_in {
-            sin_family: libc::AF_INET as u16,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-            },
-            sin_zero: [0; 8],
-        };
+        let fd = raw_socket(false);
+        let to = "127.0.0.1".parse().unwrap();
         let mut x: u32 = 0x9e3779b9;
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut sent = 0u32;
@@ -300,23 +291,10 @@ fn a_spoofed_flood_moves_no_pinned_flow() {
                 [198, 19, (x >> 8) as u8, x as u8],
                 1024 + (x >> 16) as u16 % 60000,
             );
-            // SAFETY: pkt and dst outlive the call.
-            let n = unsafe {
-                libc::sendto(
-                    fd,
-                    pkt.as_ptr().cast(),
-                    pkt.len(),
-                    0,
-                    (&dst as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as u32,
-                )
-            };
-            if n == pkt.len() as isize {
+            if send_ip(&fd, &pkt, to) == Ok(pkt.len()) {
                 sent += 1;
             }
         }
-        // SAFETY: fd is ours.
-        unsafe { libc::close(fd) };
         sent
     });
     assert_eq!(sent, 100_000, "flood datagrams sent");
