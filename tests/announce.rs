@@ -18,14 +18,10 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use support::bgp::{Echo, F1};
 use support::netns::*;
+use support::operate::status;
 use support::process::*;
 
 const WAIT: Duration = Duration::from_secs(15);
-
-/// `udplb status --json` in `ns`, parsed.
-fn status(ns: &Netns) -> serde_json::Value {
-    support::operate::status(ns)
-}
 
 /// Whether `addr` (a host address) is on `dev` in `ns`.
 fn on(ns: &Netns, dev: &str, addr: &str) -> bool {

@@ -11,7 +11,7 @@ mod support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -284,9 +284,7 @@ fn an_unread_stdout_holds_nothing() {
             .join(",")
     );
     let mut child = Stopped(
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", ns.name))
-            .args([BIN, "--stats", "1", "lo", &spec])
+        support::operate::udplb_command(&ns, &[], &["--stats", "1", "lo", &spec])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

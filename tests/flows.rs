@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use support::cpu::*;
 use support::netns::*;
+use support::operate::{backend, status};
+use support::packets::{udp, Csum};
 use support::process::*;
+use support::sockets::{raw_socket, send_ip};
 
 const FLOWS: u16 = 300;
 const FIRST_SPORT: u16 = 20000;
@@ -235,47 +238,30 @@ fn pinned_flows_stay_across_removal_addition_and_drain() {
         0,
         "new flows on a drained backend"
     );
-    let status = lb_status(&ns);
-    assert!(live_flows(&status, "9876").is_some(), "{status}");
+    // The drained backend still counts live flows (a number, not absent).
+    let s = status(&ns);
+    assert!(backend(&s, "9876")["live_flows"].is_u64(), "{s}");
     // ... and move once idle for the timeout (2 s).
     std::thread::sleep(Duration::from_millis(2600));
     let idle = round(&socks, client_cpu);
     assert_eq!(on(&idle, 9876), 0, "idle flows left the drained backend");
-    let (status, out) = lb.stop(Signal::SIGTERM);
-    assert!(status.success(), "{out}");
+    let (exit, out) = lb.stop(Signal::SIGTERM);
+    assert!(exit.success(), "{out}");
 }
 
-/// `udplb status` in the namespace.
-fn lb_status(ns: &Netns) -> String {
-    ns.exec(&[BIN, "status"])
-}
-
-/// The flows column of backend `name` in `udplb status`.
-fn live_flows(status: &str, name: &str) -> Option<u64> {
-    status
-        .lines()
-        .find(|l| l.trim_start().starts_with(&format!("-> {name} ")))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-}
-
-/// An IPv4/UDP datagram from `src`:sport to 127.0.0.1:9875 (the kernel fills
-/// in the IP checksum and length; UDP checksum 0: none).
+/// An IPv4/UDP datagram from `src`:sport to 127.0.0.1:9875, from its IP
+/// header on (UDP checksum 0: none).
 fn spoofed(src: [u8; 4], sport: u16) -> Vec<u8> {
-    let mut p = vec![
-        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, src[0], src[1], src[2], src[3], 127, 0, 0, 1,
-    ];
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&9875u16.to_be_bytes());
-    p.extend_from_slice(&(8u16 + 4).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(b"spam");
-    p
+    let src = std::net::Ipv4Addr::from(src);
+    let f = udp(&format!("{src}:{sport}"), "127.0.0.1:9875")
+        .payload(b"spam")
+        .csum(Csum::Fixed(0))
+        .build();
+    f.bytes[f.l3..].to_vec()
 }
 
 #[test]
 fn a_spoofed_flood_moves_no_pinned_flow() {
-    use nix::libc;
     let ns = Netns::new("flood");
     let (client_cpu, backend_cpu) = cpus();
     let _echo = Echo::start(&ns, &[9876, 9877, 9878], backend_cpu);
@@ -292,17 +278,8 @@ fn a_spoofed_flood_moves_no_pinned_flow() {
     // back: never answered), through a raw socket in the namespace, bounded
     // in count and time (10 s).
     let sent = ns.enter(|| {
-        // SAFETY: plain socket(2)/sendto(2)/close(2) on buffers we own.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
-        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-        let dst = libc::sockaddr_in {
-            sin_family: libc::AF_INET as u16,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-            },
-            sin_zero: [0; 8],
-        };
+        let fd = raw_socket(false);
+        let to = "127.0.0.1".parse().unwrap();
         let mut x: u32 = 0x9e3779b9;
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut sent = 0u32;
@@ -314,23 +291,10 @@ fn a_spoofed_flood_moves_no_pinned_flow() {
                 [198, 19, (x >> 8) as u8, x as u8],
                 1024 + (x >> 16) as u16 % 60000,
             );
-            // SAFETY: pkt and dst outlive the call.
-            let n = unsafe {
-                libc::sendto(
-                    fd,
-                    pkt.as_ptr().cast(),
-                    pkt.len(),
-                    0,
-                    (&dst as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as u32,
-                )
-            };
-            if n == pkt.len() as isize {
+            if send_ip(&fd, &pkt, to) == Ok(pkt.len()) {
                 sent += 1;
             }
         }
-        // SAFETY: fd is ours.
-        unsafe { libc::close(fd) };
         sent
     });
     assert_eq!(sent, 100_000, "flood datagrams sent");
@@ -339,21 +303,16 @@ fn a_spoofed_flood_moves_no_pinned_flow() {
     wait_drained(&ns, &[9876, 9877, 9878]);
     let after = round(&socks, client_cpu);
     let n = moved(&first, &after, None);
-    let status = lb_status(&ns);
-    eprintln!("after a flood of {sent} spoofed datagrams: {n} pinned flows moved\n{status}");
+    let s = status(&ns);
+    eprintln!("after a flood of {sent} spoofed datagrams: {n} pinned flows moved\n{s:#}");
     assert_eq!(n, 0, "pinned flows moved by the flood");
-    let entries: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("flow table: "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(u64::MAX);
+    let entries = s["flow_entries"].as_u64().unwrap_or(u64::MAX);
     assert!(
         entries <= FLOWS as u64,
-        "{entries} entries: the flood pinned flows\n{status}"
+        "{entries} entries: the flood pinned flows\n{s:#}"
     );
-    let (status, out) = lb.stop(Signal::SIGTERM);
-    assert!(status.success(), "{out}");
+    let (exit, out) = lb.stop(Signal::SIGTERM);
+    assert!(exit.success(), "{out}");
 }
 
 /// `--pin` restarts keep the flow table: 300 flows from a client namespace
@@ -386,14 +345,14 @@ fn a_pinned_restart_keeps_the_flow_table() {
             .map(|b| b["live_flows"].as_u64().unwrap_or(0))
             .sum()
     };
-    let s = support::operate::status(&lbns);
+    let s = status(&lbns);
     assert_eq!(s["flow_entries"], u64::from(FLOWS), "{s}");
-    let (status, out) = first.stop(Signal::SIGTERM);
-    assert!(status.success() && out.contains("left attached"), "{out}");
+    let (exit, out) = first.stop(Signal::SIGTERM);
+    assert!(exit.success() && out.contains("left attached"), "{out}");
 
     let mut second = Udplb::start(&lbns, &args);
     second.wait_for("keeping the pinned flow table", Duration::from_secs(5));
-    let s = support::operate::status(&lbns);
+    let s = status(&lbns);
     eprintln!(
         "after a --pin restart: {} entries, {} live",
         s["flow_entries"],
@@ -407,7 +366,7 @@ fn a_pinned_restart_keeps_the_flow_table() {
     );
     let after = round_to(&socks, "198.18.0.2:9875", None);
     assert_eq!(moved(&before, &after, None), 0);
-    let s = support::operate::status(&lbns);
+    let s = status(&lbns);
     let hits = s["flow_events"]["hit"].as_u64().unwrap();
     assert!(
         hits >= u64::from(FLOWS),

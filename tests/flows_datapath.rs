@@ -6,6 +6,7 @@
 
 mod support;
 
+use support::frame::Port;
 use support::packets::udp;
 use support::require_root;
 use support::runner::{run_once, Case, Fixture, LOOPBACK, XDP_PASS};
@@ -85,20 +86,20 @@ impl Lb {
     }
 
     fn request_from(&self, client: &str, sport: u16) -> u16 {
-        let frame = udp(&format!("{client}:{sport}"), "127.0.0.1:9875").frame();
-        let (verdict, out) = run_once(self.dp.xdp_program(), &frame, None).expect("test run");
+        let frame = udp(&format!("{client}:{sport}"), "127.0.0.1:9875").build();
+        let (verdict, out) = run_once(self.dp.xdp_program(), &frame.bytes, None).expect("test run");
         assert_eq!(verdict, XDP_PASS);
-        u16::from_be_bytes([out[14 + 20 + 2], out[14 + 20 + 3]])
+        frame.port_in(&out, Port::Destination)
     }
 
     /// The backend on `port` answers CLIENT:sport (seen on lo, as XDP sees
     /// local replies).
     fn reply(&self, port: u16, sport: u16) {
-        let frame = udp(&format!("127.0.0.1:{port}"), &format!("{CLIENT}:{sport}")).frame();
+        let frame = udp(&format!("127.0.0.1:{port}"), &format!("{CLIENT}:{sport}")).build();
         let (verdict, out) =
-            run_once(self.dp.xdp_program(), &frame, Some(LOOPBACK)).expect("test run");
+            run_once(self.dp.xdp_program(), &frame.bytes, Some(LOOPBACK)).expect("test run");
         assert_eq!(verdict, XDP_PASS);
-        let sport_out = u16::from_be_bytes([out[14 + 20], out[14 + 20 + 1]]);
+        let sport_out = frame.port_in(&out, Port::Source);
         assert_eq!(sport_out, 9875, "the reply leaves from the frontend");
     }
 
@@ -294,10 +295,10 @@ fn replies_leaving_through_tc_egress_pin_too() {
     assert!(outcome.is_ok(), "{outcome:?}");
     let e = f.dp.flow_counters().unwrap();
     assert_eq!(ev(&e, "pin_created"), 1);
-    let frame = udp("198.18.0.1:40000", "198.18.0.2:9875").frame();
+    let frame = udp("198.18.0.1:40000", "198.18.0.2:9875").build();
     for _ in 0..5 {
-        let (_, out) = run_once(f.dp.xdp_program(), &frame, None).unwrap();
-        assert_eq!(u16::from_be_bytes([out[36], out[37]]), 9876);
+        let (_, out) = run_once(f.dp.xdp_program(), &frame.bytes, None).unwrap();
+        assert_eq!(frame.port_in(&out, Port::Destination), 9876);
     }
     assert_eq!(ev(&f.dp.flow_counters().unwrap(), "hit"), 5);
 }
@@ -306,9 +307,9 @@ fn replies_leaving_through_tc_egress_pin_too() {
 fn ipv6_flows_pin_too() {
     let lb = Lb::new(&["9875=9876,9877,9878"]);
     let req = |sport: u16| {
-        let frame = udp(&format!("[2001:2::1]:{sport}"), "[::1]:9875").frame();
-        let (_, out) = run_once(lb.dp.xdp_program(), &frame, None).unwrap();
-        u16::from_be_bytes([out[14 + 40 + 2], out[14 + 40 + 3]])
+        let frame = udp(&format!("[2001:2::1]:{sport}"), "[::1]:9875").build();
+        let (_, out) = run_once(lb.dp.xdp_program(), &frame.bytes, None).unwrap();
+        frame.port_in(&out, Port::Destination)
     };
     let ring = req(47000);
     let answered = other(ring);
@@ -328,10 +329,10 @@ fn a_pin_learned_for_one_frontend_is_not_followed_by_another() {
     let frame = udp("127.0.0.2:9876", &format!("{CLIENT}:40000")).frame();
     run_once(lb.dp.xdp_program(), &frame, Some(LOOPBACK)).unwrap();
     assert_eq!(ev(&lb.events(), "pin_created"), 1);
-    let frame = udp(&format!("{CLIENT}:40000"), "127.0.0.2:9875").frame();
-    let (_, out) = run_once(lb.dp.xdp_program(), &frame, None).unwrap();
+    let frame = udp(&format!("{CLIENT}:40000"), "127.0.0.2:9875").build();
+    let (_, out) = run_once(lb.dp.xdp_program(), &frame.bytes, None).unwrap();
     assert_eq!(
-        u16::from_be_bytes([out[14 + 20 + 2], out[14 + 20 + 3]]),
+        frame.port_in(&out, Port::Destination),
         9877,
         "a request followed another frontend's pin"
     );

@@ -8,6 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use support::frame::{Frame, Port};
 use support::packets::udp;
 use support::require_root;
 use support::runner::{run_once, XDP_PASS};
@@ -16,24 +17,18 @@ use udplb::datapath::Datapath;
 use udplb::plan::flow_hash::flow_hash;
 use udplb::plan::State;
 
-fn udp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+fn udp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Frame {
     let (s, d) = (Ipv4Addr::from(src), Ipv4Addr::from(dst));
     udp(&format!("{s}:{sport}"), &format!("{d}:{dport}"))
         .payload(b"maglev test payload")
-        .frame()
+        .build()
 }
 
-fn udp6(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16) -> Vec<u8> {
+fn udp6(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16) -> Frame {
     let (s, d) = (Ipv6Addr::from(src), Ipv6Addr::from(dst));
     udp(&format!("[{s}]:{sport}"), &format!("[{d}]:{dport}"))
         .payload(b"maglev test payload")
-        .frame()
-}
-
-/// The destination port the program wrote: 14 bytes of Ethernet, then IP.
-fn dport_of(frame: &[u8], ipv6: bool) -> u16 {
-    let udp = 14 + if ipv6 { 40 } else { 20 };
-    u16::from_be_bytes([frame[udp + 2], frame[udp + 3]])
+        .build()
 }
 
 struct Setup {
@@ -70,9 +65,11 @@ fn setup(spec: &str, table_size: u32) -> Setup {
 }
 
 impl Setup {
-    /// One BPF_PROG_TEST_RUN of the XDP program on `frame`.
-    fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
-        run_once(self.dp.xdp_program(), frame, None).unwrap()
+    /// One BPF_PROG_TEST_RUN of the XDP program on `frame`: the verdict
+    /// and the destination port it left.
+    fn run(&self, frame: &Frame) -> (u32, u16) {
+        let (verdict, out) = run_once(self.dp.xdp_program(), &frame.bytes, None).unwrap();
+        (verdict, frame.port_in(&out, Port::Destination))
     }
 
     fn expected(&self, src: &[u8], sport: u16, dst: &[u8], dport: u16) -> u16 {
@@ -89,9 +86,8 @@ fn the_program_picks_the_backend_the_rust_ring_predicts() {
         let src = [198, 18, (i >> 8) as u8, i as u8];
         let sport = 1024 + (i * 7919 % 60000) as u16;
         let frame = udp4(src, sport, [198, 18, 0, 2], 9875);
-        let (verdict, out) = s.run(&frame);
+        let (verdict, got) = s.run(&frame);
         assert_eq!(verdict, XDP_PASS, "XDP_PASS");
-        let got = dport_of(&out, false);
         assert_eq!(
             got,
             s.expected(&src, sport, &[198, 18, 0, 2], 9875),
@@ -115,12 +111,8 @@ fn ipv6_flows_too() {
         let mut src = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         src[14] = (i >> 8) as u8;
         src[15] = i as u8;
-        let (_, out) = s.run(&udp6(src, 40000 + i, dst, 9875));
-        assert_eq!(
-            dport_of(&out, true),
-            s.expected(&src, 40000 + i, &dst, 9875),
-            "flow {i}"
-        );
+        let (_, got) = s.run(&udp6(src, 40000 + i, dst, 9875));
+        assert_eq!(got, s.expected(&src, 40000 + i, &dst, 9875), "flow {i}");
     }
 }
 
@@ -128,8 +120,8 @@ fn ipv6_flows_too() {
 fn a_flow_always_picks_the_same_backend() {
     let s = setup("9875=9876,9877,9878", 65537);
     let frame = udp4([198, 18, 9, 9], 33333, [198, 18, 0, 2], 9875);
-    let first = dport_of(&s.run(&frame).1, false);
+    let first = s.run(&frame).1;
     for _ in 0..100 {
-        assert_eq!(dport_of(&s.run(&frame).1, false), first);
+        assert_eq!(s.run(&frame).1, first);
     }
 }

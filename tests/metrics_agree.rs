@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,20 +18,11 @@ use support::process::*;
 use support::prometheus::*;
 use support::sockets::*;
 
-type Metrics = BTreeMap<(String, String), f64>;
-
 fn now_unix() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
-}
-
-/// udplb's /metrics in `ns`, as Prometheus's parser reads it.
-fn scrape(ns: &Netns) -> Metrics {
-    let (code, _, body) = http_get(ns, "/metrics");
-    assert_eq!(code, "HTTP/1.1 200 OK");
-    parse_with_prometheus(&body)
 }
 
 /// The sum of `name`'s samples whose labels include every one of `labels`

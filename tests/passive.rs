@@ -92,15 +92,6 @@ fn steady_sender(c: UdpSocket, to: SocketAddr) -> (Arc<AtomicBool>, JoinHandle<u
     (on, t)
 }
 
-fn backend<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    s["frontends"][0]["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["name"] == name)
-        .unwrap_or_else(|| panic!("no backend {name} in {s}"))
-}
-
 /// Fills every neighbour table on the way (client, balancer, backend
 /// hosts), so that the figure measured is udplb's and not NDP's (a fresh
 /// IPv6 link takes about a second before the client's first datagram
@@ -168,9 +159,7 @@ fn dead_backend_host_goes_down_by_passive_signals_alone(ipv6: bool) {
     assert!(l["passive"]["replies"].as_u64().unwrap() > 0, "{l}");
 
     // /metrics says the same, through Prometheus's own parser.
-    let (code, _, body) = http_get(&t.lb, "/metrics");
-    assert_eq!(code, "HTTP/1.1 200 OK");
-    let m = parse_with_prometheus(&body);
+    let m = scrape(&t.lb);
     let labels = |b: &str| format!("backend={b},frontend={vip}");
     assert_eq!(sample(&m, "udplb_backend_up", &labels(&dead)), 0.0);
     assert_eq!(sample(&m, "udplb_backend_up", &labels(&live)), 1.0);
@@ -192,7 +181,7 @@ fn dead_backend_host_goes_down_by_passive_signals_alone(ipv6: bool) {
     // answered (well within the 5 s hold).
     let mut buf = [0u8; 64];
     while client.recv(&mut buf).is_ok() {}
-    let to_dead = backend(&s, &dead)["traffic"]["packets"].as_u64().unwrap();
+    let to_dead = backend_packets(&s, &dead);
     for i in 0..40 {
         client
             .send_to(format!("after {i}").as_bytes(), frontend)
@@ -205,7 +194,7 @@ fn dead_backend_host_goes_down_by_passive_signals_alone(ipv6: bool) {
     }
     let s = status(&t.lb);
     assert_eq!(
-        backend(&s, &dead)["traffic"]["packets"].as_u64().unwrap(),
+        backend_packets(&s, &dead),
         to_dead,
         "datagrams still went to {dead}"
     );

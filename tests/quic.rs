@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use support::netns::{veth_pair, Netns};
-use support::operate::status;
+use support::operate::{backend_packets, sample, scrape, status, udplb_cmd};
 use support::process::{TempFile, Udplb};
 use support::quic::{clients, require_aioquic, Clients, Server, Summary};
 
@@ -132,37 +132,22 @@ fn moving(sched: &str, migrate: Option<&str>) -> Summary {
 /// `udplb status` and /metrics show the QUIC counters: requests routed by
 /// CID, and Initials with the client's own CID that went by the ring.
 fn shows_the_counters(lb: &Netns) {
-    let status = lb.exec(&[support::process::BIN, "status"]);
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("quic: "))
-        .unwrap_or_else(|| panic!("{status}"));
-    let count = |text: &str, pat: &str| -> u64 {
-        let at = text
-            .find(pat)
-            .unwrap_or_else(|| panic!("no {pat} in {text}"))
-            + pat.len();
-        text[at..]
-            .split(|c: char| !c.is_ascii_digit())
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    assert!(count(line, "routed ") > 100, "{line}");
-    assert!(count(line, "client_cid ") >= 30, "{line}");
-    let text = lb.enter(|| {
-        use std::io::{Read, Write};
-        let mut c = std::net::TcpStream::connect("127.0.0.1:9100").expect("/metrics");
-        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        let mut text = String::new();
-        c.read_to_string(&mut text).unwrap();
-        text
-    });
+    let s = status(lb);
+    let quic = &s["quic_events"];
+    assert!(quic["routed"].as_u64().unwrap() > 100, "{quic}");
+    assert!(quic["client_cid"].as_u64().unwrap() >= 30, "{quic}");
+    // The table shows them too (its presentation, not a source of figures).
+    let (code, table, err) = udplb_cmd(lb, &["status"]);
+    assert_eq!(code, 0, "{err}");
     assert!(
-        count(&text, "udplb_quic_packets_total{outcome=\"routed\"} ") > 100,
-        "{text}"
+        table
+            .lines()
+            .any(|l| l.starts_with("quic: ") && l.contains("routed ") && l.contains("client_cid ")),
+        "{table}"
     );
+    let m = scrape(lb);
+    let routed = sample(&m, "udplb_quic_packets_total", "outcome=routed");
+    assert!(routed > 100.0, "{m:?}");
 }
 
 fn figure(s: &Summary) -> String {
@@ -223,12 +208,7 @@ fn reload(lb: &mut Udplb, f: &TempFile, text: String, sched: &str) {
 
 /// Datagrams udplb forwarded so far to the backend on local `port`.
 fn forwarded(lb: &Netns, port: u16) -> u64 {
-    let s = status(lb);
-    let backends = s["frontends"][0]["backends"].as_array().unwrap();
-    let b = (backends.iter())
-        .find(|b| b["name"].as_str().and_then(|n| n.parse().ok()) == Some(port))
-        .unwrap_or_else(|| panic!("no backend {port}: {s}"));
-    b["traffic"]["packets"].as_u64().unwrap()
+    backend_packets(&status(lb), &port.to_string())
 }
 
 /// Datagrams udplb forwarded so far to all backends, removed ones included.

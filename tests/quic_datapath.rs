@@ -11,6 +11,7 @@
 mod support;
 
 use support::forwarding::{private_topology, register_tx_ports};
+use support::frame::Port;
 use support::packets::udp;
 use support::require_root;
 use support::runner::{run_once, LOOPBACK, XDP_PASS, XDP_REDIRECT};
@@ -91,11 +92,10 @@ impl Lb {
         let dst = if v6 { "[::1]" } else { "127.0.0.1" };
         let frame = udp(&format!("{client}:{sport}"), &format!("{dst}:{port}"))
             .payload(payload)
-            .frame();
-        let (verdict, out) = run_once(self.dp.xdp_program(), &frame, None).expect("test run");
+            .build();
+        let (verdict, out) = run_once(self.dp.xdp_program(), &frame.bytes, None).expect("test run");
         assert_eq!(verdict, XDP_PASS);
-        let l4 = if v6 { 14 + 40 } else { 14 + 20 };
-        u16::from_be_bytes([out[l4 + 2], out[l4 + 3]])
+        frame.port_in(&out, Port::Destination)
     }
 
     fn to443(&self, sport: u16, payload: &[u8]) -> u16 {
@@ -423,18 +423,12 @@ fn remote_backends_are_routed_by_cid_in_both_families() {
     .unwrap();
     let mut tables = Tables::default();
     tables.apply(&dp, &c).unwrap();
-    for (client, fe, backends, l3) in [
-        (
-            "198.18.0.1",
-            "198.18.100.1",
-            ["198.18.1.2", "198.18.2.2"],
-            20,
-        ),
+    for (client, fe, backends) in [
+        ("198.18.0.1", "198.18.100.1", ["198.18.1.2", "198.18.2.2"]),
         (
             "[2001:2::1]",
             "[2001:2:100::1]",
             ["2001:2:1::2", "2001:2:2::2"],
-            40,
         ),
     ] {
         for (i, sid) in [[0x0a, 0x01], [0x0a, 0x02]].iter().enumerate() {
@@ -442,20 +436,17 @@ fn remote_backends_are_routed_by_cid_in_both_families() {
                 let p = short(&cid(0, sid, &[1, 2, 3, 4, 5]));
                 let frame = udp(&format!("{client}:{sport}"), &format!("{fe}:443"))
                     .payload(&p)
-                    .frame();
-                let (verdict, out) = run_once(dp.xdp_program(), &frame, Some(net.ingress)).unwrap();
+                    .build();
+                let (verdict, out) =
+                    run_once(dp.xdp_program(), &frame.bytes, Some(net.ingress)).unwrap();
                 assert_eq!(verdict, XDP_REDIRECT, "{client} -> backend {i}");
-                let dst = &out[14 + l3 - if l3 == 20 { 4 } else { 16 }..14 + l3];
                 let want: std::net::IpAddr = backends[i].parse().unwrap();
-                let want = match want {
-                    std::net::IpAddr::V4(a) => a.octets().to_vec(),
-                    std::net::IpAddr::V6(a) => a.octets().to_vec(),
-                };
-                assert_eq!(dst, &want[..], "{client}:{sport} with server ID {sid:02x?}");
                 assert_eq!(
-                    u16::from_be_bytes([out[14 + l3 + 2], out[14 + l3 + 3]]),
-                    4433
+                    frame.dst_addr_in(&out),
+                    want,
+                    "{client}:{sport} with server ID {sid:02x?}"
                 );
+                assert_eq!(frame.port_in(&out, Port::Destination), 4433);
             }
         }
     }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use support::netns::*;
+use support::operate::udplb_command;
 use support::process::*;
 use support::require_root;
 
@@ -28,15 +29,6 @@ fn refused(mut cmd: Command, message: &str) -> Output {
     );
     assert!(out.stdout.is_empty(), "{cmd:?}: printed on stdout");
     out
-}
-
-/// udplb with `args`, inside `ns` (same mount namespace as the test).
-fn udplb_in(ns: &Netns, args: &[&str]) -> Command {
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{}", ns.name))
-        .arg(BIN)
-        .args(args);
-    cmd
 }
 
 /// A directory of the test's own with a few files in it; removed on drop.
@@ -115,7 +107,7 @@ fn interface_names_are_checked_everywhere() {
     let ns = Netns::new("ifname");
     for list in ["..", "lo,..", "lo,a/b", "sixteen-bytes-xx"] {
         refused(
-            udplb_in(&ns, &[list, "9875=9876"]),
+            udplb_command(&ns, &[], &[list, "9875=9876"]),
             "is not an interface name",
         );
     }
@@ -124,7 +116,7 @@ fn interface_names_are_checked_everywhere() {
         "interface = \"lo,..\"\n[[frontend]]\nlisten = 9875\nbackends = [9876]\n",
     );
     let out = refused(
-        udplb_in(&ns, &["--config", file.path()]),
+        udplb_command(&ns, &[], &["--config", file.path()]),
         "is not an interface name",
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -135,13 +127,14 @@ fn interface_names_are_checked_everywhere() {
 /// udplb in `ns` as root with only the capabilities `caps` (setpriv: the
 /// bounding set limits what exec grants; nothing inherited or ambient).
 fn udplb_with_caps(ns: &Netns, caps: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{}", ns.name))
-        .args(["setpriv", "--inh-caps=-all", "--ambient-caps=-all"])
-        .arg(format!("--bounding-set=-all{caps}"))
-        .arg(BIN)
-        .args(args);
-    cmd
+    let bounding = format!("--bounding-set=-all{caps}");
+    let setpriv = [
+        "setpriv",
+        "--inh-caps=-all",
+        "--ambient-caps=-all",
+        &bounding,
+    ];
+    udplb_command(ns, &setpriv, args)
 }
 
 /// CAP_BPF and CAP_NET_ADMIN do not suffice: the verifier refuses udplb's
@@ -217,11 +210,15 @@ fn pin_under_ip_netns_exec_is_refused() {
 fn announcing_what_cannot_be_announced() {
     let ns = Netns::new("ann");
     refused(
-        udplb_in(&ns, &["--announce", "udplb9", "lo", "198.18.100.1:53=5301"]),
+        udplb_command(
+            &ns,
+            &[],
+            &["--announce", "udplb9", "lo", "198.18.100.1:53=5301"],
+        ),
         "announce interface udplb9: no such interface; create it first",
     );
     refused(
-        udplb_in(&ns, &["--announce", "lo", "lo", "53=5301"]),
+        udplb_command(&ns, &[], &["--announce", "lo", "lo", "53=5301"]),
         "--announce: frontend *:53 has no address to announce",
     );
     // Addresses no router carries to this host: refused, not announced
@@ -246,7 +243,7 @@ fn announcing_what_cannot_be_announced() {
         ),
     ] {
         refused(
-            udplb_in(&ns, &["--announce", "lo", "lo", frontend]),
+            udplb_command(&ns, &[], &["--announce", "lo", "lo", frontend]),
             &format!(
                 "--announce: frontend {}: {kind}",
                 &frontend[..frontend.len() - 5]
@@ -260,7 +257,7 @@ fn announcing_what_cannot_be_announced() {
          listen = \"[ff02::1]:53\"\nbackends = [5302]\n",
     );
     refused(
-        udplb_in(&ns, &["--config", conf.path()]),
+        udplb_command(&ns, &[], &["--config", conf.path()]),
         ":7: announce: frontend [ff02::1]:53: ff02::1 is a multicast address",
     );
     assert_eq!(ns.xdp_on("lo"), "", "nothing attached");

@@ -240,13 +240,8 @@ fn bad_files_are_rejected_and_change_nothing() {
         "bad.toml",
         "interface = \"lo\"\n[[frontend]]\nlisten = \"9875\"\nbackends = [\"9876\", \"x\"]\n",
     );
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", ns.name))
-        .args([BIN, "--config", bad.path()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, _, stderr) = support::operate::udplb_cmd(&ns, &["--config", bad.path()]);
+    assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains(&format!("{}:4: backends: ", bad.path())),
         "{stderr}"

@@ -184,8 +184,7 @@ fn answers_keep_their_frontend_across_reloads() {
         "to a port with no socket"
     );
     // The counters after all this: every request balanced, every answer a reply.
-    let (_, _, body) = support::operate::http_get(&ns, "/metrics");
-    let m = support::operate::parse_with_prometheus(&body);
+    let m = support::operate::scrape(&ns);
     let verdict = |v: &str| {
         support::operate::sample(&m, "udplb_packets_total", &format!("hook=xdp,verdict={v}"))
     };

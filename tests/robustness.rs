@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use support::netns::*;
+use support::operate::{udplb_cmd, udplb_command};
 use support::process::*;
 use support::sockets::*;
 
@@ -49,13 +50,8 @@ fn failed_pin_start_leaves_no_directories() {
     // Something already on the second interface makes the start fail there.
     let first = Udplb::start(&ns, &[&b, "9875=9876"]);
 
-    let out = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", ns.name))
-        .args([BIN, "--pin", &format!("{a},{b}"), "9875=9876"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, _, stderr) = udplb_cmd(&ns, &["--pin", &format!("{a},{b}"), "9875=9876"]);
+    assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("already has XDP program"), "{stderr}");
     for dev in [&a, &b] {
         assert!(
@@ -216,12 +212,13 @@ fn balanced(ns: &Netns, to: &str, backend: &std::net::UdpSocket, n: u32, len: us
 fn three_capabilities_suffice() {
     let ns = Netns::new("caps3");
     let backend = ns.udp_bind("127.0.0.1:9876");
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{}", ns.name))
-        .args(["setpriv", "--inh-caps=-all", "--ambient-caps=-all"])
-        .args(["--bounding-set=-all,+bpf,+net_admin,+perfmon", BIN])
-        .args(["lo", "9875=9876"]);
-    let mut lb = Spawned::new(cmd);
+    let setpriv = [
+        "setpriv",
+        "--inh-caps=-all",
+        "--ambient-caps=-all",
+        "--bounding-set=-all,+bpf,+net_admin,+perfmon",
+    ];
+    let mut lb = Spawned::new(udplb_command(&ns, &setpriv, &["lo", "9875=9876"]));
     let (_lines, _out) = lb.read_until("attached to lo");
     let status = std::fs::read_to_string(format!("/proc/{}/status", lb.pid())).unwrap();
     let caps = status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
@@ -246,13 +243,8 @@ fn jumbo_mtu_falls_back_to_generic() {
     lbns.ip(&["link", "set", "veth-b", "mtu", "9000"]);
     resolve_neighbour(&client, "198.18.0.2");
 
-    let out = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", lbns.name))
-        .args([BIN, "--xdp-mode", "native", "veth-b", "9875=9876"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, _, stderr) = udplb_cmd(&lbns, &["--xdp-mode", "native", "veth-b", "9875=9876"]);
+    assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("MTU 9000"), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert_eq!(lbns.xdp_on("veth-b"), "");
@@ -410,9 +402,7 @@ fn unpin_detaches_both_programs() {
 fn closed_stdout_does_not_stop_the_balancer() {
     let ns = Netns::new("pipe");
     let backend = ns.udp_bind("127.0.0.1:9876");
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{}", ns.name))
-        .args([BIN, "--stats", "1", "lo", "9875=9876"]);
+    let cmd = udplb_command(&ns, &[], &["--stats", "1", "lo", "9875=9876"]);
     let mut lb = Spawned::new(cmd);
     // Like head -3: three lines (attached, the frontend, the first
     // counters), then the reader closes.

@@ -72,7 +72,10 @@ use strategies::*;
 // The program under test: tests/differential/program.rs.
 mod program;
 
-use program::{Counts, Program};
+use program::Program;
+use support::runner::{counters_add, counters_minus, zero_counters};
+use udplb::abi::Counter;
+use udplb::datapath::Counters;
 // ===========================================================================
 // The test thread's environment.
 
@@ -131,20 +134,24 @@ impl Ingress {
 // The check.
 
 /// The counter deltas the model's outcome stands for.
-pub(crate) fn expected_delta(o: &Outcome, shape: &[usize]) -> Counts {
-    let mut c = Counts::zero(shape);
+pub(crate) fn expected_delta(o: &Outcome, shape: &[usize]) -> Counters {
+    let mut c = zero_counters(shape);
     c.reasons[o.reason] += 1;
+    let one = Counter {
+        packets: 1,
+        bytes: o.counted_bytes,
+    };
     if let Some((f, b)) = o.backend {
-        c.backends[f][b] = (1, o.counted_bytes);
+        c.backends[f][b] = one;
     }
     if let Some(f) = o.reply {
-        c.replies[f] = (1, o.counted_bytes);
+        c.replies[f] = one;
     }
     if let Some((f, b)) = o.reply_from {
-        c.passive[f][b].1 = 1;
+        c.passive[f][b].replies = 1;
     }
     if let Some((f, b)) = o.icmp_error {
-        c.passive[f][b].0 = 1;
+        c.passive[f][b].icmp_errors = 1;
     }
     if let Some(e) = o.flow_event {
         c.flow_events[e] += 1;
@@ -215,7 +222,7 @@ pub(crate) fn check(
     let mut state = ModelState::round_robin();
     program.reset();
     let before = program.counters();
-    let mut want_total = Counts::zero(&program.shape);
+    let mut want_total = zero_counters(&program.shape);
     let mut outcomes = Vec::with_capacity(sc.shots.len());
     for shot in &sc.shots {
         let want = model::run(
@@ -228,10 +235,10 @@ pub(crate) fn check(
         if verdict != want.verdict || output != want.output {
             return Err(check_frame_by_frame(env, program, sc, &model_config));
         }
-        want_total.add(&expected_delta(&want, &program.shape));
+        counters_add(&mut want_total, &expected_delta(&want, &program.shape));
         outcomes.push(want);
     }
-    if program.counters().minus(&before) != want_total {
+    if counters_minus(&program.counters(), &before) != want_total {
         return Err(check_frame_by_frame(env, program, sc, &model_config));
     }
     let mut stats = stats.borrow_mut();
@@ -263,7 +270,7 @@ fn check_frame_by_frame(
         );
         let (verdict, output) = program.run(shot.ingress.ifindex(env), &shot.frame);
         let after = program.counters();
-        let got = after.minus(&before);
+        let got = counters_minus(&after, &before);
         let want_delta = expected_delta(&want, &program.shape);
         outcomes.push(want.clone());
         if verdict != want.verdict || output != want.output || got != want_delta {

@@ -6,94 +6,9 @@
 
 use super::support::runner::run_once;
 use libbpf_rs::MapCore;
-use udplb::abi::{FLOW_COUNTER_COUNT, REASON_COUNT};
 use udplb::config::Config;
-use udplb::datapath::Datapath;
+use udplb::datapath::{Counters, Datapath};
 use udplb::plan::{Layout, Maps as _, Op, State};
-
-/// Counters summed over CPUs: reasons, (packets, bytes) per backend per
-/// frontend, (packets, bytes) of replies per frontend.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Counts {
-    pub reasons: Vec<u64>,
-    pub backends: Vec<Vec<(u64, u64)>>,
-    pub replies: Vec<(u64, u64)>,
-    /// Passive signals per backend per frontend: (icmp_errors, replies).
-    pub passive: Vec<Vec<(u64, u64)>>,
-    /// Flow table events (`enum udplb_flow_counter`).
-    pub flow_events: Vec<u64>,
-}
-
-impl Counts {
-    pub fn zero(shape: &[usize]) -> Counts {
-        Counts {
-            reasons: vec![0; REASON_COUNT],
-            backends: shape.iter().map(|&n| vec![(0, 0); n]).collect(),
-            replies: vec![(0, 0); shape.len()],
-            passive: shape.iter().map(|&n| vec![(0, 0); n]).collect(),
-            flow_events: vec![0; FLOW_COUNTER_COUNT],
-        }
-    }
-
-    /// Adds `o` to `self`, counter by counter.
-    pub fn add(&mut self, o: &Counts) {
-        for (a, b) in self.reasons.iter_mut().zip(&o.reasons) {
-            *a += b;
-        }
-        for (x, y) in self.backends.iter_mut().zip(&o.backends) {
-            for (a, b) in x.iter_mut().zip(y) {
-                a.0 += b.0;
-                a.1 += b.1;
-            }
-        }
-        for (a, b) in self.replies.iter_mut().zip(&o.replies) {
-            a.0 += b.0;
-            a.1 += b.1;
-        }
-        for (x, y) in self.passive.iter_mut().zip(&o.passive) {
-            for (a, b) in x.iter_mut().zip(y) {
-                a.0 += b.0;
-                a.1 += b.1;
-            }
-        }
-        for (a, b) in self.flow_events.iter_mut().zip(&o.flow_events) {
-            *a += b;
-        }
-    }
-
-    pub fn minus(&self, o: &Counts) -> Counts {
-        let d = |a: (u64, u64), b: (u64, u64)| (a.0.wrapping_sub(b.0), a.1.wrapping_sub(b.1));
-        Counts {
-            reasons: self
-                .reasons
-                .iter()
-                .zip(&o.reasons)
-                .map(|(a, b)| a.wrapping_sub(*b))
-                .collect(),
-            backends: self
-                .backends
-                .iter()
-                .zip(&o.backends)
-                .map(|(x, y)| x.iter().zip(y).map(|(a, b)| d(*a, *b)).collect())
-                .collect(),
-            replies: self
-                .replies
-                .iter()
-                .zip(&o.replies)
-                .map(|(a, b)| d(*a, *b))
-                .collect(),
-            passive: self
-                .passive
-                .iter()
-                .zip(&o.passive)
-                .map(|(x, y)| x.iter().zip(y).map(|(a, b)| d(*a, *b)).collect())
-                .collect(),
-            flow_events: (self.flow_events.iter().zip(&o.flow_events))
-                .map(|(a, b)| a.wrapping_sub(*b))
-                .collect(),
-        }
-    }
-}
 
 pub struct Program {
     dp: Datapath,
@@ -162,27 +77,9 @@ impl Program {
         }
     }
 
-    pub fn counters(&self) -> Counts {
-        let c = self.dp.counters(&self.layout).expect("reading counters");
-        Counts {
-            reasons: c.reasons.to_vec(),
-            backends: c
-                .backends
-                .iter()
-                .map(|f| f.iter().map(|b| (b.packets, b.bytes)).collect())
-                .collect(),
-            replies: c.replies.iter().map(|r| (r.packets, r.bytes)).collect(),
-            passive: c
-                .passive
-                .iter()
-                .map(|f| f.iter().map(|p| (p.icmp_errors, p.replies)).collect())
-                .collect(),
-            flow_events: self
-                .dp
-                .flow_counters()
-                .expect("reading flow counters")
-                .to_vec(),
-        }
+    /// Every counter, summed over CPUs.
+    pub fn counters(&self) -> Counters {
+        self.dp.counters(&self.layout).expect("reading counters")
     }
 
     /// One BPF_PROG_TEST_RUN; `None`: no context.

@@ -15,23 +15,26 @@ pub(crate) fn rust_bytes(bytes: &[u8], indent: &str) -> String {
 }
 
 /// What the counters say the program did.
-pub(crate) fn program_outcome(verdict: u32, d: &Counts) -> String {
+pub(crate) fn program_outcome(verdict: u32, d: &Counters) -> String {
     let mut s = format!("verdict {verdict}");
     for (r, &n) in d.reasons.iter().enumerate() {
         if n != 0 {
             let _ = write!(s, ", reason {} {n:+}", reason_name(r));
         }
     }
+    let moved = |c: &Counter| (c.packets as i64, c.bytes as i64);
     for (f, bs) in d.backends.iter().enumerate() {
-        for (b, &(p, n)) in bs.iter().enumerate() {
+        for (b, c) in bs.iter().enumerate() {
+            let (p, n) = moved(c);
             if (p, n) != (0, 0) {
-                let _ = write!(s, ", backend[{f}][{b}] {:+} pkt {:+} B", p as i64, n as i64);
+                let _ = write!(s, ", backend[{f}][{b}] {p:+} pkt {n:+} B");
             }
         }
     }
-    for (f, &(p, n)) in d.replies.iter().enumerate() {
+    for (f, c) in d.replies.iter().enumerate() {
+        let (p, n) = moved(c);
         if (p, n) != (0, 0) {
-            let _ = write!(s, ", reply[{f}] {:+} pkt {:+} B", p as i64, n as i64);
+            let _ = write!(s, ", reply[{f}] {p:+} pkt {n:+} B");
         }
     }
     s
@@ -128,7 +131,7 @@ pub(crate) fn report(
     outcomes: &[Outcome],
     verdict: u32,
     output: &[u8],
-    got: &Counts,
+    got: &Counters,
 ) -> String {
     let shot = &sc.shots[at];
     let want = &outcomes[at];

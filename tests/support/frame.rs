@@ -35,6 +35,26 @@ impl Frame {
         self.bytes[off..off + 2].copy_from_slice(&v.to_be_bytes());
     }
 
+    /// UDP port `which` of `bytes`, a frame with this one's headers (the
+    /// output of a program that rewrote a port of it).
+    pub fn port_in(&self, bytes: &[u8], which: Port) -> u16 {
+        let off = match which {
+            Port::Source => self.l4(),
+            Port::Destination => self.l4() + 2,
+        };
+        u16::from_be_bytes([bytes[off], bytes[off + 1]])
+    }
+
+    /// The IP destination address of `bytes`, a frame with this one's
+    /// headers (the output of a program that rewrote it).
+    pub fn dst_addr_in(&self, bytes: &[u8]) -> std::net::IpAddr {
+        let at = |off: usize, n: usize| &bytes[self.l3 + off..self.l3 + off + n];
+        match self.ipv6 {
+            false => <[u8; 4]>::try_from(at(16, 4)).unwrap().into(),
+            true => <[u8; 16]>::try_from(at(24, 16)).unwrap().into(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.bytes.len()
     }

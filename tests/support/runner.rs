@@ -17,8 +17,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use libbpf_rs::{ProgramInput, ProgramMut};
 use udplb::abi::{
-    EGRESS_VERDICT_NAMES, REASON_COUNT, REASON_NAMES, UDPLB_EGRESS_ICMP_TRANSLATED,
-    UDPLB_EGRESS_REPLY, UDPLB_EGRESS_UNTOUCHED, UDPLB_REASON_BALANCED, UDPLB_REASON_REPLY,
+    Counter, Passive, EGRESS_VERDICT_NAMES, REASON_COUNT, REASON_NAMES,
+    UDPLB_EGRESS_ICMP_TRANSLATED, UDPLB_EGRESS_REPLY, UDPLB_EGRESS_UNTOUCHED,
+    UDPLB_REASON_BALANCED, UDPLB_REASON_REPLY,
 };
 use udplb::config::Config;
 use udplb::datapath::{Counters, Datapath};
@@ -572,6 +573,69 @@ fn egress_verdict(case: &Case) -> u32 {
         _ if case.output != case.input => UDPLB_EGRESS_ICMP_TRANSLATED,
         _ => UDPLB_EGRESS_UNTOUCHED,
     }
+}
+
+/// All-zero counters of a datapath whose frontends have `shape[f]`
+/// backends each (a delta that nothing moved).
+pub fn zero_counters(shape: &[usize]) -> Counters {
+    Counters {
+        backends: shape.iter().map(|&n| vec![Counter::default(); n]).collect(),
+        replies: vec![Counter::default(); shape.len()],
+        passive: shape.iter().map(|&n| vec![Passive::default(); n]).collect(),
+        ..Counters::default()
+    }
+}
+
+/// What moved from `before` to `after`, counter by counter (wrapping, so a
+/// counter that went back shows as a huge delta rather than a panic).
+pub fn counters_minus(after: &Counters, before: &Counters) -> Counters {
+    let mut d = after.clone();
+    each_counter(&mut d, before, u64::wrapping_sub);
+    d
+}
+
+/// Adds `d` to `total`, counter by counter.
+pub fn counters_add(total: &mut Counters, d: &Counters) {
+    each_counter(total, d, u64::wrapping_add);
+}
+
+/// `a[i] = op(a[i], b[i])` for every counter `a` and `b` both have.
+fn each_counter(a: &mut Counters, b: &Counters, op: fn(u64, u64) -> u64) {
+    let all = |x: &mut u64, y: &u64| *x = op(*x, *y);
+    for (x, y) in a.reasons.iter_mut().zip(&b.reasons) {
+        all(x, y);
+    }
+    for (x, y) in a.egress.iter_mut().zip(&b.egress) {
+        all(x, y);
+    }
+    for (x, y) in a.flow_events.iter_mut().zip(&b.flow_events) {
+        all(x, y);
+    }
+    for (x, y) in a.quic_events.iter_mut().zip(&b.quic_events) {
+        all(x, y);
+    }
+    for (xs, ys) in a.backends.iter_mut().zip(&b.backends) {
+        for (x, y) in xs.iter_mut().zip(ys) {
+            all(&mut x.packets, &y.packets);
+            all(&mut x.bytes, &y.bytes);
+        }
+    }
+    for (x, y) in a.replies.iter_mut().zip(&b.replies) {
+        all(&mut x.packets, &y.packets);
+        all(&mut x.bytes, &y.bytes);
+    }
+    for (xs, ys) in a.passive.iter_mut().zip(&b.passive) {
+        for (x, y) in xs.iter_mut().zip(ys) {
+            all(&mut x.icmp_errors, &y.icmp_errors);
+            all(&mut x.replies, &y.replies);
+        }
+    }
+    for (xs, ys) in a.live_flows.iter_mut().zip(&b.live_flows) {
+        for (x, y) in xs.iter_mut().zip(ys) {
+            all(x, y);
+        }
+    }
+    all(&mut a.flow_entries, &b.flow_entries);
 }
 
 /// Nonzero counter changes from `a` to `b`, by name.

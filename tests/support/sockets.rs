@@ -125,24 +125,29 @@ pub fn forged_socket(addr: SocketAddr) -> UdpSocket {
 /// it is, source address included, through a raw socket: what a forger
 /// on that host can send.
 pub fn send_raw(ns: &Netns, frame: &[u8], dst: &str, ipv6: bool) {
-    use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType};
     let ip = frame[14..].to_vec();
     let dst: std::net::IpAddr = dst.parse().unwrap();
     ns.enter(move || {
-        let family = if ipv6 {
-            AddressFamily::Inet6
-        } else {
-            AddressFamily::Inet
-        };
-        let fd = socket::socket(family, SockType::Raw, SockFlag::empty(), SockProtocol::Raw)
-            .expect("raw socket");
-        let to = socket::SockaddrStorage::from(SocketAddr::new(dst, 0));
-        socket::sendto(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            &ip,
-            &to,
-            MsgFlags::empty(),
-        )
-        .expect("send a forged packet");
+        send_ip(&raw_socket(ipv6), &ip, dst).expect("send a forged packet");
     });
+}
+
+/// A raw IP socket (IPPROTO_RAW: the caller writes the IP header, source
+/// address included). Make it inside the namespace that sends
+/// (`Netns::enter`).
+pub fn raw_socket(ipv6: bool) -> OwnedFd {
+    use nix::sys::socket::SockProtocol;
+    let family = if ipv6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    socket(family, SockType::Raw, SockFlag::empty(), SockProtocol::Raw).expect("raw socket")
+}
+
+/// Sends the IP packet `ip` (from its IP header on) through `fd`, a
+/// [`raw_socket`], towards `dst`: the bytes sent.
+pub fn send_ip(fd: &OwnedFd, ip: &[u8], dst: std::net::IpAddr) -> nix::Result<usize> {
+    let to = SockaddrStorage::from(SocketAddr::new(dst, 0));
+    nix::sys::socket::sendto(fd.as_raw_fd(), ip, &to, nix::sys::socket::MsgFlags::empty())
 }
