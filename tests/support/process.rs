@@ -17,7 +17,10 @@ pub struct Udplb {
     pub output: Vec<String>,
 }
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_udplb");
+/// The udplb binary of this build (`target/release/udplb` under `cargo test
+/// --release`): build.rs works it out, as the kit is not the package whose
+/// tests cargo tells (`CARGO_BIN_EXE_udplb`).
+pub const BIN: &str = env!("UDPLB_TESTKIT_BIN");
 
 /// A file for the test to write (a config file), removed on drop.
 pub struct TempFile(pub std::path::PathBuf);
