@@ -18,8 +18,8 @@ pub struct Udplb {
 }
 
 /// The udplb binary of this build (`target/release/udplb` under `cargo test
-/// --release`): build.rs works it out, as the kit is not the package whose
-/// tests cargo tells (`CARGO_BIN_EXE_udplb`).
+/// --release`), worked out by the kit's build.rs: cargo sets
+/// `CARGO_BIN_EXE_udplb` for udplb's own tests only, not for the kit.
 pub const BIN: &str = env!("UDPLB_TESTKIT_BIN");
 
 /// A file for the test to write (a config file), removed on drop.
