@@ -10,7 +10,7 @@
 //!   - a second udplb that fails to start (no `--force`) leaves the
 //!     running one's address alone.
 
-mod support;
+use udplb_testkit as support;
 
 use std::net::UdpSocket;
 use std::time::Duration;

@@ -15,7 +15,7 @@
 //!     udplb's address is removed at the next start, or expires with its
 //!     lease.
 
-mod support;
+use udplb_testkit as support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The command line as a user meets it: every bad input exits 2 with one
 //! clear line on stderr, and leaves nothing attached.
 
-mod support;
+use udplb_testkit as support;
 
 use std::process::{Command, Output};
 
@@ -335,4 +335,12 @@ fn refuses_to_replace_another_program_without_force() {
     assert_eq!(ns.xdp_on("lo"), "");
     let (status, out) = first.stop(nix::sys::signal::Signal::SIGTERM);
     assert!(status.success(), "{out}");
+}
+
+/// Every test runs the kit's `process::BIN`, which tests/support/build.rs
+/// works out from cargo's layout of target/: it must be the udplb cargo
+/// built for these tests, not a stale or missing one.
+#[test]
+fn the_kit_runs_the_udplb_of_this_build() {
+    assert_eq!(BIN, env!("CARGO_BIN_EXE_udplb"));
 }

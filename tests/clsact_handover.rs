@@ -6,7 +6,7 @@
 //! itself would not use clsact): two loaded programs, the second attached
 //! over the first, the first's attachment dropped.
 
-mod support;
+use udplb_testkit as support;
 
 use support::netns::Netns;
 use udplb::datapath::{attach, Datapath};

@@ -6,7 +6,7 @@
 //! Every attack comes from inside the test's own namespace, over its lo,
 //! bounded in count and time; the figures are printed.
 
-mod support;
+use udplb_testkit as support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -10,7 +10,7 @@
 //! kit's RFC 1071 code, cross-checked against etherparse), never with the
 //! datapath's own incremental update. Needs root: run `sudo make test`.
 
-mod support;
+use udplb_testkit as support;
 
 use support::checksum::udp_checksum_computed;
 use support::configs::xdp::*;

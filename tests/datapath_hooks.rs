@@ -15,7 +15,7 @@
 //! Needs root (loading BPF programs): the tests fail without it, they never
 //! skip.
 
-mod support;
+use udplb_testkit as support;
 
 use support::packets::{patched, udp, Udp, IP_MF};
 use support::runner::{Case, Fixture, Hit, Prog};

@@ -4,7 +4,7 @@
 //! BPF_PROG_TEST_RUN with the test kit's runner (tests/support/runner.rs).
 //! Needs root: run `sudo make test`.
 
-mod support;
+use udplb_testkit as support;
 
 use support::configs::xdp::*;
 use support::packets::{

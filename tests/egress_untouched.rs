@@ -13,7 +13,7 @@
 //! Needs root (loading BPF programs): run `sudo make test`. Without root the
 //! tests fail, they never skip.
 
-mod support;
+use udplb_testkit as support;
 
 use support::configs::egress::*;
 use support::packets::{

@@ -16,7 +16,7 @@
 //! outer source: IPv4 dropped it as a martian and the IPv4 case failed at
 //! its first error. (IPv6 lets such packets through.)
 
-mod support;
+use udplb_testkit as support;
 
 use std::io::ErrorKind;
 use std::time::Duration;

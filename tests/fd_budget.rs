@@ -9,7 +9,7 @@
 //! each round fail with "too many open files" and their live backends go
 //! down. udplb raises its soft limit to the hard one at start.
 
-mod support;
+use udplb_testkit as support;
 
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsFd;

@@ -7,7 +7,7 @@
 //! runs on one CPU and the backends on another, so requests and replies
 //! meet in the shared table from different CPUs.
 
-mod support;
+use udplb_testkit as support;
 
 use std::collections::BTreeMap;
 use std::net::UdpSocket;

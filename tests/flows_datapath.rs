@@ -4,7 +4,7 @@
 //! the ring; a drained backend keeps its pinned flows; requests alone (a
 //! spoofer's) never pin; replies leaving through TC egress pin too.
 
-mod support;
+use udplb_testkit as support;
 
 use support::frame::Port;
 use support::packets::udp;

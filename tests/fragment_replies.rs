@@ -20,7 +20,7 @@
 //! frontend (UDP checksum over all of it), cut like the input, one hop
 //! applied (TTL / hop limit, MACs, IPv4 header checksum).
 
-mod support;
+use udplb_testkit as support;
 
 use support::forwarding::*;
 use support::packets::{udp, Frame};

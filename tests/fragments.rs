@@ -9,7 +9,7 @@
 //! 2001:2::2, udplb on veth-b, backend socket on [::]:9876). Both are
 //! created and removed by the test; nothing leaves them.
 
-mod support;
+use udplb_testkit as support;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! (udplb's parent, as a login shell or systemd would be) stays for the
 //! whole run.
 
-mod support;
+use udplb_testkit as support;
 
 use std::process::Command;
 

@@ -4,7 +4,7 @@
 //! `lo` (the probe exemption), fail open and `on_all_down = "drop"`, and
 //! `tcp` / `http` checks against a backend host.
 
-mod support;
+use udplb_testkit as support;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -13,7 +13,7 @@
 //!   quoted IP and UDP headers are whole, translated);
 //! - ICMP that is not about a balanced datagram passes untouched (not_udp).
 
-mod support;
+use udplb_testkit as support;
 
 use support::packets::{icmp_error, icmp_message, udp, Csum, Frame};
 use support::runner::{Case, Fixture, PassiveHit, Prog, TC_ACT_UNSPEC, XDP_PASS};

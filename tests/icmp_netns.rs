@@ -5,7 +5,7 @@
 //! program), IPv4 and IPv6; the final report counts those errors, and the
 //! replies of a live backend, per backend.
 
-mod support;
+use udplb_testkit as support;
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};

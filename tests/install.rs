@@ -7,7 +7,7 @@
 //! calls and sockets the unit's filters allow (traced), while each
 //! capability less is refused, or warned about, in words.
 
-mod support;
+use udplb_testkit as support;
 
 use std::collections::BTreeSet;
 use std::net::UdpSocket;

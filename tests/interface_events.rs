@@ -2,7 +2,7 @@
 //! on is deleted and created again with the same name and addresses; udplb
 //! says so both times and balances on the new one.
 
-mod support;
+use udplb_testkit as support;
 
 use std::net::UdpSocket;
 use std::time::Duration;

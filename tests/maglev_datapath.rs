@@ -3,7 +3,7 @@
 //! ring the plan wrote), the same 4-tuple always picks the same backend,
 //! and different flows spread over all backends.
 
-mod support;
+use udplb_testkit as support;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};

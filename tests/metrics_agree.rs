@@ -5,7 +5,7 @@
 //! Prometheus server scraping udplb answers PromQL with what the test sent,
 //! and `promtool check metrics` finds nothing to say about a real scrape.
 
-mod support;
+use udplb_testkit as support;
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

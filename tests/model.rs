@@ -3,7 +3,7 @@
 //! reference model of the datapath (tests/support/model/): the checksum arithmetic it rests on, its parse order, its frontend
 //! and reply rules and its round robin. Pure logic: needs no privileges.
 
-mod support;
+use udplb_testkit as support;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -10,7 +10,7 @@
 //! Now the entry is written between the two frontends' switches
 //! (Plan::moves; src/plan/moves.rs tests the order of chains of moves).
 
-mod support;
+use udplb_testkit as support;
 
 use std::cell::RefCell;
 

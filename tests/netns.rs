@@ -3,7 +3,7 @@
 //! sending across a veth pair to udplb on the balancer's veth, with the
 //! client's checksum offload on and off.
 
-mod support;
+use udplb_testkit as support;
 
 use std::net::{SocketAddr, UdpSocket};
 

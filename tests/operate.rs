@@ -3,7 +3,7 @@
 //! over the control socket, the systemd notify protocol on a socket the test
 //! owns, and the start-up warnings. Each in a network namespace of its own.
 
-mod support;
+use udplb_testkit as support;
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};

@@ -9,7 +9,7 @@
 //! - ICMP errors forged on the client side about datagrams to a backend
 //!   neither take it down nor leave the balancer (spoofed_reply).
 
-mod support;
+use udplb_testkit as support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -27,7 +27,7 @@
 //! as proof): this host's own kernel must still learn the path MTU to a
 //! far client, or its larger replies are lost for good.
 
-mod support;
+use udplb_testkit as support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};

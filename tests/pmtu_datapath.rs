@@ -17,7 +17,7 @@
 //!   their path MTU);
 //! - the egress program never sends one on.
 
-mod support;
+use udplb_testkit as support;
 
 use libbpf_rs::{MapCore, MapFlags};
 use support::forwarding::{client_neighbour, private_topology, register_tx_ports, Net};

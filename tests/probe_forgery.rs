@@ -13,7 +13,7 @@
 //! drained failed at once ("udp probes answered without the expected
 //! prefix"), and a forged right answer from the wire counted.
 
-mod support;
+use udplb_testkit as support;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -12,7 +12,7 @@
 //! worker, what probes exist to catch) must stay down. udplb now holds
 //! that address itself; the forger, refused, answers from what it can get.
 
-mod support;
+use udplb_testkit as support;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -17,7 +17,7 @@
 //!   the flow table stay up across a backend add, a drain and a removal of
 //!   another backend (the added one, which carries none of them).
 
-mod support;
+use udplb_testkit as support;
 
 use std::time::{Duration, Instant};
 

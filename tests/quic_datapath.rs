@@ -8,7 +8,7 @@
 //! server IDs, down and drained backends, IPv4 and IPv6, local and remote
 //! backends, the flow table, and the draft's plaintext test vectors.
 
-mod support;
+use udplb_testkit as support;
 
 use support::forwarding::{private_topology, register_tx_ports};
 use support::frame::Port;

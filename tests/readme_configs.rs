@@ -6,7 +6,7 @@
 //! up, and a backend whose server stops goes down. Only the interface line
 //! changes, to the test balancer's devices.
 
-mod support;
+use udplb_testkit as support;
 
 use std::net::{TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};

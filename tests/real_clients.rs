@@ -4,7 +4,7 @@
 //! answer proves the reply path; each server answers with its own address,
 //! so the answers also show the round robin.
 
-mod support;
+use udplb_testkit as support;
 
 use std::process::{Child, Command, Stdio};
 

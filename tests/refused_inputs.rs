@@ -2,7 +2,7 @@
 //! attached or deleted (interface names that are paths, missing
 //! capabilities, unusable addresses). Each refusal is one line and exit 2.
 
-mod support;
+use udplb_testkit as support;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

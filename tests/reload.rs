@@ -4,7 +4,7 @@
 //! while reloading, bad files rejected with nothing changed, and `--pin`
 //! handing the interface from one udplb to the next with no gap.
 
-mod support;
+use udplb_testkit as support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::UdpSocket;

@@ -3,7 +3,7 @@
 //! udplb's resident memory as they were once the removed backends' lines
 //! reached their bound (256).
 
-mod support;
+use udplb_testkit as support;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;

@@ -5,7 +5,7 @@
 //! comes from the address and port it was sent to, by a backend of that
 //! frontend; none is lost; the counters add up afterwards.
 
-mod support;
+use udplb_testkit as support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, UdpSocket};

@@ -1,7 +1,7 @@
 //! Reloads and what is in flight across them: a removed backend's replies
 //! keep coming from the frontend for a grace period after the reload.
 
-mod support;
+use udplb_testkit as support;
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};

@@ -9,7 +9,7 @@
 //!     same Maglev configuration: 1000 flows each reach one backend whichever
 //!     balancer carried them, and keep it when one balancer is withdrawn.
 
-mod support;
+use udplb_testkit as support;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};

@@ -8,7 +8,7 @@
 //! the kit's runner compares them byte for byte. Needs root: run
 //! `sudo make test`.
 
-mod support;
+use udplb_testkit as support;
 
 use support::checksum::udp_checksum_computed;
 use support::forwarding::*;

@@ -10,7 +10,7 @@
 //! the kit's runner compares them byte for byte. Needs root: run
 //! `sudo make test`.
 
-mod support;
+use udplb_testkit as support;
 
 use std::collections::BTreeMap;
 

@@ -9,7 +9,7 @@
 //! the kit's runner compares them byte for byte. Needs root: run
 //! `sudo make test`.
 
-mod support;
+use udplb_testkit as support;
 
 use support::forwarding::*;
 use support::packets::{udp, Frame, TPID_8021AD, TPID_8021Q};

@@ -19,7 +19,7 @@
 //!   1280) arrive whole from the frontend, checksums good: egress
 //!   translates and remembers the first fragment, then the later ones.
 //!   (Failed before cd3df68: IPv4 martians.)
-mod support;
+use udplb_testkit as support;
 
 use std::io::ErrorKind;
 use std::time::Duration;

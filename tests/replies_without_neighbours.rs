@@ -18,7 +18,7 @@
 //! failed at their first flushed reply. (IPv6 lets such packets through;
 //! its cases show the new path works for it too.)
 
-mod support;
+use udplb_testkit as support;
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};

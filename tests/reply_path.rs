@@ -11,7 +11,7 @@
 //! frontend looped between the balancer and echoing backends tens of
 //! thousands of times in a few seconds.
 
-mod support;
+use udplb_testkit as support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::OwnedFd;

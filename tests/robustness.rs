@@ -2,7 +2,7 @@
 //! remove: what `--force` and `--pin` leave behind, jumbo MTUs, output to a
 //! closed pipe.
 
-mod support;
+use udplb_testkit as support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -6,7 +6,7 @@
 //! was killed as down within its health time and in its graph, and the
 //! page logs no error. A screenshot is left in target/.
 
-mod support;
+use udplb_testkit as support;
 
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};

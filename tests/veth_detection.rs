@@ -3,7 +3,7 @@
 //! whose decision is unit-tested in the library), so the detection itself
 //! is shown here on real devices.
 
-mod support;
+use udplb_testkit as support;
 
 use support::netns::{veth_pair, Netns};
 use udplb::datapath::attach;

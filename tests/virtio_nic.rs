@@ -19,7 +19,7 @@
 //! frontend, no checksum error anywhere, nothing forwarded by the
 //! balancer's own stack.
 
-mod support;
+use udplb_testkit as support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};

@@ -44,8 +44,6 @@ mod receivers;
 mod report;
 mod sender;
 mod stats;
-#[path = "../support/mod.rs"]
-mod support;
 mod targets;
 
 use std::process::ExitCode;
@@ -53,6 +51,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+// The test kit (tests/support/), which the modules here name `super::support`.
+use udplb_testkit as support;
 
 use report::{HostRefused, Report};
 

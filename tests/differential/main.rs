@@ -40,8 +40,7 @@
 //!
 //! Needs root (BPF, network namespaces): without it the test fails, saying so.
 
-#[path = "../support/mod.rs"]
-mod support;
+use udplb_testkit as support;
 
 use std::cell::RefCell;
 use std::fmt::Write as _;

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::netns::Netns;
 
-const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/browser.py");
+const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/browser.py");
 
 pub struct Browser {
     child: Child,

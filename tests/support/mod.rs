@@ -1,5 +1,7 @@
-//! The test kit: every test file and the bench include it (`mod support;`,
-//! or `#[path = "../support/mod.rs"] mod support;` from tests/bench/).
+//! The test kit, a library crate of its own (`udplb-testkit`, a
+//! dev-dependency of udplb) compiled once for every test binary, the bench
+//! and the differential test, which each name it `use udplb_testkit as
+//! support;`. It links the same udplb library as they do.
 //!
 //! - [`packets`]: the one packet builder ([`packets::udp`] and friends);
 //! - [`frame`]: a built frame, its field editors and the expected output of
@@ -29,7 +31,6 @@
 //! - [`hex`]: dumps and diffs for failure messages.
 //!
 //! Not every test file uses every helper.
-#![allow(dead_code)]
 
 pub mod bgp;
 pub mod browser;

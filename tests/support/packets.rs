@@ -32,9 +32,8 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMPV6: u8 = 58;
-/// IPv4 flags: More Fragments, Don't Fragment.
+/// The IPv4 flag More Fragments.
 pub const IP_MF: u16 = 0x2000;
-pub const IP_DF: u16 = 0x4000;
 
 pub use super::frame::{Frame, Port};
 

@@ -17,7 +17,10 @@ pub struct Udplb {
     pub output: Vec<String>,
 }
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_udplb");
+/// The udplb binary of this build (`target/release/udplb` under `cargo test
+/// --release`), worked out by the kit's build.rs: cargo sets
+/// `CARGO_BIN_EXE_udplb` for udplb's own tests only, not for the kit.
+pub const BIN: &str = env!("UDPLB_TESTKIT_BIN");
 
 /// A file for the test to write (a config file), removed on drop.
 pub struct TempFile(pub std::path::PathBuf);

@@ -515,7 +515,8 @@ pub struct Reloads {
 
 impl Reloads {
     /// A freshly loaded datapath, on a thread pinned to one CPU (see
-    /// [`Fixture::new`]).
+    /// [`Fixture::new`]). No Default: it needs root and pins the thread.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Reloads {
         require_privileges();
         super::cpu::pin_to_one_cpu();

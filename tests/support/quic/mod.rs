@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::netns::Netns;
 
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/quic");
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/quic");
 
 /// Fails the test, with the fix, if python3 cannot import aioquic.
 pub fn require_aioquic() {
