@@ -58,7 +58,7 @@ fn family<M: EncodeMetric, L: prometheus_client::encoding::EncodeLabelSet>(
 impl Collector for Snapshot {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let s = &self.0;
-        let (counter, gauge) = (MetricType::Counter, MetricType::Gauge);
+        let gauge = MetricType::Gauge;
         family(
             &mut enc,
             "build_info",
@@ -73,223 +73,251 @@ impl Collector for Snapshot {
             gauge,
             ConstGauge::new(s.start_time_unix),
         )?;
-        let backends = || {
-            s.frontends.iter().flat_map(|fe| {
-                fe.backends.iter().map(move |b| {
-                    (
-                        [("frontend", fe.listen.clone()), ("backend", b.name.clone())],
-                        b,
-                    )
-                })
-            })
-        };
-        family(
-            &mut enc,
-            "backend_packets",
-            "Datagrams sent to the backend",
-            counter,
-            backends().map(|(l, b)| (l, ConstCounter::new(b.traffic.packets))),
-        )?;
-        family(
-            &mut enc,
-            "backend_bytes",
-            "Bytes of the frames sent to the backend",
-            counter,
-            backends().map(|(l, b)| (l, ConstCounter::new(b.traffic.bytes))),
-        )?;
-        family(
-            &mut enc,
-            "backend_weight",
-            "The backend's configured weight (0: drained)",
-            gauge,
-            backends().map(|(l, b)| (l, ConstGauge::new(i64::from(b.weight)))),
-        )?;
-        family(
-            &mut enc,
-            "backend_configured",
-            "1 while the backend is configured, 0 once a reload removed it",
-            gauge,
-            backends().map(|(l, b)| {
-                (
-                    l,
-                    ConstGauge::new(i64::from(b.state == BackendState::Active)),
-                )
-            }),
-        )?;
-        family(
-            &mut enc,
-            "backend_up",
-            "1 while the health checks hold the backend up, 0 while down",
-            gauge,
-            backends()
-                .filter(|(_, b)| b.state == BackendState::Active)
-                .map(|(l, b)| (l, ConstGauge::new(i64::from(b.health.state == Health::Up)))),
-        )?;
-        family(
-            &mut enc,
-            "backend_health_transitions",
-            "Changes of the backend's health (up to down or down to up)",
-            counter,
-            backends()
-                .filter(|(_, b)| b.state == BackendState::Active)
-                .map(|(l, b)| (l, ConstCounter::new(b.health.transitions))),
-        )?;
-        family(
-            &mut enc,
-            "backend_health_since_timestamp_seconds",
-            "Unix time of the backend's last health change (or of the start)",
-            gauge,
-            backends()
-                .filter(|(_, b)| b.state == BackendState::Active)
-                .map(|(l, b)| (l, ConstGauge::new(b.health.since_unix))),
-        )?;
-        family(
-            &mut enc,
-            "backend_live_flows",
-            "Flows pinned to the backend and answered within the flow timeout \
-             (Maglev frontends with a flow table; 0 on a drained backend: safe to remove)",
-            gauge,
-            backends().filter_map(|(l, b)| Some((l, ConstGauge::new(b.live_flows? as i64)))),
-        )?;
-        family(
-            &mut enc,
-            "backend_icmp_errors",
-            "ICMP destination-unreachable errors about datagrams sent to the backend \
-             (the passive health signal)",
-            counter,
-            backends()
-                .filter(|(_, b)| b.state == BackendState::Active)
-                .map(|(l, b)| (l, ConstCounter::new(b.passive.icmp_errors))),
-        )?;
-        family(
-            &mut enc,
-            "backend_reply_packets",
-            "Replies from the backend rewritten back to the frontend, in XDP or egress \
-             (also the passive health signal)",
-            counter,
-            backends()
-                .filter(|(_, b)| b.state == BackendState::Active)
-                .map(|(l, b)| (l, ConstCounter::new(b.passive.replies))),
-        )?;
-        let frontends = || {
-            s.frontends
-                .iter()
-                .map(|fe| ([("frontend", fe.listen.clone())], fe))
-        };
-        family(
-            &mut enc,
-            "frontend_reply_packets",
-            "Replies rewritten back to the frontend, in XDP or egress",
-            counter,
-            frontends().map(|(l, fe)| (l, ConstCounter::new(fe.replies.packets))),
-        )?;
-        family(
-            &mut enc,
-            "frontend_reply_bytes",
-            "Bytes of the replies rewritten back to the frontend",
-            counter,
-            frontends().map(|(l, fe)| (l, ConstCounter::new(fe.replies.bytes))),
-        )?;
-        family(
-            &mut enc,
-            "frontend_ring_entries",
-            "Entries in the frontend's scheduling ring",
-            gauge,
-            frontends().map(|(l, fe)| (l, ConstGauge::new(i64::from(fe.ring_size)))),
-        )?;
-        family(
-            &mut enc,
-            "frontend_table_fingerprint_info",
-            "Hash of the ring's backends in order: equal on balancers that send \
-             each flow to the same backend (always 1)",
-            gauge,
-            s.frontends.iter().map(|fe| {
-                (
-                    [
-                        ("frontend", fe.listen.clone()),
-                        ("fingerprint", fe.table_fingerprint.clone()),
-                    ],
-                    ConstGauge::new(1i64),
-                )
-            }),
-        )?;
-        let by_hook = [("xdp", &s.verdicts), ("egress", &s.egress_verdicts)];
-        family(
-            &mut enc,
-            "packets",
-            "Packets seen by the datapath, by hook and verdict: hook=\"xdp\" once per packet \
-             received on the interfaces, hook=\"egress\" once per packet sent where the \
-             egress program is attached (replies rewritten there are verdict=\"reply\" or \
-             \"reply_forwarded\", as in XDP)",
-            counter,
-            by_hook.iter().flat_map(|(hook, verdicts)| {
-                verdicts.iter().map(move |(v, n)| {
-                    (
-                        [("hook", hook.to_string()), ("verdict", v.clone())],
-                        ConstCounter::new(*n),
-                    )
-                })
-            }),
-        )?;
-        family(
-            &mut enc,
-            "flow_events",
-            "Flow table events: hit, miss, expired, stale (requests); pin_created, \
-             pin_refreshed, pin_moved, pin_failed (replies)",
-            counter,
-            s.flow_events
-                .iter()
-                .map(|(e, n)| ([("event", e.clone())], ConstCounter::new(*n))),
-        )?;
-        family(
-            &mut enc,
-            "quic_packets",
-            "Requests of quic frontends by how they were routed: routed (by the server ID \
-             in the connection ID), or fallen back to Maglev: not_quic, client_cid, \
-             unroutable, unknown_server, backend_down, too_short",
-            counter,
-            s.quic_events
-                .iter()
-                .map(|(e, n)| ([("outcome", e.clone())], ConstCounter::new(*n))),
-        )?;
-        single(
-            &mut enc,
-            "flow_table_entries",
-            "Entries in the flow table at its last walk, live or idle",
-            gauge,
-            ConstGauge::new(s.flow_entries as i64),
-        )?;
-        family(
-            &mut enc,
-            "reloads",
-            "Reloads by result: success, or failure (a bad file or a failed map write)",
-            counter,
-            [
-                (
-                    [("result", "success")],
-                    ConstCounter::new(s.reloads.succeeded),
-                ),
-                ([("result", "failure")], ConstCounter::new(s.reloads.failed)),
-            ],
-        )?;
-        single(
-            &mut enc,
-            "reload_last_success_timestamp_seconds",
-            "Unix time of the last successful reload (0: none yet)",
-            gauge,
-            ConstGauge::new(s.reloads.last_success_unix.unwrap_or(0.0)),
-        )?;
-        single(
-            &mut enc,
-            "reload_last_ok",
-            "1 if the last reload (or, before any, the start) succeeded",
-            gauge,
-            ConstGauge::new(i64::from(
-                s.reloads.last_result.is_empty() || s.reloads.last_result == "ok",
-            )),
-        )?;
+        backends(&mut enc, s)?;
+        frontends(&mut enc, s)?;
+        verdicts_and_events(&mut enc, s)?;
+        reloads(&mut enc, s)?;
         Ok(())
     }
+}
+
+/// Per backend: traffic, weight, health, flows, passive signals.
+fn backends(enc: &mut DescriptorEncoder<'_>, s: &Status) -> Result<(), std::fmt::Error> {
+    let (counter, gauge) = (MetricType::Counter, MetricType::Gauge);
+    let backends = || {
+        s.frontends.iter().flat_map(|fe| {
+            fe.backends.iter().map(move |b| {
+                (
+                    [("frontend", fe.listen.clone()), ("backend", b.name.clone())],
+                    b,
+                )
+            })
+        })
+    };
+    family(
+        enc,
+        "backend_packets",
+        "Datagrams sent to the backend",
+        counter,
+        backends().map(|(l, b)| (l, ConstCounter::new(b.traffic.packets))),
+    )?;
+    family(
+        enc,
+        "backend_bytes",
+        "Bytes of the frames sent to the backend",
+        counter,
+        backends().map(|(l, b)| (l, ConstCounter::new(b.traffic.bytes))),
+    )?;
+    family(
+        enc,
+        "backend_weight",
+        "The backend's configured weight (0: drained)",
+        gauge,
+        backends().map(|(l, b)| (l, ConstGauge::new(i64::from(b.weight)))),
+    )?;
+    family(
+        enc,
+        "backend_configured",
+        "1 while the backend is configured, 0 once a reload removed it",
+        gauge,
+        backends().map(|(l, b)| {
+            (
+                l,
+                ConstGauge::new(i64::from(b.state == BackendState::Active)),
+            )
+        }),
+    )?;
+    family(
+        enc,
+        "backend_up",
+        "1 while the health checks hold the backend up, 0 while down",
+        gauge,
+        backends()
+            .filter(|(_, b)| b.state == BackendState::Active)
+            .map(|(l, b)| (l, ConstGauge::new(i64::from(b.health.state == Health::Up)))),
+    )?;
+    family(
+        enc,
+        "backend_health_transitions",
+        "Changes of the backend's health (up to down or down to up)",
+        counter,
+        backends()
+            .filter(|(_, b)| b.state == BackendState::Active)
+            .map(|(l, b)| (l, ConstCounter::new(b.health.transitions))),
+    )?;
+    family(
+        enc,
+        "backend_health_since_timestamp_seconds",
+        "Unix time of the backend's last health change (or of the start)",
+        gauge,
+        backends()
+            .filter(|(_, b)| b.state == BackendState::Active)
+            .map(|(l, b)| (l, ConstGauge::new(b.health.since_unix))),
+    )?;
+    family(
+        enc,
+        "backend_live_flows",
+        "Flows pinned to the backend and answered within the flow timeout \
+         (Maglev frontends with a flow table; 0 on a drained backend: safe to remove)",
+        gauge,
+        backends().filter_map(|(l, b)| Some((l, ConstGauge::new(b.live_flows? as i64)))),
+    )?;
+    family(
+        enc,
+        "backend_icmp_errors",
+        "ICMP destination-unreachable errors about datagrams sent to the backend \
+         (the passive health signal)",
+        counter,
+        backends()
+            .filter(|(_, b)| b.state == BackendState::Active)
+            .map(|(l, b)| (l, ConstCounter::new(b.passive.icmp_errors))),
+    )?;
+    family(
+        enc,
+        "backend_reply_packets",
+        "Replies from the backend rewritten back to the frontend, in XDP or egress \
+         (also the passive health signal)",
+        counter,
+        backends()
+            .filter(|(_, b)| b.state == BackendState::Active)
+            .map(|(l, b)| (l, ConstCounter::new(b.passive.replies))),
+    )?;
+    Ok(())
+}
+
+/// Per frontend: replies, its ring and the ring's fingerprint.
+fn frontends(enc: &mut DescriptorEncoder<'_>, s: &Status) -> Result<(), std::fmt::Error> {
+    let (counter, gauge) = (MetricType::Counter, MetricType::Gauge);
+    let frontends = || {
+        s.frontends
+            .iter()
+            .map(|fe| ([("frontend", fe.listen.clone())], fe))
+    };
+    family(
+        enc,
+        "frontend_reply_packets",
+        "Replies rewritten back to the frontend, in XDP or egress",
+        counter,
+        frontends().map(|(l, fe)| (l, ConstCounter::new(fe.replies.packets))),
+    )?;
+    family(
+        enc,
+        "frontend_reply_bytes",
+        "Bytes of the replies rewritten back to the frontend",
+        counter,
+        frontends().map(|(l, fe)| (l, ConstCounter::new(fe.replies.bytes))),
+    )?;
+    family(
+        enc,
+        "frontend_ring_entries",
+        "Entries in the frontend's scheduling ring",
+        gauge,
+        frontends().map(|(l, fe)| (l, ConstGauge::new(i64::from(fe.ring_size)))),
+    )?;
+    family(
+        enc,
+        "frontend_table_fingerprint_info",
+        "Hash of the ring's backends in order: equal on balancers that send \
+         each flow to the same backend (always 1)",
+        gauge,
+        s.frontends.iter().map(|fe| {
+            (
+                [
+                    ("frontend", fe.listen.clone()),
+                    ("fingerprint", fe.table_fingerprint.clone()),
+                ],
+                ConstGauge::new(1i64),
+            )
+        }),
+    )?;
+    Ok(())
+}
+
+/// The datapath's verdicts per hook, flow-table and QUIC events.
+fn verdicts_and_events(enc: &mut DescriptorEncoder<'_>, s: &Status) -> Result<(), std::fmt::Error> {
+    let (counter, gauge) = (MetricType::Counter, MetricType::Gauge);
+    let by_hook = [("xdp", &s.verdicts), ("egress", &s.egress_verdicts)];
+    family(
+        enc,
+        "packets",
+        "Packets seen by the datapath, by hook and verdict: hook=\"xdp\" once per packet \
+         received on the interfaces, hook=\"egress\" once per packet sent where the \
+         egress program is attached (replies rewritten there are verdict=\"reply\" or \
+         \"reply_forwarded\", as in XDP)",
+        counter,
+        by_hook.iter().flat_map(|(hook, verdicts)| {
+            verdicts.iter().map(move |(v, n)| {
+                (
+                    [("hook", hook.to_string()), ("verdict", v.clone())],
+                    ConstCounter::new(*n),
+                )
+            })
+        }),
+    )?;
+    family(
+        enc,
+        "flow_events",
+        "Flow table events: hit, miss, expired, stale (requests); pin_created, \
+         pin_refreshed, pin_moved, pin_failed (replies)",
+        counter,
+        s.flow_events
+            .iter()
+            .map(|(e, n)| ([("event", e.clone())], ConstCounter::new(*n))),
+    )?;
+    family(
+        enc,
+        "quic_packets",
+        "Requests of quic frontends by how they were routed: routed (by the server ID \
+         in the connection ID), or fallen back to Maglev: not_quic, client_cid, \
+         unroutable, unknown_server, backend_down, too_short",
+        counter,
+        s.quic_events
+            .iter()
+            .map(|(e, n)| ([("outcome", e.clone())], ConstCounter::new(*n))),
+    )?;
+    single(
+        enc,
+        "flow_table_entries",
+        "Entries in the flow table at its last walk, live or idle",
+        gauge,
+        ConstGauge::new(s.flow_entries as i64),
+    )?;
+    Ok(())
+}
+
+/// Reloads: counts and the last one's time and result.
+fn reloads(enc: &mut DescriptorEncoder<'_>, s: &Status) -> Result<(), std::fmt::Error> {
+    let (counter, gauge) = (MetricType::Counter, MetricType::Gauge);
+    family(
+        enc,
+        "reloads",
+        "Reloads by result: success, or failure (a bad file or a failed map write)",
+        counter,
+        [
+            (
+                [("result", "success")],
+                ConstCounter::new(s.reloads.succeeded),
+            ),
+            ([("result", "failure")], ConstCounter::new(s.reloads.failed)),
+        ],
+    )?;
+    single(
+        enc,
+        "reload_last_success_timestamp_seconds",
+        "Unix time of the last successful reload (0: none yet)",
+        gauge,
+        ConstGauge::new(s.reloads.last_success_unix.unwrap_or(0.0)),
+    )?;
+    single(
+        enc,
+        "reload_last_ok",
+        "1 if the last reload (or, before any, the start) succeeded",
+        gauge,
+        ConstGauge::new(i64::from(
+            s.reloads.last_result.is_empty() || s.reloads.last_result == "ok",
+        )),
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
