@@ -23,8 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # Top module -> floor (higher uses lower). main.rs is the top.
 LAYERS = {
     "main": 6,
-    "daemon": 5,
-    "cli": 4,
+    # The command line only builds config::settings::Settings: the daemon,
+    # below it, never sees clap's flags.
+    "cli": 5,
+    "daemon": 4,
     "datapath": 3,
     "plan": 2,
     "config": 1,

@@ -6,8 +6,9 @@ use clap::builder::PossibleValue;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::abi::UDPLB_DEFAULT_MAGLEV_SIZE;
+use crate::config::settings::{AnnounceFlags, Frontends, RunOptions, Settings, XdpMode};
 use crate::config::{parse_flow_table_size, parse_flow_timeout, parse_table_size, Defaults, Sched};
-use crate::datapath::XdpMode;
+use crate::error::UsageError;
 
 /// UDP load balancer with an XDP datapath.
 ///
@@ -176,6 +177,36 @@ impl Args {
             },
         }
     }
+
+    /// What the daemon runs: the frontends of the file or the command line,
+    /// and how to run them. Reads the config file; touches nothing else.
+    pub fn settings(&self) -> Result<Settings, UsageError> {
+        let frontends = match (&self.config, &self.iface) {
+            (Some(path), _) => Frontends::File(path),
+            (None, Some(iface)) => Frontends::CommandLine {
+                iface,
+                specs: &self.frontends,
+                defaults: self.defaults(),
+                health: self.health.as_deref(),
+            },
+            // clap requires one of the two (see `iface`).
+            (None, None) => return Err(UsageError("no interface given".into())),
+        };
+        let run = RunOptions {
+            xdp_mode: self.xdp_mode,
+            force: self.force,
+            pin: self.pin,
+            stats: self.stats.map(std::time::Duration::from_secs),
+            flow_table_size: self.flow_table_size,
+            verbose: self.verbose,
+        };
+        let announce = self.announce.as_deref().map(|interface| AnnounceFlags {
+            interface,
+            grace: self.announce_grace,
+            lease: self.announce_lease,
+        });
+        Settings::new(frontends, run, self.metrics, announce)
+    }
 }
 
 // The option values of types that live below the command line (config and
@@ -305,6 +336,43 @@ mod tests {
         );
         let a = parse(&["--unpin", "eth0"]).unwrap();
         assert_eq!(a.unpin.as_deref(), Some("eth0"));
+    }
+
+    #[test]
+    fn settings_carry_every_run_flag() {
+        let a = parse(&[
+            "--xdp-mode",
+            "native",
+            "--force",
+            "--pin",
+            "--stats",
+            "7",
+            "--flow-table-size",
+            "4096",
+            "-v",
+            "--metrics",
+            "127.0.0.1:9100",
+            "eth0",
+            "53=5301",
+        ])
+        .unwrap();
+        let s = a.settings().unwrap();
+        assert_eq!(
+            s.run,
+            RunOptions {
+                xdp_mode: XdpMode::Native,
+                force: true,
+                pin: true,
+                stats: Some(std::time::Duration::from_secs(7)),
+                flow_table_size: 4096,
+                verbose: 1,
+            }
+        );
+        assert_eq!((s.iface.as_str(), s.config_path), ("eth0", None));
+        assert_eq!(s.metrics, Some("127.0.0.1:9100".parse().unwrap()));
+        let a = parse(&["--config", "/nonexistent/lb.toml"]).unwrap();
+        let e = a.settings().unwrap_err();
+        assert!(e.0.starts_with("/nonexistent/lb.toml: "), "{}", e.0);
     }
 
     #[test]

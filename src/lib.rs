@@ -2,16 +2,18 @@
 //!
 //! Layers, each using only those below it:
 //!
+//! - [`cli`]: the command line (clap), turned into a
+//!   [`Settings`](config::settings::Settings): the daemon never sees clap.
 //! - [`daemon`]: the running balancer — one event loop over signals, timers
 //!   and sockets; reload, reports.
-//! - [`cli`]: the command line (clap).
 //! - [`datapath`]: the kernel's BPF and netlink interfaces, and every
 //!   `unsafe` block (the crate denies `unsafe_code` elsewhere): load, maps,
 //!   counters, attach, pin, privileges. Plain socket I/O (the control
 //!   socket, HTTP, probes) stays with the daemon, through std and nix.
 //! - [`plan`]: configuration to map operations; rings (round robin, Maglev)
 //!   and the flow hash. Pure.
-//! - [`config`]: grammar, validation, the TOML file. Pure.
+//! - [`config`]: grammar, validation, the TOML file, the settings a run
+//!   takes. Pure but for reading the file.
 //! - [`abi`] (the C structs of include/udplb.h), [`error`], [`log`] (the
 //!   output that never holds the event loop, used by every layer).
 

@@ -1,4 +1,4 @@
-//! udplb: parse the command line and hand it to the daemon.
+//! udplb: parse the command line and hand what it says to the daemon.
 //!
 //! Exit status: 0 after a clean stop, 2 for input the user must fix (bad
 //! command line or config file, unknown interface, missing privileges, an
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         (Some(Command::Status { iface, json }), _) => daemon::status(iface.as_deref(), *json),
         (Some(Command::Reload { iface }), _) => daemon::reload(iface.as_deref()),
         (None, Some(iface)) => daemon::unpin(iface),
-        (None, None) => daemon::run(&args),
+        (None, None) => args.settings().map_err(Into::into).and_then(daemon::run),
     };
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,

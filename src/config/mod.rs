@@ -17,7 +17,8 @@
 //! `backend.rs`, `quic.rs` (server IDs), `sched.rs` (schedulers and their
 //! settings), `names.rs` (the names of schedulers and check kinds),
 //! `check.rs` (the rules over a whole configuration), `health.rs`,
-//! `announce.rs` and `file/` (the TOML file). This file holds what ties
+//! `announce.rs`, `file/` (the TOML file) and `settings.rs` (all the
+//! daemon takes from the command line and the file). This file holds what ties
 //! them together: a frontend, the configuration and its checks in order.
 
 pub mod announce;
@@ -29,6 +30,7 @@ mod listen;
 pub mod names;
 mod quic;
 mod sched;
+pub mod settings;
 
 pub use backend::{parse_backend, weights, BackendConfig};
 pub use health::{Check, CheckKind, FrontendHealth, OnAllDown};

@@ -22,10 +22,10 @@ use super::{notify, warnings};
 use crate::abi::{
     Endpoint, EGRESS_VERDICT_NAMES, FLOW_COUNTER_NAMES, QUIC_COUNTER_NAMES, REASON_NAMES,
 };
-use crate::cli::Args;
-use crate::config::announce::{self, Announce};
+use crate::config::announce::Announce;
 use crate::config::health::CheckKind;
-use crate::config::{file, Config};
+use crate::config::settings::{Settings, XdpMode};
+use crate::config::Config;
 use crate::datapath::attach::{self, EgressAttachment, XdpAttachment};
 use crate::datapath::links::LinkEvent;
 use crate::datapath::sock_diag::SocketTable;
@@ -46,59 +46,19 @@ pub const PASSIVE_RULE: health::PassiveRule = health::PassiveRule {
     hold: Duration::from_secs(5),
 };
 
-/// What udplb runs, from the command line or the file.
-pub struct Settings {
-    /// The interface list as given.
-    pub iface: String,
-    pub config: Config,
-    pub metrics: Option<SocketAddr>,
-    /// The interfaces' names and indexes.
-    pub ifaces: Vec<(String, u32)>,
-    /// `--announce` or `announce_interface`: off unless asked.
-    pub announce: Announce,
-}
-
-impl Settings {
-    /// Reads and checks the command line or the config file, the
-    /// interfaces and the privileges; touches nothing.
-    pub fn from_args(args: &Args) -> Result<Settings> {
-        let (iface, config, metrics, mut announce) = match &args.config {
-            Some(path) => {
-                let f = file::load(path)?;
-                (f.interface, f.config, f.metrics, f.announce)
-            }
-            None => {
-                let iface = args.iface.clone().context("no interface given")?;
-                let mut config = Config::from_specs_with(&args.frontends, args.defaults())?;
-                if let Some(kind) = &args.health {
-                    let kind = crate::config::CheckKind::with_defaults(kind)
-                        .context("unknown --health kind")?;
-                    config.set_check(&kind);
-                }
-                (iface, config, None, Announce::default())
-            }
-        };
-        if let Some(a) = &args.announce {
-            let grace = args.announce_grace.unwrap_or(announce::DEFAULT_GRACE);
-            let lease = args.announce_lease.unwrap_or(announce::DEFAULT_LEASE);
-            announce = Announce::every(&config, a, grace, lease)?;
-        }
-        let ifaces = datapath::interfaces(&iface)?;
-        if args.pin {
-            pin::check_shared_bpffs()?;
-        }
-        privileges::check_self(match args.force {
-            true => privileges::Task::Force,
-            false => privileges::Task::Start,
-        })?;
-        Ok(Settings {
-            iface,
-            config,
-            metrics: args.metrics.or(metrics),
-            ifaces,
-            announce,
-        })
+/// Checks what the settings need of this host before anything is loaded:
+/// the interfaces exist, `--pin` has a BPF filesystem to pin in, udplb has
+/// the privileges. Returns the interfaces' names and indexes.
+pub fn preflight(settings: &Settings) -> Result<Vec<(String, u32)>> {
+    let ifaces = datapath::interfaces(&settings.iface)?;
+    if settings.run.pin {
+        pin::check_shared_bpffs()?;
     }
+    privileges::check_self(match settings.run.force {
+        true => privileges::Task::Force,
+        false => privileges::Task::Start,
+    })?;
+    Ok(ifaces)
 }
 
 /// Packets and bytes per (frontend, backend name), and replies per
@@ -133,7 +93,7 @@ pub struct Balancer {
     /// The interface list as given (a reload may not change it).
     iface: String,
     pin: bool,
-    xdp_mode: datapath::XdpMode,
+    xdp_mode: XdpMode,
     force: bool,
     /// The interfaces to be attached to, by name: one that is deleted and
     /// created again gets the programs again.
@@ -174,26 +134,26 @@ fn libbpf_print(_level: PrintLevel, msg: String) {
 impl Balancer {
     /// Reads the configuration, loads the datapath, writes the tables and
     /// attaches to every interface. An error leaves nothing attached.
-    pub fn start(args: &Args, settings: Settings) -> Result<Balancer> {
+    pub fn start(settings: Settings, ifaces: Vec<(String, u32)>) -> Result<Balancer> {
         let Settings {
             iface,
             config,
-            ifaces: settings_ifaces,
+            config_path,
             announce,
+            run,
             ..
         } = settings;
-        let ifaces = settings_ifaces;
         let veth = ifaces
             .iter()
             .map(|(n, _)| n.as_str())
             .find(|n| attach::is_veth(n));
         let (xdp_mode, note) =
-            attach::mode_for_veths(attach::kernel_version(), veth, args.xdp_mode)?;
+            attach::mode_for_veths(attach::kernel_version(), veth, run.xdp_mode)?;
         if let Some(note) = note {
             say!("{note}");
         }
 
-        let level = match args.verbose {
+        let level = match run.verbose {
             0 => PrintLevel::Warn,
             1 => PrintLevel::Info,
             _ => PrintLevel::Debug,
@@ -201,8 +161,8 @@ impl Balancer {
         libbpf_rs::set_print(Some((level, libbpf_print)));
 
         let datapath = Datapath::load_with(&datapath::LoadOptions {
-            flow_table_size: Some(args.flow_table_size),
-            reuse_flows: match args.pin {
+            flow_table_size: Some(run.flow_table_size),
+            reuse_flows: match run.pin {
                 true => ifaces.first().map(|(name, _)| pin::dir(name).join("flows")),
                 false => None,
             },
@@ -215,13 +175,13 @@ impl Balancer {
             .apply(&datapath, &config)
             .context("writing the backend tables")?;
         let mut lb = Balancer {
-            config_path: args.config.clone(),
+            config_path,
             flow_walk: Default::default(),
-            flow_walk_every: std::time::Duration::from_secs(args.stats.unwrap_or(5)),
+            flow_walk_every: run.stats.unwrap_or(Duration::from_secs(5)),
             iface,
-            pin: args.pin,
+            pin: run.pin,
             xdp_mode,
-            force: args.force,
+            force: run.force,
             ifnames: ifaces.iter().map(|(n, _)| n.clone()).collect(),
             config,
             tables,

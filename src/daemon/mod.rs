@@ -26,10 +26,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::Args;
+use crate::config::settings::Settings;
 use crate::datapath::{links, pin, privileges};
 use crate::{say, warn};
-use balancer::{Balancer, Settings};
+use balancer::Balancer;
 use control::Answer;
 use event_loop::{Event, EventLoop};
 use server::{Kind, Server, Source};
@@ -73,7 +73,7 @@ pub const SOCKET_POLL: Duration = Duration::from_millis(100);
 pub const REPLY_GRACE: Duration = Duration::from_secs(3);
 
 /// Runs the balancer until SIGINT or SIGTERM.
-pub fn run(args: &Args) -> Result<()> {
+pub fn run(settings: Settings) -> Result<()> {
     // First: from here on a SIGTERM or SIGINT waits in the signalfd, so one
     // that arrives while the datapath is loading still ends in a clean stop.
     let mut events = EventLoop::new()?;
@@ -81,7 +81,8 @@ pub fn run(args: &Args) -> Result<()> {
     // the mask: from here on no output can hold the loop.
     crate::log::detach();
     raise_open_file_limit();
-    let settings = Settings::from_args(args)?;
+    let run = settings.run;
+    let ifaces = balancer::preflight(&settings)?;
     // A control socket that answers belongs to a udplb running on these
     // interfaces (see below).
     let control = control::socket_path(&settings.iface);
@@ -92,7 +93,7 @@ pub fn run(args: &Args) -> Result<()> {
     // start will fail, and the addresses are that udplb's. With --force
     // they are removed as before: the replaced udplb withdraws only what
     // nobody wrote since, so it must not find its own stamps on them.
-    let mut announcer = announce::Announcer::open(&settings.announce, !taken || args.force)?;
+    let mut announcer = announce::Announcer::open(&settings.announce, !taken || run.force)?;
     // Subscribed before attaching: an interface deleted in between is
     // still noticed.
     events.watch(links::link_events()?, Token::Links);
@@ -110,16 +111,16 @@ pub fn run(args: &Args) -> Result<()> {
     // udplb says it is attached (and READY=1 follows). One that answers
     // belongs to a running udplb on these interfaces: only --force takes it
     // over; without, the attach below fails anyway and leaves it alone.
-    if !taken || args.force {
+    if !taken || run.force {
         server.listen_control(&control)?;
     }
-    let mut lb = Balancer::start(args, settings)?;
-    if taken && !args.force {
+    let mut lb = Balancer::start(settings, ifaces)?;
+    if taken && !run.force {
         server.listen_control(&control)?;
     }
     notify::ready(&lb.summary());
-    if let Some(secs) = args.stats {
-        events.every(Token::Stats, Duration::from_secs(secs));
+    if let Some(every) = run.stats {
+        events.every(Token::Stats, every);
     }
     events.every(Token::Tick, Duration::from_secs(1));
     events.every(Token::Sockets, SOCKET_POLL);
@@ -240,7 +241,7 @@ pub fn run(args: &Args) -> Result<()> {
         if matches!(outcome, Ok(true)) {
             // No grace: nothing of this udplb's forwards any more.
             a.withdraw_replaced();
-        } else if a.withdraw_all() && !args.pin && outcome.is_ok() {
+        } else if a.withdraw_all() && !run.pin && outcome.is_ok() {
             waited = grace(&mut events, lb.announce().grace);
         }
     }

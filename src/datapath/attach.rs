@@ -18,25 +18,15 @@ use libbpf_rs::{ErrorKind, Link, Program, ProgramHandle, TcHook, TcHookBuilder, 
 use libbpf_sys as sys;
 use nix::errno::Errno;
 
+use crate::config::settings::XdpMode;
 use crate::error::UsageError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum XdpMode {
-    /// Native (driver) mode where the driver supports it, else generic.
-    Auto,
-    /// Driver mode; fails on interfaces without native XDP (such as lo).
-    Native,
-    /// Generic (skb) mode: works everywhere, slower.
-    Generic,
-}
-
-impl XdpMode {
-    fn flags(self) -> XdpFlags {
-        match self {
-            XdpMode::Auto => XdpFlags::NONE,
-            XdpMode::Native => XdpFlags::DRV_MODE,
-            XdpMode::Generic => XdpFlags::SKB_MODE,
-        }
+/// The attach flags of a mode.
+fn flags(mode: XdpMode) -> XdpFlags {
+    match mode {
+        XdpMode::Auto => XdpFlags::NONE,
+        XdpMode::Native => XdpFlags::DRV_MODE,
+        XdpMode::Generic => XdpFlags::SKB_MODE,
     }
 }
 
@@ -192,7 +182,7 @@ pub fn attach(
         }
         remove_existing(&xdp, ifindex, &other)?;
     }
-    let mut fd = link_create(prog, ifindex, mode.flags());
+    let mut fd = link_create(prog, ifindex, flags(mode));
     // ERANGE: the driver refuses native XDP at this MTU for a program without
     // multi-buffer (frags) support, as veth does above about 4 KB. Generic
     // mode copes with any MTU.
@@ -209,7 +199,7 @@ pub fn attach(
             "udplb: {ifname}: native XDP refused at {mtu} (udplb's program has no multi-buffer \
              support); using generic mode"
         );
-        fd = link_create(prog, ifindex, XdpMode::Generic.flags());
+        fd = link_create(prog, ifindex, flags(XdpMode::Generic));
     }
     if fd < 0 {
         let err = errno(fd);

@@ -19,8 +19,6 @@ pub mod privileges;
 pub mod sock_diag;
 pub mod sockets;
 
-pub use attach::XdpMode;
-
 use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
