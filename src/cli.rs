@@ -69,7 +69,7 @@ pub struct Args {
           value_parser = |s: &str| parse_flow_timeout(s).map_err(|e| e.0))]
     pub flow_timeout: u32,
 
-    /// Flow table entries, shared by all Maglev frontends (about 128 bytes
+    /// Flow table entries, shared by all maglev and quic frontends (about 128 bytes
     /// each: the default 131072 takes about 16 MiB); LRU beyond that
     #[arg(long, value_name = "N", default_value_t = crate::abi::UDPLB_DEFAULT_FLOW_TABLE_SIZE,
           value_parser = |s: &str| parse_flow_table_size(s).map_err(|e| e.0))]
@@ -134,7 +134,8 @@ pub struct Args {
           value_parser = |s: &str| crate::config::announce::parse_lease(s).map_err(|e| e.0))]
     pub announce_lease: Option<std::time::Duration>,
 
-    /// More output: -v shows libbpf warnings, -vv libbpf debug output
+    /// More output: libbpf's warnings always show; -v adds its info
+    /// messages, -vv its debug output
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 }
@@ -266,8 +267,8 @@ Backends:
   198.18.1.2:53         a port on another host, forwarded in XDP
   [2001:2::2]:53        the same over IPv6
   Each backend belongs to one frontend.
-Signals: SIGINT/SIGTERM stop (withdraw --announce addresses, wait the grace,
-detach unless --pin); SIGHUP re-reads --config.
+Signals: SIGINT/SIGTERM stop (withdraw --announce addresses; unless --pin, wait
+the grace, then detach); SIGHUP re-reads --config.
 A running balancer answers `udplb status` and `udplb reload` (root).";
 
 #[cfg(test)]

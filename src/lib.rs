@@ -6,8 +6,9 @@
 //!   [`Settings`](config::settings::Settings): the daemon never sees clap.
 //! - [`daemon`]: the running balancer — one event loop over signals, timers
 //!   and sockets; reload, reports.
-//! - [`datapath`]: the kernel's BPF and netlink interfaces, and every
-//!   `unsafe` block (the crate denies `unsafe_code` elsewhere): load, maps,
+//! - [`datapath`]: the kernel's BPF and netlink interfaces, and the
+//!   `unsafe` blocks that make syscalls (the crate denies `unsafe_code`
+//!   but here, in [`abi`] and in the generated skeleton): load, maps,
 //!   counters, attach, pin, privileges. Plain socket I/O (the control
 //!   socket, HTTP, probes) stays with the daemon, through std and nix.
 //! - [`plan`]: configuration to map operations; rings (round robin, Maglev)
@@ -15,7 +16,8 @@
 //! - [`config`]: grammar, validation, the TOML file, the settings a run
 //!   takes. Pure but for reading the file.
 //! - [`abi`] (the C structs of include/udplb.h), [`error`], [`log`] (the
-//!   output that never holds the event loop, used by every layer).
+//!   output that never holds the event loop; main, the daemon and the
+//!   datapath write through it).
 
 // `unsafe` only where the kernel's ABI is: the datapath (syscalls), the
 // C struct mirrors (`Plain`) and the generated skeleton. Each block says

@@ -90,7 +90,7 @@ pub fn address(listen: &Listen) -> Option<IpAddr> {
 
 /// Why `listen` cannot be announced, and what to do instead (`instead`:
 /// how to leave it out); None if it can. Refused: no address (a port-only
-/// frontend or a wildcard), and an address that is not [`routable`].
+/// frontend or a wildcard), and an address that [`not_routable`] refuses.
 pub fn refusal(listen: &Listen, instead: &str) -> Option<String> {
     let Some(addr) = address(listen) else {
         return Some(format!(

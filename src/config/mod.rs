@@ -55,7 +55,7 @@ pub struct FrontendConfig {
     /// Checks and what to do when every backend is down. The plan reads
     /// only `on_all_down`: the checks reach it as their verdicts.
     pub health: FrontendHealth,
-    /// Idle timeout of pinned flows in seconds (Maglev only; 0: no flow
+    /// Idle timeout of pinned flows in seconds (maglev and quic; 0: no flow
     /// table for this frontend).
     pub flow_timeout: u32,
     /// QUIC-LB settings (quic frontends).

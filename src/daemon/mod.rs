@@ -2,12 +2,14 @@
 //! [`Balancer`](balancer::Balancer) (datapath, tables, attachments) and
 //! wakes for signals, timers, and the clients of its two listeners
 //! ([`server`]): the metrics endpoint and the control socket. Health probes
-//! and netlink events plug in the same way, as descriptors or timers
-//! registered with the loop. With `--announce`, [`announce`] keeps the
+//! and netlink events plug in the same way: timers, the link-event socket
+//! registered with the loop, and the probes' sockets handed to each wait
+//! as the server's are. With `--announce`, [`announce`] keeps the
 //! frontend addresses on the announce interface while this balancer can
 //! serve them, and withdraws them before the datapath goes.
 
 pub mod announce;
+pub mod attachments;
 pub mod balancer;
 pub mod control;
 pub mod event_loop;
@@ -19,6 +21,7 @@ pub mod page;
 pub mod reload;
 pub mod report;
 pub mod server;
+pub mod snapshot;
 pub mod status;
 pub mod warnings;
 
@@ -124,7 +127,7 @@ pub fn run(settings: Settings) -> Result<()> {
     }
     events.every(Token::Tick, Duration::from_secs(1));
     events.every(Token::Sockets, SOCKET_POLL);
-    events.every(Token::Passive, balancer::PASSIVE_INTERVAL);
+    events.every(Token::Passive, health::driver::PASSIVE_INTERVAL);
     if announcer.is_some() {
         let every = announce::Announcer::refresh_every(lb.announce());
         events.every(Token::Announce, every);

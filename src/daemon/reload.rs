@@ -23,7 +23,9 @@ pub enum Reloaded {
 pub enum ReloadError {
     /// The file is bad: nothing was touched.
     Rejected(anyhow::Error),
-    /// Writing the maps failed part-way: the next reload finishes it.
+    /// Writing the maps failed part-way: the next write to the maps (a
+    /// health transition, the end of the reply grace, a reload) finishes it
+    /// first.
     Failed(anyhow::Error),
 }
 
@@ -35,7 +37,7 @@ impl fmt::Display for ReloadError {
             }
             ReloadError::Failed(e) => write!(
                 f,
-                "reload failed while writing the maps: {e:#}; the next reload finishes it"
+                "reload failed while writing the maps: {e:#}; the next change to the maps finishes it"
             ),
         }
     }
@@ -44,7 +46,8 @@ impl fmt::Display for ReloadError {
 /// Re-reads `path` and applies it, with the backends in `down` (health)
 /// out of their rings; new backends start up. A file that is rejected changes nothing.
 /// Otherwise `tables` and `config` describe the new configuration, even if
-/// writing the maps failed part-way: the next reload finishes that first.
+/// writing the maps failed part-way: the next write to the maps finishes
+/// that first.
 pub fn reload(
     path: &str,
     iface: &str,

@@ -11,8 +11,8 @@
 //! whole answer [`CLIENT_TIMEOUT`] after it connected is cut. Each listener
 //! has its own limit ([`MAX_METRICS_CLIENTS`], [`MAX_CONTROL_CLIENTS`]), so
 //! metrics clients can never take the control socket's slots, which only
-//! root can reach; a listener at its limit closes its oldest client for
-//! the new one, so that clients which hold a slot without finishing cannot
+//! root can reach; a listener at its limit closes its oldest client not
+//! being answered for the new one, so that clients which hold a slot without finishing cannot
 //! lock out one that asks and reads at once. (The datapath never waits for
 //! any of it: it runs in the kernel.)
 
@@ -288,8 +288,9 @@ impl Server {
             }
             let mine = self.clients.iter().filter(|c| c.kind == kind);
             if mine.clone().count() >= limit(kind) {
-                // The oldest that has not asked yet goes first: one being
-                // answered (a big scrape) is the last to be cut.
+                // The oldest that is not being answered (still asking, or
+                // answered and draining) goes first: one being answered (a
+                // big scrape) is cut only when every client is.
                 let oldest = mine
                     .min_by_key(|c| (matches!(c.stage, Stage::Answering(..)), c.since))
                     .map(|c| c.id);

@@ -61,8 +61,9 @@ pub struct BackendStatus {
     /// `9876` (a local port) or `198.18.1.2:53`.
     pub name: String,
     pub weight: u32,
-    /// Configured, or taken away by a reload (its counters stay until
-    /// udplb exits).
+    /// Configured, or taken away by a reload (its last counters stay for
+    /// `report::KEEP_REMOVED`, for the newest `report::MAX_REMOVED`
+    /// removed backends).
     pub state: BackendState,
     pub traffic: Traffic,
     #[serde(default)]
@@ -185,7 +186,9 @@ pub struct ReloadStats {
     pub failed: u64,
     /// Unix time of the last successful reload, if any.
     pub last_success_unix: Option<f64>,
-    /// "ok", "rejected: ..." or "failed: ..."; empty before the first.
+    /// "ok", or the error the reload answered with ("reload rejected,
+    /// configuration unchanged: ..." or "reload failed while writing the
+    /// maps: ..."); empty before the first.
     pub last_result: String,
 }
 

@@ -1,5 +1,6 @@
-//! Warnings printed at start for set-ups that load fine but will not work
-//! as the operator expects.
+//! Warnings printed at start (and, for [`sockets`], after each reload that
+//! changes something) for set-ups that load fine but will not work as the
+//! operator expects.
 
 use std::net::IpAddr;
 

@@ -1,12 +1,18 @@
-//! Attaching the XDP program to an interface through a bpf_link.
+//! Attaching the XDP program (a bpf_link) and the egress program (a tcx
+//! bpf_link, or a clsact filter before Linux 6.6).
 //!
 //! A bpf_link is owned by a file descriptor: when udplb exits, however it
 //! exits (even SIGKILL), the kernel closes the descriptor and detaches the
-//! program. Nothing is left behind unless pinning is asked for.
+//! program; nothing is left behind unless pinning is asked for. A clsact
+//! filter is not a link: it is removed on a clean exit only, so after a
+//! SIGKILL on such a kernel it stays until the next udplb replaces it (or
+//! `--unpin` removes it).
 //!
 //! Everything goes through libbpf-rs's safe API except what it lacks: an XDP
 //! link with a chosen mode, a tcx link, the list of tcx programs on one
-//! device, and detaching a link known only by its id.
+//! device (also how tcx is detected), detaching a link known only by its
+//! id, and pinning a bare link fd; plus two ioctls (a driver's name, the
+//! MTU).
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};

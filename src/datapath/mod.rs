@@ -2,9 +2,10 @@
 //! maps (this file), attaching them to interfaces ([`attach`]), pinning
 //! ([`pin`]), privileges ([`privileges`]), link events ([`links`]), the
 //! announced addresses ([`addresses`]) and the UDP socket table
-//! ([`sock_diag`], [`sockets`]). Every `unsafe` block of udplb is under
-//! this module (`lib.rs` denies `unsafe_code` elsewhere; the ABI mirrors'
-//! `Plain` impls in `abi.rs` aside, each proven by its layout). Plain
+//! ([`sock_diag`], [`sockets`]). Every `unsafe` block of udplb that makes
+//! a syscall is under this module (`lib.rs` denies `unsafe_code` elsewhere
+//! but in `abi.rs`, whose `Plain` impls are proven by their layout, and the
+//! generated skeleton). Plain
 //! socket I/O (control socket, HTTP, probes) is the daemon's.
 //!
 //! This file opens and loads the libbpf-cargo skeleton, applies [`Plan`]s to
@@ -264,7 +265,8 @@ impl Datapath {
     /// measured at load. Pins keep their time in jiffies, which only the
     /// kernel can read; this runs `udplb_clock` once.
     pub fn clock(&self) -> Result<abi::Clock> {
-        // The smallest frame BPF_PROG_TEST_RUN takes for XDP.
+        // A minimum-size Ethernet frame (BPF_PROG_TEST_RUN needs at least
+        // ETH_HLEN, 14 bytes).
         let frame = [0u8; 64];
         let input = libbpf_rs::ProgramInput {
             data_in: Some(&frame),
@@ -308,7 +310,8 @@ impl Datapath {
     }
 
     /// Writes `config` into freshly loaded maps; returns the state for
-    /// later plans. (Tests and first start.)
+    /// later plans. (Tests and benchmarks; the daemon goes through
+    /// `plan::Tables`.)
     pub fn configure(&self, config: &Config) -> Result<State> {
         let (plan, state) = State::default().plan(config);
         self.apply(&plan)?;

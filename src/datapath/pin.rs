@@ -1,11 +1,14 @@
 //! `--pin` and `--unpin`: keeping the programs attached after udplb exits.
 //!
-//! Under /sys/fs/bpf/udplb/<iface>/ udplb pins its two links (`xdp_link`,
-//! `egress_link`) and its maps. A pinned link keeps its program attached
+//! Under /sys/fs/bpf/udplb/<iface>/ udplb pins its XDP link (`xdp_link`),
+//! its egress link (`egress_link`, where the egress program is a tcx link:
+//! not on lo, not with clsact) and its maps. A pinned link keeps its program attached
 //! after the process is gone. A later `udplb --pin` on the same interface
 //! loads its own program and maps, writes its configuration, then swaps its
 //! program into the pinned links (bpf_link_update): the interface is never
-//! without a balancer, and the pinned maps are replaced by the new ones.
+//! without a balancer, and the pinned maps are replaced by the new ones,
+//! but for the flow table, which the new udplb keeps using when it has the
+//! same size (its flows stay on their backends).
 
 use std::path::{Path, PathBuf};
 

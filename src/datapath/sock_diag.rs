@@ -2,7 +2,8 @@
 //! sock_diag netlink interface (inet_diag, as `ss -uan` reads it): one dump
 //! per family gives every bound UDP socket's local address and port. The
 //! health checks' socket-table liveness of local backends polls it (every
-//! 100 ms), and the start-up warnings about frontends' ports read it, rather
+//! 100 ms), and the warnings about frontend and local backend ports (at start and
+//! after each reload) read it, rather
 //! than /proc/net/udp{,6}: the dump is binary (no text to format and parse),
 //! and the request and messages are typed by the rust-netlink project's
 //! `netlink-packet-sock-diag`, asked through [`Requester`](super::netlink::Requester)

@@ -1,5 +1,5 @@
-//! What this host (the balancer's network namespace) has, for the start-up
-//! warnings: the UDP sockets bound on it (from the sock_diag table that the
+//! What this host (the balancer's network namespace) has, for the warnings
+//! at start and after each reload: the UDP sockets bound on it (from the sock_diag table that the
 //! health checks' socket-table liveness also reads) and its own addresses.
 
 use std::net::IpAddr;

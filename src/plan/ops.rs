@@ -59,8 +59,9 @@ impl Plan {
     /// The plan as single map writes, in the order they must be applied:
     /// counters and backends, new reply entries, the new rings, QUIC server
     /// IDs and port flags, then the frontend entries (the switch; moved
-    /// backends' reply entries in the middle of it), and only then
-    /// deletions, and the port flags lowered to the new state's.
+    /// backends' reply entries in the middle of it), and only then the
+    /// deletions of frontends, reply entries and server IDs, the port
+    /// flags lowered to the new state's, and last the old rings.
     pub fn ops(&self) -> impl Iterator<Item = Op<'_>> {
         let p = self;
         (p.zero_counters.iter().map(|&s| Op::ZeroCounters(s)))

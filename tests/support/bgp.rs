@@ -70,7 +70,7 @@ impl Bird {
             _conf: conf,
             _pid: pid,
         };
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + super::slow(Duration::from_secs(5));
         while bird.try_birdc("show status").is_err() {
             assert!(
                 Instant::now() < deadline,
@@ -105,7 +105,7 @@ impl Drop for Bird {
     fn drop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + super::slow(Duration::from_secs(5));
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
@@ -330,7 +330,7 @@ pub fn flows(client: &Netns, vip: &str, count: u16) -> BTreeMap<u16, String> {
         let batch: Vec<(u16, UdpSocket)> = (start..count.min(start + 200))
             .map(|f| (f, client.udp_bind(&format!("198.18.0.1:{}", 20000 + f))))
             .collect();
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = Instant::now() + super::slow(Duration::from_secs(3));
         let mut sends = 0;
         let mut buf = [0u8; 512];
         while batch.iter().any(|(f, _)| !seen.contains_key(f)) {

@@ -145,7 +145,7 @@ impl Drop for Browser {
             let _ = self.ask(json!({"cmd": "quit"}), Duration::from_secs(10));
         }
         drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + super::slow(Duration::from_secs(10));
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;

@@ -215,7 +215,7 @@ impl Udplb {
         let mut child = self.child.take().unwrap();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig)
             .expect("signal udplb");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + super::slow(Duration::from_secs(10));
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {
                 break s;

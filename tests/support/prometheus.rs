@@ -66,7 +66,7 @@ impl Prometheus {
             dir,
             ns: ns.name.clone(),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + super::slow(Duration::from_secs(60));
         while p.get("/-/ready").map(|(code, _)| code) != Some(200) {
             assert!(
                 Instant::now() < deadline,
@@ -160,7 +160,7 @@ impl Drop for Prometheus {
     fn drop(&mut self) {
         let pid = Pid::from_raw(self.child.id() as i32);
         let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + super::slow(Duration::from_secs(10));
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 break;

@@ -74,7 +74,7 @@ pub fn http_server(ns: &Netns, addr: &str, port: u16, dir: &str) -> Server {
             dir,
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + super::slow(Duration::from_secs(10));
     while !ns.exec(&["ss", "-Htln"]).contains(&format!(":{port} ")) {
         assert!(Instant::now() < deadline, "http.server did not start");
         std::thread::sleep(Duration::from_millis(50));
@@ -84,7 +84,7 @@ pub fn http_server(ns: &Netns, addr: &str, port: u16, dir: &str) -> Server {
 
 /// Waits (bounded) until `ns` has a UDP socket on `port`.
 pub fn wait_bound(ns: &Netns, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + super::slow(Duration::from_secs(5));
     let needle = format!(":{port} ");
     while !ns.exec(&["ss", "-Hulnp"]).contains(&needle) {
         assert!(Instant::now() < deadline, "nothing bound to port {port}");

@@ -84,7 +84,7 @@ pub fn resolve_neighbour(from: &Netns, to: &str) {
         "0.0.0.0:0"
     };
     let s = from.udp_bind(bind);
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + super::slow(Duration::from_secs(5));
     loop {
         let _ = s.send_to(b"neighbour probe", target);
         std::thread::sleep(Duration::from_millis(50));

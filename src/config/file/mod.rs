@@ -10,7 +10,8 @@
 //! `announce_interface = "udplb0"`, `announce_grace = "2s"`,
 //! `announce_lease = "10s"`; `announce = false` in a frontend leaves it out.
 //!
-//! Every error names the file, the line and the field. Pure: no kernel access.
+//! Every error names the file; one about a value also its line and field.
+//! Pure: no kernel access.
 //! The parts: `raw.rs` (the file as serde reads it), `spans.rs` (error
 //! positions and hints), `health.rs` (the health sections); the steps over
 //! the whole file and each frontend are here.

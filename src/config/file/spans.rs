@@ -1,4 +1,6 @@
-//! Where an error is: every error names the file, the line and the field.
+//! Where an error is: every error names the file; one about a value also
+//! its line and field (`PATH:LINE: FIELD: MSG`), a TOML syntax error its
+//! line.
 //! [`Lines`] turns a value's span into its line; the readers of single
 //! fields here put that position in their errors; [`Lines::toml_error`]
 //! adds the likely fix to a table header with the wrong brackets.

@@ -1,5 +1,6 @@
 //! Backend health: up or down per backend, from three sources, each a
-//! plain input here (pure; the daemon feeds them from the event loop):
+//! plain input to [`Health`] (pure; [`driver`] feeds them in from the
+//! event loop):
 //!
 //! - active checks ([`probe`]): `fall` failures in a row take a backend
 //!   down, `rise` successes in a row bring it back (keepalived/HAProxy);
@@ -14,6 +15,7 @@
 //! naming frontend, backend and cause; the balancer then applies a plan
 //! with the down backends out of their rings (`plan::effective`).
 
+pub mod driver;
 pub mod probe;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -345,7 +347,7 @@ impl Health {
     }
 
     /// The passive counters now (running totals per backend), read every
-    /// tick. A backend that the rule finds gone over its window is down for
+    /// `driver::PASSIVE_INTERVAL`. A backend that the rule finds gone over its window is down for
     /// `rule.hold`, then back on trial with an empty window (it gets no
     /// traffic while down, so no passive signal could bring it back, and
     /// the errors that took it down must not take it down again).

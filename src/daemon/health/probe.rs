@@ -76,7 +76,9 @@ pub struct Target {
     /// frontend's would let a client forge answers from the backend's
     /// address that the reverse-path check never sees (no reply key).
     pub frontend_port: u16,
-    /// A local backend (on this host): probed from the loopback address.
+    /// A local backend (on this host): its udp and dns probes are sent
+    /// from the loopback address (see the module comment); tcp and http
+    /// connect from the source the kernel picks.
     pub local: bool,
     pub check: Check,
 }
