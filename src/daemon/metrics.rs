@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::status::{BackendState, Health, Status};
+use super::status::{BackendState, BackendStatus, Health, Status};
 
 /// The `Content-Type` of what [`render`] returns.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -82,18 +82,23 @@ impl Collector for Snapshot {
 }
 
 /// Per backend: traffic, weight, health, flows, passive signals.
+/// Every backend with its labels, removed ones included.
+fn labelled(s: &Status) -> impl Iterator<Item = ([(&'static str, String); 2], &BackendStatus)> {
+    s.frontends.iter().flat_map(|fe| {
+        fe.backends.iter().map(move |b| {
+            (
+                [("frontend", fe.listen.clone()), ("backend", b.name.clone())],
+                b,
+            )
+        })
+    })
+}
+
+/// What every backend has, removed ones included (with their last
+/// counters): traffic, weight, whether it is still configured.
 fn backends(enc: &mut DescriptorEncoder<'_>, s: &Status) -> Result<(), std::fmt::Error> {
     let (counter, gauge) = (MetricType::Counter, MetricType::Gauge);
-    let backends = || {
-        s.frontends.iter().flat_map(|fe| {
-            fe.backends.iter().map(move |b| {
-                (
-                    [("frontend", fe.listen.clone()), ("backend", b.name.clone())],
-                    b,
-                )
-            })
-        })
-    };
+    let backends = || labelled(s);
     family(
         enc,
         "backend_packets",
@@ -127,32 +132,34 @@ fn backends(enc: &mut DescriptorEncoder<'_>, s: &Status) -> Result<(), std::fmt:
             )
         }),
     )?;
+    configured_backends(enc, s)
+}
+
+/// What only a configured backend has: health, live flows, passive
+/// signals.
+fn configured_backends(enc: &mut DescriptorEncoder<'_>, s: &Status) -> Result<(), std::fmt::Error> {
+    let (counter, gauge) = (MetricType::Counter, MetricType::Gauge);
+    let backends = || labelled(s).filter(|(_, b)| b.state == BackendState::Active);
     family(
         enc,
         "backend_up",
         "1 while the health checks hold the backend up, 0 while down",
         gauge,
-        backends()
-            .filter(|(_, b)| b.state == BackendState::Active)
-            .map(|(l, b)| (l, ConstGauge::new(i64::from(b.health.state == Health::Up)))),
+        backends().map(|(l, b)| (l, ConstGauge::new(i64::from(b.health.state == Health::Up)))),
     )?;
     family(
         enc,
         "backend_health_transitions",
         "Changes of the backend's health (up to down or down to up)",
         counter,
-        backends()
-            .filter(|(_, b)| b.state == BackendState::Active)
-            .map(|(l, b)| (l, ConstCounter::new(b.health.transitions))),
+        backends().map(|(l, b)| (l, ConstCounter::new(b.health.transitions))),
     )?;
     family(
         enc,
         "backend_health_since_timestamp_seconds",
         "Unix time of the backend's last health change (or of the start)",
         gauge,
-        backends()
-            .filter(|(_, b)| b.state == BackendState::Active)
-            .map(|(l, b)| (l, ConstGauge::new(b.health.since_unix))),
+        backends().map(|(l, b)| (l, ConstGauge::new(b.health.since_unix))),
     )?;
     family(
         enc,
@@ -168,9 +175,7 @@ fn backends(enc: &mut DescriptorEncoder<'_>, s: &Status) -> Result<(), std::fmt:
         "ICMP destination-unreachable errors about datagrams sent to the backend \
          (the passive health signal)",
         counter,
-        backends()
-            .filter(|(_, b)| b.state == BackendState::Active)
-            .map(|(l, b)| (l, ConstCounter::new(b.passive.icmp_errors))),
+        backends().map(|(l, b)| (l, ConstCounter::new(b.passive.icmp_errors))),
     )?;
     family(
         enc,
@@ -178,9 +183,7 @@ fn backends(enc: &mut DescriptorEncoder<'_>, s: &Status) -> Result<(), std::fmt:
         "Replies from the backend rewritten back to the frontend, in XDP or egress \
          (also the passive health signal)",
         counter,
-        backends()
-            .filter(|(_, b)| b.state == BackendState::Active)
-            .map(|(l, b)| (l, ConstCounter::new(b.passive.replies))),
+        backends().map(|(l, b)| (l, ConstCounter::new(b.passive.replies))),
     )?;
     Ok(())
 }

@@ -25,7 +25,7 @@ pub mod snapshot;
 pub mod status;
 pub mod warnings;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
@@ -84,102 +84,145 @@ pub fn run(settings: Settings) -> Result<()> {
     // the mask: from here on no output can hold the loop.
     crate::log::detach();
     raise_open_file_limit();
-    let run = settings.run;
-    let ifaces = balancer::preflight(&settings)?;
-    // A control socket that answers belongs to a udplb running on these
-    // interfaces (see below).
-    let control = control::socket_path(&settings.iface);
-    let taken = control::answers(&control);
-    // Before attaching: addresses a killed udplb left are removed, and an
-    // announce interface that does not exist is an error that leaves
-    // nothing behind. Not while a udplb runs here without --force: this
-    // start will fail, and the addresses are that udplb's. With --force
-    // they are removed as before: the replaced udplb withdraws only what
-    // nobody wrote since, so it must not find its own stamps on them.
-    let mut announcer = announce::Announcer::open(&settings.announce, !taken || run.force)?;
-    // Subscribed before attaching: an interface deleted in between is
-    // still noticed.
-    events.watch(links::link_events()?, Token::Links);
-    // The listeners before anything is attached: a port already taken is
-    // an error that leaves nothing behind.
-    let mut server = Server::default();
-    if let Some(addr) = settings.metrics {
-        server.listen_metrics(addr)?;
-        say!("udplb: metrics on http://{addr}/metrics, status page on http://{addr}/");
-    }
-    // The status page's graphs, kept only while there is a listener to
-    // show them.
-    let mut history = settings.metrics.map(|_| history::History::default());
-    // The control socket before attaching, so that it answers as soon as
-    // udplb says it is attached (and READY=1 follows). One that answers
-    // belongs to a running udplb on these interfaces: only --force takes it
-    // over; without, the attach below fails anyway and leaves it alone.
-    if !taken || run.force {
-        server.listen_control(&control)?;
-    }
-    let mut lb = Balancer::start(settings, ifaces)?;
-    if taken && !run.force {
-        server.listen_control(&control)?;
-    }
-    notify::ready(&lb.summary());
-    if let Some(every) = run.stats {
-        events.every(Token::Stats, every);
-    }
-    events.every(Token::Tick, Duration::from_secs(1));
-    events.every(Token::Sockets, SOCKET_POLL);
-    events.every(Token::Passive, health::driver::PASSIVE_INTERVAL);
-    if announcer.is_some() {
-        let every = announce::Announcer::refresh_every(lb.announce());
-        events.every(Token::Announce, every);
-    }
-    lb.sample();
-    // The probe timer: one pending at a time, at the prober's next deadline
-    // (a later one may still fire; it finds nothing due).
-    let mut armed: Option<std::time::Instant> = None;
-    // A failure of the loop itself still withdraws the announcements below
-    // before the datapath goes. Ok(true): another udplb replaced this one.
-    let outcome: Result<bool> = loop {
-        // Before anything is announced or renewed: a udplb replaced by
-        // another (--force) stops, or it would go on renewing addresses,
-        // and adding again those the new one removed when it started.
-        if let Some(name) = lb.replaced_on() {
-            warn!(
-                "udplb: {name}: udplb's XDP program was detached from it \
-                 (another udplb --force replaced this one); stopping"
-            );
-            break Ok(true);
+    let mut daemon = Daemon::start(&mut events, settings)?;
+    // A failure of the loop itself still withdraws the announcements
+    // before the datapath goes.
+    let outcome = daemon.serve(&mut events);
+    daemon.stop(&mut events, outcome)
+}
+
+/// What the loop owns besides the loop itself.
+struct Daemon {
+    lb: Balancer,
+    server: Server,
+    /// The status page's graphs, kept only while there is a listener to
+    /// show them.
+    history: Option<history::History>,
+    announcer: Option<announce::Announcer>,
+    /// The probe timer: one pending at a time, at the prober's next
+    /// deadline (a later one may still fire; it finds nothing due).
+    armed: Option<Instant>,
+    /// `--pin`: at the stop the programs stay, so there is no grace to wait.
+    pin: bool,
+}
+
+impl Daemon {
+    /// The listeners, the announcer and the balancer, in the order that
+    /// leaves nothing behind when one of them fails; then the timers.
+    fn start(events: &mut EventLoop<Token>, settings: Settings) -> Result<Daemon> {
+        let run = settings.run;
+        let ifaces = balancer::preflight(&settings)?;
+        // A control socket that answers belongs to a udplb running on these
+        // interfaces (see below).
+        let control = control::socket_path(&settings.iface);
+        let taken = control::answers(&control);
+        // Before attaching: addresses a killed udplb left are removed, and an
+        // announce interface that does not exist is an error that leaves
+        // nothing behind. Not while a udplb runs here without --force: this
+        // start will fail, and the addresses are that udplb's. With --force
+        // they are removed as before: the replaced udplb withdraws only what
+        // nobody wrote since, so it must not find its own stamps on them.
+        let announcer = announce::Announcer::open(&settings.announce, !taken || run.force)?;
+        // Subscribed before attaching: an interface deleted in between is
+        // still noticed.
+        events.watch(links::link_events()?, Token::Links);
+        // The listeners before anything is attached: a port already taken is
+        // an error that leaves nothing behind.
+        let mut server = Server::default();
+        if let Some(addr) = settings.metrics {
+            server.listen_metrics(addr)?;
+            say!("udplb: metrics on http://{addr}/metrics, status page on http://{addr}/");
         }
-        // After every event: whatever it changed (health, a reload, an
-        // interface) may change what is announced.
-        if let Some(a) = announcer.as_mut() {
-            a.sync(lb.announce(), &lb.serving(), lb.attached_everywhere());
+        let history = settings.metrics.map(|_| history::History::default());
+        // The control socket before attaching, so that it answers as soon as
+        // udplb says it is attached (and READY=1 follows). One that answers
+        // belongs to a running udplb on these interfaces: only --force takes it
+        // over; without, the attach below fails anyway and leaves it alone.
+        if !taken || run.force {
+            server.listen_control(&control)?;
         }
-        if let Some(due) = lb.probe_deadline() {
-            if armed.is_none_or(|a| due < a) {
-                events.after(
-                    Token::Probes,
-                    due.saturating_duration_since(std::time::Instant::now()),
+        let mut lb = Balancer::start(settings, ifaces)?;
+        if taken && !run.force {
+            server.listen_control(&control)?;
+        }
+        notify::ready(&lb.summary());
+        if let Some(every) = run.stats {
+            events.every(Token::Stats, every);
+        }
+        events.every(Token::Tick, Duration::from_secs(1));
+        events.every(Token::Sockets, SOCKET_POLL);
+        events.every(Token::Passive, health::driver::PASSIVE_INTERVAL);
+        if announcer.is_some() {
+            let every = announce::Announcer::refresh_every(lb.announce());
+            events.every(Token::Announce, every);
+        }
+        lb.sample();
+        Ok(Daemon {
+            lb,
+            server,
+            history,
+            announcer,
+            armed: None,
+            pin: run.pin,
+        })
+    }
+
+    /// The loop, until a signal stops it (Ok(false)) or another udplb
+    /// replaced this one (Ok(true)).
+    fn serve(&mut self, events: &mut EventLoop<Token>) -> Result<bool> {
+        loop {
+            // Before anything is announced or renewed: a udplb replaced by
+            // another (--force) stops, or it would go on renewing addresses,
+            // and adding again those the new one removed when it started.
+            if let Some(name) = self.lb.replaced_on() {
+                warn!(
+                    "udplb: {name}: udplb's XDP program was detached from it \
+                     (another udplb --force replaced this one); stopping"
                 );
-                armed = Some(due);
+                return Ok(true);
+            }
+            // After every event: whatever it changed (health, a reload, an
+            // interface) may change what is announced.
+            if let Some(a) = self.announcer.as_mut() {
+                a.sync(
+                    self.lb.announce(),
+                    &self.lb.serving(),
+                    self.lb.attached_everywhere(),
+                );
+            }
+            self.arm_probes(events);
+            match self.wait(events)? {
+                Event::Stop(_) => return Ok(false),
+                event => self.handle(events, event),
             }
         }
-        let sources: Vec<_> = server
-            .sources()
-            .into_iter()
-            .map(|(fd, s, flags)| (fd, Token::Server(s), flags))
-            .chain(
-                lb.probe_sources()
-                    .into_iter()
-                    .map(|(fd, id, flags)| (fd, Token::Probe(id), flags)),
-            )
-            .collect();
-        let event = match events.wait_with(&sources) {
-            Ok(event) => event,
-            Err(e) => break Err(e),
-        };
-        drop(sources);
+    }
+
+    /// Sets the probe timer to the prober's next deadline, if that is
+    /// earlier than the one pending.
+    fn arm_probes(&mut self, events: &mut EventLoop<Token>) {
+        if let Some(due) = self.lb.probe_deadline() {
+            if self.armed.is_none_or(|a| due < a) {
+                events.after(Token::Probes, due.saturating_duration_since(Instant::now()));
+                self.armed = Some(due);
+            }
+        }
+    }
+
+    /// The next event, watching the server's and the probes' sockets too.
+    fn wait(&self, events: &mut EventLoop<Token>) -> Result<Event<Token>> {
+        let server =
+            (self.server.sources().into_iter()).map(|(fd, s, flags)| (fd, Token::Server(s), flags));
+        let probes = (self.lb.probe_sources().into_iter())
+            .map(|(fd, id, flags)| (fd, Token::Probe(id), flags));
+        let sources: Vec<_> = server.chain(probes).collect();
+        events.wait_with(&sources)
+    }
+
+    fn handle(&mut self, events: &mut EventLoop<Token>, event: Event<Token>) {
+        let lb = &mut self.lb;
         match event {
-            Event::Stop(_) => break Ok(false),
+            Event::Stop(_) => {}
             Event::Reload => {
                 if lb.reload().1 {
                     events.after(Token::ExpireReplies, REPLY_GRACE);
@@ -197,8 +240,8 @@ pub fn run(settings: Settings) -> Result<()> {
             Event::Timer(Token::Stats) => lb.print_counters(),
             Event::Timer(Token::Passive) => lb.passive_tick(),
             Event::Timer(Token::Announce) => {
-                // Renewed only by a udplb still attached (see above).
-                if let (Some(a), None) = (announcer.as_mut(), lb.replaced_on()) {
+                // Renewed only by a udplb still attached (see serve).
+                if let (Some(a), None) = (self.announcer.as_mut(), lb.replaced_on()) {
                     a.refresh(lb.announce());
                 }
             }
@@ -208,27 +251,27 @@ pub fn run(settings: Settings) -> Result<()> {
                 }
             }
             Event::Timer(Token::Probes) => {
-                if armed.is_some_and(|a| a <= std::time::Instant::now()) {
-                    armed = None;
+                if self.armed.is_some_and(|a| a <= Instant::now()) {
+                    self.armed = None;
                 }
                 lb.run_probes();
             }
             Event::Readable(Token::Probe(id)) => lb.probe_ready(id),
             Event::Timer(Token::Tick) => {
                 lb.sample();
-                server.expire();
-                if let Some(h) = history.as_mut() {
+                self.server.expire();
+                if let Some(h) = self.history.as_mut() {
                     if h.due() {
                         if let Ok(s) = lb.status_without_flows() {
-                            h.record(std::time::Instant::now(), &s);
+                            h.record(Instant::now(), &s);
                         }
                     }
                 }
             }
             Event::Readable(Token::Server(source)) => {
-                let mut grace = false;
-                server.ready(source, |kind, request| {
-                    answer(&mut lb, history.as_ref(), kind, request, &mut grace)
+                let (history, mut grace) = (self.history.as_ref(), false);
+                self.server.ready(source, |kind, request| {
+                    answer(lb, history, kind, request, &mut grace)
                 });
                 if grace {
                     events.after(Token::ExpireReplies, REPLY_GRACE);
@@ -236,20 +279,25 @@ pub fn run(settings: Settings) -> Result<()> {
             }
             Event::Timer(_) | Event::Readable(_) => {}
         }
-    };
-    notify::stopping();
-    drop(server);
-    let mut waited = Ok(());
-    if let Some(a) = announcer.as_mut() {
-        if matches!(outcome, Ok(true)) {
-            // No grace: nothing of this udplb's forwards any more.
-            a.withdraw_replaced();
-        } else if a.withdraw_all() && !run.pin && outcome.is_ok() {
-            waited = grace(&mut events, lb.announce().grace);
-        }
     }
-    let stopped = lb.stop();
-    outcome.map(|_| ()).and(waited).and(stopped)
+
+    /// Withdraws the announcements (waiting the grace where that keeps
+    /// clients served), then detaches. `outcome` is the loop's.
+    fn stop(mut self, events: &mut EventLoop<Token>, outcome: Result<bool>) -> Result<()> {
+        notify::stopping();
+        drop(self.server);
+        let mut waited = Ok(());
+        if let Some(a) = self.announcer.as_mut() {
+            if matches!(outcome, Ok(true)) {
+                // No grace: nothing of this udplb's forwards any more.
+                a.withdraw_replaced();
+            } else if a.withdraw_all() && !self.pin && outcome.is_ok() {
+                waited = grace(events, self.lb.announce().grace);
+            }
+        }
+        let stopped = self.lb.stop();
+        outcome.map(|_| ()).and(waited).and(stopped)
+    }
 }
 
 /// Raises the soft limit on open files to the hard one, as Go's runtime

@@ -42,57 +42,35 @@ pub fn keep_removed(kept: &mut Vec<Removed>, gone: Vec<Removed>, now: std::time:
     kept.drain(..excess); // oldest first: pushed in order
 }
 
+/// The `--stats` report and the final counters: each frontend with its
+/// backends (removed ones last) and replies, frontends a reload removed,
+/// then the totals.
 pub fn render(config: &Config, c: &Counters, removed: &[Removed], health: &Health) -> String {
     let mut s = String::new();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    let line = |s: &mut String, name: String, b: Counter, note: &str| {
-        let _ = writeln!(
-            s,
-            "  backend {name:<5}  packets {:>12}  bytes {:>14}{note}",
-            b.packets, b.bytes
-        );
-    };
-    let flows = |i: usize, j: usize| match c.live_flows.get(i).and_then(|v| v.get(j)) {
-        Some(n) => format!("  flows {n:>8}"),
-        None => String::new(),
-    };
-    let gone = |s: &mut String, listen: &Listen| {
-        for r in removed.iter().filter(|r| r.frontend == *listen) {
-            line(s, r.backend.to_string(), r.counter, "  (removed)");
-        }
-    };
     for (i, fe) in config.frontends.iter().enumerate() {
         let _ = writeln!(s, "frontend {}", fe.listen);
-        for (j, port) in fe.backends.iter().enumerate() {
-            let b = c
-                .backends
-                .get(i)
-                .and_then(|v| v.get(j))
-                .copied()
-                .unwrap_or_default();
-            let pa = c
-                .passive
-                .get(i)
-                .and_then(|v| v.get(j))
-                .copied()
-                .unwrap_or_default();
-            // "9876" or "9876@3", its passive signals, then its health.
-            let h = health.get(fe.listen, port.id()).map(|h| {
-                let st = HealthStatus::of(h, fe.health.check_of(&port.name()));
-                format!("  {}", health_line(&st, now))
-            });
-            let note = format!(
-                "  replies seen {:>10}  icmp errors {:>8}{}{}",
-                pa.replies,
-                pa.icmp_errors,
-                flows(i, j),
-                h.unwrap_or_default()
+        for (j, b) in fe.backends.iter().enumerate() {
+            let note = backend_note(
+                c,
+                i,
+                j,
+                health.get(fe.listen, b.id()).map(|h| {
+                    let st = HealthStatus::of(h, fe.health.check_of(&b.name()));
+                    health_line(&st, now)
+                }),
             );
-            line(&mut s, port.to_string(), b, &note);
+            let counter = c.backends.get(i).and_then(|v| v.get(j));
+            line(
+                &mut s,
+                b.to_string(),
+                counter.copied().unwrap_or_default(),
+                &note,
+            );
         }
-        gone(&mut s, &fe.listen);
+        removed_lines(&mut s, removed, &fe.listen);
         let r = c.replies.get(i).copied().unwrap_or_default();
         let _ = writeln!(
             s,
@@ -108,49 +86,67 @@ pub fn render(config: &Config, c: &Counters, removed: &[Removed], health: &Healt
     away.dedup();
     for listen in away {
         let _ = writeln!(s, "frontend {listen} (removed)");
-        gone(&mut s, listen);
+        removed_lines(&mut s, removed, listen);
     }
-    let reasons: Vec<String> = REASON_NAMES
-        .iter()
-        .zip(c.reasons)
-        .map(|(n, v)| format!("{n} {v}"))
-        .collect();
-    let _ = writeln!(s, "verdicts: {}", reasons.join(", "));
+    totals(&mut s, config, c);
+    s
+}
+
+/// One backend's line: "9876" or "9876@3", its counters, then `note`.
+fn line(s: &mut String, name: String, b: Counter, note: &str) {
+    let _ = writeln!(
+        s,
+        "  backend {name:<5}  packets {:>12}  bytes {:>14}{note}",
+        b.packets, b.bytes
+    );
+}
+
+/// What follows backend `j` of frontend `i`'s counters: its passive
+/// signals, its live flows (where walked), then its health.
+fn backend_note(c: &Counters, i: usize, j: usize, health: Option<String>) -> String {
+    let pa = c.passive.get(i).and_then(|v| v.get(j));
+    let pa = pa.copied().unwrap_or_default();
+    let flows = match c.live_flows.get(i).and_then(|v| v.get(j)) {
+        Some(n) => format!("  flows {n:>8}"),
+        None => String::new(),
+    };
+    let health = health.map(|h| format!("  {h}")).unwrap_or_default();
+    format!(
+        "  replies seen {:>10}  icmp errors {:>8}{flows}{health}",
+        pa.replies, pa.icmp_errors,
+    )
+}
+
+/// The backends a reload took from `listen`, with their last counters.
+fn removed_lines(s: &mut String, removed: &[Removed], listen: &Listen) {
+    for r in removed.iter().filter(|r| r.frontend == *listen) {
+        line(s, r.backend.to_string(), r.counter, "  (removed)");
+    }
+}
+
+/// Verdicts, then egress verdicts, flow table and quic events where they
+/// mean something.
+fn totals(s: &mut String, config: &Config, c: &Counters) {
+    let named = |names: &[&str], values: &[u64]| -> String {
+        let pairs: Vec<String> = (names.iter().zip(values))
+            .map(|(n, v)| format!("{n} {v}"))
+            .collect();
+        pairs.join(", ")
+    };
+    let _ = writeln!(s, "verdicts: {}", named(&REASON_NAMES, &c.reasons));
     // Only an interface other than lo has the egress program.
     if c.egress.iter().any(|n| *n > 0) {
-        let egress: Vec<String> = EGRESS_VERDICT_NAMES
-            .iter()
-            .zip(c.egress)
-            .map(|(n, v)| format!("{n} {v}"))
-            .collect();
-        let _ = writeln!(s, "egress verdicts: {}", egress.join(", "));
+        let egress = named(&EGRESS_VERDICT_NAMES, &c.egress);
+        let _ = writeln!(s, "egress verdicts: {egress}");
     }
-    if config
-        .frontends
-        .iter()
-        .any(|f| f.flow_timeout > 0 && f.sched.hashes())
-    {
-        let events: Vec<String> = FLOW_COUNTER_NAMES
-            .iter()
-            .zip(c.flow_events)
-            .map(|(n, v)| format!("{n} {v}"))
-            .collect();
-        let _ = writeln!(
-            s,
-            "flow table: {} entries; {}",
-            c.flow_entries,
-            events.join(", ")
-        );
+    let flows = |f: &crate::config::FrontendConfig| f.flow_timeout > 0 && f.sched.hashes();
+    if config.frontends.iter().any(flows) {
+        let events = named(&FLOW_COUNTER_NAMES, &c.flow_events);
+        let _ = writeln!(s, "flow table: {} entries; {events}", c.flow_entries);
     }
     if config.frontends.iter().any(|f| f.sched == Sched::Quic) {
-        let events: Vec<String> = QUIC_COUNTER_NAMES
-            .iter()
-            .zip(c.quic_events)
-            .map(|(n, v)| format!("{n} {v}"))
-            .collect();
-        let _ = writeln!(s, "quic: {}", events.join(", "));
+        let _ = writeln!(s, "quic: {}", named(&QUIC_COUNTER_NAMES, &c.quic_events));
     }
-    s
 }
 
 #[cfg(test)]

@@ -240,75 +240,71 @@ pub fn render_table(s: &Status) -> String {
         "frontend / backend", "weight", "state", "packets", "bytes", "pkt/s", "bytes/s", "flows"
     );
     for fe in &s.frontends {
-        let _ = writeln!(out, "{} ({})", fe.listen, fe.sched);
-        for b in &fe.backends {
+        frontend_rows(&mut out, fe);
+    }
+    totals_lines(&mut out, s);
+    out
+}
+
+/// A frontend: its backends (each with its health line, if configured),
+/// its replies, its ring.
+fn frontend_rows(out: &mut String, fe: &FrontendStatus) {
+    let _ = writeln!(out, "{} ({})", fe.listen, fe.sched);
+    for b in &fe.backends {
+        let _ = writeln!(
+            out,
+            "  -> {:<23} {:>6} {:>9} {:>14} {:>16} {:>10.0} {:>12.0} {:>8}",
+            b.name,
+            b.weight,
+            shown_state(b),
+            b.traffic.packets,
+            b.traffic.bytes,
+            b.traffic.packets_per_second,
+            b.traffic.bytes_per_second,
+            b.live_flows.map_or("-".to_string(), |n| n.to_string())
+        );
+        if b.state == BackendState::Active {
             let _ = writeln!(
                 out,
-                "  -> {:<23} {:>6} {:>9} {:>14} {:>16} {:>10.0} {:>12.0} {:>8}",
-                b.name,
-                b.weight,
-                shown_state(b),
-                b.traffic.packets,
-                b.traffic.bytes,
-                b.traffic.packets_per_second,
-                b.traffic.bytes_per_second,
-                b.live_flows.map_or("-".to_string(), |n| n.to_string())
+                "     health {}; check {}",
+                health_line(&b.health, now_unix()),
+                b.health.check
             );
-            if b.state == BackendState::Active {
-                let _ = writeln!(
-                    out,
-                    "     health {}; check {}",
-                    health_line(&b.health, now_unix()),
-                    b.health.check
-                );
-            }
         }
-        let r = &fe.replies;
-        let _ = writeln!(
-            out,
-            "  <- {:<23} {:>6} {:>9} {:>14} {:>16} {:>10.0} {:>12.0}",
-            "replies", "", "", r.packets, r.bytes, r.packets_per_second, r.bytes_per_second
-        );
-        let _ = writeln!(
-            out,
-            "     ring {} entries, fingerprint {}",
-            fe.ring_size, fe.table_fingerprint
-        );
     }
-    let verdicts: Vec<String> = s
-        .verdicts
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
-    let _ = writeln!(out, "verdicts: {}", verdicts.join(", "));
-    if !s.egress_verdicts.is_empty() {
-        let egress: Vec<String> = (s.egress_verdicts.iter())
-            .filter(|(_, n)| **n > 0)
+    let r = &fe.replies;
+    let _ = writeln!(
+        out,
+        "  <- {:<23} {:>6} {:>9} {:>14} {:>16} {:>10.0} {:>12.0}",
+        "replies", "", "", r.packets, r.bytes, r.packets_per_second, r.bytes_per_second
+    );
+    let _ = writeln!(
+        out,
+        "     ring {} entries, fingerprint {}",
+        fe.ring_size, fe.table_fingerprint
+    );
+}
+
+/// Verdicts seen, egress verdicts, flow table and quic events where there
+/// are any, and the reloads.
+fn totals_lines(out: &mut String, s: &Status) {
+    let pairs = |m: &BTreeMap<String, u64>, nonzero: bool| -> String {
+        let shown: Vec<String> = (m.iter())
+            .filter(|(_, n)| !nonzero || **n > 0)
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
-        let _ = writeln!(out, "egress verdicts: {}", egress.join(", "));
+        shown.join(", ")
+    };
+    let _ = writeln!(out, "verdicts: {}", pairs(&s.verdicts, true));
+    if !s.egress_verdicts.is_empty() {
+        let _ = writeln!(out, "egress verdicts: {}", pairs(&s.egress_verdicts, true));
     }
     if s.flow_events.values().any(|n| *n > 0) || s.flow_entries > 0 {
-        let events: Vec<String> = s
-            .flow_events
-            .iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect();
-        let _ = writeln!(
-            out,
-            "flow table: {} entries; {}",
-            s.flow_entries,
-            events.join(", ")
-        );
+        let events = pairs(&s.flow_events, false);
+        let _ = writeln!(out, "flow table: {} entries; {events}", s.flow_entries);
     }
     if !s.quic_events.is_empty() {
-        let events: Vec<String> = s
-            .quic_events
-            .iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect();
-        let _ = writeln!(out, "quic: {}", events.join(", "));
+        let _ = writeln!(out, "quic: {}", pairs(&s.quic_events, false));
     }
     let r = &s.reloads;
     let _ = writeln!(
@@ -321,7 +317,6 @@ pub fn render_table(s: &Status) -> String {
             last => format!("; last: {last}"),
         }
     );
-    out
 }
 
 #[cfg(test)]

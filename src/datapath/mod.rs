@@ -416,6 +416,9 @@ impl Datapath {
 /// entry or hash key; a reply's hash key, then its port entry); a removal
 /// only takes away what finds a value.
 impl plan::Maps for Datapath {
+    // Over 80 lines: one arm per kind of op, read as a table of what each
+    // writes and in which order; the orders above are easier to check side
+    // by side than spread over a function per op.
     fn write(&self, op: Op<'_>) -> Result<()> {
         let maps = &self.skel.maps;
         let zeros = |len: usize| vec![vec![0u8; len]; self.cpus];
