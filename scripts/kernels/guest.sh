@@ -17,9 +17,16 @@ if [ "$kdir" != - ]; then
     # Debian builds veth, bridge and the clsact qdisc as modules. The
     # kernel would load them on first use; loading them here puts a module
     # that cannot load in guest.log instead of in some test's failure.
-    for m in veth bridge sch_ingress cls_bpf dummy virtio_net; do
+    for m in veth bridge sch_ingress cls_bpf dummy virtio_net virtio_rng; do
         modprobe "$m" || echo "guest: modprobe $m failed" >&2
     done
+    # Whether getrandom() would block: before 5.18 the kernel's random pool
+    # may take minutes to fill in a fresh VM, and python (the QUIC and
+    # HTTP servers of the tests) waits for it at start. run.sh boots with
+    # random.trust_cpu=on and a virtio-rng device so that it is ready.
+    python3 -c 'import os; os.getrandom(1, os.GRND_NONBLOCK)' 2>/dev/null &&
+        echo "guest: the random pool is ready" >&2 ||
+        echo "guest: the random pool is not ready: getrandom() blocks" >&2
     # The tests' own waits for things to happen, ten times longer: here
     # everything runs 10-30 times slower (tests/support/mod.rs, slow).
     export UDPLB_TEST_SLOWDOWN=10

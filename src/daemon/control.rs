@@ -21,7 +21,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::status::Status;
@@ -197,8 +197,12 @@ fn needs_root(request: &str, what: &str) -> anyhow::Error {
 
 /// Sends `request` to the balancer on `ifaces` and returns its answer.
 pub fn ask(ifaces: Option<&str>, request: &str, timeout: Duration) -> Result<Answer> {
-    let path = find(ifaces, request)?;
-    let mut s = match UnixStream::connect(&path) {
+    ask_at(&find(ifaces, request)?, request, timeout)
+}
+
+/// [`ask`] the balancer whose control socket is `path`.
+fn ask_at(path: &Path, request: &str, timeout: Duration) -> Result<Answer> {
+    let mut s = match UnixStream::connect(path) {
         Ok(s) => s,
         Err(e) if e.kind() == ErrorKind::PermissionDenied => {
             let what = format!("the control socket {} is", path.display());
@@ -215,14 +219,49 @@ pub fn ask(ifaces: Option<&str>, request: &str, timeout: Duration) -> Result<Ans
     s.set_write_timeout(Some(timeout))?;
     s.write_all(format!("{request}\n").as_bytes())?;
     let mut text = String::new();
-    s.read_to_string(&mut text)
-        .with_context(|| format!("reading the answer from {}", path.display()))?;
+    match s.read_to_string(&mut text) {
+        Ok(_) => {}
+        // The read timeout: a udplb that holds its socket open without
+        // answering (busy, or stopped under a debugger).
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            bail!(
+                "the udplb on {} did not answer within {timeout:?}",
+                path.display()
+            )
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading the answer from {}", path.display()))
+        }
+    }
     serde_json::from_str(&text).with_context(|| format!("a garbled answer from {}", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A balancer that holds its socket without answering (busy, or
+    /// stopped under a debugger) is named with the wait, not reported as
+    /// EAGAIN ("Resource temporarily unavailable").
+    #[test]
+    fn a_silent_balancer_is_named_with_the_wait() {
+        let dir = std::env::temp_dir().join(format!("udplb-control-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("silent.sock");
+        let _ = std::fs::remove_file(&path);
+        // Listening, never accepting: the connect succeeds (the backlog),
+        // no answer ever comes.
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let e = ask_at(&path, "status", Duration::from_millis(200)).unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            format!(
+                "the udplb on {} did not answer within 200ms",
+                path.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn answers_round_trip_as_one_json_line() {

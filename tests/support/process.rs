@@ -134,8 +134,17 @@ impl Udplb {
             lines: rx,
             output: Vec::new(),
         };
+        // Started: attached to every interface, which the frontend lines
+        // ("  9875 -> 9876, 9877 (rr)") follow. Not the first "attached
+        // to": on a slow machine the rest can take seconds more.
+        let started = |out: &[String]| {
+            out.iter().any(|l| l.contains("attached to"))
+                && out
+                    .iter()
+                    .any(|l| l.starts_with("  ") && l.contains(" -> "))
+        };
         let deadline = Instant::now() + super::slow(Duration::from_secs(20));
-        while !u.output.iter().any(|l| l.contains("attached to")) {
+        while !started(&u.output) {
             let left = deadline.saturating_duration_since(Instant::now());
             match u.lines.recv_timeout(left) {
                 Ok(l) => u.output.push(l),
