@@ -56,16 +56,16 @@ static __always_inline __u32 port_entry(void *map, __u32 key)
 	return live ? *(volatile __u32 *)live : 0;
 }
 
-/* The frontend record that entry e (table + 1) of a port's array names, if
+/* The frontend record that entry e (ring_id + 1) of a port's array names, if
  * it is this port's: an entry is checked, not trusted. */
 static __always_inline struct udplb_frontend *record_of(__u32 e, __be16 port_be)
 {
 	struct udplb_frontend *fe;
-	__u32 table = e - 1;
+	__u32 ring_id = e - 1;
 
 	if (!e)
 		return NULL;
-	fe = bpf_map_lookup_elem(&fe_records, &table);
+	fe = bpf_map_lookup_elem(&fe_records, &ring_id);
 	if (!fe || fe->port_be != port_be)
 		return NULL;
 	return fe;
@@ -178,7 +178,7 @@ static __always_inline long slot_at(struct udplb_frontend *fe, __u32 pos)
 	 * it is the bound the verifier needs to let pos index the array. */
 	if (fe->ring_size <= UDPLB_INLINE_RING)
 		return fe->ring[pos & (UDPLB_INLINE_RING - 1)];
-	ring = bpf_map_lookup_elem(&rings, &fe->table);
+	ring = bpf_map_lookup_elem(&rings, &fe->ring_id);
 	if (!ring)
 		return -1;
 	slot = bpf_map_lookup_elem(ring, &pos);

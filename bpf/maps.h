@@ -3,8 +3,10 @@
  * maps.h - the udplb maps, shared by the XDP and TC programs. Keys and
  * values are defined in include/udplb.h; every map is BTF-typed so
  * `bpftool map dump name <map>` shows fields.
- * Contract: userspace (src/datapath/mod.rs, Datapath::apply) is the only writer
- * of the configuration maps (these, and quic_servers in quic.h). The
+ * Contract: userspace (src/datapath/mod.rs: Datapath::apply for the
+ * configuration, add_tx_port/remove_tx_port for tx_ports as interfaces come
+ * and go) is the only writer of the configuration maps (these, and
+ * quic_servers in quic.h). The
  * datapath writes its per-CPU counters and round-robin cursors, and two
  * shared LRU hashes of its own: the flow table (flows.h, learned from
  * replies) and reply_frags (frags.h); udplb_clock writes the clock map.
@@ -18,7 +20,7 @@
 
 /* (family, exact address, port) -> frontend. NO_PREALLOC so a replaced
  * value is freed after an RCU grace period: a reader holding the old value
- * keeps a consistent copy while userspace swaps tables. Read only for ports
+ * keeps a consistent copy while userspace swaps rings. Read only for ports
  * with several exact-address frontends: the arrays below (port_frontends,
  * port_exact, fe_records) find the others, since a hash lookup is a call
  * into the kernel, which costs more than the rest of a balanced packet on
@@ -31,7 +33,7 @@ struct {
 	__type(value, struct udplb_frontend);
 } frontends SEC(".maps");
 
-/* Port-only frontends: port * 2 + family index -> table + 1, 0 for none
+/* Port-only frontends: port * 2 + family index -> ring_id + 1, 0 for none
  * (UDPLB_PORT_KEYS). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -41,7 +43,7 @@ struct {
 } port_frontends SEC(".maps");
 
 /* The exact-address frontend of a port and family when it is the only one:
- * port * 2 + family index -> table + 1; 0: none; UDPLB_PORT_EXACT_SEVERAL:
+ * port * 2 + family index -> ring_id + 1; 0: none; UDPLB_PORT_EXACT_SEVERAL:
  * see the frontends hash (UDPLB_PORT_KEYS). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -50,11 +52,11 @@ struct {
 	__type(value, __u32);
 } port_exact SEC(".maps");
 
-/* A frontend's value, by its live table (struct udplb_frontend
+/* A frontend's value, by its live ring (struct udplb_frontend
  * says why it is never written while a packet can read it). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, UDPLB_TABLES);
+	__uint(max_entries, UDPLB_RINGS);
 	__type(key, __u32);
 	__type(value, struct udplb_frontend);
 } fe_records SEC(".maps");
@@ -78,10 +80,10 @@ struct ring {
 	__type(value, __u32);
 };
 
-/* Rings by table, two tables per frontend (struct udplb_frontend). */
+/* Rings by index, two per frontend (struct udplb_frontend). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, UDPLB_TABLES);
+	__uint(max_entries, UDPLB_RINGS);
 	__type(key, __u32);
 	__array(values, struct ring);
 } rings SEC(".maps");

@@ -96,7 +96,8 @@ static __always_inline int translate_icmp(struct xdp_md *ctx, struct hdr_cursor 
 
 /* A later fragment (no UDP header): of a remote backend's reply whose first
  * fragment went out translated (frags.h)? Then translated and forwarded as
- * that reply was; anything else passes. */
+ * that reply was, if it came from the backends' side (else dropped as a
+ * spoofed reply); a fragment of no such reply passes. */
 static __always_inline int forward_reply_fragment(struct xdp_md *ctx, struct xdp_packet *x)
 {
 	struct udplb_reply_target reply;

@@ -35,18 +35,18 @@
  * whose first fragment was translated and whose later fragments may still
  * come. LRU beyond that. */
 #define UDPLB_REPLY_FRAGS 8192
-/* Ring entries (round-robin cycles plus Maglev tables) over all frontends.
+/* Ring entries (round-robin cycles plus Maglev rings) over all frontends.
  * The kernel charges 8 B per entry (array values are rounded up to 8 B), and
  * a reload that rebuilds every ring holds two for a moment: at this limit
  * 128 MiB live, 256 MiB during such a reload. It lets every frontend have a
- * table of the default size. */
+ * Maglev ring of the default size. */
 #define UDPLB_MAX_RING_ENTRIES (UDPLB_MAX_FRONTENDS * UDPLB_DEFAULT_MAGLEV_SIZE)
 /* A reload that replaces every frontend and backend keeps the old ones
  * until the new ones are live, so ids and slots go to twice the limits. */
 #define UDPLB_FRONTEND_IDS (2 * UDPLB_MAX_FRONTENDS)
 #define UDPLB_BACKEND_SLOTS (2 * UDPLB_MAX_BACKEND_SLOTS)
 /* Each frontend switches between two rings (see struct udplb_frontend). */
-#define UDPLB_TABLES (2 * UDPLB_FRONTEND_IDS)
+#define UDPLB_RINGS (2 * UDPLB_FRONTEND_IDS)
 
 /* What a UDP port is used for (the port_flags map, indexed by port in host
  * order): lets the datapath skip the hash lookups that cannot match. */
@@ -56,8 +56,8 @@
 #define UDPLB_PORT_BACKEND_ANY 8    /* a reply key by port alone */
 
 /* Keys by port (bpf/lookup.h), in arrays indexed by port * 2 + family index
- * (0 IPv4, 1 IPv6): port_frontends holds a port-only frontend's table + 1,
- * the frontend itself being fe_records[table]; port_exact the same for the
+ * (0 IPv4, 1 IPv6): port_frontends holds a port-only frontend's ring_id + 1,
+ * the frontend itself being fe_records[ring_id]; port_exact the same for the
  * exact-address frontend on that port, if it is the only one
  * (UDPLB_PORT_EXACT_SEVERAL: look in the frontends hash); port_replies holds
  * the slot + 1 of the local backend on that port. 0: none. Array lookups,
@@ -112,7 +112,7 @@ enum udplb_reason {
 	UDPLB_REASON_MALFORMED = 6,    /* truncated or inconsistent header */
 	UDPLB_REASON_IPV6_EXT = 7,     /* IPv6 extension header other than one
 					* Fragment header                  */
-	UDPLB_REASON_NO_BACKEND = 8,   /* frontend with an empty table (or a
+	UDPLB_REASON_NO_BACKEND = 8,   /* frontend with an empty ring (or a
 					* ring that failed to read)        */
 	/* Remote backends: the packet was rewritten (destination for a
 	 * request, source for a reply), then one of: */
@@ -243,13 +243,13 @@ struct udplb_endpoint {
 
 /*
  * What the datapath needs to balance a frontend's packets. A ring of
- * ring_size entries (an inner map of rings, at index table) lists backend
+ * ring_size entries (an inner map of rings, at index ring_id) lists backend
  * slots: round robin walks it with a per-CPU cursor, Maglev indexes it with
- * the flow hash. Userspace writes a new ring into the table this frontend
+ * the flow hash. Userspace writes a new ring into the slot this frontend
  * does not use, then switches the frontend to it in one map update, so a
  * packet sees the old backend set or the new one, never a mix. The value of
  * an exact-address key (the frontends hash) is replaced whole. Every
- * frontend's value is also at fe_records[table], written while no packet
+ * frontend's value is also at fe_records[ring_id], written while no packet
  * can reach it (before the switch, after the ring's installation, whose
  * outer-map update waits for every running program: a program that found
  * this record two switches ago is done); then port_frontends (port-only)
@@ -257,7 +257,7 @@ struct udplb_endpoint {
  */
 struct udplb_frontend {
 	__u32 id;        /* index into rr_cursors and reply_counters */
-	__u32 table;     /* which ring is live, < UDPLB_TABLES */
+	__u32 ring_id;   /* which ring is live, < UDPLB_RINGS */
 	__u32 ring_size; /* entries in that ring; 0: no backend takes traffic */
 	__u32 sched;     /* UDPLB_SCHED_* */
 	__u32 flow_timeout_s; /* idle timeout of pinned flows; 0: no flow table */

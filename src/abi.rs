@@ -37,7 +37,7 @@ pub struct Endpoint {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Frontend {
     pub id: u32,
-    pub table: u32,
+    pub ring_id: u32,
     pub ring_size: u32,
     pub sched: u32,
     pub flow_timeout_s: u32,
@@ -198,7 +198,7 @@ plain_mirror!(
     c::udplb_frontend,
     [
         id: u32,
-        table: u32,
+        ring_id: u32,
         ring_size: u32,
         sched: u32,
         flow_timeout_s: u32,

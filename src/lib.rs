@@ -14,10 +14,19 @@
 //! - [`plan`]: configuration to map operations; rings (round robin, Maglev)
 //!   and the flow hash. Pure.
 //! - [`config`]: grammar, validation, the TOML file, the settings a run
-//!   takes. Pure but for reading the file.
+//!   takes. Pure but for reading the file. [`dns`] (the DNS probe's query
+//!   and answer check) sits beside it.
 //! - [`abi`] (the C structs of include/udplb.h), [`error`], [`log`] (the
 //!   output that never holds the event loop; main, the daemon and the
 //!   datapath write through it).
+//!
+//! Words: a *ring* is a frontend's list of backend slots that the flow
+//! hash or the round-robin cursor indexes (Maglev's paper calls it the
+//! lookup table, hence `--table-size` and `table_fingerprint`); a frontend
+//! has two ring ids, the live one and the one the next plan writes. The
+//! *flow table* is the LRU map of pinned flows; the *socket table* is the
+//! kernel's list of bound UDP sockets (sock_diag). `table` alone names
+//! none of them in the code.
 
 // `unsafe` only where the kernel's ABI is: the datapath (syscalls), the
 // C struct mirrors (`Plain`) and the generated skeleton. Each block says

@@ -13,7 +13,7 @@ use support::runner::{run_once, Case, Fixture, LOOPBACK, XDP_PASS};
 use udplb::abi::{self, bytes_of, Flow, FlowKey, FLOW_COUNTER_COUNT, FLOW_COUNTER_NAMES};
 use udplb::config::{Config, Defaults, Sched};
 use udplb::datapath::Datapath;
-use udplb::plan::Tables;
+use udplb::plan::MapWriter;
 
 use libbpf_rs::{MapCore, MapFlags};
 
@@ -21,7 +21,7 @@ const CLIENT: &str = "198.18.0.1";
 
 struct Lb {
     dp: Datapath,
-    tables: Tables,
+    writer: MapWriter,
 }
 
 /// CONFIG_HZ as the kernel's configuration states it, to check udplb's
@@ -65,7 +65,7 @@ impl Lb {
         let dp = Datapath::load().expect("loading the datapath");
         let mut lb = Lb {
             dp,
-            tables: Tables::default(),
+            writer: MapWriter::default(),
         };
         lb.reload(specs);
         lb
@@ -76,7 +76,7 @@ impl Lb {
     }
 
     fn reload_config(&mut self, config: &Config) {
-        self.tables.apply(&self.dp, config).expect("applying");
+        self.writer.apply(&self.dp, config).expect("applying");
     }
 
     /// A request from CLIENT:sport to 127.0.0.1:9875: the backend port it
@@ -349,12 +349,12 @@ fn a_backend_going_down_loses_its_pinned_flows_and_gets_them_back_up() {
     }
     let c = config(&["9875=9876,9877,9878"], 60);
     let down: udplb::plan::Down = [(c.frontends[0].listen, (None, 9876))].into();
-    lb.tables.apply_with(&lb.dp, &c, &down).expect("applying");
+    lb.writer.apply_with(&lb.dp, &c, &down).expect("applying");
     for s in &pinned {
         assert_ne!(lb.request(*s), 9876, "flow {s} stayed on a down backend");
     }
     // Up again before the pins are idle: they are followed again.
-    lb.tables
+    lb.writer
         .apply_with(&lb.dp, &c, &Default::default())
         .expect("applying");
     for s in &pinned {

@@ -155,7 +155,7 @@ fn status_reload_and_fingerprints() {
     assert!(sa["rate_interval_seconds"].as_f64().unwrap() >= 1.0);
     // Same backends in another order: the same table.
     let fp = |s: &serde_json::Value| s["frontends"][0]["table_fingerprint"].clone();
-    assert_eq!(fp(&sa), fp(&sb), "fingerprints of equal tables");
+    assert_eq!(fp(&sa), fp(&sb), "fingerprints of equal rings");
     assert_eq!(fp(&sa).as_str().unwrap().len(), 16);
 
     // The human table names what the JSON has.

@@ -18,7 +18,7 @@ use support::runner::{run_once, LOOPBACK, XDP_PASS, XDP_REDIRECT};
 use udplb::abi::{QUIC_COUNTER_COUNT, QUIC_COUNTER_NAMES};
 use udplb::config::{Config, Defaults, QuicSettings, Sched};
 use udplb::datapath::Datapath;
-use udplb::plan::{Down, Tables};
+use udplb::plan::{Down, MapWriter};
 
 const C4: &str = "198.18.0.1";
 const C6: &str = "[2001:2::1]";
@@ -55,7 +55,7 @@ fn config(specs: &str, flow_timeout: u32) -> Config {
 
 struct Lb {
     dp: Datapath,
-    tables: Tables,
+    writer: MapWriter,
 }
 
 impl Lb {
@@ -64,9 +64,9 @@ impl Lb {
         support::cpu::pin_to_one_cpu();
         let mut lb = Lb {
             dp: Datapath::load().expect("loading the datapath"),
-            tables: Tables::default(),
+            writer: MapWriter::default(),
         };
-        lb.tables
+        lb.writer
             .apply(&lb.dp, &config(specs, flow_timeout))
             .expect("applying");
         lb
@@ -76,11 +76,11 @@ impl Lb {
     fn maglev() -> Lb {
         let mut lb = Lb {
             dp: Datapath::load().expect("loading the datapath"),
-            tables: Tables::default(),
+            writer: MapWriter::default(),
         };
         let maglev = settings(Sched::Maglev, 0, None, 0);
         let c = Config::from_specs_with(&["443=9876,9877,9878"], maglev).unwrap();
-        lb.tables.apply(&lb.dp, &c).expect("applying");
+        lb.writer.apply(&lb.dp, &c).expect("applying");
         lb
     }
 
@@ -347,14 +347,14 @@ fn down_backends_fall_back_and_drained_ones_keep_their_connections() {
     let to_9878 = short(&cid(0, &sid_of(9878), &NONCE));
     let c = config(SPECS, 0);
     let down: Down = [(c.frontends[0].listen, (None, 9878))].into();
-    lb.tables.apply_with(&lb.dp, &c, &down).expect("applying");
+    lb.writer.apply_with(&lb.dp, &c, &down).expect("applying");
     for sport in 46000..46100 {
         let mut to = 0;
         let moved = lb.moved(|| to = lb.to443(sport, &to_9878));
         assert_eq!(moved, [("backend_down", 1)]);
         assert_ne!(to, 9878, "a down backend leaves the ring too");
     }
-    lb.tables
+    lb.writer
         .apply(
             &lb.dp,
             &config("443=9876#c4605e,9877#0a0b0c,9878#112233@0", 0),
@@ -368,7 +368,7 @@ fn down_backends_fall_back_and_drained_ones_keep_their_connections() {
         );
     }
     // Removed: its server ID is gone.
-    lb.tables
+    lb.writer
         .apply(&lb.dp, &config("443=9876#c4605e,9877#0a0b0c", 0))
         .expect("applying");
     let moved = lb.moved(|| lb.to443(46000, &to_9878));
@@ -421,8 +421,8 @@ fn remote_backends_are_routed_by_cid_in_both_families() {
         quic,
     )
     .unwrap();
-    let mut tables = Tables::default();
-    tables.apply(&dp, &c).unwrap();
+    let mut writer = MapWriter::default();
+    writer.apply(&dp, &c).unwrap();
     for (client, fe, backends) in [
         ("198.18.0.1", "198.18.100.1", ["198.18.1.2", "198.18.2.2"]),
         (

@@ -202,7 +202,7 @@ fn maglev_keeps_each_flow_on_one_remote_backend() {
     .expect("test configuration");
     let (plan, state) = State::default().plan(&config);
     let dp = Datapath::load().expect("loading the datapath");
-    dp.apply(&plan).expect("writing the tables");
+    dp.apply(&plan).expect("writing the maps");
     let layout = state.layout(&config);
     let net = private_topology();
     register_tx_ports(&dp, &net);
@@ -219,7 +219,7 @@ fn maglev_keeps_each_flow_on_one_remote_backend() {
         let (_, ring) = plan
             .rings
             .iter()
-            .find(|(t, _)| *t == entry.table)
+            .find(|(t, _)| *t == entry.ring_id)
             .expect("ring");
         let b = &f.bytes;
         let (src, dst) = if f.ipv6 {

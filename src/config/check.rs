@@ -201,7 +201,7 @@ pub(super) fn totals(frontends: &[FrontendConfig]) -> Result<(), UsageError> {
     let entries: u64 = frontends.iter().map(ring_len).sum();
     if entries > UDPLB_MAX_RING_ENTRIES as u64 {
         return Err(usage!(
-            "the frontends' tables hold {entries} entries in all; the limit is \
+            "the frontends' rings hold {entries} entries in all; the limit is \
              {UDPLB_MAX_RING_ENTRIES} (8 bytes of kernel memory each): use smaller \
              --table-size values or fewer frontends"
         ));
@@ -290,7 +290,7 @@ mod tests {
         };
         // Every frontend at the default size fits...
         maglev(MAX_FRONTENDS, crate::abi::UDPLB_DEFAULT_MAGLEV_SIZE).unwrap();
-        // ...but not 17 of the largest tables (2.1 GB at 256 of them).
+        // ...but not 17 of the largest rings (2.1 GB at 256 of them).
         let e = maglev(17, UDPLB_MAX_RING).unwrap_err().to_string();
         let total = 17 * UDPLB_MAX_RING as u64;
         assert!(

@@ -1,5 +1,5 @@
 //! The balancer while it runs: owns the loaded datapath, what it last wrote
-//! into the maps ([`Tables`]), the attachments ([`Attachments`]) and the
+//! into the maps ([`MapWriter`]), the attachments ([`Attachments`]) and the
 //! health checks ([`Driver`]), and answers the event loop's calls. Dropping
 //! it detaches everything (unless `--pin` keeps it).
 
@@ -25,7 +25,7 @@ use crate::config::settings::Settings;
 use crate::config::Config;
 use crate::datapath::links::LinkEvent;
 use crate::datapath::{self, attach, pin, privileges, sockets, Counters, Datapath, FlowTable};
-use crate::plan::Tables;
+use crate::plan::MapWriter;
 use crate::{say, warn};
 
 /// Checks what the settings need of this host before anything is loaded:
@@ -55,14 +55,15 @@ pub struct Balancer {
     /// `--config FILE`: the file a reload re-reads.
     config_path: Option<String>,
     config: Config,
-    tables: Tables,
+    writer: MapWriter,
     datapath: Datapath,
     attachments: Attachments,
     checks: Driver,
     /// What to announce (`super::announce` does it); a reload updates it.
     announce: Announce,
     /// The last walk of the flow table, and how old it may get before the
-    /// next (the `--stats` interval): walking it costs a syscall per batch.
+    /// next (the `--stats` interval, 5 s without it): walking it costs a
+    /// syscall per batch.
     flow_walk: RefCell<Option<(Instant, FlowTable)>>,
     flow_walk_every: Duration,
     /// Reply keys that each reload left lingering, oldest first: each
@@ -84,7 +85,7 @@ fn libbpf_print(_level: PrintLevel, msg: String) {
 }
 
 impl Balancer {
-    /// Loads the datapath, writes the tables, starts the health checks and
+    /// Loads the datapath, writes the maps, starts the health checks and
     /// attaches to every interface of `ifaces` (from [`preflight`]). An
     /// error leaves nothing attached.
     pub fn start(settings: Settings, ifaces: Vec<(String, u32)>) -> Result<Balancer> {
@@ -121,16 +122,16 @@ impl Balancer {
         if datapath.flows_reused() {
             say!("udplb: keeping the pinned flow table");
         }
-        let mut tables = Tables::default();
-        tables
+        let mut writer = MapWriter::default();
+        writer
             .apply(&datapath, &config)
-            .context("writing the backend tables")?;
+            .context("writing the backend maps")?;
         let mut checks = Driver::default();
         checks.configure(&config, &announce)?;
         // The passive rule's first baseline, before any traffic: errors
         // from the first datagrams on count (a backend host's ICMP rate
         // limit lets a burst of 6 through, then one a second).
-        if let Ok(c) = datapath.counters(&tables.state().layout(&config)) {
+        if let Ok(c) = datapath.counters(&writer.state().layout(&config)) {
             checks.passive(&config, &c);
         }
         let attachments = Attachments::start(&mut datapath, &ifaces, &run, xdp_mode)?;
@@ -138,7 +139,7 @@ impl Balancer {
             iface,
             config_path,
             config,
-            tables,
+            writer,
             datapath,
             attachments,
             checks,
@@ -191,7 +192,7 @@ impl Balancer {
         // The plan first, then the lines: a backend logged down is out of
         // its ring.
         let down = self.checks.health().down();
-        if let Err(e) = self.tables.apply_with(&self.datapath, &self.config, &down) {
+        if let Err(e) = self.writer.apply_with(&self.datapath, &self.config, &down) {
             warn!("udplb: applying health changes: {e:#}");
         }
         for t in &ts {
@@ -254,7 +255,7 @@ impl Balancer {
     /// frontends and backends are.
     fn counters(&self) -> Result<Counters> {
         self.datapath
-            .counters(&self.tables.state().layout(&self.config))
+            .counters(&self.writer.state().layout(&self.config))
     }
 
     /// `--stats`: the counters now. A failed read is reported, not fatal: the
@@ -293,7 +294,7 @@ impl Balancer {
             return (Answer::error(msg), false);
         };
         notify::reloading();
-        let lingering = self.tables.state().lingering().clone();
+        let lingering = self.writer.state().lingering().clone();
         let before = self.counters();
         let old = self.config.clone();
         let down = self.checks.health().down();
@@ -301,7 +302,7 @@ impl Balancer {
             &path,
             &self.iface,
             &self.datapath,
-            &mut self.tables,
+            &mut self.writer,
             &mut self.config,
             &down,
             &mut self.announce,
@@ -350,7 +351,7 @@ impl Balancer {
             }
         }
         notify::ready(&self.summary());
-        let new: BTreeSet<Endpoint> = (self.tables.state().lingering())
+        let new: BTreeSet<Endpoint> = (self.writer.state().lingering())
             .difference(&lingering)
             .copied()
             .collect();
@@ -367,7 +368,7 @@ impl Balancer {
         let Some(keys) = self.expiring.pop_front() else {
             return;
         };
-        if let Err(e) = self.tables.expire(&self.datapath, &keys) {
+        if let Err(e) = self.writer.expire(&self.datapath, &keys) {
             warn!("udplb: removing the reply entries of removed backends: {e:#}");
         }
     }
@@ -441,7 +442,7 @@ impl Balancer {
     fn snapshot(&self, flows: bool) -> Result<Status> {
         let c = self.counters()?;
         let c = if flows { self.with_flows(c) } else { c };
-        let state = self.tables.state();
+        let state = self.writer.state();
         let base = match self.samples.first() {
             Some((t, s)) if self.samples.len() == 2 => Some((s, t.elapsed().as_secs_f64())),
             _ => None,
@@ -463,12 +464,12 @@ impl Balancer {
     }
 
     /// `c` with the live flows per backend of Maglev frontends with a flow
-    /// table, from a walk of the table at most once per `--stats` interval.
+    /// table, from a walk of the table at most once per `flow_walk_every`.
     fn with_flows(&self, c: Counters) -> Counters {
         if !self.config.frontends.iter().any(snapshot::uses_flows) {
             return c;
         }
-        let layout = self.tables.state().layout(&self.config);
+        let layout = self.writer.state().layout(&self.config);
         let mut walk = self.flow_walk.borrow_mut();
         let stale = (walk.as_ref()).is_none_or(|(t, _)| t.elapsed() >= self.flow_walk_every);
         if stale {

@@ -429,7 +429,7 @@ pub fn status(iface: Option<&str>, json: bool) -> Result<()> {
     let a = control::ask(iface, "status", Duration::from_secs(10))?;
     match (a.status, json) {
         (Some(s), true) => say!("{}", serde_json::to_string_pretty(&s)?),
-        (Some(s), false) => say!("{}", status::render_table(&s).trim_end()),
+        (Some(s), false) => say!("{}", status::render_text(&s).trim_end()),
         (None, _) => anyhow::bail!("{}", a.error.unwrap_or_else(|| "no status".into())),
     }
     Ok(())

@@ -7,7 +7,7 @@ use anyhow::anyhow;
 
 use crate::config::{file, Config};
 use crate::datapath::Datapath;
-use crate::plan::Tables;
+use crate::plan::MapWriter;
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,14 +45,14 @@ impl fmt::Display for ReloadError {
 
 /// Re-reads `path` and applies it, with the backends in `down` (health)
 /// out of their rings; new backends start up. A file that is rejected changes nothing.
-/// Otherwise `tables` and `config` describe the new configuration, even if
+/// Otherwise `writer` and `config` describe the new configuration, even if
 /// writing the maps failed part-way: the next write to the maps finishes
 /// that first.
 pub fn reload(
     path: &str,
     iface: &str,
     datapath: &Datapath,
-    tables: &mut Tables,
+    writer: &mut MapWriter,
     config: &mut Config,
     down: &crate::plan::Down,
     announce: &mut crate::config::announce::Announce,
@@ -75,8 +75,8 @@ pub fn reload(
     let announced = announce_changes(announce, &f.announce);
     *announce = f.announce;
     // Whatever happens now, the maps are on their way to the new
-    // configuration (see `Tables`): the counters are laid out by it.
-    let result = tables.apply_with(datapath, &f.config, down);
+    // configuration (see `MapWriter`): the counters are laid out by it.
+    let result = writer.apply_with(datapath, &f.config, down);
     let health = health_changes(config, &f.config);
     *config = f.config;
     match result

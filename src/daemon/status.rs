@@ -227,7 +227,7 @@ fn shown_state(b: &BackendStatus) -> &'static str {
 }
 
 /// `udplb status`: a table in the manner of `ipvsadm -Ln --stats --rate`.
-pub fn render_table(s: &Status) -> String {
+pub fn render_text(s: &Status) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -393,7 +393,7 @@ mod tests {
                 last_result: "rejected: lb.toml:3: backends: bad".into(),
             },
         };
-        let t = render_table(&s);
+        let t = render_text(&s);
         assert!(t.contains("*:9875 (maglev)"), "{t}");
         assert!(t.contains("-> 9876"), "{t}");
         assert!(t.contains("removed"), "{t}");

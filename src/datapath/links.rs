@@ -60,7 +60,10 @@ pub fn read_link_events(fd: BorrowedFd<'_>) -> Result<Vec<LinkEvent>> {
 }
 
 /// The link messages of one datagram (it may hold several). A message that
-/// does not parse is skipped: an event we cannot read is one we ignore.
+/// does not parse ends the datagram (its length cannot be trusted to find
+/// the next): the events after it are lost, as on a buffer overrun, and
+/// the periodic look at every interface (LinkEvent::Lost) is not asked
+/// for; an event we cannot read is one we ignore.
 fn parse(mut datagram: &[u8], events: &mut Vec<LinkEvent>) {
     while !datagram.is_empty() {
         let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(datagram) else {

@@ -311,7 +311,7 @@ impl Datapath {
 
     /// Writes `config` into freshly loaded maps; returns the state for
     /// later plans. (Tests and benchmarks; the daemon goes through
-    /// `plan::Tables`.)
+    /// `plan::MapWriter`.)
     pub fn configure(&self, config: &Config) -> Result<State> {
         let (plan, state) = State::default().plan(config);
         self.apply(&plan)?;
@@ -385,15 +385,15 @@ impl Datapath {
         Ok(c)
     }
 
-    /// Notes exact-address frontend `key` live on `table` (or gone), then
+    /// Notes exact-address frontend `key` live on ring `ring_id` (or gone), then
     /// points its port's port_exact entry at the port's only exact-address
     /// frontend of that family, at none, or at the hash for several, which
     /// already holds them all (written before, deleted after this).
-    fn point_port_exact(&self, key: &Endpoint, table: Option<u32>) -> Result<()> {
+    fn point_port_exact(&self, key: &Endpoint, ring_id: Option<u32>) -> Result<()> {
         let index = port_index(key);
         let mut exact = self.exact.lock().unwrap_or_else(|e| e.into_inner());
         let on_port = exact.entry(index).or_default();
-        match table {
+        match ring_id {
             Some(t) => on_port.insert(key.addr_be, t),
             None => on_port.remove(&key.addr_be),
         };
@@ -470,15 +470,15 @@ impl plan::Maps for Datapath {
                     target.backend_slot + 1,
                 )
             }
-            Op::Ring(table, ring) => {
-                let inner = new_ring(table, ring)?;
+            Op::Ring(ring_id, ring) => {
+                let inner = new_ring(ring_id, ring)?;
                 maps.rings
                     .update(
-                        &table.to_ne_bytes(),
+                        &ring_id.to_ne_bytes(),
                         &inner.as_fd().as_raw_fd().to_ne_bytes(),
                         MapFlags::ANY,
                     )
-                    .with_context(|| format!("installing ring {table}"))
+                    .with_context(|| format!("installing ring {ring_id}"))
             }
             Op::PortFlags(port, flags) => write_port_flags(&maps.port_flags, port, flags),
             Op::QuicServer(key, target) => maps
@@ -495,15 +495,19 @@ impl plan::Maps for Datapath {
             // it is the port's only one.
             Op::Frontend(key, fe) => {
                 maps.fe_records
-                    .update(&fe.table.to_ne_bytes(), bytes_of(&fe), MapFlags::ANY)
-                    .with_context(|| format!("writing frontend record {}", fe.table))?;
+                    .update(&fe.ring_id.to_ne_bytes(), bytes_of(&fe), MapFlags::ANY)
+                    .with_context(|| format!("writing frontend record {}", fe.ring_id))?;
                 if key.is_wildcard() {
-                    return write_port_entry(&maps.port_frontends, port_index(&key), fe.table + 1);
+                    return write_port_entry(
+                        &maps.port_frontends,
+                        port_index(&key),
+                        fe.ring_id + 1,
+                    );
                 }
                 maps.frontends
                     .update(bytes_of(&key), bytes_of(&fe), MapFlags::ANY)
                     .context("writing the frontend map")?;
-                self.point_port_exact(&key, Some(fe.table))
+                self.point_port_exact(&key, Some(fe.ring_id))
             }
             Op::DeleteFrontend(key) if key.is_wildcard() => {
                 write_port_entry(&maps.port_frontends, port_index(&key), 0)
@@ -520,8 +524,8 @@ impl plan::Maps for Datapath {
                 }
                 delete(&maps.replies, bytes_of(&key)).context("removing a reply entry")
             }
-            Op::DeleteRing(table) => delete(&maps.rings, &table.to_ne_bytes())
-                .with_context(|| format!("removing ring {table}")),
+            Op::DeleteRing(ring_id) => delete(&maps.rings, &ring_id.to_ne_bytes())
+                .with_context(|| format!("removing ring {ring_id}")),
         }
     }
 }
@@ -574,7 +578,7 @@ fn write_port_entry(map: &impl MapCore, index: u32, value: u32) -> Result<()> {
 
 /// A ring as an inner map of `rings`: an array of backend slots, sized to
 /// the ring (BPF_F_INNER_MAP allows sizes to differ from the template).
-fn new_ring(table: u32, ring: &[u32]) -> Result<MapHandle> {
+fn new_ring(ring_id: u32, ring: &[u32]) -> Result<MapHandle> {
     let opts = libbpf_sys::bpf_map_create_opts {
         sz: size_of::<libbpf_sys::bpf_map_create_opts>() as _,
         map_flags: libbpf_sys::BPF_F_INNER_MAP,
@@ -584,7 +588,7 @@ fn new_ring(table: u32, ring: &[u32]) -> Result<MapHandle> {
     let entries = ring.len().max(1) as u32;
     let map = MapHandle::create(
         MapType::Array,
-        Some(format!("udplb_ring{table}")),
+        Some(format!("udplb_ring{ring_id}")),
         4,
         4,
         entries,

@@ -19,7 +19,7 @@ pub struct Contents {
 
 /// What a packet sees: per frontend key its scheduler and ring as
 /// backend endpoints; per reply key the frontend it answers for; the
-/// ports with flags. (Ids, tables and slots are the plan's business.)
+/// ports with flags. (Ids, ring ids and slots are the plan's business.)
 pub type View = (
     BTreeMap<Endpoint, (u32, Vec<Endpoint>)>,
     BTreeMap<Endpoint, Endpoint>,
@@ -43,7 +43,7 @@ impl FakeMaps {
             .frontends
             .iter()
             .map(|(k, f)| {
-                let ring = &c.rings[&f.table];
+                let ring = &c.rings[&f.ring_id];
                 assert_eq!(ring.len(), f.ring_size as usize, "{k:?}: ring size");
                 let eps = ring.iter().map(|s| c.backends[s].ep).collect();
                 (*k, (f.sched, eps))
@@ -72,21 +72,21 @@ impl Maps for FakeMaps {
         }
         self.written.set(n + 1);
         let mut c = self.contents.borrow_mut();
-        let live_tables: Vec<u32> = c.frontends.values().map(|f| f.table).collect();
-        let live_slots: Vec<u32> = live_tables
+        let live_rings: Vec<u32> = c.frontends.values().map(|f| f.ring_id).collect();
+        let live_slots: Vec<u32> = live_rings
             .iter()
             .flat_map(|t| c.rings.get(t).cloned().unwrap_or_default())
             .collect();
         match op {
-            Op::Ring(t, _) | Op::DeleteRing(t) if live_tables.contains(&t) => {
-                self.violation(format!("{op:?} while a frontend reads table {t}"))
+            Op::Ring(t, _) | Op::DeleteRing(t) if live_rings.contains(&t) => {
+                self.violation(format!("{op:?} while a frontend reads ring {t}"))
             }
             Op::Backend(s, b)
                 if live_slots.contains(&s) && c.backends.get(&s).is_some_and(|o| o.ep != b.ep) =>
             {
                 self.violation(format!("{op:?}: slot {s} is in a live ring"))
             }
-            Op::Frontend(k, f) if !c.rings.contains_key(&f.table) => {
+            Op::Frontend(k, f) if !c.rings.contains_key(&f.ring_id) => {
                 self.violation(format!("{op:?}: {k:?} switched to a missing ring"))
             }
             _ => {}

@@ -36,17 +36,17 @@ fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Builds a table of `m` entries (m prime, larger than the number of
-/// backends). `backends` are (identity key, weight); entries are indices into
+/// Builds a ring of `m` entries (Maglev's lookup table; m prime, larger
+/// than the number of backends). `backends` are (identity key, weight); entries are indices into
 /// `backends`. Empty when no backend has a weight.
-pub fn table(backends: &[(Vec<u8>, u32)], m: u32) -> Vec<u32> {
+pub fn ring(backends: &[(Vec<u8>, u32)], m: u32) -> Vec<u32> {
     let mut order: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].1 > 0).collect();
     if order.is_empty() {
         return Vec::new();
     }
     assert!(
         m as usize > order.len(),
-        "maglev table of {m} for {} backends",
+        "maglev ring of {m} for {} backends",
         order.len()
     );
     order.sort_by(|&a, &b| backends[a].0.cmp(&backends[b].0));
@@ -136,7 +136,7 @@ mod tests {
                 let backends: Vec<(Vec<u8>, u32)> = (0..n)
                     .map(|i| (key(10000 + i as u16), 1 + rng.below(10) as u32))
                     .collect();
-                let t = table(&backends, M);
+                let t = ring(&backends, M);
                 assert_eq!(t.len(), M as usize);
                 let total: u64 = backends.iter().map(|b| b.1 as u64).sum();
                 for (i, c) in counts(&t, n).into_iter().enumerate() {
@@ -160,7 +160,7 @@ mod tests {
     #[test]
     fn equal_weights_split_evenly() {
         let backends: Vec<(Vec<u8>, u32)> = (0..3).map(|i| (key(9876 + i), 1)).collect();
-        let c = counts(&table(&backends, M), 3);
+        let c = counts(&ring(&backends, M), 3);
         assert!(c.iter().all(|&x| x == 21845 || x == 21846), "{c:?}");
     }
 
@@ -170,7 +170,7 @@ mod tests {
         let backends: Vec<(Vec<u8>, u32)> = (0..50)
             .map(|i| (key(20000 + i * 7), 1 + rng.below(5) as u32))
             .collect();
-        let t = table(&backends, 16381);
+        let t = ring(&backends, 16381);
         for _ in 0..5 {
             let mut shuffled: Vec<usize> = (0..backends.len()).collect();
             for i in (1..shuffled.len()).rev() {
@@ -178,7 +178,7 @@ mod tests {
             }
             let permuted: Vec<(Vec<u8>, u32)> =
                 shuffled.iter().map(|&i| backends[i].clone()).collect();
-            let t2 = table(&permuted, 16381);
+            let t2 = ring(&permuted, 16381);
             // Same backend at every position, whatever the listing order.
             for (a, b) in t.iter().zip(&t2) {
                 assert_eq!(backends[*a as usize].0, permuted[*b as usize].0);
@@ -194,11 +194,11 @@ mod tests {
         for n in [5usize, 10, 100, 1000] {
             let backends: Vec<(Vec<u8>, u32)> =
                 (0..n).map(|i| (key(10000 + i as u16), 1)).collect();
-            let before = table(&backends, M);
+            let before = ring(&backends, M);
             let gone = n / 2;
             let mut fewer = backends.clone();
             fewer.remove(gone);
-            let after = table(&fewer, M);
+            let after = ring(&fewer, M);
             let mut moved_others = 0;
             let mut others = 0;
             for (b, a) in before.iter().zip(&after) {
@@ -227,9 +227,9 @@ mod tests {
     #[test]
     fn drained_backends_get_nothing() {
         let backends = vec![(key(1), 1), (key(2), 0), (key(3), 2)];
-        let c = counts(&table(&backends, 7), 3);
+        let c = counts(&ring(&backends, 7), 3);
         assert_eq!(c[1], 0);
         assert_eq!(c[0] + c[2], 7);
-        assert!(table(&[(key(1), 0)], 7).is_empty());
+        assert!(ring(&[(key(1), 0)], 7).is_empty());
     }
 }

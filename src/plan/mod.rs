@@ -15,11 +15,11 @@
 //! it is written a packet that read the old ring never lands on a slot that
 //! now means something else. The next plan may reuse them, and nothing
 //! makes it wait (a health transition may follow a reload at once): by then
-//! every frontend entry reads its new ring ([`Tables`] finishes a plan
+//! every frontend entry reads its new ring ([`MapWriter`] finishes a plan
 //! before it plans the next), and a pin to a slot since reused by another
 //! backend is not followed (the slot's `ident` names who holds it).
 //!
-//! Files: `ops.rs` (the plan as ordered map writes), `tables.rs` (plans
+//! Files: `ops.rs` (the plan as ordered map writes), `writer.rs` (plans
 //! that resume after a failure), `state.rs` (what the maps hold) and
 //! `planner.rs` (its steps), `moves.rs` (reply keys changing frontend),
 //! `values.rs` (each map's values), `port_flags.rs`, `down.rs` (the health
@@ -36,8 +36,8 @@ mod moves;
 mod ops;
 mod port_flags;
 mod state;
-mod tables;
 mod values;
+mod writer;
 
 #[cfg(test)]
 pub(crate) mod fake;
@@ -48,4 +48,4 @@ pub use down::{all_down, effective, Down};
 pub use hashes::backend_ident;
 pub use ops::{apply_from, Interrupted, Maps, Op, Plan};
 pub use state::{BackendId, Layout, State};
-pub use tables::Tables;
+pub use writer::MapWriter;

@@ -15,7 +15,7 @@ pub struct Plan {
     pub new_frontend_ids: Vec<u32>,
     pub backends: Vec<(u32, Backend)>,
     pub replies: Vec<(Endpoint, ReplyTarget)>,
-    /// (table, ring of backend slots).
+    /// (ring id, ring of backend slots).
     pub rings: Vec<(u32, Vec<u32>)>,
     /// QUIC server IDs new or pointing to another target: written with
     /// the rings, before the switch (a packet naming a new one fell back

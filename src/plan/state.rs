@@ -19,8 +19,8 @@ pub type BackendId = (Option<std::net::IpAddr>, u16);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Live {
     pub(super) id: u32,
-    /// The rings table its frontend entries read: 2 * id or 2 * id + 1.
-    pub(super) table: u32,
+    /// The ring its frontend entries read: 2 * id or 2 * id + 1.
+    pub(super) ring_id: u32,
     /// Its configuration as its ring is built (see
     /// [`effective`](super::effective)): down backends at weight 0, no
     /// health settings.
@@ -42,7 +42,7 @@ pub(super) struct Live {
 }
 
 /// The maps' contents as the last plan leaves them (see
-/// [`Tables`](super::Tables) for a plan that fails part-way).
+/// [`MapWriter`](super::MapWriter) for a plan that fails part-way).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
     pub(super) frontends: BTreeMap<Listen, Live>,
@@ -165,7 +165,7 @@ mod tests {
                 *fe,
                 Frontend {
                     id: 0,
-                    table: 0,
+                    ring_id: 0,
                     ring_size: 3,
                     sched: UDPLB_SCHED_RR,
                     flow_timeout_s: 0,
@@ -207,11 +207,11 @@ mod tests {
     }
 
     #[test]
-    fn reweighting_flips_the_table_and_keeps_slots() {
+    fn reweighting_flips_the_ring_and_keeps_slots() {
         let (_, s1) = State::default().plan(&cfg(&["9875=9876,9877"]));
         let (plan, s2) = s1.plan(&cfg(&["9875=9876@3,9877"]));
         assert_eq!(plan.rings.len(), 1);
-        assert_eq!(plan.rings[0].0, 1, "the idle table");
+        assert_eq!(plan.rings[0].0, 1, "the idle ring");
         assert_eq!(plan.rings[0].1.iter().filter(|&&s| s == 0).count(), 3);
         assert!(
             plan.zero_counters.is_empty(),
@@ -222,7 +222,7 @@ mod tests {
         assert!(plan
             .frontends
             .iter()
-            .all(|(_, f)| f.table == 1 && f.ring_size == 4));
+            .all(|(_, f)| f.ring_id == 1 && f.ring_size == 4));
         let (plan, _) = s2.plan(&cfg(&["9875=9876,9877"]));
         assert_eq!(plan.rings[0].0, 0, "and back");
     }

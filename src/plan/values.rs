@@ -143,7 +143,7 @@ pub(super) fn ring(fe: &FrontendConfig, slots: &BTreeMap<BackendId, u32>) -> (Ve
                 .zip(&keys)
                 .map(|(b, k)| (k.clone(), b.weight))
                 .collect();
-            maglev::table(&keyed, fe.table_size)
+            maglev::ring(&keyed, fe.table_size)
         }
     };
     let ring = (picks.iter())
@@ -156,16 +156,16 @@ pub(super) fn ring(fe: &FrontendConfig, slots: &BTreeMap<BackendId, u32>) -> (Ve
 }
 
 /// The frontends-map entries of `fe`, one per key, each with the key's
-/// address: frontend `id`, reading `ring` in table `table`.
+/// address: frontend `id`, reading `ring`, the ring at `ring_id`.
 pub(super) fn frontend_entries(
     fe: &FrontendConfig,
     id: u32,
-    table: u32,
+    ring_id: u32,
     ring: &[u32],
 ) -> impl Iterator<Item = (Endpoint, Frontend)> {
     let value = Frontend {
         id,
-        table,
+        ring_id,
         ring_size: ring.len() as u32,
         sched: sched_code(fe.sched),
         flow_timeout_s: match fe.sched {
@@ -214,14 +214,14 @@ mod tests {
     use crate::abi::{QuicKey, UDPLB_BACKEND_F_CID, UDPLB_BACKEND_F_PINNED, UDPLB_SCHED_QUIC};
     use crate::plan::fake::FakeMaps;
     use crate::plan::test_configs::{cfg, down, maglev, quic};
-    use crate::plan::{Down, Plan, State, Tables};
+    use crate::plan::{Down, MapWriter, Plan, State};
 
     #[test]
     fn quic_server_ids_follow_their_backends() {
         let maps = FakeMaps::default();
-        let mut tables = Tables::default();
+        let mut writer = MapWriter::default();
         let sid = |id: &[u8]| QuicKey::new(0, 0, id);
-        tables
+        writer
             .apply(&maps, &quic(&["443=9876#0a01,9877#0a02"]))
             .unwrap();
         let c = maps.contents.borrow().clone();
@@ -239,7 +239,7 @@ mod tests {
             (UDPLB_SCHED_QUIC, 2, 8)
         );
         // A new server ID for 9877, a drained 9876, a new backend 9878.
-        tables
+        writer
             .apply(&maps, &quic(&["443=9876#0a01@0,9877#0b02,9878#0a03"]))
             .unwrap();
         let c = maps.contents.borrow().clone();
@@ -254,12 +254,12 @@ mod tests {
         // 9878 down: it leaves the ring and takes no CID routes.
         let c3 = quic(&["443=9876#0a01@0,9877#0b02,9878#0a03"]);
         let down: Down = [(c3.frontends[0].listen, (None, 9878))].into();
-        tables.apply_with(&maps, &c3, &down).unwrap();
+        writer.apply_with(&maps, &c3, &down).unwrap();
         let c = maps.contents.borrow().clone();
         let s3 = c.quic[&sid(&[0x0a, 0x03])].slot;
         assert_eq!(c.backends[&s3].flags & UDPLB_BACKEND_F_CID, 0);
         // Removed frontend: its server IDs go.
-        tables.apply(&maps, &cfg(&["9875=9876"])).unwrap();
+        writer.apply(&maps, &cfg(&["9875=9876"])).unwrap();
         assert!(maps.contents.borrow().quic.is_empty());
         assert!(maps.violations.borrow().is_empty());
     }

@@ -135,11 +135,11 @@ enum Loop {
 pub fn self_loop(plan: &mut Plan) {
     use std::collections::HashMap;
     let moved = plan.moves.iter().filter_map(|op| match op {
-        udplb::plan::Op::Frontend(key, fe) => Some((fe.table, key.port_be)),
+        udplb::plan::Op::Frontend(key, fe) => Some((fe.ring_id, key.port_be)),
         _ => None,
     });
     let port_of_table: HashMap<u32, u16> = (plan.frontends.iter())
-        .map(|(key, fe)| (fe.table, key.port_be))
+        .map(|(key, fe)| (fe.ring_id, key.port_be))
         .chain(moved)
         .collect();
     let mut port_of_slot = HashMap::new();
@@ -218,7 +218,7 @@ fn pin_for(packet: &[u8], plan: &Plan) -> (FlowKey, Flow) {
     key.client_addr_be[0] = word(ip + 12);
     key.frontend_addr_be[0] = word(ip + 16);
     let fe = plan.frontends[0].1;
-    let slot = plan.rings.iter().find(|(t, _)| *t == fe.table).unwrap().1[0];
+    let slot = plan.rings.iter().find(|(t, _)| *t == fe.ring_id).unwrap().1[0];
     let backend = plan.backends.iter().find(|(s, _)| *s == slot).unwrap().1;
     let flow = Flow {
         slot,

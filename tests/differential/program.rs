@@ -1,7 +1,7 @@
-//! The program under test. Every use of udplb's kernel-facing API (Tables,
+//! The program under test. Every use of udplb's kernel-facing API (MapWriter,
 //! Datapath, Counters) is in this module. Outside it the test uses only
 //! `Config::from_specs` (to validate) and the model (`ModelConfig::from_config`,
-//! `model::run`), so a change to Config, Tables or Datapath touches this
+//! `model::run`), so a change to Config, MapWriter or Datapath touches this
 //! module or the model's adapter and nothing else.
 
 use super::support::runner::run_once;
@@ -51,7 +51,7 @@ impl Program {
             return;
         }
         let (plan, next) = self.state.plan(config);
-        self.dp.apply(&plan).expect("writing the tables");
+        self.dp.apply(&plan).expect("writing the maps");
         let (expiry, next) = next.expire(&next.lingering().clone());
         self.dp.apply(&expiry).expect("expiring lingering replies");
         self.layout = next.layout(config);

@@ -355,7 +355,7 @@ impl Fixture {
         require_privileges();
         super::cpu::pin_to_one_cpu();
         let dp = Datapath::load().expect("loading the datapath");
-        let state = dp.configure(config).expect("writing the tables");
+        let state = dp.configure(config).expect("writing the maps");
         let layout = state.layout(config);
         Fixture { dp, layout }
     }
@@ -530,7 +530,7 @@ impl Reloads {
     pub fn to(&mut self, specs: &[&str]) -> Config {
         let config = Config::from_specs(specs).expect("test configuration");
         let (plan, next) = self.state.plan(&config);
-        self.dp.apply(&plan).expect("writing the tables");
+        self.dp.apply(&plan).expect("writing the maps");
         self.state = next;
         config
     }

@@ -49,7 +49,8 @@ impl Driver {
     /// Every backend's health state, and the active checks, for `config`
     /// (at start, and after each reload that was not refused). The error
     /// is the socket table's that could not be opened: fatal at start,
-    /// a warning after a reload (the old table stays).
+    /// a warning after a reload (the socket checks then wait for a reload
+    /// that opens it).
     pub fn configure(&mut self, config: &Config, announce: &Announce) -> Result<()> {
         self.health.configure(config);
         for w in (self.prober).set_targets(probe_targets(config, announce), Instant::now()) {

@@ -77,7 +77,7 @@ impl<'a> Planner<'a> {
     /// Plans frontend `fe` (as its ring is built), configured as
     /// `configured`: no write if the maps already hold it (the next state
     /// takes its new listing), else its backends, QUIC server IDs, a new
-    /// ring in a table it does not read and the switch to it, and the
+    /// ring in a slot it does not read and the switch to it, and the
     /// retirement of the backends it lost.
     pub(super) fn plan_frontend(
         &mut self,
@@ -96,10 +96,10 @@ impl<'a> Planner<'a> {
             self.next.frontends.insert(fe.listen, kept);
             return;
         }
-        let (id, table) = self.id_and_table(old);
+        let (id, ring_id) = self.id_and_ring(old);
         let mut live = Live {
             id,
-            table,
+            ring_id,
             config: fe.clone(),
             slots: BTreeMap::new(),
             fingerprint: 0,
@@ -117,12 +117,12 @@ impl<'a> Planner<'a> {
         self.next.frontends.insert(fe.listen, live);
     }
 
-    /// A frontend's id and the table its new ring goes to: a kept frontend
-    /// keeps its id and flips to its other table; a new one gets a fresh id
-    /// (its cursors and counters reset) and the first of its two tables.
-    fn id_and_table(&mut self, old: Option<&Live>) -> (u32, u32) {
+    /// A frontend's id and the ring id its new ring goes to: a kept
+    /// frontend keeps its id and flips to its other ring; a new one gets a
+    /// fresh id (its cursors and counters reset) and the first of its two.
+    fn id_and_ring(&mut self, old: Option<&Live>) -> (u32, u32) {
         match old {
-            Some(o) => (o.id, o.table ^ 1),
+            Some(o) => (o.id, o.ring_id ^ 1),
             None => {
                 let id = self.ids.alloc();
                 self.plan.new_frontend_ids.push(id);
@@ -172,14 +172,14 @@ impl<'a> Planner<'a> {
             .extend(old_quic.keys().filter(|k| !new_quic.contains_key(k)));
     }
 
-    /// Writes the ring of `fe` into `live`'s table, and the frontend
+    /// Writes the ring of `fe` into `live`'s ring id, and the frontend
     /// entries, one per key, that switch to it.
     fn ring_and_switch(&mut self, fe: &FrontendConfig, live: &mut Live) {
         let (ring, fingerprint) = ring(fe, &live.slots);
         live.fingerprint = fingerprint;
         live.ring_size = ring.len() as u32;
-        (self.plan.frontends).extend(frontend_entries(fe, live.id, live.table, &ring));
-        self.plan.rings.push((live.table, ring));
+        (self.plan.frontends).extend(frontend_entries(fe, live.id, live.ring_id, &ring));
+        self.plan.rings.push((live.ring_id, ring));
     }
 
     /// Backends `old` had and `live` has not: their slots refuse pins and
@@ -196,7 +196,7 @@ impl<'a> Planner<'a> {
     }
 
     /// The old state's frontends that the configuration no longer has:
-    /// their keys and both tables go, their backends retire, and their
+    /// their keys and both rings go, their backends retire, and their
     /// reply keys linger.
     pub(super) fn remove_unconfigured_frontends(&mut self) {
         for (listen, old) in &self.old.frontends {

@@ -1,4 +1,4 @@
-//! [`Tables`]: the state the maps are in, and a plan that failed part-way,
+//! [`MapWriter`]: the state the maps are in, and a plan that failed part-way,
 //! finished before anything else is written.
 
 use std::collections::BTreeSet;
@@ -7,11 +7,11 @@ use super::{apply_from, Down, Maps, Plan, State};
 use crate::abi::Endpoint;
 use crate::config::Config;
 
-/// The tables as userspace wrote them: the [`State`] that plans start from,
+/// The maps as userspace wrote them: the [`State`] that plans start from,
 /// kept in step with the maps whatever happens to a plan.
 ///
 /// A plan that fails part-way leaves the maps between two states: some
-/// frontends may already read their new table, whose twin the old state
+/// frontends may already read their new ring, whose twin the old state
 /// calls idle. Planning again from the old state would write a ring that
 /// packets are reading. So the state moves to the plan's target at once,
 /// and the rest of the failed plan (from the step that failed; every write
@@ -19,13 +19,13 @@ use crate::config::Config;
 /// plan ever writes a ring a frontend entry points to, and the maps end up
 /// exactly as a clean apply would leave them.
 #[derive(Debug, Default)]
-pub struct Tables {
+pub struct MapWriter {
     state: State,
     /// A plan that stopped part-way, and the step to resume at.
     unfinished: Option<(Plan, usize)>,
 }
 
-impl Tables {
+impl MapWriter {
     /// The state the maps hold, or are on their way to if a plan failed.
     pub fn state(&self) -> &State {
         &self.state
@@ -33,7 +33,7 @@ impl Tables {
 
     /// Finishes a plan that failed earlier, then plans the change to
     /// `config` and applies it. Returns the changes made, one line each
-    /// (none: the maps already held `config`). On error the tables are on
+    /// (none: the maps already held `config`). On error the maps are on
     /// their way to `config` (or, if finishing the earlier plan failed,
     /// still to that plan's target), and the next call finishes the job.
     pub fn apply(&mut self, maps: &impl Maps, config: &Config) -> anyhow::Result<Vec<String>> {
@@ -98,7 +98,7 @@ mod tests {
     use crate::plan::fake::FakeMaps;
     use crate::plan::test_configs::cfg;
 
-    /// Three configurations that flip tables, add, remove and move
+    /// Three configurations that flip rings, add, remove and move
     /// frontends and backends, with wildcard frontends (two keys each, so a
     /// switch can stop between them).
     fn o_n_c() -> [Config; 3] {
@@ -113,7 +113,7 @@ mod tests {
     fn a_plan_that_fails_at_any_step_leaves_the_next_one_safe() {
         let [o, n, c] = o_n_c();
         let clean = FakeMaps::default();
-        let mut t = Tables::default();
+        let mut t = MapWriter::default();
         for config in [&o, &c] {
             t.apply(&clean, config).unwrap();
         }
@@ -122,7 +122,7 @@ mod tests {
         let mut failures = Vec::new();
         for k in 0..steps {
             let maps = FakeMaps::default();
-            let mut t = Tables::default();
+            let mut t = MapWriter::default();
             t.apply(&maps, &o).unwrap();
             maps.fail_at.set(Some(maps.written.get() + k));
             assert!(t.apply(&maps, &n).is_err(), "step {k} did not fail");
