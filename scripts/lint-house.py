@@ -9,7 +9,9 @@
 2. The import graph of src/ runs downhill and has no circle. Each top
    module has a floor (LAYERS, top first); a module may use only modules on
    its own floor or below. Within a floor, the graph of files (a file uses
-   another by `crate::a::b`, `super::b` or `udplb::a`) has no cycle.
+   another by `crate::a::b`, `super::b`, `udplb::a` or a nested use group)
+   has no cycle, across the modules of the floor too. Test-only items
+   (#[cfg(test)]) are left out wherever they sit in a file.
 
 Exits 1 listing every violation, else prints one line per check.
 """
@@ -37,6 +39,9 @@ LAYERS = {
     "log": 0,
 }
 
+# A comment that points outside the repository (the project's notes of its
+# own machines) sends a reader of a clone nowhere either.
+OUTSIDE_RE = re.compile(r"(?<![\w./-])((?:\.\./)*shared/notes/[\w./-]*\w)")
 PATH_RE = re.compile(r"(?<![\w./-])((?:src|bpf|include|tests|scripts|\.ci)/[\w./{},*-]*[\w/])")
 
 
@@ -88,6 +93,8 @@ def check_paths(files):
         except UnicodeDecodeError:
             continue
         for line, c in comments(f, text):
+            for m in OUTSIDE_RE.finditer(c):
+                bad.append(f"{f}:{line}: names {m.group(1)}, which is outside the repository")
             for m in PATH_RE.finditer(c):
                 for p in expand(m.group(1)):
                     # Generated or per-run paths live under target/, which
@@ -128,27 +135,84 @@ def resolve(modules, mod, ref):
     return None
 
 
+def without_test_items(code):
+    """`code` without its #[cfg(test)] items (a `mod tests { ... }`, or a
+    single test-only fn or const anywhere in the file): the attribute up to
+    the end of the item's braces, or its `;`."""
+    out, i = [], 0
+    while True:
+        j = code.find("#[cfg(test)]", i)
+        if j < 0:
+            out.append(code[i:])
+            return "".join(out)
+        out.append(code[i:j])
+        k = j + len("#[cfg(test)]")
+        # The item ends at its first top-level `;` or at the brace that
+        # closes its first `{`.
+        depth, end = 0, len(code)
+        while k < len(code):
+            ch = code[k]
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    end = k + 1
+                    break
+            elif ch == ";" and depth == 0:
+                end = k + 1
+                break
+            k += 1
+        i = end
+
+
+def use_paths(tree, prefix=""):
+    """The paths a use tree names: `a::{b, c::{d, e as f}}` -> a::b,
+    a::c::d, a::c::e (`self` in a group names the group's base)."""
+    tree = tree.strip()
+    brace = tree.find("{")
+    if brace < 0:
+        path = tree.split(" as ")[0].strip()
+        if path == "self":
+            return [prefix.rstrip(":")] if prefix else []
+        return [prefix + path] if path else []
+    base = tree[:brace]
+    inner = tree[brace + 1 : tree.rfind("}")]
+    items, depth, start = [], 0, 0
+    for n, ch in enumerate(inner):
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(inner[start:n])
+            start = n + 1
+    items.append(inner[start:])
+    out = []
+    for item in items:
+        out += use_paths(item, prefix + base)
+    return out
+
+
 def check_imports(files):
     srcs = [f for f in files if f.startswith("src/") and f.endswith(".rs")]
     modules = {module_of(f): f for f in srcs}
     modules[("bpf",)] = "src/lib.rs"  # the generated skeleton
     edges = {}
+    # Between two top modules of one floor (config, dns): one may use the
+    # other, not both.
+    tops = {}
     bad = []
     for f in srcs:
         mod = module_of(f)
         text = (ROOT / f).read_text()
         code = re.sub(r"//[^\n]*", "", text)
         # Only what the code uses: drop the tests, which may reach anywhere.
-        code = code.split("#[cfg(test)]")[0]
+        code = without_test_items(code)
         refs = set(re.findall(r"\b((?:crate|super|self|udplb|\$crate)(?:::\w+)+)", code))
-        # `use crate::a::{b, c}` names a::b and a::c.
-        for base, inner in re.findall(r"\b((?:crate|super|udplb)(?:::\w+)*)::\{([^}]*)\}", code):
-            for item in inner.split(","):
-                item = item.strip().split(" ")[0].split("::")[0]
-                if item and item != "self":
-                    refs.add(f"{base}::{item}")
-                elif item == "self":
-                    refs.add(base)
+        # `use crate::a::{b, c::{d, e}}` names a::b, a::c::d and a::c::e.
+        for tree in re.findall(r"\buse\s+([^;]*);", code):
+            refs.update(r for r in use_paths(tree) if re.match(r"(crate|super|self|udplb)\b", r))
         top = mod[0] if mod else ("main" if f == "src/main.rs" else None)
         for ref in refs:
             target = resolve(modules, mod if f != "src/main.rs" else (), ref)
@@ -159,8 +223,16 @@ def check_imports(files):
             t_top = target[0]
             if LAYERS.get(t_top, 0) > LAYERS.get(top, 0):
                 bad.append(f"{f}: uses {'::'.join(target)} ({ref}), a floor above {top}")
-            if t_top == top and f != "src/main.rs":
+            # One floor: files of one module, or of two modules that share a
+            # floor (config and dns), may not go round in a circle.
+            if LAYERS.get(t_top, 0) == LAYERS.get(top, 0) and f != "src/main.rs":
                 edges.setdefault(mod, set()).add(target)
+                if t_top != top:
+                    tops.setdefault(top, {})[t_top] = f"{f} ({ref})"
+    for a in sorted(tops):
+        for b, where in sorted(tops[a].items()):
+            if a < b and a in tops.get(b, {}):
+                bad.append(f"circle: {a} -> {b} ({where}) -> {a} ({tops[b][a]})")
     # Cycles among files of one floor, by depth-first search. A module
     # that uses its own children (mod.rs using attach) is the parent's
     # business and no cycle; a child using its parent's items is.

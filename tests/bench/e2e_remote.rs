@@ -21,7 +21,7 @@
 //!
 //! Every case with a balancer has the same topology: forwarding on, GRO on
 //! at every veth end (a veth takes redirected frames only when its peer has
-//! NAPI on; shared/notes/kernel.md), permanent neighbour entries (no ARP
+//! NAPI on, which GRO or an XDP program turns on), permanent neighbour entries (no ARP
 //! during a run, and the FIB lookup finds every next hop), the backend host
 //! routing the client's subnet back through the balancer. No route leaves
 //! the namespaces.

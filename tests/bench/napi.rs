@@ -2,7 +2,7 @@
 //! receive path for what that passes) moved out of softirq context into a
 //! kernel thread `napi/<dev>-<napi id>`, which the bench pins to a CPU. On
 //! the balancer's veth that thread is the balancer's core: its run time is
-//! what the balancer cost (shared/notes/kernel.md).
+//! what the balancer cost.
 //!
 //! The thread appears when `/sys/class/net/<dev>/threaded` is set to 1 while
 //! the device's NAPI is enabled (a veth enables it for an XDP program or

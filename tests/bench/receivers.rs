@@ -1,7 +1,7 @@
 //! The receivers: one thread, pinned to the CPU the sender does not use,
 //! reading the backend sockets in turn with non-blocking `recvmmsg`.
 //! A blocking receiver would make the sender's CPU pay for a wake-up per
-//! burst and the figures swing by about 2× (shared/notes/kernel.md); this
+//! burst and the figures swing by about 2× (as seen on the 6.18 hosts it was measured on); this
 //! one never sleeps, and yields its CPU only when all its sockets are
 //! empty, so that a proxy sharing that CPU (nginx) gets to run.
 
