@@ -16,10 +16,11 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use support::bgp::{Echo, F1};
+use support::bgp::F1;
 use support::netns::*;
 use support::operate::status;
 use support::process::*;
+use support::servers::Echo;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -33,8 +34,8 @@ fn on(ns: &Netns, dev: &str, addr: &str) -> bool {
 fn local_backends_behind_a_udp_check_get_their_frontend_announced() {
     let ns = Netns::new("anu");
     let _b = [
-        Echo::start(&ns, "0.0.0.0:5301", "b1"),
-        Echo::start(&ns, "0.0.0.0:5302", "b2"),
+        Echo::named(&ns, "0.0.0.0:5301", "b1"),
+        Echo::named(&ns, "0.0.0.0:5302", "b2"),
     ];
     let conf = TempFile::new(
         "lb.toml",
@@ -112,7 +113,7 @@ fn an_address_the_kernel_refuses_is_logged_once() {
 #[test]
 fn a_udplb_replaced_by_force_withdraws_what_only_it_announced_and_exits() {
     let ns = Netns::new("anr");
-    let _b = Echo::start(&ns, "0.0.0.0:5301", "b1");
+    let _b = Echo::named(&ns, "0.0.0.0:5301", "b1");
     let text = |announce: &str, lease: u32| {
         format!(
             "interface = \"lo\"\n{announce}announce_lease = {lease}\n\
@@ -189,7 +190,7 @@ fn a_udplb_replaced_by_force_withdraws_what_only_it_announced_and_exits() {
 #[test]
 fn a_second_udplb_that_fails_to_start_leaves_the_running_ones_address() {
     let ns = Netns::new("ans");
-    let _b = Echo::start(&ns, "0.0.0.0:5301", "b1");
+    let _b = Echo::named(&ns, "0.0.0.0:5301", "b1");
     let conf = TempFile::new(
         "lb.toml",
         &format!(

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
-use support::bgp::Echo;
 use support::netns::*;
 use support::process::*;
+use support::servers::Echo;
 
 /// The tests here load the machine on purpose: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -37,7 +37,7 @@ fn status_time(ns: &Netns) -> Duration {
 /// An echo backend on each port; `None` once stopped.
 fn echoes(ns: &Netns, ports: &[u16]) -> Vec<Option<Echo>> {
     (ports.iter())
-        .map(|p| Some(Echo::start(ns, &format!("0.0.0.0:{p}"), "b")))
+        .map(|p| Some(Echo::named(ns, &format!("0.0.0.0:{p}"), "b")))
         .collect()
 }
 

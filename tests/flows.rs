@@ -11,8 +11,6 @@ use udplb_testkit as support;
 
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -21,57 +19,11 @@ use support::netns::*;
 use support::operate::{backend, status};
 use support::packets::{udp, Csum};
 use support::process::*;
+use support::servers::{Echo, Reply};
 use support::sockets::{raw_socket, send_ip};
 
 const FLOWS: u16 = 300;
 const FIRST_SPORT: u16 = 20000;
-
-/// Backends that answer each datagram with their own port, from a thread
-/// pinned to `cpu`, until dropped.
-struct Echo {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Echo {
-    fn start(ns: &Netns, ports: &[u16], cpu: Option<usize>) -> Echo {
-        Echo::start_on(ns, "127.0.0.1", ports, cpu)
-    }
-
-    fn start_on(ns: &Netns, addr: &str, ports: &[u16], cpu: Option<usize>) -> Echo {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = ports
-            .iter()
-            .map(|&port| {
-                let s = ns.udp_bind(&format!("{addr}:{port}"));
-                s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    if let Some(c) = cpu {
-                        let _ = pin_to_cpu(c);
-                    }
-                    let mut buf = [0u8; 2048];
-                    while !stop.load(Ordering::Relaxed) {
-                        if let Ok((_, from)) = s.recv_from(&mut buf) {
-                            // Spoofed sources have no route: the send fails.
-                            let _ = s.send_to(&port.to_be_bytes(), from);
-                        }
-                    }
-                })
-            })
-            .collect();
-        Echo { stop, threads }
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
 
 /// The 300 clients, bound in the namespace on fixed source ports.
 fn clients(ns: &Netns, first: u16, n: u16) -> Vec<UdpSocket> {
@@ -189,7 +141,9 @@ fn reload(lb: &mut Udplb, file: &TempFile, backends: &str, timeout: u32) {
 fn pinned_flows_stay_across_removal_addition_and_drain() {
     let ns = Netns::new("flows");
     let (client_cpu, backend_cpu) = cpus();
-    let _echo = Echo::start(&ns, &[9876, 9877, 9878, 9879], backend_cpu);
+    // Backends that answer with their own port, from the other CPU.
+    let port_echo = Echo::setup(Reply::Port).on_cpu(backend_cpu);
+    let _echo = port_echo.start_ports(&ns, "127.0.0.1", &[9876, 9877, 9878, 9879]);
     let file = TempFile::new("flows.toml", &config("9876,9877,9878", 2));
     let mut lb = Udplb::start(&ns, &["--config", file.path()]);
     let socks = clients(&ns, FIRST_SPORT, FLOWS);
@@ -264,7 +218,8 @@ fn spoofed(src: [u8; 4], sport: u16) -> Vec<u8> {
 fn a_spoofed_flood_moves_no_pinned_flow() {
     let ns = Netns::new("flood");
     let (client_cpu, backend_cpu) = cpus();
-    let _echo = Echo::start(&ns, &[9876, 9877, 9878], backend_cpu);
+    let port_echo = Echo::setup(Reply::Port).on_cpu(backend_cpu);
+    let _echo = port_echo.start_ports(&ns, "127.0.0.1", &[9876, 9877, 9878]);
     let file = TempFile::new("flood.toml", &config("9876,9877,9878", 60));
     let mut lb = Udplb::start(&ns, &["--config", file.path(), "--flow-table-size", "4096"]);
     let socks = clients(&ns, FIRST_SPORT, FLOWS);
@@ -331,7 +286,7 @@ fn a_pinned_restart_keeps_the_flow_table() {
     lbns.ip(&["link", "set", &dev, "up"]);
     support::sockets::resolve_neighbour(&client, "198.18.0.2");
     let _unpin = Unpin(dev.clone());
-    let _echo = Echo::start_on(&lbns, "0.0.0.0", &[9876, 9877, 9878], None);
+    let _echo = Echo::setup(Reply::Port).start_ports(&lbns, "0.0.0.0", &[9876, 9877, 9878]);
     let socks = clients_on(&client, "198.18.0.1", FIRST_SPORT, FLOWS);
     let args = ["--pin", "--sched", "maglev", &dev, "9875=9876,9877,9878"];
     let mut first = Udplb::start(&lbns, &args);

@@ -18,17 +18,6 @@ use support::netns::{set_tx_csum, veth_pair, Netns};
 use support::process::Udplb;
 use support::sockets::resolve_neighbour;
 
-/// A field of /proc/net/snmp6 (IPv6 counters are not in /proc/net/snmp).
-fn snmp6(ns: &Netns, field: &str) -> u64 {
-    let text = ns.exec(&["cat", "/proc/net/snmp6"]);
-    text.lines()
-        .find_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some(field)).then(|| w.next().unwrap().parse().unwrap())
-        })
-        .unwrap_or_else(|| panic!("{field} not in /proc/net/snmp6"))
-}
-
 fn big_ipv6_reply(tx_csum: bool) {
     const REPLY_LEN: usize = 3000;
     let client = Netns::new("fcli");
@@ -61,24 +50,24 @@ fn big_ipv6_reply(tx_csum: bool) {
             panic!(
                 "round {round}, tx csum {tx_csum}: no reply from [2001:2::2]:9875 ({e}); \
                  client Udp6InErrors {}, Ip6ReasmOKs {}",
-                snmp6(&client, "Udp6InErrors"),
-                snmp6(&client, "Ip6ReasmOKs")
+                client.snmp6("Udp6InErrors"),
+                client.snmp6("Ip6ReasmOKs")
             )
         });
         assert_eq!(n, REPLY_LEN, "round {round}: reply length");
         assert!(got[..n] == reply[..], "round {round}: reply bytes differ");
     }
     assert!(
-        snmp6(&client, "Ip6ReasmOKs") >= 3,
+        client.snmp6("Ip6ReasmOKs") >= 3,
         "the replies were not fragmented: the test tests nothing"
     );
     assert_eq!(
-        snmp6(&client, "Udp6InCsumErrors"),
+        client.snmp6("Udp6InCsumErrors"),
         0,
         "client checksum errors"
     );
     assert_eq!(
-        snmp6(&lbns, "Udp6InCsumErrors"),
+        lbns.snmp6("Udp6InCsumErrors"),
         0,
         "balancer checksum errors"
     );

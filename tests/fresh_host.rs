@@ -9,10 +9,10 @@ use udplb_testkit as support;
 
 use std::process::Command;
 
-use support::bgp::Echo;
 use support::netns::*;
 use support::process::BIN;
 use support::require_root;
+use support::servers::Echo;
 
 /// Runs the shell `script` in a private mount namespace of its own, with
 /// $NS the test namespace's name and $BIN udplb: whether it succeeded, and
@@ -82,7 +82,7 @@ fn pin_mounts_a_bpf_filesystem_where_none_is() {
 fn loads_without_a_kernel_configuration() {
     require_root();
     let ns = Netns::new("nokconf");
-    let _echoes = [9876, 9877].map(|p| Echo::start(&ns, &format!("127.0.0.1:{p}"), "b"));
+    let _echoes = [9876, 9877].map(|p| Echo::named(&ns, &format!("127.0.0.1:{p}"), "b"));
     let script = r#"
         set -u
         mount -t tmpfs none /boot

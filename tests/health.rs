@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 use support::netns::*;
 use support::operate::{backend, backend_packets, status_on};
 use support::process::*;
-use support::servers::{self, wait_bound, Server};
+use support::servers::{self, wait_bound, Echo, Reply, Server};
 use support::topology::*;
 
 /// dnsmasq on `port`, answering health.udplb with 198.18.9.(port % 100):
@@ -297,32 +297,9 @@ fn local_backends_without_a_socket_are_down_without_any_probe() {
     assert!(out.contains("backend 9877 "), "{out}");
 }
 
-/// Echo servers on 127.0.0.1 in `ns` that answer while their flag is set.
-fn echoes(ns: &Netns, ports: &[u16]) -> Vec<(Arc<AtomicBool>, std::thread::JoinHandle<usize>)> {
-    ports
-        .iter()
-        .map(|&p| {
-            let s = ns.udp_bind(&format!("127.0.0.1:{p}"));
-            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-            let on = Arc::new(AtomicBool::new(true));
-            let flag = on.clone();
-            let t = std::thread::spawn(move || {
-                let mut buf = [0u8; 512];
-                let mut seen = 0;
-                let deadline = Instant::now() + Duration::from_secs(20);
-                while Instant::now() < deadline && Arc::strong_count(&flag) > 1 {
-                    if let Ok((n, from)) = s.recv_from(&mut buf) {
-                        seen += 1;
-                        if flag.load(Ordering::SeqCst) {
-                            let _ = s.send_to(&buf[..n], from);
-                        }
-                    }
-                }
-                seen
-            });
-            (on, t)
-        })
-        .collect()
+/// Echo backends on 127.0.0.1 in `ns`: they answer the udp probes.
+fn echoes(ns: &Netns, ports: &[u16]) -> Vec<Echo> {
+    Echo::setup(Reply::Payload).start_ports(ns, "127.0.0.1", ports)
 }
 
 const LO_UDP: &str = r#"
@@ -353,19 +330,18 @@ fn udp_probes_on_lo_are_exempt_from_the_reply_rewrite() {
     for b in s["frontends"][0]["backends"].as_array().unwrap() {
         assert_eq!(b["health"]["state"], "up", "{b}");
     }
-    servers[1].0.store(false, Ordering::SeqCst);
+    servers[1].answer(false);
     let line = u.wait_for("9877 down", Duration::from_secs(2));
     assert!(
         line.ends_with("9877 down: 2 udp probes timed out"),
         "{line}"
     );
-    servers[1].0.store(true, Ordering::SeqCst);
+    servers[1].answer(true);
     u.wait_for("9877 up: 2 udp probes answered", Duration::from_secs(2));
     let (_, out) = u.stop(Signal::SIGTERM);
     assert!(!out.contains("9876 down"), "{out}");
-    for (on, t) in servers {
-        drop(on);
-        assert!(t.join().unwrap() >= 10, "probes reached the backends");
+    for echo in servers {
+        assert!(echo.heard() >= 10, "probes reached the backends");
     }
 }
 
@@ -380,8 +356,8 @@ fn all_down_fails_open_unless_told_to_drop() {
         };
         let file = TempFile::new("lb.toml", &text);
         let mut u = Udplb::start(&ns, &["--config", file.path()]);
-        for (on, _) in &servers {
-            on.store(false, Ordering::SeqCst);
+        for echo in &servers {
+            echo.answer(false);
         }
         let line = u.wait_for("every backend is down", Duration::from_secs(2));
         assert_eq!(line.contains("fail open"), !drop_all, "{line}");
@@ -401,12 +377,7 @@ fn all_down_fails_open_unless_told_to_drop() {
             .sum();
         // Probes go to the backends' ports directly: not counted here.
         assert_eq!(sent, if drop_all { 0 } else { 10 }, "drop: {drop_all}");
-        let up = u.stop(Signal::SIGTERM);
-        drop(up);
-        for (on, t) in servers {
-            drop(on);
-            t.join().unwrap();
-        }
+        u.stop(Signal::SIGTERM);
     }
 }
 

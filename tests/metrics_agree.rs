@@ -11,11 +11,11 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::Signal;
-use support::bgp::Echo;
 use support::netns::*;
 use support::operate::*;
 use support::process::*;
 use support::prometheus::*;
+use support::servers::Echo;
 use support::sockets::*;
 
 fn now_unix() -> f64 {
@@ -110,7 +110,7 @@ fn prometheus_sees_what_was_sent_on_a_veth() {
     let (c, l) = (Netns::new("promc"), Netns::new("proml"));
     veth_pair(&c, &l);
     let _echoes: Vec<Echo> = (9876..=9877)
-        .map(|p| Echo::start(&l, &format!("0.0.0.0:{p}"), "e"))
+        .map(|p| Echo::named(&l, &format!("0.0.0.0:{p}"), "e"))
         .collect();
     let started = now_unix();
     let lb = Udplb::start(
@@ -206,7 +206,7 @@ fn prometheus_sees_what_was_sent_on_a_veth() {
 fn verdicts_add_up_to_the_datagrams_on_lo() {
     let ns = Netns::new("promlo");
     let _echoes: Vec<Echo> = (9876..=9877)
-        .map(|p| Echo::start(&ns, &format!("127.0.0.1:{p}"), "e"))
+        .map(|p| Echo::named(&ns, &format!("127.0.0.1:{p}"), "e"))
         .collect();
     let lb = Udplb::start(
         &ns,

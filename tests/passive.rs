@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use support::cpu::pin_to_cpu0;
-use support::netns::*;
 use support::operate::*;
 use support::packets::{icmp_error, udp};
 use support::process::*;
+use support::servers::{Echo, Reply};
 use support::sockets::{resolve_neighbour, send_raw};
 use support::topology::*;
 
@@ -41,26 +41,6 @@ fn endpoints(ipv6: bool) -> (String, String, String) {
             "198.18.2.2:5353".into(),
         )
     }
-}
-
-/// An echo server on `addr` in `ns` until the flag goes down; the thread
-/// returns how many datagrams it echoed.
-fn echo(ns: &Netns, addr: &str) -> (Arc<AtomicBool>, JoinHandle<usize>) {
-    let s = ns.udp_bind(addr);
-    s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-    let on = Arc::new(AtomicBool::new(true));
-    let flag = on.clone();
-    let t = std::thread::spawn(move || {
-        let (mut buf, mut n) = ([0u8; 2048], 0);
-        while flag.load(Ordering::Relaxed) {
-            if let Ok((len, from)) = s.recv_from(&mut buf) {
-                let _ = s.send_to(&buf[..len], from);
-                n += 1;
-            }
-        }
-        n
-    });
-    (on, t)
 }
 
 /// A client socket in the client namespace, unconnected (ICMP errors do not
@@ -116,7 +96,7 @@ fn dead_backend_host_goes_down_by_passive_signals_alone(ipv6: bool) {
     let t = triangle();
     resolve_neighbours(&t, ipv6);
     let (vip, live, dead) = endpoints(ipv6);
-    let (on, echoed) = echo(&t.srv[0], &live);
+    let echo = Echo::setup(Reply::Payload).start(&t.srv[0], &live);
     let mut u = Udplb::start(
         &t.lb,
         &[
@@ -209,8 +189,7 @@ fn dead_backend_host_goes_down_by_passive_signals_alone(ipv6: bool) {
         let line = u.wait_for(&format!("{dead} up"), Duration::from_secs(6));
         assert!(line.contains("back on trial after 5s"), "{line}");
     }
-    on.store(false, Ordering::Relaxed);
-    assert!(echoed.join().unwrap() > 0);
+    assert!(echo.heard() > 0);
     let (status, out) = u.stop(Signal::SIGTERM);
     assert!(status.success(), "{out}");
 }
@@ -230,7 +209,8 @@ fn icmp_errors_forged_on_the_client_side_do_not_take_a_backend_down() {
     for ipv6 in [false, true] {
         let t = triangle();
         let (vip, b0, b1) = endpoints(ipv6);
-        let echoes = [echo(&t.srv[0], &b0), echo(&t.srv[1], &b1)];
+        let echo = Echo::setup(Reply::Payload);
+        let _echoes = [echo.start(&t.srv[0], &b0), echo.start(&t.srv[1], &b1)];
         let mut u = Udplb::start(
             &t.lb,
             &["--health", "none", "l0,l1,l2", &format!("{vip}={b0},{b1}")],
@@ -282,10 +262,6 @@ fn icmp_errors_forged_on_the_client_side_do_not_take_a_backend_down() {
         let s = status(&t.lb);
         for b in [&b0, &b1] {
             assert_eq!(backend(&s, b)["traffic"]["packets"], 2, "{s}");
-        }
-        for (on, t) in echoes {
-            on.store(false, Ordering::Relaxed);
-            t.join().unwrap();
         }
         u.stop(Signal::SIGTERM);
     }

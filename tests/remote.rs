@@ -18,22 +18,20 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use support::cpu::*;
 use support::netns::*;
+use support::operate::status;
 use support::process::*;
+use support::servers::{Echo, Reply};
 use support::sockets::*;
 use support::topology::*;
 
-fn echo_servers(srv: &[Netns; 2], ipv6: bool) -> Vec<UdpSocket> {
-    srv.iter()
-        .enumerate()
-        .map(|(i, ns)| {
-            let addr = if ipv6 {
-                format!("[2001:2:{}::2]:5353", i + 1)
-            } else {
-                format!("198.18.{}.2:5353", i + 1)
-            };
-            let s = ns.udp_bind(&addr);
-            big_rcvbuf(&s);
-            s
+/// Echo backends on both backend hosts (srv0's first) that keep what they
+/// hear.
+fn echo_servers(srv: &[Netns; 2], ipv6: bool) -> Vec<Echo> {
+    let echo = Echo::setup(Reply::Payload).recording();
+    (srv.iter().enumerate())
+        .map(|(i, ns)| match ipv6 {
+            true => echo.start(ns, &format!("[2001:2:{}::2]:5353", i + 1)),
+            false => echo.start(ns, &format!("198.18.{}.2:5353", i + 1)),
         })
         .collect()
 }
@@ -78,12 +76,12 @@ fn remote_round_trip(tx_csum: bool, ipv6: bool) {
     // path.
     let mut buf = vec![0u8; 65536];
     let mut warm_sent = 0u32;
-    let mut answered = [false; 2];
     let deadline = Instant::now() + Duration::from_secs(10);
-    while answered != [true; 2] {
+    while servers.iter().any(|s| s.heard() == 0) {
+        let heard: Vec<usize> = servers.iter().map(Echo::heard).collect();
         assert!(
             Instant::now() < deadline,
-            "warm-up: backends answered {answered:?}"
+            "warm-up: backends heard {heard:?}"
         );
         t.client.enter(|| {
             pin_to_cpu0();
@@ -91,19 +89,14 @@ fn remote_round_trip(tx_csum: bool, ipv6: bool) {
         });
         warm_sent += 1;
         std::thread::sleep(Duration::from_millis(100));
-        for (i, s) in servers.iter().enumerate() {
-            s.set_nonblocking(true).unwrap();
-            while let Ok((n, from)) = s.recv_from(&mut buf) {
-                s.send_to(&buf[..n], from).unwrap();
-                answered[i] = true;
-            }
-            s.set_nonblocking(false).unwrap();
-        }
     }
     std::thread::sleep(Duration::from_millis(200));
     client.set_nonblocking(true).unwrap();
     while client.recv(&mut buf).is_ok() {}
     client.set_nonblocking(false).unwrap();
+    for s in &servers {
+        s.take_heard();
+    }
     // Round robin continues from where the warm-up left the cursor.
     let offset = warm_sent as usize % 2;
     let forwarded_before = t.lb.snmp("Ip", "ForwDatagrams");
@@ -117,10 +110,23 @@ fn remote_round_trip(tx_csum: bool, ipv6: bool) {
             client.send(&payload(seq, len(seq))).unwrap();
         }
     });
+    let mut got = 0;
+    while got < N {
+        let n = client
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("reply {got} of {N}: {e}"));
+        let seq = seq_of(&buf[..n]);
+        assert_eq!(&buf[..n], payload(seq, len(seq)).as_slice());
+        got += 1;
+    }
+    // Time for a datagram too many to show up.
+    std::thread::sleep(Duration::from_millis(200));
     // Round robin from one CPU: 100 each, alternating, exact payloads.
     let client_addr = client.local_addr().unwrap();
     for (k, s) in servers.iter().enumerate() {
-        for (j, (data, from)) in recv_exactly(s, N as usize / 2).into_iter().enumerate() {
+        let heard = s.take_heard();
+        assert_eq!(heard.len(), N as usize / 2, "datagrams at backend {k}");
+        for (j, (data, from)) in heard.into_iter().enumerate() {
             let seq = seq_of(&data);
             assert_eq!(
                 (seq as usize + offset) % 2,
@@ -133,17 +139,7 @@ fn remote_round_trip(tx_csum: bool, ipv6: bool) {
                 client_addr.ip(),
                 "the client's address reaches the backend"
             );
-            s.send_to(&data, from).unwrap();
         }
-    }
-    let mut got = 0;
-    while got < N {
-        let n = client
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("reply {got} of {N}: {e}"));
-        let seq = seq_of(&buf[..n]);
-        assert_eq!(&buf[..n], payload(seq, len(seq)).as_slice());
-        got += 1;
     }
     for (name, ns) in [
         ("client", &t.client),
@@ -168,21 +164,15 @@ fn remote_round_trip(tx_csum: bool, ipv6: bool) {
         "the balancer's kernel received datagrams"
     );
 
-    let (status, out) = lb.stop(Signal::SIGINT);
-    assert!(status.success(), "{out}");
-    let count = |name: &str| -> u32 {
-        let field = out
-            .split(&format!(" {name} "))
-            .nth(1)
-            .and_then(|s| s.split(',').next());
-        field
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} count:\n{out}"))
-    };
     // Every measured datagram went through XDP both ways (the warm-up may
     // have taken the kernel's path while neighbours resolved).
-    assert!(count("forwarded") >= N, "{out}");
-    assert!(count("reply_forwarded") >= N, "{out}");
+    let s = status(&t.lb);
+    for verdict in ["forwarded", "reply_forwarded"] {
+        let n = s["verdicts"][verdict].as_u64();
+        assert!(n >= Some(u64::from(N)), "{verdict}: {}", s["verdicts"]);
+    }
+    let (status, out) = lb.stop(Signal::SIGINT);
+    assert!(status.success(), "{out}");
     for dev in ["l0", "l1", "l2"] {
         assert_eq!(t.lb.xdp_on(dev), "", "XDP left on {dev}");
     }
@@ -346,20 +336,16 @@ fn ecmp_over_two_balancers_keeps_flows_on_their_backend() {
         "a flow moved when a balancer was withdrawn"
     );
 
-    let outs: Vec<String> = balancers
-        .into_iter()
-        .map(|b| b.stop(Signal::SIGTERM).1)
-        .collect();
-    for (i, out) in outs.iter().enumerate() {
-        let forwarded: u64 = out
-            .split("forwarded ")
-            .nth(1)
-            .and_then(|s| s.split(',').next())
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("balancer {i}: no forwarded count:\n{out}"));
+    for (i, lb) in lbs.iter().enumerate() {
+        let verdicts = &status(lb)["verdicts"];
+        let forwarded = verdicts["forwarded"].as_u64().unwrap_or(0);
         assert!(
             forwarded > 100,
-            "balancer {i} carried only {forwarded} datagrams: ECMP did not spread"
+            "balancer {i} carried only {forwarded} datagrams: ECMP did not spread\n{verdicts}"
         );
+    }
+    for b in balancers {
+        let (status, out) = b.stop(Signal::SIGTERM);
+        assert!(status.success(), "{out}");
     }
 }

@@ -21,7 +21,9 @@ use nix::sys::signal::Signal;
 use nix::sys::socket::{
     bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
 };
+use support::operate::status;
 use support::process::Udplb;
+use support::servers::{Echo, Reply};
 use support::topology::*;
 
 /// A UDP socket bound to `addr` even where `addr` is not local: the
@@ -76,15 +78,6 @@ fn sources(s: &UdpSocket, wait: Duration) -> Vec<SocketAddr> {
         }
     }
     from
-}
-
-/// The count of verdict `name` in udplb's final report.
-fn verdicts(out: &str, name: &str) -> u64 {
-    out.split(&format!(" {name} "))
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} count:\n{out}"))
 }
 
 fn forged_replies_are_refused(ipv6: bool, mode: &str) {
@@ -195,6 +188,8 @@ fn forged_replies_are_refused(ipv6: bool, mode: &str) {
     });
     let at_victim = received(&victim_sock, Duration::from_millis(100), false);
     let at_balancer = sources(&local_sock, Duration::from_millis(100));
+    let verdicts = status(&t.lb)["verdicts"].clone();
+    let verdict = |name: &str| verdicts[name].as_u64().unwrap_or(0);
     let (status, out) = lb.stop(Signal::SIGTERM);
     assert!(status.success(), "{out}");
     assert_eq!(
@@ -215,15 +210,12 @@ fn forged_replies_are_refused(ipv6: bool, mode: &str) {
         vec![0, 0],
         "backends received forged or looped datagrams\n{out}"
     );
+    assert!(verdict("spoofed_reply") >= 2 * FORGED as u64, "{verdicts}");
     assert!(
-        verdicts(&out, "spoofed_reply") >= 2 * FORGED as u64,
-        "{out}"
+        verdict("backend_to_frontend") >= 2 * FORGED as u64,
+        "{verdicts}"
     );
-    assert!(
-        verdicts(&out, "backend_to_frontend") >= 2 * FORGED as u64,
-        "{out}"
-    );
-    assert!(verdicts(&out, "reply_to_local") >= FORGED as u64, "{out}");
+    assert!(verdict("reply_to_local") >= FORGED as u64, "{verdicts}");
 }
 
 #[test]
@@ -273,22 +265,7 @@ fall = 1
 "#,
     );
     // Backend 1 answers; backend 0 has nothing listening: it goes down.
-    let alive = t.srv[1].udp_bind("198.18.2.2:5353");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let echo = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            alive
-                .set_read_timeout(Some(Duration::from_millis(20)))
-                .unwrap();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Ok((n, from)) = alive.recv_from(&mut buf) {
-                    let _ = alive.send_to(&buf[..n], from);
-                }
-            }
-        })
-    };
+    let _alive = Echo::setup(Reply::Payload).start(&t.srv[1], "198.18.2.2:5353");
     let mut lb = Udplb::start(&t.lb, &["--config", file.path()]);
     lb.wait_for("198.18.1.2:5353 down", Duration::from_secs(3));
 
@@ -304,8 +281,6 @@ fall = 1
         }
     });
     let (status, out) = lb.stop(Signal::SIGTERM);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    echo.join().unwrap();
     assert!(status.success(), "{out}");
     assert!(
         !out.contains("198.18.1.2:5353 up"),

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use support::bgp::Echo;
 use support::browser::Browser;
 use support::netns::Netns;
 use support::operate::{http_get, udplb_cmd};
 use support::process::{TempFile, Udplb};
+use support::servers::Echo;
 
 /// The probe timing: `fall` failures `INTERVAL` apart take a backend down.
 const INTERVAL: Duration = Duration::from_millis(500);
@@ -92,7 +92,7 @@ fn the_status_page_shows_backends_reloads_and_a_backend_going_down() {
     let ns = Netns::new("page");
     let mut echoes: Vec<(u16, Option<Echo>)> = [9876, 9877, 9878, 5301, 5302]
         .into_iter()
-        .map(|p| (p, Some(Echo::start(&ns, &format!("127.0.0.1:{p}"), "b"))))
+        .map(|p| (p, Some(Echo::named(&ns, &format!("127.0.0.1:{p}"), "b"))))
         .collect();
     let file = TempFile::new("lb.toml", &config(GOOD));
     let mut u = Udplb::start(&ns, &["--config", file.path()]);
@@ -191,7 +191,7 @@ fn the_status_page_shows_backends_reloads_and_a_backend_going_down() {
     println!("status page: screenshot at {shot}");
 
     // Back: shown up within rise probes, two polls, and slack.
-    echoes[1].1 = Some(Echo::start(&ns, "127.0.0.1:9877", "b"));
+    echoes[1].1 = Some(Echo::named(&ns, "127.0.0.1:9877", "b"));
     let up_again = format!("{}.dataset.health === 'up'", row("*:9875", "9877"));
     let allowed = INTERVAL * (RISE + 1) + POLL * 2 + Duration::from_secs(3);
     b.wait(&up_again, allowed)

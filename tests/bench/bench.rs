@@ -66,7 +66,7 @@ pub fn stop_requested() -> bool {
 
 const SECTIONS: &[&str] = &["datapath", "control", "e2e", "remote", "nic"];
 
-fn main() -> ExitCode {
+pub(crate) fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

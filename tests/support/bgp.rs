@@ -1,6 +1,7 @@
 //! BGP in namespaces: BIRD 2 processes started from the configurations the
-//! README shows (scripts/bird/, the one source), UDP echo servers that say
-//! which backend answered, and the topology of tests/bgp.rs:
+//! README shows (scripts/bird/, the one source), UDP echo backends
+//! ([`super::servers::Echo`]) that say which backend answered, and the
+//! topology of tests/bgp.rs:
 //!
 //!   client (198.18.0.1) -- router (BIRD, ECMP) == lb0, lb1 (udplb + BIRD)
 //!     -- backend LAN (a bridge) -- srv0, srv1, srv2 (echo servers)
@@ -11,14 +12,13 @@
 //! the namespaces.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::netns::Netns;
 use super::process::TempFile;
+use super::servers::Echo;
 use super::topology::{forwarding, link, route, End};
 
 /// The BIRD configurations the README includes verbatim.
@@ -114,51 +114,6 @@ impl Drop for Bird {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A UDP echo server that answers `<name> <payload>`, and a TCP listener on
-/// the same port for the balancers' tcp health checks; stops on drop.
-pub struct Echo {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    pub tcp: Option<TcpListener>,
-}
-
-impl Echo {
-    pub fn start(ns: &Netns, addr: &str, name: &str) -> Echo {
-        let sock = ns.udp_bind(addr);
-        super::sockets::big_rcvbuf(&sock);
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let a: SocketAddr = addr.parse().unwrap();
-        let tcp = Some(ns.enter(|| TcpListener::bind(a).expect("bind tcp")));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (flag, name) = (stop.clone(), name.to_string());
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !flag.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = sock.recv_from(&mut buf) {
-                    let mut reply = format!("{name} ").into_bytes();
-                    reply.extend_from_slice(&buf[..n]);
-                    let _ = sock.send_to(&reply, from);
-                }
-            }
-        });
-        Echo {
-            stop,
-            thread: Some(thread),
-            tcp,
-        }
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -279,7 +234,7 @@ impl Bgp {
     /// The echo servers: srv<i> answers as `srv<i>`.
     pub fn echoes(&self) -> Vec<Echo> {
         (self.srv.iter().enumerate())
-            .map(|(i, s)| Echo::start(s, &format!("198.18.10.{}:5353", i + 11), &format!("srv{i}")))
+            .map(|(i, s)| Echo::named(s, &format!("198.18.10.{}:5353", i + 11), &format!("srv{i}")))
             .collect()
     }
 

@@ -15,7 +15,9 @@
 //! - [`forwarding`]: the remote-backend fixture (a private routing topology
 //!   and the expected output of a forwarded frame);
 //! - [`netns`]: namespaces and veths the test creates and removes;
-//! - [`bgp`]: BIRD 2 daemons, echo servers and the BGP topology;
+//! - [`bgp`]: BIRD 2 daemons and the BGP topology;
+//! - [`servers`]: [`servers::Echo`], the one UDP echo backend, and real
+//!   servers (dnsmasq, http.server) in a namespace;
 //! - [`process`]: a udplb started in a namespace and stopped by PID;
 //! - [`operate`]: `udplb status --json` and /metrics (parsed by
 //!   Prometheus's own Python parser) of a running udplb;
