@@ -194,8 +194,6 @@ static __always_inline int parse_icmp_error(struct hdr_cursor *c, void *data_end
 	e->inner.eth = p->eth;
 	e->inner.l3 = l3;
 	e->inner.udp = udp;
-	e->inner.sport_be = udp->source;
-	e->inner.dport_be = udp->dest;
 	e->inner.l3_off = off;
 	e->inner.l4_off = l4_off;
 	e->inner.ulen = 0; /* unknown: the quote is cut short */

@@ -130,8 +130,6 @@ struct udp_packet {
 	__u8 vlans;          /* VLAN tags between Ethernet and IP */
 	__u32 frag_id;       /* a fragment's IP identification as it stands in
 			      * the header (IPv4's 16 bits, IPv6's 32) */
-	__be16 sport_be;     /* the UDP header's ports, as the parser checked */
-	__be16 dport_be;     /* it (0: no UDP header): see describe_packet */
 };
 
 /*
@@ -168,13 +166,9 @@ static __always_inline void describe_packet(struct udp_packet *p, struct packet_
 		desc->src.addr_be[0] = ip->saddr;
 		desc->dst.addr_be[0] = ip->daddr;
 	}
-	/* Copied from what the parser read, not read through p->udp here:
-	 * Linux 5.10's verifier lost the tie between `parsed` and p->udp on a
-	 * path clang merged, and refused the program ("invalid mem access")
-	 * for a p->udp still zero. */
 	if (has_ports) {
-		desc->src.port_be = p->sport_be;
-		desc->dst.port_be = p->dport_be;
+		desc->src.port_be = p->udp->source;
+		desc->dst.port_be = p->udp->dest;
 	}
 }
 
@@ -280,8 +274,6 @@ static __always_inline int parse_ipv4_udp(struct hdr_cursor *c, void *data_end,
 
 	p->l3 = ip;
 	p->udp = udp;
-	p->sport_be = udp->source;
-	p->dport_be = udp->dest;
 	p->l3_off = l3_off;
 	p->l4_off = l3_off + hlen;
 	p->ulen = ulen;
@@ -378,8 +370,6 @@ static __always_inline int parse_ipv6_udp(struct hdr_cursor *c, void *data_end,
 
 	p->l3 = ip6;
 	p->udp = udp;
-	p->sport_be = udp->source;
-	p->dport_be = udp->dest;
 	p->l3_off = l3_off;
 	p->l4_off = l3_off + sizeof(*ip6) + (fragment ? sizeof(*frag) : 0);
 	p->ulen = ulen;
