@@ -37,9 +37,6 @@
  * and incremental updates do not need the rest. Every fragment sets
  * frag_id; a later fragment of a UDP datagram (UDPLB_REASON_FRAGMENT) also
  * sets l3, l3_off and ipv6, not udp.
- * The step after parsing, describe_packet, reads a datagram's (or a later
- * fragment's) addresses and ports out of its headers once; every step
- * after it reads that description (struct packet_desc), not the headers.
  */
 #ifndef UDPLB_PARSING_H
 #define UDPLB_PARSING_H
@@ -77,50 +74,11 @@ struct hdr_cursor {
 	void *pos;
 };
 
-/*
- * A packet's addresses and ports, read from its headers once, by
- * describe_packet right after parsing, as Katran's steps read its
- * packet_description: the lookups, flow hash, flow table, fragments,
- * checksums and FIB lookup read these, not the headers, so one place reads
- * a packet's addresses and ports, and one place must get them right. Kept
- * true as the packet changes: a step that rewrites an address or port in
- * the headers (rewrite_endpoint, frag_set_source) writes it here too, so
- * that a step after it (forward.h's FIB lookup and checksum completion)
- * reads the packet as it now stands.
- *
- * Each side is in the form of the maps' keys (include/udplb.h): family, an
- * IPv4 address in addr_be[0] and the other words 0, pad 0, so that a side
- * is a key as it stands. Ports are 0 in a later fragment (no UDP header).
- */
-struct packet_desc {
-	struct udplb_endpoint src;
-	struct udplb_endpoint dst;
-};
-
-/*
- * A parsed packet: where its headers are, and what parsing found out.
- *
- * Its addresses and ports (desc) are a variable of the caller's, not a
- * member. clang keeps the fields of a udp_packet in registers only while
- * no pointer into it is chosen at run time or handed to a helper, and the
- * description's are (a side picked by a runtime flag in send_remote, a
- * side passed as a map key). As a member, it put the whole udp_packet in
- * memory, the family became a byte the verifier could not follow, and the
- * XDP program needed over 100 bytes more of its 512-byte stack; kept
- * apart, it costs its own 40 bytes. desc stays NULL (callers zero p) for
- * what describe_packet does not describe, so a step that read it there
- * would fail verification, not read garbage.
- *
- * The header pointers are for what the description does not hold: the
- * fields the steps write (addresses and ports in the rewrites, checksums,
- * TTL, Ethernet addresses), the IP fields only the FIB lookup reads (TOS,
- * flow label, length: forward.h), and the payload (quic.h).
- */
+/* The headers of a UDP packet the datapath may rewrite. */
 struct udp_packet {
 	struct ethhdr *eth;
 	void *l3;            /* struct iphdr or struct ipv6hdr, as ipv6 says */
 	struct udphdr *udp;
-	struct packet_desc *desc; /* addresses and ports (describe_packet) */
 	__u32 l3_off;        /* offsets from the packet start, for helpers that */
 	__u32 l4_off;        /* take offsets (TC) rather than pointers */
 	__u32 ulen;          /* the datagram's length (host order): udp.len, or
@@ -131,46 +89,6 @@ struct udp_packet {
 	__u32 frag_id;       /* a fragment's IP identification as it stands in
 			      * the header (IPv4's 16 bits, IPv6's 32) */
 };
-
-/*
- * The step after parsing: fills *desc from the headers of p as the parser
- * left it with `parsed`, and points p at it; the one place the datapath
- * reads a packet's addresses and ports. A datagram (PARSE_OK) gets its
- * addresses and ports, a later fragment (UDPLB_REASON_FRAGMENT) its
- * addresses (it has no UDP header). Anything else passes untouched or, an
- * ICMP message, goes to icmp.h, which rewrites its outer header in place
- * and describes the datagram an ICMP error quotes (a second packet, with a
- * description of its own).
- */
-static __always_inline void describe_packet(struct udp_packet *p, struct packet_desc *desc,
-					    int parsed)
-{
-	bool has_ports = parsed == PARSE_OK;
-
-	if (parsed != PARSE_OK && parsed != UDPLB_REASON_FRAGMENT)
-		return;
-	p->desc = desc;
-	__builtin_memset(desc, 0, sizeof(*desc));
-	if (p->ipv6) {
-		struct ipv6hdr *ip6 = p->l3;
-
-		desc->src.family = UDPLB_FAMILY_IPV6;
-		desc->dst.family = UDPLB_FAMILY_IPV6;
-		__builtin_memcpy(desc->src.addr_be, &ip6->saddr, sizeof(desc->src.addr_be));
-		__builtin_memcpy(desc->dst.addr_be, &ip6->daddr, sizeof(desc->dst.addr_be));
-	} else {
-		struct iphdr *ip = p->l3;
-
-		desc->src.family = UDPLB_FAMILY_IPV4;
-		desc->dst.family = UDPLB_FAMILY_IPV4;
-		desc->src.addr_be[0] = ip->saddr;
-		desc->dst.addr_be[0] = ip->daddr;
-	}
-	if (has_ports) {
-		desc->src.port_be = p->udp->source;
-		desc->dst.port_be = p->udp->dest;
-	}
-}
 
 static __always_inline bool is_vlan(__be16 proto)
 {
@@ -379,9 +297,8 @@ static __always_inline int parse_ipv6_udp(struct hdr_cursor *c, void *data_end,
 	return PARSE_OK;
 }
 
-/* Ethernet .. UDP. On PARSE_OK, p holds the IP and UDP headers, ready for
- * describe_packet. `pkt_len` is the length of the whole packet, starting at
- * c->pos. */
+/* Ethernet .. UDP. On PARSE_OK, p holds the IP and UDP headers. `pkt_len`
+ * is the length of the whole packet, starting at c->pos. */
 static __always_inline int parse_udp_packet(struct hdr_cursor *c, void *data_end,
 					    struct udp_packet *p, __u32 pkt_len)
 {
