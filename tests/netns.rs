@@ -264,10 +264,10 @@ fn bpftool_shows_maps_with_field_names() {
     let ns = Netns::new("bpftool");
     let lb = Udplb::start(&ns, &["lo", "9875=9876,9877,9878"]);
     // Other tests may run their own udplb: look for this one's entry.
-    // A port-only frontend's value is a record by table.
+    // A port-only frontend's value is a record by ring id.
     let dump = sh(&["bpftool", "map", "dump", "name", "fe_records"]);
     for field in [
-        "\"table\"",
+        "\"ring_id\"",
         "\"flow_timeout_s\"",
         "\"ring_size\": 3",
         "\"sched\": 0",

@@ -28,7 +28,7 @@ pub struct Attachments {
     created_dirs: Vec<PathBuf>,
     pin: bool,
     force: bool,
-    /// `--xdp-mode` after [`attach::mode_for_veths`].
+    /// `--xdp-mode` after [`host::mode_for_veths`](crate::datapath::host::mode_for_veths).
     xdp_mode: XdpMode,
 }
 

@@ -24,7 +24,7 @@ use crate::config::announce::Announce;
 use crate::config::settings::Settings;
 use crate::config::Config;
 use crate::datapath::links::LinkEvent;
-use crate::datapath::{self, attach, pin, privileges, sockets, Counters, Datapath, FlowTable};
+use crate::datapath::{self, host, pin, privileges, sockets, Counters, Datapath, FlowTable};
 use crate::plan::MapWriter;
 use crate::{say, warn};
 
@@ -99,9 +99,8 @@ impl Balancer {
         } = settings;
         let veth = (ifaces.iter())
             .map(|(n, _)| n.as_str())
-            .find(|n| attach::is_veth(n));
-        let (xdp_mode, note) =
-            attach::mode_for_veths(attach::kernel_version(), veth, run.xdp_mode)?;
+            .find(|n| host::is_veth(n));
+        let (xdp_mode, note) = host::mode_for_veths(host::kernel_version(), veth, run.xdp_mode)?;
         if let Some(note) = note {
             say!("{note}");
         }

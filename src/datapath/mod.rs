@@ -13,6 +13,7 @@
 
 pub mod addresses;
 pub mod attach;
+pub mod host;
 pub mod links;
 pub mod netlink;
 pub mod pin;

@@ -70,7 +70,7 @@ pub fn slow(d: std::time::Duration) -> std::time::Duration {
 /// Whether the running kernel is `major.minor` or newer.
 /// (udplb's own reading of the release, which decides its veth mode.)
 pub fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let version = udplb::datapath::attach::kernel_version();
+    let version = udplb::datapath::host::kernel_version();
     assert_ne!(version, (0, 0), "the kernel's release is unreadable");
     version >= (major, minor)
 }
