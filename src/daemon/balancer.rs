@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, VecDeque};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use libbpf_rs::PrintLevel;
@@ -17,7 +17,7 @@ use super::health::Transition;
 use super::reload::{self, ReloadError, Reloaded};
 use super::report::{self, Removed};
 use super::snapshot::{self, Sample, View};
-use super::status::{ReloadStats, Status};
+use super::status::{now_unix, ReloadStats, Status};
 use super::{notify, warnings};
 use crate::abi::Endpoint;
 use crate::config::announce::Announce;
@@ -41,12 +41,6 @@ pub fn preflight(settings: &Settings) -> Result<Vec<(String, u32)>> {
         false => privileges::Task::Start,
     })?;
     Ok(ifaces)
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 pub struct Balancer {
@@ -147,7 +141,7 @@ impl Balancer {
             flow_walk_every: run.stats.unwrap_or(Duration::from_secs(5)),
             expiring: VecDeque::new(),
             started: Instant::now(),
-            started_unix: unix_now(),
+            started_unix: now_unix(),
             reloads: ReloadStats::default(),
             removed: Vec::new(),
             samples: Vec::new(),
@@ -341,7 +335,7 @@ impl Balancer {
         match answer.ok {
             true => {
                 self.reloads.succeeded += 1;
-                self.reloads.last_success_unix = Some(unix_now());
+                self.reloads.last_success_unix = Some(now_unix());
                 self.reloads.last_result = "ok".into();
             }
             false => {

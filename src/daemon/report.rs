@@ -47,9 +47,7 @@ pub fn keep_removed(kept: &mut Vec<Removed>, gone: Vec<Removed>, now: std::time:
 /// then the totals.
 pub fn render(config: &Config, c: &Counters, removed: &[Removed], health: &Health) -> String {
     let mut s = String::new();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
+    let now = super::status::now_unix();
     for (i, fe) in config.frontends.iter().enumerate() {
         let _ = writeln!(s, "frontend {}", fe.listen);
         for (j, b) in fe.backends.iter().enumerate() {

@@ -209,7 +209,8 @@ impl Traffic {
     }
 }
 
-fn now_unix() -> f64 {
+/// Unix time now, in seconds (0 if the clock is before 1970).
+pub fn now_unix() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
