@@ -3,10 +3,10 @@
  * maps.h - the udplb maps, shared by the XDP and TC programs. Keys and
  * values are defined in include/udplb.h; every map is BTF-typed so
  * `bpftool map dump name <map>` shows fields.
- * Contract: userspace (src/datapath/mod.rs: Datapath::apply for the
- * configuration, add_tx_port/remove_tx_port for tx_ports as interfaces come
- * and go) is the only writer of the configuration maps (these, and
- * quic_servers in quic.h). The
+ * Contract: userspace (src/datapath/apply.rs: Datapath::apply for the
+ * configuration; src/datapath/mod.rs: add_tx_port/remove_tx_port for
+ * tx_ports as interfaces come and go) is the only writer of the
+ * configuration maps (these, and quic_servers in quic.h). The
  * datapath writes its per-CPU counters and round-robin cursors, and two
  * shared LRU hashes of its own: the flow table (flows.h, learned from
  * replies) and reply_frags (frags.h); udplb_clock writes the clock map.
