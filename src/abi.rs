@@ -180,8 +180,19 @@ macro_rules! plain_mirror {
     ($rust:ty, $c:ty, [$($f:ident: $t:ty),* $(,)?]) => {
         const _: () = {
             use std::mem::{offset_of, size_of};
+            /// The size of the field `field` picks, whatever its type.
+            const fn field_size<S, F>(_field: fn(&S) -> &F) -> usize {
+                size_of::<F>()
+            }
             assert!(size_of::<$rust>() == size_of::<$c>());
-            $(assert!(offset_of!($rust, $f) == offset_of!($c, $f));)*
+            // Each field: at the generated struct's offset, of the type
+            // listed here (a mismatch does not compile) and of the
+            // generated field's size.
+            $(
+                assert!(offset_of!($rust, $f) == offset_of!($c, $f));
+                let _: fn(&$rust) -> &$t = |s| &s.$f;
+                assert!(field_size(|s: &$c| &s.$f) == size_of::<$t>());
+            )*
             assert!(0 $(+ size_of::<$t>())* == size_of::<$rust>());
         };
         // SAFETY: a repr(C) struct of plain integers (and arrays and
