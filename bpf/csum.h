@@ -86,25 +86,24 @@ struct pseudo_hdr6 {
 	__u8 nexthdr;
 };
 
-/* Unfolded sum of the packet's UDP pseudo-header. Its length is the
- * datagram's (p->ulen: udp.len, or for an IPv6 udp.len of 0 the length
+/* Unfolded sum of the packet's UDP pseudo-header, from its description
+ * (parsing.h: the addresses as they stand, rewritten or not). Its length is
+ * the datagram's (p->ulen: udp.len, or for an IPv6 udp.len of 0 the length
  * the IP header gives). */
 static __always_inline __u32 pseudo_sum(struct udp_packet *p)
 {
 	if (p->ipv6) {
-		struct ipv6hdr *ip6 = p->l3;
 		struct pseudo_hdr6 ph = {};
 
-		__builtin_memcpy(ph.saddr, &ip6->saddr, 16);
-		__builtin_memcpy(ph.daddr, &ip6->daddr, 16);
+		__builtin_memcpy(ph.saddr, p->desc->src.addr_be, 16);
+		__builtin_memcpy(ph.daddr, p->desc->dst.addr_be, 16);
 		ph.len = bpf_htonl(p->ulen);
 		ph.nexthdr = IPPROTO_UDP;
 		return csum_add_words(0, (__be32 *)&ph, sizeof(ph) / 4);
 	}
-	struct iphdr *ip = p->l3;
 	struct pseudo_hdr4 ph = {
-		.saddr = ip->saddr,
-		.daddr = ip->daddr,
+		.saddr = p->desc->src.addr_be[0],
+		.daddr = p->desc->dst.addr_be[0],
 		.proto = IPPROTO_UDP,
 		.len = bpf_htons(p->ulen),
 	};

@@ -2,8 +2,10 @@
 /*
  * flow_hash.h - the flow hash Maglev indexes its ring with: MurmurHash3
  * (x86_32) over the 32-bit words of source address, destination address and
- * the two ports, as they sit in the packet. src/plan/flow_hash.rs is the same
- * function; tests/maglev_datapath.rs holds the two together.
+ * the two ports, as they sit in the packet (read from its description,
+ * parsing.h, which keeps them in network order as the headers do).
+ * src/plan/flow_hash.rs is the same function; tests/maglev_datapath.rs
+ * holds the two together.
  */
 #ifndef UDPLB_FLOW_HASH_H
 #define UDPLB_FLOW_HASH_H
@@ -42,28 +44,22 @@ static __always_inline __u32 murmur_final(__u32 h, __u32 len)
  * requests of its flow did. */
 static __always_inline __u32 flow_hash_dir(struct udp_packet *p, bool reverse)
 {
+	const struct udplb_endpoint *s = reverse ? &p->desc->dst : &p->desc->src;
+	const struct udplb_endpoint *d = reverse ? &p->desc->src : &p->desc->dst;
 	__u32 h = UDPLB_HASH_SEED, ports;
-	__be16 sport = reverse ? p->udp->dest : p->udp->source;
-	__be16 dport = reverse ? p->udp->source : p->udp->dest;
 
-	ports = (__u32)sport | ((__u32)dport << 16);
+	ports = (__u32)s->port_be | ((__u32)d->port_be << 16);
 	if (p->ipv6) {
-		struct ipv6hdr *ip6 = p->l3;
-		struct in6_addr *s = reverse ? &ip6->daddr : &ip6->saddr;
-		struct in6_addr *d = reverse ? &ip6->saddr : &ip6->daddr;
-
 #pragma unroll
 		for (int i = 0; i < 4; i++)
-			h = murmur_round(h, s->in6_u.u6_addr32[i]);
+			h = murmur_round(h, s->addr_be[i]);
 #pragma unroll
 		for (int i = 0; i < 4; i++)
-			h = murmur_round(h, d->in6_u.u6_addr32[i]);
+			h = murmur_round(h, d->addr_be[i]);
 		return murmur_final(murmur_round(h, ports), 36);
 	}
-	struct iphdr *ip = p->l3;
-
-	h = murmur_round(h, reverse ? ip->daddr : ip->saddr);
-	h = murmur_round(h, reverse ? ip->saddr : ip->daddr);
+	h = murmur_round(h, s->addr_be[0]);
+	h = murmur_round(h, d->addr_be[0]);
 	return murmur_final(murmur_round(h, ports), 12);
 }
 

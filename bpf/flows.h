@@ -79,20 +79,12 @@ static __always_inline void flow_count(__u32 event)
 static __always_inline void flow_key_client(struct udp_packet *p, bool reply,
 					    struct udplb_flow_key *k)
 {
+	const struct udplb_endpoint *client = side_of(p, !reply);
+
 	__builtin_memset(k, 0, sizeof(*k));
-	k->client_port_be = reply ? p->udp->dest : p->udp->source;
-	if (p->ipv6) {
-		struct ipv6hdr *ip6 = p->l3;
-
-		k->family = UDPLB_FAMILY_IPV6;
-		__builtin_memcpy(k->client_addr_be, reply ? &ip6->daddr : &ip6->saddr,
-				 sizeof(k->client_addr_be));
-	} else {
-		struct iphdr *ip = p->l3;
-
-		k->family = UDPLB_FAMILY_IPV4;
-		k->client_addr_be[0] = reply ? ip->daddr : ip->saddr;
-	}
+	k->family = client->family;
+	k->client_port_be = client->port_be;
+	__builtin_memcpy(k->client_addr_be, client->addr_be, sizeof(k->client_addr_be));
 }
 
 /* The whole key of p's flow, the frontend read from p itself: its
@@ -101,18 +93,11 @@ static __always_inline void flow_key_client(struct udp_packet *p, bool reply,
 static __always_inline void flow_key_of(struct udp_packet *p, bool reply,
 					struct udplb_flow_key *k)
 {
+	const struct udplb_endpoint *frontend = side_of(p, reply);
+
 	flow_key_client(p, reply, k);
-	k->frontend_port_be = reply ? p->udp->source : p->udp->dest;
-	if (p->ipv6) {
-		struct ipv6hdr *ip6 = p->l3;
-
-		__builtin_memcpy(k->frontend_addr_be, reply ? &ip6->saddr : &ip6->daddr,
-				 sizeof(k->frontend_addr_be));
-	} else {
-		struct iphdr *ip = p->l3;
-
-		k->frontend_addr_be[0] = reply ? ip->saddr : ip->daddr;
-	}
+	k->frontend_port_be = frontend->port_be;
+	__builtin_memcpy(k->frontend_addr_be, frontend->addr_be, sizeof(k->frontend_addr_be));
 }
 
 /* A pin idle longer than the frontend's timeout. */
@@ -206,22 +191,10 @@ static __always_inline void flow_learn(struct udp_packet *p, struct udplb_reply_
 		return;
 	flow_key_client(p, true, &key);
 	key.frontend_port_be = rt->frontend.port_be;
-	if (endpoint_is_local(&rt->frontend)) {
-		/* A local backend answers from the address the client used. */
-		if (p->ipv6) {
-			struct ipv6hdr *ip6 = p->l3;
-
-			__builtin_memcpy(key.frontend_addr_be, &ip6->saddr,
-					 sizeof(key.frontend_addr_be));
-		} else {
-			struct iphdr *ip = p->l3;
-
-			key.frontend_addr_be[0] = ip->saddr;
-		}
-	} else {
-		__builtin_memcpy(key.frontend_addr_be, rt->frontend.addr_be,
-				 sizeof(key.frontend_addr_be));
-	}
+	/* A local backend answers from the address the client used. */
+	__builtin_memcpy(key.frontend_addr_be,
+			 endpoint_is_local(&rt->frontend) ? p->desc->src.addr_be : rt->frontend.addr_be,
+			 sizeof(key.frontend_addr_be));
 	now = bpf_jiffies64();
 	f = bpf_map_lookup_elem(&flows, &key);
 	if (f && f->slot == slot && f->ident == be->ident && f->frontend_id == rt->frontend_id) {

@@ -136,20 +136,27 @@ static __always_inline int fib_reason(long rc)
 }
 
 /*
- * The FIB lookup of a route from p's source to its destination, or with
- * `reverse` from its destination to its source, as seen from interface
- * `ifindex`. `whole`: the lookup is for p itself, on its way out, so its
- * TOS (IPv4) or flow label (IPv6) choose the route and its length asks for
- * an MTU verdict; without, those stay 0 (no MTU verdict in XDP).
+ * The parameters of every FIB lookup (both callers below): a route from
+ * p's source to its destination, or with `reverse` from its destination to
+ * its source, as seen from interface `ifindex`. Addresses and ports come
+ * from p's description (parsing.h), which the rewrites keep true: for a
+ * rewritten packet they are the new ones. A later fragment's are 0 (it
+ * has no UDP header): the lookup gets no ports. `whole`:
+ * the lookup is for p itself, on its way out, so its TOS (IPv4) or flow
+ * label (IPv6) choose the route and its length asks for an MTU verdict;
+ * without, those stay 0 (no MTU verdict in XDP). Those three are read from
+ * the IP header here, the one step that needs them (no rewrite touches
+ * them).
  */
 static __always_inline void fib_params(struct udp_packet *p, bool reverse, __u32 ifindex,
 				       bool whole, struct bpf_fib_lookup *fib)
 {
+	const struct udplb_endpoint *src = reverse ? &p->desc->dst : &p->desc->src;
+	const struct udplb_endpoint *dst = reverse ? &p->desc->src : &p->desc->dst;
+
 	fib->l4_protocol = IPPROTO_UDP;
-	if (p->udp) { /* a later fragment has no ports */
-		fib->sport = reverse ? p->udp->dest : p->udp->source;
-		fib->dport = reverse ? p->udp->source : p->udp->dest;
-	}
+	fib->sport = src->port_be;
+	fib->dport = dst->port_be;
 	fib->ifindex = ifindex;
 	if (p->ipv6) {
 		struct ipv6hdr *ip6 = p->l3;
@@ -159,8 +166,8 @@ static __always_inline void fib_params(struct udp_packet *p, bool reverse, __u32
 			fib->flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0FFFFFFF);
 			fib->tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
 		}
-		__builtin_memcpy(fib->ipv6_src, reverse ? &ip6->daddr : &ip6->saddr, 16);
-		__builtin_memcpy(fib->ipv6_dst, reverse ? &ip6->saddr : &ip6->daddr, 16);
+		__builtin_memcpy(fib->ipv6_src, src->addr_be, 16);
+		__builtin_memcpy(fib->ipv6_dst, dst->addr_be, 16);
 	} else {
 		struct iphdr *ip = p->l3;
 
@@ -169,8 +176,8 @@ static __always_inline void fib_params(struct udp_packet *p, bool reverse, __u32
 			fib->tos = ip->tos;
 			fib->tot_len = bpf_ntohs(ip->tot_len);
 		}
-		fib->ipv4_src = reverse ? ip->daddr : ip->saddr;
-		fib->ipv4_dst = reverse ? ip->saddr : ip->daddr;
+		fib->ipv4_src = src->addr_be[0];
+		fib->ipv4_dst = dst->addr_be[0];
 	}
 }
 

@@ -62,19 +62,9 @@ static __always_inline void frag_key(struct udp_packet *p, struct udplb_frag_key
 {
 	__builtin_memset(k, 0, sizeof(*k));
 	k->id = p->frag_id;
-	if (p->ipv6) {
-		struct ipv6hdr *ip6 = p->l3;
-
-		k->family = UDPLB_FAMILY_IPV6;
-		__builtin_memcpy(k->backend_addr_be, &ip6->saddr, 16);
-		__builtin_memcpy(k->client_addr_be, &ip6->daddr, 16);
-	} else {
-		struct iphdr *ip = p->l3;
-
-		k->family = UDPLB_FAMILY_IPV4;
-		k->backend_addr_be[0] = ip->saddr;
-		k->client_addr_be[0] = ip->daddr;
-	}
+	k->family = p->desc->src.family;
+	__builtin_memcpy(k->backend_addr_be, p->desc->src.addr_be, sizeof(k->backend_addr_be));
+	__builtin_memcpy(k->client_addr_be, p->desc->dst.addr_be, sizeof(k->client_addr_be));
 }
 
 /* The reply target of the datagram a later fragment belongs to, copied
@@ -106,19 +96,23 @@ static __always_inline void frag_remember(struct udp_packet *p,
 }
 
 /* Sets a later fragment's source address to `addr` (an endpoint's
- * addr_be); returns the old one in old[]. IPv4: the header checksum too. */
+ * addr_be); returns the old one in old[]. IPv4: the header checksum too.
+ * p's description follows, as rewrite_endpoint's does: forward.h routes
+ * the fragment by it. */
 static __always_inline void frag_set_source(struct udp_packet *p, const __u32 *addr, __u32 *old)
 {
 	if (p->ipv6) {
 		struct ipv6hdr *ip6 = p->l3;
 
-		__builtin_memcpy(old, &ip6->saddr, 16);
+		__builtin_memcpy(old, p->desc->src.addr_be, 16);
 		__builtin_memcpy(&ip6->saddr, addr, 16);
+		__builtin_memcpy(p->desc->src.addr_be, addr, 16);
 	} else {
 		struct iphdr *ip = p->l3;
 
-		old[0] = ip->saddr;
+		old[0] = p->desc->src.addr_be[0];
 		ip->saddr = addr[0];
+		p->desc->src.addr_be[0] = addr[0];
 		ip->check = csum_update(ip->check, old, (__be32 *)addr, 4);
 	}
 }

@@ -113,7 +113,7 @@
 /* An ICMP error and the UDP datagram it quotes. */
 struct icmp_error {
 	__u8 *icmp;              /* type, code, checksum, 4 more bytes */
-	struct udp_packet inner; /* l3, udp, ipv6 of the quoted datagram */
+	struct udp_packet inner; /* the quoted datagram: headers, description */
 	__u8 type;
 	__u8 code;
 };
@@ -143,10 +143,12 @@ static __always_inline bool icmp_unreachable(struct icmp_error *e)
 
 /*
  * Parses the ICMP message at c->pos (p as parse_udp_packet left it with
- * PARSE_ICMP). PARSE_OK: e holds the quoted IP and UDP headers.
+ * PARSE_ICMP). PARSE_OK: e holds the quoted IP and UDP headers, and
+ * *quoted their description (e->inner.desc).
  */
 static __always_inline int parse_icmp_error(struct hdr_cursor *c, void *data_end,
-					    struct udp_packet *p, struct icmp_error *e)
+					    struct udp_packet *p, struct icmp_error *e,
+					    struct packet_desc *quoted)
 {
 	__u8 *icmp = c->pos;
 	__u32 end = p->l4_off + p->ulen; /* where the ICMP message ends */
@@ -198,6 +200,12 @@ static __always_inline int parse_icmp_error(struct hdr_cursor *c, void *data_end
 	e->inner.ipv6 = p->ipv6;
 	e->inner.first_fragment = false;
 	e->inner.vlans = p->vlans;
+	/* The quote is a second packet, with addresses and ports of its own
+	 * (those of the datagram that caused the error): the lookups read
+	 * them from its own description. */
+	e->inner.desc = quoted;
+	describe_addresses(quoted, l3, p->ipv6);
+	describe_ports(quoted, udp);
 	return PARSE_OK;
 }
 
@@ -232,6 +240,11 @@ static __always_inline __u16 csum_apply(__u16 check, __u32 d)
  * (a packet-too-big going on to a backend). If `to` has an address, the
  * other side of the outer header gets it too: the outer source (toward the
  * client) or destination (toward the backend). Every checksum follows.
+ * put_words reads each old word in the header as it overwrites it: the
+ * checksums change by the difference of the words in place, whatever
+ * header (outer, quoted IP, quoted UDP) they sit in. This is the last step
+ * of an ICMP error: no description is read after it, so neither is kept
+ * in step.
  */
 static __always_inline void icmp_rewrite(struct udp_packet *p, struct icmp_error *e,
 					 bool inner_source, const struct udplb_endpoint *to)
@@ -293,12 +306,13 @@ static __always_inline int icmp_translate(struct hdr_cursor *c, void *data_end,
 	struct udplb_frontend *fe;
 	struct udplb_backend *be;
 	struct icmp_error e = {};
+	struct packet_desc quoted; /* e.inner's */
 	__u32 slot;
 	long picked;
 	bool pinned, off_lo;
 	int reason;
 
-	reason = parse_icmp_error(c, data_end, p, &e);
+	reason = parse_icmp_error(c, data_end, p, &e, &quoted);
 	if (reason != PARSE_OK)
 		return reason;
 	rt = lookup_reply(&e.inner, false, port_alone, &reply) ? &reply : NULL;
@@ -360,8 +374,9 @@ static __always_inline bool icmp_forwarded(struct __sk_buff *skb, struct hdr_cur
 {
 	struct udplb_reply_target reply;
 	struct icmp_error e = {};
+	struct packet_desc quoted; /* e.inner's */
 
-	if (parse_icmp_error(c, data_end, p, &e) != PARSE_OK)
+	if (parse_icmp_error(c, data_end, p, &e, &quoted) != PARSE_OK)
 		return false;
 	if (!lookup_reply(&e.inner, false, false, &reply) || endpoint_is_local(&reply.frontend))
 		return false;

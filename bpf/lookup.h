@@ -4,7 +4,8 @@
  * addressed to (lookup_frontend), the backend it goes to (pick_slot), the
  * frontend a reply belongs to (lookup_reply).
  *
- * Contract: read-only on the packet; the only map written is rr_cursors
+ * Contract: reads the packet's description (parsing.h, struct packet_desc),
+ * never its headers; the only map written is rr_cursors
  * (per-CPU, so no read-modify-write is shared between CPUs). Keys are built
  * exactly as userspace writes them (include/udplb.h, struct udplb_endpoint):
  * an exact address first, then the port alone. Arrays indexed by port and
@@ -29,26 +30,21 @@ static __always_inline bool endpoint_is_local(const struct udplb_endpoint *ep)
 	return !(ep->addr_be[0] | ep->addr_be[1] | ep->addr_be[2] | ep->addr_be[3]);
 }
 
-/* The packet's (family, address, port) on one side; wildcard drops the address. */
-static __always_inline void endpoint_of(struct udp_packet *p, bool source, bool wildcard,
+/* The packet's (family, address, port) on one side, from its description
+ * (parsing.h): a key as it stands. */
+static __always_inline const struct udplb_endpoint *side_of(const struct udp_packet *p,
+							    bool source)
+{
+	return source ? &p->desc->src : &p->desc->dst;
+}
+
+/* A copy of one side; wildcard drops the address. */
+static __always_inline void endpoint_of(const struct udp_packet *p, bool source, bool wildcard,
 					struct udplb_endpoint *ep)
 {
-	__builtin_memset(ep, 0, sizeof(*ep));
-	ep->port_be = source ? p->udp->source : p->udp->dest;
-	if (p->ipv6) {
-		struct ipv6hdr *ip6 = p->l3;
-
-		ep->family = UDPLB_FAMILY_IPV6;
-		if (!wildcard)
-			__builtin_memcpy(ep->addr_be, source ? &ip6->saddr : &ip6->daddr,
-					 sizeof(ep->addr_be));
-	} else {
-		struct iphdr *ip = p->l3;
-
-		ep->family = UDPLB_FAMILY_IPV4;
-		if (!wildcard)
-			ep->addr_be[0] = source ? ip->saddr : ip->daddr;
-	}
+	*ep = *side_of(p, source);
+	if (wildcard)
+		__builtin_memset(ep->addr_be, 0, sizeof(ep->addr_be));
 }
 
 /* An entry of port_frontends, port_exact or port_replies, read once:
@@ -85,10 +81,10 @@ static __always_inline struct udplb_frontend *record_of(__u32 e, __be16 port_be)
  */
 static __always_inline struct udplb_frontend *lookup_frontend(struct udp_packet *p, bool source)
 {
-	__be16 port_be = source ? p->udp->source : p->udp->dest;
+	const struct udplb_endpoint *ep = side_of(p, source);
+	__be16 port_be = ep->port_be;
 	__u32 port = bpf_ntohs(port_be);
 	__u32 key = port * 2 + p->ipv6, e;
-	struct udplb_endpoint ep;
 	struct udplb_frontend *fe;
 	__u8 *flags;
 
@@ -96,15 +92,13 @@ static __always_inline struct udplb_frontend *lookup_frontend(struct udp_packet 
 	if (!flags || !*flags)
 		return NULL;
 	e = *flags & UDPLB_PORT_FRONTEND_EXACT ? port_entry(&port_exact, key) : 0;
-	if (e)
-		endpoint_of(p, source, false, &ep);
 	/* An all-zero address in the packet is no exact address. */
-	if (e && !endpoint_is_local(&ep)) {
+	if (e && !endpoint_is_local(ep)) {
 		fe = e == UDPLB_PORT_EXACT_SEVERAL ? NULL : record_of(e, port_be);
 		if (!fe)
-			fe = bpf_map_lookup_elem(&frontends, &ep);
-		else if ((fe->addr_be[0] ^ ep.addr_be[0]) | (fe->addr_be[1] ^ ep.addr_be[1]) |
-			 (fe->addr_be[2] ^ ep.addr_be[2]) | (fe->addr_be[3] ^ ep.addr_be[3]))
+			fe = bpf_map_lookup_elem(&frontends, ep);
+		else if ((fe->addr_be[0] ^ ep->addr_be[0]) | (fe->addr_be[1] ^ ep->addr_be[1]) |
+			 (fe->addr_be[2] ^ ep->addr_be[2]) | (fe->addr_be[3] ^ ep->addr_be[3]))
 			fe = NULL; /* the port's one exact address is another */
 		if (fe)
 			return fe;
@@ -126,7 +120,8 @@ static __always_inline struct udplb_frontend *lookup_frontend(struct udp_packet 
 static __always_inline bool lookup_reply(struct udp_packet *p, bool source, bool allow_wildcard,
 					 struct udplb_reply_target *rt)
 {
-	__be16 port_be = source ? p->udp->source : p->udp->dest;
+	const struct udplb_endpoint *exact = side_of(p, source);
+	__be16 port_be = exact->port_be;
 	__u32 port = bpf_ntohs(port_be);
 	struct udplb_reply_target *v = NULL;
 	struct udplb_backend *be = NULL;
@@ -137,11 +132,8 @@ static __always_inline bool lookup_reply(struct udp_packet *p, bool source, bool
 	flags = bpf_map_lookup_elem(&port_flags, &port);
 	if (!flags || !*flags)
 		return false;
-	if (*flags & UDPLB_PORT_BACKEND_EXACT) {
-		endpoint_of(p, source, false, &ep);
-		if (!endpoint_is_local(&ep))
-			v = bpf_map_lookup_elem(&replies, &ep);
-	}
+	if ((*flags & UDPLB_PORT_BACKEND_EXACT) && !endpoint_is_local(exact))
+		v = bpf_map_lookup_elem(&replies, exact);
 	if (!v && allow_wildcard && (*flags & UDPLB_PORT_BACKEND_ANY)) {
 		entry = port_entry(&port_replies, port * 2 + p->ipv6);
 		slot = entry - 1;

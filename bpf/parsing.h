@@ -37,6 +37,10 @@
  * and incremental updates do not need the rest. Every fragment sets
  * frag_id; a later fragment of a UDP datagram (UDPLB_REASON_FRAGMENT) also
  * sets l3, l3_off and ipv6, not udp.
+ * As it accepts a datagram (or a later fragment), the parser copies its
+ * addresses and ports out of the headers once (describe_addresses,
+ * describe_ports); every step after it reads that description (struct
+ * packet_desc), not the headers.
  */
 #ifndef UDPLB_PARSING_H
 #define UDPLB_PARSING_H
@@ -74,11 +78,51 @@ struct hdr_cursor {
 	void *pos;
 };
 
-/* The headers of a UDP packet the datapath may rewrite. */
+/*
+ * A packet's addresses and ports, read from its headers once, by the
+ * parser (describe_addresses, describe_ports), as Katran's steps read its
+ * packet_description: the lookups, flow hash, flow table, fragments,
+ * checksums and FIB lookup read these, not the headers, so one place reads
+ * a packet's addresses and ports, and one place must get them right. Kept
+ * true as the packet changes: a step that rewrites an address or port in
+ * the headers (rewrite_endpoint, frag_set_source) writes it here too, so
+ * that a step after it (forward.h's FIB lookup and checksum completion)
+ * reads the packet as it now stands.
+ *
+ * Each side is in the form of the maps' keys (include/udplb.h): family, an
+ * IPv4 address in addr_be[0] and the other words 0, pad 0, so that a side
+ * is a key as it stands. Ports are 0 in a later fragment (no UDP header).
+ */
+struct packet_desc {
+	struct udplb_endpoint src;
+	struct udplb_endpoint dst;
+};
+
+/*
+ * A parsed packet: where its headers are, and what parsing found out.
+ *
+ * Its addresses and ports (desc) are a variable of the caller's, not a
+ * member. clang keeps the fields of a udp_packet in registers only while
+ * no pointer into it is chosen at run time or handed to a helper, and the
+ * description's are (a side picked by a runtime flag in send_remote, a
+ * side passed as a map key). As a member, it put the whole udp_packet in
+ * memory, the family became a byte the verifier could not follow, and the
+ * XDP program needed over 100 bytes more of its 512-byte stack; kept
+ * apart, it costs its own 40 bytes. The caller leaves it uninitialised:
+ * what the parser does not describe stays so, and a step that read it
+ * there would fail verification (a read of uninitialised stack), not read
+ * garbage.
+ *
+ * The header pointers are for what the description does not hold: the
+ * fields the steps write (addresses and ports in the rewrites, checksums,
+ * TTL, Ethernet addresses), the IP fields only the FIB lookup reads (TOS,
+ * flow label, length: forward.h), and the payload (quic.h).
+ */
 struct udp_packet {
 	struct ethhdr *eth;
 	void *l3;            /* struct iphdr or struct ipv6hdr, as ipv6 says */
 	struct udphdr *udp;
+	struct packet_desc *desc; /* addresses and ports (describe_addresses) */
 	__u32 l3_off;        /* offsets from the packet start, for helpers that */
 	__u32 l4_off;        /* take offsets (TC) rather than pointers */
 	__u32 ulen;          /* the datagram's length (host order): udp.len, or
@@ -89,6 +133,46 @@ struct udp_packet {
 	__u32 frag_id;       /* a fragment's IP identification as it stands in
 			      * the header (IPv4's 16 bits, IPv6's 32) */
 };
+
+/*
+ * The parser's last word on a packet it accepts: its addresses (l3, an
+ * IPv4 or IPv6 header as `ipv6` says) and ports (udp) into p's
+ * description. Called where the parser has just checked those headers,
+ * for a datagram, a later fragment (addresses only: it has no UDP header)
+ * and a datagram an ICMP error quotes, and nowhere else: the one place the
+ * datapath reads a packet's addresses and ports.
+ *
+ * Filled by the parser rather than by a step after it, which would have to
+ * ask the parser's verdict which headers there are: Linux 5.10's verifier
+ * loses that tie when clang spills the 32-bit verdict (it tracks only
+ * 8-byte spills of a number), follows a later fragment into code that
+ * reads its UDP header (a null pointer there), and refuses the program.
+ */
+static __always_inline void describe_addresses(struct packet_desc *d, void *l3, bool ipv6)
+{
+	__builtin_memset(d, 0, sizeof(*d));
+	if (ipv6) {
+		struct ipv6hdr *ip6 = l3;
+
+		d->src.family = UDPLB_FAMILY_IPV6;
+		d->dst.family = UDPLB_FAMILY_IPV6;
+		__builtin_memcpy(d->src.addr_be, &ip6->saddr, sizeof(d->src.addr_be));
+		__builtin_memcpy(d->dst.addr_be, &ip6->daddr, sizeof(d->dst.addr_be));
+	} else {
+		struct iphdr *ip = l3;
+
+		d->src.family = UDPLB_FAMILY_IPV4;
+		d->dst.family = UDPLB_FAMILY_IPV4;
+		d->src.addr_be[0] = ip->saddr;
+		d->dst.addr_be[0] = ip->daddr;
+	}
+}
+
+static __always_inline void describe_ports(struct packet_desc *d, struct udphdr *udp)
+{
+	d->src.port_be = udp->source;
+	d->dst.port_be = udp->dest;
+}
 
 static __always_inline bool is_vlan(__be16 proto)
 {
@@ -178,6 +262,7 @@ static __always_inline int parse_ipv4_udp(struct hdr_cursor *c, void *data_end,
 		p->l3 = ip;
 		p->l3_off = l3_off;
 		p->ipv6 = false;
+		describe_addresses(p->desc, ip, false);
 		return UDPLB_REASON_FRAGMENT;
 	}
 
@@ -192,6 +277,8 @@ static __always_inline int parse_ipv4_udp(struct hdr_cursor *c, void *data_end,
 
 	p->l3 = ip;
 	p->udp = udp;
+	describe_addresses(p->desc, ip, false);
+	describe_ports(p->desc, udp);
 	p->l3_off = l3_off;
 	p->l4_off = l3_off + hlen;
 	p->ulen = ulen;
@@ -272,6 +359,7 @@ static __always_inline int parse_ipv6_udp(struct hdr_cursor *c, void *data_end,
 		p->l3 = ip6;
 		p->l3_off = l3_off;
 		p->ipv6 = true;
+		describe_addresses(p->desc, ip6, true);
 		return UDPLB_REASON_FRAGMENT;
 	}
 
@@ -288,6 +376,8 @@ static __always_inline int parse_ipv6_udp(struct hdr_cursor *c, void *data_end,
 
 	p->l3 = ip6;
 	p->udp = udp;
+	describe_addresses(p->desc, ip6, true);
+	describe_ports(p->desc, udp);
 	p->l3_off = l3_off;
 	p->l4_off = l3_off + sizeof(*ip6) + (fragment ? sizeof(*frag) : 0);
 	p->ulen = ulen;
@@ -297,15 +387,19 @@ static __always_inline int parse_ipv6_udp(struct hdr_cursor *c, void *data_end,
 	return PARSE_OK;
 }
 
-/* Ethernet .. UDP. On PARSE_OK, p holds the IP and UDP headers. `pkt_len`
- * is the length of the whole packet, starting at c->pos. */
+/* Ethernet .. UDP. On PARSE_OK, p holds the IP and UDP headers and *desc
+ * (p->desc) their addresses and ports; a later fragment
+ * (UDPLB_REASON_FRAGMENT) has l3 and the addresses. `pkt_len` is the
+ * length of the whole packet, starting at c->pos. */
 static __always_inline int parse_udp_packet(struct hdr_cursor *c, void *data_end,
-					    struct udp_packet *p, __u32 pkt_len)
+					    struct udp_packet *p, struct packet_desc *desc,
+					    __u32 pkt_len)
 {
 	__be16 proto;
 	__u32 l3_off;
 	int ret;
 
+	p->desc = desc;
 	p->eth = c->pos;
 	ret = parse_ethernet(c, data_end, &proto, &p->vlans);
 	if (ret != PARSE_OK)

@@ -39,21 +39,27 @@
  * of p to `to`. `hook` must be a constant (ctx.h). detect_partial (XDP)
  * asks whether the UDP checksum is a partial sum, which is then left alone:
  * only a frame that leaves by XDP_REDIRECT needs it finished (forward.h),
- * so only remote endpoints pay for the check. In TC, the packet pointers in
- * p are invalid after this call.
+ * so only remote endpoints pay for the check. p's description follows the
+ * rewrite. In TC, the packet pointers in p are invalid after this call (its
+ * description is not: it is not in the packet).
  */
 static __always_inline int rewrite_endpoint(void *ctx, enum udplb_hook hook,
 					    struct udp_packet *p, bool source,
 					    const struct udplb_endpoint *to, bool detect_partial)
 {
 	struct udphdr *udp = p->udp;
-	__be16 *port = source ? &udp->source : &udp->dest;
-	__be16 old_port = *port;
+	/* The side rewritten, in p's description: its old address and port
+	 * (the checksum updates' "from"), and then the new ones, so that what
+	 * reads p after this call (forward.h) sees the packet as it leaves. */
+	struct udplb_endpoint *side = source ? &p->desc->src : &p->desc->dst;
+	__be16 old_port = side->port_be;
 	bool has_addr = !endpoint_is_local(to);
 	__be32 old[4] = {};
 	struct l4_csum cs;
 	bool partial;
 
+	/* Before anything changes: the partial-checksum test sums the old
+	 * pseudo-header. */
 	partial = ctx_l4_csum_begin(ctx, hook, p, detect_partial && has_addr, &cs);
 
 	/* Every write to the packet first: TC's checksum helpers below
@@ -61,19 +67,21 @@ static __always_inline int rewrite_endpoint(void *ctx, enum udplb_hook hook,
 	if (has_addr) {
 		if (p->ipv6) {
 			struct ipv6hdr *ip6 = p->l3;
-			struct in6_addr *addr = source ? &ip6->saddr : &ip6->daddr;
 
-			__builtin_memcpy(old, addr, sizeof(old));
-			__builtin_memcpy(addr, to->addr_be, sizeof(old));
+			__builtin_memcpy(old, side->addr_be, sizeof(old));
+			__builtin_memcpy(source ? &ip6->saddr : &ip6->daddr, to->addr_be,
+					 sizeof(old));
+			__builtin_memcpy(side->addr_be, to->addr_be, sizeof(old));
 		} else {
 			struct iphdr *ip = p->l3;
-			__be32 *addr = source ? &ip->saddr : &ip->daddr;
 
-			old[0] = *addr;
-			*addr = to->addr_be[0];
+			old[0] = side->addr_be[0];
+			*(source ? &ip->saddr : &ip->daddr) = to->addr_be[0];
+			side->addr_be[0] = to->addr_be[0];
 		}
 	}
-	*port = to->port_be;
+	*(source ? &udp->source : &udp->dest) = to->port_be;
+	side->port_be = to->port_be;
 
 	if (has_addr) {
 		if (!p->ipv6 && ctx_l3_csum_replace4(ctx, hook, &cs, old[0], to->addr_be[0]))

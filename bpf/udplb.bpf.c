@@ -295,6 +295,7 @@ int udplb_xdp(struct xdp_md *ctx)
 {
 	void *data_end = (void *)(long)ctx->data_end;
 	struct hdr_cursor cur = { .pos = (void *)(long)ctx->data };
+	struct packet_desc desc; /* x.p's (parsing.h) */
 	struct xdp_packet x = {
 		.bytes = data_end - cur.pos,
 		/* Read once: clang may otherwise keep a pointer into ctx,
@@ -303,7 +304,7 @@ int udplb_xdp(struct xdp_md *ctx)
 	};
 	int action = XDP_PASS;
 
-	x.reason = parse_udp_packet(&cur, data_end, &x.p, x.bytes);
+	x.reason = parse_udp_packet(&cur, data_end, &x.p, &desc, x.bytes);
 	if (x.reason == PARSE_ICMP)
 		/* Only ICMP pays for this: the UDP path does not. */
 		action = translate_icmp(ctx, &cur, data_end, &x);
@@ -370,6 +371,7 @@ static __always_inline int egress(struct __sk_buff *skb)
 {
 	struct udplb_reply_target reply, *rt;
 	struct udp_packet p = {};
+	struct packet_desc desc; /* p's (parsing.h) */
 	struct hdr_cursor cur;
 	__u32 want, len = skb->len, slot, id;
 	bool translated;
@@ -384,7 +386,7 @@ static __always_inline int egress(struct __sk_buff *skb)
 		return UDPLB_EGRESS_UNTOUCHED;
 
 	cur.pos = ctx_data(skb, UDPLB_HOOK_TC);
-	ret = parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len);
+	ret = parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, &desc, len);
 	if (ret == PARSE_ICMP) {
 		/* An ICMP error toward the client, translated as in XDP:
 		 * one this host sends (a socket: the kernel's port
@@ -397,7 +399,8 @@ static __always_inline int egress(struct __sk_buff *skb)
 		if (bpf_skb_pull_data(skb, want))
 			return UDPLB_EGRESS_UNTOUCHED; /* as above */
 		cur.pos = ctx_data(skb, UDPLB_HOOK_TC);
-		if (parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, len) != PARSE_ICMP)
+		if (parse_udp_packet(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, &desc, len) !=
+		    PARSE_ICMP)
 			return UDPLB_EGRESS_UNTOUCHED;
 		if (skb->sk)
 			translated = icmp_translate(&cur, ctx_data_end(skb, UDPLB_HOOK_TC), &p, true,
