@@ -78,11 +78,13 @@ sockets = false
     let mut u = Udplb::start(&lb, &["--config", file.path()]);
     u.wait_for("5303 health: dns every 200ms", Duration::from_secs(2));
 
-    // The client: a query every 20 ms (bounded: 1000 queries, 20 s, or
-    // until told to stop), each with its own ID; a reader reports each
-    // answer with the server that gave it.
-    const N: usize = 1000;
+    // The client: a query every 20 ms until told to stop (bounded: 10,000
+    // queries, 20 s, longer on a slow machine, where the waits below are
+    // longer too), each with its own ID; a reader reports each answer with
+    // the server that gave it.
+    const N: usize = 10_000;
     const EVERY: Duration = Duration::from_millis(20);
+    let until = support::slow(Duration::from_secs(20));
     let sock = client.enter(|| {
         let s = UdpSocket::bind("198.18.0.1:0").unwrap();
         s.connect("198.18.0.2:53").unwrap();
@@ -117,7 +119,7 @@ sockets = false
         std::thread::spawn(move || {
             let mut sent = Vec::with_capacity(N);
             for i in 0..N {
-                if stop.load(Ordering::SeqCst) {
+                if stop.load(Ordering::SeqCst) || start.elapsed() > until {
                     break;
                 }
                 let at = start + EVERY * i as u32;
@@ -153,7 +155,7 @@ sockets = false
     let up = u.wait_for("5302 up: 2 dns probes answered", Duration::from_secs(3));
     let back_after = restarted.elapsed();
     // Back in the ring: queries reach it again.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + support::slow(Duration::from_secs(5));
     while packets("5302") == before_restart {
         assert!(
             Instant::now() < deadline,
@@ -302,6 +304,25 @@ fn echoes(ns: &Netns, ports: &[u16]) -> Vec<Echo> {
     Echo::setup(Reply::Payload).start_ports(ns, "127.0.0.1", ports)
 }
 
+/// Probes every 100 ms with an 80 ms timeout, or that times the slowdown
+/// on a slow machine (an emulated kernel answers HTTP in more than 80 ms).
+fn probe_timing(config: &str) -> String {
+    let ms = |n| {
+        support::slow(Duration::from_millis(n))
+            .as_millis()
+            .to_string()
+            + "ms"
+    };
+    config
+        .replace("INTERVAL", &ms(100))
+        .replace("TIMEOUT", &ms(80))
+}
+
+/// Intervals of probe_timing, waited.
+fn intervals(n: u64) -> Duration {
+    support::slow(Duration::from_millis(100 * n))
+}
+
 const LO_UDP: &str = r#"
 interface = "lo"
 [[frontend]]
@@ -310,8 +331,8 @@ backends = [9876, 9877]
 [frontend.health]
 check = "udp"
 payload = "ping"
-interval = "100ms"
-timeout = "80ms"
+interval = "INTERVAL"
+timeout = "TIMEOUT"
 rise = 2
 fall = 2
 sockets = false
@@ -321,11 +342,11 @@ sockets = false
 fn udp_probes_on_lo_are_exempt_from_the_reply_rewrite() {
     let ns = Netns::new("hp");
     let servers = echoes(&ns, &[9876, 9877]);
-    let file = TempFile::new("lb.toml", LO_UDP);
+    let file = TempFile::new("lb.toml", &probe_timing(LO_UDP));
     let mut u = Udplb::start(&ns, &["--config", file.path()]);
     // Ten intervals: a probe whose rewritten reply did not count would
     // have taken both down after two.
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(intervals(10));
     let s = status_on(&ns, "lo");
     for b in s["frontends"][0]["backends"].as_array().unwrap() {
         assert_eq!(b["health"]["state"], "up", "{b}");
@@ -354,7 +375,7 @@ fn all_down_fails_open_unless_told_to_drop() {
             false => LO_UDP.to_string(),
             true => LO_UDP.replace("sockets = false", "sockets = false\non_all_down = \"drop\""),
         };
-        let file = TempFile::new("lb.toml", &text);
+        let file = TempFile::new("lb.toml", &probe_timing(&text));
         let mut u = Udplb::start(&ns, &["--config", file.path()]);
         for echo in &servers {
             echo.answer(false);
@@ -392,20 +413,22 @@ fn tcp_and_http_checks_against_a_backend_host() {
     let t = triangle();
     let file = triangle_file(
         &["198.18.1.2:53", "198.18.2.2:53"],
-        r#"check = "tcp"
+        &probe_timing(
+            r#"check = "tcp"
 port = 7000
-interval = "100ms"
-timeout = "80ms"
+interval = "INTERVAL"
+timeout = "TIMEOUT"
 [frontend.health.backend."198.18.2.2:53"]
 check = "http"
 port = 8000
 path = "/"
 "#,
+        ),
     );
     let listener: TcpListener = t.srv[0].enter(|| TcpListener::bind("198.18.1.2:7000").unwrap());
     let mut http = http_server(&t.srv[1]);
     let mut u = Udplb::start(&t.lb, &["--config", file.path()]);
-    std::thread::sleep(Duration::from_millis(600));
+    std::thread::sleep(intervals(6));
     assert!(
         !u.output.iter().any(|l| l.contains(" down:")),
         "{:?}",
@@ -445,19 +468,21 @@ fn dns_checks_against_backend_hosts_through_attached_interfaces() {
     let t = triangle();
     let file = triangle_file(
         &["198.18.1.2:53", "198.18.2.2:53"],
-        r#"check = "dns"
+        &probe_timing(
+            r#"check = "dns"
 name = "health.udplb"
 type = "A"
-interval = "100ms"
-timeout = "80ms"
+interval = "INTERVAL"
+timeout = "TIMEOUT"
 "#,
+        ),
     );
     let mut servers: Vec<Server> = t.srv.iter().map(|ns| dnsmasq(ns, 53)).collect();
     for ns in &t.srv {
         wait_bound(ns, 53);
     }
     let mut u = Udplb::start(&t.lb, &["--config", file.path()]);
-    std::thread::sleep(Duration::from_millis(800));
+    std::thread::sleep(intervals(8));
     assert!(
         !u.output.iter().any(|l| l.contains(" down:")),
         "a backend answering its dns probes went down: {:?}",
