@@ -10,6 +10,11 @@
  *   forwards). Requests never write the
  *   table, so spoofed sources that never get an answer cannot fill it
  *   (a backend's answer to a spoofed request does pin: see README).
+ * - A frontend that hashes by client (udplb_frontend.client_bits) pins per
+ *   client: its keys have client port 0 and the client's address cut as
+ *   client_hash cuts it (flow_key_client), so one pin serves every flow of
+ *   the client, a later one too. A reply finds the cut in its backend's
+ *   client_bits, copied from the frontend.
  * - QUIC frontends are Maglev frontends: their requests that quic.h cannot
  *   route by connection ID come here, and their replies pin like any other.
  * - Requests (flow_pick_slot) follow a pin only if it is younger than the
@@ -75,27 +80,34 @@ static __always_inline void flow_count(__u32 event)
 
 /* The flow of a packet: the client is the source of a request and the
  * destination of a reply. The frontend's address and port are filled in by
- * the caller. */
-static __always_inline void flow_key_client(struct udp_packet *p, bool reply,
+ * the caller. With client_bits (struct udplb_frontend's: a frontend that
+ * hashes by client), one pin for all the client's flows: port 0, and an
+ * IPv6 address cut as its hash cuts it. */
+static __always_inline void flow_key_client(struct udp_packet *p, bool reply, __u32 client_bits,
 					    struct udplb_flow_key *k)
 {
 	const struct udplb_endpoint *client = side_of(p, !reply);
 
 	__builtin_memset(k, 0, sizeof(*k));
 	k->family = client->family;
-	k->client_port_be = client->port_be;
 	__builtin_memcpy(k->client_addr_be, client->addr_be, sizeof(k->client_addr_be));
+	if (!client_bits) {
+		k->client_port_be = client->port_be;
+		return;
+	}
+	if (client->family == UDPLB_FAMILY_IPV6)
+		ipv6_prefix(k->client_addr_be, client_bits);
 }
 
 /* The whole key of p's flow, the frontend read from p itself: its
  * destination in a request, its source in a reply as the client got it
  * (the quote of an ICMP error). */
-static __always_inline void flow_key_of(struct udp_packet *p, bool reply,
+static __always_inline void flow_key_of(struct udp_packet *p, bool reply, __u32 client_bits,
 					struct udplb_flow_key *k)
 {
 	const struct udplb_endpoint *frontend = side_of(p, reply);
 
-	flow_key_client(p, reply, k);
+	flow_key_client(p, reply, client_bits, k);
 	k->frontend_port_be = frontend->port_be;
 	__builtin_memcpy(k->frontend_addr_be, frontend->addr_be, sizeof(k->frontend_addr_be));
 }
@@ -123,7 +135,7 @@ static __always_inline long flow_pick_slot(struct udplb_frontend *fe, struct udp
 
 	if (fe->sched == UDPLB_SCHED_RR || !fe->flow_timeout_s)
 		return pick_slot(fe, p);
-	flow_key_of(p, false, &key);
+	flow_key_of(p, false, fe->client_bits, &key);
 	f = bpf_map_lookup_elem(&flows, &key);
 	if (!f) {
 		flow_count(UDPLB_FLOW_MISS);
@@ -164,7 +176,7 @@ static __always_inline long flow_answered_slot(struct udplb_frontend *fe, struct
 
 	if (fe->sched == UDPLB_SCHED_RR || !fe->flow_timeout_s)
 		return -1;
-	flow_key_of(q, true, &key);
+	flow_key_of(q, true, fe->client_bits, &key);
 	f = bpf_map_lookup_elem(&flows, &key);
 	if (!f || f->frontend_id != fe->id || pin_expired(fe, f))
 		return -1;
@@ -189,7 +201,7 @@ static __always_inline void flow_learn(struct udp_packet *p, struct udplb_reply_
 	be = bpf_map_lookup_elem(&backends, &slot);
 	if (!be || !(be->flags & UDPLB_BACKEND_F_PINNED))
 		return;
-	flow_key_client(p, true, &key);
+	flow_key_client(p, true, be->client_bits, &key);
 	key.frontend_port_be = rt->frontend.port_be;
 	/* A local backend answers from the address the client used. */
 	__builtin_memcpy(key.frontend_addr_be,

@@ -349,7 +349,7 @@ static __always_inline int icmp_translate(struct hdr_cursor *c, void *data_end,
 	picked = flow_answered_slot(fe, &e.inner);
 	pinned = picked >= 0;
 	if (!pinned)
-		picked = ring_slot(fe, flow_hash_dir(&e.inner, true));
+		picked = ring_slot(fe, frontend_hash(fe, &e.inner, true));
 	slot = picked;
 	be = picked < 0 ? NULL : bpf_map_lookup_elem(&backends, &slot);
 	if (!be || (!pinned && !endpoint_is_local(&be->ep)))

@@ -199,7 +199,8 @@ static __always_inline long ring_slot(struct udplb_frontend *fe, __u32 hash)
 }
 
 /* The backend slot for this packet (round robin: the per-CPU cursor; Maglev
- * and QUIC's fallback: the flow hash), or -1 if the frontend has none. */
+ * and QUIC's fallback: the flow hash, or the client's: frontend_hash), or
+ * -1 if the frontend has none. */
 static __always_inline long pick_slot(struct udplb_frontend *fe, struct udp_packet *p)
 {
 	__u32 n = fe->ring_size, pos, *cursor;
@@ -207,7 +208,7 @@ static __always_inline long pick_slot(struct udplb_frontend *fe, struct udp_pack
 	if (n == 0)
 		return -1;
 	if (fe->sched != UDPLB_SCHED_RR)
-		return slot_at(fe, flow_hash(p) % n);
+		return slot_at(fe, frontend_hash(fe, p, false) % n);
 	cursor = bpf_map_lookup_elem(&rr_cursors, &fe->id);
 	if (!cursor)
 		return -1;

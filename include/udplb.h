@@ -270,6 +270,11 @@ struct udplb_frontend {
 				  * after a failed plan is checked, not trusted) */
 	__u16 ring[UDPLB_INLINE_RING]; /* the ring's slots, if ring_size <=
 					* UDPLB_INLINE_RING (slots < 65536) */
+	__u8 client_bits; /* 0: Maglev hashes the flow (addresses and
+			   * ports); else the client's address alone, an
+			   * IPv6 one cut to its first client_bits bits
+			   * (1-128), and the flow table pins per client */
+	__u8 pad[3];
 };
 
 /* A backend, at a slot of the backends map. The slot is also the index of
@@ -290,7 +295,7 @@ struct udplb_backend {
 	__u8 by_port;           /* UDPLB_BY_PORT_*: the families whose replies
 				 * are keyed by its port alone (a local backend
 				 * of a port-only frontend); kept when removed */
-	__u8 pad;
+	__u8 client_bits;       /* its frontend's: how its replies pin flows */
 };
 #define UDPLB_BY_PORT_IPV4 1
 #define UDPLB_BY_PORT_IPV6 2
@@ -348,7 +353,9 @@ struct udplb_frag_key {
 
 /*
  * The flow table (bpf/flows.h): a flow as the request carries it, client
- * to frontend. pad must be zero (keys are hashed as bytes).
+ * to frontend; for a frontend with client_bits, the client alone (port 0,
+ * the address cut to client_bits). pad must be zero (keys are hashed as
+ * bytes).
  */
 struct udplb_flow_key {
 	__u8 family;

@@ -48,6 +48,9 @@ pub struct Frontend {
     pub addr_be: [u32; 4],
     /// The ring itself, if it has at most UDPLB_INLINE_RING entries.
     pub ring: InlineRing,
+    /// 0: hash the flow; else the client's address (IPv6: this many bits).
+    pub client_bits: u8,
+    pub pad: [u8; 3],
 }
 
 /// `struct udplb_frontend.ring`. A literal length: rustc 1.95 fails
@@ -72,7 +75,8 @@ pub struct Backend {
     pub frontend_port_be: u16,
     /// UDPLB_BY_PORT_*: the families whose replies are keyed by its port.
     pub by_port: u8,
-    pub pad: u8,
+    /// Its frontend's `client_bits`: its replies pin per client.
+    pub client_bits: u8,
 }
 
 /// `struct udplb_reply_target`.
@@ -218,6 +222,8 @@ plain_mirror!(
         port_be: u16,
         addr_be: [u32; 4],
         ring: InlineRing,
+        client_bits: u8,
+        pad: [u8; 3],
     ]
 );
 plain_mirror!(
@@ -231,7 +237,7 @@ plain_mirror!(
         frontend_id: u32,
         frontend_port_be: u16,
         by_port: u8,
-        pad: u8,
+        client_bits: u8,
     ]
 );
 plain_mirror!(

@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::abi::UDPLB_DEFAULT_MAGLEV_SIZE;
 use crate::config::settings::{AnnounceFlags, Frontends, RunOptions, Settings, XdpMode};
-use crate::config::{parse_flow_table_size, parse_flow_timeout, parse_table_size, Defaults, Sched};
+use crate::config::{
+    parse_flow_table_size, parse_flow_timeout, parse_table_size, Defaults, Hash, Sched,
+};
 use crate::error::UsageError;
 
 /// UDP load balancer with an XDP datapath.
@@ -39,7 +41,7 @@ pub struct Args {
 
     /// Read interface and frontends from a TOML file; SIGHUP re-reads it
     #[arg(long, value_name = "FILE",
-          conflicts_with_all = ["sched", "table_size", "flow_timeout", "quic_cid_len", "quic_config_id"])]
+          conflicts_with_all = ["sched", "table_size", "flow_timeout", "quic_cid_len", "quic_config_id", "hash"])]
     pub config: Option<String>,
 
     /// Scheduler: rr (per-datagram round robin), maglev (a flow sticks to a
@@ -47,6 +49,14 @@ pub struct Args {
     /// backend given as PORT#SERVER_ID; maglev for the rest)
     #[arg(long, value_enum, default_value_t = Sched::Rr, value_name = "SCHED")]
     pub sched: Sched,
+
+    /// What maglev and quic hash: flow (addresses and ports: each flow of
+    /// a client on its own backend) or client (the client's address alone:
+    /// all its flows on one backend, one pin per client); client/N cuts an
+    /// IPv6 client's address to its first N bits (e.g. client/64)
+    #[arg(long, value_name = "HASH", default_value = "flow",
+          value_parser = |s: &str| Hash::parse(s).map_err(|e| e.0))]
+    pub hash: Hash,
 
     /// Maglev table size per frontend: a prime (more entries, finer shares)
     #[arg(long, value_name = "N", default_value_t = UDPLB_DEFAULT_MAGLEV_SIZE,
@@ -171,6 +181,7 @@ impl Args {
             sched: self.sched,
             table_size: self.table_size,
             flow_timeout: self.flow_timeout,
+            hash: self.hash,
             quic: crate::config::QuicSettings {
                 server_id_len: None,
                 cid_len: self.quic_cid_len,
@@ -328,8 +339,15 @@ mod tests {
                 table_size: 16381,
                 flow_timeout: 60,
                 quic: Default::default(),
+                hash: Hash::Flow,
             }
         );
+        let a = parse(&["--sched", "maglev", "--hash", "client/64", "lo", "1=2"]).unwrap();
+        assert_eq!(a.defaults().hash, Hash::Client { ipv6_prefix: 64 });
+        for bad in ["client/0", "client/129", "clients", "client/"] {
+            let e = parse(&["--sched", "maglev", "--hash", bad, "lo", "1=2"]).unwrap_err();
+            assert!(e.to_string().contains(bad), "{bad}: {e}");
+        }
         let a = parse(&["--config", "lb.toml", "--pin"]).unwrap();
         assert_eq!(
             (a.config.as_deref(), a.iface, a.pin),

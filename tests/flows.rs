@@ -20,7 +20,7 @@ use support::operate::{backend, status};
 use support::packets::{udp, Csum};
 use support::process::*;
 use support::servers::{Echo, Reply};
-use support::sockets::{raw_socket, send_ip};
+use support::sockets::{clients_on, raw_socket, round_to, send_ip};
 
 const FLOWS: u16 = 300;
 const FIRST_SPORT: u16 = 20000;
@@ -32,50 +32,10 @@ fn clients(ns: &Netns, first: u16, n: u16) -> Vec<UdpSocket> {
     clients_on(ns, "127.0.0.1", first, n)
 }
 
-fn clients_on(ns: &Netns, addr: &str, first: u16, n: u16) -> Vec<UdpSocket> {
-    (first..first + n)
-        .map(|p| {
-            let s = ns.udp_bind(&format!("{addr}:{p}"));
-            s.set_nonblocking(true).unwrap();
-            s
-        })
-        .collect()
-}
-
 /// One datagram per flow from a thread on `cpu`; the backend port each
 /// flow's answer names.
 fn round(socks: &[UdpSocket], cpu: Option<usize>) -> BTreeMap<usize, u16> {
     round_to(socks, "127.0.0.1:9875", cpu)
-}
-
-fn round_to(socks: &[UdpSocket], frontend: &str, cpu: Option<usize>) -> BTreeMap<usize, u16> {
-    std::thread::scope(|sc| {
-        sc.spawn(|| {
-            if let Some(c) = cpu {
-                let _ = pin_to_cpu(c);
-            }
-            for s in socks {
-                s.send_to(b"flow", frontend).expect("send");
-            }
-            let mut seen = BTreeMap::new();
-            let mut buf = [0u8; 64];
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while seen.len() < socks.len() && Instant::now() < deadline {
-                for (i, s) in socks.iter().enumerate() {
-                    while let Ok((n, from)) = s.recv_from(&mut buf) {
-                        assert_eq!(from.port(), 9875, "answers come from the frontend");
-                        assert_eq!(n, 2);
-                        seen.insert(i, u16::from_be_bytes([buf[0], buf[1]]));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            assert_eq!(seen.len(), socks.len(), "flows answered");
-            seen
-        })
-        .join()
-        .expect("client thread")
-    })
 }
 
 /// Waits (at most 10 s) until the UDP sockets on `ports` in `ns` have

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use super::backend::check_remote_backend_addr;
 use super::listen::check_frontend_addr;
 use super::ring_len;
-use super::{BackendConfig, FrontendConfig, Listen, Sched};
+use super::{BackendConfig, FrontendConfig, Hash, Listen, Sched};
 use crate::abi::{
     Endpoint, MAX_BACKENDS, MAX_BACKEND_SLOTS, MAX_FRONTENDS, UDPLB_MAX_RING,
     UDPLB_MAX_RING_ENTRIES, UDPLB_MAX_WEIGHT,
@@ -75,7 +75,23 @@ pub(super) fn frontend(
         owners.claim(fe, b)?;
     }
     fe.check_quic().map_err(|(_, e)| UsageError(e))?;
+    hash(fe)?;
     table_size(fe)
+}
+
+/// Hashing by client needs a scheduler that hashes: round robin has no
+/// hash to choose.
+fn hash(fe: &FrontendConfig) -> Result<(), UsageError> {
+    match fe.hash {
+        Hash::Client { .. } if !fe.sched.hashes() => Err(usage!(
+            "frontend {}: hash = \"{}\" needs a scheduler that hashes (maglev or quic), \
+             not {}",
+            fe.listen,
+            fe.hash.code(),
+            fe.sched.code()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// At most MAX_BACKENDS backends on one frontend.

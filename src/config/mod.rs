@@ -38,7 +38,7 @@ pub use listen::{check_interface_name, parse_listen, Listen};
 pub use quic::{QuicParams, QuicSettings, ServerId};
 pub use sched::{
     cycle_len, is_prime, parse_flow_table_size, parse_flow_timeout, parse_table_size, ring_len,
-    rr_turns, Sched,
+    rr_turns, Hash, Sched,
 };
 
 use crate::error::UsageError;
@@ -60,6 +60,8 @@ pub struct FrontendConfig {
     pub flow_timeout: u32,
     /// QUIC-LB settings (quic frontends).
     pub quic_settings: QuicSettings,
+    /// What maglev (and quic's fallback) hashes: the flow or the client.
+    pub hash: Hash,
 }
 
 /// A configuration that passed every check in [`Config::new`].
@@ -75,6 +77,7 @@ pub struct Defaults {
     pub table_size: u32,
     pub flow_timeout: u32,
     pub quic: QuicSettings,
+    pub hash: Hash,
 }
 
 impl Default for Defaults {
@@ -84,6 +87,7 @@ impl Default for Defaults {
             table_size: crate::abi::UDPLB_DEFAULT_MAGLEV_SIZE,
             flow_timeout: crate::abi::UDPLB_DEFAULT_FLOW_TIMEOUT,
             quic: QuicSettings::default(),
+            hash: Hash::Flow,
         }
     }
 }
@@ -109,7 +113,19 @@ pub fn parse_frontend(spec: &str, defaults: Defaults) -> Result<FrontendConfig, 
         health: FrontendHealth::new(Check::default()),
         flow_timeout: defaults.flow_timeout,
         quic_settings: defaults.quic,
+        hash: defaults.hash,
     })
+}
+
+impl FrontendConfig {
+    /// How it picks a backend, as a person reads it: "round robin",
+    /// "maglev", "quic", or with a client hash "maglev, by client/64".
+    pub fn scheme(&self) -> String {
+        match self.hash {
+            Hash::Client { .. } => format!("{}, by {}", self.sched.name(), self.hash.code()),
+            Hash::Flow => self.sched.name().into(),
+        }
+    }
 }
 
 impl Config {

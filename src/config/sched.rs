@@ -77,6 +77,57 @@ impl Sched {
     }
 }
 
+/// What a hashing frontend (maglev, and quic for what the connection ID
+/// does not route) hashes to pick a backend, and pins in its flow table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hash {
+    /// The flow: both addresses and both ports. Each flow of a client has
+    /// a backend of its own.
+    #[default]
+    Flow,
+    /// The client's address alone, an IPv6 one cut to its first
+    /// `ipv6_prefix` bits (128: the whole address): every flow of a
+    /// client on one backend (SIP with RTP, RADIUS EAP, WebRTC media,
+    /// Kubernetes `sessionAffinity: ClientIP`), one pin per client.
+    Client { ipv6_prefix: u8 },
+}
+
+impl Hash {
+    /// `flow`, `client` (every address bit) or `client/N` (an IPv6
+    /// client's first N bits, 1-128; an IPv4 client's whole address).
+    pub fn parse(s: &str) -> Result<Hash, UsageError> {
+        let bad = || usage!("'{s}' is not flow, client or client/PREFIX (e.g. client/64)");
+        match s.trim().split_once('/') {
+            None if s.trim() == "flow" => Ok(Hash::Flow),
+            None if s.trim() == "client" => Ok(Hash::Client { ipv6_prefix: 128 }),
+            Some(("client", n)) => match n.parse::<u8>() {
+                Ok(p @ 1..=128) => Ok(Hash::Client { ipv6_prefix: p }),
+                _ => Err(usage!(
+                    "'{s}': the IPv6 prefix of a client must be 1 to 128 bits"
+                )),
+            },
+            _ => Err(bad()),
+        }
+    }
+
+    /// As written in the configuration: `flow`, `client` or `client/64`.
+    pub fn code(self) -> String {
+        match self {
+            Hash::Flow => "flow".into(),
+            Hash::Client { ipv6_prefix: 128 } => "client".into(),
+            Hash::Client { ipv6_prefix } => format!("client/{ipv6_prefix}"),
+        }
+    }
+
+    /// struct udplb_frontend.client_bits: 0 for the flow.
+    pub fn client_bits(self) -> u8 {
+        match self {
+            Hash::Flow => 0,
+            Hash::Client { ipv6_prefix } => ipv6_prefix,
+        }
+    }
+}
+
 /// The number of entries of a frontend's ring: its Maglev table, or one
 /// round-robin cycle (the length of `plan::rr::ring`, which lays out the
 /// same [`rr_turns`]). Here rather than in plan/: the check of the

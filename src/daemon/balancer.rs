@@ -161,7 +161,7 @@ impl Balancer {
                 "  {} -> {} ({})",
                 fe.listen,
                 backends.join(", "),
-                fe.sched.name()
+                fe.scheme()
             );
         }
         warnings::forwarding(&self.config);

@@ -122,6 +122,7 @@ fn frontends(v: &View) -> Vec<FrontendStatus> {
         out.push(FrontendStatus {
             listen,
             sched: fe.sched.code().into(),
+            hash: fe.hash.code(),
             table_fingerprint: format!("{:016x}", v.fingerprints[i]),
             ring_size: v.ring_sizes[i],
             replies: Traffic::since(r.packets, r.bytes, then, secs),

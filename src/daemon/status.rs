@@ -48,6 +48,9 @@ pub struct FrontendStatus {
     pub listen: String,
     /// "rr", "maglev" or "quic".
     pub sched: String,
+    /// What maglev and quic hash: "flow", "client" or "client/N".
+    #[serde(default)]
+    pub hash: String,
     /// FNV-1a 64 of the backends in ring order, as 16 hex digits: equal on
     /// balancers that send each flow to the same backend.
     pub table_fingerprint: String,
@@ -250,7 +253,11 @@ pub fn render_text(s: &Status) -> String {
 /// A frontend: its backends (each with its health line, if configured),
 /// its replies, its ring.
 fn frontend_rows(out: &mut String, fe: &FrontendStatus) {
-    let _ = writeln!(out, "{} ({})", fe.listen, fe.sched);
+    let scheme = match fe.hash.as_str() {
+        "" | "flow" => fe.sched.clone(),
+        by => format!("{}, by {by}", fe.sched),
+    };
+    let _ = writeln!(out, "{} ({scheme})", fe.listen);
     for b in &fe.backends {
         let _ = writeln!(
             out,
@@ -351,6 +358,7 @@ mod tests {
             frontends: vec![FrontendStatus {
                 listen: "*:9875".into(),
                 sched: "maglev".into(),
+                hash: "client/64".into(),
                 table_fingerprint: "00112233aabbccdd".into(),
                 ring_size: 13,
                 replies: Traffic::since(7, 700, None, 1.0),
@@ -395,7 +403,7 @@ mod tests {
             },
         };
         let t = render_text(&s);
-        assert!(t.contains("*:9875 (maglev)"), "{t}");
+        assert!(t.contains("*:9875 (maglev, by client/64)"), "{t}");
         assert!(t.contains("-> 9876"), "{t}");
         assert!(t.contains("removed"), "{t}");
         assert!(t.contains("fingerprint 00112233aabbccdd"), "{t}");

@@ -1,6 +1,7 @@
-//! The datapath's flow hash (bpf/flow_hash.h `flow_hash`), for tests and
-//! the reference model: MurmurHash3 (x86_32) over the 32-bit words of source
-//! address, destination address and ports as they sit in the packet.
+//! The datapath's hashes (bpf/flow_hash.h `flow_hash_dir`, `client_hash`),
+//! for tests and the reference model: MurmurHash3 (x86_32) over the 32-bit
+//! words of source address, destination address and ports as they sit in
+//! the packet, or of the client's address alone.
 
 use crate::abi::UDPLB_HASH_SEED;
 
@@ -39,6 +40,29 @@ pub fn flow_hash(src: &[u8], dst: &[u8], sport: [u8; 2], dport: [u8; 2]) -> u32 
     finish(round(h, ports), (src.len() + dst.len() + 4) as u32)
 }
 
+/// The first `bits` bits of an IPv6 address, the rest zero (bpf/flow_hash.h
+/// `ipv6_prefix`).
+pub fn ipv6_prefix(addr: [u8; 16], bits: u8) -> [u8; 16] {
+    let keep = u128::MAX
+        .checked_shl(128 - u32::from(bits.min(128)))
+        .unwrap_or(0);
+    (u128::from_be_bytes(addr) & keep).to_be_bytes()
+}
+
+/// The hash of a client's address alone (a frontend with `hash =
+/// "client"`): `addr` its raw bytes, 4 (whole) or 16 (cut to `ipv6_prefix`
+/// bits).
+pub fn client_hash(addr: &[u8], ipv6_prefix_bits: u8) -> u32 {
+    let mut h = UDPLB_HASH_SEED;
+    if let Ok(v6) = <[u8; 16]>::try_from(addr) {
+        for chunk in ipv6_prefix(v6, ipv6_prefix_bits).chunks_exact(4) {
+            h = round(h, word(chunk));
+        }
+        return finish(h, 16);
+    }
+    finish(round(h, word(addr)), 4)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +82,32 @@ mod tests {
         assert_eq!(hash(&[0, 0, 0, 0], 0), 0x2362F9DE);
         assert_eq!(hash(&[0x21, 0x43, 0x65, 0x87], 0), 0xF55B516B);
         assert_eq!(hash(&[0x21, 0x43, 0x65, 0x87], 0x5082EDEE), 0x2362F9DE);
+    }
+
+    #[test]
+    fn client_hash_ignores_ports_and_the_cut_bits() {
+        let a: [u8; 16] = "2001:2::a:1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        let b: [u8; 16] = "2001:2::b:2"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        let c: [u8; 16] = "2001:2:0:1::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        assert_eq!(client_hash(&a, 64), client_hash(&b, 64), "one /64");
+        assert_ne!(client_hash(&a, 128), client_hash(&b, 128));
+        assert_ne!(client_hash(&a, 64), client_hash(&c, 64), "another /64");
+        assert_eq!(ipv6_prefix(a, 0), [0; 16]);
+        assert_eq!(ipv6_prefix(a, 128), a);
+        assert_eq!(ipv6_prefix([0xff; 16], 65)[8], 0x80);
+        assert_ne!(
+            client_hash(&[198, 18, 0, 1], 64),
+            client_hash(&[198, 18, 0, 2], 64)
+        );
     }
 
     #[test]

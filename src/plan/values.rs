@@ -81,7 +81,7 @@ pub(super) fn backend_value(
         frontend_id: id,
         frontend_port_be: fe.listen.port.to_be(),
         by_port: by_port(fe, b),
-        pad: 0,
+        client_bits: fe.hash.client_bits(),
     }
 }
 
@@ -177,6 +177,8 @@ pub(super) fn frontend_entries(
         port_be: fe.listen.port.to_be(),
         addr_be: [0; 4],
         ring: inline_ring(ring),
+        client_bits: fe.hash.client_bits(),
+        pad: [0; 3],
     };
     (fe.listen.endpoints().into_iter()).map(move |k| {
         let value = Frontend {

@@ -58,7 +58,7 @@ use proptest::test_runner::{
 use support::checksum;
 use support::hex::{hex_diff, hex_dump};
 use support::model::{self, reason_name, Bind, ModelConfig, ModelState, Outcome};
-use udplb::config::{Config, Defaults, Sched};
+use udplb::config::{Config, Defaults, Hash, Sched};
 
 mod frames;
 mod report;
@@ -278,7 +278,7 @@ fn check_frame_by_frame(
         before = after;
     }
     format!(
-        "the batch of {} frames diverged from the model (configuration {:?}, maglev {}), \
+        "the batch of {} frames diverged from the model (configuration {:?}, maglev {:?}), \
          but every frame agreed when it ran again alone with its counters read around it",
         sc.shots.len(),
         sc.specs,
@@ -417,7 +417,7 @@ pub(crate) fn run_differential(env: &Env, frames: u64, seed: u64) {
 fn shrink_configuration(
     env: &Env,
     program: &RefCell<Program>,
-    mut tree: impl ValueTree<Value = (Vec<String>, bool, Config)>,
+    mut tree: impl ValueTree<Value = (Vec<String>, Option<Hash>, Config)>,
     mut minimal: Scenario,
     mut why: String,
 ) -> (String, Scenario) {
@@ -549,7 +549,7 @@ pub(crate) fn no_context_runs_as_if_on_lo() {
         &env,
         &[Scenario {
             specs: vec!["1000=2000".into()],
-            maglev: false,
+            maglev: None,
             shots,
         }],
     );
@@ -584,7 +584,7 @@ pub(crate) fn unspecified_source_on_the_wire_is_not_a_reply() {
     .into_iter()
     .map(|(ingress, frame)| Scenario {
         specs: vec!["1000=2000".into(), "198.18.0.1:1001=2001".into()],
-        maglev: false,
+        maglev: None,
         shots: vec![Shot::new(ingress, frame, vec![])],
     })
     .collect();

@@ -7,6 +7,7 @@
 use super::support::runner::run_once;
 use libbpf_rs::MapCore;
 use udplb::config::Config;
+use udplb::config::Hash;
 use udplb::datapath::{Counters, Datapath};
 use udplb::plan::{Layout, Maps as _, Op, State};
 
@@ -17,7 +18,7 @@ pub struct Program {
     layout: Layout,
     pub shape: Vec<usize>,
     /// The configuration the maps hold, as (specs, maglev).
-    pub holds: Option<(Vec<String>, bool)>,
+    pub holds: Option<(Vec<String>, Option<Hash>)>,
     /// How many configurations this datapath has held.
     pub configurations: u64,
 }
@@ -42,7 +43,7 @@ impl Program {
     /// lingering reply entries, so that the maps hold `config` and
     /// nothing else, as a fresh load would (frontend ids and backend
     /// slots may differ; counters are compared as deltas).
-    pub fn hold(&mut self, specs: &[String], maglev: bool, config: &Config) {
+    pub fn hold(&mut self, specs: &[String], maglev: Option<Hash>, config: &Config) {
         if self
             .holds
             .as_ref()

@@ -59,8 +59,12 @@ pub(crate) fn fixture(sc: &Scenario, at: usize, outcomes: &[Outcome]) -> String 
         .collect();
     let specs: Vec<String> = sc.specs.iter().map(|x| format!("{x:?}")).collect();
     let _ = writeln!(s, "#[test]\nfn differential_regression() {{");
-    if sc.maglev {
-        let _ = writeln!(s, "    // Scheduler: maglev, table size 7 (build the Fixture's Config with from_specs_with).");
+    if let Some(hash) = sc.maglev {
+        let _ = writeln!(
+            s,
+            "    // Scheduler: maglev, table size 7, hash {} (build the Fixture's Config with from_specs_with).",
+            hash.code()
+        );
     }
     let _ = writeln!(s, "    let fx = Fixture::new(&[{}]);", specs.join(", "));
     if keep.iter().any(|&i| sc.shots[i].ingress == Ingress::Veth) {
@@ -144,10 +148,9 @@ pub(crate) fn report(
         s,
         "configuration: {:?}{}",
         sc.specs,
-        if sc.maglev {
-            " (maglev, table size 7)"
-        } else {
-            ""
+        match sc.maglev {
+            Some(hash) => format!(" (maglev, table size 7, hash {})", hash.code()),
+            None => String::new(),
         }
     );
     let _ = writeln!(

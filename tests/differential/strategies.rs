@@ -33,7 +33,7 @@ pub(crate) fn listen() -> impl Strategy<Value = String> {
 }
 
 /// Valid configurations, as `FRONTEND=BACKENDS` strings and as parsed.
-pub(crate) fn configuration() -> impl Strategy<Value = (Vec<String>, bool, Config)> {
+pub(crate) fn configuration() -> impl Strategy<Value = (Vec<String>, Option<Hash>, Config)> {
     let ports: Vec<u16> = (2000..2030).collect();
     (
         vec(
@@ -45,7 +45,14 @@ pub(crate) fn configuration() -> impl Strategy<Value = (Vec<String>, bool, Confi
             1..=4,
         ),
         Just(ports).prop_shuffle(),
-        prop::bool::weighted(0.3),
+        prop::option::weighted(
+            0.3,
+            prop_oneof![
+                2 => Just(Hash::Flow),
+                1 => Just(Hash::Client { ipv6_prefix: 128 }),
+                1 => Just(Hash::Client { ipv6_prefix: 64 }),
+            ],
+        ),
     )
         .prop_map(|(fronts, ports, maglev)| {
             let mut pool = ports.into_iter();
@@ -293,8 +300,9 @@ pub(crate) fn shot(a: &Aims) -> impl Strategy<Value = Shot> {
 #[derive(Clone, Debug)]
 pub(crate) struct Scenario {
     pub(crate) specs: Vec<String>,
-    /// Every frontend uses Maglev (table size 7) instead of round robin.
-    pub(crate) maglev: bool,
+    /// Every frontend uses Maglev (table size 7), hashing this, instead of
+    /// round robin (None).
+    pub(crate) maglev: Option<Hash>,
     pub(crate) shots: Vec<Shot>,
 }
 
@@ -307,13 +315,18 @@ impl Scenario {
 /// Round robin or Maglev. Quic frontends are not generated: the model has
 /// no QUIC parser; tests/quic_datapath.rs checks that their fallback picks
 /// what Maglev picks, and covers their own routing case by case.
-pub(crate) fn config_of(specs: &[String], maglev: bool) -> Option<Config> {
-    let sched = if maglev { Sched::Maglev } else { Sched::Rr };
+pub(crate) fn config_of(specs: &[String], maglev: Option<Hash>) -> Option<Config> {
+    let sched = if maglev.is_some() {
+        Sched::Maglev
+    } else {
+        Sched::Rr
+    };
     Config::from_specs_with(
         specs,
         Defaults {
             sched,
             table_size: 7,
+            hash: maglev.unwrap_or_default(),
             ..Defaults::default()
         },
     )
@@ -375,7 +388,7 @@ fn echo(a: &Aims) -> impl Strategy<Value = Echo> {
 /// the frames are followed by up to four echoes.
 pub(crate) fn batch(
     specs: Vec<String>,
-    maglev: bool,
+    maglev: Option<Hash>,
     aims: &Aims,
 ) -> impl Strategy<Value = Scenario> {
     let echoes = vec(echo(aims), 1..=4);

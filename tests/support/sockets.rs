@@ -3,6 +3,7 @@
 //! IP packets sent as they are. Every loop that sends is bounded in count,
 //! every receive in time.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -150,4 +151,56 @@ pub fn raw_socket(ipv6: bool) -> OwnedFd {
 pub fn send_ip(fd: &OwnedFd, ip: &[u8], dst: std::net::IpAddr) -> nix::Result<usize> {
     let to = SockaddrStorage::from(SocketAddr::new(dst, 0));
     nix::sys::socket::sendto(fd.as_raw_fd(), ip, &to, nix::sys::socket::MsgFlags::empty())
+}
+
+/// `n` non-blocking client sockets bound in `ns` to `addr` on ports
+/// `first`.. (one flow each).
+pub fn clients_on(ns: &Netns, addr: &str, first: u16, n: u16) -> Vec<UdpSocket> {
+    (first..first + n)
+        .map(|p| {
+            let s = ns.udp_bind(&format!("{addr}:{p}"));
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect()
+}
+
+/// One datagram per client socket to `frontend`, sent from a thread on
+/// `cpu`; the backend port each flow's answer names (backends that answer
+/// with their own port: servers::Reply::Port), by socket index. Each
+/// answer must come from the frontend's port; every socket must get one
+/// within 5 s.
+pub fn round_to(socks: &[UdpSocket], frontend: &str, cpu: Option<usize>) -> BTreeMap<usize, u16> {
+    let port: u16 = frontend
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("ADDR:PORT");
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            if let Some(c) = cpu {
+                let _ = super::cpu::pin_to_cpu(c);
+            }
+            for s in socks {
+                s.send_to(b"flow", frontend).expect("send");
+            }
+            let mut seen = BTreeMap::new();
+            let mut buf = [0u8; 64];
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while seen.len() < socks.len() && Instant::now() < deadline {
+                for (i, s) in socks.iter().enumerate() {
+                    while let Ok((n, from)) = s.recv_from(&mut buf) {
+                        assert_eq!(from.port(), port, "answers come from the frontend");
+                        assert_eq!(n, 2);
+                        seen.insert(i, u16::from_be_bytes([buf[0], buf[1]]));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            assert_eq!(seen.len(), socks.len(), "flows answered");
+            seen
+        })
+        .join()
+        .expect("client thread")
+    })
 }

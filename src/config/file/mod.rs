@@ -29,7 +29,7 @@ use crate::config::{
 };
 use crate::error::UsageError;
 use raw::{RawFile, RawFrontend, RawQuic, Text};
-use spans::{flow_timeout, sched, table_size, Lines};
+use spans::{flow_timeout, hash, sched, table_size, Lines};
 
 /// A parsed, validated configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +74,7 @@ pub fn parse(text: &str, path: &str) -> Result<FileConfig, UsageError> {
     })
 }
 
-/// The top-level `sched`, `table_size` and `flow_timeout`: what frontends
+/// The top-level `sched`, `table_size`, `flow_timeout` and `hash`: what frontends
 /// that do not set their own get.
 fn defaults(raw: &RawFile, at: &Lines) -> Result<Defaults, UsageError> {
     let mut defaults = Defaults::default();
@@ -86,6 +86,9 @@ fn defaults(raw: &RawFile, at: &Lines) -> Result<Defaults, UsageError> {
     }
     if let Some(t) = &raw.flow_timeout {
         defaults.flow_timeout = flow_timeout(t, "flow_timeout", at)?;
+    }
+    if let Some(h) = &raw.hash {
+        defaults.hash = hash(h, "hash", at)?;
     }
     Ok(defaults)
 }
@@ -127,6 +130,10 @@ fn frontend(f: &RawFrontend, defaults: Defaults, at: &Lines) -> Result<FrontendC
         Some(t) => flow_timeout(t, "flow_timeout", at)?,
         None => defaults.flow_timeout,
     };
+    let hash = match &f.hash {
+        Some(h) => hash(h, "hash", at)?,
+        None => defaults.hash,
+    };
     let quic_settings = match &f.quic {
         None => QuicSettings::default(),
         Some(q) if sched != Sched::Quic => {
@@ -146,6 +153,7 @@ fn frontend(f: &RawFrontend, defaults: Defaults, at: &Lines) -> Result<FrontendC
         health,
         flow_timeout,
         quic_settings,
+        hash,
     };
     // Server ID errors name the backend's line, the others the section's.
     fe.check_quic().map_err(|(i, e)| match (i, &f.quic) {
@@ -348,6 +356,31 @@ sched = "maglev"
         let fe = &f.config.frontends;
         assert_eq!((fe[0].sched, fe[0].backends[1].weight), (Sched::Rr, 0));
         assert_eq!((fe[1].sched, fe[1].table_size), (Sched::Maglev, 16381));
+    }
+
+    #[test]
+    fn hash_by_client_per_frontend_or_for_all() {
+        let f = parse(
+            "interface = \"lo\"\nsched = \"maglev\"\nhash = \"client\"\n\
+             [[frontend]]\nlisten = 53\nbackends = [5301]\n\
+             [[frontend]]\nlisten = 54\nbackends = [5401]\nhash = \"client/64\"\n\
+             [[frontend]]\nlisten = 55\nbackends = [5501]\nhash = \"flow\"\n",
+            "x",
+        )
+        .unwrap();
+        let hashes: Vec<String> = f.config.frontends.iter().map(|fe| fe.hash.code()).collect();
+        assert_eq!(hashes, ["client", "client/64", "flow"]);
+        assert_eq!(f.config.frontends[1].scheme(), "maglev, by client/64");
+        let e = err(
+            "interface = \"lo\"\n[[frontend]]\nlisten = 53\nbackends = [5301]\nhash = \"client\"\n",
+        );
+        assert!(e.starts_with("lb.toml:2: frontend: "), "{e}");
+        assert!(
+            e.contains("needs a scheduler that hashes (maglev or quic), not rr"),
+            "{e}"
+        );
+        let e = err("interface = \"lo\"\nsched = \"maglev\"\n[[frontend]]\nlisten = 53\nbackends = [5301]\nhash = \"client/0\"\n");
+        assert!(e.starts_with("lb.toml:6: hash: 'client/0': "), "{e}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use crate::config::names::{one_of, sched_names};
-use crate::config::{parse_flow_timeout, parse_table_size, Sched};
+use crate::config::{parse_flow_timeout, parse_table_size, Hash, Sched};
 use crate::error::UsageError;
 
 /// Line numbers (1-based) of byte offsets in the file.
@@ -75,6 +75,10 @@ pub(super) fn sched(value: &Spanned<String>, field: &str, at: &Lines) -> Result<
             format!("'{}' is not {}", value.get_ref(), one_of(&sched_names())),
         )
     })
+}
+
+pub(super) fn hash(value: &Spanned<String>, field: &str, at: &Lines) -> Result<Hash, UsageError> {
+    Hash::parse(value.get_ref()).map_err(|e| at.error(value.span(), field, e.0))
 }
 
 pub(super) fn table_size(value: &Spanned<i64>, field: &str, at: &Lines) -> Result<u32, UsageError> {

@@ -141,13 +141,15 @@ pub(super) fn icmp(
     // reply pinned that flow for that frontend (the client is the quote's
     // destination, the frontend its source); without such a pin (none,
     // another frontend's, no flow table), to the ring's backend for the
-    // flow, for the model's backends are all local (the program drops it
+    // flow (or its client), for the model's backends are all local (the program drops it
     // for a remote one); with no ring, dropped.
     if too_big {
         if let Some(fe) = config.frontend_for(src, sport) {
             let fr = &config.frontends[fe];
             let pin = match fr.pins {
-                true => state.flows.get(&(dst, dport, src, sport)),
+                true => state
+                    .flows
+                    .get(&super::pin_key(dst, dport, src, sport, fr.client_bits)),
                 false => None,
             };
             let pinned = pin.filter(|&&(pf, _)| pf == fe).map(|&(_, b)| b);
@@ -157,8 +159,8 @@ pub(super) fn icmp(
                 sport: dport,
                 dport: sport,
             };
-            let ring =
-                (!fr.ring.is_empty()).then(|| fr.ring[request.hash() as usize % fr.ring.len()]);
+            let ring = (!fr.ring.is_empty())
+                .then(|| fr.ring[request.hash_for(fr.client_bits) as usize % fr.ring.len()]);
             let Some(b) = pinned.or(ring) else {
                 out.verdict = XDP_DROP;
                 return (

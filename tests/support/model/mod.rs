@@ -21,10 +21,12 @@
 //! - [`ModelConfig::from_config`] is the only place that reads
 //!   [`udplb::config::Config`];
 //! - backend choice: the ring userspace writes (from the plan), walked by
-//!   the [`Scheduler`] ([`RoundRobin`]) or indexed by [`Flow::hash`] (Maglev),
+//!   the [`Scheduler`] ([`RoundRobin`]) or indexed by [`Flow::hash_for`]
+//!   (Maglev: the flow's hash, or its client's with `hash = "client"`),
 //!   after the flow table (README "Flow table") of a Maglev frontend: a
-//!   reply pins its flow (client, frontend address and port) to the backend
-//!   that sent it, and a request to the same frontend follows the pin.
+//!   reply pins its flow (client, frontend address and port; by client, the
+//!   client's address alone) to the backend that sent it, and a request to
+//!   the same frontend follows the pin.
 //!   Pins never expire here: the model runs well inside the timeout.
 
 use std::collections::HashMap;
@@ -112,6 +114,9 @@ pub struct ModelFrontend {
     pub maglev: bool,
     /// Maglev with a flow timeout: replies pin flows, requests follow pins.
     pub pins: bool,
+    /// 0: Maglev hashes the flow; else the client's address, an IPv6 one
+    /// cut to this many bits, and pins are per client.
+    pub client_bits: u8,
 }
 
 /// What the model needs of a configuration. Frontend `i` is the i-th of the
@@ -169,6 +174,7 @@ impl ModelConfig {
                     ring,
                     maglev: fe.sched == udplb::config::Sched::Maglev,
                     pins: fe.sched == udplb::config::Sched::Maglev && fe.flow_timeout > 0,
+                    client_bits: fe.hash.client_bits(),
                 }
             })
             .collect();
@@ -223,6 +229,18 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// The hash Maglev indexes its ring with: the flow's, or with
+    /// `client_bits` its client's (the source) alone.
+    pub fn hash_for(&self, client_bits: u8) -> u32 {
+        if client_bits == 0 {
+            return self.hash();
+        }
+        match self.src {
+            IpAddr::V4(a) => udplb::plan::flow_hash::client_hash(&a.octets(), client_bits),
+            IpAddr::V6(a) => udplb::plan::flow_hash::client_hash(&a.octets(), client_bits),
+        }
+    }
+
     /// The Maglev flow hash of this flow.
     pub fn hash(&self) -> u32 {
         let bytes = |a: &IpAddr| match a {
@@ -276,6 +294,19 @@ impl Scheduler for RoundRobin {
 /// A flow as the table keys it: the client's address and port, and the
 /// frontend address and port it wrote to.
 pub type PinKey = (IpAddr, u16, IpAddr, u16);
+
+/// The key of a flow's pin: per flow, or with `client_bits` per client
+/// (port 0, an IPv6 address cut to that many bits), as bpf/flows.h keys it.
+pub fn pin_key(client: IpAddr, port: u16, frontend: IpAddr, fport: u16, client_bits: u8) -> PinKey {
+    match (client_bits, client) {
+        (0, _) => (client, port, frontend, fport),
+        (bits, IpAddr::V6(a)) => {
+            let cut = udplb::plan::flow_hash::ipv6_prefix(a.octets(), bits);
+            (IpAddr::V6(cut.into()), 0, frontend, fport)
+        }
+        (_, v4) => (v4, 0, frontend, fport),
+    }
+}
 
 /// Flow table events (include/udplb.h, `enum udplb_flow_counter`).
 pub mod flow_event {
@@ -423,10 +454,13 @@ pub fn run(
         // an empty ring (a drained backend keeps its pinned flows).
         let pinned = match f.pins {
             false => None,
-            true => match state
-                .flows
-                .get(&(flow.src, flow.sport, flow.dst, flow.dport))
-            {
+            true => match state.flows.get(&pin_key(
+                flow.src,
+                flow.sport,
+                flow.dst,
+                flow.dport,
+                f.client_bits,
+            )) {
                 None => {
                     out.flow_event = Some(flow_event::MISS);
                     None
@@ -446,7 +480,7 @@ pub fn run(
         let position = match (n, f.maglev) {
             _ if pinned.is_some() => None,
             (0, _) => None,
-            (_, true) => Some(flow.hash() as usize % n),
+            (_, true) => Some(flow.hash_for(f.client_bits) as usize % n),
             (_, false) => state.scheduler.pick(fe, n, &flow),
         };
         match pinned.or(position.filter(|&p| p < n).map(|p| f.ring[p])) {
@@ -475,7 +509,8 @@ pub fn run(
         // The reply pins its flow: the client is its destination, and a
         // local backend answers from the address the client wrote to.
         if let Some(b) = b.filter(|_| config.frontends[fe].pins) {
-            let key = (flow.dst, flow.dport, flow.src, config.frontends[fe].port);
+            let f = &config.frontends[fe];
+            let key = pin_key(flow.dst, flow.dport, flow.src, f.port, f.client_bits);
             out.flow_event = Some(match state.flows.insert(key, (fe, b)) {
                 None => flow_event::PIN_CREATED,
                 Some(old) if old == (fe, b) => flow_event::PIN_REFRESHED,
