@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * counters.h - the per-CPU counters the datapath moves (maps.h defines them,
- * userspace sums them over every possible CPU).
+ * counters.h - the per-CPU counters the datapath moves (maps.h, flows.h
+ * and quic.h define them; userspace sums them over every possible CPU).
  *
  * Contract: XDP moves exactly one reason counter per packet, at its single
  * exit point (record_reason), and at most one packet/byte counter (a backend
@@ -10,7 +10,9 @@
  * from or an ICMP error was about. TC egress moves exactly one egress
  * verdict counter per packet, at its single exit point (record_egress),
  * the reply and passive counters of a reply it rewrote, and the passive
- * counter of an ICMP error it translated.
+ * counter of a destination-unreachable error this host sent about a
+ * backend (not of the errors it translates as the kernel forwards them:
+ * XDP counted those).
  */
 #ifndef UDPLB_COUNTERS_H
 #define UDPLB_COUNTERS_H

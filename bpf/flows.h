@@ -5,7 +5,8 @@
  *
  * Contract:
  * - Learned from replies only (flow_learn): a flow is pinned to the backend
- *   whose reply udplb rewrote (XDP on lo or for remote backends, TC egress
+ *   whose reply udplb translates (just before the rewrite, which only TC's
+ *   helpers can fail) (XDP on lo or for remote backends, TC egress
  *   for local replies leaving an interface and for remote ones the kernel
  *   forwards). Requests never write the
  *   table, so spoofed sources that never get an answer cannot fill it

@@ -51,8 +51,9 @@
 #define AF_INET 2
 #define AF_INET6 10
 #define ETH_ALEN 6
-/* Datagrams up to 18 * 512 = 9216 bytes (jumbo frames) can be completed;
- * 512 bytes is the most bpf_csum_diff takes at once. */
+/* Datagrams (udp.len) up to 18 * 512 + 511 = 9727 bytes can be completed
+ * (jumbo frames): eighteen chunks of 512 bytes, the most bpf_csum_diff takes
+ * at once, then smaller ones for the rest. */
 #define CSUM_CHUNK 512
 #define CSUM_MAX_CHUNKS 18
 
@@ -241,7 +242,9 @@ static __always_inline int forward(struct xdp_md *ctx, struct udp_packet *p, boo
 	*foreign = false;
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED && reply) {
-		/* A "reply" to this host (or a broadcast): not a client's. The
+		/* A "reply" the FIB does not forward (to this host, a
+		 * broadcast, or an address with no route at all): not one a
+		 * client gets. The
 		 * caller undoes the rewrite, so the kernel delivers it from the
 		 * backend, as if udplb were not there (udplb's own health
 		 * probes get their answers this way). */

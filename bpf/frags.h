@@ -13,8 +13,10 @@
  * Contract:
  * - A remote backend's first fragment is a reply like any other (its reply
  *   target found by source address and port, the reverse-path check, the
- *   rewrite, forward.h). Once it is translated (redirected by XDP, or by
- *   egress as the kernel forwards it), its datagram is remembered here:
+ *   rewrite, forward.h). Once XDP has translated it (redirected, or handed
+ *   to the kernel translated toward a device udplb does not run on), or as
+ *   egress translates it where the kernel forwards it (just before the
+ *   rewrite, which may still fail), its datagram is remembered here:
  *   (backend address, client address, IP identification) -> its reply
  *   target, in an LRU hash of
  *   UDPLB_REPLY_FRAGS entries. Only a frame that passed the reverse-path
@@ -27,7 +29,7 @@
  *   the source back and the kernel gets it as it came). Translated, it
  *   counts as a reply frame of its frontend and of its backend
  *   (reply_counters, passive_counters), as its first fragment does.
- * - A first fragment the kernel forwards is remembered by egress when it
+ * - A first fragment the kernel forwards is remembered by egress as it
  *   translates it, before the later ones leave (the kernel sends a
  *   datagram's fragments in order, and keeps them in order while it
  *   resolves a neighbour).
@@ -82,8 +84,10 @@ static __always_inline bool frag_lookup(struct udp_packet *p, struct udplb_reply
 	return true;
 }
 
-/* A first fragment from `backend`, rewritten (its source is the
- * frontend's now) and sent on: its datagram goes to `rt`. */
+/* A first fragment from `backend`, being translated (its source may be the
+ * frontend's already: the backend's address is taken from `backend`, the
+ * key from the description as the parser left it): its datagram goes to
+ * `rt`. */
 static __always_inline void frag_remember(struct udp_packet *p,
 					  const struct udplb_endpoint *backend,
 					  struct udplb_reply_target *rt)

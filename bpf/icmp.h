@@ -53,10 +53,13 @@
  *   only to a backend that really answered that flow: the one a live pin
  *   of the flow table names (flows.h, flow_answered_slot: learned from
  *   that backend's reply to this client and frontend, within the
- *   timeout, its slot not given to another backend since). Anything else
- *   is dropped and counted icmp_no_flow: no pin, an idle or foreign one,
- *   and every frontend without a flow table (round robin, flow_timeout 0),
- *   where nothing proves which backend, if any, answered. (IPVS likewise
+ *   timeout, its slot not given to another backend since). Without a live
+ *   pin it goes on only if the ring's backend for the flow is local: this
+ *   host's own kernel, which keeps the path MTU per destination anyway.
+ *   Anything else is dropped and counted icmp_no_flow: no pin, an idle or
+ *   foreign one, or a frontend without a flow table (round robin,
+ *   flow_timeout 0), with a remote backend for the flow: nothing proves
+ *   which backend, if any, answered. (IPVS likewise
  *   looks up its connection table; Katran hashes the quote as a flow and
  *   believes it.) The quoted source becomes the backend, and for a remote
  *   backend the outer destination its address, and the kernel forwards it
@@ -84,7 +87,8 @@
  *   spoofed_reply, dropped, unless it came from the backend's side; then,
  *   IPv4, icmp_to_egress, untouched, if the frontend has an address); packet too
  *   big whose source is a frontend -> icmp_to_backend if a live pin names
- *   the backend that answered, else icmp_no_flow (dropped); otherwise
+ *   the backend that answered, or with no pin if the ring's backend for the
+ *   flow is local, else icmp_no_flow (dropped); otherwise
  *   not_udp.
  */
 #ifndef UDPLB_ICMP_H
@@ -295,7 +299,8 @@ static __always_inline void icmp_rewrite(struct udp_packet *p, struct icmp_error
  * may match (lo, egress). xdp: the XDP context (NULL in TC egress, where
  * this host sent the error): a packet-too-big toward a backend may be
  * translated (the kernel routes it after the outer destination changed),
- * and off lo (where only remote backends match) an error about a backend
+ * and off lo (where only exact reply keys match: remote backends, and
+ * local backends of exact-address frontends) an error about a backend
  * must come from that backend's side, and an IPv4 one is left for egress
  * if its frontend has an address. Returns the reason to count.
  */

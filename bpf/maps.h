@@ -3,9 +3,11 @@
  * maps.h - the udplb maps, shared by the XDP and TC programs. Keys and
  * values are defined in include/udplb.h; every map is BTF-typed so
  * `bpftool map dump name <map>` shows fields.
- * Contract: userspace (src/datapath/apply.rs: Datapath::apply for the
- * configuration; src/datapath/mod.rs: add_tx_port/remove_tx_port for
- * tx_ports as interfaces come and go) is the only writer of the
+ * Contract: userspace (src/datapath/apply.rs: Datapath's plan::Maps::write,
+ * which every plan goes through, the daemon's plan::MapWriter and
+ * Datapath::apply alike, for the configuration; src/datapath/mod.rs:
+ * add_tx_port/remove_tx_port for tx_ports as interfaces come and go) is
+ * the only writer of the
  * configuration maps (these, and quic_servers in quic.h). The
  * datapath writes its per-CPU counters and round-robin cursors, and two
  * shared LRU hashes of its own: the flow table (flows.h, learned from
@@ -70,8 +72,9 @@ struct {
 } backends SEC(".maps");
 
 /* A scheduling ring: position -> backend slot. Userspace creates one per
- * frontend generation, sized to its backend set (BPF_F_INNER_MAP lets the
- * sizes differ); this definition is only the template. */
+ * frontend generation, sized to that ring (ring_size entries, at least 1:
+ * a Maglev table, or one round-robin cycle; BPF_F_INNER_MAP lets the sizes
+ * differ); this definition is only the template. */
 struct ring {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -114,7 +117,7 @@ struct {
  * redirects to (a device without XDP transmit support would drop the frame). */
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
-	__uint(max_entries, 64);
+	__uint(max_entries, UDPLB_MAX_INTERFACES);
 	__type(key, __u32);
 	__type(value, __u32);
 } tx_ports SEC(".maps");

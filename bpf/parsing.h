@@ -40,7 +40,9 @@
  * As it accepts a datagram (or a later fragment), the parser copies its
  * addresses and ports out of the headers once (describe_addresses,
  * describe_ports); every step after it reads that description (struct
- * packet_desc), not the headers.
+ * packet_desc), not the headers, but icmp_rewrite (icmp.h), the last step
+ * of an ICMP error, which reads the old words from the headers it
+ * overwrites.
  */
 #ifndef UDPLB_PARSING_H
 #define UDPLB_PARSING_H
@@ -87,7 +89,9 @@ struct hdr_cursor {
  * true as the packet changes: a step that rewrites an address or port in
  * the headers (rewrite_endpoint, frag_set_source) writes it here too, so
  * that a step after it (forward.h's FIB lookup and checksum completion)
- * reads the packet as it now stands.
+ * reads the packet as it now stands. The exception is icmp_rewrite
+ * (icmp.h): the last step of an ICMP error, it takes the old words from the
+ * headers it overwrites and leaves the quote's description as it was.
  *
  * Each side is in the form of the maps' keys (include/udplb.h): family, an
  * IPv4 address in addr_be[0] and the other words 0, pad 0, so that a side
@@ -109,9 +113,9 @@ struct packet_desc {
  * memory, the family became a byte the verifier could not follow, and the
  * XDP program needed over 100 bytes more of its 512-byte stack; kept
  * apart, it costs its own 40 bytes. The caller leaves it uninitialised:
- * what the parser does not describe stays so, and a step that read it
- * there would fail verification (a read of uninitialised stack), not read
- * garbage.
+ * what the parser does not describe stays so, and no step may read it
+ * there (the verifier does not stop it: a loader with CAP_PERFMON may read
+ * uninitialised stack, and would get garbage).
  *
  * The header pointers are for what the description does not hold: the
  * fields the steps write (addresses and ports in the rewrites, checksums,
@@ -140,7 +144,8 @@ struct udp_packet {
  * description. Called where the parser has just checked those headers,
  * for a datagram, a later fragment (addresses only: it has no UDP header)
  * and a datagram an ICMP error quotes, and nowhere else: the one place the
- * datapath reads a packet's addresses and ports.
+ * datapath reads a packet's addresses and ports (but icmp_rewrite's old
+ * words, read as it overwrites them).
  *
  * Filled by the parser rather than by a step after it, which would have to
  * ask the parser's verdict which headers there are: Linux 5.10's verifier

@@ -20,7 +20,8 @@
  *   (config rotation, server ID) is looked up in quic_servers, which the
  *   plan writes with the ring; the backend it names must still hold its
  *   slot (ident) and take CID-routed packets (UDPLB_BACKEND_F_CID: not
- *   held down by health; a drained backend keeps its connections).
+ *   held down out of the ring by health; a drained backend keeps its
+ *   connections).
  * - Anything else returns -1: the caller falls back to the ring (Maglev on
  *   the 4-tuple, through the flow table if the frontend has one). That is
  *   the draft's fallback for unroutable DCIDs, and what keeps a handshake

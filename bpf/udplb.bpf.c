@@ -185,6 +185,16 @@ reply_frontend(struct xdp_md *ctx, struct xdp_packet *x, struct udplb_reply_targ
 {
 	*action = XDP_PASS;
 	if (endpoint_is_local(&rt->frontend)) {
+		/* A local backend's reply comes from a socket of this host:
+		 * XDP sees it only on lo (elsewhere it leaves through
+		 * egress). On another interface its source, this host's own
+		 * address (an exact-address frontend's), is forged: it would
+		 * pin a flow of the spoofer's choosing. */
+		if (!x->on_lo) {
+			x->reason = UDPLB_REASON_SPOOFED_REPLY;
+			*action = XDP_DROP;
+			return NULL;
+		}
 		flow_learn(&x->p, rt);
 		rewrite_endpoint(ctx, UDPLB_HOOK_XDP, &x->p, true, &rt->frontend, false);
 		count(&reply_counters, rt->frontend_id, x->bytes);
@@ -274,11 +284,13 @@ static __always_inline int balance_datagram(struct xdp_md *ctx, struct xdp_packe
 	if (fe) {
 		to = request_backend(ctx, x, data_end, fe, &action);
 	} else {
-		/* Local backends are keyed by port alone; their replies are
-		 * seen here only on lo (elsewhere they leave through egress),
-		 * and matching a bare source port on a wire-facing interface
-		 * would rewrite strangers. Remote backends are keyed by
-		 * address and port, on every interface. */
+		/* Local backends of port-only frontends are keyed by port
+		 * alone, matched only on lo (elsewhere their replies leave
+		 * through egress): matching a bare source port on a
+		 * wire-facing interface would rewrite strangers. Remote
+		 * backends are keyed by address and port on every interface;
+		 * so are local backends of exact-address frontends (that
+		 * address), whose replies reply_frontend refuses off lo. */
 		if (!lookup_reply(&x->p, true, x->on_lo, &reply)) {
 			x->reason = UDPLB_REASON_NO_FRONTEND;
 			return XDP_PASS;
@@ -416,9 +428,11 @@ static __always_inline int egress(struct __sk_buff *skb)
 	rt = lookup_reply(&p, true, true, &reply) ? &reply : NULL;
 	if (!rt)
 		return UDPLB_EGRESS_UNTOUCHED;
-	/* A first fragment's source address cannot change: the later ones
-	 * (which carry no port to look up) would keep the old one, and the
-	 * client could not reassemble the datagram. As in udplb_xdp. */
+	/* A socket's first fragment keeps its source address: its later
+	 * fragments (no port to look up, and not remembered in reply_frags
+	 * on this path) would keep the old one, and the client could not
+	 * reassemble the datagram. (udplb_xdp and egress_forwarded translate
+	 * a remote backend's fragmented reply whole, through frags.h.) */
 	if (p.first_fragment && !endpoint_is_local(&rt->frontend))
 		return UDPLB_EGRESS_UNTOUCHED;
 	slot = rt->backend_slot;

@@ -4,8 +4,11 @@
  * udplb binary.
  *
  * Every map key and value, every limit and every counter index is defined
- * here and only here. The Rust side mirrors these structs in src/abi.rs and a
- * test checks sizes and offsets against the BTF-generated skeleton types.
+ * here and only here. The Rust side mirrors the structs userspace reads or
+ * writes in src/abi.rs (all but udplb_frag_key, which only the datapath
+ * uses), and plain_mirror! there checks their sizes, field offsets, field
+ * types and padding against the BTF-generated skeleton types at compile
+ * time.
  *
  * Rules for this file: fixed-width __u8/__u16/__u32/__u64 types only (it is
  * compiled against vmlinux.h on the BPF side), explicit padding, no
@@ -23,6 +26,7 @@
 #define UDPLB_MAX_BACKEND_SLOTS 8192   /* backends over all frontends */
 #define UDPLB_MAX_RING 1048573         /* largest scheduling ring (a prime) */
 #define UDPLB_MAX_WEIGHT 1000
+#define UDPLB_MAX_INTERFACES 64        /* interfaces a balancer redirects out of */
 #define UDPLB_DEFAULT_MAGLEV_SIZE 65537
 /* Flow table (bpf/flows.h): entries by default (--flow-table-size), the
  * most it may have, and the default idle timeout of a pin in seconds
@@ -122,7 +126,8 @@ enum udplb_reason {
 	UDPLB_REASON_FIB_FWD_DISABLED = 12, /* passed: forwarding is off here  */
 	UDPLB_REASON_FIB_FRAG_NEEDED = 13, /* passed: larger than the route MTU */
 	UDPLB_REASON_FIB_UNREACHABLE = 14, /* passed: blackhole, unreachable or prohibit route */
-	UDPLB_REASON_FIB_OTHER = 15,       /* passed: no route at all, a VLAN tag, a device
+	UDPLB_REASON_FIB_OTHER = 15,       /* passed: no route at all (a request; a
+					    * reply: reply_to_local), a VLAN tag, a device
 					    * udplb is not attached to, ... */
 	UDPLB_REASON_TTL_EXPIRED = 16,     /* passed: the kernel sends ICMP    */
 	/* Refused and dropped: traffic that only a spoofer or a loop makes
@@ -132,12 +137,16 @@ enum udplb_reason {
 					    * or a later fragment of one), or an
 					    * ICMP error about a datagram to a
 					    * backend (XDP off lo), on an interface
-					    * that does not lead to that backend */
+					    * that does not lead to that backend;
+					    * a local backend's (this host's
+					    * address) off lo */
 	UDPLB_REASON_REPLY_TO_LOCAL = 19,  /* a remote backend's datagram to this
 					    * host (the answer to udplb's own health
-					    * probe), or to a broadcast or multicast
-					    * address: passed as it came, from the
-					    * backend, never from the frontend */
+					    * probe), to a broadcast or multicast
+					    * address, or to one with no route at
+					    * all (the FIB does not forward it):
+					    * passed as it came, from the backend,
+					    * never from the frontend */
 	/* ICMP errors about balanced datagrams (bpf/icmp.h), rewritten and
 	 * passed: */
 	UDPLB_REASON_ICMP_TRANSLATED = 20, /* toward the client: the quoted
@@ -221,7 +230,7 @@ enum udplb_quic_counter {
 	UDPLB_QUIC_UNROUTABLE = 3,     /* config rotation 0b111                */
 	UDPLB_QUIC_UNKNOWN_SERVER = 4, /* no backend has this (config rotation,
 					* server ID)                           */
-	UDPLB_QUIC_BACKEND_DOWN = 5,   /* its backend is held down by health   */
+	UDPLB_QUIC_BACKEND_DOWN = 5,   /* its backend is held down out of the ring */
 	UDPLB_QUIC_TOO_SHORT = 6,      /* the datagram (or the long header's
 					* DCID) ends before the server ID, or a
 					* short header before the configured
@@ -306,8 +315,10 @@ struct udplb_backend {
  * either. */
 #define UDPLB_BACKEND_F_PINNED 1
 /* The backend takes packets routed by the server ID in their QUIC
- * connection ID: configured on a quic frontend and not held down (a
- * drained backend keeps its connections). */
+ * connection ID: configured on a quic frontend and not held down out of
+ * the ring (a drained backend keeps its connections; so do the held-down
+ * backends of a frontend whose backends are all down and that fails
+ * open). */
 #define UDPLB_BACKEND_F_CID 2
 
 /* The quic_servers map: (frontend, config rotation, server ID) -> the

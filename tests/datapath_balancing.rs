@@ -19,6 +19,7 @@ use support::packets::{udp, Frame, Port, TPID_8021AD, TPID_8021Q};
 use support::runner::{assert_reasons, Case, Fixture, Hit, Reloads, LOOPBACK, XDP_PASS};
 use udplb::abi::{
     Counter, UDPLB_REASON_BACKEND_TO_FRONTEND, UDPLB_REASON_BALANCED, UDPLB_REASON_NO_FRONTEND,
+    UDPLB_REASON_SPOOFED_REPLY,
 };
 
 #[test]
@@ -435,21 +436,21 @@ fn replies_are_translated_back_to_the_frontend_port() {
             RR,
         )
         .on(LOOPBACK),
-        // Exact frontends' replies are keyed on the frontend's address and
-        // match on any interface.
-        Case::reply(
-            "IPv4 reply from 198.18.0.1:5454, on a veth",
-            &from_dns_v4,
-            53,
-            DNS_V4,
+        // Exact frontends' local backends are keyed on the frontend's
+        // address. Their replies come from this host's sockets: XDP sees
+        // them on lo only. On a wire-facing interface that source (this
+        // host's own address) is forged, and would pin flows: dropped.
+        Case::dropped(
+            "IPv4 'reply' from 198.18.0.1:5454, on a veth",
+            &from_dns_v4.bytes,
+            UDPLB_REASON_SPOOFED_REPLY,
         )
         .on(veth),
         Case::reply("same on lo", &from_dns_v4, 53, DNS_V4).on(LOOPBACK),
-        Case::reply(
-            "IPv6 reply from [2001:2::1]:6363, on a veth",
-            &from_dns_v6,
-            53,
-            DNS_V6,
+        Case::dropped(
+            "IPv6 'reply' from [2001:2::1]:6363, on a veth",
+            &from_dns_v6.bytes,
+            UDPLB_REASON_SPOOFED_REPLY,
         )
         .on(veth),
         Case::reply("same on lo", &from_dns_v6, 53, DNS_V6).on(LOOPBACK),

@@ -234,5 +234,12 @@ pub fn interfaces(list: &str) -> Result<Vec<(String, u32)>, UsageError> {
         }
         out.push((name.to_string(), ifindex));
     }
+    if out.len() > abi::UDPLB_MAX_INTERFACES as usize {
+        return Err(UsageError(format!(
+            "{} interfaces given; the limit is {}",
+            out.len(),
+            abi::UDPLB_MAX_INTERFACES
+        )));
+    }
     Ok(out)
 }

@@ -498,6 +498,15 @@ pub fn run(
         return out;
     }
     if let Some(fe) = config.reply_for(flow.src, flow.sport, on_loopback) {
+        // The model's backends are local: their replies come from this
+        // host's sockets, which XDP sees on lo only. Off lo (an exact
+        // frontend's address matched) the source is forged.
+        if !on_loopback {
+            out.verdict = XDP_DROP;
+            out.reason = reason::SPOOFED_REPLY;
+            out.why = "a local backend's source off lo";
+            return out;
+        }
         set_port(&mut out.output, &d, 0, config.frontends[fe].port);
         out.reason = reason::REPLY;
         out.reply = Some(fe);
