@@ -5,8 +5,10 @@
  *
  * Contract:
  * - Learned from replies only (flow_learn): a flow is pinned to the backend
- *   whose reply udplb translates (just before the rewrite, which only TC's
- *   helpers can fail) (XDP on lo or for remote backends, TC egress
+ *   whose reply udplb translates (XDP: a local backend's before its
+ *   rewrite, a remote one's once it is sent on; egress: just before the
+ *   rewrite, which TC's helpers may still fail) (XDP on lo or for remote
+ *   backends, TC egress
  *   for local replies leaving an interface and for remote ones the kernel
  *   forwards). Requests never write the
  *   table, so spoofed sources that never get an answer cannot fill it
@@ -188,8 +190,10 @@ static __always_inline long flow_answered_slot(struct udplb_frontend *fe, struct
 	return slot;
 }
 
-/* A reply from the backend at rt->backend_slot to a client, seen before its
- * source is rewritten back to the frontend: pin the flow to that backend. */
+/* A reply from the backend at rt->backend_slot to a client, as udplb
+ * translates it (before or after its source is rewritten back to the
+ * frontend: only its destination, the client, is read): pin the flow to
+ * that backend. */
 static __always_inline void flow_learn(struct udp_packet *p, struct udplb_reply_target *rt)
 {
 	struct udplb_flow_key key;

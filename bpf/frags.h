@@ -85,9 +85,9 @@ static __always_inline bool frag_lookup(struct udp_packet *p, struct udplb_reply
 }
 
 /* A first fragment from `backend`, being translated (its source may be the
- * frontend's already: the backend's address is taken from `backend`, the
- * key from the description as the parser left it): its datagram goes to
- * `rt`. */
+ * frontend's already, so the key's backend address is taken from
+ * `backend`; its client address and IP identification from p): its
+ * datagram goes to `rt`. */
 static __always_inline void frag_remember(struct udp_packet *p,
 					  const struct udplb_endpoint *backend,
 					  struct udplb_reply_target *rt)

@@ -8,8 +8,9 @@ use std::process::{Command, Output};
 use support::netns::*;
 use support::process::*;
 
-/// Runs udplb in `ns`; one that is still running after 20 s (it accepted
-/// input it should have refused) is killed and fails the test.
+/// Runs udplb in `ns`; one that is still running after 20 s (longer on a
+/// slow machine: support::slow) has accepted input it should have refused,
+/// and is killed and fails the test.
 fn run_in(ns: &Netns, args: &[&str]) -> Output {
     let mut child = Command::new("ip")
         .args(["netns", "exec", &ns.name, BIN])
@@ -18,14 +19,16 @@ fn run_in(ns: &Netns, args: &[&str]) -> Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run udplb");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let limit = support::slow(std::time::Duration::from_secs(20));
+    let deadline = std::time::Instant::now() + limit;
     while child.try_wait().expect("wait").is_none() {
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
             let out = child.wait_with_output().expect("collect output");
             panic!(
-                "{args:?}: still running after 20 s: {}",
-                String::from_utf8_lossy(&out.stdout)
+                "{args:?}: still running after {limit:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(20));

@@ -302,7 +302,8 @@ fn an_unread_stdout_holds_nothing() {
     while !line.contains("attached to") {
         line.clear();
         assert!(
-            reader.read_line(&mut line).unwrap() > 0 && t.elapsed() < Duration::from_secs(20),
+            reader.read_line(&mut line).unwrap() > 0
+                && t.elapsed() < support::slow(Duration::from_secs(20)),
             "udplb did not attach"
         );
     }

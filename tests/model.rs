@@ -125,11 +125,13 @@ fn exact_frontends_and_replies() {
         run(&v4(C4, 1, H4, 53, b""), &cfg, &mut st, false).backend,
         Some((0, 0))
     );
-    // Exact frontend's backend replies from its address: anywhere.
-    assert_eq!(
-        run(&v4(VIP4, 5454, C4, 1, b""), &cfg, &mut st, false).reply,
-        Some(1)
-    );
+    // Exact frontend's backend replies from its address, on lo: its
+    // sockets' replies reach XDP there only. Elsewhere that source (this
+    // host's own address) is forged.
+    let from_vip = v4(VIP4, 5454, C4, 1, b"");
+    assert_eq!(run(&from_vip, &cfg, &mut st, true).reply, Some(1));
+    let o = run(&from_vip, &cfg, &mut st, false);
+    assert_eq!((o.reason, o.reply), (reason::SPOOFED_REPLY, None));
     // Port-only frontend's backend: only on lo.
     let r = v4(H4, 5353, C4, 1, b"");
     assert_eq!(run(&r, &cfg, &mut st, false).reason, reason::NO_FRONTEND);

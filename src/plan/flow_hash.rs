@@ -85,7 +85,7 @@ mod tests {
     }
 
     #[test]
-    fn client_hash_ignores_ports_and_the_cut_bits() {
+    fn client_hash_ignores_the_cut_bits() {
         let a: [u8; 16] = "2001:2::a:1"
             .parse::<std::net::Ipv6Addr>()
             .unwrap()

@@ -51,6 +51,10 @@ pub(crate) fn configuration() -> impl Strategy<Value = (Vec<String>, Option<Hash
                 2 => Just(Hash::Flow),
                 1 => Just(Hash::Client { ipv6_prefix: 128 }),
                 1 => Just(Hash::Client { ipv6_prefix: 64 }),
+                // Prefixes that cut inside a 32-bit word (the datapath's
+                // masks), and the extremes.
+                1 => prop::sample::select(vec![1u8, 33, 56, 65, 127])
+                    .prop_map(|ipv6_prefix| Hash::Client { ipv6_prefix }),
             ],
         ),
     )

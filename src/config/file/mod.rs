@@ -25,7 +25,7 @@ use toml::Spanned;
 use crate::config::announce::{self, Announce};
 use crate::config::{
     check_interface_name, parse_backend, parse_listen, BackendConfig, Check, Config, Defaults,
-    FrontendConfig, FrontendHealth, QuicSettings, Sched,
+    FrontendConfig, FrontendHealth, Hash, QuicSettings, Sched,
 };
 use crate::error::UsageError;
 use raw::{RawFile, RawFrontend, RawQuic, Text};
@@ -130,9 +130,12 @@ fn frontend(f: &RawFrontend, defaults: Defaults, at: &Lines) -> Result<FrontendC
         Some(t) => flow_timeout(t, "flow_timeout", at)?,
         None => defaults.flow_timeout,
     };
+    // The top-level hash is the default of the frontends that hash; a
+    // round-robin frontend keeps the flow's (its own `hash` is refused).
     let hash = match &f.hash {
         Some(h) => hash(h, "hash", at)?,
-        None => defaults.hash,
+        None if sched.hashes() => defaults.hash,
+        None => Hash::Flow,
     };
     let quic_settings = match &f.quic {
         None => QuicSettings::default(),
@@ -370,6 +373,17 @@ sched = "maglev"
         .unwrap();
         let hashes: Vec<String> = f.config.frontends.iter().map(|fe| fe.hash.code()).collect();
         assert_eq!(hashes, ["client", "client/64", "flow"]);
+        // The top-level hash is for the frontends that hash: a round-robin
+        // one next to them keeps the flow's.
+        let g = parse(
+            "interface = \"lo\"\nsched = \"maglev\"\nhash = \"client\"\n\
+             [[frontend]]\nlisten = 53\nbackends = [5301]\n\
+             [[frontend]]\nlisten = 54\nbackends = [5401]\nsched = \"rr\"\n",
+            "x",
+        )
+        .unwrap();
+        let hashes: Vec<String> = g.config.frontends.iter().map(|fe| fe.hash.code()).collect();
+        assert_eq!(hashes, ["client", "flow"]);
         assert_eq!(f.config.frontends[1].scheme(), "maglev, by client/64");
         let e = err(
             "interface = \"lo\"\n[[frontend]]\nlisten = 53\nbackends = [5301]\nhash = \"client\"\n",
