@@ -64,7 +64,9 @@ impl Browser {
             answers,
             stderr,
         };
-        if let Err(e) = b.answer(Duration::from_secs(60)) {
+        // A minute here; an emulated kernel's VM takes longer to start a
+        // browser (super::slow).
+        if let Err(e) = b.answer(super::slow(Duration::from_secs(60))) {
             panic!("the browser did not start: {e}");
         }
         b
