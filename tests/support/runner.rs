@@ -66,19 +66,15 @@ pub fn run_once(
         ..Default::default()
     };
     let output = prog.test_run(input);
-    // Kernels before 5.15 take no xdp_md context in a test run. A run on lo
-    // (ingress_ifindex 1, or 0: the default) is the same run without one,
-    // on lo's rx queue; any other interface cannot be asked for there, and
-    // the fixture says so.
+    // Before 5.15 the kernel takes no xdp_md context: a run on lo (1, or 0:
+    // the default) is the same run without one; another interface fails.
     let refused = |e: &libbpf_rs::Error| e.kind() == libbpf_rs::ErrorKind::InvalidInput;
-    if let (Err(e), Some(0 | LOOPBACK)) = (&output, ingress_ifindex) {
-        if refused(e) {
-            return run_once(prog, packet, None);
-        }
+    match (&output, ingress_ifindex) {
+        (Err(e), Some(0 | LOOPBACK)) if refused(e) => return run_once(prog, packet, None),
+        _ => {}
     }
     let output = output.map_err(|e| {
-        let old_kernel = ingress_ifindex.is_some() && refused(&e);
-        let why = if old_kernel {
+        let why = if ingress_ifindex.is_some() && refused(&e) {
             " (this fixture needs Linux 5.15 or later: older kernels take no xdp_md context \
              with an ingress_ifindex in BPF_PROG_TEST_RUN)"
         } else {
