@@ -4,15 +4,20 @@
  * answered each flow, so that backend changes move no live flow.
  *
  * Contract:
- * - Learned from replies only (flow_learn): a flow is pinned to the backend
+ * - Learned from replies (flow_learn): a flow is pinned to the backend
  *   whose reply udplb translates (XDP: a local backend's before its
  *   rewrite, a remote one's once it is sent on; egress: just before the
  *   rewrite, which TC's helpers may still fail) (XDP on lo or for remote
  *   backends, TC egress
  *   for local replies leaving an interface and for remote ones the kernel
- *   forwards). Requests never write the
+ *   forwards). Requests of NAT frontends never write the
  *   table, so spoofed sources that never get an answer cannot fill it
  *   (a backend's answer to a spoofed request does pin: see README).
+ * - Learned from requests in DSR modes (udplb.h UDPLB_MODE_*), whose
+ *   replies never pass here: the ring's choice is pinned at once (as
+ *   Katran's LRU does), and a request that follows its pin refreshes it.
+ *   A flood of spoofed sources can then evict live pins: README says how
+ *   to size the table for it.
  * - A frontend that hashes by client (udplb_frontend.client_bits) pins per
  *   client: its keys have client port 0 and the client's address cut as
  *   client_hash cuts it (flow_key_client), so one pin serves every flow of
@@ -127,14 +132,46 @@ static __always_inline bool pin_expired(struct udplb_frontend *fe, struct udplb_
 	       (__s64)(last - now) > (__s64)jiffies_hz;
 }
 
+/* Pins the flow of `key` to the backend `be` at `slot`, for frontend_id:
+ * only the time of a pin that already says so (a relaxed store, and only
+ * when the clock moved, so busy flows do not keep the cache line bouncing
+ * between CPUs), else a new pin. */
+static __always_inline void flow_pin(struct udplb_flow_key *key, __u32 slot,
+				     struct udplb_backend *be, __u32 frontend_id)
+{
+	struct udplb_flow *f;
+	struct udplb_flow v;
+	__u64 now = bpf_jiffies64();
+
+	f = bpf_map_lookup_elem(&flows, key);
+	if (f && f->slot == slot && f->ident == be->ident && f->frontend_id == frontend_id) {
+		if (*(volatile __u64 *)&f->last_seen != now)
+			*(volatile __u64 *)&f->last_seen = now;
+		flow_count(UDPLB_FLOW_PIN_REFRESHED);
+		return;
+	}
+	__builtin_memset(&v, 0, sizeof(v));
+	v.slot = slot;
+	v.ident = be->ident;
+	v.frontend_id = frontend_id;
+	v.last_seen = now;
+	if (bpf_map_update_elem(&flows, key, &v, BPF_ANY))
+		flow_count(UDPLB_FLOW_PIN_FAILED);
+	else
+		flow_count(f ? UDPLB_FLOW_PIN_MOVED : UDPLB_FLOW_PIN_CREATED);
+}
+
 /* The backend slot for a request: its pin if it has a valid one, else the
- * ring's choice (pick_slot). */
+ * ring's choice (pick_slot). A DSR frontend (no reply passes here) pins
+ * the ring's choice at once, and a request that follows its pin keeps it
+ * alive. */
 static __always_inline long flow_pick_slot(struct udplb_frontend *fe, struct udp_packet *p)
 {
 	struct udplb_flow_key key;
 	struct udplb_backend *be;
 	struct udplb_flow *f;
 	__u32 slot;
+	long picked;
 
 	if (fe->sched == UDPLB_SCHED_RR || !fe->flow_timeout_s)
 		return pick_slot(fe, p);
@@ -142,21 +179,36 @@ static __always_inline long flow_pick_slot(struct udplb_frontend *fe, struct udp
 	f = bpf_map_lookup_elem(&flows, &key);
 	if (!f) {
 		flow_count(UDPLB_FLOW_MISS);
-		return pick_slot(fe, p);
+		goto ring;
 	}
 	if (pin_expired(fe, f)) {
 		flow_count(UDPLB_FLOW_EXPIRED);
-		return pick_slot(fe, p);
+		goto ring;
 	}
 	slot = f->slot;
 	be = bpf_map_lookup_elem(&backends, &slot);
 	if (!be || !(be->flags & UDPLB_BACKEND_F_PINNED) || be->ident != f->ident ||
 	    f->frontend_id != fe->id) {
 		flow_count(UDPLB_FLOW_STALE);
-		return pick_slot(fe, p);
+		goto ring;
 	}
 	flow_count(UDPLB_FLOW_HIT);
+	if (fe->mode != UDPLB_MODE_NAT) {
+		__u64 now = bpf_jiffies64();
+
+		if (*(volatile __u64 *)&f->last_seen != now)
+			*(volatile __u64 *)&f->last_seen = now;
+	}
 	return slot;
+ring:
+	picked = pick_slot(fe, p);
+	if (picked < 0 || fe->mode == UDPLB_MODE_NAT)
+		return picked;
+	slot = picked;
+	be = bpf_map_lookup_elem(&backends, &slot);
+	if (be && (be->flags & UDPLB_BACKEND_F_PINNED))
+		flow_pin(&key, slot, be, fe->id);
+	return picked;
 }
 
 /*
@@ -198,10 +250,7 @@ static __always_inline void flow_learn(struct udp_packet *p, struct udplb_reply_
 {
 	struct udplb_flow_key key;
 	struct udplb_backend *be;
-	struct udplb_flow *f;
-	struct udplb_flow v;
 	__u32 slot = rt->backend_slot;
-	__u64 now;
 
 	be = bpf_map_lookup_elem(&backends, &slot);
 	if (!be || !(be->flags & UDPLB_BACKEND_F_PINNED))
@@ -212,26 +261,7 @@ static __always_inline void flow_learn(struct udp_packet *p, struct udplb_reply_
 	__builtin_memcpy(key.frontend_addr_be,
 			 endpoint_is_local(&rt->frontend) ? p->desc->src.addr_be : rt->frontend.addr_be,
 			 sizeof(key.frontend_addr_be));
-	now = bpf_jiffies64();
-	f = bpf_map_lookup_elem(&flows, &key);
-	if (f && f->slot == slot && f->ident == be->ident && f->frontend_id == rt->frontend_id) {
-		/* Already right: refresh the time in place, and only when the
-		 * clock moved, so busy flows do not keep the cache line
-		 * bouncing between CPUs. */
-		if (*(volatile __u64 *)&f->last_seen != now)
-			*(volatile __u64 *)&f->last_seen = now;
-		flow_count(UDPLB_FLOW_PIN_REFRESHED);
-		return;
-	}
-	__builtin_memset(&v, 0, sizeof(v));
-	v.slot = slot;
-	v.ident = be->ident;
-	v.frontend_id = rt->frontend_id;
-	v.last_seen = now;
-	if (bpf_map_update_elem(&flows, &key, &v, BPF_ANY))
-		flow_count(UDPLB_FLOW_PIN_FAILED);
-	else
-		flow_count(f ? UDPLB_FLOW_PIN_MOVED : UDPLB_FLOW_PIN_CREATED);
+	flow_pin(&key, slot, be, rt->frontend_id);
 }
 
 #endif /* UDPLB_FLOWS_H */

@@ -3,7 +3,8 @@
  * udplb.bpf.c - the entry points of the datapath. Helpers live in headers by
  * concern: parsing.h, csum.h, ctx.h (the XDP/TC shim), maps.h, lookup.h,
  * flow_hash.h, flows.h (the flow table), quic.h (QUIC-LB), rewrite.h,
- * forward.h, icmp.h (ICMP errors), frags.h (fragmented replies), counters.h.
+ * forward.h, dsr.h (direct server return), icmp.h (ICMP errors), frags.h
+ * (fragmented replies), counters.h.
  *
  * udplb_xdp (XDP, ingress). Parse Ethernet/VLAN/IP/UDP, then
  *   - destination is a frontend -> pick a backend (round robin, Maglev, or
@@ -17,6 +18,9 @@
  *     remote backend's reply is forwarded like a request, or, where the
  *     lookup cannot finish, handed to the kernel as it came, for
  *     udplb_egress to translate as the kernel sends it on;
+ *     A frontend in a DSR mode (ipip, gue, l2) sends the request to its
+ *     remote backend as the client sent it, encapsulated or with the
+ *     backend's MAC (dsr.h), and never sees the reply;
  *   - anything else -> XDP_PASS, untouched.
  *   Refused and dropped, as only a spoofer or a loop makes them: a
  *   backend's datagram to a frontend, a remote backend's reply (or a later
@@ -64,6 +68,7 @@
 #include "flows.h"
 #include "quic.h"
 #include "frags.h"
+#include "dsr.h"
 
 /* Loopback is ifindex 1 in every network namespace. */
 #define LOOPBACK_IFINDEX 1
@@ -125,12 +130,13 @@ static __always_inline int forward_reply_fragment(struct xdp_md *ctx, struct xdp
 
 /*
  * A request to frontend fe: its backend picked. A local one gets it here
- * (rewritten, XDP_PASS); a remote one is returned for send_remote.
+ * (rewritten, XDP_PASS); a remote one is returned, its slot in *slot_out,
+ * for send_remote or send_dsr.
  * Otherwise NULL, with *action and x->reason saying what became of it.
  */
 static __always_inline const struct udplb_endpoint *
 request_backend(struct xdp_md *ctx, struct xdp_packet *x, void *data_end,
-		struct udplb_frontend *fe, int *action)
+		struct udplb_frontend *fe, int *action, __u32 *slot_out)
 {
 	struct udplb_reply_target reply;
 	struct udplb_backend *be;
@@ -169,7 +175,11 @@ request_backend(struct xdp_md *ctx, struct xdp_packet *x, void *data_end,
 		x->reason = UDPLB_REASON_FRAGMENT;
 		return NULL;
 	}
-	count(&backend_counters, slot, x->bytes);
+	/* A DSR request is counted once sent (balance_datagram): what
+	 * cannot be sent is dropped. */
+	if (fe->mode == UDPLB_MODE_NAT)
+		count(&backend_counters, slot, x->bytes);
+	*slot_out = slot;
 	return &be->ep;
 }
 
@@ -277,12 +287,20 @@ static __always_inline int balance_datagram(struct xdp_md *ctx, struct xdp_packe
 	struct udplb_frontend *fe;
 	struct reply_undo undo;
 	bool is_reply;
+	__u32 slot = 0;
 	int action;
 
 	fe = lookup_frontend(&x->p, false);
 	is_reply = !fe;
 	if (fe) {
-		to = request_backend(ctx, x, data_end, fe, &action);
+		to = request_backend(ctx, x, data_end, fe, &action, &slot);
+		/* Direct server return: the request goes as it came. */
+		if (to && fe->mode != UDPLB_MODE_NAT) {
+			action = send_dsr(ctx, &x->p, fe, to, &x->reason);
+			if (action == XDP_REDIRECT)
+				count(&backend_counters, slot, x->bytes);
+			return action;
+		}
 	} else {
 		/* Local backends of port-only frontends are keyed by port
 		 * alone, matched only on lo (elsewhere their replies leave

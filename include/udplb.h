@@ -79,6 +79,21 @@
 #define UDPLB_SCHED_QUIC 2   /* the server ID in the QUIC destination connection
 			      * ID (QUIC-LB plaintext), else as Maglev */
 
+/* Forwarding modes (struct udplb_frontend.mode, bpf/dsr.h). NAT rewrites
+ * the destination to the backend's address and port, and the backend's
+ * replies come back through the balancer. The others are direct server
+ * return: the datagram reaches the backend as the client sent it, addressed
+ * to the frontend, which the backend owns, and the backend answers the
+ * client itself. IPIP puts it in an outer IP header to the backend's address
+ * (protocol 4 or 41: the inner family's), GUE in an outer IP and UDP header
+ * to the backend's decapsulation port (GUE variant 1: the inner IP header
+ * follows the UDP header), L2 rewrites only the destination MAC to the
+ * backend's (a backend on a segment of this host). */
+#define UDPLB_MODE_NAT 0
+#define UDPLB_MODE_IPIP 1
+#define UDPLB_MODE_GUE 2
+#define UDPLB_MODE_L2 3
+
 /* QUIC-LB (draft-ietf-quic-load-balancers-19, plaintext): a connection ID
  * is a first octet (3 config rotation bits, 5 free or length bits), the
  * server ID (1 to 15 bytes), a nonce of at least 4 bytes. */
@@ -169,7 +184,21 @@ enum udplb_reason {
 					    * translates it as the kernel forwards it
 					    * (translated here, its source would be
 					    * this host's: an IPv4 martian) */
-	UDPLB_REASON_COUNT = 24,
+	/* Direct server return (UDPLB_MODE_IPIP, _GUE, _L2: bpf/dsr.h): */
+	UDPLB_REASON_DSR_SENT = 24,    /* a request encapsulated (ipip, gue) or
+					* readdressed to its backend's MAC (l2),
+					* sent out by XDP_REDIRECT */
+	UDPLB_REASON_DSR_UNSENT = 25,  /* dropped: no route to the backend, its
+					* next hop's neighbour not resolved yet
+					* (the daemon asks the kernel to resolve
+					* it: dsr_neigh), out of a device udplb is
+					* not attached to, an l2 backend not on a
+					* segment of this host, a VLAN tag, an
+					* outer checksum that cannot be summed, or
+					* no tunnel source for the family */
+	UDPLB_REASON_DSR_TOO_BIG = 26, /* dropped: larger than the route's MTU
+					* once encapsulated */
+	UDPLB_REASON_COUNT = 27,
 };
 
 /*
@@ -206,7 +235,9 @@ enum udplb_flow_counter {
 	UDPLB_FLOW_EXPIRED = 2,       /* a pin idle longer than the timeout     */
 	UDPLB_FLOW_STALE = 3,         /* a pin to a backend removed, replaced or
 				       * not accepting pinned flows          */
-	UDPLB_FLOW_PIN_CREATED = 4,   /* a reply pinned a flow that had no pin  */
+	UDPLB_FLOW_PIN_CREATED = 4,   /* a reply (in DSR modes the request that
+				       * the ring sent) pinned a flow that had
+				       * no pin                               */
 	UDPLB_FLOW_PIN_REFRESHED = 5, /* a reply found its pin right (time only) */
 	UDPLB_FLOW_PIN_MOVED = 6,     /* a reply came from another backend than
 				       * the pin's: the pin now says this one */
@@ -251,6 +282,22 @@ struct udplb_endpoint {
 };
 
 /*
+ * The outer source address of a frontend's encapsulated requests
+ * (UDPLB_MODE_IPIP, _GUE) of one outer family. The bits of hash_mask_be in
+ * the address's last word are the request's flow hash (its client's with
+ * client_bits), so that the routers' ECMP and the backend's RSS, which see
+ * only the outer header of IPIP, spread the flows; 0 keeps the address as
+ * given. family 0: none configured (userspace refuses a frontend that
+ * would need it).
+ */
+struct udplb_tunnel_source {
+	__u8 family;
+	__u8 pad[3];
+	__u32 hash_mask_be;
+	__u32 addr_be[4];
+};
+
+/*
  * What the datapath needs to balance a frontend's packets. A ring of
  * ring_size entries (an inner map of rings, at index ring_id) lists backend
  * slots: round robin walks it with a per-CPU cursor, Maglev indexes it with
@@ -283,7 +330,9 @@ struct udplb_frontend {
 			   * ports); else the client's address alone, an
 			   * IPv6 one cut to its first client_bits bits
 			   * (1-128), and the flow table pins per client */
-	__u8 pad[3];
+	__u8 mode;        /* UDPLB_MODE_*: how requests reach the backends */
+	__u16 gue_port_be; /* UDPLB_MODE_GUE: the backends' decapsulation port */
+	struct udplb_tunnel_source tunnel[2]; /* outer sources: IPv4, IPv6 */
 };
 
 /* A backend, at a slot of the backends map. The slot is also the index of
@@ -388,6 +437,17 @@ struct udplb_flow {
 	__u32 pad;
 	__u64 last_seen;     /* jiffies (bpf_jiffies64(), inlined: no helper
 			      * call) of the last reply */
+};
+
+/* A next hop whose neighbour entry a DSR request found missing (the
+ * dsr_neigh map): the daemon asks the kernel to resolve it, which a
+ * frame redirected in XDP never does. pad must be zero (keys are hashed
+ * as bytes). */
+struct udplb_neigh_key {
+	__u32 ifindex;
+	__u8 family;
+	__u8 pad[3];
+	__u32 addr_be[4];
 };
 
 /* The datapath's clock as udplb_clock reports it: jiffies now and the

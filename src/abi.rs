@@ -50,7 +50,34 @@ pub struct Frontend {
     pub ring: InlineRing,
     /// 0: hash the flow; else the client's address (IPv6: this many bits).
     pub client_bits: u8,
+    /// UDPLB_MODE_*: how requests reach the backends.
+    pub mode: u8,
+    /// UDPLB_MODE_GUE: the backends' decapsulation port (network order).
+    pub gue_port_be: u16,
+    /// Outer sources of encapsulated requests: IPv4, IPv6.
+    pub tunnel: [TunnelSource; 2],
+}
+
+/// `struct udplb_tunnel_source`: the outer source of encapsulated
+/// requests of one family; the bits of `hash_mask_be` (in the address's
+/// last word) carry the flow hash.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TunnelSource {
+    pub family: u8,
     pub pad: [u8; 3],
+    pub hash_mask_be: u32,
+    pub addr_be: [u32; 4],
+}
+
+/// `struct udplb_neigh_key`: a next hop a DSR request found unresolved.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NeighKey {
+    pub ifindex: u32,
+    pub family: u8,
+    pub pad: [u8; 3],
+    pub addr_be: [u32; 4],
 }
 
 /// `struct udplb_frontend.ring`. A literal length: rustc 1.95 fails
@@ -223,8 +250,20 @@ plain_mirror!(
         addr_be: [u32; 4],
         ring: InlineRing,
         client_bits: u8,
-        pad: [u8; 3],
+        mode: u8,
+        gue_port_be: u16,
+        tunnel: [TunnelSource; 2],
     ]
+);
+plain_mirror!(
+    TunnelSource,
+    c::udplb_tunnel_source,
+    [family: u8, pad: [u8; 3], hash_mask_be: u32, addr_be: [u32; 4]]
+);
+plain_mirror!(
+    NeighKey,
+    c::udplb_neigh_key,
+    [ifindex: u32, family: u8, pad: [u8; 3], addr_be: [u32; 4]]
 );
 plain_mirror!(
     Backend,

@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::abi::UDPLB_DEFAULT_MAGLEV_SIZE;
 use crate::config::settings::{AnnounceFlags, Frontends, RunOptions, Settings, XdpMode};
 use crate::config::{
-    parse_flow_table_size, parse_flow_timeout, parse_table_size, Defaults, Hash, Sched,
+    parse_flow_table_size, parse_flow_timeout, parse_table_size, Defaults, Hash, Mode, Sched,
+    Tunnel, Tunnels,
 };
 use crate::error::UsageError;
 
@@ -41,7 +42,8 @@ pub struct Args {
 
     /// Read interface and frontends from a TOML file; SIGHUP re-reads it
     #[arg(long, value_name = "FILE",
-          conflicts_with_all = ["sched", "table_size", "flow_timeout", "quic_cid_len", "quic_config_id", "hash"])]
+          conflicts_with_all = ["sched", "table_size", "flow_timeout", "quic_cid_len", "quic_config_id", "hash",
+                               "mode", "tunnel_source"])]
     pub config: Option<String>,
 
     /// Scheduler: rr (per-datagram round robin), maglev (a flow sticks to a
@@ -57,6 +59,22 @@ pub struct Args {
     #[arg(long, value_name = "HASH", default_value = "flow",
           value_parser = |s: &str| Hash::parse(s).map_err(|e| e.0))]
     pub hash: Hash,
+
+    /// How requests reach remote backends: nat (their address and port;
+    /// replies come back through udplb), or direct server return, the
+    /// backend answering the client itself from the frontend's address:
+    /// ipip, gue:PORT (the backends' `ip fou add port PORT gue`) or l2 (a
+    /// backend on a segment of this host: its MAC)
+    #[arg(long, value_name = "MODE", default_value = "nat",
+          value_parser = |s: &str| Mode::parse(s).map_err(|e| e.0))]
+    pub mode: Mode,
+
+    /// The outer source address of ipip and gue, one per family; with
+    /// /PREFIX the flow hash fills its host bits (the last 32 at most), so
+    /// that routers and the backends' RSS spread the flows
+    #[arg(long, value_name = "ADDR[/PREFIX]",
+          value_parser = |s: &str| Tunnel::parse(s).map_err(|e| e.0))]
+    pub tunnel_source: Vec<Tunnel>,
 
     /// Maglev table size per frontend: a prime (more entries, finer shares)
     #[arg(long, value_name = "N", default_value_t = UDPLB_DEFAULT_MAGLEV_SIZE,
@@ -182,6 +200,20 @@ impl Args {
             table_size: self.table_size,
             flow_timeout: self.flow_timeout,
             hash: self.hash,
+            mode: self.mode,
+            // Two of one family are refused by settings().
+            tunnels: Tunnels {
+                v4: self
+                    .tunnel_source
+                    .iter()
+                    .copied()
+                    .find(|t| t.addr.is_ipv4()),
+                v6: self
+                    .tunnel_source
+                    .iter()
+                    .copied()
+                    .find(|t| t.addr.is_ipv6()),
+            },
             quic: crate::config::QuicSettings {
                 server_id_len: None,
                 cid_len: self.quic_cid_len,
@@ -193,6 +225,8 @@ impl Args {
     /// What the daemon runs: the frontends of the file or the command line,
     /// and how to run them. Reads the config file; touches nothing else.
     pub fn settings(&self) -> Result<Settings, UsageError> {
+        let sources: Vec<String> = self.tunnel_source.iter().map(Tunnel::to_string).collect();
+        Tunnels::parse(&sources)?;
         let frontends = match (&self.config, &self.iface) {
             (Some(path), _) => Frontends::File(path),
             (None, Some(iface)) => Frontends::CommandLine {
@@ -340,8 +374,41 @@ mod tests {
                 flow_timeout: 60,
                 quic: Default::default(),
                 hash: Hash::Flow,
+                mode: Mode::Nat,
+                tunnels: Tunnels::default(),
             }
         );
+        let a = parse(&[
+            "--sched",
+            "maglev",
+            "--mode",
+            "gue:6080",
+            "--tunnel-source",
+            "198.18.0.0/24",
+            "--tunnel-source",
+            "2001:2::1",
+            "lo",
+            "1=2",
+        ])
+        .unwrap();
+        assert_eq!(a.defaults().mode, Mode::Gue { port: 6080 });
+        assert_eq!(a.defaults().tunnels.code(), ["198.18.0.0/24", "2001:2::1"]);
+        let two = parse(&[
+            "--tunnel-source",
+            "198.18.0.1",
+            "--tunnel-source",
+            "198.18.0.2",
+            "lo",
+            "1=2",
+        ]);
+        assert!(two
+            .unwrap()
+            .settings()
+            .unwrap_err()
+            .0
+            .contains("one per family"));
+        let e = parse(&["--mode", "gue", "lo", "1=2"]).unwrap_err();
+        assert!(e.to_string().contains("gue:PORT"), "{e}");
         let a = parse(&["--sched", "maglev", "--hash", "client/64", "lo", "1=2"]).unwrap();
         assert_eq!(a.defaults().hash, Hash::Client { ipv6_prefix: 64 });
         for bad in ["client/0", "client/129", "clients", "client/"] {

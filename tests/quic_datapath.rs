@@ -41,7 +41,7 @@ fn settings(sched: Sched, flow_timeout: u32, cid_len: Option<u8>, config_id: u8)
             cid_len,
             config_id,
         },
-        hash: Default::default(),
+        ..Defaults::default()
     }
 }
 

@@ -70,6 +70,7 @@ pub(super) fn frontend(
     owners: &mut Owners,
 ) -> Result<(), UsageError> {
     backend_count(fe)?;
+    dsr_frontend(fe)?;
     for b in &fe.backends {
         backend_target(fe, b, listening)?;
         owners.claim(fe, b)?;
@@ -94,6 +95,51 @@ fn hash(fe: &FrontendConfig) -> Result<(), UsageError> {
     }
 }
 
+/// Direct server return: the backends own the frontend's address and answer
+/// from it, so the frontend has one.
+fn dsr_frontend(fe: &FrontendConfig) -> Result<(), UsageError> {
+    if fe.mode.is_dsr() && fe.listen.addr.is_none_or(|a| a.is_unspecified()) {
+        return Err(usage!(
+            "frontend {}: mode {} needs the frontend's address, which the backends own \
+             and answer from (IPv4:PORT or [IPv6]:PORT)",
+            fe.listen,
+            fe.mode
+        ));
+    }
+    Ok(())
+}
+
+/// A backend in a DSR mode gets the datagram as the client sent it: on
+/// another host (checked before), at the frontend's port, and for ipip or
+/// gue with a tunnel source of its family for the outer header.
+fn dsr_backend(fe: &FrontendConfig, b: &BackendConfig, addr: IpAddr) -> Result<(), UsageError> {
+    if !fe.mode.is_dsr() {
+        return Ok(());
+    }
+    if b.port != fe.listen.port {
+        return Err(usage!(
+            "frontend {}: backend {b}: in mode {} the backend gets the datagram as the \
+             client sent it, to port {}; list it as {}",
+            fe.listen,
+            fe.mode,
+            fe.listen.port,
+            BackendConfig {
+                port: fe.listen.port,
+                ..*b
+            }
+        ));
+    }
+    if fe.mode.encapsulates() && fe.tunnels.for_backend(addr).is_none() {
+        return Err(usage!(
+            "frontend {}: backend {b} needs an {} tunnel source for the outer header \
+             (--tunnel-source, or tunnel_source in the file)",
+            fe.listen,
+            if addr.is_ipv4() { "IPv4" } else { "IPv6" }
+        ));
+    }
+    Ok(())
+}
+
 /// At most MAX_BACKENDS backends on one frontend.
 fn backend_count(fe: &FrontendConfig) -> Result<(), UsageError> {
     let n = fe.backends.len();
@@ -116,6 +162,14 @@ fn backend_target(
 ) -> Result<(), UsageError> {
     let port = b.port;
     let Some(addr) = b.addr else {
+        if fe.mode.is_dsr() {
+            return Err(usage!(
+                "frontend {}: backend {port} is a port on this host; mode {} sends \
+                 requests to other hosts (IPv4:PORT or [IPv6]:PORT)",
+                fe.listen,
+                fe.mode
+            ));
+        }
         return match listening.ports.get(&port) {
             Some(f) => Err(usage!(
                 "frontend {}: backend {port} is also frontend {f}: datagrams would loop",
@@ -138,12 +192,15 @@ fn backend_target(
             fe.listen
         ));
     }
-    if !same_family {
+    // Encapsulated, a datagram may travel in an outer header of the
+    // backend's family.
+    if !same_family && !fe.mode.encapsulates() {
         return Err(usage!(
             "frontend {}: backend {b} is of another address family",
             fe.listen
         ));
     }
+    dsr_backend(fe, b, addr)?;
     if listening.keys.contains_key(&b.endpoint()) {
         return Err(usage!(
             "frontend {}: backend {b} is a frontend: datagrams would loop",

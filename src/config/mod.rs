@@ -27,6 +27,7 @@ mod check;
 pub mod file;
 pub mod health;
 mod listen;
+mod mode;
 pub mod names;
 mod quic;
 mod sched;
@@ -35,6 +36,7 @@ pub mod settings;
 pub use backend::{parse_backend, weights, BackendConfig};
 pub use health::{Check, CheckKind, FrontendHealth, OnAllDown};
 pub use listen::{check_interface_name, parse_listen, Listen};
+pub use mode::{Mode, Tunnel, Tunnels};
 pub use quic::{QuicParams, QuicSettings, ServerId};
 pub use sched::{
     cycle_len, is_prime, parse_flow_table_size, parse_flow_timeout, parse_table_size, ring_len,
@@ -62,6 +64,10 @@ pub struct FrontendConfig {
     pub quic_settings: QuicSettings,
     /// What maglev (and quic's fallback) hashes: the flow or the client.
     pub hash: Hash,
+    /// How requests reach the backends: NAT, or direct server return.
+    pub mode: Mode,
+    /// The outer source addresses of ipip and gue.
+    pub tunnels: Tunnels,
 }
 
 /// A configuration that passed every check in [`Config::new`].
@@ -78,6 +84,8 @@ pub struct Defaults {
     pub flow_timeout: u32,
     pub quic: QuicSettings,
     pub hash: Hash,
+    pub mode: Mode,
+    pub tunnels: Tunnels,
 }
 
 impl Default for Defaults {
@@ -88,6 +96,8 @@ impl Default for Defaults {
             flow_timeout: crate::abi::UDPLB_DEFAULT_FLOW_TIMEOUT,
             quic: QuicSettings::default(),
             hash: Hash::Flow,
+            mode: Mode::Nat,
+            tunnels: Tunnels::default(),
         }
     }
 }
@@ -114,17 +124,24 @@ pub fn parse_frontend(spec: &str, defaults: Defaults) -> Result<FrontendConfig, 
         flow_timeout: defaults.flow_timeout,
         quic_settings: defaults.quic,
         hash: defaults.hash,
+        mode: defaults.mode,
+        tunnels: defaults.tunnels,
     })
 }
 
 impl FrontendConfig {
     /// How it picks a backend, as a person reads it: "round robin",
-    /// "maglev", "quic", or with a client hash "maglev, by client/64".
+    /// "maglev", "quic", with a client hash "maglev, by client/64", with
+    /// direct server return "maglev, gue:6080".
     pub fn scheme(&self) -> String {
-        match self.hash {
-            Hash::Client { .. } => format!("{}, by {}", self.sched.name(), self.hash.code()),
-            Hash::Flow => self.sched.name().into(),
+        let mut s = String::from(self.sched.name());
+        if let Hash::Client { .. } = self.hash {
+            s += &format!(", by {}", self.hash.code());
         }
+        if self.mode.is_dsr() {
+            s += &format!(", {}", self.mode);
+        }
+        s
     }
 }
 

@@ -24,6 +24,7 @@ use crate::config::announce::Announce;
 use crate::config::settings::Settings;
 use crate::config::Config;
 use crate::datapath::links::LinkEvent;
+use crate::datapath::neighbours::Resolver;
 use crate::datapath::{self, host, pin, privileges, sockets, Counters, Datapath, FlowTable};
 use crate::plan::MapWriter;
 use crate::{say, warn};
@@ -72,6 +73,9 @@ pub struct Balancer {
     /// The last two samples (oldest first), taken every second: status
     /// rates are over the interval between them.
     samples: Vec<(Instant, Sample)>,
+    /// Asks the kernel to resolve the next hops of direct server return
+    /// that the datapath found unresolved (datapath/neighbours.rs).
+    resolver: Resolver,
 }
 
 fn libbpf_print(_level: PrintLevel, msg: String) {
@@ -145,6 +149,7 @@ impl Balancer {
             reloads: ReloadStats::default(),
             removed: Vec::new(),
             samples: Vec::new(),
+            resolver: Resolver::open()?,
         };
         lb.say_started();
         // A local backend with no socket is down from the start.
@@ -236,6 +241,22 @@ impl Balancer {
         };
         let ts = self.checks.passive(&self.config, &c);
         self.transitions(ts);
+    }
+
+    /// Every [`NEIGHBOUR_POLL`](super::NEIGHBOUR_POLL): the next hops
+    /// that DSR requests found without a neighbour entry (and were dropped
+    /// for), handed to the kernel to resolve.
+    pub fn resolve_neighbours(&mut self) {
+        let Ok(hops) = self.datapath.unresolved_neighbours() else {
+            return;
+        };
+        for (ifindex, addr) in hops {
+            // Refused (the interface went away, say): noted again by the
+            // next request, asked again then.
+            if let Err(e) = self.resolver.resolve(ifindex, addr) {
+                warn!("udplb: {e:#}");
+            }
+        }
     }
 
     /// Link events: an interface we are attached to went away, or came

@@ -336,6 +336,7 @@ mod tests {
                 listen: "[2001:2::1]:53".into(),
                 sched: "maglev".into(),
                 hash: "flow".into(),
+                mode: "nat".into(),
                 table_fingerprint: "0123456789abcdef".into(),
                 ring_size: 13,
                 replies: Traffic::since(5, 500, None, 1.0),

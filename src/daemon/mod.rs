@@ -62,11 +62,18 @@ enum Token {
     Announce,
     /// Stopping: the routers have had the grace to move traffic away.
     Grace,
+    /// Resolve the next hops DSR requests found unresolved.
+    Neighbours,
 }
 
 /// How often the socket table is read: a local backend whose socket went
 /// is down within this (plus the time of one dump).
 pub const SOCKET_POLL: Duration = Duration::from_millis(100);
+
+/// How often the next hops that DSR requests found unresolved are handed
+/// to the kernel: the requests to a next hop nobody talked to yet are
+/// dropped for about this long plus the neighbour's answer.
+pub const NEIGHBOUR_POLL: Duration = Duration::from_millis(100);
 
 /// How long the reply entries of a removed backend stay after a reload, so
 /// that replies already sent (or sent while the backend winds down) still
@@ -151,6 +158,7 @@ impl Daemon {
         }
         events.every(Token::Tick, Duration::from_secs(1));
         events.every(Token::Sockets, SOCKET_POLL);
+        events.every(Token::Neighbours, NEIGHBOUR_POLL);
         events.every(Token::Passive, health::driver::PASSIVE_INTERVAL);
         if announcer.is_some() {
             let every = announce::Announcer::refresh_every(lb.announce());
@@ -239,6 +247,7 @@ impl Daemon {
             }
             Event::Timer(Token::Stats) => lb.print_counters(),
             Event::Timer(Token::Passive) => lb.passive_tick(),
+            Event::Timer(Token::Neighbours) => lb.resolve_neighbours(),
             Event::Timer(Token::Announce) => {
                 // Renewed only by a udplb still attached (see serve).
                 if let (Some(a), None) = (self.announcer.as_mut(), lb.replaced_on()) {

@@ -123,6 +123,7 @@ fn frontends(v: &View) -> Vec<FrontendStatus> {
             listen,
             sched: fe.sched.code().into(),
             hash: fe.hash.code(),
+            mode: fe.mode.code(),
             table_fingerprint: format!("{:016x}", v.fingerprints[i]),
             ring_size: v.ring_sizes[i],
             replies: Traffic::since(r.packets, r.bytes, then, secs),

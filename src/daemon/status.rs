@@ -51,6 +51,9 @@ pub struct FrontendStatus {
     /// What maglev and quic hash: "flow", "client" or "client/N".
     #[serde(default)]
     pub hash: String,
+    /// How requests reach the backends: "nat", "ipip", "gue:PORT" or "l2".
+    #[serde(default)]
+    pub mode: String,
     /// FNV-1a 64 of the backends in ring order, as 16 hex digits: equal on
     /// balancers that send each flow to the same backend.
     pub table_fingerprint: String,
@@ -253,10 +256,13 @@ pub fn render_text(s: &Status) -> String {
 /// A frontend: its backends (each with its health line, if configured),
 /// its replies, its ring.
 fn frontend_rows(out: &mut String, fe: &FrontendStatus) {
-    let scheme = match fe.hash.as_str() {
+    let mut scheme = match fe.hash.as_str() {
         "" | "flow" => fe.sched.clone(),
         by => format!("{}, by {by}", fe.sched),
     };
+    if !matches!(fe.mode.as_str(), "" | "nat") {
+        scheme += &format!(", {}", fe.mode);
+    }
     let _ = writeln!(out, "{} ({scheme})", fe.listen);
     for b in &fe.backends {
         let _ = writeln!(
@@ -359,6 +365,7 @@ mod tests {
                 listen: "*:9875".into(),
                 sched: "maglev".into(),
                 hash: "client/64".into(),
+                mode: "nat".into(),
                 table_fingerprint: "00112233aabbccdd".into(),
                 ring_size: 13,
                 replies: Traffic::since(7, 700, None, 1.0),

@@ -19,6 +19,7 @@ mod clock;
 mod counters;
 pub mod host;
 pub mod links;
+pub mod neighbours;
 pub mod netlink;
 pub mod pin;
 pub mod privileges;

@@ -8,8 +8,8 @@ use super::hashes::{backend_ident, fingerprint, maglev_key};
 use super::{maglev, rr, BackendId};
 use crate::abi::{
     Backend, Endpoint, Frontend, InlineRing, QuicKey, QuicTarget, ReplyTarget, UDPLB_BACKEND_F_CID,
-    UDPLB_BACKEND_F_PINNED, UDPLB_BY_PORT_IPV4, UDPLB_BY_PORT_IPV6, UDPLB_FAMILY_IPV6,
-    UDPLB_SCHED_MAGLEV, UDPLB_SCHED_QUIC, UDPLB_SCHED_RR,
+    UDPLB_BACKEND_F_PINNED, UDPLB_BY_PORT_IPV4, UDPLB_BY_PORT_IPV6, UDPLB_FAMILY_IPV4,
+    UDPLB_FAMILY_IPV6, UDPLB_SCHED_MAGLEV, UDPLB_SCHED_QUIC, UDPLB_SCHED_RR,
 };
 use crate::config::{weights, BackendConfig, FrontendConfig, Sched};
 
@@ -24,28 +24,39 @@ pub(super) fn reply_entries<'a>(
     frontend_id: u32,
     backend_slot: u32,
 ) -> impl Iterator<Item = (Endpoint, ReplyTarget)> + 'a {
-    keys.iter().map(move |key| match b.addr {
-        None => {
-            let mut frontend = *key;
-            frontend.addr_be = [0; 4];
-            (
-                key.with_port(b.port),
+    // A remote backend of another family than the key (direct server
+    // return, encapsulated) has no reply to translate into it.
+    let family = |a: std::net::IpAddr| {
+        if a.is_ipv4() {
+            UDPLB_FAMILY_IPV4
+        } else {
+            UDPLB_FAMILY_IPV6
+        }
+    };
+    (keys.iter())
+        .filter(move |key| b.addr.is_none_or(|a| u32::from(key.family) == family(a)))
+        .map(move |key| match b.addr {
+            None => {
+                let mut frontend = *key;
+                frontend.addr_be = [0; 4];
+                (
+                    key.with_port(b.port),
+                    ReplyTarget {
+                        frontend,
+                        frontend_id,
+                        backend_slot,
+                    },
+                )
+            }
+            Some(_) => (
+                b.endpoint(),
                 ReplyTarget {
-                    frontend,
+                    frontend: *key,
                     frontend_id,
                     backend_slot,
                 },
-            )
-        }
-        Some(_) => (
-            b.endpoint(),
-            ReplyTarget {
-                frontend: *key,
-                frontend_id,
-                backend_slot,
-            },
-        ),
-    })
+            ),
+        })
 }
 
 /// The backends-map value of backend `b` of frontend `fe`. It takes pinned
@@ -178,7 +189,12 @@ pub(super) fn frontend_entries(
         addr_be: [0; 4],
         ring: inline_ring(ring),
         client_bits: fe.hash.client_bits(),
-        pad: [0; 3],
+        mode: fe.mode.abi(),
+        gue_port_be: fe.mode.gue_port_be(),
+        tunnel: [
+            fe.tunnels.v4.map(|t| t.abi()).unwrap_or_default(),
+            fe.tunnels.v6.map(|t| t.abi()).unwrap_or_default(),
+        ],
     };
     (fe.listen.endpoints().into_iter()).map(move |k| {
         let value = Frontend {

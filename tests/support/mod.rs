@@ -29,6 +29,7 @@
 //! - [`quic`]: real QUIC (aioquic servers issuing QUIC-LB CIDs, clients
 //!   that rebind or migrate), bounded in count and time;
 //! - [`cpu`]: CPU pinning;
+//! - [`dsr`]: the expected frames of direct server return (ipip, gue, l2);
 //! - [`model`]: the reference model of the datapath (differential test);
 //! - [`hex`]: dumps and diffs for failure messages.
 //!
@@ -39,6 +40,7 @@ pub mod browser;
 pub mod checksum;
 pub mod configs;
 pub mod cpu;
+pub mod dsr;
 pub mod forwarding;
 pub mod frame;
 pub mod hex;

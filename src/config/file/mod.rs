@@ -29,7 +29,7 @@ use crate::config::{
 };
 use crate::error::UsageError;
 use raw::{RawFile, RawFrontend, RawQuic, Text};
-use spans::{flow_timeout, hash, sched, table_size, Lines};
+use spans::{flow_timeout, hash, mode, sched, table_size, tunnels, Lines};
 
 /// A parsed, validated configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,8 +74,8 @@ pub fn parse(text: &str, path: &str) -> Result<FileConfig, UsageError> {
     })
 }
 
-/// The top-level `sched`, `table_size`, `flow_timeout` and `hash`: what frontends
-/// that do not set their own get.
+/// The top-level `sched`, `table_size`, `flow_timeout`, `hash`, `mode` and
+/// `tunnel_source`: what frontends that do not set their own get.
 fn defaults(raw: &RawFile, at: &Lines) -> Result<Defaults, UsageError> {
     let mut defaults = Defaults::default();
     if let Some(s) = &raw.sched {
@@ -89,6 +89,12 @@ fn defaults(raw: &RawFile, at: &Lines) -> Result<Defaults, UsageError> {
     }
     if let Some(h) = &raw.hash {
         defaults.hash = hash(h, "hash", at)?;
+    }
+    if let Some(m) = &raw.mode {
+        defaults.mode = mode(m, "mode", at)?;
+    }
+    if let Some(t) = &raw.tunnel_source {
+        defaults.tunnels = tunnels(t, "tunnel_source", at)?;
     }
     Ok(defaults)
 }
@@ -137,6 +143,14 @@ fn frontend(f: &RawFrontend, defaults: Defaults, at: &Lines) -> Result<FrontendC
         None if sched.hashes() => defaults.hash,
         None => Hash::Flow,
     };
+    let mode = match &f.mode {
+        Some(m) => mode(m, "mode", at)?,
+        None => defaults.mode,
+    };
+    let tunnels = match &f.tunnel_source {
+        Some(t) => tunnels(t, "tunnel_source", at)?,
+        None => defaults.tunnels,
+    };
     let quic_settings = match &f.quic {
         None => QuicSettings::default(),
         Some(q) if sched != Sched::Quic => {
@@ -157,6 +171,8 @@ fn frontend(f: &RawFrontend, defaults: Defaults, at: &Lines) -> Result<FrontendC
         flow_timeout,
         quic_settings,
         hash,
+        mode,
+        tunnels,
     };
     // Server ID errors name the backend's line, the others the section's.
     fe.check_quic().map_err(|(i, e)| match (i, &f.quic) {
@@ -359,6 +375,29 @@ sched = "maglev"
         let fe = &f.config.frontends;
         assert_eq!((fe[0].sched, fe[0].backends[1].weight), (Sched::Rr, 0));
         assert_eq!((fe[1].sched, fe[1].table_size), (Sched::Maglev, 16381));
+    }
+
+    #[test]
+    fn modes_and_tunnel_sources_per_frontend_or_for_all() {
+        let f = parse(
+            "interface = \"lo\"\nmode = \"gue:6080\"\ntunnel_source = [\"198.18.0.1\"]\n\
+             [[frontend]]\nlisten = \"198.18.0.10:53\"\nbackends = [\"198.18.1.2:53\"]\n\
+             [[frontend]]\nlisten = \"198.18.0.10:54\"\nbackends = [\"198.18.1.2:54\"]\n\
+             mode = \"ipip\"\ntunnel_source = [\"198.18.0.0/24\"]\n",
+            "x",
+        )
+        .unwrap();
+        let fe = &f.config.frontends;
+        assert_eq!(
+            (fe[0].mode.code(), fe[0].tunnels.code()),
+            ("gue:6080".into(), vec!["198.18.0.1".into()])
+        );
+        assert_eq!(
+            (fe[1].mode.code(), fe[1].tunnels.code()),
+            ("ipip".into(), vec!["198.18.0.0/24".into()])
+        );
+        let e = err("interface = \"lo\"\n[[frontend]]\nlisten = \"198.18.0.10:53\"\nbackends = [\"198.18.1.2:53\"]\nmode = \"gue\"\n");
+        assert!(e.starts_with("lb.toml:5: mode: "), "{e}");
     }
 
     #[test]

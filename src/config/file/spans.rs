@@ -10,7 +10,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use crate::config::names::{one_of, sched_names};
-use crate::config::{parse_flow_timeout, parse_table_size, Hash, Sched};
+use crate::config::{parse_flow_timeout, parse_table_size, Hash, Mode, Sched, Tunnels};
 use crate::error::UsageError;
 
 /// Line numbers (1-based) of byte offsets in the file.
@@ -79,6 +79,18 @@ pub(super) fn sched(value: &Spanned<String>, field: &str, at: &Lines) -> Result<
 
 pub(super) fn hash(value: &Spanned<String>, field: &str, at: &Lines) -> Result<Hash, UsageError> {
     Hash::parse(value.get_ref()).map_err(|e| at.error(value.span(), field, e.0))
+}
+
+pub(super) fn mode(value: &Spanned<String>, field: &str, at: &Lines) -> Result<Mode, UsageError> {
+    Mode::parse(value.get_ref()).map_err(|e| at.error(value.span(), field, e.0))
+}
+
+pub(super) fn tunnels(
+    value: &Spanned<Vec<String>>,
+    field: &str,
+    at: &Lines,
+) -> Result<Tunnels, UsageError> {
+    Tunnels::parse(value.get_ref()).map_err(|e| at.error(value.span(), field, e.0))
 }
 
 pub(super) fn table_size(value: &Spanned<i64>, field: &str, at: &Lines) -> Result<u32, UsageError> {
