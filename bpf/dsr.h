@@ -9,7 +9,8 @@
  * gue or l2 (udplb.h UDPLB_MODE_*) and the remote backend its scheduler
  * picked (userspace refuses local backends, and a backend port other
  * than the frontend's, in these modes). The inner datagram is not changed
- * at all: its checksums, TTL and addresses are the client's.
+ * (its TTL, addresses and ports are the client's), but for a partial
+ * UDP checksum, which is completed (below).
  *   - ipip: an outer IPv4 or IPv6 header (the backend's family) to the
  *     backend, protocol 4 or 41 (the inner family's): the kernel's ipip,
  *     sit or ip6tnl devices take it.
@@ -38,13 +39,14 @@
  * Checksums. The outer IPv4 header gets its own. The outer UDP checksum
  * of gue over IPv4 is 0, "none" (RFC 768), which fou accepts; over IPv6,
  * where 0 is not allowed, it is computed without reading the payload
- * (RFC 7311's local checksum offload): a datagram with a valid checksum
+ * (what the kernel calls local checksum offload, LCO): a datagram with a valid checksum
  * sums, with its pseudo-header, to zero, so its bytes sum to the negated
  * pseudo-header sum. A corrupt inner checksum makes the outer one wrong
  * by as much, and the backend drops the datagram, as it would have. A
- * partial one (a sender on this host, checksum offload) is completed
- * first, and an IPv4 datagram without a checksum is summed (forward.h's
- * packet_sum).
+ * partial inner checksum (a sender on this host behind a veth with
+ * checksum offload), which nothing would finish after a redirect, is
+ * completed in every mode (forward.h's complete_csum), and an IPv4
+ * datagram without a checksum is summed (packet_sum).
  */
 #ifndef UDPLB_DSR_H
 #define UDPLB_DSR_H
@@ -77,13 +79,17 @@ static __always_inline bool tunnel_source(const struct udplb_frontend *fe, bool 
 					  __u32 hash, __u32 *src)
 {
 	const struct udplb_tunnel_source *t = outer6 ? &fe->tunnel[1] : &fe->tunnel[0];
-	__u32 last = outer6 ? 3 : 0, mask;
+	__u32 mask;
 
 	if (!t->family)
 		return false;
 	__builtin_memcpy(src, t->addr_be, 16);
 	mask = t->hash_mask_be;
-	src[last] = (src[last] & ~mask) | (bpf_htonl(hash) & mask);
+	/* Constant offsets: Linux 5.10 refuses a variable stack offset. */
+	if (outer6)
+		src[3] = (src[3] & ~mask) | (bpf_htonl(hash) & mask);
+	else
+		src[0] = (src[0] & ~mask) | (bpf_htonl(hash) & mask);
 	return true;
 }
 
@@ -94,14 +100,16 @@ static __always_inline __be16 gue_source_port(__u32 hash)
 	return bpf_htons(0xC000 | (hash & 0x3FFF));
 }
 
-/* A next hop the FIB found without a neighbour entry, for the daemon. */
-static __always_inline void note_neigh(struct bpf_fib_lookup *fib, bool outer6)
+/* A next hop the FIB found without a neighbour entry, for the daemon. Its
+ * family is the lookup's as it returned (an IPv4 route may have an IPv6
+ * next hop). */
+static __always_inline void note_neigh(struct bpf_fib_lookup *fib)
 {
 	struct udplb_neigh_key k = {};
 	__u32 one = 1;
 
 	k.ifindex = fib->ifindex;
-	if (outer6) {
+	if (fib->family == AF_INET6) {
 		k.family = UDPLB_FAMILY_IPV6;
 		__builtin_memcpy(k.addr_be, fib->ipv6_dst, 16);
 	} else {
@@ -117,6 +125,8 @@ static __always_inline void note_neigh(struct bpf_fib_lookup *fib, bool outer6)
 static __always_inline bool on_link(struct bpf_fib_lookup *fib, bool outer6,
 				    const struct udplb_endpoint *backend)
 {
+	if (fib->family != (outer6 ? AF_INET6 : AF_INET))
+		return false;
 	if (!outer6)
 		return fib->ipv4_dst == backend->addr_be[0];
 	return !((fib->ipv6_dst[0] ^ backend->addr_be[0]) | (fib->ipv6_dst[1] ^ backend->addr_be[1]) |
@@ -141,9 +151,8 @@ static __always_inline long inner_sum(struct xdp_md *ctx, struct udp_packet *p)
 
 		return d < 0 ? -1 : csum_add32(s, d);
 	}
-	if (is_partial_csum(p) && complete_csum(ctx, p))
-		return -1;
-	/* The datagram's bytes: the negated pseudo-header sum. */
+	/* The datagram's bytes (its checksum complete: send_dsr): the negated
+	 * pseudo-header sum. */
 	return csum_add32(s, (__u16)~csum_fold32(pseudo_sum(p)));
 }
 
@@ -161,6 +170,7 @@ struct dsr_outer {
 	__u8 proto;         /* the outer IP header's protocol */
 	__u8 tc;            /* the inner TOS / traffic class: ECN and DSCP stay visible */
 	bool df;
+	__be16 inner_id;    /* IPv4 inner: its identification */
 };
 
 static __always_inline int write_outer4(struct xdp_md *ctx, struct dsr_outer *o)
@@ -177,7 +187,9 @@ static __always_inline int write_outer4(struct xdp_md *ctx, struct dsr_outer *o)
 	eth->h_proto = bpf_htons(ETH_P_IP);
 	*(__be16 *)ip = bpf_htons(0x4500 | o->tc);
 	ip->tot_len = bpf_htons(o->len);
-	ip->id = 0;
+	/* Fragments of one packet share its ID: with DF clear the inner
+	 * IPv4 packet's, unique per client as the client keeps it. */
+	ip->id = o->df ? 0 : o->inner_id;
 	ip->frag_off = o->df ? bpf_htons(IP_DF) : 0;
 	ip->ttl = DSR_TTL;
 	ip->protocol = o->proto;
@@ -260,6 +272,7 @@ static __always_inline int send_dsr(struct xdp_md *ctx, struct udp_packet *p,
 		struct iphdr *ip = p->l3;
 
 		o.inner_len = bpf_ntohs(ip->tot_len);
+		o.inner_id = ip->id;
 		o.tc = ip->tos;
 		o.df = ip->frag_off & bpf_htons(IP_DF); /* RFC 2003 5.1 */
 	}
@@ -304,12 +317,22 @@ static __always_inline int send_dsr(struct xdp_md *ctx, struct udp_packet *p,
 		*reason = UDPLB_REASON_DSR_TOO_BIG;
 		return XDP_DROP;
 	}
+	/* Before Linux 6.3 (and its stable backports) a neighbour entry still
+	 * being resolved is a success with an all-zero MAC. */
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS &&
+	    !(*(__u32 *)fib.dmac | *(__u16 *)&fib.dmac[4]))
+		rc = BPF_FIB_LKUP_RET_NO_NEIGH;
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-		note_neigh(&fib, outer6);
+		note_neigh(&fib);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS || (l2 && !on_link(&fib, outer6, backend)))
 		return XDP_DROP;
 	/* Only out of a device udplb is attached to (forward.h). */
 	if (bpf_redirect_map(&tx_ports, fib.ifindex, XDP_PASS) != XDP_REDIRECT)
+		return XDP_DROP;
+	/* A partial checksum (a sender on this host, behind a veth with
+	 * offload) would reach the backend as it is, and fail there: nothing
+	 * on the way finishes it for a redirected frame. */
+	if (p->udp->check && is_partial_csum(p) && complete_csum(ctx, p))
 		return XDP_DROP;
 	if (l2) {
 		__builtin_memcpy(p->eth->h_dest, fib.dmac, ETH_ALEN);
@@ -318,6 +341,10 @@ static __always_inline int send_dsr(struct xdp_md *ctx, struct udp_packet *p,
 		return XDP_REDIRECT;
 	}
 	if (o.gue_port_be && outer6) {
+		/* Bytes after the datagram (its UDP length short of the IP
+		 * payload's) would be outside the sum. */
+		if (p->l4_off - p->l3_off + p->ulen != o.inner_len)
+			return XDP_DROP;
 		rc = inner_sum(ctx, p);
 		if (rc < 0)
 			return XDP_DROP;

@@ -159,6 +159,10 @@ request_backend(struct xdp_md *ctx, struct xdp_packet *x, void *data_end,
 		picked = flow_pick_slot(fe, &x->p);
 	slot = picked;
 	be = picked < 0 ? NULL : bpf_map_lookup_elem(&backends, &slot);
+	/* A DSR frontend's address is the backends', maybe not this host's:
+	 * what it cannot send is dropped, not handed to the kernel (dsr.h). */
+	if (fe->mode != UDPLB_MODE_NAT && (!be || x->p.first_fragment))
+		*action = XDP_DROP;
 	if (!be) {
 		x->reason = UDPLB_REASON_NO_BACKEND;
 		return NULL;

@@ -188,7 +188,8 @@ enum udplb_reason {
 	UDPLB_REASON_DSR_SENT = 24,    /* a request encapsulated (ipip, gue) or
 					* readdressed to its backend's MAC (l2),
 					* sent out by XDP_REDIRECT */
-	UDPLB_REASON_DSR_UNSENT = 25,  /* dropped: no route to the backend, its
+	UDPLB_REASON_DSR_UNSENT = 25,  /* dropped: forwarding off on the ingress
+					* device, no route to the backend, its
 					* next hop's neighbour not resolved yet
 					* (the daemon asks the kernel to resolve
 					* it: dsr_neigh), out of a device udplb is
@@ -238,8 +239,10 @@ enum udplb_flow_counter {
 	UDPLB_FLOW_PIN_CREATED = 4,   /* a reply (in DSR modes the request that
 				       * the ring sent) pinned a flow that had
 				       * no pin                               */
-	UDPLB_FLOW_PIN_REFRESHED = 5, /* a reply found its pin right (time only) */
-	UDPLB_FLOW_PIN_MOVED = 6,     /* a reply came from another backend than
+	UDPLB_FLOW_PIN_REFRESHED = 5, /* a reply (DSR: a request the ring sent)
+				       * found its pin right (time only)      */
+	UDPLB_FLOW_PIN_MOVED = 6,     /* a reply (DSR: a request the ring sent)
+				       * came from another backend than
 				       * the pin's: the pin now says this one */
 	UDPLB_FLOW_PIN_FAILED = 7,    /* the map update failed                  */
 	UDPLB_FLOW_COUNTER_COUNT = 8,

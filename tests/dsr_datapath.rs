@@ -18,7 +18,9 @@ use support::dsr::{encapsulated, outer_udp_verifies, readdressed, request_hash};
 use support::forwarding::*;
 use support::packets::{udp, Csum as Field, Frame, TPID_8021Q};
 use support::runner::{assert_reasons, Case, Fixture, Hit, Prog, XDP_REDIRECT};
-use udplb::abi::{UDPLB_REASON_DSR_SENT, UDPLB_REASON_DSR_TOO_BIG, UDPLB_REASON_DSR_UNSENT};
+use udplb::abi::{
+    UDPLB_REASON_DSR_SENT, UDPLB_REASON_DSR_TOO_BIG, UDPLB_REASON_DSR_UNSENT, UDPLB_REASON_FRAGMENT,
+};
 use udplb::config::{parse_frontend, Config, Defaults, Mode, Tunnel, Tunnels};
 
 const T4: &str = "198.18.200.0/24";
@@ -78,7 +80,12 @@ fn leg(backend: IpAddr) -> ([u8; 6], [u8; 6]) {
 }
 
 /// Request `f` of frontend `fe` sent to its backend `b`, as expected.
-fn sent(name: &str, f: &Frame, (fe, b): (usize, usize), on: u32) -> Case {
+fn sent(name: &str, f: &Frame, at: (usize, usize), on: u32) -> Case {
+    sent_as(name, f, f, at, on)
+}
+
+/// Request `input` sent as `f` is (its checksum completed).
+fn sent_as(name: &str, input: &Frame, f: &Frame, (fe, b): (usize, usize), on: u32) -> Case {
     let be = backend(fe, b);
     let output = match mode(fe) {
         Mode::L2 => readdressed(f, leg(be)),
@@ -90,7 +97,7 @@ fn sent(name: &str, f: &Frame, (fe, b): (usize, usize), on: u32) -> Case {
     Case {
         name: name.into(),
         prog: Prog::Xdp,
-        input: f.bytes.clone(),
+        input: input.bytes.clone(),
         ingress_ifindex: Some(on),
         verdict: XDP_REDIRECT,
         output,
@@ -249,12 +256,21 @@ fn what_cannot_be_sent_is_dropped_and_counted() {
         .tags(&[TPID_8021Q])
         .payload(b"q")
         .build();
-    fx.check_all(&[dropped(
-        "VLAN-tagged",
-        &tagged,
-        UDPLB_REASON_DSR_UNSENT,
-        net.ingress,
-    )]);
+    // A first fragment: its later fragments could not follow it. Dropped,
+    // not handed to the kernel, which would take it for this host.
+    let first = udp(c4, "198.18.100.1:56")
+        .payload(b"q")
+        .frag_field(0x2000)
+        .build();
+    fx.check_all(&[
+        dropped("VLAN-tagged", &tagged, UDPLB_REASON_DSR_UNSENT, net.ingress),
+        dropped(
+            "a first fragment",
+            &first,
+            UDPLB_REASON_FRAGMENT,
+            net.ingress,
+        ),
+    ]);
 
     // No neighbour entry for srv1: dropped (the kernel would take the
     // request for this host), and the next hop noted for the daemon.

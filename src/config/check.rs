@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use super::backend::check_remote_backend_addr;
 use super::listen::check_frontend_addr;
 use super::ring_len;
-use super::{BackendConfig, FrontendConfig, Hash, Listen, Sched};
+use super::{BackendConfig, FrontendConfig, Hash, Listen, Mode, Sched};
 use crate::abi::{
     Endpoint, MAX_BACKENDS, MAX_BACKEND_SLOTS, MAX_FRONTENDS, UDPLB_MAX_RING,
     UDPLB_MAX_RING_ENTRIES, UDPLB_MAX_WEIGHT,
@@ -127,6 +127,20 @@ fn dsr_backend(fe: &FrontendConfig, b: &BackendConfig, addr: IpAddr) -> Result<(
                 port: fe.listen.port,
                 ..*b
             }
+        ));
+    }
+    // The backends' decapsulation socket would take the datagram itself
+    // and decapsulate the client's payload: any IP packet, any source.
+    if fe.mode
+        == (Mode::Gue {
+            port: fe.listen.port,
+        })
+    {
+        return Err(usage!(
+            "frontend {}: mode {} decapsulates on the service's own port; the backends' \
+             GUE port must be another",
+            fe.listen,
+            fe.mode
         ));
     }
     if fe.mode.encapsulates() && fe.tunnels.for_backend(addr).is_none() {

@@ -285,6 +285,8 @@ mod tests {
         assert!(e.contains("needs the frontend's address"), "{e}");
         let e = dsr("198.18.0.10:53=5301", "gue:6080", &t).unwrap_err();
         assert!(e.contains("a port on this host"), "{e}");
+        let e = dsr("198.18.0.10:6080=198.18.1.2:6080", "gue:6080", &t).unwrap_err();
+        assert!(e.contains("GUE port must be another"), "{e}");
         let e = dsr("198.18.0.10:53=198.18.1.2:5353", "l2", &t).unwrap_err();
         assert!(e.contains("list it as 198.18.1.2:53"), "{e}");
         let e = dsr("198.18.0.10:53=[2001:2::5]:53", "ipip", &["198.18.0.1"]).unwrap_err();

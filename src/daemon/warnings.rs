@@ -13,8 +13,8 @@ fn sysctl_on(knob: &str) -> bool {
 }
 
 /// Remote backends need the kernel to forward (bpf_fib_lookup refuses
-/// otherwise): say so at once rather than let datagrams pile up in the
-/// `fib_fwd_disabled` counter. A port-only frontend on a forwarding host
+/// otherwise, in every mode): say so at once rather than let datagrams
+/// pile up in the `fib_fwd_disabled` or `dsr_unsent` counter. A port-only frontend on a forwarding host
 /// also matches datagrams passing through.
 pub fn forwarding(config: &Config) {
     if sysctl_on("net/ipv4/ip_forward") || sysctl_on("net/ipv6/conf/all/forwarding") {
@@ -44,8 +44,9 @@ pub fn forwarding(config: &Config) {
         if remote().any(|a| a.is_ipv4() == v4) && !sysctl_on(knob) {
             let name = knob.replace('/', ".");
             warn!(
-                "udplb: warning: {name} is off: datagrams for remote backends go to the kernel, \
-                 which will not forward them (sysctl -w {name}=1)"
+                "udplb: warning: {name} is off: datagrams for remote backends cannot be routed \
+                 (XDP's FIB lookup needs forwarding): NAT hands them to a kernel that will not \
+                 forward them, direct server return drops them (sysctl -w {name}=1)"
             );
         }
     }

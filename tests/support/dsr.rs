@@ -107,9 +107,17 @@ pub fn encapsulated(
             0
         };
         let len = (20 + udp.len() + inner.len()) as u16;
+        // Fragments of one packet share an ID: with DF clear, the inner
+        // IPv4 packet's.
+        let id = if df == 0 {
+            [f.bytes[f.l3 + 4], f.bytes[f.l3 + 5]]
+        } else {
+            [0, 0]
+        };
         out.extend_from_slice(&[0x45, tc]);
         out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(&[0, 0, df, 0, 64, proto, 0, 0]);
+        out.extend_from_slice(&id);
+        out.extend_from_slice(&[df, 0, 64, proto, 0, 0]);
     }
     out.extend_from_slice(&src);
     out.extend_from_slice(&dst);
