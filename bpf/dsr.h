@@ -60,6 +60,7 @@
 #include "maps.h"
 #include "flow_hash.h"
 #include "forward.h"
+#include "icmp.h"
 
 #define IPPROTO_IPIP_ 4 /* vmlinux.h's enum has IPPROTO_IPIP; named apart */
 #define IP_DF 0x4000
@@ -242,13 +243,133 @@ static __always_inline int write_outer6(struct xdp_md *ctx, struct dsr_outer *o)
 	return 0;
 }
 
+/* The most of a too-big request an ICMP error quotes: what keeps the error
+ * within 576 bytes (IPv4, RFC 1812) or 1280 (IPv6, RFC 4443). */
+#define QUOTE4_MAX (576 - 20 - ICMP_HLEN)
+#define QUOTE6_MAX (1280 - 40 - ICMP_HLEN)
+
 /*
- * Sends request p of DSR frontend fe to `backend`, the verdict in *reason:
- * XDP_REDIRECT (dsr_sent) or XDP_DROP (dsr_unsent, dsr_too_big).
+ * Request p is larger than the route to its backend takes once
+ * encapsulated (`overhead` bytes more): tell the client, as a router would
+ * and as Katran does, that the path's MTU for it is mtu - overhead. An
+ * ICMP fragmentation needed (IPv4) or packet too big (IPv6) from the
+ * frontend's address to the client, quoting the request's start, sent back
+ * out of the interface it came in on (XDP_TX). Never larger than the
+ * request: nothing is amplified. Not for an IPv4 request with DF clear
+ * (its sender did not ask), nor where the kernel does not say the MTU
+ * (before Linux 5.12), nor for an IPv6 MTU below 1280: false, dropped.
+ */
+static __always_inline bool answer_too_big(struct xdp_md *ctx, struct udp_packet *p,
+					   const struct dsr_outer *o, __u32 mtu, __u32 overhead,
+					   __u64 bytes)
+{
+	__u8 client_mac[ETH_ALEN], our_mac[ETH_ALEN];
+	__u32 client[4], frontend[4], quote, room, inner_mtu;
+	void *data, *data_end;
+	struct ethhdr *eth;
+	__u8 *icmp;
+	long sum;
+
+	/* The FIB writes the MTU over tot_len; an older kernel leaves
+	 * tot_len, larger than any MTU it would refuse. */
+	if (mtu >= o->len || mtu <= overhead || !o->df)
+		return false;
+	inner_mtu = mtu - overhead;
+	if (p->ipv6 && inner_mtu < 1280)
+		return false;
+	__builtin_memcpy(client_mac, p->eth->h_source, ETH_ALEN);
+	__builtin_memcpy(our_mac, p->eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(client, p->desc->src.addr_be, 16);
+	__builtin_memcpy(frontend, p->desc->dst.addr_be, 16);
+	room = p->ipv6 ? sizeof(struct ipv6hdr) + ICMP_HLEN : sizeof(struct iphdr) + ICMP_HLEN;
+	quote = o->inner_len;
+	if (quote > (p->ipv6 ? QUOTE6_MAX : QUOTE4_MAX))
+		quote = p->ipv6 ? QUOTE6_MAX : QUOTE4_MAX;
+	/* The request's IP packet stays where it is, as the quote; the new
+	 * headers go before it, and the rest of it is cut off. */
+	if (bpf_xdp_adjust_head(ctx, -(int)room))
+		return false;
+	/* The frame was `bytes` long, and is room more now. */
+	if (bpf_xdp_adjust_tail(ctx, (int)(sizeof(*eth) + quote) - (int)bytes))
+		return false;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	if ((void *)(eth + 1) + room > data_end)
+		return false;
+	__builtin_memcpy(eth->h_dest, client_mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, our_mac, ETH_ALEN);
+	if (p->ipv6) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		struct pseudo_hdr6 ph = {};
+
+		icmp = (void *)(ip6 + 1);
+		if ((void *)(icmp + ICMP_HLEN) > data_end)
+			return false;
+		eth->h_proto = bpf_htons(ETH_P_IPV6);
+		*(__be32 *)ip6 = bpf_htonl(6 << 28);
+		ip6->payload_len = bpf_htons(ICMP_HLEN + quote);
+		ip6->nexthdr = IPPROTO_ICMPV6_NR;
+		ip6->hop_limit = DSR_TTL;
+		__builtin_memcpy(&ip6->saddr, frontend, 16);
+		__builtin_memcpy(&ip6->daddr, client, 16);
+		icmp[0] = ICMPV6_PKT_TOOBIG;
+		icmp[1] = 0;
+		*(__u16 *)&icmp[2] = 0;
+		*(__be32 *)&icmp[4] = bpf_htonl(inner_mtu);
+		__builtin_memcpy(ph.saddr, frontend, 16);
+		__builtin_memcpy(ph.daddr, client, 16);
+		ph.len = bpf_htonl(ICMP_HLEN + quote);
+		ph.nexthdr = IPPROTO_ICMPV6_NR;
+		sum = packet_sum(ctx, sizeof(*eth) + sizeof(*ip6), ICMP_HLEN + quote);
+		if (sum < 0)
+			return false;
+		sum = csum_add32(sum, csum_add_words(0, (__be32 *)&ph, sizeof(ph) / 4));
+	} else {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		icmp = (void *)(ip + 1);
+		if ((void *)(icmp + ICMP_HLEN) > data_end)
+			return false;
+		eth->h_proto = bpf_htons(ETH_P_IP);
+		*(__be16 *)ip = bpf_htons(0x4500);
+		ip->tot_len = bpf_htons(sizeof(*ip) + ICMP_HLEN + quote);
+		ip->id = 0;
+		ip->frag_off = 0;
+		ip->ttl = DSR_TTL;
+		ip->protocol = IPPROTO_ICMP;
+		ip->check = 0;
+		ip->saddr = frontend[0];
+		ip->daddr = client[0];
+		ip->check = ~csum_fold32(csum_add_words(0, (__be32 *)ip, sizeof(*ip) / 4));
+		icmp[0] = ICMP_DEST_UNREACH;
+		icmp[1] = ICMP_FRAG_NEEDED;
+		*(__u16 *)&icmp[2] = 0;
+		*(__be16 *)&icmp[4] = 0;
+		*(__be16 *)&icmp[6] = bpf_htons(inner_mtu);
+		sum = packet_sum(ctx, sizeof(*eth) + sizeof(*ip), ICMP_HLEN + quote);
+		if (sum < 0)
+			return false;
+	}
+	/* Written through a fresh pointer: packet_sum was a call. */
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	icmp = data + sizeof(*eth) + (room - ICMP_HLEN);
+	if ((void *)(icmp + ICMP_HLEN) > data_end)
+		return false;
+	*(__u16 *)&icmp[2] = ~csum_fold32(sum);
+	return true;
+}
+
+/*
+ * Sends request p (a frame of `bytes`) of DSR frontend fe to `backend`, the
+ * verdict in *reason:
+ * XDP_REDIRECT (dsr_sent), XDP_TX (dsr_too_big: the ICMP error back to the
+ * client) or XDP_DROP (dsr_unsent; dsr_too_big without one).
  */
 static __always_inline int send_dsr(struct xdp_md *ctx, struct udp_packet *p,
 				    const struct udplb_frontend *fe,
-				    const struct udplb_endpoint *backend, int *reason)
+				    const struct udplb_endpoint *backend, __u64 bytes, int *reason)
 {
 	bool outer6 = backend->family == UDPLB_FAMILY_IPV6, l2 = fe->mode == UDPLB_MODE_L2;
 	struct bpf_fib_lookup fib = {};
@@ -315,7 +436,10 @@ static __always_inline int send_dsr(struct xdp_md *ctx, struct udp_packet *p,
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
 		*reason = UDPLB_REASON_DSR_TOO_BIG;
-		return XDP_DROP;
+		/* mtu_result (Linux 5.12+) shares tot_len's place: read by
+		 * the old name, which 5.10's BTF has (a CO-RE relocation of
+		 * the new one fails to load there). */
+		return answer_too_big(ctx, p, &o, fib.tot_len, overhead, bytes) ? XDP_TX : XDP_DROP;
 	}
 	/* Before Linux 6.3 (and its stable backports) a neighbour entry still
 	 * being resolved is a success with an all-zero MAC. */

@@ -300,7 +300,7 @@ static __always_inline int balance_datagram(struct xdp_md *ctx, struct xdp_packe
 		to = request_backend(ctx, x, data_end, fe, &action, &slot);
 		/* Direct server return: the request goes as it came. */
 		if (to && fe->mode != UDPLB_MODE_NAT) {
-			action = send_dsr(ctx, &x->p, fe, to, &x->reason);
+			action = send_dsr(ctx, &x->p, fe, to, x->bytes, &x->reason);
 			if (action == XDP_REDIRECT)
 				count(&backend_counters, slot, x->bytes);
 			return action;

@@ -197,8 +197,11 @@ enum udplb_reason {
 					* segment of this host, a VLAN tag, an
 					* outer checksum that cannot be summed, or
 					* no tunnel source for the family */
-	UDPLB_REASON_DSR_TOO_BIG = 26, /* dropped: larger than the route's MTU
-					* once encapsulated */
+	UDPLB_REASON_DSR_TOO_BIG = 26, /* larger than the route's MTU once
+					* encapsulated: answered with ICMP
+					* fragmentation needed / packet too big
+					* (XDP_TX), or dropped (IPv4 with DF clear,
+					* the MTU unknown before Linux 5.12) */
 	UDPLB_REASON_COUNT = 27,
 };
 

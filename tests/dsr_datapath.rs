@@ -2,8 +2,9 @@
 //! BPF_PROG_TEST_RUN: requests encapsulated (ipip, gue; IPv4 and IPv6,
 //! and across families) or readdressed (l2) and redirected to their
 //! backend's next hop, the client's packet untouched inside; outer
-//! checksums; what cannot be sent dropped and counted, at the route's MTU
-//! less the encapsulation's overhead and one byte more.
+//! checksums; what cannot be sent dropped and counted; at the route's MTU
+//! less the encapsulation's overhead a request is sent, one byte more gets
+//! the path's MTU back in ICMP.
 //!
 //! Each test moves its thread into a private network namespace holding the
 //! topology of tests/support/forwarding.rs (srv1 behind bk1, srv2 behind
@@ -14,14 +15,15 @@ use std::net::IpAddr;
 
 use udplb_testkit as support;
 
-use support::dsr::{encapsulated, outer_udp_verifies, readdressed, request_hash};
+use support::dsr::{encapsulated, outer_udp_verifies, readdressed, request_hash, too_big};
 use support::forwarding::*;
 use support::packets::{udp, Csum as Field, Frame, TPID_8021Q};
-use support::runner::{assert_reasons, Case, Fixture, Hit, Prog, XDP_REDIRECT};
+use support::runner::{assert_reasons, Case, Fixture, Hit, Prog, XDP_REDIRECT, XDP_TX};
 use udplb::abi::{
-    UDPLB_REASON_DSR_SENT, UDPLB_REASON_DSR_TOO_BIG, UDPLB_REASON_DSR_UNSENT, UDPLB_REASON_FRAGMENT,
+    UDPLB_FLOW_HIT, UDPLB_FLOW_MISS, UDPLB_FLOW_PIN_CREATED, UDPLB_REASON_DSR_SENT,
+    UDPLB_REASON_DSR_TOO_BIG, UDPLB_REASON_DSR_UNSENT, UDPLB_REASON_FRAGMENT,
 };
-use udplb::config::{parse_frontend, Config, Defaults, Mode, Tunnel, Tunnels};
+use udplb::config::{parse_frontend, Config, Defaults, Mode, Sched, Tunnel, Tunnels};
 
 const T4: &str = "198.18.200.0/24";
 const T6: &str = "2001:2:200::/112";
@@ -37,13 +39,23 @@ const FRONTENDS: &[(&str, &str)] = &[
     ("198.18.100.1:56=198.18.1.2:56", "gue:6080"),
     ("[2001:2:100::1]:56=[2001:2:1::2]:56", "ipip"),
     ("198.18.100.1:57=[2001:2:2::2]:57", "gue:6080"),
+    // Maglev, with the flow table (MAGLEV).
+    ("198.18.100.1:58=198.18.1.2:58,198.18.2.2:58", "ipip"),
 ];
+const MAGLEV: usize = 9;
 
 fn config() -> Config {
     let frontends = FRONTENDS
         .iter()
-        .map(|(spec, mode)| {
+        .enumerate()
+        .map(|(i, (spec, mode))| {
             let defaults = Defaults {
+                sched: if i == MAGLEV {
+                    Sched::Maglev
+                } else {
+                    Sched::Rr
+                },
+                table_size: 251,
                 mode: Mode::parse(mode).unwrap(),
                 tunnels: Tunnels::parse(&[T4, T6]).unwrap(),
                 ..Defaults::default()
@@ -311,13 +323,25 @@ fn what_cannot_be_sent_is_dropped_and_counted() {
 }
 
 #[test]
-fn a_request_too_big_once_encapsulated_is_dropped_one_byte_over_the_mtu() {
+fn a_request_too_big_once_encapsulated_gets_the_path_mtu_back_in_icmp() {
     let (fx, net) = fixture();
     ip(&["link", "set", "bk1", "mtu", "1400"]);
     let c4 = "198.18.0.1:40000";
     let c6 = "[2001:2::1]:40000";
+    let answered = |name: String, f: &Frame, mtu: u32| Case {
+        name,
+        prog: Prog::Xdp,
+        input: f.bytes.clone(),
+        ingress_ifindex: Some(net.ingress),
+        verdict: XDP_TX,
+        output: too_big(f, mtu),
+        reason: Some(UDPLB_REASON_DSR_TOO_BIG),
+        hit: Hit::Nothing,
+        passive: None,
+    };
     // (frontend, overhead, client, frontend address): gue IPv4 in IPv4
-    // adds 28 bytes, ipip IPv6 in IPv6 40, ipip IPv4 in IPv6 40.
+    // adds 28 bytes, ipip IPv6 in IPv6 40, ipip IPv4 in IPv6 40; the
+    // client learns 1400 less that.
     for (fe, overhead, client, addr) in [
         (6, 28, c4, "198.18.100.1:56"),
         (7, 40, c6, "[2001:2:100::1]:56"),
@@ -325,6 +349,7 @@ fn a_request_too_big_once_encapsulated_is_dropped_one_byte_over_the_mtu() {
     ] {
         let fits = of_ip_len(client, addr, 1400 - overhead);
         let over = of_ip_len(client, addr, 1400 - overhead + 1);
+        let mtu = 1400 - overhead as u32;
         fx.check_all(&[
             sent(
                 &format!("frontend {fe}: MTU - overhead"),
@@ -332,12 +357,65 @@ fn a_request_too_big_once_encapsulated_is_dropped_one_byte_over_the_mtu() {
                 (fe, 0),
                 net.ingress,
             ),
-            dropped(
-                &format!("frontend {fe}: one byte more"),
-                &over,
-                UDPLB_REASON_DSR_TOO_BIG,
-                net.ingress,
-            ),
+            answered(format!("frontend {fe}: one byte more"), &over, mtu),
         ]);
     }
+    // A large IPv6 request: the error quotes 1232 bytes of it (1280 in
+    // all); an IPv4 one 548 (576).
+    let big6 = of_ip_len(c6, "[2001:2:100::1]:56", 1399);
+    let big4 = of_ip_len(c4, "198.18.100.1:56", 1399);
+    assert_eq!(too_big(&big6, 1360).len(), 14 + 1280);
+    assert_eq!(too_big(&big4, 1372).len(), 14 + 576);
+    fx.check_all(&[
+        answered("IPv6, quote cut at 1280".into(), &big6, 1360),
+        answered("IPv4, quote cut at 576".into(), &big4, 1372),
+        // Its sender did not ask for path MTU discovery: dropped.
+        dropped(
+            "IPv4 with DF clear",
+            &without_df(&big4),
+            UDPLB_REASON_DSR_TOO_BIG,
+            net.ingress,
+        ),
+    ]);
+}
+
+#[test]
+fn a_maglev_request_pins_its_flow_and_the_next_follows_the_pin() {
+    let (fx, net) = fixture();
+    let f = udp("198.18.0.1:40000", "198.18.100.1:58")
+        .payload(b"pin")
+        .build();
+    let (v1, first) = fx.run(Some(net.ingress), &f.bytes);
+    assert_eq!(v1, XDP_REDIRECT);
+    let events = |fx: &Fixture| fx.counters().flow_events;
+    let e = events(&fx);
+    assert_eq!(
+        (
+            e[UDPLB_FLOW_MISS as usize],
+            e[UDPLB_FLOW_PIN_CREATED as usize]
+        ),
+        (1, 1)
+    );
+    // No reply will come: the request's own pin is followed.
+    let (v2, second) = fx.run(Some(net.ingress), &f.bytes);
+    assert_eq!(
+        (v2, &second),
+        (XDP_REDIRECT, &first),
+        "the same backend, the same frame"
+    );
+    let e = events(&fx);
+    assert_eq!(
+        (
+            e[UDPLB_FLOW_HIT as usize],
+            e[UDPLB_FLOW_PIN_CREATED as usize]
+        ),
+        (1, 1)
+    );
+    assert_eq!(
+        fx.dp
+            .flows(|_| None)
+            .expect("walking the flow table")
+            .entries,
+        1
+    );
 }

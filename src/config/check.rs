@@ -143,7 +143,19 @@ fn dsr_backend(fe: &FrontendConfig, b: &BackendConfig, addr: IpAddr) -> Result<(
             fe.mode
         ));
     }
-    if fe.mode.encapsulates() && fe.tunnels.for_backend(addr).is_none() {
+    let tunnel = fe
+        .tunnels
+        .for_backend(addr)
+        .filter(|_| fe.mode.encapsulates());
+    let own = |t: &super::Tunnel| t.covers(addr) || fe.listen.addr.is_some_and(|a| t.covers(a));
+    if let Some(t) = tunnel.filter(own) {
+        return Err(usage!(
+            "frontend {}: tunnel source {t} covers the frontend's or backend {b}'s address: \
+             the backend drops packets from its own addresses",
+            fe.listen
+        ));
+    }
+    if fe.mode.encapsulates() && tunnel.is_none() {
         return Err(usage!(
             "frontend {}: backend {b} needs an {} tunnel source for the outer header \
              (--tunnel-source, or tunnel_source in the file)",
@@ -273,6 +285,41 @@ fn table_size(fe: &FrontendConfig) -> Result<(), UsageError> {
         )),
         _ => Ok(()),
     }
+}
+
+/// No backend's service port is the GUE port of a gue frontend with a
+/// backend on the same host: that host's decapsulation socket would take
+/// the datagrams for the service, and the client's payload for a packet.
+pub(super) fn gue_ports(frontends: &[FrontendConfig]) -> Result<(), Refusal> {
+    let decap: Vec<(IpAddr, u16, Listen)> = (frontends.iter())
+        .filter_map(|fe| match fe.mode {
+            Mode::Gue { port } => Some((fe, port)),
+            _ => None,
+        })
+        .flat_map(|(fe, port)| {
+            fe.backends
+                .iter()
+                .filter_map(move |b| Some((b.addr?, port, fe.listen)))
+        })
+        .collect();
+    for (i, fe) in frontends.iter().enumerate() {
+        for b in &fe.backends {
+            let clash = decap
+                .iter()
+                .find(|(a, p, _)| b.addr == Some(*a) && b.port == *p);
+            if let Some((_, port, other)) = clash {
+                return Err((
+                    Some(i),
+                    usage!(
+                        "frontend {}: backend {b} is on port {port}, where frontend {other} \
+                         has that host decapsulate GUE",
+                        fe.listen
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The sums over all frontends: backend slots, and ring entries (every one

@@ -160,6 +160,7 @@ impl Config {
         for (i, fe) in frontends.iter().enumerate() {
             check::frontend(fe, &listening, &mut owners).map_err(|e| (Some(i), e))?;
         }
+        check::gue_ports(&frontends)?;
         check::totals(&frontends).map_err(|e| (None, e))?;
         Ok(Config { frontends })
     }

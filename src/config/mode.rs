@@ -116,12 +116,15 @@ impl Tunnel {
             .parse()
             .map_err(|_| usage!("tunnel source '{s}': not an IPv4 or IPv6 address"))?;
         let width = if addr.is_ipv4() { 32 } else { 128 };
+        // The hash fills the host bits: a short prefix would make sources
+        // of 0/8, 127/8 or multicast, which the backends drop.
+        let least = if addr.is_ipv4() { 16 } else { 64 };
         let prefix = match p.map(str::parse::<u8>) {
             None => width,
-            Some(Ok(n)) if n <= width => n,
+            Some(Ok(n)) if (least..=width).contains(&n) => n,
             Some(_) => {
                 return Err(usage!(
-                    "tunnel source '{s}': the prefix must be 0 to {width}"
+                    "tunnel source '{s}': the prefix must be {least} to {width}"
                 ))
             }
         };
@@ -144,6 +147,18 @@ impl Tunnel {
             u32::MAX
         } else {
             (1u32 << host_bits) - 1
+        }
+    }
+
+    /// Whether an outer source of this tunnel source can be `a`.
+    pub fn covers(&self, a: IpAddr) -> bool {
+        let width = if self.addr.is_ipv4() { 32 } else { 128 };
+        let host = u32::from(width - self.prefix);
+        let net = |v: u128| v.checked_shr(host).unwrap_or(0);
+        match (self.addr, a) {
+            (IpAddr::V4(t), IpAddr::V4(a)) => net(u32::from(t).into()) == net(u32::from(a).into()),
+            (IpAddr::V6(t), IpAddr::V6(a)) => net(t.into()) == net(a.into()),
+            _ => false,
         }
     }
 
@@ -285,6 +300,22 @@ mod tests {
         assert!(e.contains("needs the frontend's address"), "{e}");
         let e = dsr("198.18.0.10:53=5301", "gue:6080", &t).unwrap_err();
         assert!(e.contains("a port on this host"), "{e}");
+        let e = dsr("198.18.0.10:53=198.18.1.2:53", "ipip", &["198.18.1.0/24"]).unwrap_err();
+        assert!(e.contains("covers the frontend's or backend"), "{e}");
+        let mixed = crate::config::Config::from_specs_with(
+            &["198.18.0.10:6080=198.18.1.2:6080"],
+            crate::config::Defaults::default(),
+        )
+        .unwrap();
+        let mut fes = mixed.frontends;
+        let defaults = crate::config::Defaults {
+            mode: Mode::Gue { port: 6080 },
+            tunnels: Tunnels::parse(&t).unwrap(),
+            ..Default::default()
+        };
+        fes.push(crate::config::parse_frontend("198.18.0.11:53=198.18.1.2:53", defaults).unwrap());
+        let e = crate::config::Config::new(fes).unwrap_err().0;
+        assert!(e.contains("has that host decapsulate GUE"), "{e}");
         let e = dsr("198.18.0.10:6080=198.18.1.2:6080", "gue:6080", &t).unwrap_err();
         assert!(e.contains("GUE port must be another"), "{e}");
         let e = dsr("198.18.0.10:53=198.18.1.2:5353", "l2", &t).unwrap_err();
@@ -317,7 +348,17 @@ mod tests {
         assert!(Tunnel::parse("2001:2::/129")
             .unwrap_err()
             .0
-            .contains("0 to 128"));
+            .contains("64 to 128"));
+        assert!(Tunnel::parse("198.18.0.0/8")
+            .unwrap_err()
+            .0
+            .contains("16 to 32"));
+        let t = Tunnel::parse("198.18.0.0/24").unwrap();
+        assert!(t.covers("198.18.0.77".parse().unwrap()));
+        assert!(!t.covers("198.18.1.77".parse().unwrap()));
+        assert!(Tunnel::parse("198.18.0.1")
+            .unwrap()
+            .covers("198.18.0.1".parse().unwrap()));
         assert!(Tunnel::parse("127.0.0.1").is_err());
         assert!(Tunnel::parse("0.0.0.0").is_err());
         let both = Tunnels::parse(&["198.18.0.1", "2001:2::1"]).unwrap();

@@ -154,3 +154,53 @@ pub fn outer_udp_verifies(out: &[u8]) -> bool {
     let addrs = &out[14 + 8..14 + 40];
     checksum::verifies(addrs, &out[14 + 40..], true)
 }
+
+/// The ICMP error XDP answers request `f` with when it is too big for the
+/// path once encapsulated: fragmentation needed (IPv4) or packet too big
+/// (IPv6) with the path's `mtu`, from the frontend (the request's
+/// destination) to the client, quoting the request's IP packet up to 576
+/// or 1280 bytes in all, back to the client's MAC.
+pub fn too_big(f: &Frame, mtu: u32) -> Vec<u8> {
+    let inner = inner(f);
+    let (src, dst) = addrs(f);
+    let (client, frontend) = (src.to_vec(), dst.to_vec());
+    let quote = &inner[..inner.len().min(if f.ipv6 { 1280 - 48 } else { 576 - 28 })];
+    let mut icmp = Vec::new();
+    if f.ipv6 {
+        icmp.extend_from_slice(&[2, 0, 0, 0]);
+        icmp.extend_from_slice(&mtu.to_be_bytes());
+    } else {
+        icmp.extend_from_slice(&[3, 4, 0, 0, 0, 0]);
+        icmp.extend_from_slice(&(mtu as u16).to_be_bytes());
+    }
+    icmp.extend_from_slice(quote);
+    let mut covered = icmp.clone();
+    if f.ipv6 {
+        covered.extend_from_slice(&frontend);
+        covered.extend_from_slice(&client);
+        covered.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+        covered.extend_from_slice(&[0, 0, 0, 58]);
+    }
+    let c = !checksum::sum(&covered);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut out = Vec::new();
+    out.extend_from_slice(&f.bytes[6..12]);
+    out.extend_from_slice(&f.bytes[0..6]);
+    if f.ipv6 {
+        out.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        out.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+        out.extend_from_slice(&[58, 64]);
+    } else {
+        out.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+        out.extend_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
+    }
+    out.extend_from_slice(&frontend);
+    out.extend_from_slice(&client);
+    if !f.ipv6 {
+        let c = checksum::ipv4_header(&out[14..34]);
+        out[24..26].copy_from_slice(&c.to_be_bytes());
+    }
+    out.extend_from_slice(&icmp);
+    out
+}

@@ -31,6 +31,7 @@ use super::packets::{Frame, Port, Udp, ETH_P_IP, ETH_P_IPV6};
 /// XDP verdicts.
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
 /// The only verdict udplb_egress returns: TC_ACT_UNSPEC / TCX_NEXT (-1),
 /// "no opinion", so programs after it on the interface still run.

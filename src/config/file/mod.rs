@@ -383,7 +383,7 @@ sched = "maglev"
             "interface = \"lo\"\nmode = \"gue:6080\"\ntunnel_source = [\"198.18.0.1\"]\n\
              [[frontend]]\nlisten = \"198.18.0.10:53\"\nbackends = [\"198.18.1.2:53\"]\n\
              [[frontend]]\nlisten = \"198.18.0.10:54\"\nbackends = [\"198.18.1.2:54\"]\n\
-             mode = \"ipip\"\ntunnel_source = [\"198.18.0.0/24\"]\n",
+             mode = \"ipip\"\ntunnel_source = [\"198.18.200.0/24\"]\n",
             "x",
         )
         .unwrap();
@@ -394,7 +394,7 @@ sched = "maglev"
         );
         assert_eq!(
             (fe[1].mode.code(), fe[1].tunnels.code()),
-            ("ipip".into(), vec!["198.18.0.0/24".into()])
+            ("ipip".into(), vec!["198.18.200.0/24".into()])
         );
         let e = err("interface = \"lo\"\n[[frontend]]\nlisten = \"198.18.0.10:53\"\nbackends = [\"198.18.1.2:53\"]\nmode = \"gue\"\n");
         assert!(e.starts_with("lb.toml:5: mode: "), "{e}");
