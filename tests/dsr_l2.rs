@@ -22,6 +22,8 @@ use support::servers::{dnsmasq, wait_bound};
 
 const VIP4: &str = "198.18.100.1";
 const VIP6: &str = "2001:2:100::1";
+/// The README's setup of an l2 backend (it includes the file verbatim).
+const SETUP: &str = include_str!("../scripts/dsr/backend-l2.sh");
 const SRV4: [&str; 2] = ["198.18.0.10", "198.18.0.11"];
 const SRV6: [&str; 2] = ["2001:2::10", "2001:2::11"];
 /// What each backend's dnsmasq answers for svc.test.
@@ -70,16 +72,8 @@ fn segment() -> Segment {
     for (i, srv) in s.srv.iter().enumerate() {
         let (a4, a6) = (format!("{}/24", SRV4[i]), format!("{}/64", SRV6[i]));
         port(sw, srv, "s0", &[&a4, &a6]);
-        // The README's backend setup for l2, verbatim in spirit: the
-        // frontend's addresses on lo, never announced on the segment.
-        srv.ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"]);
-        srv.ip(&["-6", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"]);
-        srv.exec(&[
-            "sysctl",
-            "-qw",
-            "net.ipv4.conf.all.arp_ignore=1",
-            "net.ipv4.conf.all.arp_announce=2",
-        ]);
+        // The README's backend setup for l2, verbatim.
+        srv.exec(&["sh", "-ec", SETUP]);
     }
     // A DSR balancer routes: XDP's FIB lookup needs forwarding on.
     s.lb.exec(&[
@@ -194,5 +188,20 @@ fn dig_gets_every_answer_from_the_frontend_address_itself() {
     let neigh = s.lb.ip(&["neigh", "show", "dev", "l0"]);
     for a in SRV4.iter().chain(SRV6.iter()) {
         assert!(neigh.contains(a), "no neighbour entry for {a}: {neigh}");
+    }
+}
+
+#[test]
+fn the_readme_shows_each_backend_setup_verbatim() {
+    let readme = include_str!("../README.md");
+    for (name, text) in [
+        ("l2", SETUP),
+        ("ipip", include_str!("../scripts/dsr/backend-ipip.sh")),
+        ("gue", include_str!("../scripts/dsr/backend-gue.sh")),
+    ] {
+        assert!(
+            readme.contains(&format!("```sh\n{text}```")),
+            "README.md must include scripts/dsr/backend-{name}.sh verbatim"
+        );
     }
 }

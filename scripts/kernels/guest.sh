@@ -46,6 +46,9 @@ for spec in "${specs[@]}"; do
     args=(--test-threads="$threads")
     # Ignored by cargo test for want of the NICs, which the VM has.
     if [ "$name" = virtio_nic ] && [ -n "${UDPLB_VIRTIO_NICS:-}" ]; then args+=(--ignored); fi
+    # Ignored by cargo test for want of the tunnel modules: a Debian
+    # kernel in the VM has them (a kernel without fails them by name).
+    if [ "$name" = dsr_tunnels ] && [ "$kdir" != - ]; then args+=(--ignored); fi
     timeout -k 20 "$limit" "$bin" "${args[@]}" > "$out/$name.log" 2>&1 || rc=$?
     echo "$rc" > "$out/$name.rc"
     echo $(($(date +%s) - start)) > "$out/$name.secs"
