@@ -381,7 +381,6 @@ static __always_inline int send_dsr(struct xdp_md *ctx, struct udp_packet *p,
 	/* Tags would have to be rewritten for the egress device. */
 	if (p->vlans)
 		return XDP_DROP;
-	o.hash = frontend_hash(fe, p, false);
 	o.dst = backend->addr_be;
 	if (p->ipv6) {
 		struct ipv6hdr *ip6 = p->l3;
@@ -401,6 +400,8 @@ static __always_inline int send_dsr(struct xdp_md *ctx, struct udp_packet *p,
 		__builtin_memcpy(o.src, p->desc->src.addr_be, 16);
 		o.proto = IPPROTO_UDP;
 	} else {
+		/* Only the outer header carries a hash (l2 has none). */
+		o.hash = frontend_hash(fe, p, false);
 		if (!tunnel_source(fe, outer6, o.hash, o.src))
 			return XDP_DROP;
 		overhead = outer6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);

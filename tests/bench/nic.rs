@@ -34,7 +34,9 @@
 //! Cases, measured in interleaved rounds: local — direct delivery (the
 //! limit), udplb native, udplb generic, nftables DNAT numgen; remote — kernel
 //! routing, the bare XDP forwarder (fib lookup + redirect, no NAT: the XDP
-//! limit), udplb native, udplb generic, nftables DNAT with forwarding.
+//! limit), udplb native, udplb generic, nftables DNAT with forwarding, and
+//! udplb's direct server return (ipip, gue, l2; native), whose sink counts
+//! the encapsulated frames.
 
 use std::io::{Read, Write};
 use std::net::SocketAddrV4;
@@ -85,6 +87,9 @@ pub const CASES: &[&str] = &[
     "nic_remote_udplb",
     "nic_remote_udplb_generic",
     "nic_remote_nftables",
+    "nic_remote_dsr_ipip",
+    "nic_remote_dsr_gue",
+    "nic_remote_dsr_l2",
 ];
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -98,9 +103,11 @@ enum Kind {
     RemoteUdplb,
     RemoteUdplbGeneric,
     RemoteNftables,
+    /// Direct server return: the request encapsulated or readdressed.
+    Dsr(&'static str),
 }
 
-const KINDS: [Kind; 9] = [
+const KINDS: [Kind; 12] = [
     Kind::Direct,
     Kind::Udplb,
     Kind::UdplbGeneric,
@@ -110,6 +117,9 @@ const KINDS: [Kind; 9] = [
     Kind::RemoteUdplb,
     Kind::RemoteUdplbGeneric,
     Kind::RemoteNftables,
+    Kind::Dsr("ipip"),
+    Kind::Dsr("gue:6080"),
+    Kind::Dsr("l2"),
 ];
 
 impl Kind {
@@ -128,6 +138,9 @@ impl Kind {
             Kind::RemoteUdplb => "udplb remote, native XDP",
             Kind::RemoteUdplbGeneric => "udplb remote, generic XDP",
             Kind::RemoteNftables => "nftables DNAT + forwarding",
+            Kind::Dsr("ipip") => "udplb DSR ipip, native XDP",
+            Kind::Dsr("l2") => "udplb DSR l2, native XDP",
+            Kind::Dsr(_) => "udplb DSR gue, native XDP",
         }
     }
 
@@ -139,6 +152,7 @@ impl Kind {
                 | Kind::RemoteUdplb
                 | Kind::RemoteUdplbGeneric
                 | Kind::RemoteNftables
+                | Kind::Dsr(_)
         )
     }
 
@@ -149,9 +163,10 @@ impl Kind {
             Kind::Direct => LOCAL_BACKENDS.map(local).to_vec(),
             Kind::Routing | Kind::XdpFwd => backends(),
             Kind::Udplb | Kind::UdplbGeneric | Kind::Nftables => vec![local(FRONTEND)],
-            Kind::RemoteUdplb | Kind::RemoteUdplbGeneric | Kind::RemoteNftables => {
-                vec![SocketAddrV4::new(VIP, FRONTEND_PORT)]
-            }
+            Kind::RemoteUdplb
+            | Kind::RemoteUdplbGeneric
+            | Kind::RemoteNftables
+            | Kind::Dsr(_) => vec![SocketAddrV4::new(VIP, FRONTEND_PORT)],
         }
     }
 }
@@ -235,6 +250,18 @@ impl Setup {
             Kind::RemoteNftables => {
                 install_nft_dnat(&balancer, Some(VIP), FRONTEND_PORT, &backends())?
             }
+            Kind::Dsr(mode) => {
+                // The backend hosts own the frontend's address: each
+                // backend at the frontend's port, the balancer's veth-c
+                // address the tunnel source.
+                let list: Vec<String> = (backends().iter())
+                    .map(|b| format!("{}:{FRONTEND_PORT}", b.ip()))
+                    .collect();
+                let spec = format!("{VIP}:{FRONTEND_PORT}={}", list.join(","));
+                let options = ["--mode", mode, "--tunnel-source", "198.18.1.1"];
+                let options = if mode == "l2" { &options[..2] } else { &options[..] };
+                udplb = Some(start_udplb(&balancer, options, "veth-b,veth-c", &spec)?)
+            }
         }
         // Threaded NAPI last: the balancer's XDP program or GRO has enabled
         // NAPI on veth-b by now, so its thread exists to be pinned.
@@ -271,10 +298,10 @@ impl Setup {
         if self.udplb.is_none() {
             return Ok(0);
         }
-        let verdict = if self.kind.remote() {
-            "forwarded"
-        } else {
-            "balanced"
+        let verdict = match self.kind {
+            Kind::Dsr(_) => "dsr_sent",
+            k if k.remote() => "forwarded",
+            _ => "balanced",
         };
         // Its control socket is named after the namespace's inode
         // (src/daemon/control.rs), which the bench's /run/netns file has.
@@ -380,7 +407,9 @@ fn run_once(s: &Setup, duration: Duration) -> Result<Run> {
         }
         Kind::Routing | Kind::RemoteNftables => after.kernel_forwarded - before.kernel_forwarded,
         Kind::XdpFwd => after.xdp_forwarded - before.xdp_forwarded,
-        Kind::RemoteUdplb | Kind::RemoteUdplbGeneric => after.udplb - before.udplb,
+        Kind::RemoteUdplb | Kind::RemoteUdplbGeneric | Kind::Dsr(_) => {
+            after.udplb - before.udplb
+        }
     };
     Ok(Run {
         generated: generated.frames,
@@ -557,7 +586,11 @@ fn sections(
         w.extra.push(("CPU1 busy %".into(), c.cpu1_busy.median()));
         if matches!(
             kind,
-            Kind::Udplb | Kind::UdplbGeneric | Kind::RemoteUdplb | Kind::RemoteUdplbGeneric
+            Kind::Udplb
+                | Kind::UdplbGeneric
+                | Kind::RemoteUdplb
+                | Kind::RemoteUdplbGeneric
+                | Kind::Dsr(_)
         ) {
             w.extra
                 .push(("udplb counted %".into(), c.udplb_counted.median()));
