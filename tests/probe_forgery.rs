@@ -176,7 +176,8 @@ fn under_spray(
             String::from_utf8_lossy(payload)
         );
     }
-    u.watch(Duration::from_millis(1500));
+    // Long enough for 20 rounds of spray, on a slow machine too.
+    u.watch(support::slow(Duration::from_millis(1500)));
     stop.store(true, Ordering::SeqCst);
     let rounds = spraying.join().unwrap();
     assert!(rounds >= 20, "only {rounds} rounds of spray");

@@ -110,7 +110,8 @@ impl Spawned {
             }
             let _ = tx.send((lines, reader));
         });
-        match rx.recv_timeout(Duration::from_secs(20)) {
+        let limit = support::slow(Duration::from_secs(20));
+        match rx.recv_timeout(limit) {
             Ok((lines, reader)) if lines.last().is_some_and(|l| l.contains(needle)) => {
                 (lines, reader)
             }
@@ -118,7 +119,7 @@ impl Spawned {
                 "udplb did not print {needle:?}: {lines:?}; stderr: {:?}",
                 self.stderr_now()
             ),
-            Err(_) => panic!("udplb did not print {needle:?} within 20 s"),
+            Err(_) => panic!("udplb did not print {needle:?} within {limit:?}"),
         }
     }
 
