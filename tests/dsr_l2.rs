@@ -13,12 +13,10 @@
 
 use udplb_testkit as support;
 
-use std::process::Command;
-
 use support::netns::{sh, Netns};
 use support::operate::status;
 use support::process::Udplb;
-use support::servers::{dnsmasq, wait_bound};
+use support::servers::{dig_svc, dnsmasq, wait_bound};
 
 const VIP4: &str = "198.18.100.1";
 const VIP6: &str = "2001:2:100::1";
@@ -102,36 +100,6 @@ fn segment() -> Segment {
     s
 }
 
-/// `dig` from the client: its answer (the A record), and what else it
-/// said (a try that timed out: the first query to a backend nobody has
-/// resolved yet is dropped).
-fn dig(ns: &Netns, server: &str, sport: u16) -> (String, String) {
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", &ns.name, "dig", "+short", "+tries=3", "+time=1",
-        ])
-        .args([
-            &format!("@{server}"),
-            "-b",
-            &format!("{}#{sport}", local(server)),
-        ])
-        .args(["svc.test", "A"])
-        .output()
-        .expect("dig (apt-get install bind9-dnsutils)");
-    // dig prints a try that timed out on stdout too, before the answer.
-    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let answer = said.lines().last().unwrap_or("").to_string();
-    (answer, said + &String::from_utf8_lossy(&out.stderr))
-}
-
-fn local(server: &str) -> &'static str {
-    if server.contains(':') {
-        "2001:2::1"
-    } else {
-        "198.18.0.1"
-    }
-}
-
 #[test]
 fn dig_gets_every_answer_from_the_frontend_address_itself() {
     let s = segment();
@@ -157,7 +125,7 @@ fn dig_gets_every_answer_from_the_frontend_address_itself() {
     let mut seen = [0usize; 2];
     for (server, family) in [(VIP4, "IPv4"), (VIP6, "IPv6")] {
         for sport in 40000..40016u16 {
-            let (answer, said) = dig(&s.client, server, sport);
+            let (answer, said) = dig_svc(&s.client, server, sport, 1);
             let i = ANSWERS.iter().position(|a| *a == answer).unwrap_or_else(|| {
                 let neigh = s.lb.ip(&["neigh", "show", "dev", "l0"]);
                 let verdicts = status(&s.lb)["verdicts"].to_string();

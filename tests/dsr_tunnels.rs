@@ -18,12 +18,9 @@
 
 use udplb_testkit as support;
 
-use std::process::Command;
-
-use support::netns::Netns;
 use support::operate::status;
 use support::process::Udplb;
-use support::servers::{dnsmasq, wait_bound};
+use support::servers::{dig_svc, dnsmasq, wait_bound};
 use support::topology::{triangle, Triangle, VIP4, VIP6};
 
 const IPIP: &str = include_str!("../scripts/dsr/backend-ipip.sh");
@@ -57,26 +54,6 @@ fn topology(setup: &str) -> (Triangle, Vec<support::servers::Server>) {
     (t, dns)
 }
 
-/// `dig` from the client: its answer (the A record), and all it said.
-fn dig(ns: &Netns, server: &str, sport: u16) -> (String, String) {
-    let local = if server.contains(':') {
-        "2001:2::1"
-    } else {
-        "198.18.0.1"
-    };
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", &ns.name, "dig", "+short", "+tries=3", "+time=2",
-        ])
-        .args([&format!("@{server}"), "-b", &format!("{local}#{sport}")])
-        .args(["svc.test", "A"])
-        .output()
-        .expect("dig (apt-get install bind9-dnsutils)");
-    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let answer = said.lines().last().unwrap_or("").to_string();
-    (answer, said + &String::from_utf8_lossy(&out.stderr))
-}
-
 /// Queries from 12 source ports per family in `families`: every one
 /// answered from the frontend's address, by both backends between them,
 /// none through udplb.
@@ -84,7 +61,7 @@ fn answered(t: &Triangle, families: &[(&str, &str)]) {
     let mut seen = [0usize; 2];
     for (server, family) in families {
         for sport in 40000..40012u16 {
-            let (answer, said) = dig(&t.client, server, sport);
+            let (answer, said) = dig_svc(&t.client, server, sport, 2);
             let i = ANSWERS
                 .iter()
                 .position(|a| *a == answer)

@@ -163,10 +163,9 @@ impl Kind {
             Kind::Direct => LOCAL_BACKENDS.map(local).to_vec(),
             Kind::Routing | Kind::XdpFwd => backends(),
             Kind::Udplb | Kind::UdplbGeneric | Kind::Nftables => vec![local(FRONTEND)],
-            Kind::RemoteUdplb
-            | Kind::RemoteUdplbGeneric
-            | Kind::RemoteNftables
-            | Kind::Dsr(_) => vec![SocketAddrV4::new(VIP, FRONTEND_PORT)],
+            Kind::RemoteUdplb | Kind::RemoteUdplbGeneric | Kind::RemoteNftables | Kind::Dsr(_) => {
+                vec![SocketAddrV4::new(VIP, FRONTEND_PORT)]
+            }
         }
     }
 }
@@ -259,7 +258,11 @@ impl Setup {
                     .collect();
                 let spec = format!("{VIP}:{FRONTEND_PORT}={}", list.join(","));
                 let options = ["--mode", mode, "--tunnel-source", "198.18.1.1"];
-                let options = if mode == "l2" { &options[..2] } else { &options[..] };
+                let options = if mode == "l2" {
+                    &options[..2]
+                } else {
+                    &options[..]
+                };
                 udplb = Some(start_udplb(&balancer, options, "veth-b,veth-c", &spec)?)
             }
         }
@@ -407,9 +410,7 @@ fn run_once(s: &Setup, duration: Duration) -> Result<Run> {
         }
         Kind::Routing | Kind::RemoteNftables => after.kernel_forwarded - before.kernel_forwarded,
         Kind::XdpFwd => after.xdp_forwarded - before.xdp_forwarded,
-        Kind::RemoteUdplb | Kind::RemoteUdplbGeneric | Kind::Dsr(_) => {
-            after.udplb - before.udplb
-        }
+        Kind::RemoteUdplb | Kind::RemoteUdplbGeneric | Kind::Dsr(_) => after.udplb - before.udplb,
     };
     Ok(Run {
         generated: generated.frames,

@@ -62,6 +62,29 @@ pub fn dnsmasq(ns: &Netns, port: u16, name: &str, answer: &str) -> Server {
     )
 }
 
+/// `dig svc.test A` from `ns` to `server` (an address, port 53) from
+/// source port `sport` of the client's address (198.18.0.1 or 2001:2::1),
+/// three tries `secs` apart: the answer (its last line: dig prints a try
+/// that timed out on stdout too) and all it said. dig drops answers from
+/// any other address than the one it asked.
+pub fn dig_svc(ns: &Netns, server: &str, sport: u16, secs: u32) -> (String, String) {
+    let local = if server.contains(':') {
+        "2001:2::1"
+    } else {
+        "198.18.0.1"
+    };
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "dig", "+short", "+tries=3"])
+        .arg(format!("+time={secs}"))
+        .args([&format!("@{server}"), "-b", &format!("{local}#{sport}")])
+        .args(["svc.test", "A"])
+        .output()
+        .expect("dig (apt-get install bind9-dnsutils)");
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let answer = said.lines().last().unwrap_or("").to_string();
+    (answer, said + &String::from_utf8_lossy(&out.stderr))
+}
+
 /// python3's http.server on `addr`:`port` in `ns`, serving `dir`; returns
 /// once it listens (bounded wait).
 pub fn http_server(ns: &Netns, addr: &str, port: u16, dir: &str) -> Server {
