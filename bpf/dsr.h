@@ -275,14 +275,18 @@ static __always_inline bool answer_too_big(struct xdp_md *ctx, struct udp_packet
 	if (mtu >= o->len || mtu <= overhead || !o->df)
 		return false;
 	inner_mtu = mtu - overhead;
-	if (p->ipv6 && inner_mtu < 1280)
+	if (inner_mtu < (p->ipv6 ? 1280 : 68))
 		return false;
 	__builtin_memcpy(client_mac, p->eth->h_source, ETH_ALEN);
 	__builtin_memcpy(our_mac, p->eth->h_dest, ETH_ALEN);
 	__builtin_memcpy(client, p->desc->src.addr_be, 16);
 	__builtin_memcpy(frontend, p->desc->dst.addr_be, 16);
 	room = p->ipv6 ? sizeof(struct ipv6hdr) + ICMP_HLEN : sizeof(struct iphdr) + ICMP_HLEN;
-	quote = o->inner_len;
+	/* Never larger than the request: the quote leaves room for the new
+	 * headers. */
+	if (o->inner_len <= room)
+		return false;
+	quote = o->inner_len - room;
 	if (quote > (p->ipv6 ? QUOTE6_MAX : QUOTE4_MAX))
 		quote = p->ipv6 ? QUOTE6_MAX : QUOTE4_MAX;
 	/* The request's IP packet stays where it is, as the quote; the new
@@ -334,8 +338,8 @@ static __always_inline bool answer_too_big(struct xdp_md *ctx, struct udp_packet
 		eth->h_proto = bpf_htons(ETH_P_IP);
 		*(__be16 *)ip = bpf_htons(0x4500);
 		ip->tot_len = bpf_htons(sizeof(*ip) + ICMP_HLEN + quote);
-		ip->id = 0;
-		ip->frag_off = 0;
+		ip->id = 0; /* with DF: RFC 6864 */
+		ip->frag_off = bpf_htons(IP_DF);
 		ip->ttl = DSR_TTL;
 		ip->protocol = IPPROTO_ICMP;
 		ip->check = 0;

@@ -4,3 +4,4 @@ ip fou add port 6080 gue
 ip link set tunl0 up
 ip addr add 198.18.100.1/32 dev lo
 sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.tunl0.rp_filter=0
+sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2

@@ -116,9 +116,9 @@ impl Tunnel {
             .parse()
             .map_err(|_| usage!("tunnel source '{s}': not an IPv4 or IPv6 address"))?;
         let width = if addr.is_ipv4() { 32 } else { 128 };
-        // The hash fills the host bits: a short prefix would make sources
-        // of 0/8, 127/8 or multicast, which the backends drop.
-        let least = if addr.is_ipv4() { 16 } else { 64 };
+        // The hash fills at most the last 32 bits: below /8 an IPv4
+        // source could land in 0/8, 127/8 or multicast.
+        let least = if addr.is_ipv4() { 8 } else { 0 };
         let prefix = match p.map(str::parse::<u8>) {
             None => width,
             Some(Ok(n)) if (least..=width).contains(&n) => n,
@@ -152,12 +152,13 @@ impl Tunnel {
 
     /// Whether an outer source of this tunnel source can be `a`.
     pub fn covers(&self, a: IpAddr) -> bool {
-        let width = if self.addr.is_ipv4() { 32 } else { 128 };
-        let host = u32::from(width - self.prefix);
-        let net = |v: u128| v.checked_shr(host).unwrap_or(0);
+        // Only the hash's bits (the last 32 at most) vary.
+        let fixed = !u128::from(self.hash_mask());
         match (self.addr, a) {
-            (IpAddr::V4(t), IpAddr::V4(a)) => net(u32::from(t).into()) == net(u32::from(a).into()),
-            (IpAddr::V6(t), IpAddr::V6(a)) => net(t.into()) == net(a.into()),
+            (IpAddr::V4(t), IpAddr::V4(a)) => {
+                (u128::from(u32::from(t)) ^ u128::from(u32::from(a))) & fixed == 0
+            }
+            (IpAddr::V6(t), IpAddr::V6(a)) => (u128::from(t) ^ u128::from(a)) & fixed == 0,
             _ => false,
         }
     }
@@ -348,11 +349,15 @@ mod tests {
         assert!(Tunnel::parse("2001:2::/129")
             .unwrap_err()
             .0
-            .contains("64 to 128"));
-        assert!(Tunnel::parse("198.18.0.0/8")
+            .contains("0 to 128"));
+        assert!(Tunnel::parse("198.0.0.0/7")
             .unwrap_err()
             .0
-            .contains("16 to 32"));
+            .contains("8 to 32"));
+        // A /64 varies in its last 32 bits only.
+        let t64 = Tunnel::parse("2001:2::/64").unwrap();
+        assert!(!t64.covers("2001:2::1:0:0".parse().unwrap()));
+        assert!(t64.covers("2001:2::1".parse().unwrap()));
         let t = Tunnel::parse("198.18.0.0/24").unwrap();
         assert!(t.covers("198.18.0.77".parse().unwrap()));
         assert!(!t.covers("198.18.1.77".parse().unwrap()));

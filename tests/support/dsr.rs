@@ -164,7 +164,10 @@ pub fn too_big(f: &Frame, mtu: u32) -> Vec<u8> {
     let inner = inner(f);
     let (src, dst) = addrs(f);
     let (client, frontend) = (src.to_vec(), dst.to_vec());
-    let quote = &inner[..inner.len().min(if f.ipv6 { 1280 - 48 } else { 576 - 28 })];
+    // Never larger than the request: the quote leaves room for the new
+    // headers.
+    let room = if f.ipv6 { 48 } else { 28 };
+    let quote = &inner[..(inner.len() - room).min(if f.ipv6 { 1280 - 48 } else { 576 - 28 })];
     let mut icmp = Vec::new();
     if f.ipv6 {
         icmp.extend_from_slice(&[2, 0, 0, 0]);
@@ -174,13 +177,16 @@ pub fn too_big(f: &Frame, mtu: u32) -> Vec<u8> {
         icmp.extend_from_slice(&(mtu as u16).to_be_bytes());
     }
     icmp.extend_from_slice(quote);
-    let mut covered = icmp.clone();
+    // The pseudo-header first, so that an odd-length message keeps its
+    // 16-bit words aligned.
+    let mut covered = Vec::new();
     if f.ipv6 {
         covered.extend_from_slice(&frontend);
         covered.extend_from_slice(&client);
         covered.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
         covered.extend_from_slice(&[0, 0, 0, 58]);
     }
+    covered.extend_from_slice(&icmp);
     let c = !checksum::sum(&covered);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
     let mut out = Vec::new();
@@ -193,7 +199,8 @@ pub fn too_big(f: &Frame, mtu: u32) -> Vec<u8> {
     } else {
         out.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
         out.extend_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
+        // ID 0 with DF (RFC 6864).
+        out.extend_from_slice(&[0, 0, 0x40, 0, 64, 1, 0, 0]);
     }
     out.extend_from_slice(&frontend);
     out.extend_from_slice(&client);
