@@ -62,7 +62,6 @@
 #include "forward.h"
 #include "icmp.h"
 
-#define IPPROTO_IPIP_ 4 /* vmlinux.h's enum has IPPROTO_IPIP; named apart */
 #define IP_DF 0x4000
 #define DSR_TTL 64
 
@@ -414,7 +413,7 @@ static __always_inline int send_dsr(struct xdp_md *ctx, struct udp_packet *p,
 			o.gue_port_be = fe->gue_port_be;
 			o.proto = IPPROTO_UDP;
 		} else {
-			o.proto = p->ipv6 ? IPPROTO_IPV6 : IPPROTO_IPIP_;
+			o.proto = p->ipv6 ? IPPROTO_IPV6 : IPPROTO_IPIP;
 		}
 	}
 	o.len = o.inner_len + overhead;

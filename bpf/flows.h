@@ -132,10 +132,18 @@ static __always_inline bool pin_expired(struct udplb_frontend *fe, struct udplb_
 	       (__s64)(last - now) > (__s64)jiffies_hz;
 }
 
+/* A pin used again: its time now, by a relaxed store, and only when the
+ * clock moved, so busy flows do not keep the cache line bouncing between
+ * CPUs. */
+static __always_inline void pin_touch(struct udplb_flow *f, __u64 now)
+{
+	if (*(volatile __u64 *)&f->last_seen != now)
+		*(volatile __u64 *)&f->last_seen = now;
+}
+
 /* Pins the flow of `key` to the backend `be` at `slot`, for frontend_id:
- * only the time of a pin that already says so (a relaxed store, and only
- * when the clock moved, so busy flows do not keep the cache line bouncing
- * between CPUs), else a new pin. */
+ * only the time of a pin that already says so (pin_touch), else a new
+ * pin. */
 static __always_inline void flow_pin(struct udplb_flow_key *key, __u32 slot,
 				     struct udplb_backend *be, __u32 frontend_id)
 {
@@ -145,8 +153,7 @@ static __always_inline void flow_pin(struct udplb_flow_key *key, __u32 slot,
 
 	f = bpf_map_lookup_elem(&flows, key);
 	if (f && f->slot == slot && f->ident == be->ident && f->frontend_id == frontend_id) {
-		if (*(volatile __u64 *)&f->last_seen != now)
-			*(volatile __u64 *)&f->last_seen = now;
+		pin_touch(f, now);
 		flow_count(UDPLB_FLOW_PIN_REFRESHED);
 		return;
 	}
@@ -193,12 +200,8 @@ static __always_inline long flow_pick_slot(struct udplb_frontend *fe, struct udp
 		goto ring;
 	}
 	flow_count(UDPLB_FLOW_HIT);
-	if (fe->mode != UDPLB_MODE_NAT) {
-		__u64 now = bpf_jiffies64();
-
-		if (*(volatile __u64 *)&f->last_seen != now)
-			*(volatile __u64 *)&f->last_seen = now;
-	}
+	if (fe->mode != UDPLB_MODE_NAT)
+		pin_touch(f, bpf_jiffies64());
 	return slot;
 ring:
 	picked = pick_slot(fe, p);
